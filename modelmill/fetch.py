@@ -1,0 +1,188 @@
+"""Getting source files: the cache, a mirror (directory or http base URL), or the canonical URL.
+
+Every file is checked against the sha256 known for it (catalog, spec, or the mirror's
+``SHA256SUMS.tsv``) before it is used; a download lands in the cache only after that check
+(written to a temporary file, then renamed), so a failure never replaces a good copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelmill.catalog import CatalogEntry, CatalogFile
+from modelmill.errors import ChecksumMismatch, SourceUnavailable
+from modelmill.settings import Settings
+
+log = logging.getLogger("modelmill.fetch")
+
+MIRROR_HINT = (
+    "set MODELMILL_DATA_MIRROR to a mirror directory or http base URL laid out as <id>/<file>, "
+    "or run `modelmill datasets pull` where the internet is reachable"
+)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    name: str
+    path: Path
+    uri: str
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_url(s: str) -> bool:
+    return urllib.parse.urlparse(s).scheme in {"http", "https"}
+
+
+def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
+    """Download ``url`` to ``dest`` atomically, with timeout and retries."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    last: Exception | None = None
+    for attempt in range(1, settings.download_retries + 1):
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": "modelmill/0.1"})
+            with urllib.request.urlopen(req, timeout=settings.download_timeout) as r, os.fdopen(fd, "wb") as out:
+                total = int(r.headers.get("Content-Length") or 0)
+                done, next_report = 0, 8 << 20
+                while chunk := r.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if done >= next_report:
+                        pct = f" ({100 * done / total:.0f}%)" if total else ""
+                        log.info("downloading %s: %.1f MB%s", what, done / 1e6, pct)
+                        next_report += 8 << 20
+            os.replace(tmp, dest)
+            return
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            last = e
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code != 429:
+                break
+            if attempt < settings.download_retries:
+                wait = min(2 ** (attempt - 1), 8)
+                log.warning("download of %s failed (%s); retry %d in %ss", what, e, attempt, wait)
+                time.sleep(wait)
+    reason = getattr(last, "reason", None) or last
+    raise SourceUnavailable(f"cannot download {what} from {url}: {reason}; {MIRROR_HINT}")
+
+
+def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:
+    """The mirror's published checksums (``<id>/<file>`` -> sha256), if it has any."""
+    text: str | None = None
+    if _is_url(mirror):
+        try:
+            url = mirror.rstrip("/") + "/SHA256SUMS.tsv"
+            with urllib.request.urlopen(url, timeout=settings.download_timeout) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError):
+            return {}
+    else:
+        p = Path(mirror) / "SHA256SUMS.tsv"
+        text = p.read_text() if p.is_file() else None
+    sums: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            sums[parts[2].strip()] = parts[1].strip()
+    return sums
+
+
+def _check(path: Path, expected: str | None, what: str, origin: str) -> str:
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise ChecksumMismatch(
+            f"checksum mismatch for {what} from {origin}: expected sha256 {expected[:12]}…, got {actual[:12]}…"
+        )
+    return actual
+
+
+def fetch_catalog_file(
+    entry: CatalogEntry,
+    f: CatalogFile,
+    settings: Settings,
+    *,
+    url_override: str | None = None,
+    expected_sha256: str | None = None,
+    refresh: bool = False,
+) -> LocalFile:
+    """Return a verified local copy of one catalog file."""
+    what = f"{entry.id}/{f.name}"
+    expected = expected_sha256 or f.sha256
+    mirror = settings.data_mirror
+    if mirror and not url_override:
+        expected = expected or _mirror_sums(mirror, settings).get(what)
+        if _is_url(mirror):
+            url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"
+            dest = settings.cache_dir / "mirror" / entry.id / f.name
+            if refresh or not dest.is_file() or (expected and sha256_file(dest) != expected):
+                tmp = dest.with_name(f".{dest.name}.new")
+                _download(url, tmp, settings, what)
+                try:
+                    _check(tmp, expected, what, url)
+                except ChecksumMismatch:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                os.replace(tmp, dest)
+            return LocalFile(f.name, dest, url, _check(dest, expected, what, url))
+        path = Path(mirror).expanduser().resolve() / entry.id / f.name
+        if not path.is_file():
+            raise SourceUnavailable(f"{what} is not in the mirror MODELMILL_DATA_MIRROR={mirror}")
+        return LocalFile(f.name, path, path.as_uri(), _check(path, expected, what, str(path)))
+
+    url = url_override or f.url
+    dest = settings.cache_dir / entry.id / f.name
+    if not refresh and dest.is_file():
+        try:
+            return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
+        except ChecksumMismatch:
+            log.warning("cached %s fails its checksum; downloading it again", what)
+    tmp = dest.with_name(f".{dest.name}.new")
+    _download(url, tmp, settings, what)
+    try:
+        sha = _check(tmp, expected, what, url)
+    except ChecksumMismatch:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
+    return LocalFile(f.name, dest, url, sha)
+
+
+def fetch_user_file(location: str, settings: Settings, *, base: Path | None, expected_sha256: str | None) -> LocalFile:
+    """A user's own file: a local path (relative to the spec) or an http(s) URL."""
+    if _is_url(location):
+        name = Path(urllib.parse.urlparse(location).path).name or "data"
+        key = hashlib.sha1(location.encode()).hexdigest()[:16]
+        dest = settings.cache_dir / "url" / key / name
+        tmp = dest.with_name(f".{name}.new")
+        _download(location, tmp, settings, name)
+        try:
+            sha = _check(tmp, expected_sha256, name, location)
+        except ChecksumMismatch:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, dest)
+        return LocalFile(name, dest, location, sha)
+    path = Path(location).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    path = path.resolve()
+    if not path.is_file():
+        raise SourceUnavailable(f"source file {path} does not exist")
+    return LocalFile(path.name, path, path.as_uri(), _check(path, expected_sha256, path.name, str(path)))

@@ -1,0 +1,140 @@
+"""Ingest: fetch the source, parse it, and write an immutable content-addressed snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from modelmill.catalog import get_entry
+from modelmill.errors import CorruptSource, SpecError
+from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file
+from modelmill.readers import READERS, read_table, wisconsin_source
+from modelmill.settings import Settings
+from modelmill.spec import PipelineSpec
+
+log = logging.getLogger("modelmill.ingest")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One immutable Parquet snapshot of a pipeline's source data, and where it came from."""
+
+    key: str
+    path: Path
+    digest: str
+    rows: int
+    columns: list[str]
+    sources: list[dict] = field(default_factory=list)
+    as_of: str | None = None
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path)
+
+    @property
+    def uri(self) -> str:
+        return self.path.as_uri()
+
+    def lineage(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    """Content digest of a frame: same columns, types and values give the same digest."""
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def fetch_sources(spec: PipelineSpec, settings: Settings, refresh: bool = False) -> dict[str, LocalFile]:
+    src = spec.source
+    base = spec.spec_path.parent if spec.spec_path else None
+    if src.dataset is None:
+        f = fetch_user_file(src.path or src.url or "", settings, base=base, expected_sha256=src.sha256)
+        return {f.name: f}
+    entry = get_entry(src.dataset)
+    if src.url and len(entry.files) != 1:
+        raise SpecError(f"source.url can override only single-file datasets; {entry.id} has {len(entry.files)} files")
+    if entry.reader == "wisconsin":
+        f = wisconsin_source()
+        return {f.name: f}
+    return {
+        f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256, refresh=refresh)
+        for f in entry.files
+    }
+
+
+def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
+    src = spec.source
+    if src.dataset is None:
+        (f,) = files.values()
+        df = read_table(f, src.format, src.read_options)
+    else:
+        df = READERS[get_entry(src.dataset).reader](files)
+    if len(df.columns) == 0:
+        raise CorruptSource(f"pipeline {spec.name}: the source has no columns")
+    return df
+
+
+def date_column(spec: PipelineSpec) -> str | None:
+    if "date" in spec.roles:
+        return spec.roles["date"]
+    return get_entry(spec.source.dataset).date_column if spec.source.dataset else None
+
+
+def cut_as_of(spec: PipelineSpec, df: pd.DataFrame, as_of: str) -> pd.DataFrame:
+    """Keep the rows dated on or before ``as_of`` (for backfills)."""
+    col = date_column(spec)
+    if col is None or col not in df.columns:
+        raise SpecError(f"pipeline {spec.name} has no date column: it cannot run as of a date")
+    cutoff = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    return df[pd.to_datetime(df[col], errors="coerce") < cutoff].reset_index(drop=True)
+
+
+def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list[dict], as_of: str | None) -> Snapshot:
+    digest = frame_digest(df)
+    folder = settings.snapshot_dir / key
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.parquet"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{digest}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    snap = Snapshot(key, path, digest, len(df), [str(c) for c in df.columns], sources, as_of)
+    meta = folder / f"{digest}.json"
+    if not meta.exists():
+        record = snap.lineage() | {"created": datetime.now(UTC).isoformat(timespec="seconds")}
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{digest}.", suffix=".json.tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out, indent=2, default=str)
+        os.replace(tmp, meta)
+    return snap
+
+
+def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> Snapshot:
+    """Fetch, parse and snapshot the spec's source. The returned snapshot is never modified."""
+    files = fetch_sources(spec, settings)
+    df = read_source(spec, files)
+    if as_of:
+        df = cut_as_of(spec, df, as_of)
+    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256} for f in files.values()]
+    snap = write_snapshot(df, spec.source.dataset or spec.name, settings, sources, as_of)
+    log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
+    return snap

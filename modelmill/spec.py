@@ -1,0 +1,192 @@
+"""The declarative pipeline spec: one YAML file per pipeline, parsed into a strict model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelmill.errors import SpecError
+from modelmill.settings import Settings
+
+PROBLEM_KINDS = (
+    "tabular_classification",
+    "forecasting",
+    "image_classification",
+    "text_classification",
+    "recommendation",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """Where the data comes from: a catalog dataset, or a user's own CSV/Parquet file."""
+
+    dataset: str | None = Field(None, description="id in the dataset catalog")
+    path: str | None = Field(None, description="local CSV/Parquet file (relative to the spec)")
+    url: str | None = Field(
+        None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file"
+    )
+    format: Literal["csv", "parquet"] | None = None
+    read_options: dict[str, Any] = Field(default_factory=dict, description="pandas reader kwargs")
+    sha256: str | None = Field(None, description="expected sha256 of the file, if known")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Source:
+        if self.dataset is None and (self.path is None) == (self.url is None):
+            raise ValueError("source needs `dataset`, or exactly one of `path` / `url`")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("source takes `dataset` or `path`, not both")
+        return self
+
+
+class Features(Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    text: str | None = None
+    image: str | None = None
+
+
+class Split(Strict):
+    method: Literal["stratified", "predefined", "temporal", "walk_forward"] = "stratified"
+    test_size: float = Field(0.25, gt=0, lt=1)
+    seed: int = 42
+    column: str | None = Field(None, description="split column for `predefined`")
+    folds: int = Field(5, ge=2, le=20, description="CV folds (or backtest folds)")
+    test_period_days: int | None = Field(None, ge=1, description="length of the temporal test window")
+
+
+class Candidate(Strict):
+    name: str
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class Metric(Strict):
+    name: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Promotion(Strict):
+    margin: float = Field(0.0, ge=0, description="required improvement over the champion")
+
+
+class Schedule(Strict):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have 5 fields")
+        return v
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    domain: str
+    description: str
+    source: Source
+    target: str | None = None
+    positive_label: str | int | None = None
+    features: Features = Field(default_factory=Features)
+    roles: dict[str, str] = Field(default_factory=dict, description="other column roles")
+    suite: str
+    split: Split = Field(default_factory=Split)
+    problem: Literal[PROBLEM_KINDS]  # type: ignore[valid-type]
+    baseline: Candidate
+    candidates: list[Candidate] = Field(min_length=1)
+    metric: Metric
+    promotion: Promotion = Field(default_factory=Promotion)
+    schedule: Schedule
+    options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options")
+
+    # Set by the loader, not by the YAML.
+    spec_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_candidates(self) -> PipelineSpec:
+        names = [c.name for c in self.candidates] + [self.baseline.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidate names must be unique: {names}")
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return f"modelmill/{self.name}"
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"modelmill-{self.name}"
+
+    def suite_path(self, settings: Settings) -> Path:
+        p = Path(self.suite)
+        if p.is_absolute():
+            return p
+        candidates = [settings.suites_dir / p]
+        if self.spec_path is not None:
+            candidates += [self.spec_path.parent / p, self.spec_path.parent.parent / "expectations" / p]
+        for c in candidates:
+            if c.is_file():
+                return c
+        raise SpecError(f"pipeline {self.name}: expectation suite {self.suite!r} not found in {settings.suites_dir}")
+
+    def spec_hash(self, settings: Settings) -> str:
+        """Digest of the spec and its suite: same hash, same pipeline definition."""
+        h = hashlib.sha256(self.model_dump_json().encode())
+        h.update(self.suite_path(settings).read_bytes())
+        return h.hexdigest()
+
+
+def _parse(path: Path) -> PipelineSpec:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec must be a YAML mapping")
+    try:
+        return PipelineSpec(**raw, spec_path=path.resolve())
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise SpecError(f"{path}: {where}: {first['msg']} ({e.error_count()} error(s))") from e
+
+
+def available(settings: Settings) -> dict[str, Path]:
+    d = settings.specs_dir
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
+
+
+def load_spec(name_or_path: str, settings: Settings) -> PipelineSpec:
+    """Load a pipeline by name (``pipelines/<name>.yaml``) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"}:
+        if not p.is_file():
+            raise SpecError(f"spec file {p} does not exist")
+        return _parse(p)
+    specs = available(settings)
+    if name_or_path not in specs:
+        known = ", ".join(specs) or "none"
+        raise SpecError(f"unknown pipeline {name_or_path!r} (known in {settings.specs_dir}: {known})")
+    spec = _parse(specs[name_or_path])
+    if spec.name != name_or_path:
+        raise SpecError(f"{specs[name_or_path]}: name {spec.name!r} does not match the file name")
+    return spec
+
+
+def load_all(settings: Settings) -> list[PipelineSpec]:
+    return [load_spec(n, settings) for n in available(settings)]
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
