@@ -1,0 +1,196 @@
+"""``modelmill`` command line: run pipelines, list them, pull datasets, open the UI.
+
+The core stays free of prefect: flows are imported inside the commands that run them, after the
+environment (Prefect home, MLflow store) has been set from :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+
+from modelmill.errors import ModelmillError
+from modelmill.settings import Settings, get_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+log = logging.getLogger("modelmill")
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point Prefect and MLflow at the project data folder unless servers are configured."""
+    home = settings.home_dir
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Our own progress lines go to the terminal; Prefect's console handlers only say what is
+    # critical (its records still reach the Prefect API and UI).
+    for handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "modelmill")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for noisy in ("mlflow", "alembic", "great_expectations", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("modelmill")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    logging.captureWarnings(True)
+
+
+def exit_code(summaries: list[dict]) -> int:
+    statuses = {s["status"] for s in summaries}
+    if "failed" in statuses:
+        return EXIT_FAILED
+    if "rejected" in statuses:
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def cmd_run(args, settings: Settings) -> int:
+    from modelmill.report import summary_table
+    from modelmill.spec import available, load_spec
+
+    names = list(available(settings)) if args.all else args.pipelines
+    if not names:
+        print("modelmill run: name one or more pipelines, or --all", file=sys.stderr)
+        return 2
+    for n in names:  # fail fast on unknown names / invalid specs, before any flow starts
+        load_spec(n, settings)
+    prepare_environment(settings)
+    from flows.pipeline import pipeline_flow, summary_of
+
+    summaries = []
+    for i, name in enumerate(names, 1):
+        log.info("▶ [%d/%d] %s", i, len(names), name)
+        t0 = time.time()
+        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, return_state=True)
+        s = summary_of(name, state)
+        summaries.append(s)
+        log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
+    print()
+    print(summary_table(summaries))
+    print()
+    for s in summaries:
+        if s.get("where"):
+            print(f"{s['pipeline']}: {s['where']}")
+    print(f"\nMLflow store: {settings.tracking_uri}   (open it with `modelmill ui`)")
+    return exit_code(summaries)
+
+
+def cmd_list(args, settings: Settings) -> int:
+    from modelmill.spec import load_all
+    from modelmill.tracking import CHAMPION, Tracker
+
+    prepare_environment(settings)
+    tracker = Tracker(settings)
+    rows = [("pipeline", "domain", "problem", "last run", "status", "champion", "metric")]
+    for spec in load_all(settings):
+        runs = tracker.runs(spec)
+        last, status = "never", ""
+        if not runs.empty:
+            r = runs.iloc[-1]
+            last = str(r["start_time"])[:19]
+            status = r.get("tags.modelmill.status") or r["status"]
+            status = status if isinstance(status, str) else r["status"]
+        champ = tracker.alias(spec, CHAMPION)
+        metric = ""
+        if champ:
+            mv = tracker.client.get_model_version(champ.name, champ.version)
+            metric = f"{spec.metric.name}={float(mv.tags.get('modelmill.primary', 'nan')):.4f}"
+        rows.append((spec.name, spec.domain, spec.problem, last, status, f"v{champ.version}" if champ else "none", metric))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_datasets(args, settings: Settings) -> int:
+    from modelmill.catalog import CATALOG, get_entry
+    from modelmill.fetch import fetch_catalog_file
+
+    if args.action == "list":
+        for e in CATALOG.values():
+            print(f"{e.id:24} {e.title}  [{e.licence}]\n{'':24} {e.citation}")
+        return EXIT_OK
+    ids = args.ids or list(CATALOG)
+    for i in ids:
+        entry = get_entry(i)
+        if not entry.files:
+            log.info("%s: bundled with scikit-learn, nothing to download", i)
+            continue
+        for f in entry.files:
+            lf = fetch_catalog_file(entry, f, settings, refresh=args.refresh)
+            log.info("%s/%s: %s (sha256 %s…)", i, f.name, lf.path, lf.sha256[:12])
+    return EXIT_OK
+
+
+def cmd_ui(args, settings: Settings) -> int:
+    import subprocess
+
+    uri = settings.tracking_uri
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
+    return subprocess.call(cmd, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelmill", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run pipelines now (a Prefect flow each)")
+    r.add_argument("pipelines", nargs="*", help="pipeline names or spec files")
+    r.add_argument("--all", action="store_true", help="every pipeline in the pipelines folder")
+    r.add_argument("--as-of", help="train on data dated up to this day (YYYY-MM-DD)")
+    r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
+    r.set_defaults(fn=cmd_run)
+
+    ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
+    ls.set_defaults(fn=cmd_list)
+
+    d = sub.add_parser("datasets", help="the dataset catalog")
+    d.add_argument("action", choices=["pull", "list"])
+    d.add_argument("ids", nargs="*")
+    d.add_argument("--refresh", action="store_true", help="download again even if cached")
+    d.set_defaults(fn=cmd_datasets)
+
+    u = sub.add_parser("ui", help="open the MLflow UI on the local store")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    settings = get_settings()
+    try:
+        return args.fn(args, settings)
+    except ModelmillError as e:
+        print(f"modelmill: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("modelmill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+

@@ -1,0 +1,97 @@
+"""Metrics and plots shared by the kinds that end in a binary or multiclass decision.
+
+Everything comes from scikit-learn / scipy; plots are matplotlib figures (Agg backend), logged
+by the tracking adapter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ks_2samp
+from sklearn import metrics as skm
+
+
+def figure(width: float = 5.5, height: float = 4.5):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def expected_cost(y: np.ndarray, yhat: np.ndarray, fn_cost: float, fp_cost: float) -> float:
+    """Mean cost per case: a positive predicted negative costs ``fn_cost``, the reverse ``fp_cost``."""
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    fn = np.sum((y == 1) & (yhat == 0))
+    fp = np.sum((y == 0) & (yhat == 1))
+    return float((fn * fn_cost + fp * fp_cost) / max(len(y), 1))
+
+
+def binary_metrics(y, p, yhat, cost: tuple[float, float] | None = None) -> dict[str, float]:
+    """Ranking, calibration and decision metrics for a binary problem (positive class = 1)."""
+    y, p, yhat = np.asarray(y).astype(int), np.asarray(p, dtype=float), np.asarray(yhat).astype(int)
+    both = len(np.unique(y)) == 2
+    tn, fp, fn, tp = skm.confusion_matrix(y, yhat, labels=[0, 1]).ravel()
+    out = {
+        "roc_auc": skm.roc_auc_score(y, p) if both else float("nan"),
+        "pr_auc": skm.average_precision_score(y, p) if both else float("nan"),
+        "ks": ks_2samp(p[y == 1], p[y == 0]).statistic if both else float("nan"),
+        "brier": skm.brier_score_loss(y, p),
+        "log_loss": skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]),
+        "accuracy": skm.accuracy_score(y, yhat),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, yhat),
+        "f1": skm.f1_score(y, yhat, zero_division=0),
+        "precision": skm.precision_score(y, yhat, zero_division=0),
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+    }
+    if cost is not None:
+        out["expected_cost"] = expected_cost(y, yhat, *cost)
+    return {k: float(v) for k, v in out.items()}
+
+
+def binary_plots(y, p, yhat, labels: tuple[str, str], title: str) -> dict[str, object]:
+    """ROC, precision-recall, calibration and confusion-matrix figures."""
+    from sklearn.calibration import CalibrationDisplay
+
+    y = np.asarray(y).astype(int)
+    figs = {}
+    fig, ax = figure()
+    skm.RocCurveDisplay.from_predictions(y, p, ax=ax, name=title, plot_chance_level=True)
+    ax.set_title(f"ROC — {title}")
+    figs["roc_curve.png"] = fig
+    fig, ax = figure()
+    skm.PrecisionRecallDisplay.from_predictions(y, p, ax=ax, name=title, plot_chance_level=True)
+    ax.set_title(f"Precision-recall — {title}")
+    figs["precision_recall.png"] = fig
+    fig, ax = figure()
+    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax, name=title)
+    ax.set_title(f"Calibration — {title}")
+    figs["calibration.png"] = fig
+    figs["confusion_matrix.png"] = confusion_figure(y, np.asarray(yhat).astype(int), [0, 1], list(labels), title)
+    return figs
+
+
+def confusion_figure(y, yhat, label_ids, label_names, title: str):
+    fig, ax = figure(5.5 if len(label_ids) <= 4 else 12, 4.5 if len(label_ids) <= 4 else 11)
+    cm = skm.confusion_matrix(y, yhat, labels=label_ids)
+    skm.ConfusionMatrixDisplay(cm, display_labels=label_names).plot(
+        ax=ax, colorbar=False, include_values=len(label_ids) <= 10, xticks_rotation="vertical"
+    )
+    ax.set_title(f"Confusion matrix — {title}")
+    fig.tight_layout()
+    return fig
+
+
+def multiclass_tables(y, yhat, top: int = 15) -> dict[str, pd.DataFrame]:
+    """Per-class precision/recall/F1 and the most confused (true, predicted) pairs."""
+    y, yhat = np.asarray(y).astype(str), np.asarray(yhat).astype(str)
+    labels = sorted(set(y) | set(yhat))
+    p, r, f, s = skm.precision_recall_fscore_support(y, yhat, labels=labels, zero_division=0)
+    per_class = pd.DataFrame({"label": labels, "precision": p, "recall": r, "f1": f, "support": s}).sort_values("f1")
+    wrong = pd.DataFrame({"true": y, "predicted": yhat})
+    wrong = wrong[wrong.true != wrong.predicted]
+    pairs = wrong.value_counts().rename("count").reset_index().head(top)
+    return {"per_class_f1.csv": per_class, "confused_pairs.csv": pairs}

@@ -1,0 +1,21 @@
+"""Code per problem kind, not per domain: each kind owns its split, featurizers, candidates and
+evaluator, and serves every spec of that kind."""
+
+from __future__ import annotations
+
+import importlib
+
+from modelmill.kinds.base import ProblemKind
+
+_MODULES = {
+    "tabular_classification": ("modelmill.kinds.tabular", "TabularClassification"),
+    "forecasting": ("modelmill.kinds.forecasting", "Forecasting"),
+    "image_classification": ("modelmill.kinds.image", "ImageClassification"),
+    "text_classification": ("modelmill.kinds.text", "TextClassification"),
+    "recommendation": ("modelmill.kinds.recommendation", "Recommendation"),
+}
+
+
+def get_kind(name: str) -> ProblemKind:
+    module, cls = _MODULES[name]
+    return getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,120 @@
+"""The contract every problem kind fulfils."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sklearn.base import clone
+
+from modelmill.errors import SpecError
+from modelmill.spec import Candidate, PipelineSpec
+
+
+class KindOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Prepared:
+    """The data a kind trains and evaluates on: its own train/test representation."""
+
+    train: Any
+    test: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Trained:
+    model: Any
+    baseline: Any
+    best: str
+    selection: pd.DataFrame  # one row per candidate: name, best params, CV score
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    metric: str
+    primary: float
+    baseline_primary: float
+    metrics: dict[str, float]
+    figures: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def lift(self) -> float:
+        return self.metrics["lift_over_baseline"]
+
+
+class ProblemKind(ABC):
+    name: ClassVar[str]
+    Options: ClassVar[type[KindOptions]] = KindOptions
+    #: metric name -> direction; the spec's primary metric must be one of them.
+    METRICS: ClassVar[dict[str, str]] = {}
+    #: estimator name -> factory(seed, **params) of an unfitted estimator.
+    ESTIMATORS: ClassVar[dict[str, Any]] = {}
+
+    def options(self, spec: PipelineSpec) -> KindOptions:
+        try:
+            return self.Options(**spec.options)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise SpecError(f"pipeline {spec.name}: options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from e
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        """Kind-level checks of a spec (metric, estimators, options), before any data is read."""
+        if spec.metric.name not in self.METRICS:
+            raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name!r} is not one of {sorted(self.METRICS)}")
+        if self.METRICS[spec.metric.name] != spec.metric.direction:
+            raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name} is to {self.METRICS[spec.metric.name]}, not {spec.metric.direction}")
+        for c in [spec.baseline, *spec.candidates]:
+            if c.estimator not in self.ESTIMATORS:
+                raise SpecError(f"pipeline {spec.name}: unknown estimator {c.estimator!r} for {self.name} (known: {sorted(self.ESTIMATORS)})")
+        self.options(spec)
+
+    def build(self, c: Candidate, spec: PipelineSpec):
+        """An unfitted estimator for a candidate (scikit-learn contract: params in __init__)."""
+        try:
+            return self.ESTIMATORS[c.estimator](spec.split.seed, **c.params)
+        except TypeError as e:
+            raise SpecError(f"pipeline {spec.name}: candidate {c.name}: {e}") from e
+
+    @abstractmethod
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared: ...
+
+    @abstractmethod
+    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained: ...
+
+    @abstractmethod
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        """Test-split metrics of any fitted model of this kind (also used to score the champion)."""
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> tuple[dict, dict]:
+        """Figures and tables for the chosen model: ``({name.png: fig}, {name.csv: frame})``."""
+        return {}, {}
+
+    @abstractmethod
+    def examples(self, model, data: Prepared) -> tuple[Any, Any]:
+        """A model input example and the matching output, for the MLflow signature."""
+
+    def score(self, spec: PipelineSpec, model, data: Prepared) -> float:
+        return self.metrics(spec, model, data)[spec.metric.name]
+
+    def evaluate(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> Evaluation:
+        m = self.metrics(spec, trained.model, data)
+        b = self.metrics(spec, trained.baseline, data)
+        key = spec.metric.name
+        lift = m[key] - b[key] if spec.metric.direction == "maximize" else b[key] - m[key]
+        figures, tables = self.report(spec, trained, data)
+        tables = {**tables, "model_selection.csv": trained.selection}
+        merged = {**m, **{f"baseline_{k}": v for k, v in b.items()}, "lift_over_baseline": lift}
+        return Evaluation(key, m[key], b[key], merged, figures, tables)
+
+
+def fit_clone(estimator, X, y=None):
+    est = clone(estimator)
+    return est.fit(X, y) if y is not None else est.fit(X)

@@ -1,0 +1,130 @@
+"""Tabular binary classification (credit risk, breast cytology, any user CSV of that shape)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import make_scorer
+from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from modelmill.errors import SpecError
+from modelmill.evaluation import binary_metrics, binary_plots, expected_cost
+from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.selection import grid_select
+from modelmill.spec import PipelineSpec
+
+SCORERS = {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss", "brier": "neg_brier_score"}
+
+
+class Cost(KindOptions):
+    false_negative: float = Field(gt=0, description="cost of a positive predicted negative")
+    false_positive: float = Field(gt=0, description="cost of a negative predicted positive")
+
+
+class TabularOptions(KindOptions):
+    threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = "balanced_accuracy"
+    cost: Cost | None = None
+    negative_label_name: str = "negative"
+    positive_label_name: str = "positive"
+
+
+class TabularClassification(ProblemKind):
+    name = "tabular_classification"
+    Options = TabularOptions
+    METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
+    ESTIMATORS = {
+        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
+        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=5000, **p),
+        "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, **p),
+        "random_forest": lambda seed, **p: RandomForestClassifier(random_state=seed, n_jobs=1, **p),
+    }
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        super().check_spec(spec)
+        opts = self.options(spec)
+        if spec.target is None or spec.positive_label is None:
+            raise SpecError(f"pipeline {spec.name}: tabular classification needs `target` and `positive_label`")
+        if not (spec.features.numeric or spec.features.categorical):
+            raise SpecError(f"pipeline {spec.name}: declare features.numeric and/or features.categorical")
+        if opts.threshold == "cost" and opts.cost is None:
+            raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
+
+    def _columns(self, spec: PipelineSpec) -> list[str]:
+        return [*spec.features.numeric, *spec.features.categorical]
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        cols = self._columns(spec)
+        X = df[cols].copy()
+        for c in spec.features.categorical:
+            X[c] = X[c].astype("str")
+        y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y)
+        info = {"train_rows": len(y_tr), "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
+        return Prepared((X_tr.reset_index(drop=True), y_tr), (X_te.reset_index(drop=True), y_te), info)
+
+    def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
+        return ColumnTransformer(
+            [
+                ("numeric", StandardScaler(), spec.features.numeric),
+                ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), spec.features.categorical),
+            ]
+        )
+
+    def _cv(self, spec: PipelineSpec) -> StratifiedKFold:
+        return StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
+
+    def _threshold_scorer(self, spec: PipelineSpec):
+        opts = self.options(spec)
+        if opts.threshold == "cost":
+            fn, fp = opts.cost.false_negative, opts.cost.false_positive
+            return make_scorer(lambda y, yhat: -expected_cost(y, yhat, fn, fp), response_method="predict")
+        return opts.threshold
+
+    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+        X, y = data.train
+
+        def build(c):
+            return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
+
+        best_name, best, table = grid_select(spec, build, X, y, cv=self._cv(spec), scoring=SCORERS[spec.metric.name])
+        opts = self.options(spec)
+        if opts.threshold == "fixed":
+            model = best
+        else:
+            # Decision threshold chosen by cross-validation on the training split only.
+            model = TunedThresholdClassifierCV(best, scoring=self._threshold_scorer(spec), cv=self._cv(spec), random_state=spec.split.seed)
+            model.fit(X, y)
+        baseline = build(spec.baseline).fit(X, y)
+        threshold = float(getattr(model, "best_threshold_", 0.5))
+        return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "decision_threshold": round(threshold, 6)})
+
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        X, y = data.test
+        p = model.predict_proba(X)[:, 1]
+        yhat = model.predict(X)
+        opts = self.options(spec)
+        cost = (opts.cost.false_negative, opts.cost.false_positive) if opts.cost else None
+        out = binary_metrics(y, p, yhat, cost)
+        out["decision_threshold"] = float(getattr(model, "best_threshold_", 0.5))
+        return out
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        X, y = data.test
+        p = trained.model.predict_proba(X)[:, 1]
+        opts = self.options(spec)
+        figs = binary_plots(y, p, trained.model.predict(X), (opts.negative_label_name, opts.positive_label_name), spec.name)
+        scored = pd.DataFrame({"y_true": y, "p_positive": np.round(p, 6), "y_pred": trained.model.predict(X)})
+        return figs, {"test_predictions.csv": scored}
+
+    def examples(self, model, data: Prepared):
+        X = data.test[0].head(5)
+        return X, model.predict_proba(X)

@@ -1,0 +1,213 @@
+"""The pipeline's stages as plain functions over a :class:`RunHandle` (no orchestration here).
+
+``tasks/`` wraps each stage in a Prefect task and ``flows/`` wires them; tests call the stages
+directly. Every stage records what it did on the MLflow run through :class:`Tracker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from modelmill.errors import DataRejected, ModelmillError
+from modelmill.ingest import Snapshot, ingest
+from modelmill.kinds import get_kind
+from modelmill.kinds.base import Evaluation, Prepared, Trained
+from modelmill.promotion import Decision, decide
+from modelmill.settings import REPO_ROOT, Settings
+from modelmill.spec import PipelineSpec
+from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, Tracker
+from modelmill.validate import ValidationReport, gate, validate_frame
+
+log = logging.getLogger("modelmill.stages")
+
+
+@dataclass
+class RunHandle:
+    """What every stage needs: the spec, the settings and the MLflow run it logs to."""
+
+    spec: PipelineSpec
+    settings: Settings
+    run_id: str
+    as_of: str | None = None
+    promote: bool = True
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.settings)
+
+
+@dataclass
+class RunSummary:
+    pipeline: str
+    status: str  # trained | rejected | failed
+    run_id: str | None
+    metric: str
+    value: float | None = None
+    baseline: float | None = None
+    lift: float | None = None
+    decision: str | None = None
+    promoted: bool | None = None
+    version: str | None = None
+    champion_version: str | None = None
+    error: str | None = None
+    where: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start(spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = None, as_of: str | None = None, promote: bool = True, trigger: str = "manual") -> RunHandle:
+    kind = get_kind(spec.problem)
+    kind.check_spec(spec)
+    tracker = Tracker(settings)
+    commit = git_commit()
+    tags = {
+        "modelmill.pipeline": spec.name,
+        "modelmill.domain": spec.domain,
+        "modelmill.problem": spec.problem,
+        "modelmill.spec_hash": spec.spec_hash(settings),
+        "modelmill.git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "modelmill.prefect_flow_run_id": flow_run_id or "none",
+        "modelmill.trigger": trigger,
+        "modelmill.as_of": as_of or "latest",
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
+    run_id = tracker.start_run(spec, name, tags)
+    tracker.log_params(run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()})
+    log.info("%s: MLflow run %s started", spec.name, run_id)
+    return RunHandle(spec, settings, run_id, as_of, promote)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def ingest_stage(h: RunHandle) -> Snapshot:
+    snap = ingest(h.spec, h.settings, h.as_of)
+    t = h.tracker()
+    t.set_tags(h.run_id, {"modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path)})
+    t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
+    t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
+    t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target)
+    return snap
+
+
+def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
+    report = validate_frame(snap.load(), h.spec.suite_path(h.settings))
+    t = h.tracker()
+    t.log_text(h.run_id, report.to_html(), "validation/report.html")
+    t.log_dict(h.run_id, report.to_dict(), "validation/report.json")
+    t.log_metrics(h.run_id, {"validation.evaluated": report.evaluated, "validation.failed": len(report.failed)})
+    t.set_tags(h.run_id, {"modelmill.validation": "passed" if report.success else "rejected"})
+    if not report.success:
+        t.set_tags(h.run_id, {"modelmill.rejected": "true", "modelmill.failed_expectations": "; ".join(report.failed)})
+    gate(report, h.spec.name)
+    log.info("%s: validation passed (%d expectations)", h.spec.name, report.evaluated)
+    return report
+
+
+def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
+    kind = get_kind(h.spec.problem)
+    data = kind.prepare(h.spec, snap.load())
+    trained = kind.train(h.spec, data)
+    t = h.tracker()
+    t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params})
+    log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in data.info.items() if "rows" in k))
+    return data, trained
+
+
+def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation:
+    kind = get_kind(h.spec.problem)
+    ev = kind.evaluate(h.spec, trained, data)
+    t = h.tracker()
+    t.log_metrics(h.run_id, {f"test.{k}": v for k, v in ev.metrics.items()} | {"primary": ev.primary})
+    for name, fig in ev.figures.items():
+        t.log_figure(h.run_id, fig, f"plots/{name}")
+    for name, table in ev.tables.items():
+        t.log_table(h.run_id, table, f"tables/{name}")
+    log.info("%s: test %s = %.4f (baseline %.4f, lift %+.4f)", h.spec.name, ev.metric, ev.primary, ev.baseline_primary, ev.lift)
+    return ev
+
+
+def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
+    """Register the new version; it takes ``champion`` only if it beats the current one."""
+    kind = get_kind(h.spec.problem)
+    t = h.tracker()
+    champion = t.alias(h.spec, CHAMPION)
+    champion_score = None
+    if champion is not None:
+        try:
+            champion_score = kind.score(h.spec, t.load_model(champion), data)
+        except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
+            log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
+    decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)
+    if not h.promote and decision.promote:
+        decision = Decision(False, f"{decision.reason}, but promotion is off for this run", decision.new_score, decision.champion_score, decision.champion_version)
+    example_in, example_out = kind.examples(trained.model, data)
+    ref = t.log_model(h.run_id, h.spec, trained.model, example_in, example_out)
+    alias = CHAMPION if decision.promote else CHALLENGER
+    if h.promote or decision.promote:
+        t.set_alias(h.spec, alias, ref.version)
+    t.set_version_tags(h.spec, ref.version, {"modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"), "modelmill.primary": f"{ev.primary:.6f}", "modelmill.as_of": h.as_of or "latest"})
+    metrics = {"promotion.new_score": decision.new_score, "promotion.promoted": float(decision.promote)}
+    if decision.champion_score is not None:
+        metrics["promotion.champion_score"] = decision.champion_score
+    t.log_metrics(h.run_id, metrics)
+    t.set_tags(h.run_id, {
+        "modelmill.decision": "promoted" if decision.promote else ("challenger" if h.promote else "not promoted"),
+        "modelmill.decision_reason": decision.reason,
+        "modelmill.model_version": ref.version,
+        "modelmill.champion_before": decision.champion_version or "none",
+    })  # fmt: skip
+    log.info("%s: v%s %s (%s)", h.spec.name, ref.version, "is the new champion" if decision.promote else f"is {alias}", decision.reason)
+    return decision
+
+
+def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
+    t = h.tracker()
+    t.end_run(h.run_id, FINISHED)
+    tags = t.run(h.run_id).data.tags
+    champion = t.alias(h.spec, CHAMPION)
+    return RunSummary(
+        pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, value=ev.primary,
+        baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
+        version=tags.get("modelmill.model_version"), champion_version=champion.version if champion else None,
+        where=t.run_url(h.run_id),
+    )  # fmt: skip
+
+
+def fail(h: RunHandle, error: BaseException) -> RunSummary:
+    """Mark the run FAILED with the cause; nothing was registered and the champion is unchanged."""
+    t = h.tracker()
+    rejected = isinstance(error, DataRejected)
+    message = str(error) if isinstance(error, ModelmillError) else f"{type(error).__name__}: {error}"
+    t.set_tags(h.run_id, {"modelmill.error": message.splitlines()[0] if message else type(error).__name__, "modelmill.status": "rejected" if rejected else "failed"})
+    t.end_run(h.run_id, FAILED)
+    champion = t.alias(h.spec, CHAMPION)
+    return RunSummary(
+        pipeline=h.spec.name, status="rejected" if rejected else "failed", run_id=h.run_id, metric=h.spec.metric.name,
+        error=message, champion_version=champion.version if champion else None, where=t.run_url(h.run_id),
+    )  # fmt: skip
+
+
+def home_paths(settings: Settings) -> dict[str, Path]:
+    return {"home": settings.home_dir, "snapshots": settings.snapshot_dir, "cache": settings.cache_dir}

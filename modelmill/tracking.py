@@ -1,0 +1,222 @@
+"""The one MLflow adapter: every MLflow call in modelmill goes through this module.
+
+Runs are addressed by id (never by the fluent "active run" of a thread), so stages can run in
+separate Prefect tasks or workers. MLflow is imported when a :class:`Tracker` is created, not at
+import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from modelmill.settings import Settings
+from modelmill.spec import PipelineSpec
+
+log = logging.getLogger("modelmill.tracking")
+
+RUNNING, FINISHED, FAILED = "RUNNING", "FINISHED", "FAILED"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str | None
+    uri: str
+
+
+def safe_key(key: str) -> str:
+    """MLflow keys allow alphanumerics and ``_-. :/``; anything else becomes ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
+class Tracker:
+    def __init__(self, settings: Settings):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+
+        self.settings = settings
+        self.uri = settings.tracking_uri
+        self.local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
+        if self.local:
+            settings.home_dir.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self._mlflow = mlflow
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    # -- experiments and runs -------------------------------------------------------------
+    def experiment_id(self, spec: PipelineSpec, create: bool = True) -> str | None:
+        exp = self.client.get_experiment_by_name(spec.experiment_name)
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = None
+        if self.local:
+            location = (self.settings.artifact_root / re.sub(r"[^a-z0-9_]+", "_", spec.name)).as_uri()
+        try:
+            return self.client.create_experiment(
+                spec.experiment_name, artifact_location=location, tags={"modelmill.domain": spec.domain, "mlflow.note.content": spec.description}
+            )
+        except Exception:  # created concurrently by another run: read it back
+            exp = self.client.get_experiment_by_name(spec.experiment_name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def run_url(self, run_id: str) -> str:
+        run = self.client.get_run(run_id)
+        if self.uri.startswith("http"):
+            return f"{self.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {self.uri}  →  experiment {run.info.experiment_id}, run {run_id}"
+
+    @contextmanager
+    def _resumed(self, run_id: str):
+        """Make ``run_id`` the active run for flavour APIs that need one, and leave it RUNNING."""
+        mlflow = self._mlflow
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield
+        finally:
+            mlflow.end_run(status=RUNNING)
+
+    # -- logging ----------------------------------------------------------------------------
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(safe_key(k), str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(safe_key(k), float(v), ts, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, fig, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, fig, path)
+        plt.close(fig)
+
+    def log_table(self, run_id: str, df: pd.DataFrame, path: str) -> None:
+        self.client.log_text(run_id, df.to_csv(index=False), path)
+
+    def log_file(self, run_id: str, local: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(local), artifact_dir)
+
+    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, targets: str | None = None) -> None:
+        """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame."""
+        mlflow = self._mlflow
+        from modelmill.validate import is_array_column
+
+        scalar = df[[c for c in df.columns if not is_array_column(df[c])]]
+        ds = mlflow.data.from_pandas(scalar, source=source, name=name, targets=targets if targets in scalar.columns else None)
+        with self._resumed(run_id):
+            mlflow.log_input(ds, context=context)
+
+    # -- models and the registry --------------------------------------------------------------
+    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example) -> ModelRef:
+        """Log the fitted featurizer+model pipeline with signature and example, and register it."""
+        mlflow = self._mlflow
+        import mlflow.sklearn
+        import numpy
+        import scipy
+        import sklearn
+
+        signature = mlflow.models.infer_signature(input_example, output_example)
+        reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
+        with self._resumed(run_id), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                registered_model_name=spec.registered_model_name,
+                pip_requirements=reqs,
+                serialization_format="cloudpickle",
+                await_registration_for=60,
+            )
+        return ModelRef(spec.registered_model_name, str(info.registered_model_version), run_id, f"models:/{spec.registered_model_name}/{info.registered_model_version}")
+
+    def alias(self, spec: PipelineSpec, alias: str) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(spec.registered_model_name, alias)
+        except MlflowException:
+            return None
+        return ModelRef(mv.name, str(mv.version), mv.run_id, f"models:/{mv.name}@{alias}")
+
+    def set_alias(self, spec: PipelineSpec, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(spec.registered_model_name, alias, version)
+
+    def set_version_tags(self, spec: PipelineSpec, version: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))
+
+    def load_model(self, ref: ModelRef):
+        import mlflow.sklearn
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mlflow.sklearn.load_model(ref.uri)
+
+    def model_versions(self, spec: PipelineSpec) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return [mv.version for mv in self.client.search_model_versions(f"name='{spec.registered_model_name}'")]
+        except MlflowException:
+            return []
+
+    # -- queries for list / history -----------------------------------------------------------
+    def runs(self, spec: PipelineSpec, max_results: int = 1000) -> pd.DataFrame:
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return pd.DataFrame()
+        return self._mlflow.search_runs(experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"])
+
+    def run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def download_artifact(self, run_id: str, path: str) -> Path:
+        out = Path(tempfile.mkdtemp(prefix="modelmill-"))
+        return Path(self.client.download_artifacts(run_id, path, str(out)))

@@ -1,0 +1,161 @@
+"""The validation gate: a Great Expectations 1.x suite (JSON in ``expectations/``) run on a snapshot.
+
+GX is imported lazily (it costs seconds) and only here. The gate returns a report that lists each
+expectation with its outcome and unexpected counts; :func:`gate` raises :class:`DataRejected`
+when the suite fails, so training never starts on rejected data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modelmill.errors import DataRejected, SpecError
+
+log = logging.getLogger("modelmill.validate")
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    kwargs: dict
+    success: bool
+    raised: bool
+    unexpected_count: int | None
+    unexpected_percent: float | None
+    observed: object
+    message: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.expectation}({self.column})" if self.column else self.expectation
+
+
+@dataclass
+class ValidationReport:
+    suite: str
+    success: bool
+    rows: int
+    outcomes: list[ExpectationOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [o.label for o in self.outcomes if not o.success]
+
+    @property
+    def evaluated(self) -> int:
+        return len(self.outcomes)
+
+    def to_dict(self) -> dict:
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "rows": self.rows,
+            "evaluated": self.evaluated,
+            "failed": self.failed,
+            "results": [o.__dict__ for o in self.outcomes],
+        }
+
+    def to_html(self) -> str:
+        head = "<tr><th>expectation</th><th>column</th><th>result</th><th>unexpected</th><th>observed / error</th></tr>"
+        rows = []
+        for o in self.outcomes:
+            status = "raised" if o.raised else ("pass" if o.success else "FAIL")
+            colour = "#e6f4ea" if o.success else "#fce8e6"
+            unexpected = "" if o.unexpected_count is None else f"{o.unexpected_count} ({(o.unexpected_percent or 0):.2f}%)"
+            detail = o.message if o.raised else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
+            rows.append(
+                f'<tr style="background:{colour}"><td>{html.escape(o.expectation)}</td><td>{html.escape(o.column or "")}</td>'
+                f"<td>{status}</td><td>{unexpected}</td><td>{html.escape(str(detail or ''))}</td></tr>"
+            )
+        verdict = "PASSED" if self.success else f"FAILED ({len(self.failed)} of {self.evaluated})"
+        return (
+            f"<html><head><meta charset='utf-8'><title>{html.escape(self.suite)}</title></head><body>"
+            f"<h1>Validation: {html.escape(self.suite)} — {verdict}</h1><p>{self.rows} rows checked.</p>"
+            f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{head}{''.join(rows)}</table></body></html>"
+        )
+
+
+def load_suite_dict(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpecError(f"expectation suite {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not data.get("expectations"):
+        raise SpecError(f"expectation suite {path} has no expectations")
+    return data
+
+
+def _outcome(r) -> ExpectationOutcome:
+    cfg = r.expectation_config
+    info = r.exception_info or {}
+    # One flat dict when nothing raised, or a dict of such dicts keyed by metric when one did.
+    infos = [info] if "raised_exception" in info else list(info.values())
+    raised = [i for i in infos if isinstance(i, dict) and i.get("raised_exception")]
+    res = r.result or {}
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+    return ExpectationOutcome(
+        expectation=cfg.type,
+        column=kwargs.get("column"),
+        kwargs=kwargs,
+        success=bool(r.success),
+        raised=bool(raised),
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=res.get("unexpected_percent"),
+        observed=res.get("observed_value"),
+        message=(raised[0].get("exception_message") if raised else None),
+    )
+
+
+def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
+    """Run the suite on ``df`` with an ephemeral GX context; never raises on failed expectations."""
+    suite_dict = load_suite_dict(suite_path)
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    try:
+        suite = gx.ExpectationSuite(**suite_dict)
+    except Exception as e:  # GX raises several types for an invalid suite definition
+        raise SpecError(f"expectation suite {suite_path.name} is invalid: {str(e).splitlines()[0]}") from e
+    batch = (
+        context.data_sources.add_pandas("modelmill")
+        .add_dataframe_asset("snapshot")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": _gx_frame(df)})
+    )
+    result = batch.validate(suite)
+    outcomes = [_outcome(r) for r in result.results]
+    return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
+
+
+def _gx_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """GX cannot take array-valued cells (image pixels): validate the scalar columns."""
+    return df[[c for c in df.columns if not is_array_column(df[c])]]
+
+
+def is_array_column(s: pd.Series) -> bool:
+    if s.dtype != object:
+        return False
+    values = s.dropna()
+    return not values.empty and isinstance(values.iloc[0], (list, tuple, np.ndarray))
+
+
+def gate(report: ValidationReport, pipeline: str) -> None:
+    """Raise :class:`DataRejected` naming the failed expectations if the suite failed."""
+    if report.success:
+        return
+    failed = report.failed
+    shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    raise DataRejected(
+        f"{pipeline}: data rejected by suite {report.suite}: {len(failed)} of {report.evaluated} expectations failed: {shown}",
+        failed,
+    )

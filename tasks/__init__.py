@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the core stages (names, retries, caching, artifacts)."""

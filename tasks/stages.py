@@ -1,0 +1,57 @@
+"""One Prefect task per pipeline stage; each only calls :mod:`modelmill.stages`."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from modelmill import stages
+from modelmill.report import summary_markdown
+
+# Stages pass frames and fitted models in memory: hashing them for a cache key is wasted work,
+# and the data digest (not the task inputs) is what identifies a run's data.
+_opts = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="start-run", **_opts)
+def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual"):
+    return stages.start(spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger)
+
+
+# Downloads retry inside the core (with backoff); a checksum or format error must not be retried.
+@task(name="ingest", **_opts)
+def ingest(handle):
+    return stages.ingest_stage(handle)
+
+
+@task(name="validate", **_opts)
+def validate(handle, snapshot):
+    return stages.validate_stage(handle, snapshot)
+
+
+@task(name="featurize-and-train", **_opts)
+def train(handle, snapshot):
+    return stages.train_stage(handle, snapshot)
+
+
+@task(name="evaluate", **_opts)
+def evaluate(handle, data, trained):
+    return stages.evaluate_stage(handle, data, trained)
+
+
+@task(name="promote", **_opts)
+def promote(handle, data, trained, evaluation):
+    return stages.promote_stage(handle, data, trained, evaluation)
+
+
+@task(name="finish-run", **_opts)
+def finish(handle, evaluation, decision):
+    return stages.finish(handle, evaluation, decision)
+
+
+@task(name="publish-summary", **_opts)
+def publish_summary(summary):
+    """A markdown artifact on the flow run: metrics, decision and where the MLflow run is."""
+    create_markdown_artifact(markdown=summary_markdown(summary), key=f"modelmill-{summary.pipeline.replace('_', '-')}", description=f"modelmill {summary.pipeline} run")
+    return summary
