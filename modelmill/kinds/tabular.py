@@ -64,6 +64,8 @@ class TabularClassification(ProblemKind):
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         cols = self._columns(spec)
         X = df[cols].copy()
+        for c in spec.features.numeric:
+            X[c] = X[c].astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
             X[c] = X[c].astype("str")
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()

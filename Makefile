@@ -1,0 +1,32 @@
+# The two commands a new user needs:
+#   make run   - set everything up and run every pipeline on its default data
+#   make test  - set everything up and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.modelmill-installed
+
+.PHONY: setup run test lint clean results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/modelmill run --all
+
+# Tests write only to temporary directories (TMPDIR is a fresh one per run).
+test: setup
+	@tmp=$$(mktemp -d -t modelmill-test.XXXXXX); \
+	TMPDIR=$$tmp $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	rm -rf $$tmp; exit $$rc
+
+results: setup
+	$(PY) scripts/results_table.py
+
+clean:
+	rm -rf $(VENV) .modelmill

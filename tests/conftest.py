@@ -1,0 +1,99 @@
+"""Shared fixtures. Tests use real Prefect, MLflow and GX, the real mirrored datasets, and write
+only under pytest's temporary directories."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("MODELMILL_DATA_MIRROR") or REPO.parent / "shared" / "datasets").resolve()
+
+# Before anything imports prefect: its home, and the noise it makes, go to a temporary place.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="modelmill-session-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+os.environ["MLFLOW_LOGGING_LEVEL"] = "ERROR"
+os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+    os.environ[f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL"] = "CRITICAL"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+
+def require_mirror() -> Path:
+    if not (MIRROR / "SHA256SUMS.tsv").is_file():
+        pytest.fail(f"dataset mirror not found at {MIRROR}: set MODELMILL_DATA_MIRROR")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real temporary Prefect API server (SQLite) for the flows of this test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def modelmill_env(mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None = None, pipelines: Path | None = None) -> None:
+    mp.setenv("MODELMILL_HOME", str(home))
+    if mirror is None:
+        mp.delenv("MODELMILL_DATA_MIRROR", raising=False)
+    else:
+        mp.setenv("MODELMILL_DATA_MIRROR", str(mirror))
+    mp.setenv("MODELMILL_PIPELINES_DIR", str(pipelines or REPO / "pipelines"))
+    mp.delenv("MODELMILL_EXPECTATIONS_DIR", raising=False)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def mm_env(tmp_path, monkeypatch):
+    """A fresh project data folder on the real mirror; returns its Settings."""
+    from modelmill.settings import Settings
+
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    return Settings()
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from modelmill.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path):
+    """Serve ``root`` over HTTP on 127.0.0.1 (a free port) for the duration of the block."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

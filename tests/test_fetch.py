@@ -1,0 +1,154 @@
+"""Getting data: directory mirror, http mirror over loopback (the real download path), cache,
+checksums, unreachable sources, and parsing errors of each reader kind."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+
+from conftest import free_port, require_mirror, serve_directory
+from modelmill.catalog import CATALOG
+from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
+from modelmill.fetch import fetch_catalog_file, sha256_file
+from modelmill.readers import READERS
+from modelmill.settings import Settings
+
+GERMAN = CATALOG["german-credit"]
+ZIP = GERMAN.files[0]
+
+
+def _settings(tmp_path, mirror=None, **kw) -> Settings:
+    return Settings(home=tmp_path / "home", data_mirror=str(mirror) if mirror else None, download_retries=2, download_timeout=5, **kw)
+
+
+def test_directory_mirror_is_read_in_place_and_verified_against_its_sums(tmp_path):
+    mirror = require_mirror()
+    lf = fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, mirror))
+    assert lf.path == mirror / "german-credit" / ZIP.name
+    sums = (mirror / "SHA256SUMS.tsv").read_text()
+    assert lf.sha256 in sums
+
+
+def test_http_mirror_downloads_into_the_cache(tmp_path):
+    mirror = require_mirror()
+    with serve_directory(mirror) as url:
+        s = _settings(tmp_path, url)
+        lf = fetch_catalog_file(GERMAN, ZIP, s)
+        assert lf.path.is_relative_to(s.cache_dir) and lf.uri.startswith(url)
+        assert lf.sha256 == sha256_file(mirror / "german-credit" / ZIP.name)
+        df = READERS[GERMAN.reader]({ZIP.name: lf})
+    assert df.shape == (1000, 21)
+
+
+def test_all_catalog_files_come_through_the_http_mirror(tmp_path):
+    mirror = require_mirror()
+    with serve_directory(mirror) as url:
+        s = _settings(tmp_path, url)
+        for entry in CATALOG.values():
+            for f in entry.files:
+                if entry.id == "online-retail":
+                    continue  # 25 MB: covered by its flow test from the directory mirror
+                assert fetch_catalog_file(entry, f, s).path.stat().st_size > 0
+
+
+def _copy_mirror(tmp_path, dataset: str, sums: bool):
+    src = require_mirror()
+    dst = tmp_path / "mirror"
+    shutil.copytree(src / dataset, dst / dataset)
+    if sums:
+        shutil.copy(src / "SHA256SUMS.tsv", dst / "SHA256SUMS.tsv")
+    return dst
+
+
+def test_checksum_mismatch_keeps_the_good_cached_copy(tmp_path):
+    mirror = _copy_mirror(tmp_path, "german-credit", sums=True)
+    with serve_directory(mirror) as url:
+        s = _settings(tmp_path, url)
+        good = fetch_catalog_file(GERMAN, ZIP, s)
+        before = good.path.read_bytes()
+        # The mirror now serves a tampered file under the same name: refused, cache intact.
+        target = mirror / "german-credit" / ZIP.name
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+        with pytest.raises(ChecksumMismatch, match="checksum mismatch for german-credit/"):
+            fetch_catalog_file(GERMAN, ZIP, s, refresh=True)
+    assert good.path.read_bytes() == before
+
+
+def test_catalog_checksum_is_enforced_without_mirror_sums(tmp_path):
+    entry = CATALOG["breastmnist"]
+    mirror = _copy_mirror(tmp_path, "breastmnist", sums=False)
+    (mirror / "breastmnist" / "breastmnist.npz").write_bytes(b"PK\x03\x04 not the real file")
+    with pytest.raises(ChecksumMismatch):
+        fetch_catalog_file(entry, entry.files[0], _settings(tmp_path, mirror))
+
+
+def test_unreachable_source_names_the_mirror_setting(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}/statlog+german+credit+data.zip"
+    with pytest.raises(SourceUnavailable) as e:
+        fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path), url_override=dead)
+    msg = str(e.value)
+    assert "MODELMILL_DATA_MIRROR" in msg and "127.0.0.1" in msg and "\n" not in msg
+    assert not list((tmp_path / "home" / "cache").rglob("*.zip"))
+
+
+def test_file_missing_from_a_directory_mirror(tmp_path):
+    (tmp_path / "empty-mirror").mkdir()
+    with pytest.raises(SourceUnavailable, match="not in the mirror"):
+        fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, tmp_path / "empty-mirror"))
+
+
+@pytest.mark.parametrize(
+    "dataset, damage, message",
+    [
+        ("german-credit", lambda b: b[: len(b) // 2], "not a readable zip"),
+        ("german-credit", lambda b: b"", "is empty"),
+        ("sentiment-sentences", lambda b: b[:100], "not a readable zip"),
+        ("breastmnist", lambda b: b[: len(b) // 3], "npz"),
+    ],
+)
+def test_truncated_or_empty_archives_raise_corrupt_source(tmp_path, dataset, damage, message):
+    entry = CATALOG[dataset]
+    mirror = _copy_mirror(tmp_path, dataset, sums=False)
+    f = entry.files[0]
+    p = mirror / dataset / f.name
+    p.write_bytes(damage(p.read_bytes()))
+    s = _settings(tmp_path, mirror)
+    if f.sha256:  # the catalog pins this file: the damage is caught as a checksum mismatch first
+        with pytest.raises(ChecksumMismatch):
+            fetch_catalog_file(entry, f, s)
+        return
+    lf = fetch_catalog_file(entry, f, s)
+    with pytest.raises(CorruptSource, match=message):
+        READERS[entry.reader]({f.name: lf})
+
+
+def test_german_rows_with_a_missing_field_are_refused(tmp_path):
+    mirror = _copy_mirror(tmp_path, "german-credit", sums=False)
+    p = mirror / "german-credit" / ZIP.name
+    with zipfile.ZipFile(p) as z:
+        rows = z.read("german.data").decode().splitlines()
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("german.data", "\n".join(" ".join(r.split()[:-1]) for r in rows) + "\n")
+    lf = fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, mirror))
+    with pytest.raises(CorruptSource, match="expected 21"):
+        READERS[GERMAN.reader]({ZIP.name: lf})
+
+
+def test_every_reader_parses_its_real_mirrored_file(tmp_path):
+    s = _settings(tmp_path, require_mirror())
+    shapes = {}
+    for entry in CATALOG.values():
+        if entry.id == "online-retail":
+            continue  # 15 s to parse: covered by the recommendation flow test
+        files = {f.name: fetch_catalog_file(entry, f, s) for f in entry.files}
+        shapes[entry.id] = READERS[entry.reader](files).shape
+    assert shapes["german-credit"] == (1000, 21)
+    assert shapes["wisconsin-breast-cancer"] == (569, 31)
+    assert shapes["breastmnist"][0] == 780
+    assert shapes["banking77"][0] == 10003 + 3080
+    assert shapes["sentiment-sentences"][0] == 3000
+    assert shapes["stooq-daily"][1] == 7

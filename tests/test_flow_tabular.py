@@ -1,0 +1,221 @@
+"""The foundation end to end: real Prefect (temporary API server), real MLflow (SQLite store),
+real GX, on the real mirrored German Credit and bundled Wisconsin data.
+
+One project data folder per module: the first run promotes a champion, an identical rerun keeps
+it, and each kind of bad input is refused with a one-line error while the champion, the model
+versions and the earlier snapshot stay as they were.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
+from modelmill.fetch import sha256_file
+from modelmill.settings import Settings
+
+pytestmark = pytest.mark.flow
+GERMAN_ZIP = "statlog+german+credit+data.zip"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, prefect_api):
+    home = tmp_path_factory.mktemp("credit") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        modelmill_env(mp, home, require_mirror())
+        yield Settings()
+
+
+@pytest.fixture
+def env(store, monkeypatch):
+    modelmill_env(monkeypatch, store.home, require_mirror())
+    return store
+
+
+def _client(settings: Settings) -> MlflowClient:
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri)
+
+
+def _state(settings: Settings, model="modelmill-credit_risk"):
+    c = _client(settings)
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{model}'"))
+    champion = str(c.get_model_version_by_alias(model, "champion").version)
+    snaps = {p.name: sha256_file(p) for p in (settings.snapshot_dir / "german-credit").glob("*.parquet")}
+    return versions, champion, snaps
+
+
+def _last_run(settings: Settings, experiment="modelmill/credit_risk"):
+    c = _client(settings)
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
+    code, out, err = run_cli(capsys, "run", "credit_risk")
+    assert code == 0, err
+    assert "credit_risk" in out and "champion" in out and "roc_auc" in out
+    run = _last_run(env)
+    assert run.info.status == "FINISHED"
+    tags, m, params = run.data.tags, run.data.metrics, run.data.params
+    for tag in ("modelmill.pipeline", "modelmill.domain", "modelmill.data_digest", "modelmill.spec_hash", "modelmill.git_commit", "modelmill.prefect_flow_run_id"):
+        assert tags.get(tag) not in (None, "", "none"), tag
+    assert tags["modelmill.domain"] == "finance" and tags["modelmill.validation"] == "passed"
+    assert tags["modelmill.decision"] == "promoted"
+    for k in ("roc_auc", "pr_auc", "ks", "brier", "log_loss", "accuracy", "sensitivity", "specificity", "expected_cost", "lift_over_baseline"):
+        assert f"test.{k}" in m, k
+    assert 0.7 < m["test.roc_auc"] < 0.95  # German Credit: published AUCs are ~0.75-0.80
+    assert m["test.baseline_roc_auc"] == pytest.approx(0.5)
+    assert m["test.lift_over_baseline"] == pytest.approx(m["test.roc_auc"] - 0.5)
+    # Cost matrix: the tuned threshold must beat both trivial policies (accept all: 5 x bad rate; refuse all: good rate).
+    assert m["test.expected_cost"] < min(5 * 0.3, 0.7)
+    assert params["data.rows"] == "1000" and "spec.metric.name" in params
+    c = _client(env)
+    arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
+    for a in ("plots/roc_curve.png", "plots/precision_recall.png", "plots/calibration.png", "plots/confusion_matrix.png", "validation/report.html", "validation/report.json", "tables/model_selection.csv", "data/lineage.json"):
+        assert a in arts, a
+    assert run.inputs.dataset_inputs, "dataset lineage (mlflow.log_input) missing"
+    champion = c.get_model_version_by_alias("modelmill-credit_risk", "champion")
+    assert champion.run_id == run.info.run_id and str(champion.version) == "1"
+    model = mlflow.pyfunc.load_model("models:/modelmill-credit_risk@champion")
+    assert model.metadata.signature is not None
+    snap = Path(tags["modelmill.snapshot"])
+    assert snap.is_file() and snap.stem == tags["modelmill.data_digest"]
+
+
+def test_identical_rerun_gives_the_same_metrics_and_keeps_the_champion(env, capsys):
+    first = _last_run(env)
+    code, out, err = run_cli(capsys, "run", "credit_risk")
+    assert code == 0, err
+    second = _last_run(env)
+    assert second.info.run_id != first.info.run_id
+    for k, v in first.data.metrics.items():
+        if k.startswith("test."):
+            assert second.data.metrics[k] == v, k
+    assert second.data.tags["modelmill.data_digest"] == first.data.tags["modelmill.data_digest"]
+    assert second.data.tags["modelmill.decision"] == "challenger"
+    assert second.data.metrics["promotion.champion_score"] == pytest.approx(second.data.metrics["promotion.new_score"])
+    c = _client(env)
+    assert str(c.get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
+    assert str(c.get_model_version_by_alias("modelmill-credit_risk", "challenger").version) == "2"
+
+
+def _mirror_with(tmp_path: Path, data: bytes | None = None, *, german: str | None = None, sums: bool = False) -> Path:
+    src = require_mirror()
+    mirror = tmp_path / "mirror"
+    (mirror / "german-credit").mkdir(parents=True)
+    target = mirror / "german-credit" / GERMAN_ZIP
+    if german is not None:
+        with zipfile.ZipFile(target, "w") as z:
+            z.writestr("german.data", german)
+    elif data is not None:
+        target.write_bytes(data)
+    else:
+        shutil.copy(src / "german-credit" / GERMAN_ZIP, target)
+    if sums:
+        shutil.copy(src / "SHA256SUMS.tsv", mirror / "SHA256SUMS.tsv")
+    return mirror
+
+
+def _german_rows() -> list[list[str]]:
+    with zipfile.ZipFile(require_mirror() / "german-credit" / GERMAN_ZIP) as z:
+        return [r.split() for r in z.read("german.data").decode().splitlines() if r.strip()]
+
+
+def _real_zip() -> bytes:
+    return (require_mirror() / "german-credit" / GERMAN_ZIP).read_bytes()
+
+
+def _tampered() -> bytes:
+    b = bytearray(_real_zip())
+    b[len(b) // 2] ^= 0xFF
+    return bytes(b)
+
+
+def _bad_values() -> str:
+    rows = _german_rows()
+    rows[0][12] = "150"  # age out of range
+    rows[1][1] = "?"  # duration not a number -> null
+    rows[2][0] = "A19"  # unknown checking-account code
+    return "\n".join(" ".join(r) for r in rows) + "\n"
+
+
+def _missing_field() -> str:
+    return "\n".join(" ".join(r[:-2] + r[-1:]) for r in _german_rows()) + "\n"
+
+
+CASES = {
+    "unreachable": dict(mirror=None, url="dead", code=1, fragment="MODELMILL_DATA_MIRROR"),
+    "checksum": dict(mirror=lambda t: _mirror_with(t, _tampered(), sums=True), code=1, fragment="checksum mismatch"),
+    "truncated": dict(mirror=lambda t: _mirror_with(t, _real_zip()[:5000]), code=1, fragment="not a readable zip"),
+    "empty": dict(mirror=lambda t: _mirror_with(t, b""), code=1, fragment="is empty"),
+    "missing_column": dict(mirror=lambda t: _mirror_with(t, german=_missing_field()), code=1, fragment="expected 21"),
+    "bad_values": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), code=3, fragment="data rejected"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_and_nothing_is_lost(env, capsys, monkeypatch, tmp_path, case):
+    c = CASES[case]
+    before = _state(env)
+    spec_arg = "credit_risk"
+    if c.get("url"):
+        spec = yaml.safe_load((REPO / "pipelines" / "credit_risk.yaml").read_text())
+        spec["source"]["url"] = f"http://127.0.0.1:{free_port()}/{GERMAN_ZIP}"
+        (tmp_path / "pipelines").mkdir()
+        spec_file = tmp_path / "pipelines" / "credit_risk.yaml"
+        spec_file.write_text(yaml.safe_dump(spec))
+        spec_arg = str(spec_file)
+        monkeypatch.setenv("MODELMILL_EXPECTATIONS_DIR", str(REPO / "expectations"))
+    mirror = c["mirror"](tmp_path) if c["mirror"] else None
+    modelmill_env(monkeypatch, env.home, mirror)
+    monkeypatch.setenv("MODELMILL_DOWNLOAD_RETRIES", "1")
+    if c.get("url"):
+        monkeypatch.setenv("MODELMILL_EXPECTATIONS_DIR", str(REPO / "expectations"))
+    code, out, err = run_cli(capsys, "run", spec_arg)
+    assert code == c["code"], out + err
+    errors = [ln for ln in (out + err).splitlines() if c["fragment"] in ln]
+    assert errors, out + err
+    after = _state(env)
+    assert after[0] == before[0], "a model version was registered"
+    assert after[1] == before[1], "the champion moved"
+    for name, digest in before[2].items():
+        assert after[2].get(name) == digest, "an earlier snapshot changed"
+    run = _last_run(env)
+    assert run.info.status == "FAILED"
+    assert c["fragment"] in run.data.tags["modelmill.error"]
+    if c["code"] == 3:
+        assert run.data.tags["modelmill.validation"] == "rejected"
+        failed = run.data.tags["modelmill.failed_expectations"]
+        assert "expect_column_values_to_be_between(age)" in failed
+        assert "expect_column_values_to_not_be_null(duration_months)" in failed
+        assert "expect_column_values_to_be_in_set(checking_status)" in failed
+        arts = {a.path for a in _client(env).list_artifacts(run.info.run_id, "validation")}
+        assert "validation/report.html" in arts
+
+
+def test_list_shows_pipelines_with_domain_last_run_and_champion(env, capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("credit_risk"))
+    assert "finance" in line and "v1" in line and "roc_auc=" in line
+    assert any(ln.startswith("breast_cytology") and "never" in ln for ln in out.splitlines())
+
+
+def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 0, err
+    run = _last_run(env, "modelmill/breast_cytology")
+    m = run.data.metrics
+    assert m["test.roc_auc"] > 0.97 and m["test.sensitivity"] > 0.85 and m["test.specificity"] > 0.85
+    assert run.data.tags["modelmill.domain"] == "healthcare"
+    assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
+    c = _client(env)
+    assert str(c.get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
