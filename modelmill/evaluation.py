@@ -52,8 +52,8 @@ def binary_metrics(y, p, yhat, cost: tuple[float, float] | None = None) -> dict[
     return {k: float(v) for k, v in out.items()}
 
 
-def binary_plots(y, p, yhat, labels: tuple[str, str], title: str) -> dict[str, object]:
-    """ROC, precision-recall, calibration and confusion-matrix figures."""
+def binary_plots(y, p, yhat, labels: tuple[str, str], title: str, *, calibration: bool = True, pr: bool = True) -> dict[str, object]:
+    """ROC, precision-recall, calibration (for probabilities) and confusion-matrix figures."""
     from sklearn.calibration import CalibrationDisplay
 
     y = np.asarray(y).astype(int)
@@ -62,14 +62,16 @@ def binary_plots(y, p, yhat, labels: tuple[str, str], title: str) -> dict[str, o
     skm.RocCurveDisplay.from_predictions(y, p, ax=ax, name=title, plot_chance_level=True)
     ax.set_title(f"ROC — {title}")
     figs["roc_curve.png"] = fig
-    fig, ax = figure()
-    skm.PrecisionRecallDisplay.from_predictions(y, p, ax=ax, name=title, plot_chance_level=True)
-    ax.set_title(f"Precision-recall — {title}")
-    figs["precision_recall.png"] = fig
-    fig, ax = figure()
-    CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax, name=title)
-    ax.set_title(f"Calibration — {title}")
-    figs["calibration.png"] = fig
+    if pr:
+        fig, ax = figure()
+        skm.PrecisionRecallDisplay.from_predictions(y, p, ax=ax, name=title, plot_chance_level=True)
+        ax.set_title(f"Precision-recall — {title}")
+        figs["precision_recall.png"] = fig
+    if calibration:
+        fig, ax = figure()
+        CalibrationDisplay.from_predictions(y, p, n_bins=10, strategy="quantile", ax=ax, name=title)
+        ax.set_title(f"Calibration — {title}")
+        figs["calibration.png"] = fig
     figs["confusion_matrix.png"] = confusion_figure(y, np.asarray(yhat).astype(int), [0, 1], list(labels), title)
     return figs
 

@@ -138,8 +138,14 @@ def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
 
 
 def _gx_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """GX cannot take array-valued cells (image pixels): validate the scalar columns."""
-    return df[[c for c in df.columns if not is_array_column(df[c])]]
+    """GX cannot take array-valued cells (image pixels): the suite sees each array's length."""
+    arrays = [c for c in df.columns if is_array_column(df[c])]
+    if not arrays:
+        return df
+    out = df.copy()
+    for c in arrays:
+        out[c] = df[c].map(lambda v: None if v is None else len(v))
+    return out
 
 
 def is_array_column(s: pd.Series) -> bool:

@@ -1,0 +1,127 @@
+"""Image classification from small grey-level images (BreastMNIST and others of that shape).
+
+Images arrive as flattened pixel arrays with their height/width; the featurizer turns them into
+HOG descriptors, an intensity histogram and down-sampled pixels (scikit-image), and the
+candidates are scikit-learn classifiers chosen on the official validation split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from modelmill.errors import SpecError
+from modelmill.evaluation import binary_metrics, binary_plots, figure
+from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.selection import grid_select
+from modelmill.spec import PipelineSpec
+
+
+class ImageOptions(KindOptions):
+    height: int = Field(28, ge=8)
+    width: int = Field(28, ge=8)
+    positive_label_name: str = "positive"
+    negative_label_name: str = "negative"
+    hog_cell: int = Field(7, ge=2)
+
+
+class ImageFeatures(TransformerMixin, BaseEstimator):
+    """HOG + intensity histogram + 2x down-sampled pixels of each (height x width) image in [0, 255]."""
+
+    def __init__(self, height=28, width=28, hog_cell=7):
+        self.height, self.width, self.hog_cell = height, width, hog_cell
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        from skimage.feature import hog
+        from skimage.transform import downscale_local_mean
+
+        imgs = np.asarray(X, dtype=np.float64).reshape(-1, self.height, self.width) / 255.0
+        feats = []
+        for img in imgs:
+            h = hog(img, orientations=9, pixels_per_cell=(self.hog_cell, self.hog_cell), cells_per_block=(2, 2), feature_vector=True)
+            hist, _ = np.histogram(img, bins=16, range=(0, 1), density=True)
+            small = downscale_local_mean(img, (2, 2)).ravel()
+            feats.append(np.concatenate([h, hist, small, [img.mean(), img.std()]]))
+        return np.vstack(feats)
+
+
+class ImageClassification(ProblemKind):
+    name = "image_classification"
+    Options = ImageOptions
+    METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
+    ESTIMATORS = {
+        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
+        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=5000, **p),
+        "svc_rbf": lambda seed, **p: SVC(probability=True, random_state=seed, **p),
+        "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, **p),
+    }
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        super().check_spec(spec)
+        if not spec.features.image or spec.target is None or spec.positive_label is None:
+            raise SpecError(f"pipeline {spec.name}: image classification needs features.image, target and positive_label")
+        if spec.split.method != "predefined" or not spec.split.column:
+            raise SpecError(f"pipeline {spec.name}: image classification uses the official split (split.method predefined + split.column)")
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        opts = self.options(spec)
+        X = np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]])
+        if X.shape[1] != opts.height * opts.width:
+            raise SpecError(f"pipeline {spec.name}: images have {X.shape[1]} pixels, expected {opts.height}x{opts.width}")
+        y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
+        split = df[spec.split.column].astype(str).to_numpy()
+        fit_mask, test_mask = np.isin(split, ["train", "val"]), split == "test"
+        val_fold = np.where(split[fit_mask] == "val", 0, -1)  # PredefinedSplit: -1 = always train
+        info = {"train_rows": int((split == "train").sum()), "val_rows": int((split == "val").sum()), "test_rows": int(test_mask.sum()), "positive_rate_test": float(y[test_mask].mean())}
+        return Prepared((X[fit_mask], y[fit_mask], val_fold), (X[test_mask], y[test_mask]), info)
+
+    def _pipeline(self, spec: PipelineSpec, model) -> Pipeline:
+        opts = self.options(spec)
+        return Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)])
+
+    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+        X, y, val_fold = data.train
+        scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
+        best_name, best, table = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring)
+        baseline = self._pipeline(spec, self.build(spec.baseline, spec)).fit(X, y)
+        return Trained(best, baseline, best_name, table, {"best_candidate": best_name})
+
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        X, y = data.test
+        p = model.predict_proba(X)[:, 1]
+        return binary_metrics(y, p, (p >= 0.5).astype(int))  # MedMNIST reports ACC at 0.5
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        opts = self.options(spec)
+        X, y = data.test
+        p = trained.model.predict_proba(X)[:, 1]
+        yhat = (p >= 0.5).astype(int)
+        figs = binary_plots(y, p, yhat, (opts.negative_label_name, opts.positive_label_name), spec.name, pr=False)
+        wrong = np.flatnonzero(yhat != y)
+        fig, _ = figure(10, 10)
+        fig.clf()
+        names = {1: opts.positive_label_name, 0: opts.negative_label_name}
+        for i, idx in enumerate(wrong[:36]):
+            ax = fig.add_subplot(6, 6, i + 1)
+            ax.imshow(X[idx].reshape(opts.height, opts.width), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"true {names[y[idx]][:9]}\np={p[idx]:.2f}", fontsize=7)
+            ax.axis("off")
+        fig.suptitle(f"{spec.name}: {len(wrong)} misclassified test images (first 36)")
+        figs["misclassified.png"] = fig
+        return figs, {}
+
+    def examples(self, model, data: Prepared):
+        X = data.test[0][:3]
+        return X, model.predict_proba(X)

@@ -1,0 +1,170 @@
+"""Text classification: word + character TF-IDF with linear models.
+
+One code path for multiclass intents (banking77) and binary sentiment; binary specs (with a
+``positive_label``) also get ROC AUC, and ``options.slices`` names a column whose values get
+their own slice metrics (e.g. the review's source site).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn import metrics as skm
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.dummy import DummyClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.naive_bayes import ComplementNB
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
+
+from modelmill.errors import SpecError
+from modelmill.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
+from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.selection import grid_select
+from modelmill.spec import PipelineSpec
+
+
+class TextOptions(KindOptions):
+    slices: str | None = Field(None, description="column whose values get slice metrics")
+    char_ngrams: tuple[int, int] = (2, 5)
+    word_ngrams: tuple[int, int] = (1, 2)
+    min_df: int = Field(2, ge=1)
+
+
+class TextColumn(TransformerMixin, BaseEstimator):
+    """Selects the text column, so the logged model takes a frame with that column."""
+
+    def __init__(self, column="text"):
+        self.column = column
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        col = X[self.column] if isinstance(X, pd.DataFrame) else pd.Series(X)
+        return col.fillna("").astype(str).to_numpy()
+
+
+def _scores(model, X) -> np.ndarray:
+    """Class scores (probabilities where the model has them, else decision values)."""
+    if hasattr(model, "predict_proba"):
+        try:
+            return model.predict_proba(X)
+        except AttributeError:
+            pass
+    s = model.decision_function(X)
+    return s if s.ndim == 2 else np.column_stack([-s, s])
+
+
+class TextClassification(ProblemKind):
+    name = "text_classification"
+    Options = TextOptions
+    METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
+    ESTIMATORS = {
+        "dummy_most_frequent": lambda seed, **p: DummyClassifier(strategy="most_frequent", **p),
+        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
+        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=3000, **p),
+        "linear_svc": lambda seed, **p: LinearSVC(random_state=seed, **p),
+        "sgd": lambda seed, **p: SGDClassifier(random_state=seed, **p),
+        "complement_nb": lambda seed, **p: ComplementNB(**p),
+    }
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        super().check_spec(spec)
+        if not spec.features.text or spec.target is None:
+            raise SpecError(f"pipeline {spec.name}: text classification needs features.text and target")
+        if spec.metric.name in {"f1", "roc_auc"} and spec.positive_label is None:
+            raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name} needs a positive_label (binary)")
+
+    def featurizer(self, spec: PipelineSpec) -> FeatureUnion:
+        o = self.options(spec)
+        return FeatureUnion([
+            ("words", TfidfVectorizer(ngram_range=tuple(o.word_ngrams), min_df=o.min_df, sublinear_tf=True, lowercase=True)),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(o.char_ngrams), min_df=o.min_df, sublinear_tf=True, lowercase=True)),
+        ])  # fmt: skip
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        opts = self.options(spec)
+        text = df[[spec.features.text]].astype(str)
+        if spec.positive_label is not None:
+            y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
+        else:
+            y = df[spec.target].astype(str).to_numpy()
+        groups = df[opts.slices].astype(str).to_numpy() if opts.slices else np.full(len(df), "all")
+        if spec.split.method == "predefined":
+            split = df[spec.split.column].astype(str).to_numpy()
+            tr, te = split == "train", split == "test"
+        else:
+            idx_tr, idx_te = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=np.char.add(y.astype(str), groups.astype(str)))
+            tr, te = np.isin(np.arange(len(df)), idx_tr), np.isin(np.arange(len(df)), idx_te)
+        info = {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "classes": int(len(np.unique(y)))}
+        return Prepared((text[tr].reset_index(drop=True), y[tr]), (text[te].reset_index(drop=True), y[te], groups[te]), info)
+
+    def _scoring(self, spec: PipelineSpec) -> str:
+        return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
+
+    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+        X, y = data.train
+        cv = StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
+        col = spec.features.text
+
+        def build(c):
+            return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", self.build(c, spec))])
+
+        best_name, best, table = grid_select(spec, build, X, y, cv=cv, scoring=self._scoring(spec))
+        baseline = build(spec.baseline).fit(X, y)
+        return Trained(best, baseline, best_name, table, {"best_candidate": best_name})
+
+    def _core(self, spec: PipelineSpec, model, X, y) -> dict[str, float]:
+        yhat = model.predict(X)
+        out = {
+            "accuracy": skm.accuracy_score(y, yhat),
+            "macro_f1": skm.f1_score(y, yhat, average="macro", zero_division=0),
+            "weighted_f1": skm.f1_score(y, yhat, average="weighted", zero_division=0),
+        }
+        if spec.positive_label is not None:
+            s = _scores(model, X)[:, 1]
+            out["f1"] = skm.f1_score(y, yhat, zero_division=0)
+            out["roc_auc"] = skm.roc_auc_score(y, s) if len(np.unique(y)) == 2 else float("nan")
+        return {k: float(v) for k, v in out.items()}
+
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        X, y, groups = data.test
+        out = self._core(spec, model, X, y)
+        if self.options(spec).slices:
+            for g in sorted(set(groups)):
+                m = groups == g
+                out |= {f"{k}.{g}": v for k, v in self._core(spec, model, X[m], y[m]).items() if k in {"accuracy", "f1", "roc_auc", "macro_f1"}}
+        return out
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        X, y, groups = data.test
+        model = trained.model
+        yhat = model.predict(X)
+        if spec.positive_label is not None:
+            s = _scores(model, X)[:, 1]
+            figs = binary_plots(y, s, yhat, ("negative", "positive"), spec.name, calibration=bool(((s >= 0) & (s <= 1)).all()))
+            tables = {}
+            if self.options(spec).slices:
+                rows = [{"slice": g, **self._core(spec, model, X[groups == g], y[groups == g]), "rows": int((groups == g).sum())} for g in sorted(set(groups))]
+                tables["slice_metrics.csv"] = pd.DataFrame(rows)
+            return figs, tables
+        labels = sorted(set(y))
+        tables = multiclass_tables(y, yhat)
+        figs = {"confusion_matrix.png": confusion_figure(y, yhat, labels, labels, spec.name)}
+        per = tables["per_class_f1.csv"]
+        fig, ax = figure(8, max(6, 0.16 * len(per)))
+        ax.barh(per["label"], per["f1"])
+        ax.set_xlabel("F1 on the test split")
+        ax.set_title(f"{spec.name}: F1 per class")
+        ax.tick_params(axis="y", labelsize=6)
+        fig.tight_layout()
+        figs["per_class_f1.png"] = fig
+        return figs, tables
+
+    def examples(self, model, data: Prepared):
+        X = data.test[0].head(5)
+        return X, model.predict(X)
