@@ -97,3 +97,69 @@ def serve_directory(root: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- MLflow read-back helpers (tests look at what the UI would show) ---------------------------
+def mlflow_client(settings):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def last_run(settings, pipeline: str):
+    c = mlflow_client(settings)
+    exp = c.get_experiment_by_name(f"modelmill/{pipeline}")
+    return c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def registry_state(settings, pipeline: str, dataset: str | None = None):
+    """(model versions, champion version or None, {snapshot file: sha256})."""
+    from mlflow.exceptions import MlflowException
+
+    from modelmill.fetch import sha256_file
+
+    c = mlflow_client(settings)
+    name = f"modelmill-{pipeline}"
+    try:
+        versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+        champion = str(c.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        versions, champion = [], None
+    snaps = {}
+    if dataset:
+        snaps = {p.name: sha256_file(p) for p in (settings.snapshot_dir / dataset).glob("*.parquet")}
+    return versions, champion, snaps
+
+
+def artifacts(settings, run, folder: str) -> set[str]:
+    return {a.path for a in mlflow_client(settings).list_artifacts(run.info.run_id, folder)}
+
+
+def write_spec(tmp_path: Path, base: str, **changes) -> Path:
+    """A copy of a shipped spec with top-level keys (or ``source``) changed, in its own folder."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "pipelines" / f"{base}.yaml").read_text())
+    for k, v in changes.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
+    folder = tmp_path / "pipelines"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{base}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def assert_refused_and_nothing_lost(settings, pipeline, dataset, before, code, expected_code, output, fragment):
+    assert code == expected_code, output
+    assert any(fragment in ln for ln in output.splitlines()), output
+    after = registry_state(settings, pipeline, dataset)
+    assert after[0] == before[0], "a model version was registered"
+    assert after[1] == before[1], "the champion moved"
+    for name, digest in before[2].items():
+        assert after[2].get(name) == digest, "an earlier snapshot changed"
+    run = last_run(settings, pipeline)
+    assert run.info.status == "FAILED" and fragment in run.data.tags["modelmill.error"]
+    return run

@@ -15,10 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from mlflow import MlflowClient
 
-from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
-from modelmill.fetch import sha256_file
+from conftest import REPO, free_port, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli
 from modelmill.settings import Settings
 
 pytestmark = pytest.mark.flow
@@ -39,23 +37,12 @@ def env(store, monkeypatch):
     return store
 
 
-def _client(settings: Settings) -> MlflowClient:
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    return MlflowClient(settings.tracking_uri)
-
-
-def _state(settings: Settings, model="modelmill-credit_risk"):
-    c = _client(settings)
-    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{model}'"))
-    champion = str(c.get_model_version_by_alias(model, "champion").version)
-    snaps = {p.name: sha256_file(p) for p in (settings.snapshot_dir / "german-credit").glob("*.parquet")}
-    return versions, champion, snaps
+def _state(settings: Settings):
+    return registry_state(settings, "credit_risk", "german-credit")
 
 
 def _last_run(settings: Settings, experiment="modelmill/credit_risk"):
-    c = _client(settings)
-    exp = c.get_experiment_by_name(experiment)
-    return c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return last_run(settings, experiment.removeprefix("modelmill/"))
 
 
 def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
@@ -77,7 +64,7 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     # Cost matrix: the tuned threshold must beat both trivial policies (accept all: 5 x bad rate; refuse all: good rate).
     assert m["test.expected_cost"] < min(5 * 0.3, 0.7)
     assert params["data.rows"] == "1000" and "spec.metric.name" in params
-    c = _client(env)
+    c = mlflow_client(env)
     arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
     for a in ("plots/roc_curve.png", "plots/precision_recall.png", "plots/calibration.png", "plots/confusion_matrix.png", "validation/report.html", "validation/report.json", "tables/model_selection.csv", "data/lineage.json"):
         assert a in arts, a
@@ -102,7 +89,7 @@ def test_identical_rerun_gives_the_same_metrics_and_keeps_the_champion(env, caps
     assert second.data.tags["modelmill.data_digest"] == first.data.tags["modelmill.data_digest"]
     assert second.data.tags["modelmill.decision"] == "challenger"
     assert second.data.metrics["promotion.champion_score"] == pytest.approx(second.data.metrics["promotion.new_score"])
-    c = _client(env)
+    c = mlflow_client(env)
     assert str(c.get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
     assert str(c.get_model_version_by_alias("modelmill-credit_risk", "challenger").version) == "2"
 
@@ -197,7 +184,7 @@ def test_bad_input_is_refused_and_nothing_is_lost(env, capsys, monkeypatch, tmp_
         assert "expect_column_values_to_be_between(age)" in failed
         assert "expect_column_values_to_not_be_null(duration_months)" in failed
         assert "expect_column_values_to_be_in_set(checking_status)" in failed
-        arts = {a.path for a in _client(env).list_artifacts(run.info.run_id, "validation")}
+        arts = {a.path for a in mlflow_client(env).list_artifacts(run.info.run_id, "validation")}
         assert "validation/report.html" in arts
 
 
@@ -217,5 +204,5 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
     assert m["test.roc_auc"] > 0.97 and m["test.sensitivity"] > 0.85 and m["test.specificity"] > 0.85
     assert run.data.tags["modelmill.domain"] == "healthcare"
     assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
-    c = _client(env)
+    c = mlflow_client(env)
     assert str(c.get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"

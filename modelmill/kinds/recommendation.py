@@ -1,0 +1,313 @@
+"""Top-k product recommendations from implicit feedback (purchases).
+
+The raw transaction log is cleaned here (known customer, positive quantity, no cancellations,
+real product codes), split in time (the last ``test_period_days`` are the test period), and
+candidates are scored on customers seen before the test period. Collaborative models come from
+``implicit`` (ALS, item-item cosine); content-based filtering uses TF-IDF of the product
+descriptions; the hybrid blends ALS and content scores. Fitted recommenders keep only numpy /
+scipy state, so they pickle and load anywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field
+from sklearn.base import BaseEstimator
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import ParameterGrid
+from sklearn.preprocessing import normalize
+
+from modelmill.errors import SpecError
+from modelmill.evaluation import figure
+from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.spec import PipelineSpec
+
+
+class RecOptions(KindOptions):
+    k: int = Field(10, ge=1, le=100)
+    exclude_seen: bool = True
+    product_code_regex: str = r"^\d{5}[A-Za-z]{0,3}$"
+    cancellation_prefix: str = "C"
+    min_user_items: int = Field(1, ge=1)
+
+
+# -- recommenders (scikit-learn contract: params in __init__, state in fit) ---------------------
+class Recommender(BaseEstimator):
+    """Base: index maps, the user x item matrix, popularity fallback, top-k with exclusions."""
+
+    user_col, item_col, text_col = "user", "item", "description"
+
+    def fit(self, X: pd.DataFrame, y=None):
+        users = np.sort(X[self.user_col].astype(str).unique())
+        items = np.sort(X[self.item_col].astype(str).unique())
+        self.users_ = {u: i for i, u in enumerate(users)}
+        self.items_ = items
+        self.item_index_ = {it: i for i, it in enumerate(items)}
+        rows = X[self.user_col].astype(str).map(self.users_).to_numpy()
+        cols = X[self.item_col].astype(str).map(self.item_index_).to_numpy()
+        m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(users), len(items)))
+        m.data = np.log1p(m.data)  # repeat purchases count, with diminishing weight
+        self.seen_ = m
+        self.popularity_ = np.asarray((m > 0).sum(axis=0)).ravel().astype(np.float64)
+        self._fit(m, X)
+        return self
+
+    def _fit(self, m: sp.csr_matrix, X: pd.DataFrame) -> None:
+        pass
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return np.tile(self.popularity_, (len(rows), 1))
+
+    def recommend(self, users, k: int = 10, exclude_seen: bool = True) -> list[list[str]]:
+        users = [str(u) for u in users]
+        known = np.array([u in self.users_ for u in users])
+        out: list[list[str]] = [[] for _ in users]
+        pop_order = np.argsort(-self.popularity_, kind="stable")
+        for i in np.flatnonzero(~known):
+            out[i] = self.items_[pop_order[:k]].tolist()
+        idx = np.flatnonzero(known)
+        for start in range(0, len(idx), 1024):
+            batch = idx[start : start + 1024]
+            rows = np.array([self.users_[users[i]] for i in batch])
+            scores = np.asarray(self._scores(rows), dtype=np.float64)
+            scores = scores + 1e-9 * self.popularity_ / (self.popularity_.max() or 1)  # ties -> popular first
+            if exclude_seen:
+                seen = self.seen_[rows]
+                scores[seen.nonzero()] = -np.inf
+            top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+            for j, r in enumerate(batch):
+                order = top[j][np.argsort(-scores[j, top[j]], kind="stable")]
+                out[r] = self.items_[order].tolist()
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """For a frame of users: their top-10 items, space separated (the pyfunc output)."""
+        users = X[self.user_col] if isinstance(X, pd.DataFrame) else pd.Series(X)
+        return np.array([" ".join(r) for r in self.recommend(users.astype(str).tolist(), 10, True)], dtype=object)
+
+
+class Popularity(Recommender):
+    """Most-bought items (by distinct buyers) first: the naive baseline."""
+
+
+class ItemKNN(Recommender):
+    """Item-item cosine neighbourhoods (implicit's CosineRecommender)."""
+
+    def __init__(self, neighbours: int = 100):
+        self.neighbours = neighbours
+
+    def _fit(self, m, X):
+        from implicit.nearest_neighbours import CosineRecommender
+
+        model = CosineRecommender(K=self.neighbours, num_threads=1)
+        model.fit(m, show_progress=False)
+        self.similarity_ = sp.csr_matrix(model.similarity)
+
+    def _scores(self, rows):
+        return (self.seen_[rows] @ self.similarity_).toarray()
+
+
+class ALS(Recommender):
+    """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares)."""
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 20, alpha: float = 20.0, random_state: int = 42):
+        self.factors, self.regularization, self.iterations, self.alpha, self.random_state = factors, regularization, iterations, alpha, random_state
+
+    def _fit(self, m, X):
+        from implicit.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, iterations=self.iterations, alpha=self.alpha, random_state=self.random_state, num_threads=1)
+            model.fit(m, show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors)
+        self.item_factors_ = np.asarray(model.item_factors)
+
+    def _scores(self, rows):
+        return self.user_factors_[rows] @ self.item_factors_.T
+
+
+class ContentBased(Recommender):
+    """TF-IDF of product descriptions; a customer's profile is the mean of what they bought."""
+
+    def __init__(self, min_df: int = 2, ngram_max: int = 2):
+        self.min_df, self.ngram_max = min_df, ngram_max
+
+    def _fit(self, m, X):
+        text = X.groupby(self.item_col)[self.text_col].agg(lambda s: s.mode().iloc[0] if not s.mode().empty else "")
+        docs = pd.Series(self.items_).map(text.astype(str)).fillna("").tolist()
+        self.item_vectors_ = normalize(TfidfVectorizer(min_df=self.min_df, ngram_range=(1, self.ngram_max), sublinear_tf=True).fit_transform(docs))
+        self.profiles_ = normalize(m @ self.item_vectors_)
+
+    def _scores(self, rows):
+        return (self.profiles_[rows] @ self.item_vectors_.T).toarray()
+
+
+class Hybrid(Recommender):
+    """Blend of ALS (collaborative) and content scores, each min-max scaled per customer."""
+
+    def __init__(self, content_weight: float = 0.3, factors: int = 64, regularization: float = 0.05, iterations: int = 20, alpha: float = 20.0, random_state: int = 42):
+        self.content_weight, self.factors, self.regularization = content_weight, factors, regularization
+        self.iterations, self.alpha, self.random_state = iterations, alpha, random_state
+
+    def _fit(self, m, X):
+        self.als_ = ALS(self.factors, self.regularization, self.iterations, self.alpha, self.random_state)
+        self.content_ = ContentBased()
+        for part in (self.als_, self.content_):
+            part.users_, part.items_, part.item_index_, part.seen_, part.popularity_ = self.users_, self.items_, self.item_index_, self.seen_, self.popularity_
+            part._fit(m, X)
+
+    def _scores(self, rows):
+        def scale(s):
+            lo, hi = s.min(axis=1, keepdims=True), s.max(axis=1, keepdims=True)
+            return (s - lo) / np.where(hi - lo > 0, hi - lo, 1)
+
+        w = self.content_weight
+        return (1 - w) * scale(self.als_._scores(rows)) + w * scale(self.content_._scores(rows))
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def ranking_metrics(recs: list[list[str]], relevant: list[set[str]], k: int, catalogue: int) -> dict[str, float]:
+    """precision, recall, NDCG, MAP, hit rate at k (binary relevance) and catalogue coverage."""
+    p = r = ndcg = ap = hit = 0.0
+    discounts = 1 / np.log2(np.arange(2, k + 2))
+    shown: set[str] = set()
+    for rec, rel in zip(recs, relevant, strict=True):
+        rec = rec[:k]
+        shown.update(rec)
+        gains = np.array([1.0 if it in rel else 0.0 for it in rec] + [0.0] * (k - len(rec)))
+        hits = gains.sum()
+        p += hits / k
+        r += hits / len(rel)
+        hit += float(hits > 0)
+        ideal = discounts[: min(len(rel), k)].sum()
+        ndcg += (gains * discounts).sum() / ideal
+        prec_at = np.cumsum(gains) / np.arange(1, k + 1)
+        ap += (prec_at * gains).sum() / min(len(rel), k)
+    n = max(len(recs), 1)
+    out = {
+        f"precision_at_{k}": p / n, f"recall_at_{k}": r / n, f"ndcg_at_{k}": ndcg / n,
+        f"map_at_{k}": ap / n, f"hit_rate_at_{k}": hit / n, f"coverage_at_{k}": len(shown) / max(catalogue, 1),
+    }  # fmt: skip
+    return {key: float(v) for key, v in out.items()}
+
+
+class Recommendation(ProblemKind):
+    name = "recommendation"
+    Options = RecOptions
+    METRICS = {"ndcg_at_10": "maximize", "map_at_10": "maximize", "recall_at_10": "maximize", "precision_at_10": "maximize", "hit_rate_at_10": "maximize"}
+    ESTIMATORS = {
+        "popularity": lambda seed, **p: Popularity(**p),
+        "item_knn": lambda seed, **p: ItemKNN(**p),
+        "als": lambda seed, **p: ALS(random_state=seed, **p),
+        "content": lambda seed, **p: ContentBased(**p),
+        "hybrid": lambda seed, **p: Hybrid(random_state=seed, **p),
+    }
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        super().check_spec(spec)
+        missing = {"user", "item", "date", "quantity", "invoice", "description"} - set(spec.roles)
+        if missing:
+            raise SpecError(f"pipeline {spec.name}: recommendation needs roles {sorted(missing)}")
+        if spec.split.method != "temporal" or not spec.split.test_period_days:
+            raise SpecError(f"pipeline {spec.name}: recommendation needs split.method temporal and split.test_period_days")
+
+    def interactions(self, spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        """Purchases only: customer known, positive quantity, no cancellation, real product code."""
+        r, o = spec.roles, self.options(spec)
+        invoice = df[r["invoice"]].astype(str)
+        item = df[r["item"]].astype(str).str.strip().str.upper()
+        keep = {  # reason a row is dropped -> rows kept
+            "unknown_customer": df[r["user"]].notna(),
+            "non_positive_quantity": pd.to_numeric(df[r["quantity"]], errors="coerce") > 0,
+            "cancellation": ~invoice.str.startswith(o.cancellation_prefix),
+            "not_a_product_code": item.str.match(o.product_code_regex),
+            "undated": pd.to_datetime(df[r["date"]], errors="coerce").notna(),
+        }
+        mask = np.logical_and.reduce([m.fillna(False).to_numpy(dtype=bool) for m in keep.values()])
+        out = pd.DataFrame({
+            "user": df.loc[mask, r["user"]].astype(str).to_numpy(),
+            "item": item[mask].to_numpy(),
+            "description": df.loc[mask, r["description"]].fillna("").astype(str).to_numpy(),
+            "date": pd.to_datetime(df.loc[mask, r["date"]]).to_numpy(),
+        })  # fmt: skip
+        dropped = {f"dropped_{k}": int((~m.fillna(False).to_numpy(dtype=bool)).sum()) for k, m in keep.items()}
+        return out, dropped
+
+    def _split(self, spec: PipelineSpec, inter: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+        start = inter["date"].max().normalize() - pd.Timedelta(days=spec.split.test_period_days - 1)
+        return inter[inter["date"] < start], inter[inter["date"] >= start], start
+
+    def _targets(self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame) -> tuple[list[str], list[set[str]]]:
+        """Customers seen before the test period and what they bought in it (new items only if exclude_seen)."""
+        o = self.options(spec)
+        seen = train.groupby("user")["item"].agg(set)
+        bought = test[test["user"].isin(seen.index)].groupby("user")["item"].agg(set)
+        users, rel = [], []
+        for u, items in bought.items():
+            items = items - seen[u] if o.exclude_seen else items
+            if items and len(seen[u]) >= o.min_user_items:
+                users.append(u)
+                rel.append(items)
+        return users, rel
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        inter, dropped = self.interactions(spec, df)
+        if inter.empty:
+            raise SpecError(f"pipeline {spec.name}: no purchases left after cleaning ({dropped})")
+        train, test, start = self._split(spec, inter)
+        users, rel = self._targets(spec, train, test)
+        if not users:
+            raise SpecError(f"pipeline {spec.name}: no customer of the test period was seen before it")
+        info = {"interactions": len(inter), "train_interactions": len(train), "test_start": str(start.date()), "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
+        return Prepared(train.reset_index(drop=True), (users, rel, int(train["item"].nunique())), info)
+
+    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+        """Select candidate and grid point on a validation period carved from the end of train."""
+        o = self.options(spec)
+        inner_train, inner_val, _ = self._split(spec, data.train)
+        users, rel = self._targets(spec, inner_train, inner_val)
+        key = spec.metric.name.replace("_at_10", f"_at_{o.k}")
+        rows, best, best_score, best_name = [], None, float("-inf"), None
+        for c in spec.candidates:
+            for params in ParameterGrid(c.grid or {}):
+                est = self.build(c.model_copy(update={"params": {**c.params, **params}}), spec).fit(inner_train)
+                m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen), rel, o.k, inner_train["item"].nunique())
+                rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
+                if m[key] > best_score:
+                    best, best_score, best_name = est, m[key], c.name
+        table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
+        from sklearn.base import clone
+
+        model = clone(best).fit(data.train)
+        baseline = self.build(spec.baseline, spec).fit(data.train)
+        return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "best_params": table.iloc[0]["params"]})
+
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        o = self.options(spec)
+        users, rel, catalogue = data.test
+        return ranking_metrics(model.recommend(users, o.k, o.exclude_seen), rel, o.k, catalogue)
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        o = self.options(spec)
+        users, rel, catalogue = data.test
+        recs = trained.model.recommend(users, 20, o.exclude_seen)
+        base = trained.baseline.recommend(users, 20, o.exclude_seen)
+        ks = list(range(1, 21))
+        fig, ax = figure(6.5, 4.5)
+        for name, rr in ((trained.best, recs), ("popularity", base)):
+            ax.plot(ks, [ranking_metrics(rr, rel, k, catalogue)[f"recall_at_{k}"] for k in ks], marker="o", ms=3, label=name)
+        ax.set_xlabel("k")
+        ax.set_ylabel("recall@k")
+        ax.set_title(f"{spec.name}: recall@k on the test period")
+        ax.legend()
+        figs = {"recall_at_k.png": fig}
+        sample = pd.DataFrame({"customer": users[:200], "recommended": [" ".join(r[: o.k]) for r in recs[:200]], "bought_in_test": [" ".join(sorted(s)) for s in rel[:200]]})
+        return figs, {"sample_recommendations.csv": sample}
+
+    def examples(self, model, data: Prepared):
+        users = data.test[0][:5]
+        X = pd.DataFrame({"user": users})
+        return X, model.predict(X)

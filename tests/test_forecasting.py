@@ -1,0 +1,117 @@
+"""price_forecast: features never look ahead, the walk-forward backtest and DM test are right,
+and the flow trains on the real mirrored Stooq prices and refuses broken price files."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import (
+    artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
+    require_mirror, run_cli, write_spec,
+)  # fmt: skip
+from modelmill.catalog import CATALOG
+from modelmill.fetch import fetch_catalog_file
+from modelmill.kinds.forecasting import PriceFeatures, diebold_mariano, next_return
+from modelmill.readers import read_stooq
+from modelmill.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def prices(tmp_path_factory) -> pd.DataFrame:
+    s = Settings(home=tmp_path_factory.mktemp("h"), data_mirror=str(require_mirror()))
+    e = CATALOG["stooq-daily"]
+    return read_stooq({f.name: fetch_catalog_file(e, f, s) for f in e.files})
+
+
+def _features(frame: pd.DataFrame) -> pd.DataFrame:
+    return PriceFeatures().fit(frame).transform(frame)
+
+
+@pytest.mark.parametrize("cut", ["2005-06-15", "2010-01-04", "2012-11-30"])
+def test_no_feature_uses_information_after_its_date(prices, cut):
+    """Features dated <= cut are identical whether or not the future exists, or is scrambled."""
+    cutoff = pd.Timestamp(cut)
+    full = _features(prices)
+    past = prices[prices.date <= cutoff]
+    truncated = _features(past)
+    # Scramble every price and volume after the cut: nothing dated before it may move.
+    scrambled = prices.astype({"volume": "float64"})
+    future = scrambled.date > cutoff
+    rng = np.random.default_rng(0)
+    for c in ("open", "high", "low", "close", "volume"):
+        scrambled.loc[future, c] = scrambled.loc[future, c].to_numpy() * rng.uniform(0.5, 1.5, future.sum())
+    scrambled_feats = _features(scrambled)
+    idx = past.index
+    pd.testing.assert_frame_equal(full.loc[idx], truncated.loc[idx])
+    pd.testing.assert_frame_equal(full.loc[idx], scrambled_feats.loc[idx])
+    assert full.loc[idx].notna().any().all()
+
+
+def test_target_is_the_next_trading_day_return_per_ticker(prices):
+    y = next_return(prices, "ticker", "date", "close")
+    aapl = prices[prices.ticker == "AAPL"].sort_values("date")
+    expected = aapl.close.shift(-1) / aapl.close - 1
+    pd.testing.assert_series_equal(y.loc[aapl.index], expected, check_names=False)
+    last = prices.groupby("ticker").date.idxmax()
+    assert y.loc[last].isna().all()
+
+
+def test_diebold_mariano_detects_a_better_forecast_and_not_an_equal_one():
+    rng = np.random.default_rng(1)
+    actual = rng.normal(0, 1, 2000)
+    good, bad = actual + rng.normal(0, 0.3, 2000), actual + rng.normal(0, 1.0, 2000)
+    stat, p = diebold_mariano(good - actual, bad - actual)
+    assert stat < 0 and p < 1e-6
+    stat, p = diebold_mariano(bad - actual, bad - actual + 0.0)
+    assert np.isnan(stat)  # identical losses: no test
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, prefect_api):
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    return Settings()
+
+
+def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
+    code, out, err = run_cli(capsys, "run", "price_forecast")
+    assert code == 0, err
+    run = last_run(env, "price_forecast")
+    m = run.data.metrics
+    for k in ("rmse", "mae", "price_mape", "directional_accuracy", "skill", "dm_statistic", "dm_pvalue", "naive_rmse", "lift_over_baseline"):
+        assert f"test.{k}" in m, k
+    assert m["test.n_forecasts"] == 4 * 5 * 100 - 4  # 4 tickers x 5 folds x 100 days, last day has no target
+    assert m["test.naive_rmse"] == pytest.approx(m["test.baseline_rmse"])
+    assert m["test.skill"] == pytest.approx(1 - m["test.rmse"] / m["test.naive_rmse"])
+    assert abs(m["test.skill"]) < 0.2  # daily returns are close to a random walk: no miracle
+    assert 0.4 < m["test.directional_accuracy"] < 0.6 and 0 < m["test.dm_pvalue"] <= 1
+    assert {"plots/forecast_vs_actual.png", "plots/residuals.png"} <= artifacts(env, run, "plots")
+    assert "tables/per_series_metrics.csv" in artifacts(env, run, "tables")
+    assert registry_state(env, "price_forecast")[1] == "1"
+
+
+def test_broken_prices_are_rejected(env, capsys, monkeypatch, tmp_path):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(require_mirror() / "stooq-daily", mirror / "stooq-daily")
+    p = mirror / "stooq-daily" / "ibm.us.csv"
+    lines = p.read_text().splitlines()
+    fields = lines[10].split(",")
+    fields[4] = "-12.5"  # a negative close
+    lines[10] = ",".join(fields)
+    lines.insert(20, lines[19])  # a duplicated day
+    p.write_text("\n".join(lines) + "\n")
+    modelmill_env(monkeypatch, env.home, mirror)
+    before = registry_state(env, "price_forecast", "stooq-daily")
+    code, out, err = run_cli(capsys, "run", "price_forecast")
+    run = assert_refused_and_nothing_lost(env, "price_forecast", "stooq-daily", before, code, 3, out + err, "data rejected")
+    failed = run.data.tags["modelmill.failed_expectations"]
+    assert "expect_column_values_to_be_between(close)" in failed and "expect_compound_columns_to_be_unique" in failed
+
+
+def test_too_short_a_history_is_a_clear_error(env, capsys, monkeypatch, tmp_path):
+    spec = write_spec(tmp_path, "price_forecast", split={"test_period_days": 1000})
+    code, out, err = run_cli(capsys, "run", str(spec))
+    assert code == 1 and "too short" in (out + err)
