@@ -1,0 +1,102 @@
+"""retail_recommendations: ranking metrics checked by hand, the kind on the real UCI Online
+Retail file (its quirks included), and transactions with unparseable dates refused."""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import (
+    artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
+    require_mirror, run_cli,
+)  # fmt: skip
+from modelmill.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
+from modelmill.settings import Settings
+
+
+def test_ranking_metrics_match_a_hand_computation():
+    recs = [["a", "b", "c"], ["x", "y", "z"]]
+    rel = [{"b", "q"}, {"z"}]
+    m = ranking_metrics(recs, rel, 3, catalogue=12)
+    assert m["precision_at_3"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert m["recall_at_3"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["hit_rate_at_3"] == 1.0
+    ndcg1 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    ndcg2 = (1 / math.log2(4)) / 1
+    assert m["ndcg_at_3"] == pytest.approx((ndcg1 + ndcg2) / 2)
+    assert m["map_at_3"] == pytest.approx(((1 / 2) / 2 + (1 / 3) / 1) / 2)
+    assert m["coverage_at_3"] == pytest.approx(6 / 12)
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(60):
+        group = u % 3  # three taste groups buying from their own 10 items
+        for it in rng.choice(10, 5, replace=False):
+            rows.append((f"u{u}", f"i{group * 10 + it}", f"group{group} product {it}"))
+    return pd.DataFrame(rows, columns=["user", "item", "description"])
+
+
+@pytest.mark.parametrize("model", [Popularity(), ItemKNN(20), ALS(8, iterations=10), ContentBased(1, 1), Hybrid(0.5, factors=8, iterations=10)])
+def test_recommenders_follow_the_estimator_contract_and_exclude_what_was_bought(small, model):
+    fitted = model.fit(small)
+    recs = fitted.recommend(["u0", "u1", "stranger"], k=5)
+    assert all(len(r) == 5 for r in recs)
+    bought = set(small[small.user == "u0"].item)
+    assert not bought & set(recs[0])
+    assert recs[2] == Popularity().fit(small).recommend(["stranger"], 5)[0]  # unknown -> popular
+    assert list(fitted.predict(pd.DataFrame({"user": ["u0"]})))[0].split() == fitted.recommend(["u0"], 10)[0]
+    if not isinstance(model, Popularity):  # personalised models stay within the customer's taste group
+        assert sum(int(it[1:]) // 10 == 0 for it in recs[0]) >= 4
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, prefect_api):
+    home = tmp_path_factory.mktemp("retail") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        modelmill_env(mp, home, require_mirror())
+        yield Settings()
+
+
+def test_retail_recommendations_on_the_real_file(env, capsys, monkeypatch):
+    modelmill_env(monkeypatch, env.home, require_mirror())
+    code, out, err = run_cli(capsys, "run", "retail_recommendations")
+    assert code == 0, err
+    run = last_run(env, "retail_recommendations")
+    m, p = run.data.metrics, run.data.params
+    for k in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage"):
+        assert 0 <= m[f"test.{k}_at_10"] <= 1, k
+    assert m["test.ndcg_at_10"] > 1.5 * m["test.baseline_ndcg_at_10"]  # personalisation beats popularity
+    assert m["test.coverage_at_10"] > m["test.baseline_coverage_at_10"]
+    # The real file's quirks, handled: ~135k lines without customer, cancellations, non-products.
+    assert int(p["split.dropped_unknown_customer"]) > 130_000
+    assert int(p["split.dropped_cancellation"]) > 9_000
+    assert int(p["split.dropped_not_a_product_code"]) > 1_000
+    assert p["split.test_start"] == "2011-11-10" and int(p["split.eval_customers"]) > 1000
+    assert "plots/recall_at_k.png" in artifacts(env, run, "plots")
+    assert registry_state(env, "retail_recommendations")[1] == "1"
+
+
+def test_transactions_with_unparseable_dates_are_rejected(env, capsys, monkeypatch, tmp_path):
+    with zipfile.ZipFile(require_mirror() / "online-retail" / "online+retail.zip") as z:
+        raw = pd.read_excel(io.BytesIO(z.read("Online Retail.xlsx")), engine="calamine", nrows=12_000)
+    raw["InvoiceDate"] = raw["InvoiceDate"].astype(object)
+    raw.loc[[5, 500, 5000], "InvoiceDate"] = ["31/13/2011 25:61", "yesterday", "2011-02-30 10:00"]
+    buf = io.BytesIO()
+    raw.to_excel(buf, sheet_name="Online Retail", index=False, engine="openpyxl")
+    mirror = tmp_path / "mirror"
+    (mirror / "online-retail").mkdir(parents=True)
+    with zipfile.ZipFile(mirror / "online-retail" / "online+retail.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Online Retail.xlsx", buf.getvalue())
+    modelmill_env(monkeypatch, env.home, mirror)
+    before = registry_state(env, "retail_recommendations", "online-retail")
+    code, out, err = run_cli(capsys, "run", "retail_recommendations")
+    run = assert_refused_and_nothing_lost(env, "retail_recommendations", "online-retail", before, code, 3, out + err, "data rejected")
+    assert "expect_column_values_to_not_be_null(invoice_date)" in run.data.tags["modelmill.failed_expectations"]
