@@ -13,7 +13,7 @@ from tasks import stages as t
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
 def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual") -> dict:
-    """Ingest → validate → featurize/train → evaluate → promote, for one pipeline spec.
+    """Ingest → validate → drift → featurize/train → evaluate → promote, for one pipeline spec.
 
     Raises on failure (the MLflow run is marked FAILED with its cause first); the exception
     carries the run summary as ``.summary``.
@@ -24,6 +24,7 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
     try:
         snapshot = t.ingest(handle)
         t.validate(handle, snapshot)
+        t.drift(handle, snapshot)
         data, trained = t.train(handle, snapshot)
         evaluation = t.evaluate(handle, data, trained)
         decision = t.promote(handle, data, trained, evaluation)

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 
 from modelmill.errors import ModelmillError
@@ -148,6 +149,157 @@ def cmd_ui(args, settings: Settings) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def cmd_history(args, settings: Settings) -> int:
+    from modelmill.history import history_figure, history_frame
+    from modelmill.spec import load_spec
+    from modelmill.tracking import CHAMPION, Tracker
+
+    prepare_environment(settings)
+    spec = load_spec(args.pipeline, settings)
+    tracker = Tracker(settings)
+    champion = tracker.alias(spec, CHAMPION)
+    frame = history_frame(tracker.runs(spec), champion.version if champion else None)
+    if frame.empty:
+        print(f"{spec.name}: no runs yet")
+        return EXIT_OK
+    shown = frame.drop(columns=["run_id"]).rename(columns={"metric": spec.metric.name})
+    shown["champion"] = shown["champion"].map({True: "★", False: ""})
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="—"))
+    out = Path(args.out) if args.out else settings.home_dir / "history" / f"{spec.name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = history_figure(frame, spec.name, spec.metric.name)
+    fig.savefig(out, dpi=110)
+    print(f"\ntrend plot: {out}")
+    return EXIT_OK
+
+
+def backfill_dates(start: str, end: str, every: str) -> list[str]:
+    import pandas as pd
+
+    freq = {"day": "D", "week": "W-FRI", "month": "ME", "quarter": "QE"}[every]
+    dates = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq)
+    if len(dates) == 0:
+        raise ModelmillError(f"no {every} end between {start} and {end}")
+    return [d.strftime("%Y-%m-%d") for d in dates]
+
+
+def cmd_backfill(args, settings: Settings) -> int:
+    from modelmill.ingest import date_column
+    from modelmill.report import summary_table
+    from modelmill.spec import load_spec
+
+    spec = load_spec(args.pipeline, settings)
+    if date_column(spec) is None:
+        raise ModelmillError(f"pipeline {spec.name} has no date column: backfill needs dated data")
+    dates = backfill_dates(args.start, args.end, args.every)
+    prepare_environment(settings)
+    from flows.pipeline import pipeline_flow, summary_of
+
+    summaries = []
+    for i, as_of in enumerate(dates, 1):
+        log.info("▶ [%d/%d] %s as of %s%s", i, len(dates), spec.name, as_of, "" if args.promote else " (champion alias untouched)")
+        state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", return_state=True)
+        s = summary_of(spec.name, state)
+        s["pipeline"] = f"{spec.name}@{as_of}"
+        summaries.append(s)
+    print(summary_table(summaries))
+    print(f"\nSee the trend with `modelmill history {spec.name}`.")
+    return exit_code(summaries)
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from modelmill.servers import mlflow_server, prefect_server
+    from modelmill.spec import load_all
+
+    specs = load_all(settings)
+    prepare_environment(settings)
+    started = []
+    try:
+        if not os.environ.get("PREFECT_API_URL"):
+            srv = prefect_server(settings.home_dir, args.prefect_port).start()
+            started.append(srv)
+            os.environ["PREFECT_API_URL"] = f"{srv.url}/api"
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            srv = mlflow_server(settings.home_dir, args.mlflow_port, settings.tracking_uri).start()
+            started.append(srv)
+            os.environ["MLFLOW_TRACKING_URI"] = srv.url
+        print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+        print(f"MLflow UI:  {os.environ['MLFLOW_TRACKING_URI']}")
+        for spec in specs:
+            print(f"  deployment modelmill-pipeline/{spec.name:24} cron '{spec.schedule.cron}' ({spec.schedule.timezone})")
+        print("Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True)
+        from flows.deployments import serve_all
+
+        serve_all(specs)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for srv in reversed(started):
+            srv.stop()
+    return EXIT_OK
+
+
+def _param(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ModelmillError(f"--param takes key=value, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, {"true": True, "false": False}.get(v.lower(), v)
+
+
+def cmd_trigger(args, settings: Settings) -> int:
+    from modelmill.report import summary_table
+    from modelmill.spec import load_spec
+    from modelmill.tracking import CHAMPION, Tracker
+
+    spec = load_spec(args.pipeline, settings)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ModelmillError("no PREFECT_API_URL: start `modelmill serve` (or a Prefect server) and point PREFECT_API_URL at it")
+    prepare_environment(settings)
+    from flows.deployments import trigger
+
+    params = {"pipeline": spec.name, "trigger": "manual", **dict(_param(p) for p in args.param)}
+    try:
+        flow_run_id, state = trigger(spec.name, params, watch=not args.no_watch, timeout=args.timeout, report=lambda m: log.info("%s", m))
+    except TimeoutError as e:
+        raise ModelmillError(f"{e} (is `modelmill serve` running?)") from e
+    if state is None:
+        return EXIT_OK
+    tracker = Tracker(settings)
+    run = tracker.find_run(spec, flow_run_id)
+    if run is None:
+        print(f"{spec.name}: flow run ended {state}; no MLflow run was recorded")
+        return EXIT_FAILED
+    tags, m = run.data.tags, run.data.metrics
+    status = tags.get("modelmill.status") or ("trained" if state == "COMPLETED" else "failed")
+    champion = tracker.alias(spec, CHAMPION)
+    summary = {
+        "pipeline": spec.name, "status": status, "metric": spec.metric.name, "value": m.get("primary"),
+        "baseline": m.get(f"test.baseline_{spec.metric.name}"), "lift": m.get("test.lift_over_baseline"),
+        "version": tags.get("modelmill.model_version"), "promoted": tags.get("modelmill.decision") == "promoted",
+        "error": tags.get("modelmill.error"), "champion_version": champion.version if champion else None,
+    }  # fmt: skip
+    print(summary_table([summary]))
+    print(f"\n{tracker.run_url(run.info.run_id)}")
+    return exit_code([summary])
+
+
+def cmd_prefect_yaml(args, settings: Settings) -> int:
+    import yaml
+
+    from modelmill.spec import load_all
+
+    prepare_environment(settings)
+    from flows.deployments import prefect_yaml
+
+    text = "# Generated by `modelmill prefect-yaml` from pipelines/*.yaml; a test keeps it in sync.\n"
+    text += yaml.safe_dump(prefect_yaml(load_all(settings)), sort_keys=False, width=100)
+    if args.write:
+        Path(args.write).write_text(text)
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelmill", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -168,6 +320,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("ids", nargs="*")
     d.add_argument("--refresh", action="store_true", help="download again even if cached")
     d.set_defaults(fn=cmd_datasets)
+
+    h = sub.add_parser("history", help="one row per run of a pipeline, and a trend plot")
+    h.add_argument("pipeline")
+    h.add_argument("--out", help="where to write the trend plot (default: $MODELMILL_HOME/history/PIPELINE.png)")
+    h.set_defaults(fn=cmd_history)
+
+    b = sub.add_parser("backfill", help="train as of past dates to build a history")
+    b.add_argument("pipeline")
+    b.add_argument("--start", required=True)
+    b.add_argument("--end", required=True)
+    b.add_argument("--every", choices=["day", "week", "month", "quarter"], default="month")
+    b.add_argument("--promote", action="store_true", help="let backfill runs move the champion alias")
+    b.set_defaults(fn=cmd_backfill)
+
+    sv = sub.add_parser("serve", help="serve every spec's schedule as a Prefect deployment")
+    sv.add_argument("--prefect-port", type=int, default=4200)
+    sv.add_argument("--mlflow-port", type=int, default=5000)
+    sv.set_defaults(fn=cmd_serve)
+
+    tr = sub.add_parser("trigger", help="run a deployment now through the Prefect API and follow it")
+    tr.add_argument("pipeline")
+    tr.add_argument("--param", action="append", default=[], help="flow parameter key=value (as_of, promote)")
+    tr.add_argument("--no-watch", action="store_true", help="return once the run is created")
+    tr.add_argument("--timeout", type=float, default=3600)
+    tr.set_defaults(fn=cmd_trigger)
+
+    py = sub.add_parser("prefect-yaml", help="render prefect.yaml from the specs")
+    py.add_argument("--write", metavar="FILE")
+    py.set_defaults(fn=cmd_prefect_yaml)
 
     u = sub.add_parser("ui", help="open the MLflow UI on the local store")
     u.add_argument("--port", type=int, default=5000)

@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, ModelmillError
+from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
@@ -125,6 +129,32 @@ def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     return report
 
 
+def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
+    """PSI per column and label shift against the champion's training snapshot, as metrics."""
+    t = h.tracker()
+    champion = t.alias(h.spec, CHAMPION)
+    reference = Path(t.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion and champion.run_id else None
+    if reference is None or not reference.is_file():
+        t.set_tags(h.run_id, {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"})
+        return {}
+    table = drift(pd.read_parquet(reference), snap.load(), h.spec.target)
+    metrics = drift_metrics(table)
+    t.log_metrics(h.run_id, metrics)
+    t.log_table(h.run_id, table, "tables/drift.csv")
+    t.set_tags(h.run_id, {"modelmill.drift_reference": reference.stem})
+    log.info("%s: drift vs champion v%s snapshot: max PSI %.3f", h.spec.name, champion.version, metrics["drift.psi_max"])
+    return metrics
+
+
+def log_history(h: RunHandle) -> None:
+    """The pipeline's history plot (this run included), logged on this run."""
+    t = h.tracker()
+    champion = t.alias(h.spec, CHAMPION)
+    frame = history_frame(t.runs(h.spec), champion.version if champion else None)
+    t.log_figure(h.run_id, history_figure(frame, h.spec.name, h.spec.metric.name), "plots/history.png")
+    t.log_table(h.run_id, frame, "tables/history.csv")
+
+
 def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     kind = get_kind(h.spec.problem)
     data = kind.prepare(h.spec, snap.load())
@@ -184,6 +214,7 @@ def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
 
 def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
     t = h.tracker()
+    log_history(h)
     t.end_run(h.run_id, FINISHED)
     tags = t.run(h.run_id).data.tags
     champion = t.alias(h.spec, CHAMPION)
@@ -201,13 +232,13 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
     rejected = isinstance(error, DataRejected)
     message = str(error) if isinstance(error, ModelmillError) else f"{type(error).__name__}: {error}"
     t.set_tags(h.run_id, {"modelmill.error": message.splitlines()[0] if message else type(error).__name__, "modelmill.status": "rejected" if rejected else "failed"})
+    try:
+        log_history(h)
+    except Exception as e:  # noqa: BLE001 - the failure being recorded matters more than its plot
+        log.warning("%s: history plot not logged: %s", h.spec.name, e)
     t.end_run(h.run_id, FAILED)
     champion = t.alias(h.spec, CHAMPION)
     return RunSummary(
         pipeline=h.spec.name, status="rejected" if rejected else "failed", run_id=h.run_id, metric=h.spec.metric.name,
         error=message, champion_version=champion.version if champion else None, where=t.run_url(h.run_id),
     )  # fmt: skip
-
-
-def home_paths(settings: Settings) -> dict[str, Path]:
-    return {"home": settings.home_dir, "snapshots": settings.snapshot_dir, "cache": settings.cache_dir}

@@ -214,6 +214,14 @@ class Tracker:
             return pd.DataFrame()
         return self._mlflow.search_runs(experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"])
 
+    def find_run(self, spec: PipelineSpec, flow_run_id: str):
+        """The MLflow run a given Prefect flow run logged to, if any."""
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return None
+        found = self.client.search_runs([exp], filter_string=f"tags.`modelmill.prefect_flow_run_id` = '{flow_run_id}'", max_results=1)
+        return found[0] if found else None
+
     def run(self, run_id: str):
         return self.client.get_run(run_id)
 

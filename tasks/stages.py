@@ -30,6 +30,11 @@ def validate(handle, snapshot):
     return stages.validate_stage(handle, snapshot)
 
 
+@task(name="drift", **_opts)
+def drift(handle, snapshot):
+    return stages.drift_stage(handle, snapshot)
+
+
 @task(name="featurize-and-train", **_opts)
 def train(handle, snapshot):
     return stages.train_stage(handle, snapshot)

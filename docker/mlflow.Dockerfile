@@ -1,0 +1,3 @@
+# The official MLflow image lacks a PostgreSQL driver.
+FROM ghcr.io/mlflow/mlflow:v3.17.2
+RUN pip install --no-cache-dir "psycopg2-binary>=2.9"

@@ -1,0 +1,90 @@
+"""Each spec's cron schedule as a Prefect deployment of the generic pipeline flow.
+
+``serve_all`` serves them from this process (``modelmill serve``); ``prefect_yaml`` renders the
+same deployments for ``prefect deploy --all`` with a work pool and a process worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.deployments.runner import EntrypointType
+from prefect.schedules import Cron
+
+from flows.pipeline import pipeline_flow
+from modelmill.spec import PipelineSpec
+
+FLOW_NAME = "modelmill-pipeline"
+ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
+WORK_POOL = "modelmill-process"
+
+
+def deployment_parameters(spec: PipelineSpec) -> dict:
+    return {"pipeline": spec.name, "trigger": "schedule"}
+
+
+def build_deployments(specs: list[PipelineSpec]):
+    return [
+        pipeline_flow.to_deployment(
+            name=spec.name,
+            schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone)],
+            parameters=deployment_parameters(spec),
+            description=spec.description.strip(),
+            tags=["modelmill", spec.domain],
+            # The installed module path works from any working directory.
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for spec in specs
+    ]
+
+
+def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
+    """Register and serve every spec's deployment until interrupted (flow runs one at a time)."""
+    serve(*build_deployments(specs), limit=limit, print_starting_message=False)
+
+
+def prefect_yaml(specs: list[PipelineSpec]) -> dict:
+    """The ``prefect.yaml`` equivalent of :func:`build_deployments`."""
+    return {
+        "name": "modelmill",
+        "prefect-version": "3.8.8",
+        "deployments": [
+            {
+                "name": spec.name,
+                "entrypoint": ENTRYPOINT,
+                "description": spec.description.strip(),
+                "tags": ["modelmill", spec.domain],
+                "parameters": deployment_parameters(spec),
+                "schedules": [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}],
+                "work_pool": {"name": WORK_POOL},
+            }
+            for spec in specs
+        ],
+    }
+
+
+def trigger(pipeline: str, parameters: dict, *, watch: bool = True, timeout: float = 3600, report: Callable[[str], None] = print) -> tuple[str, str | None]:
+    """Create a run of ``modelmill-pipeline/<pipeline>`` through the API; follow it to its end.
+
+    Returns the flow-run id and its final state type (``None`` when not watching).
+    """
+    flow_run = run_deployment(f"{FLOW_NAME}/{pipeline}", parameters=parameters, timeout=0)
+    report(f"triggered flow run {flow_run.name} ({flow_run.id}) of deployment {FLOW_NAME}/{pipeline}")
+    if not watch:
+        return str(flow_run.id), None
+    last, deadline = None, time.time() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run.id).state
+            if state.name != last:
+                report(f"  {flow_run.name}: {state.name}")
+                last = state.name
+            if state.is_final():
+                return str(flow_run.id), state.type.value
+            if time.time() > deadline:
+                raise TimeoutError(f"flow run {flow_run.id} still {state.name} after {timeout:.0f}s")
+            time.sleep(2)

@@ -1,0 +1,177 @@
+"""Against real servers on 127.0.0.1 free ports: ``modelmill serve`` starts a Prefect and an
+MLflow server, registers every spec's cron deployment, the scheduler creates runs, and
+``modelmill trigger`` runs one through the API to the end; then the compose topology without
+docker: PostgreSQL (initdb/pg_ctl as the postgres user) under Prefect and MLflow servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, free_port, last_run, mlflow_client, require_mirror
+from modelmill.servers import mlflow_server, prefect_server
+from modelmill.settings import Settings
+from modelmill.spec import available, load_spec
+
+pytestmark = pytest.mark.server
+MODELMILL = str(Path(sys.executable).with_name("modelmill"))
+
+
+def _env(home: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env.update(MODELMILL_HOME=str(home), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
+    env.update(extra)
+    return env
+
+
+def _post(api: str, path: str, body: dict) -> list:
+    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited {proc.returncode} while waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+
+
+def _port_closed(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(tmp_path):
+    home = tmp_path / "home"
+    pport, mport = free_port(), free_port()
+    api, mlflow_url = f"http://127.0.0.1:{pport}/api", f"http://127.0.0.1:{mport}"
+    log = tmp_path / "serve.log"
+    env = _env(home, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", PREFECT_HOME=str(tmp_path / "prefect-client"))
+    with open(log, "wb") as out:
+        serve = subprocess.Popen([MODELMILL, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: "Serving;" in log.read_text(), 300, "modelmill serve to start", serve, log)
+        text = log.read_text()
+        assert f"Prefect UI: http://127.0.0.1:{pport}" in text and f"MLflow UI:  {mlflow_url}" in text
+
+        specs = {n: load_spec(n, Settings(pipelines_dir=REPO / "pipelines")) for n in available(Settings(pipelines_dir=REPO / "pipelines"))}
+        deployments = _wait(lambda: (d := _post(api, "/deployments/filter", {})) and len(d) == len(specs) and d, 120, "deployments", serve, log)
+        crons = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
+        assert crons == {n: [spec.schedule.cron] for n, spec in specs.items()}
+
+        scheduled = _wait(lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}), 120, "the scheduler to create runs", serve, log)
+        assert {r["deployment_id"] for r in scheduled} <= {d["id"] for d in deployments}
+        assert all(r["auto_scheduled"] for r in scheduled)
+
+        trig = subprocess.run([MODELMILL, "trigger", "breast_cytology", "--timeout", "600"], env=_env(home, PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_url, PREFECT_HOME=str(tmp_path / "prefect-client")), capture_output=True, text=True, timeout=700)
+        assert trig.returncode == 0, trig.stdout + trig.stderr + log.read_text()[-3000:]
+        assert "breast_cytology" in trig.stdout and "champion" in trig.stdout
+
+        settings = Settings(home=home)
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
+        try:
+            run = last_run(settings, "breast_cytology")
+            client = mlflow_client(settings)
+            assert run.info.status == "FINISHED" and run.data.tags["modelmill.trigger"] == "manual"
+            champion = client.get_model_version_by_alias("modelmill-breast_cytology", "champion")
+            assert champion.run_id == run.info.run_id
+            flow_run_id = run.data.tags["modelmill.prefect_flow_run_id"]
+        finally:
+            del os.environ["MLFLOW_TRACKING_URI"]
+        runs = _post(api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        assert runs and runs[0]["state"]["type"] == "COMPLETED"
+        arts = _post(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+        md = [a for a in arts if a["type"] == "markdown"]
+        assert md and run.info.run_id in md[0]["data"] and mlflow_url in md[0]["data"]
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            pytest.fail("modelmill serve did not stop on Ctrl-C")
+    assert _port_closed(pport) and _port_closed(mport), "serve left a server running"
+
+
+# -- the compose topology, without docker ------------------------------------------------------
+def _as_postgres(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, check=True, **kw)
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL on a free loopback port with the compose stack's two databases."""
+    for tool in ("initdb", "pg_ctl", "runuser", "psql"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: PostgreSQL server binaries are needed for this test")
+    root = tmp_path / "pg"
+    root.mkdir()
+    # initdb refuses root: the postgres user owns the cluster, and needs to reach its folder.
+    for p in [root, *root.parents]:
+        if p == Path(os.environ.get("TMPDIR", "/tmp")).parent or str(p) == "/":
+            break
+        p.chmod(p.stat().st_mode | 0o011)
+    shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    _as_postgres("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    _as_postgres("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start")
+    try:
+        init = (REPO / "docker" / "postgres-init.sh").read_text()
+        sql = init.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-v", "prefect_pw=prefect-secret", "-v", "mlflow_pw=mlflow-secret"],
+            input=sql, capture_output=True, text=True, check=True,
+        )
+        yield port
+    finally:
+        _as_postgres("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+def test_the_compose_topology_on_postgres_runs_a_pipeline(tmp_path, postgres):
+    state = tmp_path / "state"
+    pport, mport = free_port(), free_port()
+    prefect = prefect_server(state, pport, database_url=f"postgresql+asyncpg://prefect:prefect-secret@127.0.0.1:{postgres}/prefect")
+    mlflow = mlflow_server(state, mport, backend_uri=f"postgresql://mlflow:mlflow-secret@127.0.0.1:{postgres}/mlflow")
+    prefect.start(timeout=240)
+    try:
+        mlflow.start(timeout=240)
+        try:
+            home = tmp_path / "home"
+            env = _env(home, PREFECT_API_URL=f"{prefect.url}/api", MLFLOW_TRACKING_URI=mlflow.url, PREFECT_HOME=str(tmp_path / "prefect-client"))
+            done = subprocess.run([MODELMILL, "run", "credit_risk"], env=env, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, done.stdout + done.stderr
+            runs = _post(f"{prefect.url}/api", "/flow_runs/filter", {})
+            assert [r["state"]["type"] for r in runs if r["name"] == "credit_risk"] == ["COMPLETED"]
+            os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
+            try:
+                settings = Settings(home=home)
+                run = last_run(settings, "credit_risk")
+                assert run.info.status == "FINISHED"
+                assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the MLflow server
+                assert "plots/roc_curve.png" in {a.path for a in mlflow_client(settings).list_artifacts(run.info.run_id, "plots")}
+                assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
+            finally:
+                del os.environ["MLFLOW_TRACKING_URI"]
+            tables = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(postgres), "-U", "postgres", "-d", "mlflow", "-tAc", "select count(*) from runs"], capture_output=True, text=True, check=True)
+            assert int(tables.stdout.strip()) == 1  # the run lives in PostgreSQL
+        finally:
+            mlflow.stop()
+    finally:
+        prefect.stop()
