@@ -41,7 +41,7 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
     fig.clf()
     ax, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     x = list(range(len(frame)))
-    labels = [a if a != "latest" else d[:10] for a, d in zip(frame["as_of"], frame["date"], strict=True)]
+    labels = [a if a != "latest" else d for a, d in zip(frame["as_of"], frame["date"], strict=True)]
     trained = frame["metric"].notna()
     ax.plot([i for i, t in zip(x, trained, strict=True) if t], frame.loc[trained, "metric"], marker="o", lw=1, label=metric)
     champ = frame["champion"]

@@ -123,11 +123,11 @@ def registry_state(settings, pipeline: str, dataset: str | None = None):
 
     c = mlflow_client(settings)
     name = f"modelmill-{pipeline}"
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
     try:
-        versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
         champion = str(c.get_model_version_by_alias(name, "champion").version)
     except MlflowException:
-        versions, champion = [], None
+        champion = None
     snaps = {}
     if dataset:
         snaps = {p.name: sha256_file(p) for p in (settings.snapshot_dir / dataset).glob("*.parquet")}

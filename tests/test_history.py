@@ -1,0 +1,100 @@
+"""Comparison over time: drift against the champion's snapshot, backfills as of past dates that
+leave the champion alone, and the history table and trend plot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import artifacts, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli
+from modelmill.cli import backfill_dates
+from modelmill.drift import drift, drift_metrics, label_shift, psi_numeric
+from modelmill.settings import Settings
+
+
+def test_psi_is_zero_for_the_same_data_and_large_for_a_shift():
+    rng = np.random.default_rng(0)
+    a = pd.Series(rng.normal(0, 1, 5000))
+    assert psi_numeric(a, a) == pytest.approx(0, abs=1e-9)
+    assert psi_numeric(a, pd.Series(rng.normal(0, 1, 5000))) < 0.02
+    assert psi_numeric(a, pd.Series(rng.normal(1, 1, 5000))) > 0.25
+    assert label_shift(pd.Series([0, 1] * 50), pd.Series([0] * 100)) == pytest.approx(0.5)
+
+
+def test_drift_table_covers_numeric_categorical_text_and_label():
+    ref = pd.DataFrame({"x": np.arange(200.0), "c": ["a", "b"] * 100, "t": [f"text {'x' * (i % 30)} {i}" for i in range(200)], "y": [0, 1] * 100, "when": pd.date_range("2020-01-01", periods=200)})
+    cur = ref.assign(x=ref.x + 150, c=["a"] * 200, y=[1] * 200)
+    table = drift(ref, cur, target="y")
+    methods = dict(zip(table.column, table.method, strict=True))
+    assert methods == {"x": "psi", "c": "psi", "t": "psi_length", "y": "label_tv"}  # dates are skipped
+    m = drift_metrics(table)
+    assert m["drift.psi.x"] > 1 and m["drift.psi.c"] > 0.25 and m["drift.label_tv.y"] == pytest.approx(0.5)
+    assert m["drift.psi_max"] == max(m["drift.psi.x"], m["drift.psi.c"], m["drift.psi_length.t"])
+
+
+def test_backfill_dates():
+    assert backfill_dates("2012-01-01", "2012-03-31", "month") == ["2012-01-31", "2012-02-29", "2012-03-31"]
+    assert backfill_dates("2012-01-01", "2012-01-20", "week") == ["2012-01-06", "2012-01-13", "2012-01-20"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, prefect_api):
+    home = tmp_path_factory.mktemp("hist") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        modelmill_env(mp, home, require_mirror())
+        yield Settings()
+
+
+def _runs(settings, pipeline):
+    c = mlflow_client(settings)
+    exp = c.get_experiment_by_name(f"modelmill/{pipeline}")
+    return c.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_backfill_builds_a_dated_history_without_touching_the_champion(env, capsys, monkeypatch):
+    modelmill_env(monkeypatch, env.home, require_mirror())
+    code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-04-01", "--end", "2012-06-30", "--every", "month")
+    assert code == 0, out + err
+    runs = _runs(env, "price_forecast")
+    assert [r.data.tags["modelmill.as_of"] for r in runs] == ["2012-04-30", "2012-05-31", "2012-06-30"]
+    assert all(r.data.tags["modelmill.trigger"] == "backfill" for r in runs)
+    assert all(r.data.tags["modelmill.decision"] == "not promoted" for r in runs)
+    rows = [int(r.data.params["data.rows"]) for r in runs]
+    assert rows == sorted(rows) and len(set(rows)) == 3  # each trained on data up to its date
+    assert len({r.data.tags["modelmill.data_digest"] for r in runs}) == 3
+    last_dates = [r.data.params["split.last_date"] for r in runs]
+    assert all(d <= a for d, a in zip(last_dates, ["2012-04-30", "2012-05-31", "2012-06-30"], strict=True))
+    versions, champion, _ = registry_state(env, "price_forecast")
+    assert len(versions) == 3 and champion is None  # registered, but no alias moved
+
+
+def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_measured(env, capsys, monkeypatch):
+    modelmill_env(monkeypatch, env.home, require_mirror())
+    code, _, err = run_cli(capsys, "run", "price_forecast")
+    assert code == 0, err
+    champion = registry_state(env, "price_forecast")[1]
+    assert champion == "4"
+    code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-07-01", "--end", "2012-07-31")
+    assert code == 0, out + err
+    assert registry_state(env, "price_forecast")[1] == champion
+    run = last_run(env, "price_forecast")
+    m = run.data.metrics
+    assert run.data.tags["modelmill.drift_reference"] == _runs(env, "price_forecast")[3].data.tags["modelmill.data_digest"]
+    assert m["drift.psi_max"] >= 0 and "drift.psi.close" in m and "drift.psi.volume" in m
+    assert {"plots/history.png"} <= artifacts(env, run, "plots")
+    assert "tables/drift.csv" in artifacts(env, run, "tables")
+
+
+def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, capsys, monkeypatch, tmp_path):
+    modelmill_env(monkeypatch, env.home, require_mirror())
+    out_png = tmp_path / "trend.png"
+    code, out, err = run_cli(capsys, "history", "price_forecast", "--out", str(out_png))
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("trend plot")]
+    header, rows = lines[0], lines[1:]
+    for col in ("date", "as_of", "data_digest", "best_model", "rmse", "champion", "decision", "drift_psi_max"):
+        assert col in header
+    assert len(rows) == 5
+    assert sum("★" in r for r in rows) == 1 and "promoted" in next(r for r in rows if "★" in r)
+    assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
