@@ -83,6 +83,19 @@ def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
     raise SourceUnavailable(f"cannot download {what} from {url}: {reason}; {MIRROR_HINT}")
 
 
+def _download_verified(url: str, dest: Path, settings: Settings, what: str, expected: str | None) -> str:
+    """Download next to ``dest``, check the sha256, then rename over ``dest`` (never half-written)."""
+    tmp = dest.with_name(f".{dest.name}.new")
+    _download(url, tmp, settings, what)
+    try:
+        sha = _check(tmp, expected, what, url)
+    except ChecksumMismatch:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
+    return sha
+
+
 def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:
     """The mirror's published checksums (``<id>/<file>`` -> sha256), if it has any."""
     text: str | None = None
@@ -132,14 +145,7 @@ def fetch_catalog_file(
             url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"
             dest = settings.cache_dir / "mirror" / entry.id / f.name
             if refresh or not dest.is_file() or (expected and sha256_file(dest) != expected):
-                tmp = dest.with_name(f".{dest.name}.new")
-                _download(url, tmp, settings, what)
-                try:
-                    _check(tmp, expected, what, url)
-                except ChecksumMismatch:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                os.replace(tmp, dest)
+                return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
             return LocalFile(f.name, dest, url, _check(dest, expected, what, url))
         path = Path(mirror).expanduser().resolve() / entry.id / f.name
         if not path.is_file():
@@ -153,15 +159,7 @@ def fetch_catalog_file(
             return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
         except ChecksumMismatch:
             log.warning("cached %s fails its checksum; downloading it again", what)
-    tmp = dest.with_name(f".{dest.name}.new")
-    _download(url, tmp, settings, what)
-    try:
-        sha = _check(tmp, expected, what, url)
-    except ChecksumMismatch:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, dest)
-    return LocalFile(f.name, dest, url, sha)
+    return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
 
 
 def fetch_user_file(location: str, settings: Settings, *, base: Path | None, expected_sha256: str | None) -> LocalFile:
@@ -170,15 +168,7 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         name = Path(urllib.parse.urlparse(location).path).name or "data"
         key = hashlib.sha1(location.encode()).hexdigest()[:16]
         dest = settings.cache_dir / "url" / key / name
-        tmp = dest.with_name(f".{name}.new")
-        _download(location, tmp, settings, name)
-        try:
-            sha = _check(tmp, expected_sha256, name, location)
-        except ChecksumMismatch:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, dest)
-        return LocalFile(name, dest, location, sha)
+        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, expected_sha256))
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path

@@ -31,7 +31,7 @@ def main() -> int:
     if args.run:
         home = tempfile.mkdtemp(prefix="modelmill-results-")
         os.environ["MODELMILL_HOME"] = home
-        code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", "--all"])
+        code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", "--all"], stdout=sys.stderr)
         if code != 0:
             print(f"modelmill run --all exited {code}", file=sys.stderr)
             return code

@@ -66,6 +66,24 @@ def mm_env(tmp_path, monkeypatch):
     return Settings()
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, prefect_api):
+    """One project data folder shared by a test module (runs build on each other)."""
+    from modelmill.settings import Settings
+
+    home = tmp_path_factory.mktemp("store") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        modelmill_env(mp, home, require_mirror())
+        yield Settings()
+
+
+@pytest.fixture
+def env(store, monkeypatch):
+    """The module's store, with the environment pointing at it (and the real mirror)."""
+    modelmill_env(monkeypatch, store.home, require_mirror())
+    return store
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     from modelmill.cli import main
 

@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import artifacts, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli
+from conftest import artifacts, last_run, mlflow_client, registry_state, run_cli
 from modelmill.cli import backfill_dates
 from modelmill.drift import drift, drift_metrics, label_shift, psi_numeric
-from modelmill.settings import Settings
 
 
 def test_psi_is_zero_for_the_same_data_and_large_for_a_shift():
@@ -38,14 +37,6 @@ def test_backfill_dates():
     assert backfill_dates("2012-01-01", "2012-01-20", "week") == ["2012-01-06", "2012-01-13", "2012-01-20"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, prefect_api):
-    home = tmp_path_factory.mktemp("hist") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        modelmill_env(mp, home, require_mirror())
-        yield Settings()
-
-
 def _runs(settings, pipeline):
     c = mlflow_client(settings)
     exp = c.get_experiment_by_name(f"modelmill/{pipeline}")
@@ -53,7 +44,6 @@ def _runs(settings, pipeline):
 
 
 def test_backfill_builds_a_dated_history_without_touching_the_champion(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-04-01", "--end", "2012-06-30", "--every", "month")
     assert code == 0, out + err
     runs = _runs(env, "price_forecast")
@@ -70,7 +60,6 @@ def test_backfill_builds_a_dated_history_without_touching_the_champion(env, caps
 
 
 def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_measured(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, _, err = run_cli(capsys, "run", "price_forecast")
     assert code == 0, err
     champion = registry_state(env, "price_forecast")[1]
@@ -87,7 +76,6 @@ def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_m
 
 
 def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, capsys, monkeypatch, tmp_path):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     out_png = tmp_path / "trend.png"
     code, out, err = run_cli(capsys, "history", "price_forecast", "--out", str(out_png))
     assert code == 0, err

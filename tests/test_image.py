@@ -12,7 +12,6 @@ from conftest import (
 )  # fmt: skip
 from modelmill.fetch import sha256_file
 from modelmill.kinds.image import ImageFeatures
-from modelmill.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +27,7 @@ def test_image_features_are_deterministic_and_finite(real):
     np.testing.assert_array_equal(f1, ImageFeatures().transform(X.astype(np.float32)))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, prefect_api):
-    home = tmp_path_factory.mktemp("img") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        modelmill_env(mp, home, require_mirror())
-        yield Settings()
-
-
 def test_breast_ultrasound_flow_on_the_official_split(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, out, err = run_cli(capsys, "run", "breast_ultrasound")
     assert code == 0, err
     run = last_run(env, "breast_ultrasound")

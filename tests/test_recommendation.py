@@ -16,7 +16,6 @@ from conftest import (
     require_mirror, run_cli,
 )  # fmt: skip
 from modelmill.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
-from modelmill.settings import Settings
 
 
 def test_ranking_metrics_match_a_hand_computation():
@@ -57,16 +56,7 @@ def test_recommenders_follow_the_estimator_contract_and_exclude_what_was_bought(
         assert sum(int(it[1:]) // 10 == 0 for it in recs[0]) >= 4
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, prefect_api):
-    home = tmp_path_factory.mktemp("retail") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        modelmill_env(mp, home, require_mirror())
-        yield Settings()
-
-
 def test_retail_recommendations_on_the_real_file(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, out, err = run_cli(capsys, "run", "retail_recommendations")
     assert code == 0, err
     run = last_run(env, "retail_recommendations")

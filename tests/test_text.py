@@ -6,25 +6,14 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
-import pytest
 
 from conftest import (
     artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env,
     registry_state, require_mirror, run_cli,
 )  # fmt: skip
-from modelmill.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, prefect_api):
-    home = tmp_path_factory.mktemp("text") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        modelmill_env(mp, home, require_mirror())
-        yield Settings()
 
 
 def test_support_intent_on_banking77(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, out, err = run_cli(capsys, "run", "support_intent")
     assert code == 0, err
     run = last_run(env, "support_intent")
@@ -42,7 +31,6 @@ def test_support_intent_on_banking77(env, capsys, monkeypatch):
 
 
 def test_review_sentiment_with_per_source_slices(env, capsys, monkeypatch):
-    modelmill_env(monkeypatch, env.home, require_mirror())
     code, out, err = run_cli(capsys, "run", "review_sentiment")
     assert code == 0, err
     m = last_run(env, "review_sentiment").data.metrics
