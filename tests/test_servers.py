@@ -131,7 +131,7 @@ def postgres(tmp_path):
     shutil.chown(root, "postgres")
     data, port = root / "data", free_port()
     _as_postgres("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    _as_postgres("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start")
+    _as_postgres("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k ''", "start")
     try:
         init = (REPO / "docker" / "postgres-init.sh").read_text()
         sql = init.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -32,6 +33,26 @@ class ImageOptions(KindOptions):
     positive_label_name: str = "positive"
     negative_label_name: str = "negative"
     hog_cell: int = Field(7, ge=2)
+    augment_flips: bool = Field(True, description="add left-right mirrored copies of the training images")
+
+
+class CalibratedSVC(ClassifierMixin, BaseEstimator):
+    """RBF SVM with probabilities from a held-out sigmoid calibration (scikit-learn 1.9's
+    replacement for ``SVC(probability=True)``)."""
+
+    def __init__(self, C=1.0, gamma="scale", cv=5):
+        self.C, self.gamma, self.cv = C, gamma, cv
+
+    def fit(self, X, y):
+        self.model_ = CalibratedClassifierCV(SVC(C=self.C, gamma=self.gamma), ensemble=False, cv=self.cv).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
+
+    def predict(self, X):
+        return self.model_.predict(X)
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
@@ -64,7 +85,7 @@ class ImageClassification(ProblemKind):
     ESTIMATORS = {
         "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
         "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=5000, **p),
-        "svc_rbf": lambda seed, **p: SVC(probability=True, random_state=seed, **p),
+        "svc_rbf": lambda seed, **p: CalibratedSVC(**p),
         "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, **p),
     }
 
@@ -82,10 +103,16 @@ class ImageClassification(ProblemKind):
             raise SpecError(f"pipeline {spec.name}: images have {X.shape[1]} pixels, expected {opts.height}x{opts.width}")
         y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
         split = df[spec.split.column].astype(str).to_numpy()
-        fit_mask, test_mask = np.isin(split, ["train", "val"]), split == "test"
-        val_fold = np.where(split[fit_mask] == "val", 0, -1)  # PredefinedSplit: -1 = always train
-        info = {"train_rows": int((split == "train").sum()), "val_rows": int((split == "val").sum()), "test_rows": int(test_mask.sum()), "positive_rate_test": float(y[test_mask].mean())}
-        return Prepared((X[fit_mask], y[fit_mask], val_fold), (X[test_mask], y[test_mask]), info)
+        train, val, test = split == "train", split == "val", split == "test"
+        X_fit, y_fit = [X[train]], [y[train]]
+        if opts.augment_flips:  # mirrored training images only: the validation images stay unseen
+            X_fit.append(X[train].reshape(-1, opts.height, opts.width)[:, :, ::-1].reshape(int(train.sum()), -1))
+            y_fit.append(y[train])
+        n_train = sum(len(a) for a in X_fit)
+        X_fit, y_fit = np.vstack([*X_fit, X[val]]), np.concatenate([*y_fit, y[val]])
+        val_fold = np.r_[np.full(n_train, -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
+        info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "augmented_train_rows": n_train, "positive_rate_test": float(y[test].mean())}
+        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info)
 
     def _pipeline(self, spec: PipelineSpec, model) -> Pipeline:
         opts = self.options(spec)
