@@ -161,7 +161,8 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     trained = kind.train(h.spec, data)
     t = h.tracker()
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params})
-    log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in data.info.items() if "rows" in k))
+    shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}
+    log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in list(shown.items())[:4]))
     return data, trained
 
 

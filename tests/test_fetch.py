@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import free_port, require_mirror, serve_directory
+from conftest import free_port, modelmill_env, require_mirror, run_cli, serve_directory
 from modelmill.catalog import CATALOG
 from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
 from modelmill.fetch import fetch_catalog_file, sha256_file
@@ -152,3 +152,26 @@ def test_every_reader_parses_its_real_mirrored_file(tmp_path):
     assert shapes["banking77"][0] == 10003 + 3080
     assert shapes["sentiment-sentences"][0] == 3000
     assert shapes["stooq-daily"][1] == 7
+
+
+def test_datasets_pull_fills_the_cache_from_an_http_mirror(tmp_path, monkeypatch, capsys):
+    with serve_directory(require_mirror()) as url:
+        modelmill_env(monkeypatch, tmp_path / "home", url)
+        code, _, err = run_cli(capsys, "datasets", "pull", "german-credit", "banking77", "wisconsin-breast-cancer")
+    assert code == 0, err
+    cached = sorted(p.name for p in (tmp_path / "home" / "cache").rglob("*") if p.is_file())
+    assert cached == ["statlog+german+credit+data.zip", "test.csv", "train.csv"]
+    assert "bundled with scikit-learn" in err
+
+
+def test_datasets_pull_of_an_unknown_id_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    code, _, err = run_cli(capsys, "datasets", "pull", "movielens")
+    assert code == 1 and "unknown dataset 'movielens'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_trigger_without_a_prefect_server_says_what_to_do(tmp_path, monkeypatch, capsys):
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    code, _, err = run_cli(capsys, "trigger", "credit_risk")
+    assert code == 1 and "modelmill serve" in err and "PREFECT_API_URL" in err
