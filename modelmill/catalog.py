@@ -7,7 +7,7 @@ too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class CatalogEntry:
     homepage: str
     notes: str = ""
     date_column: str | None = None
-    extra: dict = field(default_factory=dict)
+    #: live sources (new rows every day): a cached copy older than this is downloaded again
+    max_age_hours: float | None = None
 
 
 _UCI = "https://archive.ics.uci.edu/static/public"
@@ -67,6 +68,7 @@ CATALOG: dict[str, CatalogEntry] = {
             citation="Stooq daily quotes; Quandl WIKI prices",
             homepage="https://stooq.com",
             date_column="date",
+            max_age_hours=20,
         ),
         CatalogEntry(
             id="breastmnist",

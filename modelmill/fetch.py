@@ -154,12 +154,21 @@ def fetch_catalog_file(
 
     url = url_override or f.url
     dest = settings.cache_dir / entry.id / f.name
-    if not refresh and dest.is_file():
+    if url_override:  # another location of the same file: cached apart from the canonical copy
+        dest = settings.cache_dir / "url" / hashlib.sha1(url.encode()).hexdigest()[:16] / f.name
+    stale = entry.max_age_hours is not None and dest.is_file() and time.time() - dest.stat().st_mtime > entry.max_age_hours * 3600
+    if not refresh and dest.is_file() and not stale:
         try:
             return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
         except ChecksumMismatch:
             log.warning("cached %s fails its checksum; downloading it again", what)
-    return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
+    try:
+        return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
+    except SourceUnavailable as e:
+        if not stale:
+            raise
+        log.warning("%s; using the cached copy from %s", e, time.ctime(dest.stat().st_mtime))
+        return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
 
 
 def fetch_user_file(location: str, settings: Settings, *, base: Path | None, expected_sha256: str | None) -> LocalFile:

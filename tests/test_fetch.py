@@ -175,3 +175,29 @@ def test_trigger_without_a_prefect_server_says_what_to_do(tmp_path, monkeypatch,
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     code, _, err = run_cli(capsys, "trigger", "credit_risk")
     assert code == 1 and "modelmill serve" in err and "PREFECT_API_URL" in err
+
+
+def test_a_live_source_is_downloaded_again_when_stale_and_falls_back_to_the_cache(tmp_path):
+    """Stooq prices change daily: an old cached copy is refreshed, or used (with a warning) when
+    the source cannot be reached."""
+    import os
+    import time
+
+    entry = CATALOG["stooq-daily"]
+    f = entry.files[0]
+    served = _copy_mirror(tmp_path, "stooq-daily", sums=False) / "stooq-daily"
+    s = _settings(tmp_path)
+    with serve_directory(served) as url:
+        first = fetch_catalog_file(entry, f, s, url_override=f"{url}/{f.name}")
+        old = time.time() - 2 * 24 * 3600
+        os.utime(first.path, (old, old))
+        (served / f.name).write_text((served / f.name).read_text() + "2013-03-04,1,1,1,1,1\n")
+        fresh = fetch_catalog_file(entry, f, s, url_override=f"{url}/{f.name}")
+    assert fresh.path == first.path and fresh.sha256 != first.sha256
+    os.utime(fresh.path, (old, old))
+    # The server is gone: the stale copy is used rather than failing the run ...
+    stale = fetch_catalog_file(entry, f, s, url_override=f"{url}/{f.name}")
+    assert stale.sha256 == fresh.sha256
+    # ... but with no cached copy at all, the source being unreachable is an error.
+    with pytest.raises(SourceUnavailable):
+        fetch_catalog_file(entry, f, s, url_override=f"http://127.0.0.1:{free_port()}/{f.name}")
