@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 MODELMILL_HOME=/data MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY modelmill ./modelmill
 COPY flows ./flows
 COPY tasks ./tasks

@@ -160,6 +160,9 @@ class Tracker:
         import scipy
         import sklearn
 
+        if isinstance(input_example, pd.DataFrame):  # integers cannot carry missing values at serving time
+            ints = input_example.select_dtypes("integer").columns
+            input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         signature = mlflow.models.infer_signature(input_example, output_example)
         reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
         with self._resumed(run_id), warnings.catch_warnings():
