@@ -32,6 +32,7 @@ class ExpectationOutcome:
     unexpected_percent: float | None
     observed: object
     message: str | None
+    examples: list = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -64,7 +65,7 @@ class ValidationReport:
         }
 
     def to_html(self) -> str:
-        head = "<tr><th>expectation</th><th>column</th><th>result</th><th>unexpected</th><th>observed / error</th></tr>"
+        head = "<tr><th>expectation</th><th>column</th><th>result</th><th>unexpected</th><th>examples</th><th>observed / error</th></tr>"
         rows = []
         for o in self.outcomes:
             status = "raised" if o.raised else ("pass" if o.success else "FAIL")
@@ -73,7 +74,8 @@ class ValidationReport:
             detail = o.message if o.raised else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
             rows.append(
                 f'<tr style="background:{colour}"><td>{html.escape(o.expectation)}</td><td>{html.escape(o.column or "")}</td>'
-                f"<td>{status}</td><td>{unexpected}</td><td>{html.escape(str(detail or ''))}</td></tr>"
+                f"<td>{status}</td><td>{unexpected}</td><td>{html.escape(', '.join(map(str, o.examples)))}</td>"
+                f"<td>{html.escape(str(detail or ''))}</td></tr>"
             )
         verdict = "PASSED" if self.success else f"FAILED ({len(self.failed)} of {self.evaluated})"
         return (
@@ -111,6 +113,7 @@ def _outcome(r) -> ExpectationOutcome:
         unexpected_percent=res.get("unexpected_percent"),
         observed=res.get("observed_value"),
         message=(raised[0].get("exception_message") if raised else None),
+        examples=[v for v in (res.get("partial_unexpected_list") or [])[:5]],
     )
 
 
@@ -126,6 +129,12 @@ def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
         suite = gx.ExpectationSuite(**suite_dict)
     except Exception as e:  # GX raises several types for an invalid suite definition
         raise SpecError(f"expectation suite {suite_path.name} is invalid: {str(e).splitlines()[0]}") from e
+    # GX logs and *drops* an expectation it cannot build (a typo in its type or kwargs): a gate
+    # that silently lost a check is worse than no gate.
+    if len(suite.expectations) != len(suite_dict["expectations"]):
+        kept = {e.expectation_type for e in suite.expectations}
+        lost = [e.get("type") for e in suite_dict["expectations"] if e.get("type") not in kept] or ["(invalid arguments)"]
+        raise SpecError(f"expectation suite {suite_path.name} has expectations GX cannot build: {', '.join(map(str, lost))}")
     batch = (
         context.data_sources.add_pandas("modelmill")
         .add_dataframe_asset("snapshot")

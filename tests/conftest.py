@@ -20,6 +20,12 @@ MIRROR = Path(os.environ.get("MODELMILL_DATA_MIRROR") or REPO.parent / "shared" 
 # Before anything imports prefect: its home, and the noise it makes, go to a temporary place.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="modelmill-session-"))
 os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+# Libraries that write caches and ids under $HOME (matplotlib's font cache, MLflow's telemetry id).
+os.environ["MPLCONFIGDIR"] = str(_SESSION_TMP / "matplotlib")
+os.environ["XDG_CONFIG_HOME"] = str(_SESSION_TMP / "config")
+os.environ["XDG_CACHE_HOME"] = str(_SESSION_TMP / "cache")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
