@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,6 @@ class RunSummary:
     champion_version: str | None = None
     error: str | None = None
     where: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def git_commit() -> str:

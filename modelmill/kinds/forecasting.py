@@ -156,7 +156,7 @@ class Forecasting(ProblemKind):
     def _starts(self, data: Prepared) -> list:
         return [pd.Timestamp(s) for s in data.info["fold_starts"]]
 
-    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point by an inner walk-forward on the pre-backtest period."""
         opts = self.options(spec)
         pre = data.train

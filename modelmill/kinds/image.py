@@ -118,7 +118,7 @@ class ImageClassification(ProblemKind):
         opts = self.options(spec)
         return Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)])
 
-    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
         scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
         best_name, best, table = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import ParameterGrid
 from sklearn.preprocessing import normalize
@@ -264,7 +264,7 @@ class Recommendation(ProblemKind):
         info = {"interactions": len(inter), "train_interactions": len(train), "test_start": str(start.date()), "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
         return Prepared(train.reset_index(drop=True), (users, rel, int(train["item"].nunique())), info)
 
-    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point on a validation period carved from the end of train."""
         o = self.options(spec)
         inner_train, inner_val, _ = self._split(spec, data.train)
@@ -279,8 +279,6 @@ class Recommendation(ProblemKind):
                 if m[key] > best_score:
                     best, best_score, best_name = est, m[key], c.name
         table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
-        from sklearn.base import clone
-
         model = clone(best).fit(data.train)
         baseline = self.build(spec.baseline, spec).fit(data.train)
         return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "best_params": table.iloc[0]["params"]})

@@ -91,7 +91,7 @@ class TabularClassification(ProblemKind):
             return make_scorer(lambda y, yhat: -expected_cost(y, yhat, fn, fp), response_method="predict")
         return opts.threshold
 
-    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y = data.train
 
         def build(c):

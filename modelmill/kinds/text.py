@@ -106,7 +106,7 @@ class TextClassification(ProblemKind):
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
 
-    def train(self, spec: PipelineSpec, data: Prepared, progress=None) -> Trained:
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y = data.train
         cv = StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
         col = spec.features.text

@@ -1,0 +1,37 @@
+"""CLI behaviour that needs no flow: exit codes, usage errors, argument handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import modelmill_env, require_mirror, run_cli
+from modelmill.cli import _param, exit_code
+from modelmill.errors import ModelmillError
+
+
+def test_exit_code_is_the_worst_outcome():
+    assert exit_code([{"status": "trained"}, {"status": "trained"}]) == 0
+    assert exit_code([{"status": "trained"}, {"status": "rejected"}]) == 3
+    assert exit_code([{"status": "rejected"}, {"status": "failed"}, {"status": "trained"}]) == 1
+
+
+def test_trigger_parameters_are_typed():
+    assert _param("as_of=2012-06-29") == ("as_of", "2012-06-29")
+    assert _param("promote=false") == ("promote", False)
+    with pytest.raises(ModelmillError):
+        _param("promote")
+
+
+def test_run_needs_a_pipeline_and_names_unknown_ones(tmp_path, monkeypatch, capsys):
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    code, _, err = run_cli(capsys, "run")
+    assert code == 2 and "--all" in err
+    code, _, err = run_cli(capsys, "run", "credit_risk", "no_such_thing")
+    assert code == 1 and "unknown pipeline 'no_such_thing'" in err and "credit_risk" in err
+    assert not (tmp_path / "home" / "mlflow.db").exists()  # nothing started
+
+
+def test_backfill_refuses_an_undated_pipeline(tmp_path, monkeypatch, capsys):
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    code, _, err = run_cli(capsys, "backfill", "credit_risk", "--start", "2012-01-01", "--end", "2012-03-01")
+    assert code == 1 and "no date column" in err
