@@ -1,7 +1,8 @@
 """Against real servers on 127.0.0.1 free ports: ``modelmill serve`` starts a Prefect and an
 MLflow server, registers every spec's cron deployment, the scheduler creates runs, and
-``modelmill trigger`` runs one through the API to the end; then the compose topology without
-docker: PostgreSQL (initdb/pg_ctl as the postgres user) under Prefect and MLflow servers."""
+``modelmill trigger`` runs one through the API to the end; the compose topology without docker:
+PostgreSQL (initdb/pg_ctl as the postgres user) under Prefect and MLflow servers; and the
+work-pool path from prefect.yaml with a process worker."""
 
 from __future__ import annotations
 
@@ -175,3 +176,34 @@ def test_the_compose_topology_on_postgres_runs_a_pipeline(tmp_path, postgres):
             mlflow.stop()
     finally:
         prefect.stop()
+
+
+def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_path):
+    """The work-pool path of the README: `prefect deploy --all` from prefect.yaml, a process
+    worker, and `prefect deployment run ... --watch`."""
+    server = prefect_server(tmp_path / "state", free_port()).start(timeout=240)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    env = _env(tmp_path / "home", PREFECT_API_URL=f"{server.url}/api", PREFECT_HOME=str(tmp_path / "prefect-client"))
+    worker = None
+    try:
+        subprocess.run([prefect, "work-pool", "create", "modelmill-process", "--type", "process"], env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
+        deploy = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        deployments = _post(f"{server.url}/api", "/deployments/filter", {})
+        assert len(deployments) == len(available(Settings(pipelines_dir=REPO / "pipelines")))
+        log = tmp_path / "worker.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "modelmill-process"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        run = subprocess.run([prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", "trigger=manual", "--watch", "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=700)
+        assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + log.read_text()[-3000:]
+        settings = Settings(home=tmp_path / "home")
+        assert last_run(settings, "breast_cytology").data.tags["modelmill.trigger"] == "manual"
+        assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        server.stop()
