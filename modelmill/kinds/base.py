@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sklearn.base import clone
 
 from modelmill.errors import SpecError
 from modelmill.spec import Candidate, PipelineSpec
@@ -83,6 +82,15 @@ class ProblemKind(ABC):
         except TypeError as e:
             raise SpecError(f"pipeline {spec.name}: candidate {c.name}: {e}") from e
 
+    def grid_points(self, spec: PipelineSpec):
+        """Every (candidate, grid point, unfitted estimator) of the spec, for kinds that cannot
+        use GridSearchCV (walk-forward or temporal validation)."""
+        from sklearn.model_selection import ParameterGrid
+
+        for c in spec.candidates:
+            for params in ParameterGrid(c.grid or {}):
+                yield c, params, self.build(c.model_copy(update={"params": {**c.params, **params}}), spec)
+
     @abstractmethod
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared: ...
 
@@ -113,8 +121,3 @@ class ProblemKind(ABC):
         tables = {**tables, "model_selection.csv": trained.selection}
         merged = {**m, **{f"baseline_{k}": v for k, v in b.items()}, "lift_over_baseline": lift}
         return Evaluation(key, m[key], b[key], merged, figures, tables)
-
-
-def fit_clone(estimator, X, y=None):
-    est = clone(estimator)
-    return est.fit(X, y) if y is not None else est.fit(X)

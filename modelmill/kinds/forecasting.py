@@ -19,7 +19,6 @@ from sklearn.dummy import DummyRegressor
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -165,14 +164,13 @@ class Forecasting(ProblemKind):
         k, block = opts.selection_folds, spec.split.test_period_days
         inner = [pd.Timestamp(dates[len(dates) - block * (k - i)]) for i in range(k)]
         rows, best, best_score = [], None, float("inf")
-        for c in spec.candidates:
-            for params in ParameterGrid(c.grid or {}):
-                recipe = _pipeline(spec, opts, self.build(c.model_copy(update={"params": {**c.params, **params}}), spec))
-                bt = self.backtest(spec, recipe, pre, inner)
-                rmse = float(np.sqrt(np.mean((bt["prediction"] - bt["_target"]) ** 2)))
-                rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), "inner_rmse": rmse})
-                if rmse < best_score:
-                    best, best_score, best_name = recipe, rmse, c.name
+        for c, params, estimator in self.grid_points(spec):
+            recipe = _pipeline(spec, opts, estimator)
+            bt = self.backtest(spec, recipe, pre, inner)
+            rmse = float(np.sqrt(np.mean((bt["prediction"] - bt["_target"]) ** 2)))
+            rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), "inner_rmse": rmse})
+            if rmse < best_score:
+                best, best_score, best_name = recipe, rmse, c.name
         table = pd.DataFrame(rows).sort_values("inner_rmse", ignore_index=True)
         full = data.test
         cols = [c for c in full.columns if c != "_target"]

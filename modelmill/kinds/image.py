@@ -12,9 +12,6 @@ import pandas as pd
 from pydantic import Field
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -23,6 +20,7 @@ from sklearn.svm import SVC
 from modelmill.errors import SpecError
 from modelmill.evaluation import binary_metrics, binary_plots, figure
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.estimators import pick
 from modelmill.kinds.selection import grid_select
 from modelmill.spec import PipelineSpec
 
@@ -82,12 +80,7 @@ class ImageClassification(ProblemKind):
     name = "image_classification"
     Options = ImageOptions
     METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
-    ESTIMATORS = {
-        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
-        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=5000, **p),
-        "svc_rbf": lambda seed, **p: CalibratedSVC(**p),
-        "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, **p),
-    }
+    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p))
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from pydantic import Field
 from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import ParameterGrid
 from sklearn.preprocessing import normalize
 
 from modelmill.errors import SpecError
@@ -271,13 +270,12 @@ class Recommendation(ProblemKind):
         users, rel = self._targets(spec, inner_train, inner_val)
         key = spec.metric.name.replace("_at_10", f"_at_{o.k}")
         rows, best, best_score, best_name = [], None, float("-inf"), None
-        for c in spec.candidates:
-            for params in ParameterGrid(c.grid or {}):
-                est = self.build(c.model_copy(update={"params": {**c.params, **params}}), spec).fit(inner_train)
-                m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen), rel, o.k, inner_train["item"].nunique())
-                rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
-                if m[key] > best_score:
-                    best, best_score, best_name = est, m[key], c.name
+        for c, params, estimator in self.grid_points(spec):
+            est = estimator.fit(inner_train)
+            m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen), rel, o.k, inner_train["item"].nunique())
+            rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
+            if m[key] > best_score:
+                best, best_score, best_name = est, m[key], c.name
         table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
         model = clone(best).fit(data.train)
         baseline = self.build(spec.baseline, spec).fit(data.train)

@@ -8,9 +8,6 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV, train_test_split
 from sklearn.pipeline import Pipeline
@@ -19,6 +16,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from modelmill.errors import SpecError
 from modelmill.evaluation import binary_metrics, binary_plots, expected_cost
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.estimators import pick
 from modelmill.kinds.selection import grid_select
 from modelmill.spec import PipelineSpec
 
@@ -41,12 +39,7 @@ class TabularClassification(ProblemKind):
     name = "tabular_classification"
     Options = TabularOptions
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
-    ESTIMATORS = {
-        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
-        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=5000, **p),
-        "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingClassifier(random_state=seed, **p),
-        "random_forest": lambda seed, **p: RandomForestClassifier(random_state=seed, n_jobs=1, **p),
-    }
+    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest")
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)

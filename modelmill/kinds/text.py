@@ -12,17 +12,14 @@ import pandas as pd
 from pydantic import Field
 from sklearn import metrics as skm
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.svm import LinearSVC
 
 from modelmill.errors import SpecError
 from modelmill.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.estimators import pick
 from modelmill.kinds.selection import grid_select
 from modelmill.spec import PipelineSpec
 
@@ -63,14 +60,7 @@ class TextClassification(ProblemKind):
     name = "text_classification"
     Options = TextOptions
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
-    ESTIMATORS = {
-        "dummy_most_frequent": lambda seed, **p: DummyClassifier(strategy="most_frequent", **p),
-        "dummy_prior": lambda seed, **p: DummyClassifier(strategy="prior", **p),
-        "logistic_regression": lambda seed, **p: LogisticRegression(max_iter=3000, **p),
-        "linear_svc": lambda seed, **p: LinearSVC(random_state=seed, **p),
-        "sgd": lambda seed, **p: SGDClassifier(random_state=seed, **p),
-        "complement_nb": lambda seed, **p: ComplementNB(**p),
-    }
+    ESTIMATORS = pick("dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb")
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
