@@ -59,7 +59,7 @@ def frame_digest(df: pd.DataFrame) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def fetch_sources(spec: PipelineSpec, settings: Settings, refresh: bool = False) -> dict[str, LocalFile]:
+def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile]:
     src = spec.source
     base = spec.spec_path.parent if spec.spec_path else None
     if src.dataset is None:
@@ -72,7 +72,7 @@ def fetch_sources(spec: PipelineSpec, settings: Settings, refresh: bool = False)
         f = wisconsin_source()
         return {f.name: f}
     return {
-        f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256, refresh=refresh)
+        f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256)
         for f in entry.files
     }
 

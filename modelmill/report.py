@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-
-def _get(s: Any, k: str):
-    return s.get(k) if isinstance(s, dict) else getattr(s, k)
-
 
 def _num(v) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
-def summary_markdown(s: Any) -> str:
-    status = _get(s, "status")
-    lines = [f"# modelmill · {_get(s, 'pipeline')} · {status}", ""]
+def summary_markdown(s: dict) -> str:
+    status = s.get("status")
+    lines = [f"# modelmill · {s.get('pipeline')} · {status}", ""]
     if status == "trained":
         lines += [
             "| metric | model | baseline | lift |", "|---|---|---|---|",
-            f"| {_get(s, 'metric')} | {_num(_get(s, 'value'))} | {_num(_get(s, 'baseline'))} | {_num(_get(s, 'lift'))} |",
-            "", f"**Decision:** version {_get(s, 'version')} — {'promoted to champion' if _get(s, 'promoted') else 'challenger'} ({_get(s, 'decision')}).",
+            f"| {s.get('metric')} | {_num(s.get('value'))} | {_num(s.get('baseline'))} | {_num(s.get('lift'))} |",
+            "", f"**Decision:** version {s.get('version')} — {'promoted to champion' if s.get('promoted') else 'challenger'} ({s.get('decision')}).",
         ]  # fmt: skip
     else:
-        lines += [f"**Error:** {_get(s, 'error')}"]
-    lines += ["", f"Champion: version {_get(s, 'champion_version') or 'none'}", "", f"MLflow run: `{_get(s, 'run_id')}`", "", f"Where: {_get(s, 'where')}"]
+        lines += [f"**Error:** {s.get('error')}"]
+    lines += ["", f"Champion: version {s.get('champion_version') or 'none'}", "", f"MLflow run: `{s.get('run_id')}`", "", f"Where: {s.get('where')}"]
     return "\n".join(lines)
 
 
-def summary_table(summaries: list[Any]) -> str:
+def summary_table(summaries: list[dict]) -> str:
     head = ("pipeline", "status", "metric", "value", "baseline", "lift", "version", "decision")
     rows = []
     for s in summaries:
-        status = _get(s, "status")
-        decision = ("champion" if _get(s, "promoted") else "challenger") if status == "trained" else (_get(s, "error") or "")
+        status = s.get("status")
+        decision = ("champion" if s.get("promoted") else "challenger") if status == "trained" else (s.get("error") or "")
         rows.append((
-            _get(s, "pipeline"), status, _get(s, "metric") or "", _num(_get(s, "value")), _num(_get(s, "baseline")),
-            _num(_get(s, "lift")), _get(s, "version") or "—", decision,
+            s.get("pipeline"), status, s.get("metric") or "", _num(s.get("value")), _num(s.get("baseline")),
+            _num(s.get("lift")), s.get("version") or "—", decision,
         ))  # fmt: skip
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
     out = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,6 +186,3 @@ def load_spec(name_or_path: str, settings: Settings) -> PipelineSpec:
 def load_all(settings: Settings) -> list[PipelineSpec]:
     return [load_spec(n, settings) for n in available(settings)]
 
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

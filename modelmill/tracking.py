@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -202,14 +201,6 @@ class Tracker:
             warnings.simplefilter("ignore")
             return mlflow.sklearn.load_model(ref.uri)
 
-    def model_versions(self, spec: PipelineSpec) -> list[str]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return [mv.version for mv in self.client.search_model_versions(f"name='{spec.registered_model_name}'")]
-        except MlflowException:
-            return []
-
     # -- queries for list / history -----------------------------------------------------------
     def runs(self, spec: PipelineSpec, max_results: int = 1000) -> pd.DataFrame:
         exp = self.experiment_id(spec, create=False)
@@ -227,7 +218,3 @@ class Tracker:
 
     def run(self, run_id: str):
         return self.client.get_run(run_id)
-
-    def download_artifact(self, run_id: str, path: str) -> Path:
-        out = Path(tempfile.mkdtemp(prefix="modelmill-"))
-        return Path(self.client.download_artifacts(run_id, path, str(out)))

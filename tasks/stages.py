@@ -58,5 +58,5 @@ def finish(handle, evaluation, decision):
 @task(name="publish-summary", **_opts)
 def publish_summary(summary):
     """A markdown artifact on the flow run: metrics, decision and where the MLflow run is."""
-    create_markdown_artifact(markdown=summary_markdown(summary), key=f"modelmill-{summary.pipeline.replace('_', '-')}", description=f"modelmill {summary.pipeline} run")
+    create_markdown_artifact(markdown=summary_markdown(summary.__dict__), key=f"modelmill-{summary.pipeline.replace('_', '-')}", description=f"modelmill {summary.pipeline} run")
     return summary
