@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,16 +36,25 @@ class Snapshot:
     columns: list[str]
     sources: list[dict] = field(default_factory=list)
     as_of: str | None = None
+    _frame: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     def load(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path)
+        """The snapshot's rows, read from its Parquet file once per object; stages share the
+        frame, so treat it as read-only."""
+        if self._frame is None:
+            object.__setattr__(self, "_frame", pd.read_parquet(self.path))
+        return self._frame
+
+    def __getstate__(self) -> dict:
+        """Another process (a distributed task runner) gets the path, not the rows."""
+        return {**self.__dict__, "_frame": None}
 
     @property
     def uri(self) -> str:
         return self.path.as_uri()
 
     def lineage(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["path"] = str(self.path)
         return d
 

@@ -149,9 +149,7 @@ def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
 def _gx_frame(df: pd.DataFrame) -> pd.DataFrame:
     """GX cannot take array-valued cells (image pixels): the suite sees each array's length."""
     arrays = [c for c in df.columns if is_array_column(df[c])]
-    if not arrays:
-        return df
-    out = df.copy()
+    out = df.copy(deep=False)  # the snapshot's frame is shared by the stages: GX gets its own
     for c in arrays:
         out[c] = df[c].map(lambda v: None if v is None else len(v))
     return out

@@ -64,3 +64,18 @@ def test_a_broken_suite_is_a_spec_error(tmp_path, credit):
     p.write_text("{not json")
     with pytest.raises(SpecError, match="not valid JSON"):
         validate_frame(df, p)
+
+
+def test_a_snapshot_is_read_once_and_pickles_without_its_rows(tmp_path, credit):
+    import pickle
+
+    from modelmill.ingest import write_snapshot
+
+    spec, s, df = credit
+    snap = write_snapshot(df, "german-credit", s.model_copy(update={"home": tmp_path}), [], None)
+    first = snap.load()
+    assert snap.load() is first  # every stage of a run shares one read
+    revived = pickle.loads(pickle.dumps(snap))
+    assert revived._frame is None and revived == snap
+    assert revived.load().equals(first)
+    assert "_frame" not in snap.lineage() and snap.lineage()["digest"] == snap.digest
