@@ -172,3 +172,13 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
     assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
     c = mlflow_client(env)
     assert str(c.get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
+
+
+def test_the_run_them_all_flow_goes_on_past_a_failure_and_then_fails(env):
+    from flows.pipeline import all_pipelines_flow
+
+    before = last_run(env, "breast_cytology").info.run_id
+    state = all_pipelines_flow(["no_such_pipeline", "breast_cytology"], return_state=True)
+    assert state.is_failed() and "1 of 2 pipelines did not train: no_such_pipeline" in state.message
+    after = last_run(env, "breast_cytology")
+    assert after.info.run_id != before and after.info.status == "FINISHED"

@@ -72,7 +72,7 @@ def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_m
     assert run.data.tags["modelmill.drift_reference"] == _runs(env, "price_forecast")[3].data.tags["modelmill.data_digest"]
     assert m["drift.psi_max"] >= 0 and "drift.psi.close" in m and "drift.psi.volume" in m
     assert {"plots/history.png"} <= artifacts(env, run, "plots")
-    assert "tables/drift.csv" in artifacts(env, run, "tables")
+    assert {"tables/drift.csv", "tables/history.csv"} <= artifacts(env, run, "tables")
 
 
 def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, capsys, monkeypatch, tmp_path):
