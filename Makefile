@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/modelmill run --all
 
-# Tests write only to temporary directories (TMPDIR is a fresh one per run).
+# Tests write only to temporary directories (TMPDIR is a fresh one per run). Two pytest workers
+# already fill both cores: one OpenMP thread each, or gradient boosting's spinning threads
+# oversubscribe the machine (seen here: the same two test files 51 s vs 416 s).
 test: setup
 	@tmp=$$(mktemp -d -t modelmill-test.XXXXXX); \
-	TMPDIR=$$tmp $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	rm -rf $$tmp; exit $$rc
 
 results: setup
