@@ -75,6 +75,18 @@ def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_m
     assert {"tables/drift.csv", "tables/history.csv"} <= artifacts(env, run, "tables")
 
 
+def test_backfill_with_promote_applies_the_promotion_rule(env, capsys):
+    code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-08-01", "--end", "2012-08-31", "--promote")
+    assert code == 0, out + err
+    run = last_run(env, "price_forecast")
+    decision = run.data.tags["modelmill.decision"]
+    assert decision in {"promoted", "challenger"}  # judged against the champion, not skipped
+    assert "promotion.champion_score" in run.data.metrics
+    alias = "champion" if decision == "promoted" else "challenger"
+    version = mlflow_client(env).get_model_version_by_alias("modelmill-price_forecast", alias).version
+    assert str(version) == run.data.tags["modelmill.model_version"]
+
+
 def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, capsys, monkeypatch, tmp_path):
     out_png = tmp_path / "trend.png"
     code, out, err = run_cli(capsys, "history", "price_forecast", "--out", str(out_png))
@@ -83,6 +95,6 @@ def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, c
     header, rows = lines[0], lines[1:]
     for col in ("date", "as_of", "data_digest", "best_model", "rmse", "champion", "decision", "drift_psi_max"):
         assert col in header
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert sum("★" in r for r in rows) == 1 and "promoted" in next(r for r in rows if "★" in r)
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
