@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow
 from prefect.runtime import flow_run
 
@@ -18,6 +20,7 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
     Raises on failure (the MLflow run is marked FAILED with its cause first); the exception
     carries the run summary as ``.summary``.
     """
+    _forward_core_logs()
     settings = get_settings()
     spec = load_spec(pipeline, settings)
     handle = t.start_run(spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger)
@@ -50,6 +53,21 @@ def all_pipelines_flow(pipelines: list[str] | None = None, trigger: str = "manua
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} pipelines did not train: {', '.join(failed)}")
     return results
+
+
+def _forward_core_logs() -> None:
+    """Send the core's log lines (logger ``modelmill``) to the flow run's logs in the Prefect UI.
+
+    The CLI sets ``PREFECT_LOGGING_EXTRA_LOGGERS``, but a flow run started by a worker, by
+    ``serve``'s runner or from Python has neither that nor an INFO level on our logger.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    core = logging.getLogger("modelmill")
+    if core.getEffectiveLevel() > logging.INFO:
+        core.setLevel(logging.INFO)
+    if not any(isinstance(h, APILogHandler) for h in core.handlers):
+        core.addHandler(APILogHandler())
 
 
 def summary_of(name: str, state) -> dict:

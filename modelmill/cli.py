@@ -61,6 +61,7 @@ def exit_code(summaries: list[dict]) -> int:
 
 
 def cmd_run(args, settings: Settings) -> int:
+    from modelmill.fetch import check_mirror
     from modelmill.report import summary_table
     from modelmill.spec import available, load_spec
 
@@ -68,8 +69,9 @@ def cmd_run(args, settings: Settings) -> int:
     if not names:
         print("modelmill run: name one or more pipelines, or --all", file=sys.stderr)
         return 2
-    for n in names:  # fail fast on unknown names / invalid specs, before any flow starts
+    for n in names:  # fail fast on unknown names / invalid specs / a missing mirror, before any flow starts
         load_spec(n, settings)
+    check_mirror(settings)
     prepare_environment(settings)
     from flows.pipeline import pipeline_flow, summary_of
 
@@ -84,9 +86,13 @@ def cmd_run(args, settings: Settings) -> int:
     print()
     print(summary_table(summaries))
     print()
+    from modelmill.tracking import Tracker
+
+    tracker = Tracker(settings)
     for s in summaries:
-        if s.get("where"):
-            print(f"{s['pipeline']}: {s['where']}")
+        if s.get("run_id"):
+            experiment = tracker.run(s["run_id"]).info.experiment_id
+            print(f"{s['pipeline']}: this run {s['where']}\n{'':{len(s['pipeline']) + 2}}all runs {tracker.experiment_url(experiment)}")
     print(f"\nMLflow store: {settings.tracking_uri}   (open it with `modelmill ui`)")
     return exit_code(summaries)
 
@@ -120,13 +126,14 @@ def cmd_list(args, settings: Settings) -> int:
 
 def cmd_datasets(args, settings: Settings) -> int:
     from modelmill.catalog import CATALOG, get_entry
-    from modelmill.fetch import fetch_catalog_file
+    from modelmill.fetch import check_mirror, fetch_catalog_file
 
     if args.action == "list":
         for e in CATALOG.values():
             print(f"{e.id:24} {e.title}  [{e.licence}]\n{'':24} {e.citation}")
         return EXIT_OK
     ids = args.ids or list(CATALOG)
+    check_mirror(settings)
     for i in ids:
         entry = get_entry(i)
         if not entry.files:
@@ -141,8 +148,17 @@ def cmd_datasets(args, settings: Settings) -> int:
 def cmd_ui(args, settings: Settings) -> int:
     import subprocess
 
+    from modelmill.spec import load_all
+    from modelmill.tracking import Tracker
+
     uri = settings.tracking_uri
     print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")
+    prepare_environment(settings)
+    tracker = Tracker(settings)
+    for spec in load_all(settings):  # each experiment's runs table in modelmill's view
+        exp = tracker.experiment_id(spec, create=False)
+        if exp is not None:
+            print(f"  {spec.name:24} {tracker.experiment_url(exp, f'http://127.0.0.1:{args.port}')}")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
     if uri.startswith("sqlite:"):
@@ -159,7 +175,7 @@ def cmd_history(args, settings: Settings) -> int:
     spec = load_spec(args.pipeline, settings)
     tracker = Tracker(settings)
     champion = tracker.alias(spec, CHAMPION)
-    frame = history_frame(tracker.runs(spec), champion.version if champion else None)
+    frame = history_frame(tracker.runs(spec), champion.version if champion else None, spec.metric.name)
     if frame.empty:
         print(f"{spec.name}: no runs yet")
         return EXIT_OK
@@ -185,6 +201,7 @@ def backfill_dates(start: str, end: str, every: str) -> list[str]:
 
 
 def cmd_backfill(args, settings: Settings) -> int:
+    from modelmill.fetch import check_mirror
     from modelmill.ingest import date_column
     from modelmill.report import summary_table
     from modelmill.spec import load_spec
@@ -193,6 +210,7 @@ def cmd_backfill(args, settings: Settings) -> int:
     if date_column(spec) is None:
         raise ModelmillError(f"pipeline {spec.name} has no date column: backfill needs dated data")
     dates = backfill_dates(args.start, args.end, args.every)
+    check_mirror(settings)
     prepare_environment(settings)
     from flows.pipeline import pipeline_flow, summary_of
 
@@ -249,6 +267,7 @@ def _param(text: str) -> tuple[str, object]:
 
 def cmd_trigger(args, settings: Settings) -> int:
     from modelmill.report import summary_table
+    from modelmill.runview import from_primary_metrics
     from modelmill.spec import load_spec
     from modelmill.tracking import CHAMPION, Tracker
 
@@ -270,12 +289,12 @@ def cmd_trigger(args, settings: Settings) -> int:
     if run is None:
         print(f"{spec.name}: flow run ended {state}; no MLflow run was recorded")
         return EXIT_FAILED
-    tags, m = run.data.tags, run.data.metrics
+    tags = run.data.tags
     status = tags.get("modelmill.status") or ("trained" if state == "COMPLETED" else "failed")
     champion = tracker.alias(spec, CHAMPION)
     summary = {
-        "pipeline": spec.name, "status": status, "metric": spec.metric.name, "value": m.get("primary"),
-        "baseline": m.get(f"test.baseline_{spec.metric.name}"), "lift": m.get("test.lift_over_baseline"),
+        "pipeline": spec.name, "status": status, "metric": spec.metric.name, "direction": spec.metric.direction,
+        **from_primary_metrics(spec.metric.name, run.data.metrics),
         "version": tags.get("modelmill.model_version"), "promoted": tags.get("modelmill.decision") == "promoted",
         "error": tags.get("modelmill.error"), "champion_version": champion.version if champion else None,
     }  # fmt: skip

@@ -71,10 +71,10 @@ def drift(reference: pd.DataFrame, current: pd.DataFrame, target: str | None = N
 
 
 def drift_metrics(table: pd.DataFrame) -> dict[str, float]:
-    out = {f"drift.{row.method}.{row.column}": row.value for row in table.itertuples() if row.value == row.value}
+    out = {f"drift/{row.method}.{row.column}": row.value for row in table.itertuples() if row.value == row.value}
     psi = table[table.method != "label_tv"]["value"].dropna()
-    out["drift.psi_max"] = float(psi.max()) if not psi.empty else 0.0
+    out["drift/psi_max"] = float(psi.max()) if not psi.empty else 0.0
     label = table[table.method == "label_tv"]["value"]
     if not label.empty:
-        out["drift.label_shift"] = float(label.iloc[0])
+        out["drift/label_shift"] = float(label.iloc[0])
     return out

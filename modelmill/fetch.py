@@ -126,6 +126,13 @@ def _check(path: Path, expected: str | None, what: str, origin: str) -> str:
     return actual
 
 
+def check_mirror(settings: Settings) -> None:
+    """A mirror folder that does not exist is a configuration error, said before any work starts."""
+    mirror = settings.data_mirror
+    if mirror and not _is_url(mirror) and not Path(mirror).expanduser().is_dir():
+        raise SourceUnavailable(f"MODELMILL_DATA_MIRROR={mirror}: the folder does not exist (set it to a directory or http base URL laid out as <id>/<file>, or unset it)")
+
+
 def fetch_catalog_file(
     entry: CatalogEntry,
     f: CatalogFile,
@@ -140,6 +147,7 @@ def fetch_catalog_file(
     expected = expected_sha256 or f.sha256
     mirror = settings.data_mirror
     if mirror and not url_override:
+        check_mirror(settings)
         expected = expected or _mirror_sums(mirror, settings).get(what)
         if _is_url(mirror):
             url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from modelmill.evaluation import figure
+from modelmill.runview import primary_keys
 
 COLUMNS = ["date", "run_id", "status", "as_of", "data_digest", "best_model", "metric", "version", "champion", "decision", "drift_psi_max"]
 
@@ -13,8 +14,8 @@ def _col(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
     return runs[name] if name in runs.columns else pd.Series([default] * len(runs), index=runs.index)
 
 
-def history_frame(runs: pd.DataFrame, champion_version: str | None) -> pd.DataFrame:
-    """From MLflow's ``search_runs`` frame (oldest first) to the history table."""
+def history_frame(runs: pd.DataFrame, champion_version: str | None, metric: str) -> pd.DataFrame:
+    """From MLflow's ``search_runs`` frame (oldest first) to the history table of ``metric``."""
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     version = _col(runs, "tags.modelmill.model_version").fillna("")
@@ -25,12 +26,12 @@ def history_frame(runs: pd.DataFrame, champion_version: str | None) -> pd.DataFr
         "status": runs["status"],
         "as_of": _col(runs, "tags.modelmill.as_of").fillna("latest"),
         "data_digest": _col(runs, "tags.modelmill.data_digest").fillna("").str[:12],
-        "best_model": _col(runs, "params.best_candidate").fillna(""),
-        "metric": pd.to_numeric(_col(runs, "metrics.primary"), errors="coerce"),
+        "best_model": _col(runs, "params.model.candidate").fillna(""),
+        "metric": pd.to_numeric(_col(runs, f"metrics.{primary_keys(metric)[0]}"), errors="coerce"),
         "version": version,
         "champion": (version == (champion_version or "∅")),
         "decision": decision,
-        "drift_psi_max": pd.to_numeric(_col(runs, "metrics.drift.psi_max"), errors="coerce"),
+        "drift_psi_max": pd.to_numeric(_col(runs, "metrics.drift/psi_max"), errors="coerce"),
     })  # fmt: skip
     return out.reset_index(drop=True)
 

@@ -1,10 +1,21 @@
-"""Human-readable run summaries: the terminal table and the Prefect markdown artifact."""
+"""Human-readable run summaries: the terminal table and the Prefect markdown artifact.
+
+Each pipeline is summed up by its own figures (:func:`modelmill.runview.headline_text`): the
+primary metric against its baseline, then the kind's headline figures (a forecast's skill and
+Diebold–Mariano p, a classifier's accuracy…).
+"""
 
 from __future__ import annotations
 
+from modelmill.runview import headline_text
 
-def _num(v) -> str:
-    return "—" if v is None else f"{v:.4f}"
+
+def _headline(s: dict) -> str:
+    return headline_text(s.get("metric") or "", s.get("direction") or "maximize", s.get("value"), s.get("baseline"), s.get("headline"))
+
+
+def _last_column(s: dict) -> str:
+    return _headline(s) if s.get("status") == "trained" else (s.get("error") or "")
 
 
 def summary_markdown(s: dict) -> str:
@@ -12,9 +23,8 @@ def summary_markdown(s: dict) -> str:
     lines = [f"# modelmill · {s.get('pipeline')} · {status}", ""]
     if status == "trained":
         lines += [
-            "| metric | model | baseline | lift |", "|---|---|---|---|",
-            f"| {s.get('metric')} | {_num(s.get('value'))} | {_num(s.get('baseline'))} | {_num(s.get('lift'))} |",
-            "", f"**Decision:** version {s.get('version')} — {'promoted to champion' if s.get('promoted') else 'challenger'} ({s.get('decision')}).",
+            f"**Test:** {_headline(s)}", "",
+            f"**Decision:** version {s.get('version')} — {'promoted to champion' if s.get('promoted') else 'challenger'} ({s.get('decision')}).",
         ]  # fmt: skip
     else:
         lines += [f"**Error:** {s.get('error')}"]
@@ -23,19 +33,17 @@ def summary_markdown(s: dict) -> str:
 
 
 def summary_table(summaries: list[dict]) -> str:
-    head = ("pipeline", "status", "metric", "value", "baseline", "lift", "version", "decision")
+    """One row per pipeline: status, version, decision, then its own test figures (or the error)."""
+    head = ("pipeline", "status", "version", "decision", "test figures (or the cause)")
     rows = []
     for s in summaries:
-        status = s.get("status")
-        decision = ("champion" if s.get("promoted") else "challenger") if status == "trained" else (s.get("error") or "")
-        rows.append((
-            s.get("pipeline"), status, s.get("metric") or "", _num(s.get("value")), _num(s.get("baseline")),
-            _num(s.get("lift")), s.get("version") or "—", decision,
-        ))  # fmt: skip
+        trained = s.get("status") == "trained"
+        decision = ("champion" if s.get("promoted") else "challenger") if trained else ""
+        rows.append((s.get("pipeline") or "", s.get("status") or "", s.get("version") or "—", decision, _last_column(s)))
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
     out = []
     for r in [head, *rows]:
-        out.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + str(r[-1]))
+        out.append(("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])).rstrip())
         if r is head:
-            out.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
+            out.append("  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))
     return "\n".join(out)

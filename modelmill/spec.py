@@ -175,8 +175,12 @@ def load_spec(name_or_path: str, settings: Settings) -> PipelineSpec:
         return _parse(p)
     specs = available(settings)
     if name_or_path not in specs:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, list(specs), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         known = ", ".join(specs) or "none"
-        raise SpecError(f"unknown pipeline {name_or_path!r} (known in {settings.specs_dir}: {known})")
+        raise SpecError(f"unknown pipeline {name_or_path!r}: {hint}(known in {settings.specs_dir}: {known})")
     spec = _parse(specs[name_or_path])
     if spec.name != name_or_path:
         raise SpecError(f"{specs[name_or_path]}: name {spec.name!r} does not match the file name")

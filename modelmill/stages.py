@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.promotion import Decision, decide
+from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, headline_text, mkey, primary_metrics, run_name, shared_view
 from modelmill.settings import REPO_ROOT, Settings
 from modelmill.spec import PipelineSpec
 from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, Tracker
@@ -50,6 +52,7 @@ class RunSummary:
     status: str  # trained | rejected | failed
     run_id: str | None
     metric: str
+    direction: str = "maximize"
     value: float | None = None
     baseline: float | None = None
     lift: float | None = None
@@ -59,6 +62,7 @@ class RunSummary:
     champion_version: str | None = None
     error: str | None = None
     where: str | None = None
+    headline: dict[str, float] | None = None
 
 
 def git_commit() -> str:
@@ -88,6 +92,7 @@ def start(spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = N
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
     run_id = tracker.start_run(spec, name, tags)
+    tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
     tracker.log_params(run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()})
     log.info("%s: MLflow run %s started", spec.name, run_id)
     return RunHandle(spec, settings, run_id, as_of, promote)
@@ -110,21 +115,23 @@ def ingest_stage(h: RunHandle) -> Snapshot:
     t.set_tags(h.run_id, {"modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path)})
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
-    t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target)
+    t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
     return snap
 
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
-    report = validate_frame(snap.load(), h.spec.suite_path(h.settings))
     t = h.tracker()
+    with tempfile.TemporaryDirectory(prefix="modelmill-gx-") as docs:
+        report = validate_frame(snap.load(), h.spec.suite_path(h.settings), Path(docs) / "data_docs")
+        t.log_dir(h.run_id, Path(docs) / "data_docs", "validation/data_docs")
     t.log_text(h.run_id, report.to_html(), "validation/report.html")
     t.log_dict(h.run_id, report.to_dict(), "validation/report.json")
-    t.log_metrics(h.run_id, {"validation.evaluated": report.evaluated, "validation.failed": len(report.failed)})
+    t.log_metrics(h.run_id, {mkey(VALIDATION, "evaluated"): report.evaluated, mkey(VALIDATION, "failed"): len(report.failed)})
     t.set_tags(h.run_id, {"modelmill.validation": "passed" if report.success else "rejected"})
     if not report.success:
         t.set_tags(h.run_id, {"modelmill.rejected": "true", "modelmill.failed_expectations": "; ".join(report.failed)})
     gate(report, h.spec.name)
-    log.info("%s: validation passed (%d expectations)", h.spec.name, report.evaluated)
+    log.info("%s: validation passed (%d expectations; GX Data Docs in validation/data_docs/index.html)", h.spec.name, report.evaluated)
     return report
 
 
@@ -141,7 +148,7 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     t.log_metrics(h.run_id, metrics)
     t.log_table(h.run_id, table, "tables/drift.csv")
     t.set_tags(h.run_id, {"modelmill.drift_reference": reference.stem})
-    log.info("%s: drift vs champion v%s snapshot: max PSI %.3f", h.spec.name, champion.version, metrics["drift.psi_max"])
+    log.info("%s: drift vs champion v%s snapshot: max PSI %.3f", h.spec.name, champion.version, metrics[mkey(DRIFT, "psi_max")])
     return metrics
 
 
@@ -149,7 +156,7 @@ def log_history(h: RunHandle) -> None:
     """The pipeline's history plot (this run included), logged on this run."""
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)
-    frame = history_frame(t.runs(h.spec), champion.version if champion else None)
+    frame = history_frame(t.runs(h.spec), champion.version if champion else None, h.spec.metric.name)
     t.log_figure(h.run_id, history_figure(frame, h.spec.name, h.spec.metric.name), "plots/history.png")
     t.log_table(h.run_id, frame, "tables/history.csv")
 
@@ -159,7 +166,8 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     data = kind.prepare(h.spec, snap.load())
     trained = kind.train(h.spec, data)
     t = h.tracker()
-    t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params})
+    hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
+    t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})
     shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}
     log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in list(shown.items())[:4]))
     return data, trained
@@ -169,12 +177,14 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
     kind = get_kind(h.spec.problem)
     ev = kind.evaluate(h.spec, trained, data)
     t = h.tracker()
-    t.log_metrics(h.run_id, {f"test.{k}": v for k, v in ev.metrics.items()} | {"primary": ev.primary})
+    t.log_metrics(h.run_id, {mkey(TEST, k): v for k, v in ev.metrics.items()} | primary_metrics(ev.metric, ev.primary, ev.baseline_primary, ev.lift, ev.headline))
+    exp = t.experiment_id(h.spec)
+    t.set_experiment_tags(h.spec, dict([shared_view(ev.metric, tuple(ev.headline))]) | {"mlflow.note.content": experiment_description(h.spec.description, exp)})
     for name, fig in ev.figures.items():
         t.log_figure(h.run_id, fig, f"plots/{name}")
     for name, table in ev.tables.items():
         t.log_table(h.run_id, table, f"tables/{name}")
-    log.info("%s: test %s = %.4f (baseline %.4f, lift %+.4f)", h.spec.name, ev.metric, ev.primary, ev.baseline_primary, ev.lift)
+    log.info("%s: test %s", h.spec.name, headline_text(ev.metric, h.spec.metric.direction, ev.primary, ev.baseline_primary, ev.headline))
     return ev
 
 
@@ -198,16 +208,19 @@ def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     if h.promote or decision.promote:
         t.set_alias(h.spec, alias, ref.version)
     t.set_version_tags(h.spec, ref.version, {"modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"), "modelmill.primary": f"{ev.primary:.6f}", "modelmill.as_of": h.as_of or "latest"})
-    metrics = {"promotion.new_score": decision.new_score, "promotion.promoted": float(decision.promote)}
+    metrics = {mkey(PROMOTION, "new_score"): decision.new_score, mkey(PROMOTION, "promoted"): float(decision.promote)}
     if decision.champion_score is not None:
-        metrics["promotion.champion_score"] = decision.champion_score
+        metrics[mkey(PROMOTION, "champion_score")] = decision.champion_score
     t.log_metrics(h.run_id, metrics)
+    label = "champion" if decision.promote else (CHALLENGER if h.promote else "not promoted")
     t.set_tags(h.run_id, {
+        "mlflow.note.content": decision_sentence(h.spec.name, ref.version, decision.promote, decision.reason, ev.metric, ev.primary, h.promote),
         "modelmill.decision": "promoted" if decision.promote else ("challenger" if h.promote else "not promoted"),
         "modelmill.decision_reason": decision.reason,
         "modelmill.model_version": ref.version,
         "modelmill.champion_before": decision.champion_version or "none",
     })  # fmt: skip
+    t.rename_run(h.run_id, run_name(ev.metric, ev.primary, ev.baseline_primary, h.spec.metric.direction, label, ref.version))
     log.info("%s: v%s %s (%s)", h.spec.name, ref.version, "is the new champion" if decision.promote else f"is {alias}", decision.reason)
     return decision
 
@@ -219,10 +232,10 @@ def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
     tags = t.run(h.run_id).data.tags
     champion = t.alias(h.spec, CHAMPION)
     return RunSummary(
-        pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, value=ev.primary,
-        baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
+        pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, direction=h.spec.metric.direction,
+        value=ev.primary, baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
         version=tags.get("modelmill.model_version"), champion_version=champion.version if champion else None,
-        where=t.run_url(h.run_id),
+        where=t.run_url(h.run_id), headline=ev.headline,
     )  # fmt: skip
 
 
@@ -231,7 +244,12 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
     t = h.tracker()
     rejected = isinstance(error, DataRejected)
     message = str(error) if isinstance(error, ModelmillError) else f"{type(error).__name__}: {error}"
-    t.set_tags(h.run_id, {"modelmill.error": message.splitlines()[0] if message else type(error).__name__, "modelmill.status": "rejected" if rejected else "failed"})
+    t.set_tags(h.run_id, {
+        "modelmill.error": message.splitlines()[0] if message else type(error).__name__,
+        "modelmill.status": "rejected" if rejected else "failed",
+        "mlflow.note.content": failure_sentence(h.spec.name, rejected, message),
+    })  # fmt: skip
+    t.rename_run(h.run_id, f"{'rejected by the validation gate' if rejected else 'failed'}: {message.splitlines()[0] if message else type(error).__name__}")
     try:
         log_history(h)
     except Exception as e:  # noqa: BLE001 - the failure being recorded matters more than its plot
@@ -239,6 +257,6 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
     t.end_run(h.run_id, FAILED)
     champion = t.alias(h.spec, CHAMPION)
     return RunSummary(
-        pipeline=h.spec.name, status="rejected" if rejected else "failed", run_id=h.run_id, metric=h.spec.metric.name,
+        pipeline=h.spec.name, status="rejected" if rejected else "failed", run_id=h.run_id, metric=h.spec.metric.name, direction=h.spec.metric.direction,
         error=message, champion_version=champion.version if champion else None, where=t.run_url(h.run_id),
     )  # fmt: skip

@@ -7,12 +7,14 @@ import time.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
+import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,27 @@ class ModelRef:
     version: str
     run_id: str | None
     uri: str
+
+
+class _LineLogger(io.TextIOBase):
+    """A text stream whose lines become log records (MLflow prints registry events to stderr)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger, self.buffer, self.busy = logger, "", False
+
+    def write(self, text: str) -> int:
+        if self.busy:  # a log handler failing inside info() reports to stderr: not back into the log
+            return sys.__stderr__.write(text)
+        self.busy = True
+        try:
+            self.buffer += text
+            *lines, self.buffer = self.buffer.split("\n")
+            for line in lines:
+                if line.strip():
+                    self.logger.info("%s", line.strip())
+        finally:
+            self.busy = False
+        return len(text)
 
 
 def safe_key(key: str) -> str:
@@ -80,14 +103,29 @@ class Tracker:
         run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
         return run.info.run_id
 
+    def set_experiment_tags(self, spec: PipelineSpec, tags: dict[str, str]) -> None:
+        exp = self.experiment_id(spec)
+        for k, v in tags.items():
+            self.client.set_experiment_tag(exp, k, v)
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name[:250])
+
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
     def run_url(self, run_id: str) -> str:
         run = self.client.get_run(run_id)
         if self.uri.startswith("http"):
-            return f"{self.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-        return f"mlflow ui --backend-store-uri {self.uri}  →  experiment {run.info.experiment_id}, run {run_id}"
+            return f"{self.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return f"(`modelmill ui`) http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+    def experiment_url(self, experiment_id: str, base: str | None = None) -> str:
+        """The experiment's runs table in modelmill's view (metric, baseline, lift, decision, digest)."""
+        from modelmill.runview import view_path
+
+        root = base or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        return f"{root.rstrip('/')}/{view_path(experiment_id)}"
 
     @contextmanager
     def _resumed(self, run_id: str):
@@ -137,16 +175,16 @@ class Tracker:
     def log_table(self, run_id: str, df: pd.DataFrame, path: str) -> None:
         self.client.log_text(run_id, df.to_csv(index=False), path)
 
-    def log_file(self, run_id: str, local: Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(local), artifact_dir)
+    def log_dir(self, run_id: str, local: Path, artifact_dir: str) -> None:
+        self.client.log_artifacts(run_id, str(local), artifact_dir)
 
-    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, targets: str | None = None) -> None:
+    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, targets: str | None = None, digest: str | None = None) -> None:
         """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame."""
         mlflow = self._mlflow
         from modelmill.validate import is_array_column
 
         scalar = df[[c for c in df.columns if not is_array_column(df[c])]]
-        ds = mlflow.data.from_pandas(scalar, source=source, name=name, targets=targets if targets in scalar.columns else None)
+        ds = mlflow.data.from_pandas(scalar, source=source, name=name, targets=targets if targets in scalar.columns else None, digest=digest)
         with self._resumed(run_id):
             mlflow.log_input(ds, context=context)
 
@@ -164,7 +202,7 @@ class Tracker:
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         signature = mlflow.models.infer_signature(input_example, output_example)
         reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
-        with self._resumed(run_id), warnings.catch_warnings():
+        with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
             warnings.simplefilter("ignore")
             info = mlflow.sklearn.log_model(
                 model,

@@ -117,8 +117,16 @@ def _outcome(r) -> ExpectationOutcome:
     )
 
 
-def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
-    """Run the suite on ``df`` with an ephemeral GX context; never raises on failed expectations."""
+#: Data Docs assets that are not worth logging with every run (animated help GIFs, web fonts).
+_DOCS_SKIPPED = ("static/fonts", ".gif")
+
+
+def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = None) -> ValidationReport:
+    """Run the suite on ``df`` with an ephemeral GX context; never raises on failed expectations.
+
+    With ``docs_dir``, GX also builds its Data Docs site there (the suite and this validation
+    result, in the format GX users know), through a checkpoint with an ``UpdateDataDocsAction``.
+    """
     suite_dict = load_suite_dict(suite_path)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -135,15 +143,34 @@ def validate_frame(df: pd.DataFrame, suite_path: Path) -> ValidationReport:
         kept = {e.expectation_type for e in suite.expectations}
         lost = [e.get("type") for e in suite_dict["expectations"] if e.get("type") not in kept] or ["(invalid arguments)"]
         raise SpecError(f"expectation suite {suite_path.name} has expectations GX cannot build: {', '.join(map(str, lost))}")
-    batch = (
-        context.data_sources.add_pandas("modelmill")
-        .add_dataframe_asset("snapshot")
-        .add_batch_definition_whole_dataframe("whole")
-        .get_batch(batch_parameters={"dataframe": _gx_frame(df)})
-    )
-    result = batch.validate(suite)
+    definition = context.data_sources.add_pandas("modelmill").add_dataframe_asset("snapshot").add_batch_definition_whole_dataframe("whole")
+    if docs_dir is None:
+        result = definition.get_batch(batch_parameters={"dataframe": _gx_frame(df)}).validate(suite)
+    else:
+        result = _validate_with_docs(context, definition, suite, _gx_frame(df), docs_dir)
     outcomes = [_outcome(r) for r in result.results]
     return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
+
+
+def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_dir: Path):
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context.add_data_docs_site(site_name="modelmill", site_config=site)
+    suite = context.suites.add(suite)
+    validation = context.validation_definitions.add(gx.ValidationDefinition(name=f"{suite.name}-snapshot", data=definition, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=suite.name, validation_definitions=[validation], actions=[UpdateDataDocsAction(name="data-docs", site_names=["modelmill"])]))
+    run = checkpoint.run(batch_parameters={"dataframe": frame})
+    for path in list(docs_dir.rglob("*")):
+        if path.is_file() and any(s in path.as_posix() for s in _DOCS_SKIPPED):
+            path.unlink()
+    return next(iter(run.run_results.values()))
 
 
 def _gx_frame(df: pd.DataFrame) -> pd.DataFrame:

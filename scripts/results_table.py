@@ -54,12 +54,12 @@ def main() -> int:
         r = done.iloc[-1]
         cells = []
         for m in metrics:
-            v, b = r.get(f"metrics.test.{m}"), r.get(f"metrics.test.baseline_{m}")
+            v, b = r.get(f"metrics.test/{m}"), r.get(f"metrics.test/baseline_{m}")
             if v is None or v != v:
                 continue
             cells.append(f"{m} {v:.3f}" + (f" ({b:.3f})" if b is not None and b == b and m != "naive_rmse" else ""))
-        lift = r.get("metrics.test.lift_over_baseline")
-        best = r.get("params.best_candidate", "")
+        lift = r.get("metrics.test/lift_over_baseline")
+        best = r.get("params.model.candidate", "")
         print(f"| {name} | {best} | {'; '.join(cells)} | {spec.metric.name} {lift:+.4g} | {reference} |")
     return 0
 

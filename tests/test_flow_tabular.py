@@ -42,12 +42,12 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     assert tags["modelmill.domain"] == "finance" and tags["modelmill.validation"] == "passed"
     assert tags["modelmill.decision"] == "promoted"
     for k in ("roc_auc", "pr_auc", "ks", "brier", "log_loss", "accuracy", "sensitivity", "specificity", "expected_cost", "lift_over_baseline"):
-        assert f"test.{k}" in m, k
-    assert 0.7 < m["test.roc_auc"] < 0.95  # German Credit: published AUCs are ~0.75-0.80
-    assert m["test.baseline_roc_auc"] == pytest.approx(0.5)
-    assert m["test.lift_over_baseline"] == pytest.approx(m["test.roc_auc"] - 0.5)
+        assert f"test/{k}" in m, k
+    assert 0.7 < m["test/roc_auc"] < 0.95  # German Credit: published AUCs are ~0.75-0.80
+    assert m["test/baseline_roc_auc"] == pytest.approx(0.5)
+    assert m["test/lift_over_baseline"] == pytest.approx(m["test/roc_auc"] - 0.5)
     # Cost matrix: the tuned threshold must beat both trivial policies (accept all: 5 x bad rate; refuse all: good rate).
-    assert m["test.expected_cost"] < min(5 * 0.3, 0.7)
+    assert m["test/expected_cost"] < min(5 * 0.3, 0.7)
     assert params["data.rows"] == "1000" and "spec.metric.name" in params
     c = mlflow_client(env)
     arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
@@ -69,11 +69,11 @@ def test_identical_rerun_gives_the_same_metrics_and_keeps_the_champion(env, caps
     second = _last_run(env)
     assert second.info.run_id != first.info.run_id
     for k, v in first.data.metrics.items():
-        if k.startswith("test."):
+        if k.startswith("test/"):
             assert second.data.metrics[k] == v, k
     assert second.data.tags["modelmill.data_digest"] == first.data.tags["modelmill.data_digest"]
     assert second.data.tags["modelmill.decision"] == "challenger"
-    assert second.data.metrics["promotion.champion_score"] == pytest.approx(second.data.metrics["promotion.new_score"])
+    assert second.data.metrics["promotion/champion_score"] == pytest.approx(second.data.metrics["promotion/new_score"])
     c = mlflow_client(env)
     assert str(c.get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
     assert str(c.get_model_version_by_alias("modelmill-credit_risk", "challenger").version) == "2"
@@ -167,7 +167,7 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
     assert code == 0, err
     run = _last_run(env, "modelmill/breast_cytology")
     m = run.data.metrics
-    assert m["test.roc_auc"] > 0.97 and m["test.sensitivity"] > 0.85 and m["test.specificity"] > 0.85
+    assert m["test/roc_auc"] > 0.97 and m["test/sensitivity"] > 0.85 and m["test/specificity"] > 0.85
     assert run.data.tags["modelmill.domain"] == "healthcare"
     assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
     c = mlflow_client(env)

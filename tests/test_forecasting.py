@@ -82,12 +82,12 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     run = last_run(env, "price_forecast")
     m = run.data.metrics
     for k in ("rmse", "mae", "price_mape", "directional_accuracy", "skill", "dm_statistic", "dm_pvalue", "naive_rmse", "lift_over_baseline"):
-        assert f"test.{k}" in m, k
-    assert m["test.n_forecasts"] == 4 * 5 * 100 - 4  # 4 tickers x 5 folds x 100 days, last day has no target
-    assert m["test.naive_rmse"] == pytest.approx(m["test.baseline_rmse"])
-    assert m["test.skill"] == pytest.approx(1 - m["test.rmse"] / m["test.naive_rmse"])
-    assert abs(m["test.skill"]) < 0.2  # daily returns are close to a random walk: no miracle
-    assert 0.4 < m["test.directional_accuracy"] < 0.6 and 0 < m["test.dm_pvalue"] <= 1
+        assert f"test/{k}" in m, k
+    assert m["test/n_forecasts"] == 4 * 5 * 100 - 4  # 4 tickers x 5 folds x 100 days, last day has no target
+    assert m["test/naive_rmse"] == pytest.approx(m["test/baseline_rmse"])
+    assert m["test/skill"] == pytest.approx(1 - m["test/rmse"] / m["test/naive_rmse"])
+    assert abs(m["test/skill"]) < 0.2  # daily returns are close to a random walk: no miracle
+    assert 0.4 < m["test/directional_accuracy"] < 0.6 and 0 < m["test/dm_pvalue"] <= 1
     assert {"plots/forecast_vs_actual.png", "plots/residuals.png"} <= artifacts(env, run, "plots")
     assert "tables/per_series_metrics.csv" in artifacts(env, run, "tables")
     assert registry_state(env, "price_forecast")[1] == "1"

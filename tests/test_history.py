@@ -28,8 +28,8 @@ def test_drift_table_covers_numeric_categorical_text_and_label():
     methods = dict(zip(table.column, table.method, strict=True))
     assert methods == {"x": "psi", "c": "psi", "t": "psi_length", "y": "label_tv"}  # dates are skipped
     m = drift_metrics(table)
-    assert m["drift.psi.x"] > 1 and m["drift.psi.c"] > 0.25 and m["drift.label_tv.y"] == pytest.approx(0.5)
-    assert m["drift.psi_max"] == max(m["drift.psi.x"], m["drift.psi.c"], m["drift.psi_length.t"])
+    assert m["drift/psi.x"] > 1 and m["drift/psi.c"] > 0.25 and m["drift/label_tv.y"] == pytest.approx(0.5)
+    assert m["drift/psi_max"] == max(m["drift/psi.x"], m["drift/psi.c"], m["drift/psi_length.t"])
 
 
 def test_backfill_dates():
@@ -70,7 +70,7 @@ def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_m
     run = last_run(env, "price_forecast")
     m = run.data.metrics
     assert run.data.tags["modelmill.drift_reference"] == _runs(env, "price_forecast")[3].data.tags["modelmill.data_digest"]
-    assert m["drift.psi_max"] >= 0 and "drift.psi.close" in m and "drift.psi.volume" in m
+    assert m["drift/psi_max"] >= 0 and "drift/psi.close" in m and "drift/psi.volume" in m
     assert {"plots/history.png"} <= artifacts(env, run, "plots")
     assert {"tables/drift.csv", "tables/history.csv"} <= artifacts(env, run, "tables")
 
@@ -81,7 +81,7 @@ def test_backfill_with_promote_applies_the_promotion_rule(env, capsys):
     run = last_run(env, "price_forecast")
     decision = run.data.tags["modelmill.decision"]
     assert decision in {"promoted", "challenger"}  # judged against the champion, not skipped
-    assert "promotion.champion_score" in run.data.metrics
+    assert "promotion/champion_score" in run.data.metrics
     alias = "champion" if decision == "promoted" else "challenger"
     version = mlflow_client(env).get_model_version_by_alias("modelmill-price_forecast", alias).version
     assert str(version) == run.data.tags["modelmill.model_version"]

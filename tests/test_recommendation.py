@@ -62,9 +62,9 @@ def test_retail_recommendations_on_the_real_file(env, capsys, monkeypatch):
     run = last_run(env, "retail_recommendations")
     m, p = run.data.metrics, run.data.params
     for k in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage"):
-        assert 0 <= m[f"test.{k}_at_10"] <= 1, k
-    assert m["test.ndcg_at_10"] > 1.5 * m["test.baseline_ndcg_at_10"]  # personalisation beats popularity
-    assert m["test.coverage_at_10"] > m["test.baseline_coverage_at_10"]
+        assert 0 <= m[f"test/{k}_at_10"] <= 1, k
+    assert m["test/ndcg_at_10"] > 1.5 * m["test/baseline_ndcg_at_10"]  # personalisation beats popularity
+    assert m["test/coverage_at_10"] > m["test/baseline_coverage_at_10"]
     # The real file's quirks, handled: ~135k lines without customer, cancellations, non-products.
     assert int(p["split.dropped_unknown_customer"]) > 130_000
     assert int(p["split.dropped_cancellation"]) > 9_000

@@ -49,7 +49,7 @@ def test_readme_example_runs_from_a_csv_path_and_promotes(project, capsys):
     assert code == 0, out + err
     s = Settings()
     run = last_run(s, "my_cells")
-    assert run.data.metrics["test.roc_auc"] > 0.95
+    assert run.data.metrics["test/roc_auc"] > 0.95
     assert run.data.params["data.source.cells.csv"].startswith("file://")
     assert registry_state(s, "my_cells")[1] == "1"
     code, out, _ = run_cli(capsys, "list")

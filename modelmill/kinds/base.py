@@ -33,6 +33,8 @@ class Trained:
     best: str
     selection: pd.DataFrame  # one row per candidate: name, best params, CV score
     params: dict[str, Any] = field(default_factory=dict)
+    #: the chosen candidate's hyperparameters: its fixed params merged with the best grid point
+    hyperparams: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Evaluation:
     metrics: dict[str, float]
     figures: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: the kind's other headline figures (e.g. skill and DM p for forecasts), shown beside the metric
+    headline: dict[str, float] = field(default_factory=dict)
 
     @property
     def lift(self) -> float:
@@ -54,6 +58,9 @@ class ProblemKind(ABC):
     Options: ClassVar[type[KindOptions]] = KindOptions
     #: metric name -> direction; the spec's primary metric must be one of them.
     METRICS: ClassVar[dict[str, str]] = {}
+    #: test metrics worth a glance beside the primary one (summary table, run name, MLflow's
+    #: ``_primary/`` metrics); those a run does not produce are left out.
+    HEADLINE: ClassVar[tuple[str, ...]] = ()
     #: estimator name -> factory(seed, **params) of an unfitted estimator.
     ESTIMATORS: ClassVar[dict[str, Any]] = {}
 
@@ -120,4 +127,5 @@ class ProblemKind(ABC):
         figures, tables = self.report(spec, trained, data)
         tables = {**tables, "model_selection.csv": trained.selection}
         merged = {**m, **{f"baseline_{k}": v for k, v in b.items()}, "lift_over_baseline": lift}
-        return Evaluation(key, m[key], b[key], merged, figures, tables)
+        headline = {h: m[h] for h in self.HEADLINE if h in m and h != key}
+        return Evaluation(key, m[key], b[key], merged, figures, tables, headline)

@@ -100,6 +100,7 @@ class Forecasting(ProblemKind):
     name = "forecasting"
     Options = ForecastOptions
     METRICS = {"rmse": "minimize", "mae": "minimize", "skill": "maximize", "directional_accuracy": "maximize", "price_mape": "minimize"}
+    HEADLINE = ("skill", "dm_pvalue", "directional_accuracy")
     ESTIMATORS = {
         "zero_return": lambda seed, **p: DummyRegressor(strategy="constant", constant=0.0),
         "ridge": lambda seed, **p: Ridge(**p),
@@ -163,21 +164,21 @@ class Forecasting(ProblemKind):
         dates = np.sort(pre[r["date"]].unique())
         k, block = opts.selection_folds, spec.split.test_period_days
         inner = [pd.Timestamp(dates[len(dates) - block * (k - i)]) for i in range(k)]
-        rows, best, best_score = [], None, float("inf")
+        rows, best, best_score, chosen = [], None, float("inf"), {}
         for c, params, estimator in self.grid_points(spec):
             recipe = _pipeline(spec, opts, estimator)
             bt = self.backtest(spec, recipe, pre, inner)
             rmse = float(np.sqrt(np.mean((bt["prediction"] - bt["_target"]) ** 2)))
             rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), "inner_rmse": rmse})
             if rmse < best_score:
-                best, best_score, best_name = recipe, rmse, c.name
+                best, best_score, best_name, chosen = recipe, rmse, c.name, {**c.params, **params}
         table = pd.DataFrame(rows).sort_values("inner_rmse", ignore_index=True)
         full = data.test
         cols = [c for c in full.columns if c != "_target"]
         known = full["_target"].notna()
         model = clone(best).fit(full.loc[known, cols], full.loc[known, "_target"])
         baseline = _pipeline(spec, opts, self.build(spec.baseline, spec)).fit(full.loc[known, cols], full.loc[known, "_target"])
-        return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "best_params": table.iloc[0]["params"]})
+        return Trained(model, baseline, best_name, table, {}, chosen)
 
     def _metrics_from(self, bt: pd.DataFrame, value: str) -> dict[str, float]:
         e = (bt["prediction"] - bt["_target"]).to_numpy()

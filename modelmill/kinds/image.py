@@ -80,6 +80,7 @@ class ImageClassification(ProblemKind):
     name = "image_classification"
     Options = ImageOptions
     METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
+    HEADLINE = ("accuracy", "sensitivity", "specificity")
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p))
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -114,9 +115,9 @@ class ImageClassification(ProblemKind):
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
         scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
-        best_name, best, table = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring)
+        best_name, best, table, chosen = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring)
         baseline = self._pipeline(spec, self.build(spec.baseline, spec)).fit(X, y)
-        return Trained(best, baseline, best_name, table, {"best_candidate": best_name})
+        return Trained(best, baseline, best_name, table, {}, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         X, y = data.test

@@ -197,6 +197,7 @@ class Recommendation(ProblemKind):
     name = "recommendation"
     Options = RecOptions
     METRICS = {"ndcg_at_10": "maximize", "map_at_10": "maximize", "recall_at_10": "maximize", "precision_at_10": "maximize", "hit_rate_at_10": "maximize"}
+    HEADLINE = ("hit_rate_at_10", "coverage_at_10")
     ESTIMATORS = {
         "popularity": lambda seed, **p: Popularity(**p),
         "item_knn": lambda seed, **p: ItemKNN(**p),
@@ -269,17 +270,17 @@ class Recommendation(ProblemKind):
         inner_train, inner_val, _ = self._split(spec, data.train)
         users, rel = self._targets(spec, inner_train, inner_val)
         key = spec.metric.name.replace("_at_10", f"_at_{o.k}")
-        rows, best, best_score, best_name = [], None, float("-inf"), None
+        rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
         for c, params, estimator in self.grid_points(spec):
             est = estimator.fit(inner_train)
             m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen), rel, o.k, inner_train["item"].nunique())
             rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
             if m[key] > best_score:
-                best, best_score, best_name = est, m[key], c.name
+                best, best_score, best_name, chosen = est, m[key], c.name, {**c.params, **params}
         table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
         model = clone(best).fit(data.train)
         baseline = self.build(spec.baseline, spec).fit(data.train)
-        return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "best_params": table.iloc[0]["params"]})
+        return Trained(model, baseline, best_name, table, {}, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         o = self.options(spec)

@@ -39,6 +39,7 @@ class TabularClassification(ProblemKind):
     name = "tabular_classification"
     Options = TabularOptions
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
+    HEADLINE = ("expected_cost", "accuracy", "sensitivity")
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest")
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -90,7 +91,7 @@ class TabularClassification(ProblemKind):
         def build(c):
             return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, best, table = grid_select(spec, build, X, y, cv=self._cv(spec), scoring=SCORERS[spec.metric.name])
+        best_name, best, table, chosen = grid_select(spec, build, X, y, cv=self._cv(spec), scoring=SCORERS[spec.metric.name])
         opts = self.options(spec)
         if opts.threshold == "fixed":
             model = best
@@ -100,7 +101,7 @@ class TabularClassification(ProblemKind):
             model.fit(X, y)
         baseline = build(spec.baseline).fit(X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))
-        return Trained(model, baseline, best_name, table, {"best_candidate": best_name, "decision_threshold": round(threshold, 6)})
+        return Trained(model, baseline, best_name, table, {"decision_threshold": round(threshold, 6)}, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         X, y = data.test

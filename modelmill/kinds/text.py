@@ -60,6 +60,7 @@ class TextClassification(ProblemKind):
     name = "text_classification"
     Options = TextOptions
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
+    HEADLINE = ("accuracy", "macro_f1")
     ESTIMATORS = pick("dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb")
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -104,9 +105,9 @@ class TextClassification(ProblemKind):
         def build(c):
             return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, best, table = grid_select(spec, build, X, y, cv=cv, scoring=self._scoring(spec))
+        best_name, best, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=self._scoring(spec))
         baseline = build(spec.baseline).fit(X, y)
-        return Trained(best, baseline, best_name, table, {"best_candidate": best_name})
+        return Trained(best, baseline, best_name, table, {}, chosen)
 
     def _core(self, spec: PipelineSpec, model, X, y) -> dict[str, float]:
         yhat = model.predict(X)
