@@ -108,6 +108,9 @@ class PipelineSpec(Strict):
     promotion: Promotion = Field(default_factory=Promotion)
     schedule: Schedule
     options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options")
+    duplicates: Literal["drop", "reject", "keep"] = Field(
+        "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
+    )
 
     # Set by the loader, not by the YAML.
     spec_path: Path | None = Field(None, exclude=True)

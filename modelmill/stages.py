@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from modelmill import integrity
 from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, ModelmillError
 from modelmill.history import history_figure, history_frame
@@ -121,9 +122,12 @@ def ingest_stage(h: RunHandle) -> Snapshot:
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     t = h.tracker()
+    frame = snap.load()
     with tempfile.TemporaryDirectory(prefix="modelmill-gx-") as docs:
-        report = validate_frame(snap.load(), h.spec.suite_path(h.settings), Path(docs) / "data_docs")
+        report = validate_frame(frame, h.spec.suite_path(h.settings), Path(docs) / "data_docs")
         t.log_dir(h.run_id, Path(docs) / "data_docs", "validation/data_docs")
+    kind = get_kind(h.spec.problem)
+    report.add(integrity.findings(h.spec, frame, classification=kind.EXAMPLE_ROWS))
     t.log_text(h.run_id, report.to_html(), "validation/report.html")
     t.log_dict(h.run_id, report.to_dict(), "validation/report.json")
     t.log_metrics(h.run_id, {mkey(VALIDATION, "evaluated"): report.evaluated, mkey(VALIDATION, "failed"): len(report.failed)})
@@ -163,9 +167,13 @@ def log_history(h: RunHandle) -> None:
 
 def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     kind = get_kind(h.spec.problem)
-    data = kind.prepare(h.spec, snap.load())
-    trained = kind.train(h.spec, data)
+    frame, dropped = integrity.deduplicate(h.spec, snap.load()) if kind.EXAMPLE_ROWS else (snap.load(), 0)
     t = h.tracker()
+    if dropped:
+        log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
+    t.log_params(h.run_id, {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"})
+    data = kind.prepare(h.spec, frame)
+    trained = kind.train(h.spec, data)
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})
     shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,11 @@ class ValidationReport:
     rows: int
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
 
+    def add(self, outcomes: list[ExpectationOutcome]) -> None:
+        """Checks run outside GX (see :mod:`modelmill.integrity`), reported like expectations."""
+        self.outcomes.extend(outcomes)
+        self.success = self.success and all(o.success for o in outcomes)
+
     @property
     def failed(self) -> list[str]:
         return [o.label for o in self.outcomes if not o.success]
@@ -71,7 +77,7 @@ class ValidationReport:
             status = "raised" if o.raised else ("pass" if o.success else "FAIL")
             colour = "#e6f4ea" if o.success else "#fce8e6"
             unexpected = "" if o.unexpected_count is None else f"{o.unexpected_count} ({(o.unexpected_percent or 0):.2f}%)"
-            detail = o.message if o.raised else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
+            detail = o.message if (o.raised or o.message) else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
             rows.append(
                 f'<tr style="background:{colour}"><td>{html.escape(o.expectation)}</td><td>{html.escape(o.column or "")}</td>'
                 f"<td>{status}</td><td>{unexpected}</td><td>{html.escape(', '.join(map(str, o.examples)))}</td>"
@@ -189,13 +195,32 @@ def is_array_column(s: pd.Series) -> bool:
     return not values.empty and isinstance(values.iloc[0], (list, tuple, np.ndarray))
 
 
+_MISSING_COLUMN = re.compile(r'The column "(.+?)" in BatchData does not exist')
+_SCHEMA_CHECKS = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list", "expect_column_to_exist"}
+
+
+def _cause(o: ExpectationOutcome) -> str:
+    """Why one expectation failed, told apart: it found bad values, or the rule itself errored."""
+    if o.raised:
+        return f"{o.label} errored: {(o.message or 'no message').splitlines()[0]}"
+    if o.expectation.startswith("modelmill_") and o.message:
+        return o.message
+    if o.unexpected_count is not None:
+        return f"{o.label} found {o.unexpected_count} bad values"
+    return f"{o.label} failed (observed {json.dumps(o.observed, default=str)[:80]})"
+
+
 def gate(report: ValidationReport, pipeline: str) -> None:
-    """Raise :class:`DataRejected` naming the failed expectations if the suite failed."""
+    """Raise :class:`DataRejected` naming the failed expectations (with their counts) if the
+    suite failed, or :class:`SpecError` when the suite names a column the data does not have and
+    no schema expectation of the suite says the data lost it."""
     if report.success:
         return
-    failed = report.failed
-    shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-    raise DataRejected(
-        f"{pipeline}: data rejected by suite {report.suite}: {len(failed)} of {report.evaluated} expectations failed: {shown}",
-        failed,
-    )
+    bad = [o for o in report.outcomes if not o.success]
+    missing = sorted({m.group(1) for o in bad if o.raised and (m := _MISSING_COLUMN.search(o.message or ""))})
+    schema_failed = any(o.expectation in _SCHEMA_CHECKS and not o.raised for o in bad)
+    if missing and not schema_failed:
+        raise SpecError(f"suite {report.suite} names column {', '.join(missing)} which the data does not have")
+    causes = [_cause(o) for o in bad]
+    shown = "; ".join(causes[:4]) + (f"; and {len(causes) - 4} more" if len(causes) > 4 else "")
+    raise DataRejected(f"{pipeline}: data rejected by suite {report.suite}: {len(bad)} of {report.evaluated} checks failed: {shown}", report.failed)

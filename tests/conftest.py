@@ -192,3 +192,36 @@ def assert_refused_and_nothing_lost(settings, pipeline, dataset, before, code, e
     run = last_run(settings, pipeline)
     assert run.info.status == "FAILED" and fragment in run.data.tags["modelmill.error"]
     return run
+
+
+# -- the README's own-pipeline example (a spec + a suite) on the real Wisconsin data ------------
+def readme_block(marker: str, lang: str) -> str:
+    import re
+
+    m = re.search(rf"<!-- {marker} -->\s*```{lang}\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert m, f"README lost its {marker} block"
+    return m.group(1)
+
+
+@pytest.fixture
+def readme_project(tmp_path, monkeypatch, prefect_api):
+    """(project root, the README's spec as a dict, the real Wisconsin frame it names)."""
+    import yaml
+    from sklearn.datasets import load_breast_cancer
+
+    spec = yaml.safe_load(readme_block("example-spec", "yaml"))
+    (tmp_path / "pipelines" / "data").mkdir(parents=True)
+    (tmp_path / "expectations").mkdir()
+    (tmp_path / "expectations" / "my_cells.json").write_text(readme_block("example-suite", "json"))
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    data = frame[[*spec["features"]["numeric"], "diagnosis"]]
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    return tmp_path, spec, data
+
+
+def write_readme_spec(root: Path, spec: dict) -> None:
+    import yaml
+
+    (root / "pipelines" / "my_cells.yaml").write_text(yaml.safe_dump(spec))

@@ -3,42 +3,18 @@ CSV path or a Parquet URL (served over loopback). The data is the real Wisconsin
 
 from __future__ import annotations
 
-import re
-
 import pytest
-import yaml
 
-from conftest import REPO, last_run, modelmill_env, registry_state, run_cli, serve_directory
+from conftest import last_run, registry_state, run_cli, serve_directory, write_readme_spec
 from modelmill.settings import Settings
-
-README = (REPO / "README.md").read_text()
-
-
-def _block(marker: str, lang: str) -> str:
-    m = re.search(rf"<!-- {marker} -->\s*```{lang}\n(.*?)```", README, re.S)
-    assert m, f"README lost its {marker} block"
-    return m.group(1)
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, prefect_api):
-    from sklearn.datasets import load_breast_cancer
-
-    spec = yaml.safe_load(_block("example-spec", "yaml"))
-    (tmp_path / "pipelines").mkdir()
-    (tmp_path / "expectations").mkdir()
-    (tmp_path / "expectations" / "my_cells.json").write_text(_block("example-suite", "json"))
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    data = frame[[*spec["features"]["numeric"], "diagnosis"]]
-    (tmp_path / "pipelines" / "data").mkdir()
-    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
-    return tmp_path, spec, data
+def project(readme_project):
+    return readme_project
 
 
-def _write_spec(root, spec):
-    (root / "pipelines" / "my_cells.yaml").write_text(yaml.safe_dump(spec))
+_write_spec = write_readme_spec
 
 
 def test_readme_example_runs_from_a_csv_path_and_promotes(project, capsys):

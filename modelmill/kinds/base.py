@@ -61,6 +61,9 @@ class ProblemKind(ABC):
     #: test metrics worth a glance beside the primary one (summary table, run name, MLflow's
     #: ``_primary/`` metrics); those a run does not produce are left out.
     HEADLINE: ClassVar[tuple[str, ...]] = ()
+    #: one row is one labelled example: the gate checks the target's classes, and repeated rows
+    #: are de-duplicated (or rejected) before the split so none sits on both sides of it.
+    EXAMPLE_ROWS: ClassVar[bool] = False
     #: estimator name -> factory(seed, **params) of an unfitted estimator.
     ESTIMATORS: ClassVar[dict[str, Any]] = {}
 

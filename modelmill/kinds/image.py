@@ -81,6 +81,7 @@ class ImageClassification(ProblemKind):
     Options = ImageOptions
     METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
     HEADLINE = ("accuracy", "sensitivity", "specificity")
+    EXAMPLE_ROWS = True
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p))
 
     def check_spec(self, spec: PipelineSpec) -> None:

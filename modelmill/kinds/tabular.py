@@ -40,6 +40,7 @@ class TabularClassification(ProblemKind):
     Options = TabularOptions
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
+    EXAMPLE_ROWS = True
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest")
 
     def check_spec(self, spec: PipelineSpec) -> None:

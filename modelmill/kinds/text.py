@@ -61,6 +61,7 @@ class TextClassification(ProblemKind):
     Options = TextOptions
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
     HEADLINE = ("accuracy", "macro_f1")
+    EXAMPLE_ROWS = True
     ESTIMATORS = pick("dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb")
 
     def check_spec(self, spec: PipelineSpec) -> None:

@@ -1,0 +1,136 @@
+"""Checks the gate runs on every snapshot whatever its suite says, and de-duplication.
+
+A suite is written by a person and can forget a rule; these follow from the spec itself:
+
+- every declared numeric feature holds numbers — no text ("3,913"), no NaN, no infinities, no
+  values so large that scaling them overflows;
+- a classification target has no missing labels, more than one class, and enough rows of each
+  class for the split and the cross-validation folds;
+- exact duplicate rows (or rows sharing the spec's ``roles.id``) are dropped before the split
+  (``duplicates: drop``, the default, logged with their count) or reject the data
+  (``duplicates: reject``), so no example sits on both sides of the train/test split.
+
+Each problem is an :class:`~modelmill.validate.ExpectationOutcome` in the validation report,
+with its count and a few example values, so it reads like any other failed expectation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from modelmill.spec import PipelineSpec
+from modelmill.validate import ExpectationOutcome, is_array_column
+
+#: |x| above this overflows when squared (variance, scaling): 1e154² ≈ float64's maximum.
+OVERFLOW = 1e150
+
+
+def _outcome(rule: str, column: str | None, count: int, rows: int, message: str, examples=()) -> ExpectationOutcome:
+    return ExpectationOutcome(
+        expectation=f"modelmill_{rule}", column=column, kwargs={}, success=False, raised=False, unexpected_count=int(count),
+        unexpected_percent=100.0 * count / rows if rows else None, observed=None, message=message, examples=[_show(v) for v in examples][:5],
+    )  # fmt: skip
+
+
+def _show(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def numeric_feature_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
+    out, rows = [], len(df)
+    for col in spec.features.numeric:
+        if col not in df.columns:
+            continue  # a missing column is the suite's and the kind's to report
+        s = df[col]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            present = s.dropna()
+            coerced = pd.to_numeric(present.astype(str), errors="coerce")
+            bad = present[coerced.isna()]
+            if len(bad):
+                msg = f"column {col} is declared numeric but {len(bad)} values are not numbers (e.g. {_show(bad.iloc[0])!r})"
+                out.append(_outcome("numeric_type", col, len(bad), rows, msg, bad.unique()[:5]))
+                continue
+            s = pd.to_numeric(s.astype(str).where(s.notna()), errors="coerce")
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        nan, inf = np.isnan(values), np.isinf(values)
+        huge = ~nan & ~inf & (np.abs(np.where(nan | inf, 0, values)) > OVERFLOW)
+        if nan.any():
+            out.append(_outcome("not_null", col, int(nan.sum()), rows, f"numeric feature {col} has {int(nan.sum())} missing values"))
+        if inf.any():
+            out.append(_outcome("finite", col, int(inf.sum()), rows, f"numeric feature {col} has {int(inf.sum())} infinite values", values[inf]))
+        if huge.any():
+            msg = f"numeric feature {col} has {int(huge.sum())} values too large to train on (overflow: |x| > {OVERFLOW:g})"
+            out.append(_outcome("no_overflow", col, int(huge.sum()), rows, msg, values[huge]))
+    return out
+
+
+def min_rows_per_class(spec: PipelineSpec) -> int:
+    """Rows each class needs: a test row plus one per CV fold (two for a predefined split)."""
+    return 2 if spec.split.method == "predefined" else spec.split.folds + 1
+
+
+def target_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
+    col, rows = spec.target, len(df)
+    if not col or col not in df.columns or rows == 0:
+        return []
+    s = df[col]
+    out = []
+    if s.isna().any():
+        out.append(_outcome("target_not_null", col, int(s.isna().sum()), rows, f"target {col} has {int(s.isna().sum())} missing labels"))
+    counts = s.dropna().value_counts()
+    if len(counts) == 1:
+        only = counts.index[0]
+        out.append(_outcome("target_classes", col, int(counts.iloc[0]), rows, f"target {col} has a single class {_show(only)!r} ({int(counts.iloc[0])} rows): nothing to learn", [only]))
+    elif len(counts) > 1:
+        need = min_rows_per_class(spec)
+        small = counts[counts < need]
+        if not small.empty:
+            shown = ", ".join(f"{_show(k)!r}: {int(v)}" for k, v in small.items())
+            msg = f"target {col} has {len(small)} classes with fewer than {need} rows ({shown})"
+            out.append(_outcome("target_class_size", col, len(small), len(counts), msg, list(small.index)))
+    return out
+
+
+def _hashable(df: pd.DataFrame) -> pd.DataFrame:
+    """Array cells (image pixels) as bytes, so rows can be compared."""
+    arrays = [c for c in df.columns if is_array_column(df[c])]
+    if not arrays:
+        return df
+    out = df.copy(deep=False)
+    for c in arrays:
+        out[c] = df[c].map(lambda v: None if v is None else np.asarray(v).tobytes())
+    return out
+
+
+def duplicated(spec: PipelineSpec, df: pd.DataFrame) -> pd.Series:
+    """Rows that repeat an earlier one: all columns equal, or the same ``roles.id``."""
+    ident = spec.roles.get("id")
+    if ident and ident in df.columns:
+        return df[ident].duplicated()
+    return _hashable(df).duplicated()
+
+
+def duplicate_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
+    if spec.duplicates != "reject" or df.empty:
+        return []
+    dup = duplicated(spec, df)
+    if not dup.any():
+        return []
+    ident = spec.roles.get("id")
+    what = f"rows repeat an earlier {ident}" if ident and ident in df.columns else "rows are exact duplicates of earlier rows"
+    return [_outcome("unique_rows", ident, int(dup.sum()), len(df), f"{int(dup.sum())} {what} (duplicates: reject)")]
+
+
+def findings(spec: PipelineSpec, df: pd.DataFrame, *, classification: bool) -> list[ExpectationOutcome]:
+    out = numeric_feature_findings(spec, df) + duplicate_findings(spec, df)
+    return out + (target_findings(spec, df) if classification else [])
+
+
+def deduplicate(spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``df`` without repeated rows (``duplicates: drop``), and how many were dropped."""
+    if spec.duplicates != "drop" or df.empty:
+        return df, 0
+    dup = duplicated(spec, df)
+    n = int(dup.sum())
+    return (df.loc[~dup].reset_index(drop=True), n) if n else (df, 0)

@@ -1,0 +1,189 @@
+"""Bad data is rejected at the gate with a one-line cause, or handled — never silently wrong.
+
+Pure checks on tiny frames first, then the README's own pipeline on the real Wisconsin data with
+the damage a user's CSV really has: tripled rows, a number written "3,913", infinities, a value
+of 1e308, a single class, and a suite that names a column the data never had.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import last_run, registry_state, run_cli, write_readme_spec
+from modelmill.errors import DataRejected, SpecError
+from modelmill.integrity import deduplicate, findings
+from modelmill.settings import Settings
+from modelmill.spec import PipelineSpec
+from modelmill.validate import ExpectationOutcome, ValidationReport, gate
+
+
+def _spec(**over) -> PipelineSpec:
+    base = dict(
+        name="t", domain="d", description="x", source={"path": "x.csv"}, target="y", features={"numeric": ["a", "b"]}, suite="s.json",
+        problem="tabular_classification", baseline={"name": "p", "estimator": "dummy_prior"}, candidates=[{"name": "l", "estimator": "logistic_regression"}],
+        metric={"name": "roc_auc"}, schedule={"cron": "0 6 * * 1"}, split={"folds": 3},
+    )  # fmt: skip
+    return PipelineSpec(**{**base, **over})
+
+
+def _frame(n=20, **cols) -> pd.DataFrame:
+    df = pd.DataFrame({"a": np.arange(n, dtype=float), "b": np.linspace(0, 1, n), "y": ["p", "q"] * (n // 2)})
+    for k, v in cols.items():
+        df[k] = v
+    return df
+
+
+def _messages(spec, df, classification=True) -> list[str]:
+    return [o.message for o in findings(spec, df, classification=classification)]
+
+
+def test_a_clean_frame_has_no_findings():
+    assert _messages(_spec(), _frame()) == []
+
+
+def test_a_number_written_with_a_thousands_separator_is_named_with_its_count():
+    b = pd.Series(["0.1"] * 20, dtype="str")
+    b.iloc[[2, 5]] = ["3,913", "n/a"]
+    (msg,) = _messages(_spec(), _frame(b=b))
+    assert msg == "column b is declared numeric but 2 values are not numbers (e.g. '3,913')"
+
+
+def test_numeric_strings_are_numbers():
+    assert _messages(_spec(), _frame(b=pd.Series([str(v) for v in np.linspace(0, 1, 20)], dtype="str"))) == []
+
+
+def test_nan_inf_and_overflow_are_each_named():
+    a = np.arange(20, dtype=float)
+    a[[1, 2]] = np.nan
+    a[3] = np.inf
+    a[4] = -np.inf
+    a[5] = 1e308
+    msgs = _messages(_spec(), _frame(a=a))
+    assert msgs == [
+        "numeric feature a has 2 missing values",
+        "numeric feature a has 2 infinite values",
+        "numeric feature a has 1 values too large to train on (overflow: |x| > 1e+150)",
+    ]
+
+
+def test_a_single_class_and_too_small_classes_are_rejected():
+    (msg,) = _messages(_spec(), _frame(y=["p"] * 20))
+    assert msg == "target y has a single class 'p' (20 rows): nothing to learn"
+    y = ["p"] * 17 + ["q"] * 3  # 3 folds + a test row need 4 of each class
+    (msg,) = _messages(_spec(), _frame(y=y))
+    assert msg == "target y has 1 classes with fewer than 4 rows ('q': 3)"
+    assert _messages(_spec(), _frame(y=y), classification=False) == []  # not a classifier: no class rules
+
+
+def test_duplicates_are_dropped_or_rejected_as_the_spec_says():
+    df = pd.concat([_frame(), _frame().head(5)], ignore_index=True)
+    out, n = deduplicate(_spec(), df)
+    assert n == 5 and len(out) == 20 and not out.duplicated().any()
+    assert deduplicate(_spec(duplicates="keep"), df)[1] == 0
+    (msg,) = _messages(_spec(duplicates="reject"), df)
+    assert msg == "5 rows are exact duplicates of earlier rows (duplicates: reject)"
+    ids = _frame(id=[1, 2, 3, 4] * 5)  # rows differ, ids repeat
+    assert deduplicate(_spec(roles={"id": "id"}), ids)[1] == 16
+    assert _messages(_spec(roles={"id": "id"}, duplicates="reject"), ids) == ["16 rows repeat an earlier id (duplicates: reject)"]
+
+
+def _o(expectation, column=None, success=False, raised=False, count=None, message=None):
+    return ExpectationOutcome(expectation, column, {}, success, raised, count, None, None, message)
+
+
+def test_the_gate_tells_bad_values_from_a_rule_that_errored():
+    report = ValidationReport("s", False, 100, [
+        _o("expect_column_values_to_be_between", "age", count=7),
+        _o("expect_column_values_to_be_between", "b", raised=True, message="Column values, min_value, and max_value must either be None or of the same type."),
+        _o("expect_column_values_to_not_be_null", "c", success=True),
+    ])  # fmt: skip
+    with pytest.raises(DataRejected) as e:
+        gate(report, "t")
+    msg = str(e.value)
+    assert "2 of 3 checks failed" in msg and "expect_column_values_to_be_between(age) found 7 bad values" in msg
+    assert "expect_column_values_to_be_between(b) errored: Column values" in msg and "\n" not in msg
+
+
+def test_a_suite_naming_a_column_the_data_never_had_is_a_suite_error():
+    missing = _o("expect_column_values_to_not_be_null", "nucleus", raised=True, message='Error: The column "nucleus" in BatchData does not exist.')
+    with pytest.raises(SpecError, match="suite s names column nucleus which the data does not have"):
+        gate(ValidationReport("s", False, 100, [missing, _o("expect_table_columns_to_match_set", success=True)]), "t")
+    # The suite's own schema check says the data lost the column: that is the data's fault.
+    with pytest.raises(DataRejected):
+        gate(ValidationReport("s", False, 100, [missing, _o("expect_table_columns_to_match_set")]), "t")
+
+
+# -- the README's pipeline on the real Wisconsin data, through the CLI ----------------------------
+def _run(root, spec, data, capsys, **spec_changes):
+    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    write_readme_spec(root, {**spec, **spec_changes})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    return code, out + err
+
+
+def test_tripled_rows_are_dropped_before_the_split_and_the_metric_does_not_inflate(readme_project, capsys):
+    root, spec, data = readme_project
+    code, out = _run(root, spec, data, capsys)
+    assert code == 0, out
+    clean = last_run(Settings(), "my_cells").data.metrics["test/roc_auc"]
+    code, out = _run(root, spec, pd.concat([data] * 3, ignore_index=True), capsys)
+    assert code == 0, out
+    assert "dropped 1138 repeated rows before the split" in out
+    run = last_run(Settings(), "my_cells")
+    assert run.data.params["data.duplicates_dropped"] == "1138" and run.data.params["split.test_rows"] == "143"
+    assert run.data.metrics["test/roc_auc"] == clean < 1.0  # the leak would read 1.000
+
+
+def test_duplicates_reject_stops_the_run_at_the_gate(readme_project, capsys):
+    root, spec, data = readme_project
+    code, out = _run(root, spec, pd.concat([data] * 3, ignore_index=True), capsys, duplicates="reject")
+    assert code == 3, out
+    assert "1138 rows are exact duplicates of earlier rows (duplicates: reject)" in out
+    assert registry_state(Settings(), "my_cells")[0] == []
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("text", "column worst_concavity is declared numeric but 2 values are not numbers (e.g. '3,913')"),
+        ("inf", "numeric feature worst_concavity has 1 infinite values"),
+        ("huge", "numeric feature worst_concavity has 1 values too large to train on (overflow"),
+        ("one_class", "target diagnosis has a single class 'benign' (357 rows): nothing to learn"),
+    ],
+)
+def test_damaged_user_data_is_a_one_line_rejection_naming_column_and_count(readme_project, capsys, damage, fragment):
+    root, spec, data = readme_project
+    bad = data.copy()
+    if damage == "text":
+        bad["worst_concavity"] = bad["worst_concavity"].astype(str)
+        bad.loc[[3, 9], "worst_concavity"] = ["3,913", "3,913"]
+    elif damage == "inf":
+        bad.loc[4, "worst_concavity"] = np.inf
+    elif damage == "huge":
+        bad.loc[4, "worst_concavity"] = 1e308
+    else:
+        bad = bad[bad["diagnosis"] == "benign"]
+    code, out = _run(root, spec, bad, capsys)
+    assert code == 3, out
+    lines = [ln for ln in out.splitlines() if fragment in ln]
+    assert lines, out
+    assert "Traceback" not in out and "NaN" not in out
+    run = last_run(Settings(), "my_cells")
+    assert run.info.status == "FAILED" and fragment in run.data.tags["modelmill.error"]
+    assert registry_state(Settings(), "my_cells")[0] == []
+
+
+def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(readme_project, capsys):
+    import json
+
+    root, spec, data = readme_project
+    suite_path = root / "expectations" / "my_cells.json"
+    suite = json.loads(suite_path.read_text())
+    suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nucleus_size"}})
+    suite_path.write_text(json.dumps(suite))
+    code, out = _run(root, spec, data, capsys)
+    assert code == 1, out
+    assert "suite my_cells names column nucleus_size which the data does not have" in out
+    assert "data rejected" not in out
