@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from modelmill import stages
+from modelmill.errors import StageTimeout
 from modelmill.settings import get_settings
 from modelmill.spec import available, load_spec
 from tasks import stages as t
@@ -24,13 +25,22 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
     settings = get_settings()
     spec = load_spec(pipeline, settings)
     handle = t.start_run(spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger)
+    limit = spec.limits.stage_seconds
+
+    def stage(task, *args):
+        """Run one stage task under the spec's wall-clock limit."""
+        try:
+            return task.with_options(timeout_seconds=limit)(*args)
+        except TimeoutError as e:
+            raise StageTimeout(f"{spec.name}: stage {task.name} ran longer than its limit of {limit} s (limits.stage_seconds)") from e
+
     try:
-        snapshot = t.ingest(handle)
-        t.validate(handle, snapshot)
-        t.drift(handle, snapshot)
-        data, trained = t.train(handle, snapshot)
-        evaluation = t.evaluate(handle, data, trained)
-        decision = t.promote(handle, data, trained, evaluation)
+        snapshot = stage(t.ingest, handle)
+        stage(t.validate, handle, snapshot)
+        stage(t.drift, handle, snapshot)
+        data, trained = stage(t.train, handle, snapshot)
+        evaluation = stage(t.evaluate, handle, data, trained)
+        decision = stage(t.promote, handle, data, trained, evaluation)
         summary = t.finish(handle, evaluation, decision)
     except Exception as error:
         summary = stages.fail(handle, error)

@@ -25,6 +25,14 @@ class CorruptSource(ModelmillError):
     """A source file is empty, truncated, or cannot be parsed in its declared format."""
 
 
+class StageTimeout(ModelmillError):
+    """A stage ran longer than the spec's ``limits.stage_seconds``."""
+
+
+class ModelIntegrityError(ModelmillError):
+    """A model artifact does not match the sha256 recorded when it was logged: never unpickled."""
+
+
 class DataRejected(ModelmillError):
     """The validation gate rejected the data: training did not start."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelmill.catalog import CatalogEntry, CatalogFile
-from modelmill.errors import ChecksumMismatch, SourceUnavailable
+from modelmill.errors import ChecksumMismatch, SourceUnavailable, SpecError
 from modelmill.settings import Settings
 
 log = logging.getLogger("modelmill.fetch")
@@ -189,7 +189,13 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
-    path = path.resolve()
+    path = path.resolve()  # symlinks and ../ resolved before the check
+    roots = ([base.resolve()] if base is not None else []) + settings.allowed_data_roots
+    if not any(path.is_relative_to(r) for r in roots):
+        raise SpecError(
+            f"source path {location} resolves to {path}, outside the folders a spec may read "
+            f"({', '.join(map(str, roots))}); add its folder to MODELMILL_DATA_ROOTS to allow it"
+        )
     if not path.is_file():
         raise SourceUnavailable(f"source file {path} does not exist")
     return LocalFile(path.name, path, path.as_uri(), _check(path, expected_sha256, path.name, str(path)))

@@ -193,10 +193,11 @@ def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
     return df
 
 
-def read_table(f: LocalFile, fmt: str | None, options: dict) -> pd.DataFrame:
-    """A user's own CSV or Parquet file."""
+def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
+    """A user's own CSV or Parquet file, with the spec's (allow-listed) reader options."""
     _nonempty(f)
     fmt = fmt or ("parquet" if f.path.suffix == ".parquet" else "csv")
+    options = read_options.for_reader(fmt)
     if fmt == "parquet":
         try:
             return pd.read_parquet(f.path, **options)

@@ -27,12 +27,22 @@ class Settings(BaseSettings):
     )
     pipelines_dir: Path | None = Field(default=None, description="folder of pipeline specs")
     expectations_dir: Path | None = Field(default=None, description="folder of GX suites")
+    data_roots: str | None = Field(
+        default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
+    )
     download_timeout: float = 60.0
     download_retries: int = 3
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def allowed_data_roots(self) -> list[Path]:
+        """Folders beside the spec's own where local source files may live: MODELMILL_HOME and
+        MODELMILL_DATA_ROOTS."""
+        extra = [Path(p).expanduser().resolve() for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
+        return [self.home_dir, *extra]
 
     @property
     def cache_dir(self) -> Path:

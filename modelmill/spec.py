@@ -25,6 +25,56 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReadOptions(Strict):
+    """The reader options a spec may set (an allow-list with bounded values: a spec must not be
+    able to pick pandas' slow python engine, skip a billion rows or read unbounded column lists)."""
+
+    sep: str | None = Field(None, min_length=1, max_length=4, description="CSV field separator")
+    header: int | None = Field(0, ge=0, le=100, description="row number of the CSV header (null: none)")
+    skiprows: int | None = Field(None, ge=0, le=1_000_000, description="CSV lines to skip at the start")
+    nrows: int | None = Field(None, ge=1, le=100_000_000, description="read at most this many rows")
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = None
+    na_values: list[str] | None = Field(None, max_length=100, description="extra strings read as missing")
+    decimal: str | None = Field(None, min_length=1, max_length=1)
+    thousands: str | None = Field(None, min_length=1, max_length=1)
+    quotechar: str | None = Field(None, min_length=1, max_length=1)
+    comment: str | None = Field(None, min_length=1, max_length=1)
+    columns: list[str] | None = Field(None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns)")
+
+    def for_reader(self, fmt: str) -> dict[str, Any]:
+        given = self.model_dump(exclude_unset=True)
+        if fmt == "parquet":
+            extra = sorted(set(given) - {"columns"})
+            if extra:
+                raise SpecError(f"source.read_options: {', '.join(extra)} apply to CSV files only")
+            return given
+        if "columns" in given:
+            given["usecols"] = given.pop("columns")
+        return given
+
+
+#: Upper bounds on estimator parameters that size the work (a spec asking for 10**12 trees is
+#: refused when it is parsed, not after a night of training).
+PARAM_BOUNDS: dict[str, float] = {
+    "n_estimators": 5_000, "max_iter": 100_000, "max_depth": 128, "max_leaf_nodes": 1_000_000, "max_bins": 255,
+    "n_neighbors": 10_000, "neighbours": 10_000, "factors": 1_024, "iterations": 1_000, "max_features": 5_000_000,
+    "hidden_layer_sizes": 10_000, "epochs": 10_000, "batch_size": 1_000_000,
+}  # fmt: skip
+MAX_GRID_POINTS = 500
+
+
+def _too_big(key: str, value: Any) -> bool:
+    bound = PARAM_BOUNDS.get(key)
+    if bound is None:
+        return False
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > bound for v in values)
+
+
+class Limits(Strict):
+    stage_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="wall-clock limit of each stage")
+
+
 class Source(Strict):
     """Where the data comes from: a catalog dataset, or a user's own CSV/Parquet file."""
 
@@ -34,7 +84,7 @@ class Source(Strict):
         None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file"
     )
     format: Literal["csv", "parquet"] | None = None
-    read_options: dict[str, Any] = Field(default_factory=dict, description="pandas reader kwargs")
+    read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | None = Field(None, description="expected sha256 of the file, if known")
 
     @model_validator(mode="after")
@@ -67,6 +117,18 @@ class Candidate(Strict):
     estimator: str
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Candidate:
+        for key, value in [*self.params.items(), *self.grid.items()]:
+            if _too_big(key, value):
+                raise ValueError(f"candidate {self.name}: {key}={value} is above the limit of {PARAM_BOUNDS[key]:g}")
+        points = 1
+        for values in self.grid.values():
+            points *= max(len(values), 1)
+        if points > MAX_GRID_POINTS:
+            raise ValueError(f"candidate {self.name}: the grid has {points} points, more than {MAX_GRID_POINTS}")
+        return self
 
 
 class Metric(Strict):
@@ -108,6 +170,7 @@ class PipelineSpec(Strict):
     promotion: Promotion = Field(default_factory=Promotion)
     schedule: Schedule
     options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options")
+    limits: Limits = Field(default_factory=Limits)
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

@@ -203,8 +203,9 @@ def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     champion = t.alias(h.spec, CHAMPION)
     champion_score = None
     if champion is not None:
+        model = t.load_model(champion)  # refuses (and fails the run) if its files were tampered with
         try:
-            champion_score = kind.score(h.spec, t.load_model(champion), data)
+            champion_score = kind.score(h.spec, model, data)
         except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
             log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
     decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)

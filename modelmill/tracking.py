@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import warnings
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
@@ -28,6 +29,24 @@ log = logging.getLogger("modelmill.tracking")
 
 RUNNING, FINISHED, FAILED = "RUNNING", "FINISHED", "FAILED"
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
+#: checked before anything in them is unpickled.
+MODEL_DIGEST_TAG = "modelmill.model_sha256"
+
+
+#: Written by MLflow into a registered model's download, not part of what was logged.
+_GENERATED = {"registered_model_meta"}
+
+
+def dir_digest(root: Path) -> str:
+    """sha256 over every file under ``root``: its relative path and its content's sha256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(root).rglob("*") if q.is_file() and q.name not in _GENERATED):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -214,7 +233,11 @@ class Tracker:
                 serialization_format="cloudpickle",
                 await_registration_for=60,
             )
-        return ModelRef(spec.registered_model_name, str(info.registered_model_version), run_id, f"models:/{spec.registered_model_name}/{info.registered_model_version}")
+        ref = ModelRef(spec.registered_model_name, str(info.registered_model_version), run_id, f"models:/{spec.registered_model_name}/{info.registered_model_version}")
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            digest = dir_digest(Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp)))
+        self.client.set_model_version_tag(ref.name, ref.version, MODEL_DIGEST_TAG, digest)
+        return ref
 
     def alias(self, spec: PipelineSpec, alias: str) -> ModelRef | None:
         from mlflow.exceptions import MlflowException
@@ -233,11 +256,26 @@ class Tracker:
             self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))
 
     def load_model(self, ref: ModelRef):
+        """Load a registered version, after checking its files against the sha256 recorded when it
+        was logged; a mismatch (or no record) refuses to unpickle anything from them."""
         import mlflow.sklearn
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mlflow.sklearn.load_model(ref.uri)
+        from modelmill.errors import ModelIntegrityError
+
+        expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=tmp))
+            found = dir_digest(local)
+            if expected is None:
+                raise ModelIntegrityError(f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it")
+            if found != expected:
+                raise ModelIntegrityError(
+                    f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
+                    "its files changed after it was logged; refusing to unpickle it"
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return mlflow.sklearn.load_model(str(local))  # the verified copy, not the store again
 
     # -- queries for list / history -----------------------------------------------------------
     def runs(self, spec: PipelineSpec, max_results: int = 1000) -> pd.DataFrame:

@@ -1,0 +1,83 @@
+"""A spec is input too: it cannot read files outside its folders, pick unbounded reader options or
+absurd model sizes, or run a stage forever."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import last_run, registry_state, run_cli, write_readme_spec
+from modelmill.errors import SpecError
+from modelmill.settings import Settings
+from modelmill.spec import load_spec
+
+
+def _spec_file(tmp_path, **changes):
+    from conftest import readme_block
+
+    spec = {**yaml.safe_load(readme_block("example-spec", "yaml")), **changes}
+    p = tmp_path / "my_cells.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"source": {"path": "c.csv", "format": "csv", "read_options": {"skiprows": 1_000_000_000}}}, "source.read_options.skiprows"),
+        ({"source": {"path": "c.csv", "format": "csv", "read_options": {"engine": "python"}}}, "source.read_options.engine"),
+        ({"candidates": [{"name": "rf", "estimator": "random_forest", "params": {"n_estimators": 10**12}}]}, "n_estimators=1000000000000 is above the limit"),
+        ({"candidates": [{"name": "rf", "estimator": "random_forest", "grid": {"max_depth": [1, 2, 3, 500]}}]}, "max_depth=[1, 2, 3, 500] is above the limit"),
+        ({"candidates": [{"name": "lr", "estimator": "logistic_regression", "grid": {"C": list(range(30)), "tol": list(range(30))}}]}, "the grid has 900 points"),
+        ({"limits": {"stage_seconds": 0}}, "limits.stage_seconds"),
+    ],
+)
+def test_unbounded_options_are_refused_when_the_spec_is_read(tmp_path, changes, fragment):
+    with pytest.raises(SpecError) as e:
+        load_spec(str(_spec_file(tmp_path, **changes)), Settings(home=tmp_path / "home"))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_allowed_reader_options_reach_the_reader(readme_project, capsys):
+    root, spec, data = readme_project
+    path = root / "pipelines" / "data" / "cells.csv"
+    text = data.to_csv(index=False, sep=";")
+    path.write_text("# exported by the lab\n" + text)
+    write_readme_spec(root, {**spec, "source": {**spec["source"], "read_options": {"sep": ";", "skiprows": 1}}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    assert last_run(Settings(), "my_cells").data.params["data.rows"] == str(len(data))
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd", "../outside/cells.csv", "link"])
+def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(readme_project, capsys, monkeypatch, where):
+    root, spec, data = readme_project
+    outside = root / "outside"  # beside the spec's folder (root/pipelines) and MODELMILL_HOME (root/home)
+    outside.mkdir()
+    data.to_csv(outside / "cells.csv", index=False)
+    if where == "link":  # a symlink inside the spec's folder pointing out of it
+        (root / "pipelines" / "data" / "cells.csv").symlink_to(outside / "cells.csv")
+        where = "data/cells.csv"
+    write_readme_spec(root, {**spec, "source": {**spec["source"], "path": where}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 1, out + err
+    assert any("outside the folders a spec may read" in ln and "MODELMILL_DATA_ROOTS" in ln for ln in err.splitlines()), err
+    assert not (root / "home" / "snapshots").exists(), "nothing was read"
+    if where != "/etc/passwd":  # the same file is fine once its folder is allowed
+        monkeypatch.setenv("MODELMILL_DATA_ROOTS", str(outside))
+        code, out, err = run_cli(capsys, "run", "my_cells")
+        assert code == 0, out + err
+
+
+def test_a_stage_over_its_time_limit_fails_cleanly(readme_project, capsys):
+    root, spec, data = readme_project
+    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    slow = [{"name": "forest", "estimator": "random_forest", "params": {"n_estimators": 3000}}]
+    write_readme_spec(root, {**spec, "candidates": slow, "limits": {"stage_seconds": 1}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 1, out + err
+    assert any("ran longer than its limit of 1 s (limits.stage_seconds)" in ln for ln in err.splitlines()), err
+    assert "Traceback" not in out + err
+    run = last_run(Settings(), "my_cells")
+    assert run.info.status == "FAILED" and "limits.stage_seconds" in run.data.tags["modelmill.error"]
+    assert registry_state(Settings(), "my_cells")[0] == []

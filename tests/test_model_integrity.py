@@ -1,0 +1,50 @@
+"""A champion's artifact is checked against the sha256 recorded when it was logged before anything
+in it is unpickled: a tampered model.pkl fails the run and runs nothing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from conftest import mlflow_client, registry_state, run_cli
+from modelmill.tracking import MODEL_DIGEST_TAG, dir_digest
+
+pytestmark = pytest.mark.flow
+
+
+class _Payload:
+    """Unpickling this creates a file: the stand-in for an attacker's command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _stored_files(settings, digest: str) -> Path:
+    """The folder in the local artifact store whose files are the model version's."""
+    (folder,) = [p.parent for p in settings.artifact_root.rglob("model.pkl") if dir_digest(p.parent) == digest]
+    return folder
+
+
+def test_the_model_digest_is_recorded_and_a_tampered_champion_is_never_unpickled(mm_env, prefect_api, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 0, err
+    c = mlflow_client(mm_env)
+    mv = c.get_model_version_by_alias("modelmill-breast_cytology", "champion")
+    files = _stored_files(mm_env, mv.tags[MODEL_DIGEST_TAG])  # the recorded digest is the stored files'
+
+    before = registry_state(mm_env, "breast_cytology")
+    marker = tmp_path / "pwned"
+    (files / "model.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 1, out + err
+    line = [ln for ln in err.splitlines() if "fails its sha256 check" in ln]
+    assert line and "modelmill-breast_cytology v1" in line[0] and "refusing to unpickle it" in line[0], err
+    assert not marker.exists(), "the tampered pickle was executed"
+    assert registry_state(mm_env, "breast_cytology")[:2] == before[:2], "a version was registered or the champion moved"
+    run = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert run.info.status == "FAILED" and "fails its sha256 check" in run.data.tags["modelmill.error"]
