@@ -47,6 +47,9 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
         t.publish_summary(summary)
         error.summary = summary  # type: ignore[attr-defined]
         raise
+    except BaseException as interrupt:  # SIGTERM (the CLI's or Prefect's handler) or Ctrl-C
+        stages.kill(handle, _interrupt_cause(interrupt))
+        raise
     t.publish_summary(summary)
     return summary.__dict__
 
@@ -65,6 +68,16 @@ def all_pipelines_flow(pipelines: list[str] | None = None, trigger: str = "manua
     return results
 
 
+def _interrupt_cause(interrupt: BaseException) -> str:
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(interrupt, TerminationSignal) or type(interrupt).__name__ == "Terminated":
+        return "terminated by SIGTERM"
+    if isinstance(interrupt, KeyboardInterrupt):
+        return "interrupted by Ctrl-C (SIGINT)"
+    return f"interrupted ({type(interrupt).__name__})"
+
+
 def _forward_core_logs() -> None:
     """Send the core's log lines (logger ``modelmill``) to the flow run's logs in the Prefect UI.
 
@@ -78,6 +91,29 @@ def _forward_core_logs() -> None:
         core.setLevel(logging.INFO)
     if not any(isinstance(h, APILogHandler) for h in core.handlers):
         core.addHandler(APILogHandler())
+
+
+def mark_crashed(flow_run_ids: list[str], message: str) -> None:
+    """Set flow runs (and their unfinished task runs) left RUNNING by a dead process to Crashed."""
+    if not flow_run_ids:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                continue
+            if run.state is not None and run.state.is_final():
+                continue
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+            for task_run in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))):
+                if task_run.state is not None and not task_run.state.is_final():
+                    client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
 
 
 def summary_of(name: str, state) -> dict:

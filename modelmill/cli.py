@@ -15,10 +15,40 @@ from pathlib import Path
 
 
 from modelmill.errors import ModelmillError
+from modelmill.guardian import guard
 from modelmill.settings import Settings, get_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+ORPHANED = "orphaned: its process ended without finishing the run (killed?)"
 log = logging.getLogger("modelmill")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt so that the running stage unwinds and records it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM")
+
+
+def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
+    """Before a command looks at runs: fail fast if the tracking server is down, remove temporary
+    files of interrupted writes, and mark runs whose process died FAILED (orphaned). With
+    ``prefect`` (commands that talk to Prefect anyway), their flow runs are set to Crashed too."""
+    from modelmill.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
+    from modelmill.tracking import Tracker
+
+    tracker = Tracker(settings)
+    tracker.check_reachable()
+    clean_stale_temp(settings.snapshot_dir, settings.cache_dir)
+    reconcile(tracker, specs)
+    if prefect and (pending := unreconciled_flow_runs(tracker, specs)):
+        from flows.pipeline import mark_crashed
+
+        mark_crashed(list(pending.values()), ORPHANED)
+        for run_id in pending:
+            tracker.set_tags(run_id, {FLOW_RUN_RECONCILED: "true"})
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -69,10 +99,11 @@ def cmd_run(args, settings: Settings) -> int:
     if not names:
         print("modelmill run: name one or more pipelines, or --all", file=sys.stderr)
         return 2
-    for n in names:  # fail fast on unknown names / invalid specs / a missing mirror, before any flow starts
-        load_spec(n, settings)
+    specs = [load_spec(n, settings) for n in names]  # fail fast on unknown names / invalid specs / a missing mirror
     check_mirror(settings)
     prepare_environment(settings)
+    guard()
+    housekeeping(settings, _with_shipped(specs, settings), prefect=True)
     from flows.pipeline import pipeline_flow, summary_of
 
     summaries = []
@@ -97,11 +128,20 @@ def cmd_run(args, settings: Settings) -> int:
     return exit_code(summaries)
 
 
+def _with_shipped(specs, settings: Settings) -> list:
+    """These specs and every spec of the pipelines folder, once each."""
+    from modelmill.spec import load_all
+
+    names = {s.name for s in specs}
+    return [*specs, *(s for s in load_all(settings) if s.name not in names)]
+
+
 def cmd_list(args, settings: Settings) -> int:
     from modelmill.spec import load_all
     from modelmill.tracking import CHAMPION, Tracker
 
     prepare_environment(settings)
+    housekeeping(settings, load_all(settings))
     tracker = Tracker(settings)
     rows = [("pipeline", "domain", "problem", "last run", "status", "champion", "metric")]
     for spec in load_all(settings):
@@ -173,6 +213,7 @@ def cmd_history(args, settings: Settings) -> int:
 
     prepare_environment(settings)
     spec = load_spec(args.pipeline, settings)
+    housekeeping(settings, [spec])
     tracker = Tracker(settings)
     champion = tracker.alias(spec, CHAMPION)
     frame = history_frame(tracker.runs(spec), champion.version if champion else None, spec.metric.name)
@@ -212,6 +253,8 @@ def cmd_backfill(args, settings: Settings) -> int:
     dates = backfill_dates(args.start, args.end, args.every)
     check_mirror(settings)
     prepare_environment(settings)
+    guard()
+    housekeeping(settings, [spec], prefect=True)
     from flows.pipeline import pipeline_flow, summary_of
 
     summaries = []
@@ -232,6 +275,7 @@ def cmd_serve(args, settings: Settings) -> int:
 
     specs = load_all(settings)
     prepare_environment(settings)
+    guard()
     started = []
     try:
         if not os.environ.get("PREFECT_API_URL"):
@@ -242,6 +286,7 @@ def cmd_serve(args, settings: Settings) -> int:
             srv = mlflow_server(settings.home_dir, args.mlflow_port, settings.tracking_uri).start()
             started.append(srv)
             os.environ["MLFLOW_TRACKING_URI"] = srv.url
+        housekeeping(settings, specs, prefect=True)
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
         print(f"MLflow UI:  {os.environ['MLFLOW_TRACKING_URI']}")
         for spec in specs:
@@ -380,14 +425,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     settings = get_settings()
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.fn(args, settings)
     except ModelmillError as e:
         print(f"modelmill: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("modelmill: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

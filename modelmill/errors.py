@@ -17,6 +17,10 @@ class SourceUnavailable(ModelmillError):
     """The data source could not be reached (network, missing mirror file)."""
 
 
+class TrackingUnavailable(ModelmillError):
+    """The MLflow tracking server named by MLFLOW_TRACKING_URI does not answer."""
+
+
 class ChecksumMismatch(ModelmillError):
     """A downloaded or mirrored file does not have the expected sha256."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from modelmill.catalog import CatalogEntry, CatalogFile
 from modelmill.errors import ChecksumMismatch, SourceUnavailable, SpecError
+from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
 
 log = logging.getLogger("modelmill.fetch")
@@ -55,7 +56,7 @@ def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     last: Exception | None = None
     for attempt in range(1, settings.download_retries + 1):
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(dest.name), suffix=".part")
         try:
             req = urllib.request.Request(url, headers={"User-Agent": "modelmill/0.1"})
             with urllib.request.urlopen(req, timeout=settings.download_timeout) as r, os.fdopen(fd, "wb") as out:
@@ -85,7 +86,7 @@ def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
 
 def _download_verified(url: str, dest: Path, settings: Settings, what: str, expected: str | None) -> str:
     """Download next to ``dest``, check the sha256, then rename over ``dest`` (never half-written)."""
-    tmp = dest.with_name(f".{dest.name}.new")
+    tmp = dest.with_name(f"{temp_prefix(dest.name)}download.new")
     _download(url, tmp, settings, what)
     try:
         sha = _check(tmp, expected, what, url)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from modelmill.catalog import get_entry
 from modelmill.errors import CorruptSource, SpecError
 from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file
+from modelmill.reconcile import temp_prefix
 from modelmill.readers import READERS, read_table, wisconsin_source
 from modelmill.settings import Settings
 from modelmill.spec import PipelineSpec
@@ -119,7 +120,7 @@ def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.parquet"
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{digest}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".tmp")
         os.close(fd)
         try:
             pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
@@ -130,7 +131,7 @@ def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list
     meta = folder / f"{digest}.json"
     if not meta.exists():
         record = snap.lineage() | {"created": datetime.now(UTC).isoformat(timespec="seconds")}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{digest}.", suffix=".json.tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".json.tmp")
         with os.fdopen(fd, "w") as out:
             json.dump(record, out, indent=2, default=str)
         os.replace(tmp, meta)

@@ -24,10 +24,11 @@ from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.promotion import Decision, decide
+from modelmill.reconcile import owner_tags
 from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, headline_text, mkey, primary_metrics, run_name, shared_view
 from modelmill.settings import REPO_ROOT, Settings
 from modelmill.spec import PipelineSpec
-from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, Tracker
+from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
 from modelmill.validate import ValidationReport, gate, validate_frame
 
 log = logging.getLogger("modelmill.stages")
@@ -89,6 +90,7 @@ def start(spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = N
         "modelmill.prefect_flow_run_id": flow_run_id or "none",
         "modelmill.trigger": trigger,
         "modelmill.as_of": as_of or "latest",
+        **owner_tags(),
     }
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
@@ -246,6 +248,17 @@ def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
         version=tags.get("modelmill.model_version"), champion_version=champion.version if champion else None,
         where=t.run_url(h.run_id), headline=ev.headline,
     )  # fmt: skip
+
+
+def kill(h: RunHandle, cause: str) -> None:
+    """The run was interrupted (SIGTERM, Ctrl-C): end it KILLED with the cause, before exiting."""
+    t = h.tracker()
+    t.set_tags(h.run_id, {
+        "modelmill.status": "killed", "modelmill.failure": "interrupted", "modelmill.error": f"{h.spec.name}: {cause}",
+        "mlflow.note.content": f"{h.spec.name}: the run was interrupted ({cause}); nothing was registered and the champion is unchanged.",
+    })  # fmt: skip
+    t.rename_run(h.run_id, f"killed: {cause}")
+    t.end_run(h.run_id, KILLED)
 
 
 def fail(h: RunHandle, error: BaseException) -> RunSummary:

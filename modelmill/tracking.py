@@ -27,8 +27,10 @@ from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.tracking")
 
-RUNNING, FINISHED, FAILED = "RUNNING", "FINISHED", "FAILED"
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: MLflow client HTTP settings (its defaults retry for minutes against a server that is down).
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 #: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
 #: checked before anything in them is unpickled.
 MODEL_DIGEST_TAG = "modelmill.model_sha256"
@@ -86,6 +88,9 @@ def safe_key(key: str) -> str:
 class Tracker:
     def __init__(self, settings: Settings):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Bounded client retries: a server that is down fails a call in ~15 s, not after minutes.
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
         import mlflow
 
         self.settings = settings
@@ -97,6 +102,33 @@ class Tracker:
         mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
         self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def check_reachable(self, attempts: int = 3, timeout: float = 5) -> None:
+        """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
+        if not self.uri.startswith("http"):
+            return
+        import time
+        import urllib.error
+        import urllib.request
+
+        from modelmill.errors import TrackingUnavailable
+
+        reason: object = None
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout):
+                    return
+            except urllib.error.HTTPError as e:  # it answers (auth, proxies): reachable
+                if e.code < 500:
+                    return
+                reason = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+            if attempt < attempts - 1:
+                time.sleep(1)
+        raise TrackingUnavailable(
+            f"the MLflow tracking server MLFLOW_TRACKING_URI={self.uri} is unreachable ({reason}): start it, or unset MLFLOW_TRACKING_URI to use the local store"
+        )
 
     # -- experiments and runs -------------------------------------------------------------
     def experiment_id(self, spec: PipelineSpec, create: bool = True) -> str | None:

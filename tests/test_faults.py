@@ -1,0 +1,127 @@
+"""Faults on a real ``modelmill run`` process: SIGTERM and SIGKILL mid-training, a tracking server
+that is down, temporary files of an interrupted write. Nothing is left RUNNING, no temporary
+Prefect API outlives its run, and each failure is one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
+from modelmill.guardian import children
+
+pytestmark = pytest.mark.flow
+MODELMILL = str(Path(sys.executable).with_name("modelmill"))
+
+
+def _env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME"))}
+    env.update(MODELMILL_HOME=str(home), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
+    return env
+
+
+def _start_and_wait_for_training(home: Path, log: Path) -> subprocess.Popen:
+    """``modelmill run support_intent`` (its training takes a while), once training has begun."""
+    proc = subprocess.Popen([MODELMILL, "run", "support_intent"], env=_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=home.parent)
+    deadline = time.time() + 240
+    while "validation passed" not in log.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the run did not reach training:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc
+
+
+def _gone(pids, timeout=30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not any(Path(f"/proc/{p}").exists() for p in pids):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _flow_and_task_states(home: Path) -> tuple[dict, dict]:
+    with sqlite3.connect(home / "prefect" / "prefect.db") as db:
+        flows = dict(db.execute("select name, state_type from flow_run"))
+        tasks = dict(db.execute("select name, state_type from task_run"))
+    return flows, tasks
+
+
+def _only_run(home: Path):
+    from mlflow import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")  # not Settings(): MLflow leaves its last URI in the environment
+    exp = c.get_experiment_by_name("modelmill/support_intent")
+    (run,) = c.search_runs([exp.experiment_id])
+    return run
+
+
+def test_sigterm_mid_training_marks_the_run_killed_and_the_flow_run_crashed(tmp_path):
+    home, log = tmp_path / "home", tmp_path / "run.log"
+    proc = _start_and_wait_for_training(home, log)
+    kids = [p for p in children(proc.pid)]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, log.read_text()[-3000:]
+    assert "modelmill: terminated (SIGTERM); the run in progress was marked KILLED" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    run = _only_run(home)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["modelmill.failure"] == "interrupted" and "terminated by SIGTERM" in run.data.tags["modelmill.error"]
+    flows, tasks = _flow_and_task_states(home)
+    assert flows == {"support_intent": "CRASHED"} and "RUNNING" not in tasks.values()
+    assert _gone(kids), "the temporary Prefect API outlived its run"
+
+
+def test_sigkill_leaves_nothing_running_once_the_next_command_starts(tmp_path, capsys, monkeypatch, prefect_api):
+    home, log = tmp_path / "home", tmp_path / "run.log"
+    proc = _start_and_wait_for_training(home, log)
+    kids = [p for p in children(proc.pid)]
+    proc.kill()
+    proc.wait(timeout=60)
+    assert _gone(kids), "the temporary Prefect API outlived its killed run (no guardian?)"
+    assert _only_run(home).info.status == "RUNNING"  # what SIGKILL leaves behind
+    # The next command of any kind reconciles it: `history` never shows it as running.
+    modelmill_env(monkeypatch, home, require_mirror())
+    code, out, err = run_cli(capsys, "history", "support_intent")
+    assert code == 0, err
+    assert "orphaned: its process" in err and "RUNNING" not in out
+    run = _only_run(home)
+    assert run.info.status == "FAILED" and run.data.tags["modelmill.failure"] == "orphaned"
+    # A later run (it talks to Prefect) sets the dead flow run and its task run to Crashed.
+    done = subprocess.run([MODELMILL, "run", "breast_cytology"], env=_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    flows, tasks = _flow_and_task_states(home)
+    assert flows["support_intent"] == "CRASHED" and "RUNNING" not in tasks.values() and "PENDING" not in tasks.values()
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(mm_env, capsys):
+    folder = mm_env.snapshot_dir / "german-credit"
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = folder / f".abc123.pid{dead.pid}.k2j4h5g6.tmp"
+    live = folder / f".abc123.pid{os.getpid()}.x8y7z6w5.tmp"
+    done = folder / "abc123.parquet"
+    for p in (stale, live, done):
+        p.write_bytes(b"x")
+    code, out, err = run_cli(capsys, "list")
+    assert code == 0, err
+    assert not stale.exists() and live.exists() and done.exists()
+
+
+@pytest.mark.parametrize("command", [["run", "breast_cytology"], ["list"], ["history", "credit_risk"]])
+def test_an_unreachable_tracking_server_is_one_line_naming_mlflow_tracking_uri(mm_env, capsys, monkeypatch, command):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code, out, err = run_cli(capsys, *command)
+    assert code == 1
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"MLFLOW_TRACKING_URI={uri} is unreachable" in lines[0], err
