@@ -8,6 +8,7 @@ Every file is checked against the sha256 known for it (catalog, spec, or the mir
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelmill.catalog import CatalogEntry, CatalogFile
@@ -37,6 +38,59 @@ class LocalFile:
     path: Path
     uri: str
     sha256: str
+    #: how its content was vouched for: "known" (catalog, spec or mirror checksum), "pinned" (the
+    #: sha256 recorded when this project first used it), "first-use" (nothing to check against:
+    #: pinned once the run's gate passes), "live" (a source that changes every day), "user"
+    verified: str = "known"
+    pin_key: str | None = None
+
+
+PINS_FILE = "checksums.json"
+
+
+def _pins(settings: Settings) -> dict[str, str]:
+    p = settings.home_dir / PINS_FILE
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _pin(settings: Settings, what: str, sha: str) -> None:
+    pins = _pins(settings) | {what: sha}
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=settings.home_dir, prefix=temp_prefix(PINS_FILE), suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        json.dump(pins, out, indent=2, sort_keys=True)
+    os.replace(tmp, settings.home_dir / PINS_FILE)
+
+
+def pin_first_use(settings: Settings, sources: list[dict]) -> None:
+    """Pin the sha256 of files accepted without a known checksum, once they passed the gate."""
+    for s in sources:
+        if s.get("verified") == "first-use" and s.get("pin_key"):
+            _pin(settings, s["pin_key"], s["sha256"])
+            log.info("pinned the sha256 of %s (%s…) in %s", s["pin_key"], s["sha256"][:12], settings.home_dir / PINS_FILE)
+
+
+def _vouch(entry: CatalogEntry, what: str, lf: LocalFile, expected: str | None, settings: Settings) -> LocalFile:
+    """A file without a known checksum is checked against the sha256 pinned at its first use; on
+    that first use it is said in the log and on the run, and pinned once the gate passes — so an
+    altered copy never passes silently afterwards."""
+    if expected:
+        return lf
+    if entry.max_age_hours is not None:
+        return replace(lf, verified="live")
+    pinned = _pins(settings).get(what)
+    if pinned is None:
+        log.warning("%s accepted without a known checksum (none in the catalog, the spec or the mirror): sha256 %s…, to be pinned for later runs", what, lf.sha256[:12])
+        return replace(lf, verified="first-use", pin_key=what)
+    if pinned != lf.sha256:
+        raise ChecksumMismatch(
+            f"{what} from {lf.uri} differs from the sha256 pinned at its first use ({pinned[:12]}…, now {lf.sha256[:12]}…); "
+            f"if the source really changed, remove its entry from {settings.home_dir / PINS_FILE}"
+        )
+    return replace(lf, verified="pinned")
 
 
 def sha256_file(path: Path) -> str:
@@ -146,10 +200,16 @@ def fetch_catalog_file(
     """Return a verified local copy of one catalog file."""
     what = f"{entry.id}/{f.name}"
     expected = expected_sha256 or f.sha256
+    if settings.data_mirror and not url_override:
+        expected = expected or _mirror_sums(settings.data_mirror, settings).get(what)
+    lf = _fetch_catalog_file(entry, f, settings, what, expected, url_override=url_override, refresh=refresh)
+    return _vouch(entry, what, lf, expected, settings)
+
+
+def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings, what: str, expected: str | None, *, url_override: str | None, refresh: bool) -> LocalFile:
     mirror = settings.data_mirror
     if mirror and not url_override:
         check_mirror(settings)
-        expected = expected or _mirror_sums(mirror, settings).get(what)
         if _is_url(mirror):
             url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"
             dest = settings.cache_dir / "mirror" / entry.id / f.name
@@ -186,7 +246,7 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         name = Path(urllib.parse.urlparse(location).path).name or "data"
         key = hashlib.sha1(location.encode()).hexdigest()[:16]
         dest = settings.cache_dir / "url" / key / name
-        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, expected_sha256))
+        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, expected_sha256), "known" if expected_sha256 else "user")
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -199,4 +259,4 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         )
     if not path.is_file():
         raise SourceUnavailable(f"source file {path} does not exist")
-    return LocalFile(path.name, path, path.as_uri(), _check(path, expected_sha256, path.name, str(path)))
+    return LocalFile(path.name, path, path.as_uri(), _check(path, expected_sha256, path.name, str(path)), "known" if expected_sha256 else "user")

@@ -144,7 +144,7 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     df = read_source(spec, files)
     if as_of:
         df = cut_as_of(spec, df, as_of)
-    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256} for f in files.values()]
+    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
     snap = write_snapshot(df, spec.source.dataset or spec.name, settings, sources, as_of)
     log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
     return snap

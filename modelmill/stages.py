@@ -19,6 +19,7 @@ import pandas as pd
 from modelmill import integrity
 from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, ModelmillError
+from modelmill.fetch import pin_first_use
 from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
@@ -115,7 +116,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def ingest_stage(h: RunHandle) -> Snapshot:
     snap = ingest(h.spec, h.settings, h.as_of)
     t = h.tracker()
-    t.set_tags(h.run_id, {"modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path)})
+    unverified = [s["file"] for s in snap.sources if s.get("verified") == "first-use"]
+    t.set_tags(h.run_id, {"modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path), "modelmill.unverified_sources": ", ".join(unverified) or "none"})
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
     t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
@@ -137,6 +139,7 @@ def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     if not report.success:
         t.set_tags(h.run_id, {"modelmill.rejected": "true", "modelmill.failed_expectations": "; ".join(report.failed)})
     gate(report, h.spec.name)
+    pin_first_use(h.settings, snap.sources)
     log.info("%s: validation passed (%d expectations; GX Data Docs in validation/data_docs/index.html)", h.spec.name, report.evaluated)
     return report
 

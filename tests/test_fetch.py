@@ -11,7 +11,7 @@ import pytest
 from conftest import free_port, modelmill_env, require_mirror, run_cli, serve_directory
 from modelmill.catalog import CATALOG
 from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
-from modelmill.fetch import fetch_catalog_file, sha256_file
+from modelmill.fetch import LocalFile, fetch_catalog_file, pin_first_use, sha256_file
 from modelmill.readers import READERS
 from modelmill.settings import Settings
 
@@ -84,6 +84,42 @@ def test_catalog_checksum_is_enforced_without_mirror_sums(tmp_path):
     (mirror / "breastmnist" / "breastmnist.npz").write_bytes(b"PK\x03\x04 not the real file")
     with pytest.raises(ChecksumMismatch):
         fetch_catalog_file(entry, entry.files[0], _settings(tmp_path, mirror))
+
+
+def _german_zip_with_one_row_changed(path):
+    """A valid, readable archive whose data differ from the real one: a quiet alteration."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    name = next(n for n in members if n.endswith("german.data"))
+    lines = members[name].decode().splitlines(keepends=True)
+    lines[0] = lines[0].replace("A11", "A14", 1)
+    members[name] = "".join(lines).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+
+
+def test_a_mirror_without_sums_cannot_slip_in_an_altered_file(tmp_path, caplog):
+    mirror = _copy_mirror(tmp_path, "german-credit", sums=False)
+    s = _settings(tmp_path, mirror)
+    first = fetch_catalog_file(GERMAN, ZIP, s)
+    assert first.verified == "first-use"
+    assert any("accepted without a known checksum" in r.getMessage() for r in caplog.records)
+    assert not (s.home_dir / "checksums.json").exists(), "pinned only once a run's gate passed"
+    pin_first_use(s, [{"file": ZIP.name, "sha256": first.sha256, "verified": first.verified, "pin_key": first.pin_key}])
+    assert fetch_catalog_file(GERMAN, ZIP, s).verified == "pinned"
+    altered = mirror / "german-credit" / ZIP.name
+    _german_zip_with_one_row_changed(altered)
+    assert READERS[GERMAN.reader]({ZIP.name: LocalFile(ZIP.name, altered, altered.as_uri(), "")}).shape == (1000, 21)  # it would parse
+    with pytest.raises(ChecksumMismatch, match="differs from the sha256 pinned at its first use"):
+        fetch_catalog_file(GERMAN, ZIP, s)
+
+
+def test_a_live_source_is_not_pinned(tmp_path):
+    entry = CATALOG["stooq-daily"]
+    mirror = _copy_mirror(tmp_path, "stooq-daily", sums=False)
+    assert fetch_catalog_file(entry, entry.files[0], _settings(tmp_path, mirror)).verified == "live"
+    assert not (tmp_path / "home" / "checksums.json").exists()
 
 
 def test_unreachable_source_names_the_mirror_setting(tmp_path):
