@@ -28,6 +28,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt so that the running stage unwinds and records it."""
 
 
+def _os_cause(e: OSError) -> str:
+    import errno
+
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device{where}: free some space (snapshots, MLflow artifacts and the cache are under MODELMILL_HOME); nothing was promoted"
+    return f"{e.strerror or e}{where}"
+
+
 def _on_sigterm(signum, frame):
     raise Terminated("terminated by SIGTERM")
 
@@ -435,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModelmillError as e:
         print(f"modelmill: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full disk, a read-only or vanished folder: the cause, not a traceback
+        log.debug("traceback", exc_info=True)
+        print(f"modelmill: error: {_os_cause(e)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)

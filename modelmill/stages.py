@@ -24,6 +24,7 @@ from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
+from modelmill.locks import file_lock, lock_dir
 from modelmill.promotion import Decision, decide
 from modelmill.reconcile import owner_tags
 from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, headline_text, mkey, primary_metrics, run_name, shared_view
@@ -202,7 +203,14 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
 
 
 def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
-    """Register the new version; it takes ``champion`` only if it beats the current one."""
+    """Register the new version; it takes ``champion`` only if it beats the current one. One run
+    of a pipeline at a time compares and moves the alias (a lock per pipeline), so two runs at
+    once never both become champion on a stale comparison."""
+    with file_lock(lock_dir(h.settings.home_dir) / f"promote-{h.spec.name}.lock", f"{h.spec.name}: promotion"):
+        return _promote(h, data, trained, ev)
+
+
+def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
     kind = get_kind(h.spec.problem)
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)

@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import warnings
+import contextlib
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,8 @@ class ModelRef:
 class _LineLogger(io.TextIOBase):
     """A text stream whose lines become log records (MLflow prints registry events to stderr)."""
 
-    def __init__(self, logger: logging.Logger):
-        self.logger, self.buffer, self.busy = logger, "", False
+    def __init__(self, logger: logging.Logger, level: int = logging.INFO):
+        self.logger, self.level, self.buffer, self.busy = logger, level, "", False
 
     def write(self, text: str) -> int:
         if self.busy:  # a log handler failing inside info() reports to stderr: not back into the log
@@ -74,7 +75,7 @@ class _LineLogger(io.TextIOBase):
             *lines, self.buffer = self.buffer.split("\n")
             for line in lines:
                 if line.strip():
-                    self.logger.info("%s", line.strip())
+                    self.logger.log(self.level, "%s", line.strip())
         finally:
             self.busy = False
         return len(text)
@@ -101,7 +102,16 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        if self.uri.startswith("sqlite:"):
+            # The client creates (or migrates) the local store's schema: two processes doing it at
+            # once on a brand-new store break it (``No such constraint: 'uq_experiments_name'``).
+            from modelmill.locks import file_lock, lock_dir
+
+            with file_lock(lock_dir(settings.home_dir) / "mlflow-store.lock", "MLflow store initialisation", timeout=600):
+                self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                self.client.search_registered_models(max_results=1)  # the registry store too
+        else:
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def check_reachable(self, attempts: int = 3, timeout: float = 5) -> None:
         """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
@@ -185,8 +195,9 @@ class Tracker:
         mlflow.start_run(run_id=run_id)
         try:
             yield
-        finally:
-            mlflow.end_run(status=RUNNING)
+        finally:  # MLflow prints "View run … at: URL" to stdout when a server run ends: a debug line
+            with contextlib.redirect_stdout(_LineLogger(log, logging.DEBUG)):
+                mlflow.end_run(status=RUNNING)
 
     # -- logging ----------------------------------------------------------------------------
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:

@@ -125,3 +125,20 @@ def test_an_unreachable_tracking_server_is_one_line_naming_mlflow_tracking_uri(m
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"MLFLOW_TRACKING_URI={uri} is unreachable" in lines[0], err
+
+
+def test_two_runs_at_once_on_a_brand_new_store_both_finish_and_one_becomes_champion(tmp_path):
+    home = tmp_path / "home"
+    procs = [
+        subprocess.Popen([MODELMILL, "run", "breast_cytology"], env=_env(home), stdout=(tmp_path / f"{i}.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
+        for i in range(2)
+    ]  # fmt: skip
+    codes = [p.wait(timeout=600) for p in procs]
+    assert codes == [0, 0], "\n".join((tmp_path / f"{i}.log").read_text()[-2000:] for i in range(2))
+    from mlflow import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}", registry_uri=f"sqlite:///{home / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id])
+    assert sorted(r.data.tags["modelmill.decision"] for r in runs) == ["challenger", "promoted"]
+    promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
+    assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
