@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelmill-installed
 
-.PHONY: setup run test lint clean results
+.PHONY: setup run test lint clean results chaos
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test: setup
 
 results: setup
 	$(PY) scripts/results_table.py
+
+# Fault and hostile-input cases end to end, one table case -> held/failed (needs the mirror).
+chaos: setup
+	$(PY) scripts/chaos.py
 
 clean:
 	rm -rf $(VENV) .modelmill

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from modelmill import stages
-from modelmill.errors import StageTimeout
+from modelmill.errors import StageTimeout, one_line_cause
 from modelmill.settings import get_settings
 from modelmill.spec import available, load_spec
 from tasks import stages as t
@@ -124,4 +124,5 @@ def summary_of(name: str, state) -> dict:
     summary = getattr(result, "summary", None)
     if summary is not None:
         return summary.__dict__
-    return stages.RunSummary(pipeline=name, status="failed", run_id=None, metric="", error=str(result)).__dict__
+    cause = one_line_cause(result) if isinstance(result, BaseException) else str(result).splitlines()[0]
+    return stages.RunSummary(pipeline=name, status="failed", run_id=None, metric="", error=cause).__dict__

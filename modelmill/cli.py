@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from modelmill.errors import ModelmillError
+from modelmill.errors import DiskFull, ModelmillError, one_line_cause
 from modelmill.guardian import guard
 from modelmill.settings import Settings, get_settings
 
@@ -28,13 +28,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an interrupt so that the running stage unwinds and records it."""
 
 
-def _os_cause(e: OSError) -> str:
-    import errno
+def check_free_space(settings: Settings) -> None:
+    """Refuse to start on a (nearly) full disk: say it in one line before anything is written."""
+    import shutil
 
-    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-    if e.errno == errno.ENOSPC:
-        return f"no space left on the device{where}: free some space (snapshots, MLflow artifacts and the cache are under MODELMILL_HOME); nothing was promoted"
-    return f"{e.strerror or e}{where}"
+    home = settings.home_dir
+    probe = next((p for p in [home, *home.parents] if p.exists()), Path("/"))
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < settings.min_free_mb:
+        raise DiskFull(f"only {free_mb:.0f} MB free on the device of MODELMILL_HOME={home} (at least {settings.min_free_mb} MB needed; MODELMILL_MIN_FREE_MB sets it): free some space")
 
 
 def _on_sigterm(signum, frame):
@@ -72,12 +74,12 @@ def prepare_environment(settings: Settings) -> None:
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{handler}_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # batch runs send nothing home
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")  # its errors reach us as exceptions: one line each
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "modelmill")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for noisy in ("mlflow", "alembic", "great_expectations", "py.warnings"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -110,6 +112,7 @@ def cmd_run(args, settings: Settings) -> int:
         return 2
     specs = [load_spec(n, settings) for n in names]  # fail fast on unknown names / invalid specs / a missing mirror
     check_mirror(settings)
+    check_free_space(settings)
     prepare_environment(settings)
     guard()
     housekeeping(settings, _with_shipped(specs, settings), prefect=True)
@@ -261,6 +264,7 @@ def cmd_backfill(args, settings: Settings) -> int:
         raise ModelmillError(f"pipeline {spec.name} has no date column: backfill needs dated data")
     dates = backfill_dates(args.start, args.end, args.every)
     check_mirror(settings)
+    check_free_space(settings)
     prepare_environment(settings)
     guard()
     housekeeping(settings, [spec], prefect=True)
@@ -444,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelmillError as e:
         print(f"modelmill: error: {e}", file=sys.stderr)
         return e.exit_code
-    except OSError as e:  # a full disk, a read-only or vanished folder: the cause, not a traceback
+    except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder…: the cause in one line
         log.debug("traceback", exc_info=True)
-        print(f"modelmill: error: {_os_cause(e)}", file=sys.stderr)
+        print(f"modelmill: error: {one_line_cause(e)} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     data_roots: str | None = Field(
         default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
     )
+    min_free_mb: int = Field(default=200, ge=0, description="free space MODELMILL_HOME needs before a run starts")
     download_timeout: float = 60.0
     download_retries: int = 3
 

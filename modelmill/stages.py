@@ -18,7 +18,7 @@ import pandas as pd
 
 from modelmill import integrity
 from modelmill.drift import drift, drift_metrics
-from modelmill.errors import DataRejected, ModelmillError
+from modelmill.errors import DataRejected, one_line_cause
 from modelmill.fetch import pin_first_use
 from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest
@@ -276,7 +276,7 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
     """Mark the run FAILED with the cause; nothing was registered and the champion is unchanged."""
     t = h.tracker()
     rejected = isinstance(error, DataRejected)
-    message = str(error) if isinstance(error, ModelmillError) else f"{type(error).__name__}: {error}"
+    message = one_line_cause(error)
     t.set_tags(h.run_id, {
         "modelmill.error": message.splitlines()[0] if message else type(error).__name__,
         "modelmill.status": "rejected" if rejected else "failed",

@@ -142,3 +142,29 @@ def test_two_runs_at_once_on_a_brand_new_store_both_finish_and_one_becomes_champ
     assert sorted(r.data.tags["modelmill.decision"] for r in runs) == ["challenger", "promoted"]
     promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
     assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
+
+
+def test_a_nearly_full_disk_is_refused_before_anything_is_written(mm_env, capsys, monkeypatch):
+    monkeypatch.setenv("MODELMILL_MIN_FREE_MB", str(10**12))  # more than any disk has
+    code, out, err = run_cli(capsys, "run", "credit_risk")
+    assert code == 1
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert "MB free on the device of MODELMILL_HOME" in line and "MODELMILL_MIN_FREE_MB" in line
+    assert not (mm_env.home_dir / "mlflow.db").exists()
+
+
+def test_a_disk_that_fills_mid_run_is_one_line():
+    import errno
+    import sqlite3 as sql
+
+    from modelmill.errors import one_line_cause
+
+    try:
+        try:
+            raise sql.OperationalError("database or disk is full")
+        except sql.OperationalError as inner:
+            raise RuntimeError("(raised as a result of Query-invoked autoflush)\n[SQL: INSERT INTO runs ...]") from inner
+    except RuntimeError as e:
+        assert one_line_cause(e).startswith("no space left on the device of MODELMILL_HOME")
+    assert one_line_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no space left")
+    assert one_line_cause(ValueError("first\nsecond")) == "ValueError: first"
