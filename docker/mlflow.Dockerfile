@@ -1,3 +1,3 @@
-# The official MLflow image lacks a PostgreSQL driver.
+# The official MLflow image lacks a PostgreSQL driver and the basic-auth app's dependency.
 FROM ghcr.io/mlflow/mlflow:v3.17.2
-RUN pip install --no-cache-dir "psycopg2-binary>=2.9"
+RUN pip install --no-cache-dir "psycopg2-binary==2.9.10" "mlflow[auth]==3.17.2"

@@ -283,22 +283,28 @@ def cmd_backfill(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from modelmill.servers import mlflow_server, prefect_server
+    from modelmill.servers import credentials, mlflow_server, prefect_server
     from modelmill.spec import load_all
 
     specs = load_all(settings)
     prepare_environment(settings)
     guard()
     started = []
+    local_prefect, local_mlflow = not os.environ.get("PREFECT_API_URL"), not os.environ.get("MLFLOW_TRACKING_URI")
+    creds = credentials(settings.home_dir) if (local_prefect or local_mlflow) else None
     try:
-        if not os.environ.get("PREFECT_API_URL"):
-            srv = prefect_server(settings.home_dir, args.prefect_port).start()
+        if local_prefect:
+            srv = prefect_server(settings.home_dir, args.prefect_port, creds=creds).start()
             started.append(srv)
             os.environ["PREFECT_API_URL"] = f"{srv.url}/api"
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            srv = mlflow_server(settings.home_dir, args.mlflow_port, settings.tracking_uri).start()
+            os.environ["PREFECT_API_AUTH_STRING"] = creds.prefect_auth
+        if local_mlflow:
+            srv = mlflow_server(settings.home_dir, args.mlflow_port, settings.tracking_uri, creds=creds).start()
             started.append(srv)
             os.environ["MLFLOW_TRACKING_URI"] = srv.url
+            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = creds.mlflow_user, creds.mlflow_password
+        if creds is not None:
+            print(f"Credentials of the local servers (Prefect basic auth, MLflow admin): {creds.path} (mode 0600)")
         housekeeping(settings, specs, prefect=True)
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
         print(f"MLflow UI:  {os.environ['MLFLOW_TRACKING_URI']}")

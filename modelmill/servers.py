@@ -33,6 +33,7 @@ class LocalServer:
     health: str
     log_path: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    health_headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def start(self, timeout: float = 180) -> LocalServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ class LocalServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                with urllib.request.urlopen(self.health, timeout=2) as r:
+                with urllib.request.urlopen(urllib.request.Request(self.health, headers=self.health_headers), timeout=2) as r:
                     if r.status == 200:
                         log.info("%s server up at %s", self.name, self.url)
                         return self
@@ -67,29 +68,112 @@ class LocalServer:
         log.info("%s server stopped", self.name)
 
 
-def prefect_server(state_dir: Path, port: int, database_url: str | None = None, scheduler_loop_seconds: float | None = None) -> LocalServer:
-    """``prefect server start`` on 127.0.0.1 (SQLite under ``state_dir`` unless ``database_url``)."""
+def _basic(user_password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
+
+
+def prefect_server(state_dir: Path, port: int, database_url: str | None = None, scheduler_loop_seconds: float | None = None, creds: Credentials | None = None) -> LocalServer:
+    """A Prefect server on 127.0.0.1 (SQLite under ``state_dir`` unless ``database_url``).
+
+    With ``creds`` (what ``modelmill serve`` runs): basic auth on every API call, CORS only for its
+    own UI origin, and a Host allow-list (``flows.prefect_server``). Without: ``prefect server
+    start`` as Prefect ships it, for tests of other topologies."""
+    url = f"http://127.0.0.1:{port}"
     env = {
         "PREFECT_HOME": str(state_dir / "prefect-server"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_URL": f"{url}/api",
     }
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     if scheduler_loop_seconds:
         env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = str(scheduler_loop_seconds)
-    cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    return LocalServer("prefect", cmd, env, url, f"{url}/api/health", state_dir / "logs" / "prefect-server.log")
+    log_path = state_dir / "logs" / "prefect-server.log"
+    if creds is None:
+        cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        return LocalServer("prefect", cmd, env, url, f"{url}/api/health", log_path)
+    env |= {
+        "PREFECT_SERVER_API_AUTH_STRING": creds.prefect_auth,
+        "PREFECT_API_AUTH_STRING": creds.prefect_auth,
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"{url},http://localhost:{port}",
+    }
+    cmd = [sys.executable, "-m", "flows.prefect_server", "--host", "127.0.0.1", "--port", str(port), "--allowed-host", f"127.0.0.1:{port}", "--allowed-host", f"localhost:{port}"]
+    return LocalServer("prefect", cmd, env, url, f"{url}/api/health", log_path, health_headers=_basic(creds.prefect_auth))
 
 
-def mlflow_server(state_dir: Path, port: int, backend_uri: str | None = None) -> LocalServer:
-    """``mlflow server`` on 127.0.0.1 with artifacts served by the server itself."""
+def mlflow_server(state_dir: Path, port: int, backend_uri: str | None = None, creds: Credentials | None = None) -> LocalServer:
+    """``mlflow server`` on 127.0.0.1 with artifacts served by the server itself, its security
+    middleware on (``--allowed-hosts``: only its own host names). With ``creds``: MLflow's
+    basic-auth app; the admin password and the Flask secret come from the environment, never
+    the command line."""
     backend = backend_uri or f"sqlite:///{state_dir / 'mlflow.db'}"
     cmd = [
         _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", backend, "--artifacts-destination", str(state_dir / "mlartifacts"),
+        "--allowed-hosts", f"127.0.0.1:{port},localhost:{port},127.0.0.1,localhost",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return LocalServer("mlflow", cmd, env, url, f"{url}/health", state_dir / "logs" / "mlflow-server.log")
+    headers = {}
+    if creds is not None:
+        config = state_dir / "mlflow-auth.ini"
+        config.write_text(
+            "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{state_dir / 'mlflow-auth.db'}\nadmin_username = {creds.mlflow_user}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        cmd += ["--app-name", "basic-auth"]
+        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password, "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret}
+        headers = _basic(f"{creds.mlflow_user}:{creds.mlflow_password}")
+    return LocalServer("mlflow", cmd, env, url, f"{url}/health", state_dir / "logs" / "mlflow-server.log", health_headers=headers)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What `modelmill serve`'s servers and their clients authenticate with."""
+
+    prefect_auth: str  # "user:password" (PREFECT_SERVER_API_AUTH_STRING / PREFECT_API_AUTH_STRING)
+    mlflow_user: str
+    mlflow_password: str
+    flask_secret: str
+    path: Path | None = None  # where they were generated, if they were
+
+    def client_env(self) -> dict[str, str]:
+        return {"PREFECT_API_AUTH_STRING": self.prefect_auth, "MLFLOW_TRACKING_USERNAME": self.mlflow_user, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password}
+
+
+CREDENTIALS_FILE = "credentials.env"
+
+
+def credentials(home: Path) -> Credentials:
+    """From the environment when given (PREFECT_SERVER_API_AUTH_STRING, MLFLOW_TRACKING_USERNAME /
+    _PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY); else generated once into
+    ``home/credentials.env`` (mode 0600) and read back from there."""
+    import secrets
+
+    env = os.environ
+    path = home / CREDENTIALS_FILE
+    stored: dict[str, str] = {}
+    if path.is_file():
+        stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    values = {
+        "PREFECT_SERVER_API_AUTH_STRING": env.get("PREFECT_SERVER_API_AUTH_STRING") or stored.get("PREFECT_SERVER_API_AUTH_STRING") or f"modelmill:{secrets.token_urlsafe(24)}",
+        "MLFLOW_TRACKING_USERNAME": env.get("MLFLOW_TRACKING_USERNAME") or stored.get("MLFLOW_TRACKING_USERNAME") or "modelmill-admin",
+        "MLFLOW_TRACKING_PASSWORD": env.get("MLFLOW_TRACKING_PASSWORD") or stored.get("MLFLOW_TRACKING_PASSWORD") or secrets.token_urlsafe(24),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or stored.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32),
+    }
+    generated = None
+    if values != stored:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("# modelmill serve: credentials of the local Prefect and MLflow servers (keep private)\n")
+            out.writelines(f"{k}={v}\n" for k, v in values.items())
+        os.chmod(path, 0o600)
+        generated = path
+    return Credentials(
+        values["PREFECT_SERVER_API_AUTH_STRING"], values["MLFLOW_TRACKING_USERNAME"], values["MLFLOW_TRACKING_PASSWORD"],
+        values["MLFLOW_FLASK_SERVER_SECRET_KEY"], generated or path,
+    )  # fmt: skip

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,10 +35,28 @@ def _env(home: Path, **extra) -> dict:
     return env
 
 
-def _post(api: str, path: str, body: dict) -> list:
-    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def _post(api: str, path: str, body: dict, auth: str | None = None) -> list:
+    headers = {"Content-Type": "application/json", **(_basic(auth) if auth else {})}
+    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers=headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
+
+
+def _basic(user_password: str) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
+
+
+def _status(url: str, method: str = "GET", body: dict | None = None, **headers) -> tuple[int, dict]:
+    """(HTTP status, response headers) of one request, errors included."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -71,22 +90,40 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         _wait(lambda: "Serving;" in log.read_text(), 300, "modelmill serve to start", serve, log)
         text = log.read_text()
         assert f"Prefect UI: http://127.0.0.1:{pport}" in text and f"MLflow UI:  {mlflow_url}" in text
+        # No open doors: generated credentials, private; unauthenticated and foreign-Host requests refused.
+        cred_file = home / "credentials.env"
+        assert f"{cred_file} (mode 0600)" in text and (cred_file.stat().st_mode & 0o777) == 0o600
+        creds = dict(ln.split("=", 1) for ln in cred_file.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+        pauth, muser, mpass = creds["PREFECT_SERVER_API_AUTH_STRING"], creds["MLFLOW_TRACKING_USERNAME"], creds["MLFLOW_TRACKING_PASSWORD"]
+        assert "admin:password1234" not in cred_file.read_text()
+        assert _status(f"{api}/flows/filter", "POST", {})[0] == 401
+        assert _status(f"{api}/flows/filter", "POST", {}, **_basic(pauth))[0] == 200
+        assert _status(f"{api}/flows/filter", "POST", {}, Host="evil.com", **_basic(pauth))[0] == 400
+        status, headers = _status(f"{api}/flows/filter", "OPTIONS", Origin="http://evil.com", **{"Access-Control-Request-Method": "POST"})
+        assert headers.get("access-control-allow-origin") in (None, f"http://127.0.0.1:{pport}") and headers.get("access-control-allow-origin") != "*"
+        search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert _status(search)[0] == 401
+        assert _status(search, **_basic(f"{muser}:{mpass}"))[0] == 200
+        assert _status(search, Host="evil.com", **_basic(f"{muser}:{mpass}"))[0] == 403
+        assert _status(search, **_basic(f"{muser}:password1234"))[0] == 401
+        auth_env = {"PREFECT_API_AUTH_STRING": pauth, "MLFLOW_TRACKING_USERNAME": muser, "MLFLOW_TRACKING_PASSWORD": mpass}
 
         specs = {n: load_spec(n, Settings(pipelines_dir=REPO / "pipelines")) for n in available(Settings(pipelines_dir=REPO / "pipelines"))}
-        deployments = _wait(lambda: (d := _post(api, "/deployments/filter", {})) and len(d) == len(specs) and d, 120, "deployments", serve, log)
+        deployments = _wait(lambda: (d := _post(api, "/deployments/filter", {}, pauth)) and len(d) == len(specs) and d, 120, "deployments", serve, log)
         crons = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
         assert crons == {n: [spec.schedule.cron] for n, spec in specs.items()}
 
-        scheduled = _wait(lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}), 120, "the scheduler to create runs", serve, log)
+        scheduled = _wait(lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, pauth), 120, "the scheduler to create runs", serve, log)
         assert {r["deployment_id"] for r in scheduled} <= {d["id"] for d in deployments}
         assert all(r["auto_scheduled"] for r in scheduled)
 
-        trig = subprocess.run([MODELMILL, "trigger", "breast_cytology", "--timeout", "600"], env=_env(home, PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_url, PREFECT_HOME=str(tmp_path / "prefect-client")), capture_output=True, text=True, timeout=700)
+        trig_env = _env(home, PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_url, PREFECT_HOME=str(tmp_path / "prefect-client"), **auth_env)
+        trig = subprocess.run([MODELMILL, "trigger", "breast_cytology", "--timeout", "600"], env=trig_env, capture_output=True, text=True, timeout=700)
         assert trig.returncode == 0, trig.stdout + trig.stderr + log.read_text()[-3000:]
         assert "breast_cytology" in trig.stdout and "champion" in trig.stdout
 
         settings = Settings(home=home)
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
+        os.environ.update(MLFLOW_TRACKING_URI=mlflow_url, MLFLOW_TRACKING_USERNAME=muser, MLFLOW_TRACKING_PASSWORD=mpass)
         try:
             run = last_run(settings, "breast_cytology")
             client = mlflow_client(settings)
@@ -95,10 +132,11 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
             assert champion.run_id == run.info.run_id
             flow_run_id = run.data.tags["modelmill.prefect_flow_run_id"]
         finally:
-            del os.environ["MLFLOW_TRACKING_URI"]
-        runs = _post(api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+            for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                del os.environ[k]
+        runs = _post(api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}}, pauth)
         assert runs and runs[0]["state"]["type"] == "COMPLETED"
-        arts = _post(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+        arts = _post(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}, pauth)
         md = [a for a in arts if a["type"] == "markdown"]
         assert md and run.info.run_id in md[0]["data"] and mlflow_url in md[0]["data"]
     finally:

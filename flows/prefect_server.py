@@ -1,0 +1,34 @@
+"""The Prefect server `modelmill serve` starts: Prefect's own app (API, UI and services such as the
+cron scheduler, as `prefect server start` runs it in the foreground) behind a Host allow-list.
+
+Prefect has no setting that refuses a foreign ``Host`` header (DNS rebinding: a web page on
+evil.com resolving to 127.0.0.1); Starlette's TrustedHostMiddleware answers such requests 400.
+Authentication (``PREFECT_SERVER_API_AUTH_STRING``) and a narrow CORS origin
+(``PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS``) come from the environment ``serve`` sets.
+
+    python -m flows.prefect_server --host 127.0.0.1 --port 4200 --allowed-host 127.0.0.1:4200
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--allowed-host", action="append", required=True, help="a Host header value to accept (repeat)")
+    args = ap.parse_args()
+
+    import uvicorn
+    from prefect.server.api.server import create_app
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    hosts = sorted({h.split(":")[0] for h in args.allowed_host} | set(args.allowed_host))
+    app = TrustedHostMiddleware(create_app(final=True), allowed_hosts=hosts)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=5)
+
+
+if __name__ == "__main__":
+    main()
