@@ -15,8 +15,11 @@ from tasks import stages as t
 
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
-def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual") -> dict:
+def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False) -> dict:
     """Ingest → validate → drift → featurize/train → evaluate → promote, for one pipeline spec.
+
+    A run whose data, spec, suite and code are those of the champion's (or the last trained) run
+    ends after ingest as ``skipped`` — nothing retrained or registered — unless ``force``.
 
     Raises on failure (the MLflow run is marked FAILED with its cause first); the exception
     carries the run summary as ``.summary``.
@@ -24,7 +27,7 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
     _forward_core_logs()
     settings = get_settings()
     spec = load_spec(pipeline, settings)
-    handle = t.start_run(spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger)
+    handle = t.start_run(spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger, force=force)
     limit = spec.limits.stage_seconds
 
     def stage(task, *args):
@@ -36,6 +39,11 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
 
     try:
         snapshot = stage(t.ingest, handle)
+        matched = stage(t.unchanged_since, handle, snapshot)
+        if matched is not None:
+            summary = t.skip(handle, matched)
+            t.publish_summary(summary)
+            return summary.__dict__
         stage(t.validate, handle, snapshot)
         stage(t.drift, handle, snapshot)
         data, trained = stage(t.train, handle, snapshot)
@@ -55,14 +63,14 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
 
 
 @flow(name="modelmill-all", log_prints=True)
-def all_pipelines_flow(pipelines: list[str] | None = None, trigger: str = "manual") -> list[dict]:
+def all_pipelines_flow(pipelines: list[str] | None = None, trigger: str = "manual", force: bool = False) -> list[dict]:
     """Run each pipeline as a subflow; one pipeline's failure does not stop the others."""
     names = pipelines or list(available(get_settings()))
     results = []
     for name in names:
-        state = pipeline_flow(name, trigger=trigger, return_state=True)
+        state = pipeline_flow(name, trigger=trigger, force=force, return_state=True)
         results.append(summary_of(name, state))
-    failed = [r["pipeline"] for r in results if r["status"] != "trained"]
+    failed = [r["pipeline"] for r in results if r["status"] not in ("trained", "skipped")]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} pipelines did not train: {', '.join(failed)}")
     return results

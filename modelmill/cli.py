@@ -122,7 +122,7 @@ def cmd_run(args, settings: Settings) -> int:
     for i, name in enumerate(names, 1):
         log.info("▶ [%d/%d] %s", i, len(names), name)
         t0 = time.time()
-        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, return_state=True)
+        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
         s = summary_of(name, state)
         summaries.append(s)
         log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
@@ -273,7 +273,7 @@ def cmd_backfill(args, settings: Settings) -> int:
     summaries = []
     for i, as_of in enumerate(dates, 1):
         log.info("▶ [%d/%d] %s as of %s%s", i, len(dates), spec.name, as_of, "" if args.promote else " (champion alias untouched)")
-        state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", return_state=True)
+        state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", force=args.force, return_state=True)
         s = summary_of(spec.name, state)
         s["pipeline"] = f"{spec.name}@{as_of}"
         summaries.append(s)
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--all", action="store_true", help="every pipeline in the pipelines folder")
     r.add_argument("--as-of", help="train on data dated up to this day (YYYY-MM-DD)")
     r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
+    r.add_argument("--force", action="store_true", help="retrain even if data, spec, suite and code are unchanged")
     r.set_defaults(fn=cmd_run)
 
     ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
@@ -416,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--end", required=True)
     b.add_argument("--every", choices=["day", "week", "month", "quarter"], default="month")
     b.add_argument("--promote", action="store_true", help="let backfill runs move the champion alias")
+    b.add_argument("--force", action="store_true", help="retrain dates whose run would be unchanged")
     b.set_defaults(fn=cmd_backfill)
 
     sv = sub.add_parser("serve", help="serve every spec's schedule as a Prefect deployment")

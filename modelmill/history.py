@@ -48,7 +48,7 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
     champ = frame["champion"]
     if champ.any():
         ax.scatter([i for i, c in zip(x, champ, strict=True) if c], frame.loc[champ, "metric"], marker="*", s=220, c="gold", edgecolors="k", zorder=3, label="current champion")
-    failed = ~trained
+    failed = ~trained & (frame["status"] != "FINISHED")  # a skipped (unchanged) run trained nothing and failed nothing
     if failed.any():
         lo = frame["metric"].min() if trained.any() else 0
         ax.scatter([i for i, f in zip(x, failed, strict=True) if f], [lo] * int(failed.sum()), marker="x", c="red", label="rejected / failed")

@@ -15,13 +15,17 @@ def _headline(s: dict) -> str:
 
 
 def _last_column(s: dict) -> str:
+    if s.get("status") == "skipped":
+        return f"unchanged: {_headline(s)}"
     return _headline(s) if s.get("status") == "trained" else (s.get("error") or "")
 
 
 def summary_markdown(s: dict) -> str:
     status = s.get("status")
     lines = [f"# modelmill · {s.get('pipeline')} · {status}", ""]
-    if status == "trained":
+    if status == "skipped":
+        lines += [f"**Skipped:** {s.get('decision')}.", "", f"**Test (of that run):** {_headline(s)}"]
+    elif status == "trained":
         lines += [
             f"**Test:** {_headline(s)}", "",
             f"**Decision:** version {s.get('version')} — {'promoted to champion' if s.get('promoted') else 'challenger'} ({s.get('decision')}).",
@@ -38,7 +42,7 @@ def summary_table(summaries: list[dict]) -> str:
     rows = []
     for s in summaries:
         trained = s.get("status") == "trained"
-        decision = ("champion" if s.get("promoted") else "challenger") if trained else ""
+        decision = ("champion" if s.get("promoted") else "challenger") if trained else ("skipped" if s.get("status") == "skipped" else "")
         rows.append((s.get("pipeline") or "", s.get("status") or "", s.get("version") or "—", decision, _last_column(s)))
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
     out = []

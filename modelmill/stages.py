@@ -27,7 +27,7 @@ from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.locks import file_lock, lock_dir
 from modelmill.promotion import Decision, decide
 from modelmill.reconcile import owner_tags
-from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, headline_text, mkey, primary_metrics, run_name, shared_view
+from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, from_primary_metrics, headline_text, mkey, primary_metrics, run_name, shared_view
 from modelmill.settings import REPO_ROOT, Settings
 from modelmill.spec import PipelineSpec
 from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
@@ -45,6 +45,7 @@ class RunHandle:
     run_id: str
     as_of: str | None = None
     promote: bool = True
+    force: bool = False
 
     def tracker(self) -> Tracker:
         return Tracker(self.settings)
@@ -77,7 +78,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start(spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = None, as_of: str | None = None, promote: bool = True, trigger: str = "manual") -> RunHandle:
+def start(
+    spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = None, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False
+) -> RunHandle:
     kind = get_kind(spec.problem)
     kind.check_spec(spec)
     tracker = Tracker(settings)
@@ -100,7 +103,7 @@ def start(spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = N
     tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
     tracker.log_params(run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()})
     log.info("%s: MLflow run %s started", spec.name, run_id)
-    return RunHandle(spec, settings, run_id, as_of, promote)
+    return RunHandle(spec, settings, run_id, as_of, promote, force)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -118,11 +121,77 @@ def ingest_stage(h: RunHandle) -> Snapshot:
     snap = ingest(h.spec, h.settings, h.as_of)
     t = h.tracker()
     unverified = [s["file"] for s in snap.sources if s.get("verified") == "first-use"]
-    t.set_tags(h.run_id, {"modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path), "modelmill.unverified_sources": ", ".join(unverified) or "none"})
+    t.set_tags(h.run_id, {
+        "modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path), "modelmill.unverified_sources": ", ".join(unverified) or "none",
+        FINGERPRINT_TAG: fingerprint(h, snap),
+    })  # fmt: skip
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
     t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
     return snap
+
+
+#: The libraries whose versions can change a run's results.
+RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image")
+FINGERPRINT_TAG = "modelmill.fingerprint"
+SKIPPED = "skipped_unchanged"
+
+
+def fingerprint(h: RunHandle, snap: Snapshot) -> str:
+    """What a run's result depends on: data digest, spec and suite, modelmill's version and git
+    commit, the versions of the libraries that compute it, and the as-of date."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from modelmill import __version__
+
+    def lib(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    parts = {
+        "data": snap.digest, "spec": h.spec.spec_hash(h.settings), "modelmill": __version__, "git": git_commit(),
+        "as_of": h.as_of or "latest", **{name: lib(name) for name in RESULT_LIBRARIES},
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def unchanged_since(h: RunHandle, snap: Snapshot):
+    """The run this one would only repeat — the champion's, or the last one that trained, with the
+    same fingerprint — or None (always None with ``force``)."""
+    if h.force:
+        return None
+    t = h.tracker()
+    mine = fingerprint(h, snap)
+    champion = t.alias(h.spec, CHAMPION)
+    candidates = [t.run(champion.run_id)] if champion and champion.run_id else []
+    last = t.last_trained_run(h.spec)
+    if last is not None:
+        candidates.append(last)
+    return next((r for r in candidates if r.data.tags.get(FINGERPRINT_TAG) == mine and r.info.run_id != h.run_id), None)
+
+
+def skip(h: RunHandle, matched) -> RunSummary:
+    """End the run early: nothing changed since ``matched``, so nothing is retrained or registered."""
+    t = h.tracker()
+    version = matched.data.tags.get("modelmill.model_version")
+    cause = f"same data, spec, suite and code as run {matched.info.run_id} (v{version}): not retrained (--force retrains)"
+    t.set_tags(h.run_id, {
+        "modelmill.decision": SKIPPED, "modelmill.status": "skipped", "modelmill.matched_run": matched.info.run_id,
+        "modelmill.matched_version": version or "none", "modelmill.decision_reason": cause, "mlflow.note.content": f"{h.spec.name}: {cause}.",
+    })  # fmt: skip
+    t.rename_run(h.run_id, f"skipped: unchanged since v{version}")
+    t.end_run(h.run_id, FINISHED)
+    log.info("%s: %s", h.spec.name, cause)
+    champion = t.alias(h.spec, CHAMPION)
+    figures = from_primary_metrics(h.spec.metric.name, matched.data.metrics)
+    return RunSummary(
+        pipeline=h.spec.name, status="skipped", run_id=h.run_id, metric=h.spec.metric.name, direction=h.spec.metric.direction,
+        decision=cause, version=version, champion_version=champion.version if champion else None, where=t.run_url(h.run_id), **figures,
+    )  # fmt: skip
 
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:

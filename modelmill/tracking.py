@@ -327,6 +327,16 @@ class Tracker:
             return pd.DataFrame()
         return self._mlflow.search_runs(experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"])
 
+    def last_trained_run(self, spec: PipelineSpec):
+        """The newest run of the pipeline that finished training (not a skipped one), or None."""
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return None
+        found = self.client.search_runs(
+            [exp], filter_string="attributes.status = 'FINISHED' and tags.`modelmill.decision` != 'skipped_unchanged'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        return found[0] if found else None
+
     def find_run(self, spec: PipelineSpec, flow_run_id: str):
         """The MLflow run a given Prefect flow run logged to, if any."""
         exp = self.experiment_id(spec, create=False)

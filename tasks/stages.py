@@ -15,14 +15,24 @@ _opts = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 @task(name="start-run", **_opts)
-def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual"):
-    return stages.start(spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger)
+def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual", force=False):
+    return stages.start(spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger, force=force)
 
 
 # Downloads retry inside the core (with backoff); a checksum or format error must not be retried.
 @task(name="ingest", **_opts)
 def ingest(handle):
     return stages.ingest_stage(handle)
+
+
+@task(name="check-unchanged", **_opts)
+def unchanged_since(handle, snapshot):
+    return stages.unchanged_since(handle, snapshot)
+
+
+@task(name="skip-unchanged", **_opts)
+def skip(handle, matched):
+    return stages.skip(handle, matched)
 
 
 @task(name="validate", **_opts)

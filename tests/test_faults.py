@@ -130,7 +130,7 @@ def test_an_unreachable_tracking_server_is_one_line_naming_mlflow_tracking_uri(m
 def test_two_runs_at_once_on_a_brand_new_store_both_finish_and_one_becomes_champion(tmp_path):
     home = tmp_path / "home"
     procs = [
-        subprocess.Popen([MODELMILL, "run", "breast_cytology"], env=_env(home), stdout=(tmp_path / f"{i}.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
+        subprocess.Popen([MODELMILL, "run", "breast_cytology", "--force"], env=_env(home), stdout=(tmp_path / f"{i}.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path)
         for i in range(2)
     ]  # fmt: skip
     codes = [p.wait(timeout=600) for p in procs]

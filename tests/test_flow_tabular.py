@@ -64,7 +64,7 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
 
 def test_identical_rerun_gives_the_same_metrics_and_keeps_the_champion(env, capsys):
     first = _last_run(env)
-    code, out, err = run_cli(capsys, "run", "credit_risk")
+    code, out, err = run_cli(capsys, "run", "credit_risk", "--force")  # unchanged: retrained only when forced
     assert code == 0, err
     second = _last_run(env)
     assert second.info.run_id != first.info.run_id

@@ -116,7 +116,7 @@ def test_the_summary_shows_each_pipelines_own_figures():
 
 
 def test_mlflow_registry_prints_go_through_the_log_with_timestamps(env, capsys):
-    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    code, out, err = run_cli(capsys, "run", "breast_cytology", "--force")
     assert code == 0, err
     registry = [ln for ln in (out + err).splitlines() if "registered model" in ln or "Created version" in ln]
     assert registry, "the registry events are still reported"

@@ -1,0 +1,52 @@
+"""A scheduled rerun on unchanged data, spec, suite and code does not retrain: it ends as
+``skipped``, registers nothing and links the run it repeats; ``--force`` and any change retrain."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import last_run, registry_state, run_cli, write_readme_spec
+from modelmill.settings import Settings
+
+
+def _run(capsys, *extra):
+    code, out, err = run_cli(capsys, "run", "my_cells", *extra)
+    return code, out + err
+
+
+def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, capsys):
+    root, spec, data = readme_project
+    csv = root / "pipelines" / "data" / "cells.csv"
+    data.to_csv(csv, index=False)
+    write_readme_spec(root, spec)
+    code, out = _run(capsys)
+    assert code == 0, out
+    first = last_run(Settings(), "my_cells")
+    assert registry_state(Settings(), "my_cells")[0] == [1]
+
+    code, out = _run(capsys)  # nothing changed
+    assert code == 0, out
+    skipped = last_run(Settings(), "my_cells")
+    tags = skipped.data.tags
+    assert skipped.info.status == "FINISHED" and tags["modelmill.decision"] == "skipped_unchanged"
+    assert tags["modelmill.matched_run"] == first.info.run_id and tags["modelmill.fingerprint"] == first.data.tags["modelmill.fingerprint"]
+    assert registry_state(Settings(), "my_cells")[0] == [1], "a skipped run registered a model"
+    row = next(ln for ln in out.splitlines() if ln.startswith("my_cells "))
+    assert "skipped" in row and "unchanged: roc_auc" in row
+    assert "test/roc_auc" not in skipped.data.metrics  # nothing was evaluated again
+
+    code, out = _run(capsys, "--force")
+    assert code == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2], out
+
+    # A changed spec, suite or data each retrain.
+    write_readme_spec(root, {**spec, "promotion": {"margin": 0.02}})
+    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3]
+    suite_path = root / "expectations" / "my_cells.json"
+    suite = json.loads(suite_path.read_text())
+    suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "worst_area"}})
+    suite_path.write_text(json.dumps(suite))
+    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4]
+    data.iloc[:-1].to_csv(csv, index=False)
+    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]
+    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # and unchanged again
+    assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
