@@ -148,6 +148,45 @@ def _with_shipped(specs, settings: Settings) -> list:
     return [*specs, *(s for s in load_all(settings) if s.name not in names)]
 
 
+def cmd_check(args, settings: Settings) -> int:
+    """Dry run: parse the spec, read the data, run the gate, say what would be trained. Nothing
+    is trained, no snapshot is written and nothing reaches MLflow."""
+    from modelmill import integrity
+    from modelmill.fetch import check_mirror
+    from modelmill.ingest import fetch_sources, read_source
+    from modelmill.kinds import get_kind
+    from modelmill.spec import load_spec
+    from modelmill.validate import gate, validate_frame
+
+    spec = load_spec(args.pipeline, settings)
+    kind = get_kind(spec.problem)
+    kind.check_spec(spec)
+    check_mirror(settings)
+    df = read_source(spec, fetch_sources(spec, settings))
+    report = validate_frame(df, spec.suite_path(settings))
+    report.add(integrity.findings(spec, df, classification=kind.EXAMPLE_ROWS))
+    print(f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset}")
+    rows = [("check", "result", "bad rows", "examples / error")]
+    for o in report.outcomes:
+        result = "ERROR" if o.raised else ("pass" if o.success else "FAIL")
+        bad = "" if o.unexpected_count is None else f"{o.unexpected_count} of {len(df)}"
+        detail = (o.message or "") if (o.raised or o.message) and not o.success else ", ".join(map(str, o.examples))
+        rows.append((o.label, result, bad, detail[:100]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    if kind.EXAMPLE_ROWS:
+        repeated = int(integrity.duplicated(spec, df).sum())
+        print(f"\nrepeated rows: {repeated} (duplicates: {spec.duplicates}{' - dropped before the split' if repeated and spec.duplicates == 'drop' else ''})")
+    print(f"\nwould train ({spec.problem}, split {spec.split.method}, metric {spec.metric.name} to {spec.metric.direction}):")
+    for c in [spec.baseline, *spec.candidates]:
+        role = "baseline " if c is spec.baseline else "candidate"
+        print(f"  {role} {c.name}: {c.estimator}{f' params {c.params}' if c.params else ''}{f' grid {c.grid}' if c.grid else ''}")
+    gate(report, spec.name)
+    print(f"\nthe gate passes: `modelmill run {args.pipeline}` would train these")
+    return EXIT_OK
+
+
 def cmd_list(args, settings: Settings) -> int:
     from modelmill.spec import load_all
     from modelmill.tracking import CHAMPION, Tracker
@@ -396,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
     r.add_argument("--force", action="store_true", help="retrain even if data, spec, suite and code are unchanged")
     r.set_defaults(fn=cmd_run)
+
+    ck = sub.add_parser("check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)")
+    ck.add_argument("pipeline", help="pipeline name or spec file")
+    ck.set_defaults(fn=cmd_check)
 
     ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
     ls.set_defaults(fn=cmd_list)

@@ -187,3 +187,26 @@ def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(readme_proj
     assert code == 1, out
     assert "suite my_cells names column nucleus_size which the data does not have" in out
     assert "data rejected" not in out
+
+
+def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, capsys):
+    root, spec, data = readme_project
+    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    write_readme_spec(root, spec)
+    code, out, err = run_cli(capsys, "check", "my_cells")
+    assert code == 0, out + err
+    assert "my_cells: 569 rows x 6 columns" in out
+    assert any(ln.startswith("expect_column_values_to_be_between(mean_radius)") and " pass " in ln for ln in out.splitlines())
+    assert "candidate logistic_regression: logistic_regression grid {'C': [0.1, 1.0]}" in out and "the gate passes" in out
+    assert not (root / "home" / "mlflow.db").exists() and not (root / "home" / "snapshots").exists(), "a dry run wrote a store or a snapshot"
+
+    bad = data.copy()
+    bad["worst_concavity"] = bad["worst_concavity"].astype(str)
+    bad.loc[[3, 9], "worst_concavity"] = ["3,913", "3,913"]
+    bad.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    code, out, err = run_cli(capsys, "check", "my_cells")
+    assert code == 3
+    line = next(ln for ln in out.splitlines() if ln.startswith("modelmill_numeric_type(worst_concavity)"))
+    assert "FAIL" in line and "2 of 569" in line
+    assert "declared numeric but 2 values are not numbers" in err
+    assert not (root / "home" / "mlflow.db").exists()
