@@ -96,6 +96,11 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
         df = READERS[get_entry(src.dataset).reader](files)
     if len(df.columns) == 0:
         raise CorruptSource(f"pipeline {spec.name}: the source has no columns")
+    if spec.drop:
+        absent = [c for c in spec.drop if c not in df.columns]
+        if absent:
+            raise SpecError(f"pipeline {spec.name}: drop names columns the source does not have: {', '.join(absent)}")
+        df = df.drop(columns=spec.drop)
     return df
 
 

@@ -55,7 +55,7 @@ def numeric_feature_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[Expec
         values = s.to_numpy(dtype="float64", na_value=np.nan)
         nan, inf = np.isnan(values), np.isinf(values)
         huge = ~nan & ~inf & (np.abs(np.where(nan | inf, 0, values)) > OVERFLOW)
-        if nan.any():
+        if nan.any() and spec.impute.numeric == "none":
             out.append(_outcome("not_null", col, int(nan.sum()), rows, f"numeric feature {col} has {int(nan.sum())} missing values"))
         if inf.any():
             out.append(_outcome("finite", col, int(inf.sum()), rows, f"numeric feature {col} has {int(inf.sum())} infinite values", values[inf]))
@@ -122,8 +122,19 @@ def duplicate_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[Expectation
     return [_outcome("unique_rows", ident, int(dup.sum()), len(df), f"{int(dup.sum())} {what} (duplicates: reject)")]
 
 
+def declared_column_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
+    """Feature, target and id columns the spec declares but the data does not have."""
+    f = spec.features
+    declared = [*f.numeric, *f.categorical, *([f.text] if f.text else []), *([f.image] if f.image else []), *([spec.target] if spec.target else [])]
+    declared += [spec.roles["id"]] if "id" in spec.roles else []
+    missing = [c for c in dict.fromkeys(declared) if c not in df.columns]
+    if not missing:
+        return []
+    return [_outcome("declared_columns", None, len(missing), len(declared), f"declared columns missing from the data: {', '.join(missing)}", missing)]
+
+
 def findings(spec: PipelineSpec, df: pd.DataFrame, *, classification: bool) -> list[ExpectationOutcome]:
-    out = numeric_feature_findings(spec, df) + duplicate_findings(spec, df)
+    out = declared_column_findings(spec, df) + numeric_feature_findings(spec, df) + duplicate_findings(spec, df)
     return out + (target_findings(spec, df) if classification else [])
 
 

@@ -103,6 +103,16 @@ class Features(Strict):
     image: str | None = None
 
 
+class Impute(Strict):
+    """Missing feature values, filled inside the model's pipeline (so the champion fills them
+    the same way when it scores raw rows). Off by default: the gate then rejects nulls."""
+
+    numeric: Literal["none", "median", "mean", "constant"] = "none"
+    numeric_value: float = Field(0.0, description="fill value for numeric: constant")
+    categorical: Literal["none", "most_frequent", "missing"] = Field("none", description="most frequent value, or a 'missing' level")
+    indicator: bool = Field(False, description="add a 0/1 column per feature that had missing values")
+
+
 class Split(Strict):
     method: Literal["stratified", "predefined", "temporal", "walk_forward"] = "stratified"
     test_size: float = Field(0.25, gt=0, lt=1)
@@ -171,6 +181,8 @@ class PipelineSpec(Strict):
     schedule: Schedule
     options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options")
     limits: Limits = Field(default_factory=Limits)
+    impute: Impute = Field(default_factory=Impute)
+    drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)")
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

@@ -210,3 +210,65 @@ def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, cap
     assert "FAIL" in line and "2 of 569" in line
     assert "declared numeric but 2 values are not numbers" in err
     assert not (root / "home" / "mlflow.db").exists()
+
+
+def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fills_them(readme_project, capsys):
+    import mlflow
+
+    root, spec, data = readme_project
+    holes = data.copy()
+    holes.loc[[5, 50, 150, 300], "mean_texture"] = np.nan
+    holes.loc[[7, 70], "worst_area"] = np.nan
+    code, out = _run(root, spec, holes, capsys)  # no impute: the gate names the column and the count
+    assert code == 3 and "numeric feature mean_texture has 4 missing values" in out, out
+    code, out = _run(root, spec, holes, capsys, impute={"numeric": "median", "indicator": True})
+    assert code == 0, out
+    run = last_run(Settings(), "my_cells")
+    assert run.data.params["spec.impute.numeric"] == "median" and run.data.metrics["test/roc_auc"] > 0.95
+    model = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
+    raw = holes.drop(columns=["diagnosis"]).iloc[[5, 7, 8]].astype("float64")  # rows with and without holes
+    scores = model.predict(raw)
+    assert len(scores) == 3 and np.isfinite(np.asarray(scores, dtype=float)).all()
+
+
+def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):
+    from modelmill.kinds import get_kind
+
+    spec = _spec(problem="text_classification", features={"text": "t"}, impute={"numeric": "median"}, metric={"name": "accuracy"},
+                 baseline={"name": "p", "estimator": "dummy_prior"}, candidates=[{"name": "l", "estimator": "linear_svc"}])  # fmt: skip
+    with pytest.raises(SpecError, match="`impute` is for tabular features; text_classification cannot use it"):
+        get_kind("text_classification").check_spec(spec)
+
+
+def test_declared_columns_missing_from_the_data_are_named(readme_project, capsys):
+    root, spec, data = readme_project
+    code, out = _run(root, spec, data.drop(columns=["worst_concavity"]), capsys, suite="my_cells.json")
+    assert code == 3 and "declared columns missing from the data: worst_concavity" in out, out
+
+
+def test_ids_and_extra_columns_with_roles_id_and_drop(readme_project, capsys):
+    import json
+
+    root, spec, data = readme_project
+    extra = data.copy()
+    extra.insert(0, "sample_id", [f"S{i:04d}" for i in range(len(extra))])
+    extra["lab_note"] = "scanned"
+    extra = pd.concat([extra, extra.head(10)], ignore_index=True)  # ten samples entered twice
+    suite_path = root / "expectations" / "my_cells.json"
+    suite = json.loads(suite_path.read_text())
+    for e in suite["expectations"]:
+        if e["type"] == "expect_table_columns_to_match_set":
+            e["kwargs"] = {"column_set": [*e["kwargs"]["column_set"], "sample_id"], "exact_match": False}
+    suite_path.write_text(json.dumps(suite))
+    code, out = _run(root, spec, extra, capsys, roles={"id": "sample_id"}, drop=["lab_note"])
+    assert code == 0, out
+    assert "dropped 10 repeated rows before the split" in out
+    import mlflow
+    import pyarrow.parquet as pq
+
+    run = last_run(Settings(), "my_cells")
+    assert run.data.params["data.duplicates_dropped"] == "10"
+    columns = pq.read_schema(run.data.tags["modelmill.snapshot"]).names
+    assert "lab_note" not in columns and "sample_id" in columns  # dropped at ingest; the id kept for lineage
+    inputs = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion").metadata.get_input_schema().input_names()
+    assert "sample_id" not in inputs and set(inputs) == set(spec["features"]["numeric"])  # the id is never a feature

@@ -64,6 +64,8 @@ class ProblemKind(ABC):
     #: one row is one labelled example: the gate checks the target's classes, and repeated rows
     #: are de-duplicated (or rejected) before the split so none sits on both sides of it.
     EXAMPLE_ROWS: ClassVar[bool] = False
+    #: the kind's featurizer fills missing values as the spec's ``impute`` says
+    IMPUTES: ClassVar[bool] = False
     #: estimator name -> factory(seed, **params) of an unfitted estimator.
     ESTIMATORS: ClassVar[dict[str, Any]] = {}
 
@@ -84,6 +86,8 @@ class ProblemKind(ABC):
             if c.estimator not in self.ESTIMATORS:
                 raise SpecError(f"pipeline {spec.name}: unknown estimator {c.estimator!r} for {self.name} (known: {sorted(self.ESTIMATORS)})")
         self.options(spec)
+        if spec.impute != type(spec.impute)() and not self.IMPUTES:
+            raise SpecError(f"pipeline {spec.name}: `impute` is for tabular features; {self.name} cannot use it")
 
     def build(self, c: Candidate, spec: PipelineSpec):
         """An unfitted estimator for a candidate (scikit-learn contract: params in __init__)."""

@@ -10,7 +10,8 @@ from pydantic import Field
 from sklearn.compose import ColumnTransformer
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV, train_test_split
-from sklearn.pipeline import Pipeline
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelmill.errors import SpecError
@@ -41,6 +42,7 @@ class TabularClassification(ProblemKind):
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
     EXAMPLE_ROWS = True
+    IMPUTES = True
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest")
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -62,19 +64,24 @@ class TabularClassification(ProblemKind):
         for c in spec.features.numeric:
             X[c] = X[c].astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
-            X[c] = X[c].astype("str")
+            X[c] = X[c].astype("str")  # pandas 3: missing values stay missing
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
         X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y)
         info = {"train_rows": len(y_tr), "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
         return Prepared((X_tr.reset_index(drop=True), y_tr), (X_te.reset_index(drop=True), y_te), info)
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
-        return ColumnTransformer(
-            [
-                ("numeric", StandardScaler(), spec.features.numeric),
-                ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), spec.features.categorical),
-            ]
-        )
+        """Scaled numeric and one-hot categorical features, with the spec's imputation first."""
+        imp = spec.impute
+        numeric: list = [StandardScaler()]
+        if imp.numeric != "none":
+            fill = {"strategy": imp.numeric} | ({"fill_value": imp.numeric_value} if imp.numeric == "constant" else {})
+            numeric.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
+        categorical: list = [OneHotEncoder(handle_unknown="ignore", sparse_output=False)]
+        if imp.categorical != "none":
+            fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
+            categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
+        return ColumnTransformer([("numeric", make_pipeline(*numeric), spec.features.numeric), ("categorical", make_pipeline(*categorical), spec.features.categorical)])
 
     def _cv(self, spec: PipelineSpec) -> StratifiedKFold:
         return StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
