@@ -60,7 +60,13 @@ def main() -> int:
             cells.append(f"{m} {v:.3f}" + (f" ({b:.3f})" if b is not None and b == b and m != "naive_rmse" else ""))
         lift = r.get("metrics.test/lift_over_baseline")
         best = r.get("params.model.candidate", "")
-        print(f"| {name} | {best} | {'; '.join(cells)} | {spec.metric.name} {lift:+.4g} | {reference} |")
+        key = spec.metric.name
+        if spec.metric.direction == "minimize":  # an error metric: its change in percent, not a near-zero difference
+            value, base = r.get(f"metrics.test/{key}"), r.get(f"metrics.test/baseline_{key}")
+            shown = f"{key} {(value - base) / base:+.2%} vs baseline"
+        else:
+            shown = f"{key} {lift:+.4g}"
+        print(f"| {name} | {best} | {'; '.join(cells)} | {shown} | {reference} |")
     return 0
 
 
