@@ -143,13 +143,59 @@ def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list
     return snap
 
 
+PARSED_INDEX = "parsed.json"
+
+
+def parse_key(spec: PipelineSpec, files: dict[str, LocalFile], as_of: str | None) -> str:
+    """What a snapshot's content follows from: the source files' sha256, how they are read (the
+    source section, ``drop``, the as-of date) and the reading code itself."""
+    import modelmill.readers
+
+    code = hashlib.sha256(Path(modelmill.readers.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    parts = {"files": sorted((f.name, f.sha256) for f in files.values()), "source": spec.source.model_dump(mode="json"), "drop": spec.drop, "as_of": as_of, "code": code}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _parsed_before(folder: Path, key: str, pkey: str, sources: list[dict], as_of: str | None) -> Snapshot | None:
+    """The snapshot these very files were parsed into before, if it is still there."""
+    try:
+        digest = json.loads((folder / PARSED_INDEX).read_text())[pkey]
+        meta = json.loads((folder / f"{digest}.json").read_text())
+    except (OSError, KeyError, json.JSONDecodeError):
+        return None
+    path = folder / f"{digest}.parquet"
+    return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of) if path.is_file() else None
+
+
+def _remember(folder: Path, pkey: str, digest: str) -> None:
+    index = folder / PARSED_INDEX
+    try:
+        known = json.loads(index.read_text()) if index.is_file() else {}
+    except json.JSONDecodeError:
+        known = {}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(PARSED_INDEX), suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        json.dump(known | {pkey: digest}, out, indent=1)
+    os.replace(tmp, index)
+
+
 def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> Snapshot:
-    """Fetch, parse and snapshot the spec's source. The returned snapshot is never modified."""
+    """Fetch, parse and snapshot the spec's source. The returned snapshot is never modified.
+
+    Files whose sha256 (and reading) are those of an earlier run are not parsed again: that run's
+    snapshot is reused (an unchanged day costs a checksum, not a parse of a 25 MB workbook)."""
     files = fetch_sources(spec, settings)
+    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
+    key = spec.source.dataset or spec.name
+    folder, pkey = settings.snapshot_dir / key, parse_key(spec, files, as_of)
+    snap = _parsed_before(folder, key, pkey, sources, as_of)
+    if snap is not None:
+        log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", spec.name, snap.digest[:12], snap.rows)
+        return snap
     df = read_source(spec, files)
     if as_of:
         df = cut_as_of(spec, df, as_of)
-    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
-    snap = write_snapshot(df, spec.source.dataset or spec.name, settings, sources, as_of)
+    snap = write_snapshot(df, key, settings, sources, as_of)
+    _remember(folder, pkey, snap.digest)
     log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
     return snap

@@ -127,7 +127,6 @@ def ingest_stage(h: RunHandle) -> Snapshot:
     })  # fmt: skip
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
-    t.log_dataset(h.run_id, snap.load(), source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
     return snap
 
 
@@ -196,7 +195,8 @@ def skip(h: RunHandle, matched) -> RunSummary:
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     t = h.tracker()
-    frame = snap.load()
+    frame = snap.load()  # read here, not at ingest: a run skipped as unchanged never reads its rows
+    t.log_dataset(h.run_id, frame, source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
     with tempfile.TemporaryDirectory(prefix="modelmill-gx-") as docs:
         report = validate_frame(frame, h.spec.suite_path(h.settings), Path(docs) / "data_docs")
         t.log_dir(h.run_id, Path(docs) / "data_docs", "validation/data_docs")

@@ -26,6 +26,7 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, ca
 
     code, out = _run(capsys)  # nothing changed
     assert code == 0, out
+    assert "source files unchanged: snapshot" in out and "reused without parsing" in out  # a checksum, not a parse
     skipped = last_run(Settings(), "my_cells")
     tags = skipped.data.tags
     assert skipped.info.status == "FINISHED" and tags["modelmill.decision"] == "skipped_unchanged"
@@ -47,6 +48,8 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, ca
     suite_path.write_text(json.dumps(suite))
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4]
     data.iloc[:-1].to_csv(csv, index=False)
-    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]
+    code, out = _run(capsys)
+    assert code == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]
+    assert "reused without parsing" not in out and "(568 rows)" in out  # a changed file is parsed again
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # and unchanged again
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
