@@ -196,8 +196,13 @@ def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
 def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
     """A user's own CSV or Parquet file, with the spec's (allow-listed) reader options."""
     _nonempty(f)
-    fmt = fmt or ("parquet" if f.path.suffix == ".parquet" else "csv")
+    fmt = fmt or {".parquet": "parquet", ".xlsx": "xlsx"}.get(f.path.suffix.lower(), "csv")
     options = read_options.for_reader(fmt)
+    if fmt == "xlsx":
+        try:
+            return pd.read_excel(f.path, engine="calamine", **options)
+        except Exception as e:  # calamine raises its own error types for broken workbooks
+            raise CorruptSource(f"{f.name} is not a readable xlsx workbook: {str(e).splitlines()[0]}") from e
     if fmt == "parquet":
         try:
             return pd.read_parquet(f.path, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,14 +40,21 @@ class ReadOptions(Strict):
     quotechar: str | None = Field(None, min_length=1, max_length=1)
     comment: str | None = Field(None, min_length=1, max_length=1)
     columns: list[str] | None = Field(None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns)")
+    sheet: str | None = Field(None, max_length=100, description="worksheet of an xlsx file (default: the first)")
+
+    #: the options a non-CSV format takes (CSV takes all but `sheet`)
+    OTHER_FORMATS: ClassVar[dict[str, set[str]]] = {"parquet": {"columns"}, "xlsx": {"sheet", "header", "skiprows", "nrows", "na_values", "columns"}}
 
     def for_reader(self, fmt: str) -> dict[str, Any]:
         given = self.model_dump(exclude_unset=True)
+        allowed = self.OTHER_FORMATS.get(fmt, set(type(self).model_fields) - {"sheet"})
+        extra = sorted(set(given) - allowed)
+        if extra:
+            raise SpecError(f"source.read_options: {', '.join(extra)} cannot be used with {fmt} files")
         if fmt == "parquet":
-            extra = sorted(set(given) - {"columns"})
-            if extra:
-                raise SpecError(f"source.read_options: {', '.join(extra)} apply to CSV files only")
             return given
+        if fmt == "xlsx":
+            given["sheet_name"] = given.pop("sheet", 0)
         if "columns" in given:
             given["usecols"] = given.pop("columns")
         return given
@@ -83,7 +90,7 @@ class Source(Strict):
     url: str | None = Field(
         None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file"
     )
-    format: Literal["csv", "parquet"] | None = None
+    format: Literal["csv", "parquet", "xlsx"] | None = None
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | None = Field(None, description="expected sha256 of the file, if known")
 

@@ -81,3 +81,22 @@ def test_a_stage_over_its_time_limit_fails_cleanly(readme_project, capsys):
     run = last_run(Settings(), "my_cells")
     assert run.info.status == "FAILED" and "limits.stage_seconds" in run.data.tags["modelmill.error"]
     assert registry_state(Settings(), "my_cells")[0] == []
+
+
+def test_an_excel_workbook_is_a_source_with_its_sheet_chosen(readme_project, capsys):
+    import pandas as pd
+
+    root, spec, data = readme_project
+    book = root / "pipelines" / "data" / "cells.xlsx"
+    with pd.ExcelWriter(book, engine="openpyxl") as xw:
+        pd.DataFrame({"note": ["cover sheet"]}).to_excel(xw, sheet_name="About", index=False)
+        data.to_excel(xw, sheet_name="Cells", index=False)
+    source = {"path": "data/cells.xlsx", "format": "xlsx", "read_options": {"sheet": "Cells"}}
+    write_readme_spec(root, {**spec, "source": source})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    run = last_run(Settings(), "my_cells")
+    assert run.data.params["data.rows"] == str(len(data)) and run.data.metrics["test/roc_auc"] > 0.95
+    write_readme_spec(root, {**spec, "source": {**source, "read_options": {"sheet": "Cells", "sep": ";"}}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 1 and "source.read_options: sep cannot be used with xlsx files" in err
