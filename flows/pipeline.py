@@ -39,7 +39,7 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
 
     try:
         snapshot = stage(t.ingest, handle)
-        matched = stage(t.unchanged_since, handle, snapshot)
+        matched = stage(t.unchanged_since, handle)
         if matched is not None:
             summary = t.skip(handle, matched)
             t.publish_summary(summary)

@@ -158,13 +158,13 @@ def fingerprint(h: RunHandle, snap: Snapshot) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def unchanged_since(h: RunHandle, snap: Snapshot):
+def unchanged_since(h: RunHandle):
     """The run this one would only repeat — the champion's, or the last one that trained, with the
     same fingerprint — or None (always None with ``force``)."""
     if h.force:
         return None
     t = h.tracker()
-    mine = fingerprint(h, snap)
+    mine = t.run(h.run_id).data.tags[FINGERPRINT_TAG]  # computed at ingest
     champion = t.alias(h.spec, CHAMPION)
     candidates = [t.run(champion.run_id)] if champion and champion.run_id else []
     last = t.last_trained_run(h.spec)

@@ -30,6 +30,8 @@ log = logging.getLogger("modelmill.tracking")
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: Local store URIs whose schema this process has already created or checked.
+_INITIALISED: set[str] = set()
 #: MLflow client HTTP settings (its defaults retry for minutes against a server that is down).
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 #: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
@@ -102,14 +104,16 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
-        if self.uri.startswith("sqlite:"):
+        if self.uri.startswith("sqlite:") and self.uri not in _INITIALISED:
             # The client creates (or migrates) the local store's schema: two processes doing it at
             # once on a brand-new store break it (``No such constraint: 'uq_experiments_name'``).
+            # Once per process and store: later clients find the schema in place.
             from modelmill.locks import file_lock, lock_dir
 
             with file_lock(lock_dir(settings.home_dir) / "mlflow-store.lock", "MLflow store initialisation", timeout=600):
                 self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
                 self.client.search_registered_models(max_results=1)  # the registry store too
+            _INITIALISED.add(self.uri)
         else:
             self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 

@@ -58,6 +58,22 @@ def run_tests(workdir: Path) -> dict[str, str]:
     return verdicts
 
 
+def mlflow_down_time(workdir: Path, limit: float = 30) -> str:
+    """`modelmill run` against a closed port: exit 1, one line naming MLFLOW_TRACKING_URI, within `limit` s."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MODELMILL_HOME=str(workdir / "down-home"), MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    t0 = time.perf_counter()
+    done = subprocess.run([MODELMILL, "run", "breast_cytology"], env=env, capture_output=True, text=True, cwd=workdir)
+    took = time.perf_counter() - t0
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    held = done.returncode == 1 and len(lines) == 1 and "MLFLOW_TRACKING_URI" in lines[0] and took <= limit
+    return f"{'held' if held else 'failed'} ({took:.1f} s)"
+
+
 def full_disk(workdir: Path) -> str:
     """A second run on a full disk: one line, exit 1, no traceback; champion and snapshot intact."""
     mount = workdir / "small-disk"
@@ -102,12 +118,13 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="modelmill-chaos-") as tmp:
         verdicts = run_tests(Path(tmp))
+        verdicts["MLflow server down: exit 1 within 30 s, timed"] = mlflow_down_time(Path(tmp))
         verdicts["full disk (0 bytes free, free-space check off): one line, exit 1, champion and snapshots intact"] = full_disk(Path(tmp))
     width = max(map(len, verdicts))
     print(f"\n{'case':{width}}  result\n{'-' * width}  -------")
     for case, verdict in verdicts.items():
         print(f"{case:{width}}  {verdict}")
-    return 0 if all(v != "failed" for v in verdicts.values()) else 1
+    return 0 if not any(v.startswith("failed") for v in verdicts.values()) else 1
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ def ingest(handle):
 
 
 @task(name="check-unchanged", **_opts)
-def unchanged_since(handle, snapshot):
-    return stages.unchanged_since(handle, snapshot)
+def unchanged_since(handle):
+    return stages.unchanged_since(handle)
 
 
 @task(name="skip-unchanged", **_opts)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The dataset mirror the data tests read (CI sets it to ../shared/datasets). Unset: those tests skip,
+# The dataset mirror the data tests read, named only by MODELMILL_DATA_MIRROR (.ci/run sets it). Unset: those tests skip,
 # saying why; set to a folder that is not a mirror: they fail.
 _MIRROR_ENV = os.environ.get("MODELMILL_DATA_MIRROR")
 MIRROR = Path(_MIRROR_ENV).resolve() if _MIRROR_ENV else None
@@ -42,7 +42,7 @@ os.environ.pop("PREFECT_API_URL", None)
 
 def require_mirror() -> Path:
     if MIRROR is None:
-        pytest.skip("needs the dataset mirror: set MODELMILL_DATA_MIRROR to a folder laid out as <dataset-id>/<file> (CI uses ../shared/datasets)")
+        pytest.skip("needs the dataset mirror: set MODELMILL_DATA_MIRROR to a folder laid out as <dataset-id>/<file> (.ci/run sets it)")
     if not (MIRROR / "SHA256SUMS.tsv").is_file():
         pytest.fail(f"MODELMILL_DATA_MIRROR={MIRROR} is not a dataset mirror (no SHA256SUMS.tsv)")
     return MIRROR
@@ -221,7 +221,10 @@ def readme_project(tmp_path, monkeypatch, prefect_api):
     return tmp_path, spec, data
 
 
-def write_readme_spec(root: Path, spec: dict) -> None:
+def write_readme_spec(root: Path, spec: dict, data=None, **changes) -> None:
+    """The README pipeline's spec (with top-level ``changes``) and, if given, its CSV data."""
     import yaml
 
-    (root / "pipelines" / "my_cells.yaml").write_text(yaml.safe_dump(spec))
+    if data is not None:
+        data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    (root / "pipelines" / "my_cells.yaml").write_text(yaml.safe_dump({**spec, **changes}))

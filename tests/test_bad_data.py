@@ -117,8 +117,7 @@ def test_a_suite_naming_a_column_the_data_never_had_is_a_suite_error():
 
 # -- the README's pipeline on the real Wisconsin data, through the CLI ----------------------------
 def _run(root, spec, data, capsys, **spec_changes):
-    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
-    write_readme_spec(root, {**spec, **spec_changes})
+    write_readme_spec(root, spec, data, **spec_changes)
     code, out, err = run_cli(capsys, "run", "my_cells")
     return code, out + err
 
@@ -191,8 +190,7 @@ def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(readme_proj
 
 def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, capsys):
     root, spec, data = readme_project
-    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
-    write_readme_spec(root, spec)
+    write_readme_spec(root, spec, data)
     code, out, err = run_cli(capsys, "check", "my_cells")
     assert code == 0, out + err
     assert "my_cells: 569 rows x 6 columns" in out
@@ -203,7 +201,7 @@ def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, cap
     bad = data.copy()
     bad["worst_concavity"] = bad["worst_concavity"].astype(str)
     bad.loc[[3, 9], "worst_concavity"] = ["3,913", "3,913"]
-    bad.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+    write_readme_spec(root, spec, bad)
     code, out, err = run_cli(capsys, "check", "my_cells")
     assert code == 3
     line = next(ln for ln in out.splitlines() if ln.startswith("modelmill_numeric_type(worst_concavity)"))

@@ -71,9 +71,8 @@ def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(rea
 
 def test_a_stage_over_its_time_limit_fails_cleanly(readme_project, capsys):
     root, spec, data = readme_project
-    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
     slow = [{"name": "forest", "estimator": "random_forest", "params": {"n_estimators": 3000}}]
-    write_readme_spec(root, {**spec, "candidates": slow, "limits": {"stage_seconds": 1}})
+    write_readme_spec(root, spec, data, candidates=slow, limits={"stage_seconds": 1})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1, out + err
     assert any("ran longer than its limit of 1 s (limits.stage_seconds)" in ln for ln in err.splitlines()), err

@@ -3,24 +3,13 @@ CSV path or a Parquet URL (served over loopback). The data is the real Wisconsin
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import last_run, registry_state, run_cli, serve_directory, write_readme_spec
 from modelmill.settings import Settings
 
 
-@pytest.fixture
-def project(readme_project):
-    return readme_project
-
-
-_write_spec = write_readme_spec
-
-
-def test_readme_example_runs_from_a_csv_path_and_promotes(project, capsys):
-    root, spec, data = project
-    data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
-    _write_spec(root, spec)
+def test_readme_example_runs_from_a_csv_path_and_promotes(readme_project, capsys):
+    root, spec, data = readme_project
+    write_readme_spec(root, spec, data)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     s = Settings()
@@ -32,23 +21,23 @@ def test_readme_example_runs_from_a_csv_path_and_promotes(project, capsys):
     assert any(ln.startswith("my_cells") and "v1" in ln for ln in out.splitlines())
 
 
-def test_the_same_spec_reads_a_parquet_url(project, capsys):
-    root, spec, data = project
+def test_the_same_spec_reads_a_parquet_url(readme_project, capsys):
+    root, spec, data = readme_project
     served = root / "served"
     served.mkdir()
     data.to_parquet(served / "cells.parquet")
     with serve_directory(served) as url:
         spec["source"] = {"url": f"{url}/cells.parquet", "format": "parquet"}
-        _write_spec(root, spec)
+        write_readme_spec(root, spec)
         code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     assert last_run(Settings(), "my_cells").data.params["data.source.cells.parquet"].startswith("http://127.0.0.1")
 
 
-def test_a_renamed_column_is_rejected_by_the_suite(project, capsys):
-    root, spec, data = project
+def test_a_renamed_column_is_rejected_by_the_suite(readme_project, capsys):
+    root, spec, data = readme_project
     data.rename(columns={"worst_area": "worst_area_mm2"}).to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
-    _write_spec(root, spec)
+    write_readme_spec(root, spec)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 3, out + err
     run = last_run(Settings(), "my_cells")
@@ -56,10 +45,10 @@ def test_a_renamed_column_is_rejected_by_the_suite(project, capsys):
     assert registry_state(Settings(), "my_cells")[0] == []
 
 
-def test_an_empty_file_is_a_one_line_error(project, capsys):
-    root, spec, _ = project
+def test_an_empty_file_is_a_one_line_error(readme_project, capsys):
+    root, spec, _ = readme_project
     (root / "pipelines" / "data" / "cells.csv").write_bytes(b"")
-    _write_spec(root, spec)
+    write_readme_spec(root, spec)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1
     assert any("cells.csv is empty" in ln for ln in (out + err).splitlines())
