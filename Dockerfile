@@ -6,7 +6,8 @@ COPY pyproject.toml README.md LICENSE ./
 COPY modelmill ./modelmill
 COPY flows ./flows
 COPY tasks ./tasks
-RUN pip install ".[postgres]"
+# The CPU build of torch from PyTorch's own index (PyPI's default build bundles CUDA, several GB).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 && pip install ".[postgres,neural]"
 COPY pipelines ./pipelines
 COPY expectations ./expectations
 COPY prefect.yaml ./

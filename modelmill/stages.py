@@ -131,9 +131,15 @@ def ingest_stage(h: RunHandle) -> Snapshot:
 
 
 #: The libraries whose versions can change a run's results.
-RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image")
+RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image", "torch", "skorch")
 FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
+
+
+def max_epochs_cap() -> int | None:
+    from modelmill.kinds.neural import epochs_cap
+
+    return epochs_cap()
 
 
 def fingerprint(h: RunHandle, snap: Snapshot) -> str:
@@ -154,6 +160,7 @@ def fingerprint(h: RunHandle, snap: Snapshot) -> str:
     parts = {
         "data": snap.digest, "spec": h.spec.spec_hash(h.settings), "modelmill": __version__, "git": git_commit(),
         "as_of": h.as_of or "latest", **{name: lib(name) for name in RESULT_LIBRARIES},
+        "max_epochs": max_epochs_cap() or "spec",
     }  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -1,5 +1,7 @@
-"""Print the README results table: each pipeline's test metrics from its latest finished MLflow
-run, next to the published reference for that dataset.
+"""Print the README results tables from each pipeline's latest finished MLflow run: its test
+metrics next to the published reference for that dataset; the seed's headline claims against
+this project's measured lift over its naive baseline; and every candidate's selection score
+(validation or cross-validation, never test), neural ones included.
 
     python scripts/results_table.py            # read the store under $MODELMILL_HOME (.modelmill)
     python scripts/results_table.py --run      # first run every pipeline into a fresh temp home
@@ -24,6 +26,39 @@ COLUMNS = {
 }
 
 
+#: the seed's headline claims -> (pipeline, test metric, how the lift over the naive baseline reads)
+CLAIMS = [
+    ("stock +30 %", "price_forecast", "rmse", "next-day return forecast error vs the random walk"),
+    ("stock +30 %", "price_forecast", "portfolio_sharpe", "Sharpe of long/flat on the forecasts (5 bp per trade) vs buy-and-hold"),
+    ("diagnosis +25 %", "breast_ultrasound", "accuracy", "ultrasound accuracy vs always-benign"),
+    ("diagnosis +25 %", "breast_cytology", "accuracy", "cytology accuracy vs always-benign"),
+    ("satisfaction +20 %", "support_intent", "accuracy", "intent accuracy vs the most frequent intent"),
+    ("satisfaction +20 %", "review_sentiment", "accuracy", "sentiment accuracy vs the prior"),
+    ("sales +15 %", "retail_recommendations", "hit_rate_at_10", "customers with a bought product in their top 10 vs best-sellers"),
+]
+
+
+def claim_cell(r, metric: str) -> str:
+    if metric == "portfolio_sharpe":
+        v, b = r.get("metrics.test/portfolio_sharpe"), r.get("metrics.test/buy_hold_sharpe")
+        return f"Sharpe {v:.2f} vs {b:.2f} ({v - b:+.2f})"
+    v, b = r.get(f"metrics.test/{metric}"), r.get(f"metrics.test/baseline_{metric}")
+    change = (b - v) / b if metric == "rmse" else (v - b) / b  # an error falls, a score rises
+    return f"{v:.4f} vs {b:.4f}: {change:+.1%}" + (" less error" if metric == "rmse" else "")
+
+
+def selection_rows(tracker, name: str, r) -> list[str]:
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = pd.read_csv(tracker.client.download_artifacts(r["run_id"], "tables/model_selection.csv", tmp))
+    score = next(c for c in ("cv_score", "inner_rmse") if c in table.columns)
+    best = r.get("params.model.candidate", "")
+    return [f"| {name} | {row.candidate}{' (chosen)' if row.candidate == best else ''} | {row.estimator} | {score} {getattr(row, score):.4f} |" for row in table.itertuples()]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", action="store_true", help="run all pipelines into a fresh temporary home first")
@@ -42,16 +77,20 @@ def main() -> int:
 
     settings = get_settings()
     tracker = Tracker(settings)
+    latest = {}
+    for name in COLUMNS:
+        runs = tracker.runs(load_spec(name, settings))
+        done = runs[(runs["status"] == "FINISHED") & runs["metrics.test/lift_over_baseline"].notna()] if not runs.empty else runs
+        if not done.empty:
+            latest[name] = done.iloc[-1]
     print("| pipeline | best model | test metrics (baseline in brackets) | lift over baseline | published reference |")
     print("|---|---|---|---|---|")
     for name, (metrics, reference) in COLUMNS.items():
         spec = load_spec(name, settings)
-        runs = tracker.runs(spec)
-        done = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
-        if done.empty:
+        if name not in latest:
             print(f"| {name} | — | not run | — | {reference} |")
             continue
-        r = done.iloc[-1]
+        r = latest[name]
         cells = []
         for m in metrics:
             v, b = r.get(f"metrics.test/{m}"), r.get(f"metrics.test/baseline_{m}")
@@ -67,6 +106,14 @@ def main() -> int:
         else:
             shown = f"{key} {lift:+.4g}"
         print(f"| {name} | {best} | {'; '.join(cells)} | {shown} | {reference} |")
+    print("\n| seed's claim | pipeline | measured on the test split | this project's figure |")
+    print("|---|---|---|---|")
+    for claim, name, metric, what in CLAIMS:
+        print(f"| {claim} | {name} | {what} | {claim_cell(latest[name], metric) if name in latest else 'not run'} |")
+    print("\n| pipeline | candidate | estimator | selection score (validation / cross-validation) |")
+    print("|---|---|---|---|")
+    for name, r in latest.items():
+        print("\n".join(selection_rows(tracker, name, r)))
     return 0
 
 

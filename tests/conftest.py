@@ -66,6 +66,7 @@ def modelmill_env(mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None 
     mp.setenv("MODELMILL_PIPELINES_DIR", str(pipelines or REPO / "pipelines"))
     mp.delenv("MODELMILL_EXPECTATIONS_DIR", raising=False)
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("MODELMILL_MAX_EPOCHS", "2")  # networks: the wiring, not the quality (make run trains them fully)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from conftest import (
 )  # fmt: skip
 from modelmill.catalog import CATALOG
 from modelmill.fetch import fetch_catalog_file
-from modelmill.kinds.forecasting import PriceFeatures, diebold_mariano, next_return
+from modelmill.kinds.forecasting import PriceFeatures, diebold_mariano, drawdown, next_return, portfolio
 from modelmill.readers import read_stooq
 from modelmill.settings import Settings
 
@@ -70,6 +70,36 @@ def test_diebold_mariano_detects_a_better_forecast_and_not_an_equal_one():
     assert np.isnan(stat)  # identical losses: no test
 
 
+def test_drawdown_is_the_largest_fall_from_a_peak():
+    assert drawdown(pd.Series([0.1, -0.5, 0.2])) == pytest.approx(0.55 / 1.1 - 1)
+    assert drawdown(pd.Series([0.01, 0.02])) == 0.0
+    assert drawdown(pd.Series([-0.1, 0.05])) == pytest.approx(-0.1)  # a loss from the starting capital counts
+
+
+def _backtest_rows(prices: pd.DataFrame) -> pd.DataFrame:
+    f = prices[prices["date"] >= "2012-01-01"].copy()
+    f["_target"] = next_return(f, "ticker", "date", "close")
+    return f[f["_target"].notna()].reset_index(drop=True)
+
+
+def test_the_portfolio_view_against_buy_and_hold_on_real_prices(prices):
+    bt = _backtest_rows(prices)
+    days, series = bt["date"].nunique(), bt["ticker"].nunique()
+    hold = portfolio(bt.assign(prediction=1.0), "ticker", "date", 0.0)[1]
+    daily = bt.groupby("date")["_target"].mean()
+    assert hold["buy_hold_total_return"] == pytest.approx(float((1 + daily).prod() - 1))
+    assert hold["portfolio_total_return"] == pytest.approx(hold["buy_hold_total_return"])  # always long = buy and hold
+    assert hold["portfolio_turnover"] == pytest.approx(1 / days)  # one entry per series, on the first day
+    costly = portfolio(bt.assign(prediction=1.0), "ticker", "date", 10.0)[1]
+    assert costly["portfolio_total_return"] < hold["portfolio_total_return"]
+    flat = portfolio(bt.assign(prediction=-1.0), "ticker", "date", 5.0)[1]
+    assert (flat["portfolio_total_return"], flat["portfolio_sharpe"], flat["portfolio_turnover"], flat["portfolio_max_drawdown"]) == (0.0, 0.0, 0.0, 0.0)
+    seer = portfolio(bt.assign(prediction=bt["_target"]), "ticker", "date", 5.0)[1]  # perfect foresight
+    assert seer["portfolio_sharpe"] > 5 and seer["portfolio_total_return"] > hold["buy_hold_total_return"]
+    assert seer["portfolio_max_drawdown"] > hold["buy_hold_max_drawdown"] and 0 < seer["portfolio_turnover"] <= 1
+    assert series == 4
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch, prefect_api):
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
@@ -88,7 +118,11 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     assert m["test/skill"] == pytest.approx(1 - m["test/rmse"] / m["test/naive_rmse"])
     assert abs(m["test/skill"]) < 0.2  # daily returns are close to a random walk: no miracle
     assert 0.4 < m["test/directional_accuracy"] < 0.6 and 0 < m["test/dm_pvalue"] <= 1
-    assert {"plots/forecast_vs_actual.png", "plots/residuals.png"} <= artifacts(env, run, "plots")
+    assert {"plots/forecast_vs_actual.png", "plots/residuals.png", "plots/portfolio.png"} <= artifacts(env, run, "plots")
+    for k in ("portfolio_sharpe", "portfolio_max_drawdown", "portfolio_turnover", "portfolio_total_return", "buy_hold_sharpe", "buy_hold_max_drawdown"):
+        assert np.isfinite(m[f"test/{k}"]), k
+    assert m["test/baseline_portfolio_turnover"] == 0.0  # the random walk forecasts no rise: always flat
+    assert -1 < m["test/buy_hold_max_drawdown"] < 0 and m["test/buy_hold_sharpe"] == m["test/baseline_buy_hold_sharpe"]
     assert "tables/per_series_metrics.csv" in artifacts(env, run, "tables")
     assert registry_state(env, "price_forecast")[1] == "1"
 

@@ -29,6 +29,7 @@ def _spec_file(tmp_path, **changes):
         ({"candidates": [{"name": "rf", "estimator": "random_forest", "params": {"n_estimators": 10**12}}]}, "n_estimators=1000000000000 is above the limit"),
         ({"candidates": [{"name": "rf", "estimator": "random_forest", "grid": {"max_depth": [1, 2, 3, 500]}}]}, "max_depth=[1, 2, 3, 500] is above the limit"),
         ({"candidates": [{"name": "lr", "estimator": "logistic_regression", "grid": {"C": list(range(30)), "tol": list(range(30))}}]}, "the grid has 900 points"),
+        ({"candidates": [{"name": "net", "estimator": "cnn", "params": {"max_epochs": 100_000}}]}, "max_epochs=100000 is above the limit"),
         ({"limits": {"stage_seconds": 0}}, "limits.stage_seconds"),
     ],
 )

@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from modelmill.errors import SpecError
 from modelmill.evaluation import figure
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.neural import MLPRegressor, training_curves
 from modelmill.spec import PipelineSpec
 
 
@@ -33,6 +34,7 @@ class ForecastOptions(KindOptions):
     windows: list[int] = Field(default_factory=lambda: [5, 20, 60])
     selection_folds: int = Field(3, ge=2, le=10)
     min_train_days: int = Field(250, ge=30)
+    trading_cost_bps: float = Field(5.0, ge=0, le=1000, description="cost of each change of position in the portfolio view, in basis points")
 
 
 def next_return(frame: pd.DataFrame, series: str, date: str, value: str) -> pd.Series:
@@ -85,6 +87,32 @@ def _pipeline(spec: PipelineSpec, opts: ForecastOptions, model) -> Pipeline:
     return Pipeline([("features", feats), ("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler()), ("model", model)])
 
 
+def drawdown(returns: pd.Series) -> float:
+    """The largest fall of the compounded equity curve from its running peak (a negative share)."""
+    equity = (1 + returns).cumprod()
+    return float((equity / equity.cummax().clip(lower=1.0) - 1).min())
+
+
+def portfolio(bt: pd.DataFrame, series: str, date: str, cost_bps: float) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Long/flat on each series from the forecasts (long when the predicted return is positive),
+    equal weight across series, against buy-and-hold of the same series over the same days.
+    Returns the daily returns of both and their annualised Sharpe ratio, maximum drawdown,
+    total return, and the strategy's turnover (position changes per series per day)."""
+    f = bt.sort_values([series, date])
+    position = (f["prediction"] > 0).astype(float)
+    change = position.groupby(f[series], sort=False).diff().fillna(position).abs()
+    f = f.assign(strategy=position * f["_target"] - change * cost_bps / 1e4, change=change)
+    daily = f.groupby(date).agg(strategy=("strategy", "mean"), buy_hold=("_target", "mean"), turnover=("change", "mean"))
+    out = {"portfolio_turnover": float(daily["turnover"].mean())}
+    for col, key in (("strategy", "portfolio"), ("buy_hold", "buy_hold")):
+        r = daily[col]
+        sd = r.std(ddof=1)
+        out[f"{key}_sharpe"] = float(r.mean() / sd * math.sqrt(252)) if sd > 0 else 0.0
+        out[f"{key}_max_drawdown"] = drawdown(r)
+        out[f"{key}_total_return"] = float((1 + r).prod() - 1)
+    return daily, out
+
+
 def diebold_mariano(e_model: np.ndarray, e_naive: np.ndarray) -> tuple[float, float]:
     """DM test (squared loss, one-step horizon): statistic and two-sided p-value."""
     d = e_model**2 - e_naive**2
@@ -100,11 +128,12 @@ class Forecasting(ProblemKind):
     name = "forecasting"
     Options = ForecastOptions
     METRICS = {"rmse": "minimize", "mae": "minimize", "skill": "maximize", "directional_accuracy": "maximize", "price_mape": "minimize"}
-    HEADLINE = ("skill", "dm_pvalue", "directional_accuracy")
+    HEADLINE = ("skill", "dm_pvalue", "directional_accuracy", "portfolio_sharpe")
     ESTIMATORS = {
         "zero_return": lambda seed, **p: DummyRegressor(strategy="constant", constant=0.0),
         "ridge": lambda seed, **p: Ridge(**p),
         "hist_gradient_boosting": lambda seed, **p: HistGradientBoostingRegressor(random_state=seed, **p),
+        "mlp": lambda seed, **p: MLPRegressor(**{"seed": seed, **p}),
     }
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -200,6 +229,7 @@ class Forecasting(ProblemKind):
         """Walk-forward backtest of the model's recipe (refit per fold) on this snapshot."""
         bt = self.backtest(spec, model, data.test, self._starts(data))
         out = self._metrics_from(bt, spec.roles["value"])
+        out |= portfolio(bt, spec.roles["series"], spec.roles["date"], self.options(spec).trading_cost_bps)[1]
         for i, part in bt.groupby("fold"):
             out[f"fold{i}_rmse"] = float(np.sqrt(np.mean((part["prediction"] - part["_target"]) ** 2)))
         return out
@@ -232,8 +262,19 @@ class Forecasting(ProblemKind):
         ax2.set_title("Residuals over the backtest")
         fig.tight_layout()
         figs["residuals.png"] = fig
+        daily, pm = portfolio(bt, r["series"], r["date"], self.options(spec).trading_cost_bps)
+        fig, ax = figure(11, 4)
+        for col, label, key in (("strategy", f"long/flat on {trained.best}'s forecasts", "portfolio"), ("buy_hold", "buy and hold", "buy_hold")):
+            ax.plot(daily.index, (1 + daily[col]).cumprod(), label=f"{label}: Sharpe {pm[f'{key}_sharpe']:.2f}, max drawdown {pm[f'{key}_max_drawdown']:.1%}")
+        ax.set_ylabel("growth of 1")
+        ax.set_title(f"{spec.name}: equal-weight portfolio over the backtest (turnover {pm['portfolio_turnover']:.2f}/day, cost {self.options(spec).trading_cost_bps:g} bp per change)")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        figs["portfolio.png"] = fig
+        if (curves := training_curves(trained.model, spec.name)) is not None:
+            figs["training_curves.png"] = curves
         per_series = bt.groupby(r["series"]).apply(lambda p: pd.Series(self._metrics_from(p, r["value"])), include_groups=False).reset_index()
-        return figs, {"per_series_metrics.csv": per_series, "backtest_predictions.csv": bt.drop(columns=["_target"]).rename(columns={"prediction": "predicted_return"})}
+        return figs, {"portfolio_daily_returns.csv": daily.reset_index(), "per_series_metrics.csv": per_series, "backtest_predictions.csv": bt.drop(columns=["_target"]).rename(columns={"prediction": "predicted_return"})}
 
     def examples(self, model, data: Prepared):
         frame = data.test.drop(columns=["_target"])

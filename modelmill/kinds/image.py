@@ -1,8 +1,9 @@
 """Image classification from small grey-level images (BreastMNIST and others of that shape).
 
-Images arrive as flattened pixel arrays with their height/width; the featurizer turns them into
-HOG descriptors, an intensity histogram and down-sampled pixels (scikit-image), and the
-candidates are scikit-learn classifiers chosen on the official validation split.
+Images arrive as flattened pixel arrays with their height/width. The scikit-learn candidates
+read HOG descriptors, an intensity histogram and down-sampled pixels (scikit-image); the ``cnn``
+candidate, a small residual network (PyTorch), reads the pixels. All are chosen on the official
+validation split, then refit on train + val.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import PredefinedSplit
 from sklearn.pipeline import Pipeline
@@ -21,6 +22,7 @@ from modelmill.errors import SpecError
 from modelmill.evaluation import binary_metrics, binary_plots, figure
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
+from modelmill.kinds.neural import CNNClassifier, training_curves
 from modelmill.kinds.selection import grid_select
 from modelmill.spec import PipelineSpec
 
@@ -31,7 +33,7 @@ class ImageOptions(KindOptions):
     positive_label_name: str = "positive"
     negative_label_name: str = "negative"
     hog_cell: int = Field(7, ge=2)
-    augment_flips: bool = Field(True, description="add left-right mirrored copies of the training images")
+    augment_flips: bool = Field(True, description="fit the feature-based models on left-right mirrored copies of their training images too")
 
 
 class CalibratedSVC(ClassifierMixin, BaseEstimator):
@@ -51,6 +53,29 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.model_.predict(X)
+
+
+class MirrorAugmented(ClassifierMixin, BaseEstimator):
+    """Fits ``pipeline`` on the images and, with ``mirror``, their left-right mirrored copies:
+    the copies exist only inside ``fit``, so a validation image's mirror never trains a model
+    that is scored on it."""
+
+    def __init__(self, pipeline, height=28, width=28, mirror=True):
+        self.pipeline, self.height, self.width, self.mirror = pipeline, height, width, mirror
+
+    def fit(self, X, y):
+        X, y = np.asarray(X), np.asarray(y)
+        if self.mirror:
+            X, y = np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]), np.concatenate([y, y])
+        self.pipeline_ = clone(self.pipeline).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(X)
+
+    def predict(self, X):
+        return self.pipeline_.predict(X)
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
@@ -82,7 +107,7 @@ class ImageClassification(ProblemKind):
     METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
     HEADLINE = ("accuracy", "sensitivity", "specificity")
     EXAMPLE_ROWS = True
-    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p))
+    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p), cnn=lambda seed, **p: CNNClassifier(**{"seed": seed, **p}))
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
@@ -99,24 +124,23 @@ class ImageClassification(ProblemKind):
         y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
         split = df[spec.split.column].astype(str).to_numpy()
         train, val, test = split == "train", split == "val", split == "test"
-        X_fit, y_fit = [X[train]], [y[train]]
-        if opts.augment_flips:  # mirrored training images only: the validation images stay unseen
-            X_fit.append(X[train].reshape(-1, opts.height, opts.width)[:, :, ::-1].reshape(int(train.sum()), -1))
-            y_fit.append(y[train])
-        n_train = sum(len(a) for a in X_fit)
-        X_fit, y_fit = np.vstack([*X_fit, X[val]]), np.concatenate([*y_fit, y[val]])
-        val_fold = np.r_[np.full(n_train, -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
-        info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "augmented_train_rows": n_train, "positive_rate_test": float(y[test].mean())}
+        X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
+        val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
+        info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}
         return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info)
 
-    def _pipeline(self, spec: PipelineSpec, model) -> Pipeline:
+    def _pipeline(self, spec: PipelineSpec, model) -> MirrorAugmented:
+        """The model behind its featurizer; a CNN reads the images themselves (and augments them
+        in every epoch), the others get mirrored copies of the images they are fitted on."""
         opts = self.options(spec)
-        return Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)])
+        if getattr(model, "consumes", None) == "pixels":
+            return MirrorAugmented(Pipeline([("model", model.set_params(height=opts.height, width=opts.width))]), opts.height, opts.width, mirror=False)
+        return MirrorAugmented(Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)]), opts.height, opts.width, mirror=opts.augment_flips)
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
         scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
-        best_name, best, table, chosen = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring)
+        best_name, best, table, chosen = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
         baseline = self._pipeline(spec, self.build(spec.baseline, spec)).fit(X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
 
@@ -142,6 +166,8 @@ class ImageClassification(ProblemKind):
             ax.axis("off")
         fig.suptitle(f"{spec.name}: {len(wrong)} misclassified test images (first 36)")
         figs["misclassified.png"] = fig
+        if (curves := training_curves(trained.model, spec.name)) is not None:
+            figs["training_curves.png"] = curves
         return figs, {}
 
     def examples(self, model, data: Prepared):

@@ -43,7 +43,7 @@ class TabularClassification(ProblemKind):
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
     EXAMPLE_ROWS = True
     IMPUTES = True
-    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest")
+    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest", "logit_forest_vote")
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)

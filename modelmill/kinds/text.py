@@ -7,20 +7,31 @@ their own slice metrics (e.g. the review's source site).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from pydantic import Field
 from sklearn import metrics as skm
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from modelmill.errors import SpecError
-from modelmill.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
+from modelmill.evaluation import (
+    binary_plots,
+    confusion_figure,
+    figure,
+    multiclass_tables,
+)
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
+from modelmill.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.kinds.selection import grid_select
+
+log = logging.getLogger("modelmill.train")
 from modelmill.spec import PipelineSpec
 
 
@@ -45,6 +56,50 @@ class TextColumn(TransformerMixin, BaseEstimator):
         return col.fillna("").astype(str).to_numpy()
 
 
+def featurizer(word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2) -> FeatureUnion:
+    """Word and character TF-IDF (sublinear, lower-cased) side by side."""
+    return FeatureUnion([
+        ("words", TfidfVectorizer(ngram_range=tuple(word_ngrams), min_df=min_df, sublinear_tf=True, lowercase=True)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(char_ngrams), min_df=min_df, sublinear_tf=True, lowercase=True)),
+    ])  # fmt: skip
+
+
+class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
+    """Soft vote of two views of the raw texts: word+char TF-IDF with logistic regression, and
+    the bi-GRU. The GRU's share of the averaged class probabilities is chosen among ``weights``
+    on the GRU's own early-stopping rows, with a TF-IDF model fitted without them; the TF-IDF
+    model is then refit on every row."""
+
+    consumes = "text"
+    label = "tfidf+gru"
+
+    def __init__(self, weights=(0.2, 0.3, 0.4, 0.5, 0.6), C=10.0, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, gru=None, seed=0):
+        self.weights, self.C, self.word_ngrams, self.char_ngrams, self.min_df, self.gru, self.seed = weights, C, word_ngrams, char_ngrams, min_df, gru, seed
+
+    def _tfidf(self, X, y):
+        return Pipeline([("features", featurizer(self.word_ngrams, self.char_ngrams, self.min_df)), ("model", LogisticRegression(C=self.C, max_iter=5000))]).fit(X, y)
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, dtype=object), np.asarray(y)
+        self.gru_ = GRUTextClassifier(**{"seed": self.seed, **(self.gru or {})}).fit(X, y)
+        va = self.gru_.valid_index_
+        rest = np.setdiff1d(np.arange(len(y)), va)
+        p_tfidf, p_gru = self._tfidf(X[rest], y[rest]).predict_proba(X[va]), self.gru_.predict_proba(X[va])
+        accuracy = {w: float(np.mean(self.gru_.classes_[((1 - w) * p_tfidf + w * p_gru).argmax(1)] == y[va])) for w in self.weights}
+        self.weight_ = max(accuracy, key=lambda w: (accuracy[w], -w))
+        log.info("tfidf+gru: GRU weight %.2f (validation accuracy %s)", self.weight_, ", ".join(f"{w:g}: {a:.4f}" for w, a in accuracy.items()))
+        self.tfidf_ = self._tfidf(X, y)
+        self.classes_ = self.tfidf_.classes_
+        self.history_ = self.gru_.history_
+        return self
+
+    def predict_proba(self, X):
+        return (1 - self.weight_) * self.tfidf_.predict_proba(X) + self.weight_ * self.gru_.predict_proba(X)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
 def _scores(model, X) -> np.ndarray:
     """Class scores (probabilities where the model has them, else decision values)."""
     if hasattr(model, "predict_proba"):
@@ -62,7 +117,11 @@ class TextClassification(ProblemKind):
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
     HEADLINE = ("accuracy", "macro_f1")
     EXAMPLE_ROWS = True
-    ESTIMATORS = pick("dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb")
+    ESTIMATORS = pick(
+        "dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb",
+        gru=lambda seed, **p: GRUTextClassifier(**{"seed": seed, **p}),
+        tfidf_gru_ensemble=lambda seed, **p: TfidfGRUEnsemble(**{"seed": seed, **p}),
+    )  # fmt: skip
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
@@ -73,10 +132,7 @@ class TextClassification(ProblemKind):
 
     def featurizer(self, spec: PipelineSpec) -> FeatureUnion:
         o = self.options(spec)
-        return FeatureUnion([
-            ("words", TfidfVectorizer(ngram_range=tuple(o.word_ngrams), min_df=o.min_df, sublinear_tf=True, lowercase=True)),
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(o.char_ngrams), min_df=o.min_df, sublinear_tf=True, lowercase=True)),
-        ])  # fmt: skip
+        return featurizer(o.word_ngrams, o.char_ngrams, o.min_df)
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         opts = self.options(spec)
@@ -92,7 +148,7 @@ class TextClassification(ProblemKind):
         else:
             idx_tr, idx_te = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=np.char.add(y.astype(str), groups.astype(str)))
             tr, te = np.isin(np.arange(len(df)), idx_tr), np.isin(np.arange(len(df)), idx_te)
-        info = {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "classes": int(len(np.unique(y)))}
+        info = {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "classes": len(np.unique(y))}
         return Prepared((text[tr].reset_index(drop=True), y[tr]), (text[te].reset_index(drop=True), y[te], groups[te]), info)
 
     def _scoring(self, spec: PipelineSpec) -> str:
@@ -103,8 +159,15 @@ class TextClassification(ProblemKind):
         cv = StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
         col = spec.features.text
 
+        o = self.options(spec)
+
         def build(c):
-            return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", self.build(c, spec))])
+            model = self.build(c, spec)
+            if isinstance(model, TfidfGRUEnsemble):
+                model.set_params(word_ngrams=tuple(o.word_ngrams), char_ngrams=tuple(o.char_ngrams), min_df=o.min_df)
+            if getattr(model, "consumes", None) == "text":  # networks read the raw texts
+                return Pipeline([("text", TextColumn(col)), ("model", model)])
+            return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", model)])
 
         best_name, best, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=self._scoring(spec))
         baseline = build(spec.baseline).fit(X, y)
@@ -133,6 +196,12 @@ class TextClassification(ProblemKind):
         return out
 
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        figs, tables = self._report(spec, trained, data)
+        if (curves := training_curves(trained.model, spec.name)) is not None:
+            figs["training_curves.png"] = curves
+        return figs, tables
+
+    def _report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         X, y, groups = data.test
         model = trained.model
         yhat = model.predict(X)
