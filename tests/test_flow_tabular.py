@@ -168,6 +168,7 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
     run = _last_run(env, "modelmill/breast_cytology")
     m = run.data.metrics
     assert m["test/roc_auc"] > 0.97 and m["test/sensitivity"] > 0.85 and m["test/specificity"] > 0.85
+    assert m["test/accuracy"] > m["test/baseline_accuracy"] + 0.25 and m["test/lift_over_baseline"] > 0.4  # vs the prior
     assert run.data.tags["modelmill.domain"] == "healthcare"
     assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
     c = mlflow_client(env)

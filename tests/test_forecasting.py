@@ -117,6 +117,7 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     assert m["test/naive_rmse"] == pytest.approx(m["test/baseline_rmse"])
     assert m["test/skill"] == pytest.approx(1 - m["test/rmse"] / m["test/naive_rmse"])
     assert abs(m["test/skill"]) < 0.2  # daily returns are close to a random walk: no miracle
+    assert m["test/rmse"] < m["test/baseline_rmse"] and m["test/lift_over_baseline"] > 0  # ... but above it
     assert 0.4 < m["test/directional_accuracy"] < 0.6 and 0 < m["test/dm_pvalue"] <= 1
     assert {"plots/forecast_vs_actual.png", "plots/residuals.png", "plots/portfolio.png"} <= artifacts(env, run, "plots")
     for k in ("portfolio_sharpe", "portfolio_max_drawdown", "portfolio_turnover", "portfolio_total_return", "buy_hold_sharpe", "buy_hold_max_drawdown"):

@@ -35,6 +35,7 @@ def test_breast_ultrasound_flow_on_the_official_split(env, capsys, monkeypatch):
     assert (p["split.train_rows"], p["split.val_rows"], p["split.test_rows"]) == ("546", "78", "156")
     # MedMNIST v2 references on this test split: ResNet-18 (28) AUC 0.901, auto-sklearn AUC 0.836.
     assert 0.78 < m["test/roc_auc"] < 0.97 and m["test/accuracy"] > 0.75
+    assert m["test/lift_over_baseline"] > 0.25 and m["test/accuracy"] > m["test/baseline_accuracy"]  # vs always-benign
     assert {"test/sensitivity", "test/specificity"} <= set(m)
     assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/misclassified.png"} <= artifacts(env, run, "plots")
     assert registry_state(env, "breast_ultrasound")[1] == "1"

@@ -73,6 +73,16 @@ def test_cnn_follows_the_estimator_contract_and_is_seeded(images, caplog):
     assert len(a.valid_index_) == round(0.15 * len(X)) and abs(y[a.valid_index_].mean() - y.mean()) < 0.05
 
 
+def test_a_cnn_of_several_networks_averages_them(images, caplog):
+    X, y = images
+    with caplog.at_level(logging.INFO, logger="modelmill.train"):
+        net = CNNClassifier(n_models=2, tta=False, max_epochs=1, batch_size=32, seed=4, threads=1).fit(X, y)
+    assert len(net.nets_) == 2 and "cnn: network 2 of 2 (seed 5)" in caplog.messages
+    members = [m.predict_proba((X[:10] / 255.0).astype(np.float32)) for m in net.nets_]
+    assert not np.allclose(*members)  # two seeds, two networks
+    np.testing.assert_allclose(net.predict_proba(X[:10]), np.mean(members, axis=0), rtol=1e-6)
+
+
 def test_gru_reads_raw_texts_and_returns_their_labels(queries, caplog):
     X, y = queries
     make = lambda: GRUTextClassifier(max_epochs=3, embed_dim=32, hidden=32, seed=3, threads=1)

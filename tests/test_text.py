@@ -20,7 +20,7 @@ def test_support_intent_on_banking77(env, capsys, monkeypatch):
     m = run.data.metrics
     # Casanueva et al. 2020: 93.66% with fine-tuned BERT on the full training set.
     assert 0.85 < m["test/accuracy"] < 0.97 and m["test/macro_f1"] > 0.85
-    assert m["test/baseline_accuracy"] < 0.05
+    assert m["test/baseline_accuracy"] < 0.05 and m["test/lift_over_baseline"] > 0.8
     assert run.data.params["split.classes"] == "77"
     tables = artifacts(env, run, "tables")
     assert {"tables/per_class_f1.csv", "tables/confused_pairs.csv"} <= tables
@@ -35,6 +35,7 @@ def test_review_sentiment_with_per_source_slices(env, capsys, monkeypatch):
     assert code == 0, err
     m = last_run(env, "review_sentiment").data.metrics
     assert m["test/roc_auc"] > 0.88 and m["test/accuracy"] > 0.8 and m["test/f1"] > 0.8
+    assert m["test/lift_over_baseline"] > 0.3 and m["test/accuracy"] > m["test/baseline_accuracy"] + 0.25
     for src in ("amazon", "yelp", "imdb"):
         for k in ("accuracy", "f1", "roc_auc"):
             assert 0.6 < m[f"test/{k}.{src}"] <= 1.0, (k, src)

@@ -89,6 +89,13 @@ class ProblemKind(ABC):
         if spec.impute != type(spec.impute)() and not self.IMPUTES:
             raise SpecError(f"pipeline {spec.name}: `impute` is for tabular features; {self.name} cannot use it")
 
+    def require_split(self, spec: PipelineSpec, *methods: str) -> None:
+        """The split methods this kind honours; any other is a spec error, never ignored."""
+        if spec.split.method not in methods:
+            raise SpecError(f"pipeline {spec.name}: {self.name} splits by {' or '.join(methods)}, not {spec.split.method}")
+        if spec.split.method == "predefined" and not spec.split.column:
+            raise SpecError(f"pipeline {spec.name}: split.method predefined needs split.column (values train / val / test)")
+
     def build(self, c: Candidate, spec: PipelineSpec):
         """An unfitted estimator for a candidate (scikit-learn contract: params in __init__)."""
         try:

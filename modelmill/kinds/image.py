@@ -23,7 +23,7 @@ from modelmill.evaluation import binary_metrics, binary_plots, figure
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import CNNClassifier, training_curves
-from modelmill.kinds.selection import grid_select
+from modelmill.kinds.selection import grid_select, predefined_parts
 from modelmill.spec import PipelineSpec
 
 
@@ -113,8 +113,7 @@ class ImageClassification(ProblemKind):
         super().check_spec(spec)
         if not spec.features.image or spec.target is None or spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: image classification needs features.image, target and positive_label")
-        if spec.split.method != "predefined" or not spec.split.column:
-            raise SpecError(f"pipeline {spec.name}: image classification uses the official split (split.method predefined + split.column)")
+        self.require_split(spec, "predefined")
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         opts = self.options(spec)
@@ -122,8 +121,10 @@ class ImageClassification(ProblemKind):
         if X.shape[1] != opts.height * opts.width:
             raise SpecError(f"pipeline {spec.name}: images have {X.shape[1]} pixels, expected {opts.height}x{opts.width}")
         y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
-        split = df[spec.split.column].astype(str).to_numpy()
-        train, val, test = split == "train", split == "val", split == "test"
+        parts = predefined_parts(spec, df)
+        train, val, test = parts == "train", parts == "val", parts == "test"
+        if not val.any():
+            raise SpecError(f"pipeline {spec.name}: image classification selects on the val split, and split column {spec.split.column} has no val rows")
         X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
         val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
         info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}

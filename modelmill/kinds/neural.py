@@ -55,14 +55,15 @@ class TorchEstimator(BaseEstimator):
     consumes = "features"
     label = "net"
 
-    def _setup(self):
+    def _setup(self, seed: int | None = None):
         """Seed, threads and device; called first in ``fit``, before the module is built, so its
         initial weights are seeded too."""
         torch = _torch()
         threads = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
         torch.set_num_threads(max(1, int(threads)))
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed % 2**32)
+        seed = self.seed if seed is None else seed
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
         device = self.device
         if device == "cuda" and not torch.cuda.is_available():
             log.warning("%s: device cuda asked for but none is present; training on the CPU", self.label)
@@ -70,7 +71,7 @@ class TorchEstimator(BaseEstimator):
         self.device_ = device
         return torch
 
-    def _net(self, net_cls, module, criterion, *, stratified: bool, scoring=None, **kw):
+    def _net(self, net_cls, module, criterion, *, stratified: bool, scoring=None, seed: int | None = None, **kw):
         from skorch.callbacks import (
             EarlyStopping,
             EpochScoring,
@@ -95,7 +96,7 @@ class TorchEstimator(BaseEstimator):
             callbacks.insert(0, ("score", EpochScoring(scoring[1], lower_is_better=False, name=scoring[0])))
         return net_cls(
             module, criterion=criterion, optimizer=torch.optim.AdamW, lr=self.lr, optimizer__weight_decay=self.weight_decay,
-            max_epochs=epochs, batch_size=self.batch_size, train_split=HoldOut(self.valid_fraction, stratified, self.seed), callbacks=callbacks,
+            max_epochs=epochs, batch_size=self.batch_size, train_split=HoldOut(self.valid_fraction, stratified, self.seed if seed is None else seed), callbacks=callbacks,
             iterator_train__shuffle=True, device=self.device_, verbose=0, **kw,
         )  # fmt: skip
 
@@ -117,13 +118,13 @@ class _NeuralClassifier(ClassifierMixin, TorchEstimator):
         self.classes_ = self.encoder_.classes_
         return self.encoder_.transform(y).astype(np.int64)
 
-    def _fit_classifier(self, module, X, y):
+    def _fit_classifier(self, module, X, y, seed: int | None = None):
         from skorch import NeuralNetClassifier
 
         torch = _torch()
         yi = self._encode_fit(y)
         scoring = ("valid_auc", "roc_auc") if len(self.classes_) == 2 else ("valid_acc", "accuracy")
-        net = self._net(NeuralNetClassifier, module, torch.nn.CrossEntropyLoss, stratified=True, scoring=scoring, classes=list(range(len(self.classes_))))
+        net = self._net(NeuralNetClassifier, module, torch.nn.CrossEntropyLoss, stratified=True, scoring=scoring, seed=seed, classes=list(range(len(self.classes_))))
         return self._fit_net(net, X, yi)
 
     def predict_proba(self, X):
@@ -134,14 +135,16 @@ class _NeuralClassifier(ClassifierMixin, TorchEstimator):
 
 
 class CNNClassifier(_NeuralClassifier):
-    """A small residual CNN over grey images given as flattened pixels in [0, 255]."""
+    """A small residual CNN over grey images given as flattened pixels in [0, 255]; with
+    ``n_models`` > 1, that many networks (seeds ``seed``, ``seed + 1``, …, each with its own
+    early-stopping rows) whose probabilities are averaged."""
 
     consumes = "pixels"
     label = "cnn"
 
-    def __init__(self, height=28, width=28, channels=24, dropout=0.3, augment=True, max_shift=2.0, max_rotation=10.0, tta=True, max_epochs=60, lr=1e-3, batch_size=64, patience=20, weight_decay=1e-3, valid_fraction=0.15, seed=0, device="cpu", threads=None):
+    def __init__(self, height=28, width=28, channels=24, dropout=0.3, augment=True, max_shift=2.0, max_rotation=10.0, tta=True, n_models=1, max_epochs=60, lr=1e-3, batch_size=64, patience=20, weight_decay=1e-3, valid_fraction=0.15, seed=0, device="cpu", threads=None):
         self.height, self.width, self.channels, self.dropout = height, width, channels, dropout
-        self.augment, self.max_shift, self.max_rotation, self.tta = augment, max_shift, max_rotation, tta
+        self.augment, self.max_shift, self.max_rotation, self.tta, self.n_models = augment, max_shift, max_rotation, tta, n_models
         self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = max_epochs, lr, batch_size, patience, weight_decay
         self.valid_fraction, self.seed, self.device, self.threads = valid_fraction, seed, device, threads
 
@@ -151,17 +154,28 @@ class CNNClassifier(_NeuralClassifier):
     def fit(self, X, y):
         from modelmill.kinds.torch_modules import SmallResNet
 
-        self._setup()
-        n_classes = len(np.unique(y))
-        module = SmallResNet(self.height, self.width, self.channels, n_classes, self.dropout, self.augment, self.max_shift, self.max_rotation)
-        return self._fit_classifier(module, self._inputs(X), y)
+        nets, histories = [], []
+        for i in range(self.n_models):
+            seed = self.seed + i
+            if self.n_models > 1:
+                log.info("cnn: network %d of %d (seed %d)", i + 1, self.n_models, seed)
+            self._setup(seed)  # before the module is built: its initial weights are seeded too
+            module = SmallResNet(self.height, self.width, self.channels, len(np.unique(y)), self.dropout, self.augment, self.max_shift, self.max_rotation)
+            self._fit_classifier(module, self._inputs(X), y, seed=seed)
+            nets.append(self.net_)
+            histories.append(self.history_)
+        self.nets_, self.net_, self.history_ = nets, nets[0], histories[0]
+        return self
+
+    def _proba(self, X):
+        return np.mean([net.predict_proba(self._inputs(X)) for net in self.nets_], axis=0).astype(np.float64)
 
     def predict_proba(self, X):
-        p = super().predict_proba(X)
+        p = self._proba(X)
         if not self.tta:
             return p
         mirrored = np.asarray(X).reshape(len(X), self.height, self.width)[:, :, ::-1].reshape(len(X), -1)
-        return (p + super().predict_proba(mirrored)) / 2  # test-time augmentation: the mirrored image too
+        return (p + self._proba(mirrored)) / 2  # test-time augmentation: the mirrored image too
 
 
 class Vocabulary:

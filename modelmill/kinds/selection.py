@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
 
+from modelmill.errors import SpecError
 from modelmill.spec import PipelineSpec
+
+#: values a predefined split column may hold (case-insensitive), and the part each one names
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
 log = logging.getLogger("modelmill.train")
 
@@ -35,3 +40,39 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
             best, best_score, best_name, chosen = search.best_estimator_, search.best_score_, c.name, {**c.params, **params}
     table = pd.DataFrame(rows).sort_values("cv_score", ascending=False, ignore_index=True)
     return best_name, best, table, chosen
+
+
+def predefined_parts(spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
+    """Each row's part of the spec's predefined split: "train", "val" or "test"."""
+    col = spec.split.column
+    raw = df[col].astype("str").str.strip().str.lower()
+    parts = raw.map(SPLIT_NAMES)
+    if parts.isna().any():
+        odd = sorted(raw[parts.isna()].unique())[:3]
+        raise SpecError(f"pipeline {spec.name}: split column {col} holds {int(parts.isna().sum())} rows that are not train/val/test (e.g. {', '.join(map(repr, odd))})")
+    for need in ("train", "test"):
+        if not (parts == need).any():
+            raise SpecError(f"pipeline {spec.name}: split column {col} has no {need} rows")
+    return parts.to_numpy()
+
+
+def fit_rows(spec: PipelineSpec, df: pd.DataFrame, random_split: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Row numbers models are fitted on and test rows, and for a predefined split with val rows
+    the PredefinedSplit fold of each fitted row (-1 train, 0 val), else None. ``random_split``
+    gives the (fit, test) row numbers of a random split; a predefined split ignores it."""
+    if spec.split.method == "predefined":
+        parts = predefined_parts(spec, df)
+        fit, test = np.flatnonzero(parts != "test"), np.flatnonzero(parts == "test")
+        fold = np.where(parts[fit] == "val", 0, -1)
+        return fit, test, fold if (fold == 0).any() else None
+    return random_split[0], random_split[1], None
+
+
+def selection_cv(spec: PipelineSpec, fold: np.ndarray | None):
+    """The official val split when there is one (then the chosen model is refit on train + val),
+    else stratified k-fold CV on the training rows; logged either way."""
+    if fold is not None:
+        log.info("%s: candidates selected on the val split (%d rows), then refit on train + val (%d rows)", spec.name, int((fold == 0).sum()), len(fold))
+        return PredefinedSplit(fold)
+    log.info("%s: candidates selected by %d-fold cross-validation on the training rows", spec.name, spec.split.folds)
+    return StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)

@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
 from sklearn.metrics import make_scorer
-from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV, train_test_split
+from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -18,7 +18,7 @@ from modelmill.errors import SpecError
 from modelmill.evaluation import binary_metrics, binary_plots, expected_cost
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
-from modelmill.kinds.selection import grid_select
+from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
 from modelmill.spec import PipelineSpec
 
 SCORERS = {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss", "brier": "neg_brier_score"}
@@ -52,6 +52,7 @@ class TabularClassification(ProblemKind):
             raise SpecError(f"pipeline {spec.name}: tabular classification needs `target` and `positive_label`")
         if not (spec.features.numeric or spec.features.categorical):
             raise SpecError(f"pipeline {spec.name}: declare features.numeric and/or features.categorical")
+        self.require_split(spec, "stratified", "predefined")
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
 
@@ -66,9 +67,14 @@ class TabularClassification(ProblemKind):
         for c in spec.features.categorical:
             X[c] = X[c].astype("str")  # pandas 3: missing values stay missing
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
-        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y)
-        info = {"train_rows": len(y_tr), "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
-        return Prepared((X_tr.reset_index(drop=True), y_tr), (X_te.reset_index(drop=True), y_te), info)
+        random_split = None
+        if spec.split.method != "predefined":
+            random_split = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y)
+        tr, te, fold = fit_rows(spec, df, random_split)
+        y_tr, y_te = y[tr], y[te]
+        n_val = int((fold == 0).sum()) if fold is not None else 0
+        info = {"train_rows": len(y_tr) - n_val, "val_rows": n_val, "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
+        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info)
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
         """Scaled numeric and one-hot categorical features, with the spec's imputation first."""
@@ -83,8 +89,6 @@ class TabularClassification(ProblemKind):
             categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
         return ColumnTransformer([("numeric", make_pipeline(*numeric), spec.features.numeric), ("categorical", make_pipeline(*categorical), spec.features.categorical)])
 
-    def _cv(self, spec: PipelineSpec) -> StratifiedKFold:
-        return StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
 
     def _threshold_scorer(self, spec: PipelineSpec):
         opts = self.options(spec)
@@ -94,18 +98,19 @@ class TabularClassification(ProblemKind):
         return opts.threshold
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
-        X, y = data.train
+        X, y, fold = data.train
+        cv = selection_cv(spec, fold)
 
         def build(c):
             return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, best, table, chosen = grid_select(spec, build, X, y, cv=self._cv(spec), scoring=SCORERS[spec.metric.name])
+        best_name, best, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name])
         opts = self.options(spec)
         if opts.threshold == "fixed":
             model = best
         else:
-            # Decision threshold chosen by cross-validation on the training split only.
-            model = TunedThresholdClassifierCV(best, scoring=self._threshold_scorer(spec), cv=self._cv(spec), random_state=spec.split.seed)
+            # Decision threshold chosen on the same validation rows (or CV folds) as the model, never on test.
+            model = TunedThresholdClassifierCV(best, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed)
             model.fit(X, y)
         baseline = build(spec.baseline).fit(X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))

@@ -16,7 +16,7 @@ from sklearn import metrics as skm
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from modelmill.errors import SpecError
@@ -29,7 +29,7 @@ from modelmill.evaluation import (
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import GRUTextClassifier, training_curves
-from modelmill.kinds.selection import grid_select
+from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
 
 log = logging.getLogger("modelmill.train")
 from modelmill.spec import PipelineSpec
@@ -127,6 +127,7 @@ class TextClassification(ProblemKind):
         super().check_spec(spec)
         if not spec.features.text or spec.target is None:
             raise SpecError(f"pipeline {spec.name}: text classification needs features.text and target")
+        self.require_split(spec, "stratified", "predefined")
         if spec.metric.name in {"f1", "roc_auc"} and spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name} needs a positive_label (binary)")
 
@@ -142,21 +143,21 @@ class TextClassification(ProblemKind):
         else:
             y = df[spec.target].astype(str).to_numpy()
         groups = df[opts.slices].astype(str).to_numpy() if opts.slices else np.full(len(df), "all")
-        if spec.split.method == "predefined":
-            split = df[spec.split.column].astype(str).to_numpy()
-            tr, te = split == "train", split == "test"
-        else:
-            idx_tr, idx_te = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=np.char.add(y.astype(str), groups.astype(str)))
-            tr, te = np.isin(np.arange(len(df)), idx_tr), np.isin(np.arange(len(df)), idx_te)
-        info = {"train_rows": int(tr.sum()), "test_rows": int(te.sum()), "classes": len(np.unique(y))}
-        return Prepared((text[tr].reset_index(drop=True), y[tr]), (text[te].reset_index(drop=True), y[te], groups[te]), info)
+        random_split = None
+        if spec.split.method != "predefined":
+            parts = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=np.char.add(y.astype(str), groups.astype(str)))
+            random_split = tuple(np.sort(p) for p in parts)  # rows stay in file order
+        tr, te, fold = fit_rows(spec, df, random_split)
+        n_val = int((fold == 0).sum()) if fold is not None else 0
+        info = {"train_rows": len(tr) - n_val, "val_rows": n_val, "test_rows": len(te), "classes": len(np.unique(y))}
+        return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info)
 
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
-        X, y = data.train
-        cv = StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)
+        X, y, fold = data.train
+        cv = selection_cv(spec, fold)
         col = spec.features.text
 
         o = self.options(spec)

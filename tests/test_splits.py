@@ -1,0 +1,107 @@
+"""Official splits everywhere: a predefined train / val / test column is honoured by the tabular
+and text kinds (val selects, then the chosen model is refit on train + val, and the log says
+which rows selected), and a split a kind cannot honour is a spec error, never ignored."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import last_run, require_mirror, run_cli, write_readme_spec
+from modelmill.errors import SpecError
+from modelmill.kinds import get_kind
+from modelmill.settings import Settings
+from modelmill.spec import PipelineSpec
+
+
+def _official(n: int, seed: int = 0) -> np.ndarray:
+    """A seeded 70 / 15 / 15 split column, spelled as users spell it."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.array(["train", "Validation", "TEST"]), size=n, p=[0.7, 0.15, 0.15])
+
+
+def test_a_csv_with_its_own_split_column_is_split_as_it_says(readme_project, capsys):
+    root, spec, data = readme_project
+    data = data.assign(split=_official(len(data)))
+    suite_path = root / "expectations" / "my_cells.json"
+    suite = json.loads(suite_path.read_text())
+    for e in suite["expectations"]:
+        if e["type"] == "expect_table_columns_to_match_set":
+            e["kwargs"]["column_set"].append("split")
+    suite_path.write_text(json.dumps(suite))
+    write_readme_spec(root, spec, data, split={"method": "predefined", "column": "split"})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    p = last_run(Settings(), "my_cells").data.params
+    counts = data["split"].str.lower().value_counts()
+    assert (int(p["split.train_rows"]), int(p["split.val_rows"]), int(p["split.test_rows"])) == (counts["train"], counts["validation"], counts["test"])
+    assert f"candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)" in out + err
+
+
+@pytest.fixture(scope="module")
+def intents():
+    frame = pd.read_csv(require_mirror() / "banking77" / "train.csv")
+    part = frame[frame["category"].isin(frame["category"].value_counts().index[:8])].reset_index(drop=True)
+    return part.assign(split=_official(len(part), seed=1))
+
+
+def _text_spec(**split) -> PipelineSpec:
+    return PipelineSpec(
+        name="intents", domain="customer_service", description="intents", schedule={"cron": "0 6 * * *"}, source={"path": "x.csv", "format": "csv"}, target="category",
+        features={"text": "text"}, suite="x.json", problem="text_classification", split=split,
+        baseline={"name": "mf", "estimator": "dummy_most_frequent"}, candidates=[{"name": "svc", "estimator": "linear_svc", "grid": {"C": [0.1, 1.0]}}],
+        metric={"name": "accuracy", "direction": "maximize"},
+    )  # fmt: skip
+
+
+def test_the_text_kind_selects_on_val_rows_and_refits_on_train_plus_val(intents, caplog):
+    spec = _text_spec(method="predefined", column="split")
+    kind = get_kind(spec.problem)
+    kind.check_spec(spec)
+    data = kind.prepare(spec, intents)
+    counts = intents["split"].str.lower().value_counts()
+    assert (data.info["train_rows"], data.info["val_rows"], data.info["test_rows"]) == (counts["train"], counts["validation"], counts["test"])
+    with caplog.at_level(logging.INFO, logger="modelmill.train"):
+        trained = kind.train(spec, data)
+    assert f"intents: candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)" in caplog.messages
+    assert (trained.selection["cv_std"] == 0).all()  # one val split, not k folds
+    # the refit model has seen the val rows: a word only they hold is in its vocabulary
+    vocab = trained.model.named_steps["features"].transformer_list[0][1].vocabulary_
+    val_text = " ".join(intents.loc[intents["split"] == "Validation", "text"]).lower()
+    train_text = " ".join(intents.loc[intents["split"] == "train", "text"]).lower()
+    only_val = {w for w in set(val_text.split()) if w.isalpha() and val_text.count(w) >= 2 and f" {w} " not in f" {train_text} "}
+    assert only_val and only_val & set(vocab)
+    assert kind.metrics(spec, trained.model, data)["accuracy"] > 0.8
+
+
+def test_without_val_rows_the_text_kind_says_it_cross_validates(intents, caplog):
+    spec = _text_spec(method="predefined", column="split", folds=3)
+    kind = get_kind(spec.problem)
+    data = kind.prepare(spec, intents.assign(split=intents["split"].replace({"Validation": "train"})))
+    assert data.info["val_rows"] == 0
+    with caplog.at_level(logging.INFO, logger="modelmill.train"):
+        kind.train(spec, data)
+    assert "intents: candidates selected by 3-fold cross-validation on the training rows" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    "split, values, fragment",
+    [
+        ({"method": "temporal", "test_period_days": 30}, None, "text_classification splits by stratified or predefined, not temporal"),
+        ({"method": "predefined"}, None, "split.method predefined needs split.column"),
+        ({"method": "predefined", "column": "split"}, ["train", "test", "holdout"], "split column split holds 1 rows that are not train/val/test (e.g. 'holdout')"),
+        ({"method": "predefined", "column": "split"}, ["train", "val", "val"], "split column split has no test rows"),
+    ],
+)
+def test_splits_a_kind_cannot_honour_are_spec_errors(intents, split, values, fragment):
+    spec = _text_spec(**split)
+    kind = get_kind(spec.problem)
+    with pytest.raises(SpecError) as e:
+        kind.check_spec(spec)
+        frame = intents.head(len(values)).assign(split=values)
+        kind.prepare(spec, frame)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
