@@ -28,7 +28,21 @@ def deployment_parameters(spec: PipelineSpec) -> dict:
 
 
 def build_deployments(specs: list[PipelineSpec]):
-    return [
+    from flows.scoring import score_flow
+
+    scoring = [
+        score_flow.to_deployment(
+            name=f"{spec.name}-score",
+            schedules=[Cron(spec.scoring.schedule.cron, timezone=spec.scoring.schedule.timezone)],
+            parameters={"pipeline": spec.name},
+            description=f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
+            tags=["modelmill", spec.domain, "scoring"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for spec in specs
+        if spec.scoring and spec.scoring.schedule
+    ]
+    return scoring + [
         pipeline_flow.to_deployment(
             name=spec.name,
             schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone)],

@@ -187,6 +187,32 @@ def cmd_check(args, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_score(args, settings: Settings) -> int:
+    """Score a batch file with a pipeline's champion (a Prefect flow, like a training run)."""
+    from modelmill.spec import load_spec
+
+    spec = load_spec(args.pipeline, settings)
+    check_free_space(settings)
+    prepare_environment(settings)
+    guard()
+    housekeeping(settings, [spec], prefect=True)
+    from flows.scoring import score_flow
+
+    state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as e:  # the cause, in one line
+            print(f"modelmill score: {one_line_cause(e)}", file=sys.stderr)
+        return 1
+    r = state.result()
+    print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")
+    if r["rejected"]:
+        print(f"{r['rejected']} rows rejected by the suite's feature rules, not scored: {r['rejected_output']} (column rejected_because)")
+    print(f"input sha256 {r['input_sha256']}; score drift vs training (PSI) {r['score_psi']:.3f}; MLflow run {r['run_id']}")
+    return EXIT_OK
+
+
 def cmd_list(args, settings: Settings) -> int:
     from modelmill.spec import load_all
     from modelmill.tracking import CHAMPION, Tracker
@@ -439,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)")
     ck.add_argument("pipeline", help="pipeline name or spec file")
     ck.set_defaults(fn=cmd_check)
+
+    sc = sub.add_parser("score", help="score a batch file with a pipeline's champion (output: Parquet)")
+    sc.add_argument("pipeline", help="pipeline name or spec file")
+    sc.add_argument("--input", help="CSV / Parquet / xlsx file (default: the spec's scoring.input)")
+    sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
+    sc.set_defaults(fn=cmd_score)
 
     ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
     ls.set_defaults(fn=cmd_list)

@@ -170,6 +170,14 @@ class Schedule(Strict):
         return v
 
 
+class Scoring(Strict):
+    """A batch the champion scores on a schedule (``modelmill score`` without --input/--output)."""
+
+    input: str = Field(description="CSV / Parquet / xlsx file to score, relative to the spec's folder")
+    output: str = Field(pattern=r"\.parquet$", description="where the scores are written (Parquet)")
+    schedule: Schedule | None = None
+
+
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     domain: str
@@ -191,6 +199,7 @@ class PipelineSpec(Strict):
     limits: Limits = Field(default_factory=Limits)
     impute: Impute = Field(default_factory=Impute)
     drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)")
+    scoring: Scoring | None = None
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

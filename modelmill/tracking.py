@@ -24,12 +24,14 @@ from typing import Any
 import pandas as pd
 
 from modelmill.settings import Settings
+from modelmill.runview import EXPERIMENT_KIND
 from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.tracking")
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 CHAMPION, CHALLENGER = "champion", "challenger"
+SCORING_SUFFIX = "/scoring"
 #: Local store URIs whose schema this process has already created or checked.
 _INITIALISED: set[str] = set()
 #: MLflow client HTTP settings (its defaults retry for minutes against a server that is down).
@@ -145,27 +147,34 @@ class Tracker:
         )
 
     # -- experiments and runs -------------------------------------------------------------
-    def experiment_id(self, spec: PipelineSpec, create: bool = True) -> str | None:
-        exp = self.client.get_experiment_by_name(spec.experiment_name)
+    def experiment_id(self, spec: PipelineSpec, create: bool = True, suffix: str = "") -> str | None:
+        name = spec.experiment_name + suffix
+        exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         if not create:
             return None
         location = None
         if self.local:
-            location = (self.settings.artifact_root / re.sub(r"[^a-z0-9_]+", "_", spec.name)).as_uri()
+            location = (self.settings.artifact_root / re.sub(r"[^a-z0-9_]+", "_", spec.name + suffix)).as_uri()
         try:
             return self.client.create_experiment(
-                spec.experiment_name, artifact_location=location, tags={"modelmill.domain": spec.domain, "mlflow.note.content": spec.description}
+                name, artifact_location=location, tags={"modelmill.domain": spec.domain, "mlflow.note.content": spec.description, **(EXPERIMENT_KIND if suffix else {})}
             )
         except Exception:  # created concurrently by another run: read it back
-            exp = self.client.get_experiment_by_name(spec.experiment_name)
+            exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
 
     def start_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def start_scoring_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
+        """A run in the pipeline's ``…/scoring`` experiment: batches scored by the champion stay
+        apart from training runs (history, promotion and skip-unchanged read only those)."""
+        run = self.client.create_run(self.experiment_id(spec, suffix=SCORING_SUFFIX), run_name=run_name, tags=tags)
         return run.info.run_id
 
     def set_experiment_tags(self, spec: PipelineSpec, tags: dict[str, str]) -> None:

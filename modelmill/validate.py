@@ -158,6 +158,28 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
 
 
+def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, list]]:
+    """Each row-level expectation (GX JSON form) with the index labels of the rows it refuses,
+    e.g. ``("expect_column_values_to_be_between(age)", [3, 17])``."""
+    if not expectations or df.empty:
+        return []
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    suite = gx.ExpectationSuite(name="rows", expectations=expectations)
+    definition = context.data_sources.add_pandas("modelmill").add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
+    result = definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format={"result_format": "COMPLETE"})
+    out = []
+    for r in result.results:
+        o = _outcome(r)
+        if o.raised:
+            raise SpecError(f"suite rule {o.label} errored on the input: {o.message}")
+        out.append((o.label, list((r.result or {}).get("unexpected_index_list") or [])))
+    return out
+
+
 def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_dir: Path):
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction

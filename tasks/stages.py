@@ -70,3 +70,10 @@ def publish_summary(summary):
     """A markdown artifact on the flow run: metrics, decision and where the MLflow run is."""
     create_markdown_artifact(markdown=summary_markdown(summary.__dict__), key=f"modelmill-{summary.pipeline.replace('_', '-')}", description=f"modelmill {summary.pipeline} run")
     return summary
+
+
+@task(name="score-batch", **_opts)
+def score_batch(spec, settings, input_location, output, base):
+    from modelmill.scoring import score
+
+    return score(spec, settings, input_location, output, base=base)

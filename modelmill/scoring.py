@@ -1,0 +1,183 @@
+"""Batch scoring with a pipeline's champion (``modelmill score``).
+
+The input file's rows first pass the suite's row-level rules on the feature columns (and the
+declared numeric types); rows that fail are not scored but written beside the output with the
+rule they broke, and counted. The champion (its files checked against the sha256 recorded at
+registration) scores the rest; the output Parquet carries every input column, the prediction,
+its probability, the model version and the input file's sha256 (also in the file's metadata).
+Each batch is an MLflow run in the pipeline's ``…/scoring`` experiment: counts, the drift of the
+features and of the scores against the champion's training snapshot, and the rejected rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modelmill.drift import drift, drift_metrics, psi_numeric
+from modelmill.errors import SpecError
+from modelmill.settings import Settings
+from modelmill.spec import PipelineSpec
+from modelmill.tracking import CHAMPION, FAILED, FINISHED, Tracker
+
+log = logging.getLogger("modelmill.score")
+
+SCORABLE = ("tabular_classification", "text_classification")
+REJECTED_SUFFIX = ".rejected.parquet"
+
+
+@dataclass
+class ScoreResult:
+    pipeline: str
+    version: str
+    rows: int
+    scored: int
+    rejected: int
+    output: str
+    rejected_output: str | None
+    input_sha256: str
+    score_psi: float
+    run_id: str
+
+
+def feature_columns(spec: PipelineSpec) -> list[str]:
+    f = spec.features
+    return [*f.numeric, *f.categorical, *([f.text] if f.text else [])]
+
+
+def model_frame(spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """The rows as the champion takes them: the feature columns, typed as at training."""
+    X = df[feature_columns(spec)].copy()
+    for c in spec.features.numeric:
+        X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")
+    for c in spec.features.categorical:
+        X[c] = X[c].astype("str")
+    if spec.features.text:
+        X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
+    return X
+
+
+def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
+    """Why each row may not be scored ("" when it may), and how many rows each rule refused:
+    the suite's row-level rules on feature columns, numbers that are not numbers, and missing
+    numeric values where the spec does not impute them."""
+    from modelmill.validate import load_suite_dict, rows_failing
+
+    cols = feature_columns(spec)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SpecError(f"pipeline {spec.name}: the input has no column {', '.join(missing)} (the champion needs {', '.join(cols)})")
+    reason = pd.Series("", index=df.index, dtype="object")
+    counts: dict[str, int] = {}
+
+    def mark(label: str, mask: pd.Series) -> None:
+        counts[label] = int(mask.sum())
+        reason[mask & (reason == "")] = label
+
+    typed = df[cols].copy()
+    for c in spec.features.numeric:
+        typed[c] = pd.to_numeric(df[c], errors="coerce")
+        mark(f"{c} is a number", typed[c].isna() & df[c].notna())
+        mark(f"{c} is finite", pd.Series(np.isinf(typed[c].fillna(0).to_numpy()), index=df.index))
+        if spec.impute.numeric == "none":
+            mark(f"{c} is present", df[c].isna())
+    rules = [e for e in load_suite_dict(spec.suite_path(settings))["expectations"] if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols]
+    for label, index in rows_failing(typed, rules):  # the suite sees numbers where numbers are declared
+        mark(label, pd.Series(df.index.isin(index), index=df.index))
+    return reason, counts
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:
+    """Written beside its final name, then renamed: a killed run leaves no half file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _positive_scores(model, X: pd.DataFrame) -> np.ndarray:
+    p = model.predict_proba(X)
+    return p[:, 1] if p.shape[1] == 2 else p.max(axis=1)
+
+
+def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None) -> ScoreResult:
+    """Score one batch file with the champion; see the module docstring."""
+    from modelmill.fetch import fetch_user_file
+    from modelmill.readers import read_table
+
+    if spec.problem not in SCORABLE:
+        raise SpecError(f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}")
+    out_path = Path(output).expanduser()
+    if out_path.suffix != ".parquet":
+        raise SpecError(f"score output {output} must be a .parquet file")
+    tracker = Tracker(settings)
+    champion = tracker.alias(spec, CHAMPION)
+    if champion is None:
+        raise SpecError(f"pipeline {spec.name} has no champion yet: `modelmill run {spec.name}` first")
+    source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
+    run_id = tracker.start_scoring_run(spec, f"score · v{champion.version} · {source.name}", {"modelmill.pipeline": spec.name, "modelmill.model_version": champion.version, "modelmill.input_sha256": source.sha256})
+    try:
+        result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table)
+    except BaseException as e:
+        tracker.set_tags(run_id, {"modelmill.failure": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
+        tracker.end_run(run_id, FAILED)
+        raise
+    tracker.end_run(run_id, FINISHED)
+    return result
+
+
+def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:
+    t0 = time.time()
+    model = tracker.load_model(champion)
+    raw = read_table(source, None, spec.source.read_options)
+    reason, counts = bad_rows(spec, raw, settings)
+    ok = reason == ""
+    good = raw[ok]
+    X = model_frame(spec, good)
+    meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
+    scored = good.copy()
+    if len(good):
+        scores = _positive_scores(model, X)
+        scored["prediction"] = model.predict(X)
+        scored["probability"] = np.round(scores, 6)
+    else:
+        scores = np.array([])
+        scored["prediction"], scored["probability"] = pd.Series(dtype="object"), pd.Series(dtype="float64")
+    scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
+    _write_parquet(scored, out_path, meta)
+    rejected_path = None
+    if (~ok).any():
+        rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
+        _write_parquet(raw[~ok].assign(rejected_because=reason[~ok]), rejected_path, meta)
+        log.warning("%s: %d of %d rows rejected, not scored (%s); they are in %s", spec.name, int((~ok).sum()), len(raw), "; ".join(f"{k}: {v}" for k, v in counts.items() if v), rejected_path)
+    metrics = {"score/rows": len(raw), "score/scored": int(ok.sum()), "score/rejected": int((~ok).sum()), **{f"score/rejected.{k}": v for k, v in counts.items() if v}}
+    score_psi = float("nan")
+    reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
+    if reference is not None and reference.is_file() and len(good):
+        ref = pd.read_parquet(reference)
+        ref_scores = _positive_scores(model, model_frame(spec, ref))
+        score_psi = psi_numeric(pd.Series(ref_scores), pd.Series(scores))
+        table = drift(ref[feature_columns(spec)], good[feature_columns(spec)])
+        metrics |= drift_metrics(table) | {"drift/score_psi": score_psi, "score/mean_probability": float(scores.mean()), "score/reference_mean_probability": float(ref_scores.mean())}
+        tracker.log_table(run_id, table, "tables/drift.csv")
+    tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id})
+    tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if v == v})
+    tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")
+    log.info("%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)", spec.name, champion.version, int(ok.sum()), len(raw), out_path, time.time() - t0, score_psi)
+    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id)
+
+
+def describe(result: ScoreResult) -> str:
+    return json.dumps(result.__dict__, indent=2)

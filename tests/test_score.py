@@ -1,0 +1,103 @@
+"""`modelmill score`: the champion scores a batch file; rows the suite's feature rules refuse are
+counted and set aside with their reason; the output carries the model version and the input's
+sha256; the batch is an MLflow run of its own with the drift of features and scores."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+
+from conftest import mlflow_client, run_cli, write_readme_spec
+from modelmill.settings import Settings
+
+
+def _batch(data: pd.DataFrame) -> pd.DataFrame:
+    """40 real rows as a lab would send them (no label), three of them broken."""
+    batch = data.drop(columns=["diagnosis"]).sample(40, random_state=3).reset_index(drop=True).astype(object)
+    batch.loc[5, "mean_radius"] = -4.0  # the suite's range
+    batch.loc[9, "worst_area"] = "3,913"  # not a number
+    batch.loc[17, "mean_radius"] = None  # the suite's not-null rule
+    return batch
+
+
+def _trained(readme_project, capsys):
+    root, spec, data = readme_project
+    write_readme_spec(root, spec, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    return root, spec, data
+
+
+def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(readme_project, capsys, tmp_path):
+    import mlflow
+
+    root, spec, data = _trained(readme_project, capsys)
+    batch = _batch(data)
+    src = root / "pipelines" / "data" / "batch.csv"
+    batch.to_csv(src, index=False)
+    out_path = tmp_path / "scores" / "batch.parquet"
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(out_path))
+    assert code == 0, out + err
+    assert "champion v1 scored 37 of 40 rows" in out and "3 rows rejected by the suite's feature rules" in out
+
+    scores = pd.read_parquet(out_path)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert len(scores) == 37 and (scores["model_version"] == "1").all() and (scores["input_sha256"] == digest).all()
+    assert set(scores["prediction"]) <= {0, 1} and scores["probability"].between(0, 1).all()
+    meta = pq.read_schema(out_path).metadata
+    assert meta[b"modelmill.model_version"] == b"1" and meta[b"modelmill.input_sha256"] == digest.encode()
+
+    rejected = pd.read_parquet(out_path.with_name("batch.rejected.parquet"))
+    assert sorted(rejected["rejected_because"]) == sorted(["expect_column_values_to_be_between(mean_radius)", "worst_area is a number", "mean_radius is present"])
+
+    # the same rows through the registered champion give the same predictions
+    settings = Settings()
+    mlflow_client(settings)
+    champion = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
+    good = batch.drop(index=[5, 9, 17]).astype("float64")
+    np.testing.assert_array_equal(np.asarray(champion.predict(good)), scores["prediction"].to_numpy())
+
+    client = mlflow_client(settings)
+    experiment = client.get_experiment_by_name("modelmill/my_cells/scoring")
+    (run,) = client.search_runs([experiment.experiment_id])
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and (m["score/rows"], m["score/scored"], m["score/rejected"]) == (40, 37, 3)
+    assert np.isfinite(m["drift/score_psi"]) and np.isfinite(m["drift/psi_max"])
+    assert run.data.params["input_sha256"] == digest and run.data.tags["modelmill.model_version"] == "1"
+    training = client.get_experiment_by_name("modelmill/my_cells")
+    assert len(client.search_runs([training.experiment_id])) == 1  # scoring never shows up as a training run
+
+
+def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(readme_project, capsys, tmp_path):
+    root, spec, data = readme_project
+    write_readme_spec(root, spec, data)
+    src = root / "pipelines" / "data" / "batch.csv"
+    _batch(data).to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
+    assert code == 1 and "pipeline my_cells has no champion yet: `modelmill run my_cells` first" in err
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    _batch(data).drop(columns=["worst_area"]).to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
+    assert code == 1 and "the input has no column worst_area" in err
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_a_spec_can_schedule_its_scoring(readme_project, capsys):
+    from flows.deployments import build_deployments
+    from modelmill.spec import load_spec
+
+    root, spec, data = _trained(readme_project, capsys)
+    _batch(data).to_csv(root / "pipelines" / "data" / "incoming.csv", index=False)
+    write_readme_spec(root, spec, scoring={"input": "data/incoming.csv", "output": "scores/incoming.parquet", "schedule": {"cron": "30 7 * * *"}})
+    deployments = {d.name: d for d in build_deployments([load_spec("my_cells", Settings())])}
+    scheduled = deployments["my_cells-score"]
+    assert scheduled.parameters == {"pipeline": "my_cells"} and scheduled.schedules[0].schedule.cron == "30 7 * * *"
+    code, out, err = run_cli(capsys, "score", "my_cells")  # the spec's input and output
+    assert code == 0, out + err
+    assert len(pd.read_parquet(root / "pipelines" / "scores" / "incoming.parquet")) == 37
+    assert yaml.safe_load((root / "pipelines" / "my_cells.yaml").read_text())["scoring"]["output"] == "scores/incoming.parquet"
