@@ -20,6 +20,7 @@ from modelmill.spec import PipelineSpec
 
 FLOW_NAME = "modelmill-pipeline"
 ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
+SCORE_ENTRYPOINT = "flows/scoring.py:score_flow"
 WORK_POOL = "modelmill-process"
 
 
@@ -77,6 +78,19 @@ def prefect_yaml(specs: list[PipelineSpec]) -> dict:
                 "work_pool": {"name": WORK_POOL},
             }
             for spec in specs
+        ]
+        + [
+            {
+                "name": f"{spec.name}-score",
+                "entrypoint": SCORE_ENTRYPOINT,
+                "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
+                "tags": ["modelmill", spec.domain, "scoring"],
+                "parameters": {"pipeline": spec.name},
+                "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
+                "work_pool": {"name": WORK_POOL},
+            }
+            for spec in specs
+            if spec.scoring and spec.scoring.schedule
         ],
     }
 
