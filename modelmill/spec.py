@@ -122,7 +122,7 @@ class Impute(Strict):
 
 
 class Split(Strict):
-    method: Literal["stratified", "predefined", "temporal", "walk_forward"] = "stratified"
+    method: Literal["stratified", "predefined", "temporal", "walk_forward", "random"] = "stratified"
     test_size: float = Field(0.25, gt=0, lt=1)
     seed: int = 42
     column: str | None = Field(None, description="split column for `predefined`")

@@ -24,6 +24,7 @@ from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
+from modelmill.kinds.neural import epochs_cap
 from modelmill.locks import file_lock, lock_dir
 from modelmill.promotion import Decision, decide
 from modelmill.reconcile import owner_tags
@@ -136,15 +137,9 @@ FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
 
 
-def max_epochs_cap() -> int | None:
-    from modelmill.kinds.neural import epochs_cap
-
-    return epochs_cap()
-
-
 def fingerprint(h: RunHandle, snap: Snapshot) -> str:
     """What a run's result depends on: data digest, spec and suite, modelmill's version and git
-    commit, the versions of the libraries that compute it, and the as-of date."""
+    commit, the versions of the libraries that compute it, the as-of date and the epoch cap."""
     import hashlib
     import json
     from importlib.metadata import PackageNotFoundError, version
@@ -160,7 +155,7 @@ def fingerprint(h: RunHandle, snap: Snapshot) -> str:
     parts = {
         "data": snap.digest, "spec": h.spec.spec_hash(h.settings), "modelmill": __version__, "git": git_commit(),
         "as_of": h.as_of or "latest", **{name: lib(name) for name in RESULT_LIBRARIES},
-        "max_epochs": max_epochs_cap() or "spec",
+        "max_epochs": epochs_cap() or "spec",
     }  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from modelmill.settings import Settings
 from modelmill.runview import EXPERIMENT_KIND
+from modelmill.settings import Settings
 from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.tracking")

@@ -54,7 +54,7 @@ def selection_rows(tracker, name: str, r) -> list[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         table = pd.read_csv(tracker.client.download_artifacts(r["run_id"], "tables/model_selection.csv", tmp))
-    score = next(c for c in ("cv_score", "inner_rmse") if c in table.columns)
+    score = next(c for c in table.columns if c.startswith(("cv_score", "inner_", "validation_")))
     best = r.get("params.model.candidate", "")
     return [f"| {name} | {row.candidate}{' (chosen)' if row.candidate == best else ''} | {row.estimator} | {score} {getattr(row, score):.4f} |" for row in table.itertuples()]
 

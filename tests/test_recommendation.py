@@ -90,3 +90,74 @@ def test_transactions_with_unparseable_dates_are_rejected(env, capsys, monkeypat
     code, out, err = run_cli(capsys, "run", "retail_recommendations")
     run = assert_refused_and_nothing_lost(env, "retail_recommendations", "online-retail", before, code, 3, out + err, "data rejected")
     assert "expect_column_values_to_not_be_null(invoice_date)" in run.data.tags["modelmill.failed_expectations"]
+
+
+@pytest.fixture(scope="module")
+def ratings() -> pd.DataFrame:
+    """A ratings export without dates, invoices or descriptions: real Online Retail customers
+    and products, each pair rated 1-5 by the units the customer bought (quintiles)."""
+    with zipfile.ZipFile(require_mirror() / "online-retail" / "online+retail.zip") as z:
+        raw = pd.read_excel(io.BytesIO(z.read("Online Retail.xlsx")), engine="calamine", nrows=60_000)
+    raw = raw[raw["CustomerID"].notna() & (raw["Quantity"] > 0)]
+    pairs = raw.groupby(["CustomerID", "StockCode"], as_index=False)["Quantity"].sum()
+    pairs["rating"] = pd.qcut(pairs["Quantity"].rank(method="first"), 5, labels=[1, 2, 3, 4, 5]).astype(int)
+    pairs["CustomerID"] = pairs["CustomerID"].astype(int).astype(str)
+    return pairs.rename(columns={"CustomerID": "customer", "StockCode": "product"})[["customer", "product", "rating"]]
+
+
+def _ratings_project(tmp_path, monkeypatch, ratings, **changes):
+    import json
+
+    import yaml
+
+    (tmp_path / "pipelines" / "data").mkdir(parents=True)
+    (tmp_path / "expectations").mkdir()
+    ratings.to_csv(tmp_path / "pipelines" / "data" / "ratings.csv", index=False)
+    spec = {
+        "name": "shop", "domain": "e-commerce", "description": "Products for the shop's customers, from their ratings.",
+        "source": {"path": "data/ratings.csv", "format": "csv"}, "roles": {"user": "customer", "item": "product", "rating": "rating"},
+        "suite": "shop.json", "split": {"method": "random", "test_size": 0.25, "seed": 3}, "problem": "recommendation",
+        "baseline": {"name": "popularity", "estimator": "popularity"},
+        "candidates": [{"name": "item_knn", "estimator": "item_knn", "grid": {"neighbours": [50]}}, {"name": "als", "estimator": "als", "params": {"factors": 32, "iterations": 10}}],
+        "metric": {"name": "ndcg_at_10", "direction": "maximize"}, "schedule": {"cron": "0 3 * * *"},
+        "options": {"relevance_threshold": 3}, **changes,
+    }  # fmt: skip
+    (tmp_path / "pipelines" / "shop.yaml").write_text(yaml.safe_dump(spec))
+    suite = {"name": "shop", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "product"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "rating", "min_value": 1, "max_value": 5}},
+    ]}  # fmt: skip
+    (tmp_path / "expectations" / "shop.json").write_text(json.dumps(suite))
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror(), tmp_path / "pipelines")
+    from modelmill.settings import Settings
+
+    return Settings()
+
+
+def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, monkeypatch, capsys, prefect_api, ratings):
+    settings = _ratings_project(tmp_path, monkeypatch, ratings)
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 0, out + err
+    run = last_run(settings, "shop")
+    m, p = run.data.metrics, run.data.params
+    assert p["split.split"] == "random per-customer hold-out of 25% of each customer's items (seed 3; no dates)"
+    assert "split random per-customer hold-out" in out + err
+    below = int((ratings["rating"] < 3).sum())
+    assert int(p["split.dropped_below_relevance_threshold"]) == below and int(p["split.interactions"]) == len(ratings) - below
+    assert "split.dropped_not_a_product_code" not in p  # no hidden item-code filter: the spec did not ask for one
+    assert 0 < m["test/ndcg_at_10"] <= 1 and m["test/hit_rate_at_10"] > 0
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"options": {}}, "roles.rating and options.relevance_threshold go together"),
+        ({"candidates": [{"name": "content", "estimator": "content"}]}, "candidates content read item descriptions: name roles.description"),
+        ({"split": {"method": "temporal", "test_period_days": 30}}, "recommendation splits by random, not temporal"),
+    ],
+)
+def test_ratings_specs_that_cannot_work_are_spec_errors(tmp_path, monkeypatch, capsys, prefect_api, ratings, changes, fragment):
+    _ratings_project(tmp_path, monkeypatch, ratings.head(50), **changes)
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 1 and fragment in err

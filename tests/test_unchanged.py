@@ -53,3 +53,15 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, ca
     assert "reused without parsing" not in out and "(568 rows)" in out  # a changed file is parsed again
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # and unchanged again
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
+
+
+def test_a_run_with_capped_epochs_never_stands_in_for_a_full_one(readme_project, capsys, monkeypatch):
+    root, spec, data = readme_project
+    write_readme_spec(root, spec, data)
+    assert run_cli(capsys, "run", "my_cells")[0] == 0  # the tests' MODELMILL_MAX_EPOCHS=2
+    monkeypatch.delenv("MODELMILL_MAX_EPOCHS")
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] != "skipped_unchanged"
+    assert run_cli(capsys, "run", "my_cells")[0] == 0
+    assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"

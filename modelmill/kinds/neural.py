@@ -42,7 +42,7 @@ def epochs_cap() -> int | None:
 
 def _torch():
     try:
-        import skorch
+        import skorch  # noqa: F401 - the wrapper every network is fitted through
         import torch
     except ImportError as e:  # pragma: no cover - the extra is installed by make run/test
         raise SpecError("neural estimators need the `neural` extra: pip install -e '.[neural]' (pins torch==2.13.0, the CPU build)") from e
@@ -62,8 +62,7 @@ class TorchEstimator(BaseEstimator):
         threads = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
         torch.set_num_threads(max(1, int(threads)))
         seed = self.seed if seed is None else seed
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)  # weights and batch order (the held-out rows have their own seed)
         device = self.device
         if device == "cuda" and not torch.cuda.is_available():
             log.warning("%s: device cuda asked for but none is present; training on the CPU", self.label)
@@ -72,12 +71,7 @@ class TorchEstimator(BaseEstimator):
         return torch
 
     def _net(self, net_cls, module, criterion, *, stratified: bool, scoring=None, seed: int | None = None, **kw):
-        from skorch.callbacks import (
-            EarlyStopping,
-            EpochScoring,
-            GradientNormClipping,
-            LRScheduler,
-        )
+        from skorch.callbacks import EarlyStopping, EpochScoring, GradientNormClipping, LRScheduler
 
         from modelmill.kinds.torch_modules import EpochLog, HoldOut, quiet
 

@@ -1,14 +1,18 @@
-"""Top-k product recommendations from implicit feedback (purchases).
+"""Top-k product recommendations from implicit feedback (purchases, or ratings above a threshold).
 
-The raw transaction log is cleaned here (known customer, positive quantity, no cancellations,
-real product codes), split in time (the last ``test_period_days`` are the test period), and
-candidates are scored on customers seen before the test period. Collaborative models come from
+The raw log is cleaned here by the rules its roles allow (known customer; positive quantity, no
+cancellations, ratings at or above the threshold, item codes matching a pattern — each only when
+the spec names the column or the option), split in time (the last ``test_period_days``) or, for
+data without dates, by a seeded random per-customer hold-out, and candidates are scored on
+customers seen before the test period. Collaborative models come from
 ``implicit`` (ALS, item-item cosine); content-based filtering uses TF-IDF of the product
 descriptions; the hybrid blends ALS and content scores. Fitted recommenders keep only numpy /
 scipy state, so they pickle and load anywhere.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -23,13 +27,16 @@ from modelmill.evaluation import figure
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.spec import PipelineSpec
 
+log = logging.getLogger("modelmill.train")
+
 
 class RecOptions(KindOptions):
     k: int = Field(10, ge=1, le=100)
     exclude_seen: bool = True
-    product_code_regex: str = r"^\d{5}[A-Za-z]{0,3}$"
-    cancellation_prefix: str = "C"
+    product_code_regex: str | None = Field(None, description="keep only items whose code matches (off unless set)")
+    cancellation_prefix: str = Field("C", description="invoices starting with it are cancellations (with roles.invoice)")
     min_user_items: int = Field(1, ge=1)
+    relevance_threshold: float | None = Field(None, description="with roles.rating: ratings at or above it are interactions")
 
 
 # -- recommenders (scikit-learn contract: params in __init__, state in fit) ---------------------
@@ -208,37 +215,68 @@ class Recommendation(ProblemKind):
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
-        missing = {"user", "item", "date", "quantity", "invoice", "description"} - set(spec.roles)
+        r, o = spec.roles, self.options(spec)
+        missing = {"user", "item"} - set(r)
         if missing:
             raise SpecError(f"pipeline {spec.name}: recommendation needs roles {sorted(missing)}")
-        if spec.split.method != "temporal" or not spec.split.test_period_days:
-            raise SpecError(f"pipeline {spec.name}: recommendation needs split.method temporal and split.test_period_days")
+        if "date" in r:
+            self.require_split(spec, "temporal")
+            if not spec.split.test_period_days:
+                raise SpecError(f"pipeline {spec.name}: a temporal split needs split.test_period_days")
+        else:
+            self.require_split(spec, "random")
+        if ("rating" in r) != (o.relevance_threshold is not None):
+            raise SpecError(f"pipeline {spec.name}: roles.rating and options.relevance_threshold go together (ratings at or above the threshold are interactions)")
+        textual = [c.name for c in [spec.baseline, *spec.candidates] if c.estimator in {"content", "hybrid"}]
+        if textual and "description" not in r:
+            raise SpecError(f"pipeline {spec.name}: candidates {', '.join(textual)} read item descriptions: name roles.description, or drop them")
 
     def interactions(self, spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-        """Purchases only: customer known, positive quantity, no cancellation, real product code."""
+        """The interactions the spec's roles describe: customer known, and where the roles exist,
+        positive quantity, no cancellation, dated, a rating at or above the threshold; the item
+        code filter only when the spec sets one. Returns them and the rows each rule dropped."""
         r, o = spec.roles, self.options(spec)
-        invoice = df[r["invoice"]].astype(str)
         item = df[r["item"]].astype(str).str.strip().str.upper()
-        keep = {  # reason a row is dropped -> rows kept
-            "unknown_customer": df[r["user"]].notna(),
-            "non_positive_quantity": pd.to_numeric(df[r["quantity"]], errors="coerce") > 0,
-            "cancellation": ~invoice.str.startswith(o.cancellation_prefix),
-            "not_a_product_code": item.str.match(o.product_code_regex),
-            "undated": pd.to_datetime(df[r["date"]], errors="coerce").notna(),
-        }
+        keep = {"unknown_customer": df[r["user"]].notna() & df[r["item"]].notna()}  # reason a row is dropped -> rows kept
+        if "quantity" in r:
+            keep["non_positive_quantity"] = pd.to_numeric(df[r["quantity"]], errors="coerce") > 0
+        if "invoice" in r:
+            keep["cancellation"] = ~df[r["invoice"]].astype(str).str.startswith(o.cancellation_prefix)
+        if o.product_code_regex:
+            keep["not_a_product_code"] = item.str.match(o.product_code_regex)
+        if "date" in r:
+            keep["undated"] = pd.to_datetime(df[r["date"]], errors="coerce").notna()
+        if "rating" in r:
+            keep["below_relevance_threshold"] = pd.to_numeric(df[r["rating"]], errors="coerce") >= o.relevance_threshold
         mask = np.logical_and.reduce([m.fillna(False).to_numpy(dtype=bool) for m in keep.values()])
         out = pd.DataFrame({
             "user": df.loc[mask, r["user"]].astype(str).to_numpy(),
             "item": item[mask].to_numpy(),
-            "description": df.loc[mask, r["description"]].fillna("").astype(str).to_numpy(),
-            "date": pd.to_datetime(df.loc[mask, r["date"]]).to_numpy(),
+            "description": df.loc[mask, r["description"]].fillna("").astype(str).to_numpy() if "description" in r else "",
         })  # fmt: skip
+        if "date" in r:
+            out["date"] = pd.to_datetime(df.loc[mask, r["date"]]).to_numpy()
         dropped = {f"dropped_{k}": int((~m.fillna(False).to_numpy(dtype=bool)).sum()) for k, m in keep.items()}
         return out, dropped
 
-    def _split(self, spec: PipelineSpec, inter: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-        start = inter["date"].max().normalize() - pd.Timedelta(days=spec.split.test_period_days - 1)
-        return inter[inter["date"] < start], inter[inter["date"] >= start], start
+    def _split(self, spec: PipelineSpec, inter: pd.DataFrame, seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Train and test interactions, and how they were split: the last ``test_period_days``
+        with dates, else a seeded random hold-out of ``test_size`` of each customer's distinct
+        items (customers with at least two)."""
+        if "date" in inter.columns:
+            start = inter["date"].max().normalize() - pd.Timedelta(days=spec.split.test_period_days - 1)
+            return inter[inter["date"] < start], inter[inter["date"] >= start], {"split": f"temporal: the last {spec.split.test_period_days} days", "test_start": str(start.date())}
+        seed = spec.split.seed if seed is None else seed
+        pairs = inter.drop_duplicates(["user", "item"])[["user", "item"]]
+        pairs = pairs[pairs.groupby("user")["item"].transform("size") >= 2]
+        rng = np.random.default_rng(seed)
+        draw = pd.Series(rng.random(len(pairs)), index=pairs.index)
+        rank = draw.groupby(pairs["user"]).rank(method="first")
+        size = pairs.groupby("user")["item"].transform("size")
+        held = pairs[rank <= np.maximum(1, np.floor(size * spec.split.test_size))]
+        is_test = pd.MultiIndex.from_frame(inter[["user", "item"]]).isin(pd.MultiIndex.from_frame(held))
+        label = f"random per-customer hold-out of {spec.split.test_size:.0%} of each customer's items (seed {seed}; no dates)"
+        return inter[~is_test], inter[is_test], {"split": label}
 
     def _targets(self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame) -> tuple[list[str], list[set[str]]]:
         """Customers seen before the test period and what they bought in it (new items only if exclude_seen)."""
@@ -257,17 +295,18 @@ class Recommendation(ProblemKind):
         inter, dropped = self.interactions(spec, df)
         if inter.empty:
             raise SpecError(f"pipeline {spec.name}: no purchases left after cleaning ({dropped})")
-        train, test, start = self._split(spec, inter)
+        train, test, how = self._split(spec, inter)
         users, rel = self._targets(spec, train, test)
         if not users:
             raise SpecError(f"pipeline {spec.name}: no customer of the test period was seen before it")
-        info = {"interactions": len(inter), "train_interactions": len(train), "test_start": str(start.date()), "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
+        log.info("%s: split %s", spec.name, how["split"])
+        info = {"interactions": len(inter), "train_interactions": len(train), **how, "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
         return Prepared(train.reset_index(drop=True), (users, rel, int(train["item"].nunique())), info)
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point on a validation period carved from the end of train."""
         o = self.options(spec)
-        inner_train, inner_val, _ = self._split(spec, data.train)
+        inner_train, inner_val, _ = self._split(spec, data.train, seed=spec.split.seed + 1)
         users, rel = self._targets(spec, inner_train, inner_val)
         key = spec.metric.name.replace("_at_10", f"_at_{o.k}")
         rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}

@@ -20,19 +20,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from modelmill.errors import SpecError
-from modelmill.evaluation import (
-    binary_plots,
-    confusion_figure,
-    figure,
-    multiclass_tables,
-)
+from modelmill.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
+from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.train")
-from modelmill.spec import PipelineSpec
 
 
 class TextOptions(KindOptions):
@@ -158,9 +153,7 @@ class TextClassification(ProblemKind):
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, fold = data.train
         cv = selection_cv(spec, fold)
-        col = spec.features.text
-
-        o = self.options(spec)
+        col, o = spec.features.text, self.options(spec)
 
         def build(c):
             model = self.build(c, spec)
