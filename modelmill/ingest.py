@@ -87,6 +87,33 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     }
 
 
+CURRENCY = r"[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY)\b"
+
+
+def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Series:
+    """Declared numeric text as numbers: currency signs and codes, surrounding spaces and the
+    thousands separator removed, the decimal mark made a point. Values that still are not
+    numbers stay as they were, for the gate to count and reject."""
+    if pd.api.types.is_numeric_dtype(s) or s.isna().all():
+        return s
+    text = s.astype("str").str.replace(CURRENCY, "", regex=True).str.strip()
+    if thousands is not None:
+        text = text.str.replace(thousands, "", regex=False)
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    number = pd.to_numeric(text, errors="coerce")
+    ok = number.notna() | s.isna()
+    return number.astype("float64") if ok.all() else s.where(~ok, number)
+
+
+def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:
+    """A date column as datetimes (ISO, and 05/03/2024 as month/day unless ``dayfirst``);
+    unparseable values become missing, which a suite's not-null rule counts."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    return pd.to_datetime(s, errors="coerce", format="mixed", dayfirst=dayfirst)
+
+
 def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
     src = spec.source
     if src.dataset is None:
@@ -101,6 +128,13 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
         if absent:
             raise SpecError(f"pipeline {spec.name}: drop names columns the source does not have: {', '.join(absent)}")
         df = df.drop(columns=spec.drop)
+    if src.dataset is None:  # a user's own table: its declared numbers and dates, typed
+        for c in (c for c in spec.features.numeric if c in df.columns):
+            df[c] = coerce_numbers(df[c], src.thousands, src.decimal)
+        for c in dict.fromkeys([*src.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]):
+            if c not in df.columns:
+                raise SpecError(f"pipeline {spec.name}: source.parse_dates names column {c}, which the source does not have")
+            df[c] = parse_dates(df[c], src.dayfirst)
     return df
 
 
@@ -152,7 +186,8 @@ def parse_key(spec: PipelineSpec, files: dict[str, LocalFile], as_of: str | None
     import modelmill.readers
 
     code = hashlib.sha256(Path(modelmill.readers.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
-    parts = {"files": sorted((f.name, f.sha256) for f in files.values()), "source": spec.source.model_dump(mode="json"), "drop": spec.drop, "as_of": as_of, "code": code}
+    typed = {"numeric": spec.features.numeric, "date": spec.roles.get("date")}  # coerced / parsed at read
+    parts = {"files": sorted((f.name, f.sha256) for f in files.values()), "source": spec.source.model_dump(mode="json"), "typed": typed, "drop": spec.drop, "as_of": as_of, "code": code}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

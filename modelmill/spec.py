@@ -94,6 +94,16 @@ class Source(Strict):
     format: Literal["csv", "parquet", "xlsx"] | None = None
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | None = Field(None, description="expected sha256 of the file, if known")
+    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)")
+    decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")
+    parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)")
+    dayfirst: bool = Field(False, description="05/03/2024 is 5 March (else 3 May)")
+
+    @model_validator(mode="after")
+    def _marks(self) -> Source:
+        if self.thousands is not None and self.thousands == self.decimal:
+            raise ValueError("source.thousands and source.decimal must differ")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> Source:

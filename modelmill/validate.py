@@ -133,7 +133,7 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     With ``docs_dir``, GX also builds its Data Docs site there (the suite and this validation
     result, in the format GX users know), through a checkpoint with an ``UpdateDataDocsAction``.
     """
-    suite_dict = load_suite_dict(suite_path)
+    suite_dict = _date_bounds(load_suite_dict(suite_path), df)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -156,6 +156,23 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
         result = _validate_with_docs(context, definition, suite, _gx_frame(df), docs_dir)
     outcomes = [_outcome(r) for r in result.results]
     return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _date_bounds(suite: dict, df: pd.DataFrame) -> dict:
+    """A day bound ("2024-01-01") on a datetime column, as the midnight GX can compare with it
+    (GX reads a bare day as a ``date``, which pandas refuses to compare with its timestamps)."""
+    dated = {c for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])}
+    out = []
+    for e in suite["expectations"]:
+        kw = e.get("kwargs", {})
+        if kw.get("column") in dated:
+            kw = {k: (f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and _DAY.match(v) else v) for k, v in kw.items()}
+            e = {**e, "kwargs": kw}
+        out.append(e)
+    return {**suite, "expectations": out}
 
 
 def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, list]]:
