@@ -68,6 +68,8 @@ class ProblemKind(ABC):
     IMPUTES: ClassVar[bool] = False
     #: estimator name -> factory(seed, **params) of an unfitted estimator.
     ESTIMATORS: ClassVar[dict[str, Any]] = {}
+    #: the feature groups (``features.<group>``) the kind reads; declaring another is a spec error
+    FEATURES: ClassVar[tuple[str, ...]] = ()
 
     def options(self, spec: PipelineSpec) -> KindOptions:
         try:
@@ -86,6 +88,9 @@ class ProblemKind(ABC):
             if c.estimator not in self.ESTIMATORS:
                 raise SpecError(f"pipeline {spec.name}: unknown estimator {c.estimator!r} for {self.name} (known: {sorted(self.ESTIMATORS)})")
         self.options(spec)
+        unused = [g for g in ("numeric", "categorical", "text", "image") if getattr(spec.features, g) and g not in self.FEATURES]
+        if unused:
+            raise SpecError(f"pipeline {spec.name}: {self.name} cannot use features.{', features.'.join(unused)} (it reads {', '.join(f'features.{g}' for g in self.FEATURES) or 'no declared features'})")
         if spec.impute != type(spec.impute)() and not self.IMPUTES:
             raise SpecError(f"pipeline {spec.name}: `impute` is for tabular features; {self.name} cannot use it")
 

@@ -107,6 +107,7 @@ class ImageClassification(ProblemKind):
     METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
     HEADLINE = ("accuracy", "sensitivity", "specificity")
     EXAMPLE_ROWS = True
+    FEATURES = ("image",)
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p), cnn=lambda seed, **p: CNNClassifier(**{"seed": seed, **p}))
 
     def check_spec(self, spec: PipelineSpec) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from sklearn.impute import SimpleImputer
@@ -30,6 +31,7 @@ class Cost(KindOptions):
 
 
 class TabularOptions(KindOptions):
+    text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
     threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = "balanced_accuracy"
     cost: Cost | None = None
     negative_label_name: str = "negative"
@@ -43,6 +45,7 @@ class TabularClassification(ProblemKind):
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
     EXAMPLE_ROWS = True
     IMPUTES = True
+    FEATURES = ("numeric", "categorical", "text")
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest", "logit_forest_vote")
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -50,14 +53,14 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         if spec.target is None or spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: tabular classification needs `target` and `positive_label`")
-        if not (spec.features.numeric or spec.features.categorical):
-            raise SpecError(f"pipeline {spec.name}: declare features.numeric and/or features.categorical")
+        if not (spec.features.numeric or spec.features.categorical or spec.features.text):
+            raise SpecError(f"pipeline {spec.name}: declare features.numeric, features.categorical and/or features.text")
         self.require_split(spec, "stratified", "predefined")
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
 
     def _columns(self, spec: PipelineSpec) -> list[str]:
-        return [*spec.features.numeric, *spec.features.categorical]
+        return [*spec.features.numeric, *spec.features.categorical, *([spec.features.text] if spec.features.text else [])]
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         cols = self._columns(spec)
@@ -66,6 +69,8 @@ class TabularClassification(ProblemKind):
             X[c] = X[c].astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
             X[c] = X[c].astype("str")  # pandas 3: missing values stay missing
+        if spec.features.text:
+            X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
         random_split = None
         if spec.split.method != "predefined":
@@ -77,7 +82,8 @@ class TabularClassification(ProblemKind):
         return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info)
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
-        """Scaled numeric and one-hot categorical features, with the spec's imputation first."""
+        """Scaled numeric and one-hot categorical features, with the spec's imputation first, and
+        word uni/bigram TF-IDF of the text column (dense, so every estimator takes it)."""
         imp = spec.impute
         numeric: list = [StandardScaler()]
         if imp.numeric != "none":
@@ -87,7 +93,11 @@ class TabularClassification(ProblemKind):
         if imp.categorical != "none":
             fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
             categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
-        return ColumnTransformer([("numeric", make_pipeline(*numeric), spec.features.numeric), ("categorical", make_pipeline(*categorical), spec.features.categorical)])
+        parts = [("numeric", make_pipeline(*numeric), spec.features.numeric), ("categorical", make_pipeline(*categorical), spec.features.categorical)]
+        if spec.features.text:
+            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=self.options(spec).text_max_features, sublinear_tf=True)
+            parts.append(("text", tfidf, spec.features.text))  # a column name, not a list: TF-IDF takes 1-D text
+        return ColumnTransformer(parts, sparse_threshold=0.0)
 
 
     def _threshold_scorer(self, spec: PipelineSpec):

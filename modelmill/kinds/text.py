@@ -112,6 +112,7 @@ class TextClassification(ProblemKind):
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
     HEADLINE = ("accuracy", "macro_f1")
     EXAMPLE_ROWS = True
+    FEATURES = ("text",)
     ESTIMATORS = pick(
         "dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb",
         gru=lambda seed, **p: GRUTextClassifier(**{"seed": seed, **p}),
