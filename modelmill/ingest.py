@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modelmill.catalog import get_entry
-from modelmill.errors import CorruptSource, SpecError
+from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
 from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file
 from modelmill.reconcile import temp_prefix
 from modelmill.readers import READERS, read_table, wisconsin_source
@@ -72,6 +72,8 @@ def frame_digest(df: pd.DataFrame) -> str:
 def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile]:
     src = spec.source
     base = spec.spec_path.parent if spec.spec_path else None
+    if src.path and is_glob(src.path):
+        return _glob_sources(spec, settings, base)
     if src.dataset is None:
         f = fetch_user_file(src.path or src.url or "", settings, base=base, expected_sha256=src.sha256)
         return {f.name: f}
@@ -85,6 +87,46 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
         f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256)
         for f in entry.files
     }
+
+
+def is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+#: the most files one glob source may read
+MAX_GLOB_FILES = 10_000
+
+
+def _glob_sources(spec: PipelineSpec, settings: Settings, base: Path | None) -> dict[str, LocalFile]:
+    """Every file a ``source.path`` pattern matches (``data/sales-*.csv``, ``parts/**/*.parquet``),
+    in name order, each confined and checksummed like a single file."""
+    pattern = Path(spec.source.path).expanduser()
+    root = pattern.anchor if pattern.is_absolute() else str(base or Path.cwd())
+    relative = str(pattern.relative_to(pattern.anchor)) if pattern.is_absolute() else str(pattern)
+    matches = sorted(p for p in Path(root).glob(relative) if p.is_file())
+    if not matches:
+        raise SourceUnavailable(f"pipeline {spec.name}: source path {spec.source.path} matches no file")
+    if len(matches) > MAX_GLOB_FILES:
+        raise SpecError(f"pipeline {spec.name}: source path {spec.source.path} matches {len(matches)} files, more than {MAX_GLOB_FILES}")
+    files = [fetch_user_file(str(p), settings, base=base, expected_sha256=None) for p in matches]
+    return {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): f for p, f in zip(matches, files, strict=True)}
+
+
+def _concat(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
+    """The files' rows one after another; they must share their columns (a file that differs is
+    named). ``source.file_column`` records each row's file."""
+    src, frames, columns = spec.source, [], None
+    for name, f in files.items():
+        part = read_table(f, src.format, src.read_options)
+        if columns is None:
+            columns = list(part.columns)
+        elif set(part.columns) != set(columns):
+            extra, missing = sorted(set(part.columns) - set(columns)), sorted(set(columns) - set(part.columns))
+            raise CorruptSource(f"pipeline {spec.name}: {name} does not have the columns of {next(iter(files))} (extra {extra}, missing {missing})")
+        if src.file_column:
+            part[src.file_column] = name
+        frames.append(part[[*columns, *([src.file_column] if src.file_column else [])]])
+    return pd.concat(frames, ignore_index=True)
 
 
 CURRENCY = r"[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY)\b"
@@ -116,7 +158,9 @@ def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:
 
 def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
     src = spec.source
-    if src.dataset is None:
+    if src.path and is_glob(src.path):
+        df = _concat(spec, files)
+    elif src.dataset is None:
         (f,) = files.values()
         df = read_table(f, src.format, src.read_options)
     else:

@@ -87,7 +87,8 @@ class Source(Strict):
     """Where the data comes from: a catalog dataset, or a user's own CSV/Parquet file."""
 
     dataset: str | None = Field(None, description="id in the dataset catalog")
-    path: str | None = Field(None, description="local CSV/Parquet file (relative to the spec)")
+    path: str | None = Field(None, description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns")
+    file_column: str | None = Field(None, description="with a glob path: a column naming each row's file")
     url: str | None = Field(
         None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file"
     )
@@ -103,6 +104,11 @@ class Source(Strict):
     def _marks(self) -> Source:
         if self.thousands is not None and self.thousands == self.decimal:
             raise ValueError("source.thousands and source.decimal must differ")
+        glob = self.path is not None and any(ch in self.path for ch in "*?[")
+        if glob and self.sha256:
+            raise ValueError("source.sha256 checks one file; a glob path matches several")
+        if self.file_column and not glob:
+            raise ValueError("source.file_column needs a glob path (several files)")
         return self
 
     @model_validator(mode="after")
