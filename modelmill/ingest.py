@@ -72,6 +72,8 @@ def frame_digest(df: pd.DataFrame) -> str:
 def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile]:
     src = spec.source
     base = spec.spec_path.parent if spec.spec_path else None
+    if src.sql is not None:
+        return {}  # rows come from a query, read in read_source
     if src.path and is_glob(src.path):
         return _glob_sources(spec, settings, base)
     if src.dataset is None:
@@ -129,6 +131,42 @@ def _concat(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def sql_location(spec: PipelineSpec) -> str:
+    """The database URL without its password, and which query: for logs and lineage."""
+    from sqlalchemy.engine import make_url
+
+    sql = spec.source.sql
+    raw = os.environ.get(sql.url_env, "").strip()
+    if not raw:
+        raise SpecError(f"pipeline {spec.name}: source.sql reads its database URL from {sql.url_env}, which is not set (a SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db)")
+    try:
+        url = make_url(raw).render_as_string(hide_password=True)
+    except Exception as e:  # sqlalchemy raises ArgumentError for a malformed URL
+        raise SpecError(f"pipeline {spec.name}: {sql.url_env} is not a SQLAlchemy URL: {e}") from e
+    return f"{url}#query-{hashlib.sha256(sql.query.encode()).hexdigest()[:12]}"
+
+
+def read_sql(spec: PipelineSpec) -> pd.DataFrame:
+    """The query's rows, read in a transaction that is rolled back (use a read-only account)."""
+    import sqlalchemy
+
+    sql = spec.source.sql
+    where = sql_location(spec)
+    engine = sqlalchemy.create_engine(os.environ[sql.url_env], pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            df = pd.read_sql(sqlalchemy.text(sql.query), conn)
+            conn.rollback()
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as e:  # pandas wraps the driver's error
+        cause = e.__cause__ if isinstance(e, pd.errors.DatabaseError) and e.__cause__ else e
+        first = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        raise SourceUnavailable(f"pipeline {spec.name}: source.sql failed on {where.split('#')[0]}: {first}") from e
+    finally:
+        engine.dispose()
+    log.info("%s: %d rows from %s", spec.name, len(df), where)
+    return df
+
+
 CURRENCY = r"[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY)\b"
 
 
@@ -158,7 +196,9 @@ def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:
 
 def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
     src = spec.source
-    if src.path and is_glob(src.path):
+    if src.sql is not None:
+        df = read_sql(spec)
+    elif src.path and is_glob(src.path):
         df = _concat(spec, files)
     elif src.dataset is None:
         (f,) = files.values()
@@ -265,9 +305,11 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     snapshot is reused (an unchanged day costs a checksum, not a parse of a 25 MB workbook)."""
     files = fetch_sources(spec, settings)
     sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
+    if spec.source.sql is not None:  # a database changes without a file to checksum: always queried
+        sources = [{"file": "sql", "uri": sql_location(spec), "sha256": hashlib.sha256(spec.source.sql.query.encode()).hexdigest(), "verified": "live", "pin_key": None}]
     key = spec.source.dataset or spec.name
     folder, pkey = settings.snapshot_dir / key, parse_key(spec, files, as_of)
-    snap = _parsed_before(folder, key, pkey, sources, as_of)
+    snap = None if spec.source.sql is not None else _parsed_before(folder, key, pkey, sources, as_of)
     if snap is not None:
         log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", spec.name, snap.digest[:12], snap.rows)
         return snap

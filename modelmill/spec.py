@@ -83,8 +83,16 @@ class Limits(Strict):
     stage_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="wall-clock limit of each stage")
 
 
+class SqlSource(Strict):
+    """A query against a database whose SQLAlchemy URL is in an environment variable (never in
+    the spec: it holds credentials)."""
+
+    url_env: str = Field("MODELMILL_SQL_URL", pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable holding the SQLAlchemy URL")
+    query: str = Field(min_length=1, description="the SELECT whose rows are the data")
+
+
 class Source(Strict):
-    """Where the data comes from: a catalog dataset, or a user's own CSV/Parquet file."""
+    """Where the data comes from: a catalog dataset, a user's own file(s), or a SQL query."""
 
     dataset: str | None = Field(None, description="id in the dataset catalog")
     path: str | None = Field(None, description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns")
@@ -95,6 +103,7 @@ class Source(Strict):
     format: Literal["csv", "parquet", "xlsx"] | None = None
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | None = Field(None, description="expected sha256 of the file, if known")
+    sql: SqlSource | None = Field(None, description="a SQL query instead of a file")
     thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)")
     decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")
     parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)")
@@ -113,8 +122,12 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> Source:
+        if self.sql is not None:
+            if self.dataset or self.path or self.url or self.sha256:
+                raise ValueError("source.sql stands alone: no dataset, path, url or sha256 beside it")
+            return self
         if self.dataset is None and (self.path is None) == (self.url is None):
-            raise ValueError("source needs `dataset`, or exactly one of `path` / `url`")
+            raise ValueError("source needs `dataset`, `sql`, or exactly one of `path` / `url`")
         if self.dataset is not None and self.path is not None:
             raise ValueError("source takes `dataset` or `path`, not both")
         return self

@@ -7,6 +7,8 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
+import subprocess
 import socket
 import tempfile
 import threading
@@ -229,3 +231,37 @@ def write_readme_spec(root: Path, spec: dict, data=None, **changes) -> None:
     if data is not None:
         data.to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
     (root / "pipelines" / "my_cells.yaml").write_text(yaml.safe_dump({**spec, **changes}))
+
+
+# -- a real PostgreSQL server (the compose topology's database; a SQL source) ------------------
+def _as_postgres(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, check=True, **kw)
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL on a free loopback port with the compose stack's two databases."""
+    for tool in ("initdb", "pg_ctl", "runuser", "psql"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: PostgreSQL server binaries are needed for this test")
+    root = tmp_path / "pg"
+    root.mkdir()
+    # initdb refuses root: the postgres user owns the cluster, and needs to reach its folder.
+    for p in [root, *root.parents]:
+        if p == Path(os.environ.get("TMPDIR", "/tmp")).parent or str(p) == "/":
+            break
+        p.chmod(p.stat().st_mode | 0o011)
+    shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    _as_postgres("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    _as_postgres("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k ''", "start")
+    try:
+        init = (REPO / "docker" / "postgres-init.sh").read_text()
+        sql = init.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-v", "prefect_pw=prefect-secret", "-v", "mlflow_pw=mlflow-secret"],
+            input=sql, capture_output=True, text=True, check=True,
+        )
+        yield port
+    finally:
+        _as_postgres("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
