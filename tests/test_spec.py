@@ -100,3 +100,18 @@ def test_unknown_pipeline_lists_the_known_ones():
     with pytest.raises(SpecError) as e:
         load_spec("no_such_pipeline", SETTINGS)
     assert "credit_risk" in str(e.value)
+
+
+def test_the_readme_walk_through_specs_are_valid_for_their_kinds():
+    """The README's walk-through specs parse and pass their kind's checks (docs that match)."""
+    import yaml
+
+    from conftest import readme_block
+    from modelmill.kinds import get_kind
+    from modelmill.spec import PipelineSpec
+
+    csv = yaml.safe_load(readme_block("walkthrough-csv", "yaml"))
+    sql = {**csv, "source": yaml.safe_load(readme_block("walkthrough-sql", "yaml"))["source"]}
+    for data in (csv, yaml.safe_load(readme_block("walkthrough-ratings", "yaml")), sql):
+        spec = PipelineSpec(**data)
+        get_kind(spec.problem).check_spec(spec)
