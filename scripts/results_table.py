@@ -43,8 +43,9 @@ def claim_cell(r, metric: str) -> str:
         v, b = r.get("metrics.test/portfolio_sharpe"), r.get("metrics.test/buy_hold_sharpe")
         return f"Sharpe {v:.2f} vs {b:.2f} ({v - b:+.2f})"
     v, b = r.get(f"metrics.test/{metric}"), r.get(f"metrics.test/baseline_{metric}")
-    change = (b - v) / b if metric == "rmse" else (v - b) / b  # an error falls, a score rises
-    return f"{v:.4f} vs {b:.4f}: {change:+.1%}" + (" less error" if metric == "rmse" else "")
+    if metric == "rmse":  # an error falls
+        return f"{v:.5f} vs {b:.5f}: {(b - v) / b:+.2%} less error"
+    return f"{v:.4f} vs {b:.4f}: {(v - b) * 100:+.1f} points ({(v - b) / b:+.0%})"
 
 
 def selection_rows(tracker, name: str, r) -> list[str]:
@@ -56,7 +57,13 @@ def selection_rows(tracker, name: str, r) -> list[str]:
         table = pd.read_csv(tracker.client.download_artifacts(r["run_id"], "tables/model_selection.csv", tmp))
     score = next(c for c in table.columns if c.startswith(("cv_score", "inner_", "validation_")))
     best = r.get("params.model.candidate", "")
-    return [f"| {name} | {row.candidate}{' (chosen)' if row.candidate == best else ''} | {row.estimator} | {score} {getattr(row, score):.4f} |" for row in table.itertuples()]
+    params = next((c for c in ("best_params", "params") if c in table.columns), None)
+    rows = []
+    for i, row in table.iterrows():
+        chosen = " (chosen)" if row["candidate"] == best and i == table[table["candidate"] == best].index[0] else ""
+        grid = f" {row[params]}" if params and row[params] not in ("{}", "") else ""
+        rows.append(f"| {name} | {row['candidate']}{chosen} | {row['estimator']}{grid} | {score} {row[score]:.5g} |")
+    return rows
 
 
 def main() -> int:
@@ -110,7 +117,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for claim, name, metric, what in CLAIMS:
         print(f"| {claim} | {name} | {what} | {claim_cell(latest[name], metric) if name in latest else 'not run'} |")
-    print("\n| pipeline | candidate | estimator | selection score (validation / cross-validation) |")
+    print("\n| pipeline | candidate | estimator and chosen grid point | selection score (validation / cross-validation; the table is sorted best first) |")
     print("|---|---|---|---|")
     for name, r in latest.items():
         print("\n".join(selection_rows(tracker, name, r)))
