@@ -173,7 +173,7 @@ CURRENCY = r"[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY)\b"
 def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Series:
     """Declared numeric text as numbers: currency signs and codes, surrounding spaces and the
     thousands separator removed, the decimal mark made a point. Values that still are not
-    numbers stay as they were, for the gate to count and reject."""
+    numbers leave the column as it was (text), for the gate to count and reject."""
     if pd.api.types.is_numeric_dtype(s) or s.isna().all():
         return s
     text = s.astype("str").str.replace(CURRENCY, "", regex=True).str.strip()
@@ -182,8 +182,7 @@ def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Seri
     if decimal != ".":
         text = text.str.replace(decimal, ".", regex=False)
     number = pd.to_numeric(text, errors="coerce")
-    ok = number.notna() | s.isna()
-    return number.astype("float64") if ok.all() else s.where(~ok, number)
+    return number.astype("float64") if (number.notna() | s.isna()).all() else s  # the gate counts the rest
 
 
 def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:

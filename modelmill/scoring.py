@@ -107,9 +107,14 @@ def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> Non
     tmp.replace(path)
 
 
-def _positive_scores(model, X: pd.DataFrame) -> np.ndarray:
-    p = model.predict_proba(X)
-    return p[:, 1] if p.shape[1] == 2 else p.max(axis=1)
+def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """The positive class's probability (the top class's for multiclass), or the decision value
+    of a model without probabilities (a linear SVM), and which of the two it is."""
+    if hasattr(model, "predict_proba"):
+        p = model.predict_proba(X)
+        return (p[:, 1] if p.shape[1] == 2 else p.max(axis=1)), "probability"
+    d = np.asarray(model.decision_function(X))
+    return (d if d.ndim == 1 else d.max(axis=1)), "decision_score"
 
 
 def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None) -> ScoreResult:
@@ -149,12 +154,12 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
     scored = good.copy()
     if len(good):
-        scores = _positive_scores(model, X)
+        scores, column = _positive_scores(model, X)
         scored["prediction"] = model.predict(X)
-        scored["probability"] = np.round(scores, 6)
+        scored[column] = np.round(scores, 6)
     else:
-        scores = np.array([])
-        scored["prediction"], scored["probability"] = pd.Series(dtype="object"), pd.Series(dtype="float64")
+        scores, column = np.array([]), "probability"
+        scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
     _write_parquet(scored, out_path, meta)
     rejected_path = None
@@ -167,10 +172,10 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
     if reference is not None and reference.is_file() and len(good):
         ref = pd.read_parquet(reference)
-        ref_scores = _positive_scores(model, model_frame(spec, ref))
+        ref_scores = _positive_scores(model, model_frame(spec, ref))[0]
         score_psi = psi_numeric(pd.Series(ref_scores), pd.Series(scores))
         table = drift(ref[feature_columns(spec)], good[feature_columns(spec)])
-        metrics |= drift_metrics(table) | {"drift/score_psi": score_psi, "score/mean_probability": float(scores.mean()), "score/reference_mean_probability": float(ref_scores.mean())}
+        metrics |= drift_metrics(table) | {"drift/score_psi": score_psi, f"score/mean_{column}": float(scores.mean()), f"score/reference_mean_{column}": float(ref_scores.mean())}
         tracker.log_table(run_id, table, "tables/drift.csv")
     tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id})
     tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if v == v})

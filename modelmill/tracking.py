@@ -178,9 +178,19 @@ class Tracker:
         return run.info.run_id
 
     def set_experiment_tags(self, spec: PipelineSpec, tags: dict[str, str]) -> None:
+        """Upserts; two runs setting the same new tag at once race on SQLite's insert (UNIQUE
+        constraint): the loser retries, and then updates the row the winner wrote."""
+        from mlflow.exceptions import MlflowException
+
         exp = self.experiment_id(spec)
         for k, v in tags.items():
-            self.client.set_experiment_tag(exp, k, v)
+            for attempt in range(3):
+                try:
+                    self.client.set_experiment_tag(exp, k, v)
+                    break
+                except MlflowException as e:
+                    if "UNIQUE constraint" not in str(e) or attempt == 2:
+                        raise
 
     def rename_run(self, run_id: str, name: str) -> None:
         self.client.update_run(run_id, name=name[:250])

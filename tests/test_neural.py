@@ -55,7 +55,7 @@ def _fit_twice(make, X, y):
     return a, b
 
 
-def test_cnn_follows_the_estimator_contract_and_is_seeded(images, caplog):
+def test_cnn_follows_the_estimator_contract_and_is_seeded(images, caplog, monkeypatch):
     X, y = images
     make = lambda: CNNClassifier(max_epochs=2, batch_size=32, seed=7, threads=1)
     with caplog.at_level(logging.INFO, logger="modelmill.train"):
@@ -67,6 +67,9 @@ def test_cnn_follows_the_estimator_contract_and_is_seeded(images, caplog):
     assert any(m.startswith("cnn epoch 2/2: train_loss") and "valid_auc" in m for m in caplog.messages)
     assert len(a.history_) == 2 and training_curves(a, "t") is not None
     assert clone(a).get_params() == a.get_params()
+    import builtins
+
+    monkeypatch.setattr(builtins, "print", lambda *args, **kw: None)  # as Prefect's log_prints does in a flow
     restored = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(restored.predict_proba(X[:50]), p)
     # early stopping holds out a stratified, seeded share of the rows it was given

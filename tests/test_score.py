@@ -101,3 +101,19 @@ def test_a_spec_can_schedule_its_scoring(readme_project, capsys):
     assert code == 0, out + err
     assert len(pd.read_parquet(root / "pipelines" / "scores" / "incoming.parquet")) == 37
     assert yaml.safe_load((root / "pipelines" / "my_cells.yaml").read_text())["scoring"]["output"] == "scores/incoming.parquet"
+
+
+def test_a_text_champion_without_probabilities_scores_sentences(tmp_path, monkeypatch, capsys, prefect_api):
+    from conftest import modelmill_env, require_mirror, write_spec
+
+    spec = write_spec(tmp_path, "review_sentiment", candidates=[{"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.5]}}])
+    modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
+    code, out, err = run_cli(capsys, "run", str(spec))
+    assert code == 0, out + err
+    batch = tmp_path / "reviews.csv"
+    pd.DataFrame({"sentence": ["Great phone, works perfectly.", "Awful service, never again.", None], "source": "web"}).to_csv(batch, index=False)
+    code, out, err = run_cli(capsys, "score", str(spec), "--input", str(batch), "--output", str(tmp_path / "scores.parquet"))
+    assert code == 0, out + err
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert list(scores["prediction"][:2]) == [1, 0] and "decision_score" in scores and "probability" not in scores
+    assert scores["decision_score"][0] > 0 > scores["decision_score"][1]

@@ -91,7 +91,9 @@ class TorchEstimator(BaseEstimator):
         return net_cls(
             module, criterion=criterion, optimizer=torch.optim.AdamW, lr=self.lr, optimizer__weight_decay=self.weight_decay,
             max_epochs=epochs, batch_size=self.batch_size, train_split=HoldOut(self.valid_fraction, stratified, self.seed if seed is None else seed), callbacks=callbacks,
-            iterator_train__shuffle=True, device=self.device_, verbose=0, **kw,
+            iterator_train__shuffle=True, device=self.device_, verbose=0,
+            callbacks__print_log__sink=quiet,  # not ``print``: Prefect's log_prints swaps it, and the net must pickle
+            **kw,
         )  # fmt: skip
 
     def _fit_net(self, net, X, y):
