@@ -263,13 +263,25 @@ class Tracker:
     def log_dir(self, run_id: str, local: Path, artifact_dir: str) -> None:
         self.client.log_artifacts(run_id, str(local), artifact_dir)
 
-    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, targets: str | None = None, digest: str | None = None) -> None:
-        """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame."""
+    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, digest: str, targets: str | None = None) -> None:
+        """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame.
+
+        A ``MetaDataset`` with our digest and a schema read off the first rows: ``from_pandas``
+        profiles and infers over the whole frame (10.7 s at 2M rows here, vs 0.01 s). The target
+        column is named by the run's tag ``modelmill.targets``."""
         mlflow = self._mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.types.utils import _infer_schema
+
         from modelmill.validate import is_array_column
 
         scalar = df[[c for c in df.columns if not is_array_column(df[c])]]
-        ds = mlflow.data.from_pandas(scalar, source=source, name=name, targets=targets if targets in scalar.columns else None, digest=digest)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=_infer_schema(scalar.head(1000)))
+        if targets in scalar.columns:
+            self.set_tags(run_id, {"modelmill.targets": targets})
         with self._resumed(run_id):
             mlflow.log_input(ds, context=context)
 

@@ -53,7 +53,10 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
     for a in ("plots/roc_curve.png", "plots/precision_recall.png", "plots/calibration.png", "plots/confusion_matrix.png", "validation/report.html", "validation/report.json", "tables/model_selection.csv", "data/lineage.json"):
         assert a in arts, a
-    assert run.inputs.dataset_inputs, "dataset lineage (mlflow.log_input) missing"
+    (ds,) = run.inputs.dataset_inputs  # lineage: digest and schema, no full-frame profile
+    assert ds.dataset.digest == tags["modelmill.data_digest"][:12] and ds.dataset.source_type == "local"
+    assert "checking_status" in ds.dataset.schema and "credit_amount" in ds.dataset.schema and not ds.dataset.profile
+    assert tags["modelmill.targets"] == "class"
     champion = c.get_model_version_by_alias("modelmill-credit_risk", "champion")
     assert champion.run_id == run.info.run_id and str(champion.version) == "1"
     model = mlflow.pyfunc.load_model("models:/modelmill-credit_risk@champion")
