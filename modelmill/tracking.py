@@ -224,8 +224,12 @@ class Tracker:
 
     # -- logging ----------------------------------------------------------------------------
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v)[:5000])
+        """One request per 100 tags (``log_batch``), not one per tag."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
