@@ -303,6 +303,12 @@ class Tracker:
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         signature = mlflow.models.infer_signature(input_example, output_example)
         reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
+        from modelmill.kinds.neural import network
+
+        if network(model) is not None:  # a PyTorch network inside: loading it needs torch and skorch
+            from importlib.metadata import version
+
+            reqs += [f"torch=={version('torch').split('+')[0]}", f"skorch=={version('skorch')}"]
         with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
             warnings.simplefilter("ignore")
             info = mlflow.sklearn.log_model(

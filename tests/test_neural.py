@@ -172,6 +172,8 @@ def test_a_cnn_champion_is_logged_with_its_curves_and_loads_through_pyfunc(neura
     model = mlflow.pyfunc.load_model("models:/modelmill-breast_ultrasound@champion")
     X, _ = images
     assert set(np.asarray(model.predict(X[:5].astype(np.float32)))) <= {0, 1}
+    reqs = mlflow.pyfunc.get_model_dependencies("models:/modelmill-breast_ultrasound@champion")
+    assert {"torch==2.13.0", "skorch==1.4.0"} <= set(open(reqs).read().split())
     p = mlflow.sklearn.load_model("models:/modelmill-breast_ultrasound@champion").predict_proba(X[:5])
     assert p.shape == (5, 2) and np.allclose(p.sum(1), 1)
 
