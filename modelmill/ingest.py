@@ -21,7 +21,7 @@ from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file
 from modelmill.reconcile import temp_prefix
 from modelmill.readers import READERS, read_table, wisconsin_source
 from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
+from modelmill.spec import PipelineSpec, is_glob
 
 log = logging.getLogger("modelmill.ingest")
 
@@ -74,7 +74,7 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     base = spec.spec_path.parent if spec.spec_path else None
     if src.sql is not None:
         return {}  # rows come from a query, read in read_source
-    if src.path and is_glob(src.path):
+    if is_glob(src.path):
         return _glob_sources(spec, settings, base)
     if src.dataset is None:
         f = fetch_user_file(src.path or src.url or "", settings, base=base, expected_sha256=src.sha256)
@@ -89,10 +89,6 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
         f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256)
         for f in entry.files
     }
-
-
-def is_glob(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
 
 
 #: the most files one glob source may read
@@ -197,7 +193,7 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
     src = spec.source
     if src.sql is not None:
         df = read_sql(spec)
-    elif src.path and is_glob(src.path):
+    elif is_glob(src.path):
         df = _concat(spec, files)
     elif src.dataset is None:
         (f,) = files.values()

@@ -37,31 +37,49 @@ def _show(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def numeric_feature_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
-    out, rows = [], len(df)
+#: how each numeric rule reads when it sets a row aside (``modelmill score``)
+ROW_RULES = {"numeric_type": "is a number", "not_null": "is present", "finite": "is finite", "no_overflow": "is not too large"}
+
+
+def numeric_row_problems(spec: PipelineSpec, df: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
+    """``(column, rule, rows breaking it)`` for every declared numeric feature in ``df``: text
+    that is not a number, missing values (unless the spec imputes), infinities, overflow."""
+    out = []
     for col in spec.features.numeric:
         if col not in df.columns:
             continue  # a missing column is the suite's and the kind's to report
         s = df[col]
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            present = s.dropna()
-            coerced = pd.to_numeric(present.astype(str), errors="coerce")
-            bad = present[coerced.isna()]
-            if len(bad):
-                msg = f"column {col} is declared numeric but {len(bad)} values are not numbers (e.g. {_show(bad.iloc[0])!r})"
-                out.append(_outcome("numeric_type", col, len(bad), rows, msg, bad.unique()[:5]))
-                continue
-            s = pd.to_numeric(s.astype(str).where(s.notna()), errors="coerce")
-        values = s.to_numpy(dtype="float64", na_value=np.nan)
-        nan, inf = np.isnan(values), np.isinf(values)
-        huge = ~nan & ~inf & (np.abs(np.where(nan | inf, 0, values)) > OVERFLOW)
-        if nan.any() and spec.impute.numeric == "none":
-            out.append(_outcome("not_null", col, int(nan.sum()), rows, f"numeric feature {col} has {int(nan.sum())} missing values"))
-        if inf.any():
-            out.append(_outcome("finite", col, int(inf.sum()), rows, f"numeric feature {col} has {int(inf.sum())} infinite values", values[inf]))
-        if huge.any():
-            msg = f"numeric feature {col} has {int(huge.sum())} values too large to train on (overflow: |x| > {OVERFLOW:g})"
-            out.append(_outcome("no_overflow", col, int(huge.sum()), rows, msg, values[huge]))
+            number = pd.to_numeric(s.astype(str).where(s.notna()), errors="coerce")
+            out.append((col, "numeric_type", number.isna() & s.notna()))
+            s = number
+        values = pd.Series(s.to_numpy(dtype="float64", na_value=np.nan), index=df.index)
+        nan, inf = values.isna() & df[col].isna(), np.isinf(values)
+        huge = values.abs().where(~inf, 0) > OVERFLOW
+        if spec.impute.numeric == "none":
+            out.append((col, "not_null", nan))
+        out += [(col, "finite", inf), (col, "no_overflow", huge)]
+    return [(c, r, m) for c, r, m in out if m.any()]
+
+
+def numeric_feature_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
+    out, rows, mistyped = [], len(df), set()
+    for col, rule, mask in numeric_row_problems(spec, df):
+        n = int(mask.sum())
+        if rule == "numeric_type":
+            mistyped.add(col)
+            bad = df.loc[mask, col]
+            msg = f"column {col} is declared numeric but {n} values are not numbers (e.g. {_show(bad.iloc[0])!r})"
+            out.append(_outcome(rule, col, n, rows, msg, bad.unique()[:5]))
+        elif col in mistyped:
+            continue  # text in a numeric column: that is the finding
+        elif rule == "not_null":
+            out.append(_outcome(rule, col, n, rows, f"numeric feature {col} has {n} missing values"))
+        elif rule == "finite":
+            out.append(_outcome(rule, col, n, rows, f"numeric feature {col} has {n} infinite values", df.loc[mask, col].to_numpy()))
+        else:
+            msg = f"numeric feature {col} has {n} values too large to train on (overflow: |x| > {OVERFLOW:g})"
+            out.append(_outcome(rule, col, n, rows, msg, df.loc[mask, col].to_numpy()))
     return out
 
 

@@ -47,50 +47,33 @@ class ScoreResult:
     run_id: str
 
 
-def feature_columns(spec: PipelineSpec) -> list[str]:
-    f = spec.features
-    return [*f.numeric, *f.categorical, *([f.text] if f.text else [])]
-
-
-def model_frame(spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """The rows as the champion takes them: the feature columns, typed as at training."""
-    X = df[feature_columns(spec)].copy()
-    for c in spec.features.numeric:
-        X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")
-    for c in spec.features.categorical:
-        X[c] = X[c].astype("str")
-    if spec.features.text:
-        X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
-    return X
-
-
 def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
     """Why each row may not be scored ("" when it may), and how many rows each rule refused:
-    the suite's row-level rules on feature columns, numbers that are not numbers, and missing
-    numeric values where the spec does not impute them."""
+    the gate's numeric checks of the declared features (a number, present unless imputed,
+    finite, not too large) row by row, then the suite's row-level rules on the feature columns."""
+    from modelmill.integrity import ROW_RULES, numeric_row_problems
     from modelmill.validate import load_suite_dict, rows_failing
 
-    cols = feature_columns(spec)
+    cols = spec.features.columns()
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise SpecError(f"pipeline {spec.name}: the input has no column {', '.join(missing)} (the champion needs {', '.join(cols)})")
     reason = pd.Series("", index=df.index, dtype="object")
     counts: dict[str, int] = {}
 
-    def mark(label: str, mask: pd.Series) -> None:
+    def mark(label: str, mask) -> None:
+        mask = pd.Series(np.asarray(mask, dtype=bool), index=df.index)
         counts[label] = int(mask.sum())
         reason[mask & (reason == "")] = label
 
+    for col, rule, mask in numeric_row_problems(spec, df):
+        mark(f"{col} {ROW_RULES[rule]}", mask)
     typed = df[cols].copy()
     for c in spec.features.numeric:
-        typed[c] = pd.to_numeric(df[c], errors="coerce")
-        mark(f"{c} is a number", typed[c].isna() & df[c].notna())
-        mark(f"{c} is finite", pd.Series(np.isinf(typed[c].fillna(0).to_numpy()), index=df.index))
-        if spec.impute.numeric == "none":
-            mark(f"{c} is present", df[c].isna())
+        typed[c] = pd.to_numeric(df[c], errors="coerce")  # the suite sees numbers where numbers are declared
     rules = [e for e in load_suite_dict(spec.suite_path(settings))["expectations"] if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols]
-    for label, index in rows_failing(typed, rules):  # the suite sees numbers where numbers are declared
-        mark(label, pd.Series(df.index.isin(index), index=df.index))
+    for label, index in rows_failing(typed, rules):
+        mark(label, df.index.isin(index))
     return reason, counts
 
 
@@ -145,12 +128,15 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
 
 def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:
     t0 = time.time()
+    from modelmill.kinds import get_kind
+
+    kind = get_kind(spec.problem)
     model = tracker.load_model(champion)
     raw = read_table(source, None, spec.source.read_options)
     reason, counts = bad_rows(spec, raw, settings)
     ok = reason == ""
     good = raw[ok]
-    X = model_frame(spec, good)
+    X = kind.model_input(spec, good)
     meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
     scored = good.copy()
     if len(good):
@@ -172,9 +158,9 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
     if reference is not None and reference.is_file() and len(good):
         ref = pd.read_parquet(reference)
-        ref_scores = _positive_scores(model, model_frame(spec, ref))[0]
+        ref_scores = _positive_scores(model, kind.model_input(spec, ref))[0]
         score_psi = psi_numeric(pd.Series(ref_scores), pd.Series(scores))
-        table = drift(ref[feature_columns(spec)], good[feature_columns(spec)])
+        table = drift(ref[spec.features.columns()], good[spec.features.columns()])
         metrics |= drift_metrics(table) | {"drift/score_psi": score_psi, f"score/mean_{column}": float(scores.mean()), f"score/reference_mean_{column}": float(ref_scores.mean())}
         tracker.log_table(run_id, table, "tables/drift.csv")
     tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id})

@@ -113,7 +113,7 @@ class Source(Strict):
     def _marks(self) -> Source:
         if self.thousands is not None and self.thousands == self.decimal:
             raise ValueError("source.thousands and source.decimal must differ")
-        glob = self.path is not None and any(ch in self.path for ch in "*?[")
+        glob = is_glob(self.path)
         if glob and self.sha256:
             raise ValueError("source.sha256 checks one file; a glob path matches several")
         if self.file_column and not glob:
@@ -138,6 +138,15 @@ class Features(Strict):
     categorical: list[str] = Field(default_factory=list)
     text: str | None = None
     image: str | None = None
+
+    def columns(self) -> list[str]:
+        """Every declared feature column, in the order models take them."""
+        return [*self.numeric, *self.categorical, *([self.text] if self.text else []), *([self.image] if self.image else [])]
+
+
+def is_glob(path: str | None) -> bool:
+    """A ``source.path`` naming several files (``data/sales-*.csv``)."""
+    return path is not None and any(ch in path for ch in "*?[")
 
 
 class Impute(Strict):

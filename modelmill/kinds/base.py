@@ -117,6 +117,11 @@ class ProblemKind(ABC):
             for params in ParameterGrid(c.grid or {}):
                 yield c, params, self.build(c.model_copy(update={"params": {**c.params, **params}}), spec)
 
+    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows as the registered model takes them (typed as at training), for kinds whose
+        model scores one row at a time; used by ``prepare`` and ``modelmill score``."""
+        raise NotImplementedError(f"{self.name} models are not scored row by row")
+
     @abstractmethod
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared: ...
 

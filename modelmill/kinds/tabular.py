@@ -59,18 +59,18 @@ class TabularClassification(ProblemKind):
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
 
-    def _columns(self, spec: PipelineSpec) -> list[str]:
-        return [*spec.features.numeric, *spec.features.categorical, *([spec.features.text] if spec.features.text else [])]
-
-    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
-        cols = self._columns(spec)
-        X = df[cols].copy()
+    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
+        X = df[spec.features.columns()].copy()
         for c in spec.features.numeric:
-            X[c] = X[c].astype("float64")  # MLflow signature: integers cannot carry missing values
+            X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
             X[c] = X[c].astype("str")  # pandas 3: missing values stay missing
         if spec.features.text:
             X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
+        return X
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        X = self.model_input(spec, df)
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
         random_split = None
         if spec.split.method != "predefined":

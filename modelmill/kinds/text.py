@@ -133,7 +133,7 @@ class TextClassification(ProblemKind):
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         opts = self.options(spec)
-        text = df[[spec.features.text]].astype(str)
+        text = self.model_input(spec, df)
         if spec.positive_label is not None:
             y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
         else:
@@ -147,6 +147,9 @@ class TextClassification(ProblemKind):
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(tr) - n_val, "val_rows": n_val, "test_rows": len(te), "classes": len(np.unique(y))}
         return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info)
+
+    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
+        return df[[spec.features.text]].fillna("").astype("str")
 
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
