@@ -271,7 +271,7 @@ class Tracker:
         """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame.
 
         A ``MetaDataset`` with our digest and a schema read off the first rows: ``from_pandas``
-        profiles and infers over the whole frame (10.7 s at 2M rows here, vs 0.01 s). The target
+        profiles and infers over the whole frame, a cost that grows with its rows. The target
         column is named by the run's tag ``modelmill.targets``."""
         mlflow = self._mlflow
         from mlflow.data.dataset_source_registry import resolve_dataset_source

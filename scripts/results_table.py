@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 COLUMNS = {
     "credit_risk": (["roc_auc", "pr_auc", "ks", "brier", "expected_cost", "sensitivity", "specificity"], "none given; cost-matrix policies on this split: accept all = 1.50, refuse all = 0.70 per applicant"),
@@ -73,7 +75,10 @@ def main() -> int:
     if args.run:
         home = tempfile.mkdtemp(prefix="modelmill-results-")
         os.environ["MODELMILL_HOME"] = home
+        t0 = time.perf_counter()
         code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", "--all"], stdout=sys.stderr)
+        wall, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"modelmill run --all: {wall / 60:.0f} min {wall % 60:.0f} s wall, peak RSS {rss:,.0f} MiB", file=sys.stderr)
         if code != 0:
             print(f"modelmill run --all exited {code}", file=sys.stderr)
             return code
@@ -84,16 +89,17 @@ def main() -> int:
 
     settings = get_settings()
     tracker = Tracker(settings)
+    specs = {name: load_spec(name, settings) for name in COLUMNS}
     latest = {}
-    for name in COLUMNS:
-        runs = tracker.runs(load_spec(name, settings))
+    for name, spec in specs.items():
+        runs = tracker.runs(spec)
         done = runs[(runs["status"] == "FINISHED") & runs["metrics.test/lift_over_baseline"].notna()] if not runs.empty else runs
         if not done.empty:
             latest[name] = done.iloc[-1]
     print("| pipeline | best model | test metrics (baseline in brackets) | lift over baseline | published reference |")
     print("|---|---|---|---|---|")
     for name, (metrics, reference) in COLUMNS.items():
-        spec = load_spec(name, settings)
+        spec = specs[name]
         if name not in latest:
             print(f"| {name} | — | not run | — | {reference} |")
             continue
