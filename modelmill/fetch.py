@@ -1,8 +1,10 @@
 """Getting source files: the cache, a mirror (directory or http base URL), or the canonical URL.
 
-Every file is checked against the sha256 known for it (catalog, spec, or the mirror's
-``SHA256SUMS.tsv``) before it is used; a download lands in the cache only after that check
-(written to a temporary file, then renamed), so a failure never replaces a good copy.
+Every file is checked against what is known of it before it is used: the catalog's pins of the
+canonical content (the file's sha256, or that of the data files inside an archive), else the
+spec's ``sha256``, else the mirror's ``SHA256SUMS.tsv``, else the sha256 pinned at its first use. A
+download lands in the cache only after that check (written to a temporary file, then renamed), so
+a failure never replaces a good copy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +47,17 @@ class LocalFile:
     #: pinned once the run's gate passes), "live" (a source that changes every day), "user"
     verified: str = "known"
     pin_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a file must be: its sha256, or (archives) the sha256 of the data files inside it."""
+
+    sha256: str | None = None
+    members: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.sha256 or self.members)
 
 
 PINS_FILE = "checksums.json"
@@ -73,7 +88,7 @@ def pin_first_use(settings: Settings, sources: list[dict]) -> None:
             log.info("pinned the sha256 of %s (%s…) in %s", s["pin_key"], s["sha256"][:12], settings.home_dir / PINS_FILE)
 
 
-def _vouch(entry: CatalogEntry, what: str, lf: LocalFile, expected: str | None, settings: Settings) -> LocalFile:
+def _vouch(entry: CatalogEntry, what: str, lf: LocalFile, expected: Expected, settings: Settings) -> LocalFile:
     """A file without a known checksum is checked against the sha256 pinned at its first use; on
     that first use it is said in the log and on the run, and pinned once the gate passes — so an
     altered copy never passes silently afterwards."""
@@ -138,7 +153,7 @@ def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
     raise SourceUnavailable(f"cannot download {what} from {url}: {reason}; {MIRROR_HINT}")
 
 
-def _download_verified(url: str, dest: Path, settings: Settings, what: str, expected: str | None) -> str:
+def _download_verified(url: str, dest: Path, settings: Settings, what: str, expected: Expected) -> str:
     """Download next to ``dest``, check the sha256, then rename over ``dest`` (never half-written)."""
     tmp = dest.with_name(f"{temp_prefix(dest.name)}download.new")
     _download(url, tmp, settings, what)
@@ -172,13 +187,39 @@ def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:
     return sums
 
 
-def _check(path: Path, expected: str | None, what: str, origin: str) -> str:
+def _member_problem(path: Path, members: tuple[tuple[str, str], ...]) -> str | None:
+    """Why the archive's data files are not the pinned ones (None when every one matches). Every
+    entry a reader could take for a member (same name in any folder) must match its pin."""
+    if path.stat().st_size == 0:
+        return "it is empty (0 bytes)"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.startswith("__MACOSX/")]
+            for member, sha in members:
+                entries = [n for n in names if n == member or n.endswith("/" + member)]
+                if not entries:
+                    return f"it has no {member}"
+                for n in entries:
+                    actual = hashlib.sha256(z.read(n)).hexdigest()
+                    if actual != sha:
+                        return f"its {n} has sha256 {actual[:12]}…, expected {sha[:12]}…"
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        return f"it is not a readable zip archive ({e})"
+    return None
+
+
+def _check(path: Path, expected: Expected, what: str, origin: str) -> str:
     actual = sha256_file(path)
-    if expected and actual != expected:
-        raise ChecksumMismatch(
-            f"checksum mismatch for {what} from {origin}: expected sha256 {expected[:12]}…, got {actual[:12]}…"
-        )
-    return actual
+    if not expected or actual == expected.sha256:
+        return actual
+    if expected.members:
+        problem = _member_problem(path, expected.members)
+        if problem is None:
+            return actual
+        raise ChecksumMismatch(f"checksum mismatch for {what} from {origin}: not the canonical data ({problem})")
+    raise ChecksumMismatch(
+        f"checksum mismatch for {what} from {origin}: expected sha256 {expected.sha256[:12]}…, got {actual[:12]}…"
+    )
 
 
 def check_mirror(settings: Settings) -> None:
@@ -199,23 +240,31 @@ def fetch_catalog_file(
 ) -> LocalFile:
     """Return a verified local copy of one catalog file."""
     what = f"{entry.id}/{f.name}"
-    expected = expected_sha256 or f.sha256
-    if settings.data_mirror and not url_override:
-        expected = expected or _mirror_sums(settings.data_mirror, settings).get(what)
+    if expected_sha256:  # the spec's own pin (its `url:` may name another copy)
+        expected = Expected(expected_sha256)
+    elif f.pinned:  # the canonical content is known: a mirror cannot vouch for a different file
+        expected = Expected(f.sha256, f.members)
+    elif settings.data_mirror and not url_override:
+        expected = Expected(_mirror_sums(settings.data_mirror, settings).get(what))
+    else:
+        expected = Expected()
     lf = _fetch_catalog_file(entry, f, settings, what, expected, url_override=url_override, refresh=refresh)
     return _vouch(entry, what, lf, expected, settings)
 
 
-def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings, what: str, expected: str | None, *, url_override: str | None, refresh: bool) -> LocalFile:
+def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings, what: str, expected: Expected, *, url_override: str | None, refresh: bool) -> LocalFile:
     mirror = settings.data_mirror
     if mirror and not url_override:
         check_mirror(settings)
         if _is_url(mirror):
             url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"
             dest = settings.cache_dir / "mirror" / entry.id / f.name
-            if refresh or not dest.is_file() or (expected and sha256_file(dest) != expected):
-                return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
-            return LocalFile(f.name, dest, url, _check(dest, expected, what, url))
+            if not refresh and dest.is_file():
+                try:
+                    return LocalFile(f.name, dest, url, _check(dest, expected, what, url))
+                except ChecksumMismatch:
+                    log.warning("cached %s fails its checksum; downloading it again", what)
+            return LocalFile(f.name, dest, url, _download_verified(url, dest, settings, what, expected))
         path = Path(mirror).expanduser().resolve() / entry.id / f.name
         if not path.is_file():
             raise SourceUnavailable(f"{what} is not in the mirror MODELMILL_DATA_MIRROR={mirror}")
@@ -246,7 +295,7 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         name = Path(urllib.parse.urlparse(location).path).name or "data"
         key = hashlib.sha1(location.encode()).hexdigest()[:16]
         dest = settings.cache_dir / "url" / key / name
-        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, expected_sha256), "known" if expected_sha256 else "user")
+        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, Expected(expected_sha256)), "known" if expected_sha256 else "user")
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -259,4 +308,4 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         )
     if not path.is_file():
         raise SourceUnavailable(f"source file {path} does not exist")
-    return LocalFile(path.name, path, path.as_uri(), _check(path, expected_sha256, path.name, str(path)), "known" if expected_sha256 else "user")
+    return LocalFile(path.name, path, path.as_uri(), _check(path, Expected(expected_sha256), path.name, str(path)), "known" if expected_sha256 else "user")

@@ -77,6 +77,8 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     if is_glob(src.path):
         return _glob_sources(spec, settings, base)
     if src.dataset is None:
+        if isinstance(src.sha256, dict):
+            raise SpecError("source.sha256 of one file is a single sha256, not a mapping")
         f = fetch_user_file(src.path or src.url or "", settings, base=base, expected_sha256=src.sha256)
         return {f.name: f}
     entry = get_entry(src.dataset)
@@ -85,10 +87,19 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     if entry.reader == "wisconsin":
         f = wisconsin_source()
         return {f.name: f}
-    return {
-        f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=src.sha256)
-        for f in entry.files
-    }
+    return {f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=_spec_sha(src.sha256, entry, f.name)) for f in entry.files}
+
+
+def _spec_sha(sha256: str | dict[str, str] | None, entry, name: str) -> str | None:
+    """The spec's own pin of one catalog file (a user's copy of the data)."""
+    names = [f.name for f in entry.files]
+    if isinstance(sha256, dict):
+        if unknown := sorted(set(sha256) - set(names)):
+            raise SpecError(f"source.sha256 names {', '.join(unknown)}, not a file of {entry.id} ({', '.join(names)})")
+        return sha256.get(name)
+    if sha256 and len(names) > 1:
+        raise SpecError(f"{entry.id} has {len(names)} files: give source.sha256 as a mapping file name -> sha256 ({', '.join(names)})")
+    return sha256
 
 
 #: the most files one glob source may read

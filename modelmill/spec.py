@@ -102,7 +102,9 @@ class Source(Strict):
     )
     format: Literal["csv", "parquet", "xlsx"] | None = None
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
-    sha256: str | None = Field(None, description="expected sha256 of the file, if known")
+    sha256: str | dict[str, str] | None = Field(
+        None, description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256"
+    )
     sql: SqlSource | None = Field(None, description="a SQL query instead of a file")
     thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)")
     decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")

@@ -36,7 +36,10 @@ CASES = {
     "spec path escaping its folders (/etc/passwd, ../, symlink): refused": "test_hostile_specs.py::test_a_source_path_outside",
     "unbounded read_options / estimator sizes: refused at parse": "test_hostile_specs.py::test_unbounded_options",
     "stage over limits.stage_seconds: fails cleanly": "test_hostile_specs.py::test_a_stage_over_its_time_limit",
-    "mirror file altered after first use (no SHA256SUMS): refused": "test_fetch.py::test_a_mirror_without_sums",
+    "altered canonical data (re-packed archive, mirror sums that vouch): refused": "test_fetch.py::test_archives_are_checked",
+    "a second copy of a pinned file inside an archive: refused": "test_fetch.py::test_a_second_copy_of_a_pinned_member",
+    "altered BANKING77 file the mirror's SHA256SUMS vouches for: refused": "test_fetch.py::test_banking77_is_pinned",
+    "unpinned file altered after first use (no SHA256SUMS): refused": "test_fetch.py::test_a_mirror_without_sums",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from dataclasses import replace
 
 import pytest
 
@@ -99,20 +100,82 @@ def _german_zip_with_one_row_changed(path):
             z.writestr(n, data)
 
 
-def test_a_mirror_without_sums_cannot_slip_in_an_altered_file(tmp_path, caplog):
+def _repack(path, change=None):
+    """Rewrite the archive member by member (other compression, other order): same data, new bytes;
+    ``change(name, data)`` may alter a member's data."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    before = sha256_file(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for n in reversed(list(members)):
+            z.writestr(n, change(n, members[n]) if change else members[n])
+    assert sha256_file(path) != before
+
+
+def test_every_fixed_catalog_file_is_pinned_and_the_mirror_matches_the_pins(tmp_path):
+    """Every catalog file but live prices pins its canonical content; the mirror's copies match."""
+    mirror = require_mirror()
+    s = _settings(tmp_path, mirror)
+    unpinned = [f"{e.id}/{f.name}" for e in CATALOG.values() if e.max_age_hours is None for f in e.files if not f.pinned]
+    assert unpinned == ["online-retail/online+retail.zip"]  # see the catalog's docstring
+    for entry in CATALOG.values():
+        for f in entry.files:
+            if f.pinned:
+                assert fetch_catalog_file(entry, f, s).verified == "known"
+
+
+@pytest.mark.parametrize("dataset", ["german-credit", "sentiment-sentences"])
+def test_archives_are_checked_by_their_data_files_without_mirror_sums(tmp_path, dataset):
+    entry = CATALOG[dataset]
+    f = entry.files[0]
+    mirror = _copy_mirror(tmp_path, dataset, sums=False)
+    archive = mirror / dataset / f.name
+    s = _settings(tmp_path, mirror)
+    _repack(archive)  # re-packed, same data: accepted as the canonical data
+    assert fetch_catalog_file(entry, f, s).verified == "known"
+    member = f.members[0][0]
+    _repack(archive, lambda n, d: d.replace(b"1\n", b"0\n", 1) if n.endswith(member) else d)
+    assert READERS[entry.reader]({f.name: LocalFile(f.name, archive, archive.as_uri(), "")}).shape[0] > 0  # it would parse
+    with pytest.raises(ChecksumMismatch, match=f"not the canonical data \\(its .*{member} has sha256"):
+        fetch_catalog_file(entry, f, s)
+
+
+def test_a_second_copy_of_a_pinned_member_in_another_folder_is_refused(tmp_path):
+    mirror = _copy_mirror(tmp_path, "german-credit", sums=False)
+    archive = mirror / "german-credit" / ZIP.name
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("extra/german.data", "A14 6 A34 A43 1169 A65 A75 4 A93 A101 4 A121 67 A143 A152 2 A173 1 A192 A201 1\n")
+    with pytest.raises(ChecksumMismatch, match="extra/german.data has sha256"):
+        fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, mirror))
+
+
+def test_banking77_is_pinned_by_file_even_when_the_mirror_vouches_for_another(tmp_path):
+    entry = CATALOG["banking77"]
+    mirror = _copy_mirror(tmp_path, "banking77", sums=True)
+    train = mirror / "banking77" / "train.csv"
+    train.write_text(train.read_text().replace("card_arrival", "card_linking", 1))
+    sums = mirror / "SHA256SUMS.tsv"
+    sums.write_text(sums.read_text().replace(entry.files[0].sha256, sha256_file(train)))
+    with pytest.raises(ChecksumMismatch, match="expected sha256 b06e26ac6755"):
+        fetch_catalog_file(entry, entry.files[0], _settings(tmp_path, mirror))
+
+
+def test_a_mirror_without_sums_cannot_slip_in_an_altered_unpinned_file(tmp_path, caplog):
+    """Online Retail has no canonical pin: the first use pins it, later alterations are refused."""
+    entry = replace(GERMAN, files=(replace(ZIP, members=()),))  # an unpinned catalog file, small
     mirror = _copy_mirror(tmp_path, "german-credit", sums=False)
     s = _settings(tmp_path, mirror)
-    first = fetch_catalog_file(GERMAN, ZIP, s)
+    first = fetch_catalog_file(entry, entry.files[0], s)
     assert first.verified == "first-use"
     assert any("accepted without a known checksum" in r.getMessage() for r in caplog.records)
     assert not (s.home_dir / "checksums.json").exists(), "pinned only once a run's gate passed"
     pin_first_use(s, [{"file": ZIP.name, "sha256": first.sha256, "verified": first.verified, "pin_key": first.pin_key}])
-    assert fetch_catalog_file(GERMAN, ZIP, s).verified == "pinned"
+    assert fetch_catalog_file(entry, entry.files[0], s).verified == "pinned"
     altered = mirror / "german-credit" / ZIP.name
     _german_zip_with_one_row_changed(altered)
     assert READERS[GERMAN.reader]({ZIP.name: LocalFile(ZIP.name, altered, altered.as_uri(), "")}).shape == (1000, 21)  # it would parse
     with pytest.raises(ChecksumMismatch, match="differs from the sha256 pinned at its first use"):
-        fetch_catalog_file(GERMAN, ZIP, s)
+        fetch_catalog_file(entry, entry.files[0], s)
 
 
 def test_a_live_source_is_not_pinned(tmp_path):
@@ -152,14 +215,10 @@ def test_truncated_or_empty_archives_raise_corrupt_source(tmp_path, dataset, dam
     f = entry.files[0]
     p = mirror / dataset / f.name
     p.write_bytes(damage(p.read_bytes()))
-    s = _settings(tmp_path, mirror)
-    if f.sha256:  # the catalog pins this file: the damage is caught as a checksum mismatch first
-        with pytest.raises(ChecksumMismatch):
-            fetch_catalog_file(entry, f, s)
-        return
-    lf = fetch_catalog_file(entry, f, s)
-    with pytest.raises(CorruptSource, match=message):
-        READERS[entry.reader]({f.name: lf})
+    with pytest.raises(ChecksumMismatch):  # the catalog pins it: fetching refuses it first
+        fetch_catalog_file(entry, f, _settings(tmp_path, mirror))
+    with pytest.raises(CorruptSource, match=message):  # and its reader says what is wrong with it
+        READERS[entry.reader]({f.name: LocalFile(f.name, p, p.as_uri(), "")})
 
 
 def test_german_rows_with_a_missing_field_are_refused(tmp_path):
@@ -169,9 +228,8 @@ def test_german_rows_with_a_missing_field_are_refused(tmp_path):
         rows = z.read("german.data").decode().splitlines()
     with zipfile.ZipFile(p, "w") as z:
         z.writestr("german.data", "\n".join(" ".join(r.split()[:-1]) for r in rows) + "\n")
-    lf = fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, mirror))
     with pytest.raises(CorruptSource, match="expected 21"):
-        READERS[GERMAN.reader]({ZIP.name: lf})
+        READERS[GERMAN.reader]({ZIP.name: LocalFile(ZIP.name, p, p.as_uri(), "")})
 
 
 def test_every_reader_parses_its_real_mirrored_file(tmp_path):

@@ -16,6 +16,7 @@ import mlflow
 import pytest
 
 from conftest import artifacts, assert_refused_and_nothing_lost, free_port, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli, write_spec
+from modelmill.fetch import sha256_file
 from modelmill.settings import Settings
 
 pytestmark = pytest.mark.flow
@@ -131,8 +132,11 @@ CASES = {
     "checksum": dict(mirror=lambda t: _mirror_with(t, _tampered(), sums=True), code=1, fragment="checksum mismatch"),
     "truncated": dict(mirror=lambda t: _mirror_with(t, _real_zip()[:5000]), code=1, fragment="not a readable zip"),
     "empty": dict(mirror=lambda t: _mirror_with(t, b""), code=1, fragment="is empty"),
-    "missing_column": dict(mirror=lambda t: _mirror_with(t, german=_missing_field()), code=1, fragment="expected 21"),
-    "bad_values": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), code=3, fragment="data rejected"),
+    # Altered data is not the canonical German Credit: refused at fetch unless the spec pins it
+    # (``source.sha256``, a user's own copy); pinned, the reader and the gate judge it.
+    "altered_unpinned": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), code=1, fragment="not the canonical data"),
+    "missing_column": dict(mirror=lambda t: _mirror_with(t, german=_missing_field()), pin=True, code=1, fragment="expected 21"),
+    "bad_values": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), pin=True, code=3, fragment="data rejected"),
 }
 
 
@@ -144,6 +148,8 @@ def test_bad_input_is_refused_and_nothing_is_lost(env, capsys, monkeypatch, tmp_
     if c.get("url"):  # the same spec, its source moved to a URL nothing answers on
         spec_arg = str(write_spec(tmp_path, "credit_risk", source={"url": f"http://127.0.0.1:{free_port()}/{GERMAN_ZIP}"}))
     mirror = c["mirror"](tmp_path) if c["mirror"] else None
+    if c.get("pin"):
+        spec_arg = str(write_spec(tmp_path, "credit_risk", source={"sha256": sha256_file(mirror / "german-credit" / GERMAN_ZIP)}))
     modelmill_env(monkeypatch, env.home, mirror)
     monkeypatch.setenv("MODELMILL_DOWNLOAD_RETRIES", "1")
     code, out, err = run_cli(capsys, "run", spec_arg)

@@ -9,8 +9,9 @@ import pandas as pd
 
 from conftest import (
     artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env,
-    registry_state, require_mirror, run_cli,
+    registry_state, require_mirror, run_cli, write_spec,
 )  # fmt: skip
+from modelmill.fetch import sha256_file
 
 
 def test_support_intent_on_banking77(env, capsys, monkeypatch):
@@ -51,7 +52,11 @@ def test_empty_texts_and_unknown_intents_are_rejected(env, capsys, monkeypatch, 
     train.to_csv(mirror / "banking77" / "train.csv", index=False)
     modelmill_env(monkeypatch, env.home, mirror)
     before = registry_state(env, "support_intent", "banking77")
-    code, out, err = run_cli(capsys, "run", "support_intent")
+    code, out, err = run_cli(capsys, "run", "support_intent")  # not the canonical file: refused
+    assert_refused_and_nothing_lost(env, "support_intent", "banking77", before, code, 1, out + err, "checksum mismatch for banking77/train.csv")
+    # A user's own copy, pinned in its spec, reaches the gate, which rejects it.
+    spec = write_spec(tmp_path, "support_intent", source={"sha256": {"train.csv": sha256_file(mirror / "banking77" / "train.csv")}})
+    code, out, err = run_cli(capsys, "run", str(spec))
     run = assert_refused_and_nothing_lost(env, "support_intent", "banking77", before, code, 3, out + err, "data rejected")
     failed = run.data.tags["modelmill.failed_expectations"]
     assert "expect_column_values_to_not_be_null(text)" in failed
