@@ -116,16 +116,21 @@ def cmd_run(args, settings: Settings) -> int:
     prepare_environment(settings)
     guard()
     housekeeping(settings, _with_shipped(specs, settings), prefect=True)
-    from flows.pipeline import pipeline_flow, summary_of
-
-    summaries = []
-    for i, name in enumerate(names, 1):
-        log.info("▶ [%d/%d] %s", i, len(names), name)
-        t0 = time.time()
-        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
-        s = summary_of(name, state)
-        summaries.append(s)
-        log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
+    if args.workers < 1:
+        print(f"modelmill run: --workers {args.workers}: give at least 1", file=sys.stderr)
+        return 2
+    if args.dask_address and args.ray_address:
+        print("modelmill run: --dask-address or --ray-address, not both", file=sys.stderr)
+        return 2
+    if args.ray_address:
+        args.runner = "ray"
+    elif args.dask_address and args.runner == "ray":
+        print("modelmill run: --dask-address is for the dask runner; for Ray give --ray-address", file=sys.stderr)
+        return 2
+    if args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask":
+        summaries = _run_side_by_side(names, args, settings)
+    else:
+        summaries = _run_one_after_another(names, args)
     print()
     print(summary_table(summaries))
     print()
@@ -449,6 +454,44 @@ def cmd_prefect_yaml(args, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _run_one_after_another(names: list[str], args) -> list[dict]:
+    from flows.pipeline import pipeline_flow, summary_of
+
+    summaries = []
+    for i, name in enumerate(names, 1):
+        log.info("▶ [%d/%d] %s", i, len(names), name)
+        t0 = time.time()
+        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
+        s = summary_of(name, state)
+        summaries.append(s)
+        log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
+    return summaries
+
+
+def _run_side_by_side(names: list[str], args, settings: Settings) -> list[dict]:
+    """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
+    from flows.parallel import task_runner
+    from flows.pipeline import all_pipelines_flow
+
+    address = args.dask_address or args.ray_address
+    runner = task_runner(args.workers, args.runner, address, scratch=settings.home_dir / "workers")
+    where = address or f"a local {args.runner} cluster of {args.workers} workers"
+    log.info("▶ %d pipelines side by side on %s: %s", len(names), where, ", ".join(names))
+    t0 = time.time()
+    state = all_pipelines_flow.with_options(task_runner=runner)(
+        names, force=args.force, parallel=True, as_of=args.as_of, promote=not args.no_promote, return_state=True
+    )
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, list):  # some pipeline failed: the flow raised after all of them ran
+        if not hasattr(result, "summaries"):  # the flow itself broke (the cluster did not start…)
+            raise result if isinstance(result, BaseException) else RuntimeError(str(result))
+        result = result.summaries
+    for s in result:
+        log.info("■ %s: %s%s", s["pipeline"], s["status"], f" — {s['error']}" if s.get("error") else "")
+    log.info("■ all %d in %.0fs", len(names), time.time() - t0)
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelmill", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -460,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--as-of", help="train on data dated up to this day (YYYY-MM-DD)")
     r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
     r.add_argument("--force", action="store_true", help="retrain even if data, spec, suite and code are unchanged")
+    r.add_argument("--workers", type=int, default=1, metavar="N", help="run N pipelines side by side (a local Dask cluster of N worker processes)")
+    r.add_argument("--runner", choices=("dask", "ray"), default="dask", help="the task runner for --workers: prefect-dask (default) or prefect-ray")
+    r.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run the pipelines on an existing Dask cluster instead")
+    r.add_argument("--ray-address", metavar="HOST:PORT", help="run the pipelines on an existing Ray cluster instead (implies --runner ray)")
     r.set_defaults(fn=cmd_run)
 
     ck = sub.add_parser("check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)")

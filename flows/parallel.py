@@ -1,0 +1,101 @@
+"""Pipelines side by side on an existing engine: Prefect task runners from prefect-dask (default:
+a local Dask cluster of N worker processes, or an existing cluster by address) or prefect-ray.
+
+Each pipeline is one task whose body is the ordinary pipeline flow, so it still gets its own
+Prefect flow run (a sub-flow of ``modelmill-all``) and its own MLflow run; a pipeline that fails
+fails alone. Worker processes get one BLAS/OpenMP thread each (set before they start), so N
+workers use N cores rather than fighting over them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from prefect import task
+
+from modelmill.errors import SpecError
+
+log = logging.getLogger("modelmill.parallel")
+
+RUNNERS = ("dask", "ray")
+
+#: thread pools of numeric libraries, capped to one per worker process
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def one_thread_per_worker() -> None:
+    """Set before the workers start: they inherit the environment."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = "1"
+
+
+def task_runner(workers: int, runner: str = "dask", address: str | None = None, scratch: Path | None = None):
+    """The Prefect task runner for ``workers`` pipelines at once (or the cluster at ``address``)."""
+    if runner not in RUNNERS:
+        raise SpecError(f"--runner {runner}: choose one of {', '.join(RUNNERS)}")
+    if workers < 1:
+        raise SpecError(f"--workers {workers}: give at least 1")
+    try:
+        if runner == "dask":
+            from prefect_dask import DaskTaskRunner
+        else:
+            from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise SpecError(f"--runner {runner} needs prefect-{runner}: pip install 'modelmill[{runner}]'") from None
+    if address is None:
+        one_thread_per_worker()
+    if runner == "dask":
+        if address:
+            return DaskTaskRunner(address=address)
+        kwargs = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            kwargs["local_directory"] = str(scratch)
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    if address:
+        return RayTaskRunner(address=address)
+    init = {"num_cpus": workers, "include_dashboard": False}
+    if scratch is not None:
+        init["_temp_dir"] = str(scratch)
+    return RayTaskRunner(init_kwargs=init)
+
+
+#: configuration a worker takes from the process that submitted the pipelines (never secrets: a
+#: remote worker needs its own credentials in its environment)
+FORWARDED = ("MODELMILL_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HTTP_REQUEST_", "PREFECT_API_URL")
+SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "AUTH", "SQL_URL")
+
+
+def forwarded_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and not any(w in k for w in SECRET_WORDS)}
+
+
+@task(name="pipeline", task_run_name="{name}")
+def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False, environment: dict[str, str] | None = None) -> dict:
+    """One pipeline on a worker: its flow as a sub-flow; the run summary, whether it trained or not.
+
+    ``environment``: the submitting process's modelmill/MLflow configuration, applied first, so a
+    worker of an existing cluster uses the same project folder, mirror and tracking server.
+    """
+    from flows.pipeline import pipeline_flow, summary_of
+
+    os.environ.update(environment or {})
+    _terminal_lines(name)
+    state = pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
+    return summary_of(name, state)
+
+
+def _terminal_lines(name: str) -> None:
+    """A worker process's own progress lines on its stderr, prefixed by the pipeline they are about."""
+    core = logging.getLogger("modelmill")
+    if not any(getattr(h, "_modelmill_worker", False) for h in core.handlers):
+        handler = logging.StreamHandler()
+        handler._modelmill_worker = True  # type: ignore[attr-defined]
+        core.addHandler(handler)
+        core.setLevel(logging.INFO)
+        core.propagate = False
+    for h in core.handlers:
+        if getattr(h, "_modelmill_worker", False):
+            h.setFormatter(logging.Formatter(f"%(asctime)s  [{name}] %(message)s", "%H:%M:%S"))
