@@ -183,28 +183,43 @@ def test_the_compose_topology_on_postgres_runs_a_pipeline(tmp_path, postgres):
 
 
 def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_path):
-    """The work-pool path of the README: `prefect deploy --all` from prefect.yaml, a process
-    worker, and `prefect deployment run ... --watch`."""
+    """The work-pool path of the README: `prefect deploy --all` from prefect.yaml, process workers
+    and `prefect deployment run`. Two workers (one run at a time each) drain one pool side by
+    side: two runs submitted together are taken one by each and overlap in time."""
     server = prefect_server(tmp_path / "state", free_port()).start(timeout=240)
     prefect = str(Path(sys.executable).with_name("prefect"))
     env = _env(tmp_path / "home", PREFECT_API_URL=f"{server.url}/api", PREFECT_HOME=str(tmp_path / "prefect-client"))
-    worker = None
+    workers: list[subprocess.Popen] = []
     try:
         subprocess.run([prefect, "work-pool", "create", "modelmill-process", "--type", "process"], env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
         deploy = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         deployments = _post(f"{server.url}/api", "/deployments/filter", {})
         assert len(deployments) == len(available(Settings(pipelines_dir=REPO / "pipelines")))
-        log = tmp_path / "worker.log"
-        with open(log, "wb") as out:
-            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "modelmill-process"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        run = subprocess.run([prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", "trigger=manual", "--watch", "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=700)
-        assert run.returncode == 0 and "Completed" in run.stdout, run.stdout + run.stderr + log.read_text()[-3000:]
+        logs = {name: tmp_path / f"{name}.log" for name in ("worker-a", "worker-b")}
+        for name, log in logs.items():
+            with open(log, "wb") as out:
+                cmd = [prefect, "worker", "start", "--pool", "modelmill-process", "--name", name, "--limit", "1"]
+                loud = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # its "submitting flow run" lines
+                workers.append(subprocess.Popen(cmd, env=env | loud, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        watch = subprocess.Popen([prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", "trigger=manual", "--watch", "--watch-timeout", "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        other = subprocess.run([prefect, "deployment", "run", "modelmill-pipeline/credit_risk", "--watch", "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=700)
+        watched = watch.communicate(timeout=700)[0]
+        worker_logs = "\n".join(f"--- {n}\n{p.read_text()[-2000:]}" for n, p in logs.items())
+        assert watch.returncode == 0 and "Completed" in watched, watched + worker_logs
+        assert other.returncode == 0 and "Completed" in other.stdout, other.stdout + other.stderr + worker_logs
+        runs = {r["name"]: r for r in _post(f"{server.url}/api", "/flow_runs/filter", {}) if r["name"] in ("breast_cytology", "credit_risk")}
+        assert len(runs) == 2
+        taken = {n: [rid for rid in (r["id"] for r in runs.values()) if f"submitting flow run '{rid}'" in p.read_text()] for n, p in logs.items()}
+        assert sorted(len(v) for v in taken.values()) == [1, 1], taken  # one run each
+        a, b = runs.values()
+        assert a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"], "the two runs did not overlap"
         settings = Settings(home=tmp_path / "home")
         assert last_run(settings, "breast_cytology").data.tags["modelmill.trigger"] == "manual"
         assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
+        assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
     finally:
-        if worker is not None:
+        for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
             try:
                 worker.wait(30)
