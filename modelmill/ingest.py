@@ -60,13 +60,37 @@ class Snapshot:
         return d
 
 
-def frame_digest(df: pd.DataFrame) -> str:
-    """Content digest of a frame: same columns, types and values give the same digest."""
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
+class _HashSink:
+    """A write-only file that only hashes what it is given (no copy of the data is kept)."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def table_digest(table: pa.Table) -> str:
+    """Content digest: the sha256 of the table's Arrow IPC stream (schema metadata left out), hashed
+    as it is produced — same columns, types and values give the same digest."""
+    table = table.replace_schema_metadata(None)
+    sink = _HashSink()
+    with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_stream(f, table.schema) as w:
         w.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return sink.hash.hexdigest()
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    return table_digest(pa.Table.from_pandas(df, preserve_index=False))
 
 
 def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile]:
@@ -244,18 +268,26 @@ def cut_as_of(spec: PipelineSpec, df: pd.DataFrame, as_of: str) -> pd.DataFrame:
 
 
 def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list[dict], as_of: str | None) -> Snapshot:
-    digest = frame_digest(df)
+    """The frame as ``<digest>.parquet``: converted to Arrow once (Arrow-backed columns without a
+    copy); the Parquet file is written to a temporary name while the digest is computed beside it
+    (both release the GIL), then renamed — or dropped if that content is already there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
     folder = settings.snapshot_dir / key
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.parquet"
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(key), suffix=".tmp")
+    os.close(fd)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            written = pool.submit(pq.write_table, table, tmp)
+            digest = table_digest(table)
+            written.result()
+        path = folder / f"{digest}.parquet"
+        if not path.exists():
             os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     snap = Snapshot(key, path, digest, len(df), [str(c) for c in df.columns], sources, as_of)
     meta = folder / f"{digest}.json"
     if not meta.exists():

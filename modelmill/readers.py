@@ -208,7 +208,15 @@ def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
             return pd.read_parquet(f.path, **options)
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for broken files
             raise CorruptSource(f"{f.name} is not a readable Parquet file: {str(e).splitlines()[0]}") from e
+    if set(options) <= PYARROW_CSV_OPTIONS:
+        return _read_csv(f.path, f.name, engine="pyarrow", **options)
     return _read_csv(f.path, f.name, **options)
+
+
+#: reader options pandas' pyarrow CSV engine takes; with any other, pandas' C engine reads the file.
+#: The pyarrow engine reads with several threads and leaves text columns Arrow-backed (pandas'
+#: ``str``), so the snapshot is written from them without a copy.
+PYARROW_CSV_OPTIONS = {"sep", "header", "skiprows", "encoding", "na_values", "quotechar", "usecols"}
 
 
 READERS: dict[str, Callable[[dict[str, LocalFile]], pd.DataFrame]] = {
