@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,12 +40,20 @@ class Snapshot:
     as_of: str | None = None
     _frame: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
-    def load(self) -> pd.DataFrame:
+    def load(self, categorical: Sequence[str] = ()) -> pd.DataFrame:
         """The snapshot's rows, read from its Parquet file once per object; stages share the
-        frame, so treat it as read-only."""
+        frame, so treat it as read-only. ``categorical``: text columns read as pandas categoricals
+        (Arrow dictionaries: a small code per row instead of a string — a 10M-row table's
+        categorical features take a tenth of the memory)."""
         if self._frame is None:
-            object.__setattr__(self, "_frame", pd.read_parquet(self.path))
+            schema = pq.read_schema(self.path)
+            text = [c for c in categorical if c in schema.names and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+            object.__setattr__(self, "_frame", pd.read_parquet(self.path, read_dictionary=text or None))
         return self._frame
+
+    def release(self) -> None:
+        """Drop the shared frame (the stages that need rows are done with it)."""
+        object.__setattr__(self, "_frame", None)
 
     def __getstate__(self) -> dict:
         """Another process (a distributed task runner) gets the path, not the rows."""

@@ -197,7 +197,7 @@ def skip(h: RunHandle, matched) -> RunSummary:
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     t = h.tracker()
-    frame = snap.load()  # read here, not at ingest: a run skipped as unchanged never reads its rows
+    frame = _rows(h, snap)  # read here, not at ingest: a run skipped as unchanged never reads its rows
     t.log_dataset(h.run_id, frame, source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
     with tempfile.TemporaryDirectory(prefix="modelmill-gx-") as docs:
         report = validate_frame(frame, h.spec.suite_path(h.settings), Path(docs) / "data_docs")
@@ -224,7 +224,7 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     if reference is None or not reference.is_file():
         t.set_tags(h.run_id, {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"})
         return {}
-    table = drift(pd.read_parquet(reference), snap.load(), h.spec.target)
+    table = drift(pd.read_parquet(reference), _rows(h, snap), h.spec.target)
     metrics = drift_metrics(table)
     t.log_metrics(h.run_id, metrics)
     t.log_table(h.run_id, table, "tables/drift.csv")
@@ -242,14 +242,22 @@ def log_history(h: RunHandle) -> None:
     t.log_table(h.run_id, frame, "tables/history.csv")
 
 
+def _rows(h: RunHandle, snap: Snapshot) -> pd.DataFrame:
+    """The snapshot's rows as the stages share them: declared categorical features as pandas
+    categoricals (compact at any size)."""
+    return snap.load(categorical=h.spec.features.categorical)
+
+
 def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     kind = get_kind(h.spec.problem)
-    frame, dropped = integrity.deduplicate(h.spec, snap.load()) if kind.EXAMPLE_ROWS else (snap.load(), 0)
+    frame, dropped = integrity.deduplicate(h.spec, _rows(h, snap)) if kind.EXAMPLE_ROWS else (_rows(h, snap), 0)
     t = h.tracker()
     if dropped:
         log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
     t.log_params(h.run_id, {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"})
     data = kind.prepare(h.spec, frame)
+    del frame
+    snap.release()  # training reads the prepared rows only: the snapshot's frame is not held beside them
     trained = kind.train(h.spec, data)
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})

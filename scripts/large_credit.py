@@ -97,10 +97,11 @@ def write_project(root: Path, rows: int) -> Path:
         "split": {"method": "stratified", "test_size": 0.2, "seed": 7, "folds": 2},
         "problem": "tabular_classification",
         "baseline": {"name": "prior", "estimator": "dummy_prior"},
-        "candidates": [{"name": "logistic_regression", "estimator": "logistic_regression", "params": {"C": 1.0}}],
+        "candidates": [{"name": "hist_gradient_boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 100}}],
         "metric": {"name": "roc_auc", "direction": "maximize"},
         "promotion": {"margin": 0.001},
         "duplicates": "drop",
+        "options": {"categorical_encoding": "native"},
         "schedule": {"cron": "0 5 * * 1"},
     }
     path = root / "pipelines" / "big_credit.yaml"

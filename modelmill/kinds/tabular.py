@@ -13,11 +13,12 @@ from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from modelmill.errors import SpecError
 from modelmill.evaluation import binary_metrics, binary_plots, expected_cost
 from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.encoders import CategoryEncoder
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
 from modelmill.spec import PipelineSpec
@@ -36,6 +37,11 @@ class TabularOptions(KindOptions):
     cost: Cost | None = None
     negative_label_name: str = "negative"
     positive_label_name: str = "positive"
+    categorical_encoding: Literal["onehot", "native"] = Field(
+        "onehot",
+        description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
+        "natively by hist_gradient_boosting (a tenth of the memory on wide categorical data; for tree models)",
+    )
 
 
 class TabularClassification(ProblemKind):
@@ -64,7 +70,8 @@ class TabularClassification(ProblemKind):
         for c in spec.features.numeric:
             X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
-            X[c] = X[c].astype("str")  # pandas 3: missing values stay missing
+            if not (isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].cat.categories.dtype == "str"):
+                X[c] = X[c].astype("str")  # pandas 3: missing values stay missing (a snapshot's text categories stay compact)
         if spec.features.text:
             X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
         return X
@@ -89,7 +96,8 @@ class TabularClassification(ProblemKind):
         if imp.numeric != "none":
             fill = {"strategy": imp.numeric} | ({"fill_value": imp.numeric_value} if imp.numeric == "constant" else {})
             numeric.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
-        categorical: list = [OneHotEncoder(handle_unknown="ignore", sparse_output=False)]
+        native = self.options(spec).categorical_encoding == "native"
+        categorical: list = [CategoryEncoder("ordinal" if native else "onehot")]
         if imp.categorical != "none":
             fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
             categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
@@ -97,7 +105,14 @@ class TabularClassification(ProblemKind):
         if spec.features.text:
             tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=self.options(spec).text_max_features, sublinear_tf=True)
             parts.append(("text", tfidf, spec.features.text))  # a column name, not a list: TF-IDF takes 1-D text
-        return ColumnTransformer(parts, sparse_threshold=0.0)
+        features = ColumnTransformer(parts, sparse_threshold=0.0)
+        return features.set_output(transform="pandas") if native else features  # named columns: the model finds its categorical ones
+
+    def build(self, c, spec: PipelineSpec):
+        model = super().build(c, spec)
+        if self.options(spec).categorical_encoding == "native" and c.estimator == "hist_gradient_boosting" and "categorical_features" not in c.params:
+            model.set_params(categorical_features=[f"categorical__{col}" for col in spec.features.categorical] or None)
+        return model
 
 
     def _threshold_scorer(self, spec: PipelineSpec):
