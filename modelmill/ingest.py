@@ -49,11 +49,13 @@ class Snapshot:
             schema = pq.read_schema(self.path)
             text = [c for c in categorical if c in schema.names and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
             object.__setattr__(self, "_frame", pd.read_parquet(self.path, read_dictionary=text or None))
+            return_memory()  # the decoded Parquet pages
         return self._frame
 
     def release(self) -> None:
         """Drop the shared frame (the stages that need rows are done with it)."""
         object.__setattr__(self, "_frame", None)
+        return_memory()
 
     def __getstate__(self) -> dict:
         """Another process (a distributed task runner) gets the path, not the rows."""
@@ -67,6 +69,12 @@ class Snapshot:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["path"] = str(self.path)
         return d
+
+
+def return_memory() -> None:
+    """Give the pages Arrow's allocator keeps after large frames are freed back to the system
+    (mimalloc holds them otherwise: ~300 MB per million rows read, seen as resident memory)."""
+    pa.default_memory_pool().release_unused()
 
 
 class _HashSink:
@@ -364,6 +372,8 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     if as_of:
         df = cut_as_of(spec, df, as_of)
     snap = write_snapshot(df, key, settings, sources, as_of)
+    del df
+    return_memory()
     _remember(folder, pkey, snap.digest)
     log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
     return snap

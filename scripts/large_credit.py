@@ -97,7 +97,7 @@ def write_project(root: Path, rows: int) -> Path:
         "split": {"method": "stratified", "test_size": 0.2, "seed": 7, "folds": 2},
         "problem": "tabular_classification",
         "baseline": {"name": "prior", "estimator": "dummy_prior"},
-        "candidates": [{"name": "hist_gradient_boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 100}}],
+        "candidates": [{"name": "hist_gradient_boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 100, "early_stopping": False}}],
         "metric": {"name": "roc_auc", "direction": "maximize"},
         "promotion": {"margin": 0.001},
         "duplicates": "drop",

@@ -40,7 +40,8 @@ class TabularOptions(KindOptions):
     categorical_encoding: Literal["onehot", "native"] = Field(
         "onehot",
         description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
-        "natively by hist_gradient_boosting (a tenth of the memory on wide categorical data; for tree models)",
+        "natively by hist_gradient_boosting (a tenth of the memory on wide categorical data; for tree models; at most "
+        "255 categories per column)",
     )
 
 
@@ -66,7 +67,7 @@ class TabularClassification(ProblemKind):
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
 
     def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
-        X = df[spec.features.columns()].copy()
+        X = df[spec.features.columns()]  # pandas 3 copy-on-write: columns are copied only when replaced below
         for c in spec.features.numeric:
             X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")  # MLflow signature: integers cannot carry missing values
         for c in spec.features.categorical:
@@ -90,28 +91,35 @@ class TabularClassification(ProblemKind):
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
         """Scaled numeric and one-hot categorical features, with the spec's imputation first, and
-        word uni/bigram TF-IDF of the text column (dense, so every estimator takes it)."""
+        word uni/bigram TF-IDF of the text column (dense, so every estimator takes it).
+
+        ``categorical_encoding: native``: the categorical columns come first, one code each (a
+        missing or unseen value is NaN, which the trees route as missing: no imputation), so
+        :meth:`build` can tell gradient boosting which columns they are."""
         imp = spec.impute
         numeric: list = [StandardScaler()]
         if imp.numeric != "none":
             fill = {"strategy": imp.numeric} | ({"fill_value": imp.numeric_value} if imp.numeric == "constant" else {})
             numeric.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
-        native = self.options(spec).categorical_encoding == "native"
-        categorical: list = [CategoryEncoder("ordinal" if native else "onehot")]
-        if imp.categorical != "none":
-            fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
-            categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
-        parts = [("numeric", make_pipeline(*numeric), spec.features.numeric), ("categorical", make_pipeline(*categorical), spec.features.categorical)]
+        numbers = ("numeric", make_pipeline(*numeric), spec.features.numeric)
+        if self.options(spec).categorical_encoding == "native":
+            parts = [("categorical", CategoryEncoder("ordinal"), spec.features.categorical), numbers]
+        else:
+            categorical: list = [CategoryEncoder()]
+            if imp.categorical != "none":
+                fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
+                categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
+            parts = [numbers, ("categorical", make_pipeline(*categorical), spec.features.categorical)]
         if spec.features.text:
             tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=self.options(spec).text_max_features, sublinear_tf=True)
             parts.append(("text", tfidf, spec.features.text))  # a column name, not a list: TF-IDF takes 1-D text
-        features = ColumnTransformer(parts, sparse_threshold=0.0)
-        return features.set_output(transform="pandas") if native else features  # named columns: the model finds its categorical ones
+        return ColumnTransformer(parts, sparse_threshold=0.0)
 
     def build(self, c, spec: PipelineSpec):
         model = super().build(c, spec)
-        if self.options(spec).categorical_encoding == "native" and c.estimator == "hist_gradient_boosting" and "categorical_features" not in c.params:
-            model.set_params(categorical_features=[f"categorical__{col}" for col in spec.features.categorical] or None)
+        cats = spec.features.categorical
+        if self.options(spec).categorical_encoding == "native" and c.estimator == "hist_gradient_boosting" and cats and "categorical_features" not in c.params:
+            model.set_params(categorical_features=list(range(len(cats))))  # the featurizer puts them first
         return model
 
 
