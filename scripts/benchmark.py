@@ -63,7 +63,7 @@ settings = get_settings()
 for name in available(settings):
     spec = load_spec(name, settings)
     kind = get_kind(spec.problem)
-    frame = ingest(spec, settings).load()
+    frame = ingest(spec, settings).load(categorical=spec.features.categorical)
     if kind.EXAMPLE_ROWS:
         frame, _ = integrity.deduplicate(spec, frame)
     data = kind.prepare(spec, frame)
