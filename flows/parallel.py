@@ -17,8 +17,6 @@ from prefect import task
 
 from modelmill.errors import SpecError
 
-log = logging.getLogger("modelmill.parallel")
-
 RUNNERS = ("dask", "ray")
 
 #: thread pools of numeric libraries, capped to one per worker process

@@ -1,8 +1,9 @@
 """Getting source files: the cache, a mirror (directory or http base URL), or the canonical URL.
 
-Every file is checked against what is known of it before it is used: the catalog's pins of the
-canonical content (the file's sha256, or that of the data files inside an archive), else the
-spec's ``sha256``, else the mirror's ``SHA256SUMS.tsv``, else the sha256 pinned at its first use. A
+Every file is checked against what is known of it before it is used: the spec's own ``sha256`` (a
+user's copy), else the catalog's pins of the canonical content (the file's sha256, or that of the
+data files inside an archive), else the mirror's ``SHA256SUMS.tsv``, else the sha256 pinned at its
+first use. A
 download lands in the cache only after that check (written to a temporary file, then renamed), so
 a failure never replaces a good copy.
 """

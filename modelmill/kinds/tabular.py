@@ -40,8 +40,8 @@ class TabularOptions(KindOptions):
     categorical_encoding: Literal["onehot", "native"] = Field(
         "onehot",
         description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
-        "natively by hist_gradient_boosting (a tenth of the memory on wide categorical data; for tree models; at most "
-        "255 categories per column)",
+        "natively by hist_gradient_boosting, missing and unseen values left to its missing-value branches (a "
+        "tenth of the memory on wide categorical data; for tree models; at most 255 categories per column)",
     )
 
 
@@ -121,7 +121,6 @@ class TabularClassification(ProblemKind):
         if self.options(spec).categorical_encoding == "native" and c.estimator == "hist_gradient_boosting" and cats and "categorical_features" not in c.params:
             model.set_params(categorical_features=list(range(len(cats))))  # the featurizer puts them first
         return model
-
 
     def _threshold_scorer(self, spec: PipelineSpec):
         opts = self.options(spec)
