@@ -5,7 +5,6 @@ Prefect API outlives its run, and each failure is one line."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli, write_spec
+from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
 from modelmill.guardian import children
 
 pytestmark = pytest.mark.flow
@@ -143,37 +142,6 @@ def test_two_runs_at_once_on_a_brand_new_store_both_finish_and_one_becomes_champ
     assert sorted(r.data.tags["modelmill.decision"] for r in runs) == ["challenger", "promoted"]
     promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
     assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
-
-
-@pytest.mark.server
-def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champion(tmp_path):
-    """Ten ``modelmill run`` processes of one pipeline, started together on a brand-new home against
-    one MLflow server: each starts its own temporary Prefect API on the shared Prefect database of
-    MODELMILL_HOME; all must finish and exactly one run may become champion."""
-    from mlflow import MlflowClient
-
-    from modelmill.servers import mlflow_server
-
-    one_candidate = [{"name": "logistic_regression", "estimator": "logistic_regression", "params": {"C": 1.0}}]
-    spec = write_spec(tmp_path, "breast_cytology", candidates=one_candidate)
-    (tmp_path / "expectations").mkdir()
-    shutil.copy(REPO / "expectations" / "breast_cytology.json", tmp_path / "expectations")
-    server = mlflow_server(tmp_path / "server", free_port()).start(timeout=120)
-    try:
-        env = _env(tmp_path / "home") | {"MODELMILL_PIPELINES_DIR": str(spec.parent), "MLFLOW_TRACKING_URI": server.url, "OMP_NUM_THREADS": "1"}
-        logs = [tmp_path / f"run{i}.log" for i in range(10)]
-        procs = [subprocess.Popen([MODELMILL, "run", "breast_cytology", "--force"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path) for log in logs]
-        codes = [p.wait(timeout=900) for p in procs]
-        assert codes == [0] * 10, "\n".join(f"--- run {i} (exit {c})\n{logs[i].read_text()[-1500:]}" for i, c in enumerate(codes) if c)
-        c = MlflowClient(server.url)
-        runs = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id])
-        assert len(runs) == 10 and {r.info.status for r in runs} == {"FINISHED"}
-        decisions = sorted(r.data.tags["modelmill.decision"] for r in runs)
-        assert decisions == ["challenger"] * 9 + ["promoted"], decisions
-        promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
-        assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
-    finally:
-        server.stop()
 
 
 def test_a_nearly_full_disk_is_refused_before_anything_is_written(mm_env, capsys, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, last_run, mlflow_client, require_mirror
+from conftest import REPO, free_port, last_run, mlflow_client, require_mirror, write_spec
 from modelmill.servers import mlflow_server, prefect_server
 from modelmill.settings import Settings
 from modelmill.spec import available, load_spec
@@ -146,6 +147,37 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
             os.killpg(serve.pid, signal.SIGKILL)
             pytest.fail("modelmill serve did not stop on Ctrl-C")
     assert _port_closed(pport) and _port_closed(mport), "serve left a server running"
+
+
+# -- concurrency on one tracking server (here, not beside the serve test: ten processes load the machine)
+@pytest.mark.concurrency  # flaky beside another heavy test on 2 cores: `make chaos` runs it alone
+def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champion(tmp_path):
+    """Ten ``modelmill run`` processes of one pipeline, started together on a brand-new home against
+    one MLflow server: each starts its own temporary Prefect API on the shared Prefect database of
+    MODELMILL_HOME; all must finish and exactly one run may become champion."""
+    from mlflow import MlflowClient
+
+    one_candidate = [{"name": "logistic_regression", "estimator": "logistic_regression", "params": {"C": 1.0}}]
+    spec = write_spec(tmp_path, "breast_cytology", candidates=one_candidate)
+    (tmp_path / "expectations").mkdir()
+    shutil.copy(REPO / "expectations" / "breast_cytology.json", tmp_path / "expectations")
+    server = mlflow_server(tmp_path / "server", free_port()).start(timeout=120)
+    try:
+        env = _env(tmp_path / "home", MODELMILL_PIPELINES_DIR=str(spec.parent), MLFLOW_TRACKING_URI=server.url, OMP_NUM_THREADS="1")
+        logs = [tmp_path / f"run{i}.log" for i in range(10)]
+        procs = [subprocess.Popen([MODELMILL, "run", "breast_cytology", "--force"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path) for log in logs]
+        codes = [p.wait(timeout=900) for p in procs]
+        assert codes == [0] * 10, "\n".join(f"--- run {i} (exit {c})\n{logs[i].read_text()[-1500:]}" for i, c in enumerate(codes) if c)
+        c = MlflowClient(server.url)
+        runs = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id])
+        assert len(runs) == 10 and {r.info.status for r in runs} == {"FINISHED"}
+        decisions = sorted(r.data.tags["modelmill.decision"] for r in runs)
+        assert decisions == ["challenger"] * 9 + ["promoted"], decisions
+        promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
+        assert server.proc.poll() is None, f"the MLflow server exited ({server.proc.returncode}): {server.log_path.read_text()[-3000:]}"
+        assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
+    finally:
+        server.stop()
 
 
 # -- the compose topology, without docker ------------------------------------------------------
