@@ -233,6 +233,9 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
             with open(log, "wb") as out:
                 cmd = [prefect, "worker", "start", "--pool", "modelmill-process", "--name", name, "--limit", "1"]
                 loud = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # its "submitting flow run" lines
+                # poll every second (default 10 s): a run of ~10 s could otherwise end before the
+                # other worker's next poll takes the second one (seen in CI: no overlap)
+                loud["PREFECT_WORKER_QUERY_SECONDS"] = "1"
                 workers.append(subprocess.Popen(cmd, env=env | loud, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
         watch = subprocess.Popen([prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", "trigger=manual", "--watch", "--watch-timeout", "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         other = subprocess.run([prefect, "deployment", "run", "modelmill-pipeline/credit_risk", "--watch", "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=700)
