@@ -29,6 +29,43 @@ def one_thread_per_worker() -> None:
         os.environ[var] = "1"
 
 
+def pipeline_worker_config() -> None:
+    """Dask's defaults suit long-lived workers holding data, not a worker that trains a pipeline:
+
+    - its nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
+      dynamic mmap threshold: every allocation over 128 KiB becomes an mmap/munmap pair whose
+      pages fault in again. Seen here: the intent pipeline took 269 s in a worker against 137 s in
+      a plain process, two thirds of the worker's CPU time in the kernel. Unset, and one malloc
+      arena (the pipeline runs in one thread of the worker, not the main one, whose own arena
+      trims and grows as tensors come and go): 151 s;
+    - a statistical profiler samples every thread's stack each 10 ms, for a dashboard we do not
+      start.
+
+    Our workers live for one ``run --all``."""
+    import dask
+
+    dask.config.set(
+        {
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+            "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "1",
+            "distributed.worker.profile.enabled": False,
+        }
+    )
+
+
+def share_temporary_api() -> None:
+    """Start this process's temporary Prefect API now and point ``PREFECT_API_URL`` at it, so the
+    local workers (started after this, inheriting the variable) record their sub-flows through it
+    instead of each starting a temporary server of its own on the same database."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance this process's Prefect client uses
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
 def task_runner(workers: int, runner: str = "dask", address: str | None = None, scratch: Path | None = None):
     """The Prefect task runner for ``workers`` pipelines at once (or the cluster at ``address``)."""
     if runner not in RUNNERS:
@@ -44,9 +81,11 @@ def task_runner(workers: int, runner: str = "dask", address: str | None = None, 
         raise SpecError(f"--runner {runner} needs prefect-{runner}: pip install 'modelmill[{runner}]'") from None
     if address is None:
         one_thread_per_worker()
+        share_temporary_api()
     if runner == "dask":
         if address:
             return DaskTaskRunner(address=address)
+        pipeline_worker_config()
         kwargs = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
         if scratch is not None:
             scratch.mkdir(parents=True, exist_ok=True)

@@ -468,12 +468,26 @@ def _run_one_after_another(names: list[str], args) -> list[dict]:
     return summaries
 
 
+def _longest_first(names: list[str], settings: Settings) -> list[str]:
+    from modelmill.history import longest_first
+    from modelmill.spec import load_spec
+    from modelmill.tracking import Tracker
+
+    tracker = Tracker(settings)
+    seconds = {n: tracker.last_seconds(load_spec(n, settings)) for n in names}
+    ordered = longest_first(names, seconds)
+    if any(s is not None for s in seconds.values()):
+        log.info("longest first, by each pipeline's last trained run: %s", ", ".join(f"{n} {seconds[n]:.0f}s" if seconds[n] is not None else n for n in ordered))
+    return ordered
+
+
 def _run_side_by_side(names: list[str], args, settings: Settings) -> list[dict]:
     """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
     from flows.parallel import task_runner
     from flows.pipeline import all_pipelines_flow
 
     address = args.dask_address or args.ray_address
+    given, names = names, _longest_first(names, settings)
     runner = task_runner(args.workers, args.runner, address, scratch=settings.home_dir / "workers")
     where = address or f"a local {args.runner} cluster of {args.workers} workers"
     log.info("▶ %d pipelines side by side on %s: %s", len(names), where, ", ".join(names))
@@ -486,6 +500,7 @@ def _run_side_by_side(names: list[str], args, settings: Settings) -> list[dict]:
         if not hasattr(result, "summaries"):  # the flow itself broke (the cluster did not start…)
             raise result if isinstance(result, BaseException) else RuntimeError(str(result))
         result = result.summaries
+    result = sorted(result, key=lambda s: given.index(s["pipeline"]))  # the table in the usual order
     for s in result:
         log.info("■ %s: %s%s", s["pipeline"], s["status"], f" — {s['error']}" if s.get("error") else "")
     log.info("■ all %d in %.0fs", len(names), time.time() - t0)

@@ -61,3 +61,11 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
     ax2.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def longest_first(names: list[str], seconds: dict[str, float | None]) -> list[str]:
+    """The order to hand pipelines to N workers: longest expected first (each pipeline's last
+    trained run), so the longest one starts at once instead of after the short ones have filled
+    the workers; pipelines with no history keep their given order, after the known ones."""
+    known = sorted((n for n in names if seconds.get(n) is not None), key=lambda n: -seconds[n])  # type: ignore[operator]
+    return known + [n for n in names if seconds.get(n) is None]

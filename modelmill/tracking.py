@@ -382,6 +382,13 @@ class Tracker:
         )
         return found[0] if found else None
 
+    def last_seconds(self, spec: PipelineSpec) -> float | None:
+        """How long the pipeline's newest trained run took (wall seconds), if it has one."""
+        run = self.last_trained_run(spec)
+        if run is None or not run.info.end_time:
+            return None
+        return (run.info.end_time - run.info.start_time) / 1000
+
     def find_run(self, spec: PipelineSpec, flow_run_id: str):
         """The MLflow run a given Prefect flow run logged to, if any."""
         exp = self.experiment_id(spec, create=False)

@@ -98,3 +98,12 @@ def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, c
     assert len(rows) == 6
     assert sum("★" in r for r in rows) == 1 and "promoted" in next(r for r in rows if "★" in r)
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_longest_first_hands_out_the_longest_known_pipeline_first_and_keeps_the_unknown_in_order():
+    from modelmill.history import longest_first
+
+    names = ["breast_cytology", "credit_risk", "new_one", "support_intent", "other_new"]
+    seconds = {"breast_cytology": 15.0, "credit_risk": 10.0, "support_intent": 115.0, "new_one": None}
+    assert longest_first(names, seconds) == ["support_intent", "breast_cytology", "credit_risk", "new_one", "other_new"]
+    assert longest_first(names, {}) == names

@@ -62,6 +62,16 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
     _project(tmp_path / "seq")
     one_by_one = _run(tmp_path / "seq", *PIPELINES)
     assert one_by_one.returncode == 0, one_by_one.stderr[-3000:]
+    # with history, side by side hands out the longest pipeline first (by its last trained run)
+    from modelmill.cli import _longest_first
+    from modelmill.settings import Settings
+    from modelmill.spec import load_spec
+    from modelmill.tracking import Tracker
+
+    history = Settings(home=tmp_path / "seq" / "home", pipelines_dir=tmp_path / "seq" / "pipelines")
+    seconds = {n: Tracker(history).last_seconds(load_spec(n, history)) for n in PIPELINES}
+    assert all(s is not None and 0 < s < 900 for s in seconds.values()), seconds
+    assert _longest_first(list(PIPELINES), history) == sorted(PIPELINES, key=lambda n: -seconds[n])
 
     _project(tmp_path / "par", rejected=True)
     side_by_side = _run(tmp_path / "par", "--all", "--workers", "2")
@@ -99,3 +109,43 @@ def test_unknown_runner_or_zero_workers_are_one_line_errors(tmp_path):
     _project(tmp_path)
     done = _run(tmp_path, "breast_cytology", "--workers", "0")
     assert done.returncode == 2 and "--workers 0: give at least 1" in done.stderr
+
+
+PROBE = """
+import json, os
+from modelmill.cli import prepare_environment
+from modelmill.settings import get_settings
+prepare_environment(get_settings())
+from prefect import flow, task
+from flows.parallel import task_runner
+
+@task
+def probe(i):
+    import time
+    time.sleep(1)  # both workers take one
+    return {"pid": os.getpid(), **{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "PREFECT_API_URL")}}
+
+@flow
+def probes():
+    return [f.result() for f in [probe.submit(i) for i in range(4)]]
+
+runner = task_runner(2)
+print(json.dumps({"pid": os.getpid(), "api": os.environ.get("PREFECT_API_URL"), "probes": probes.with_options(task_runner=runner)()}))
+"""
+
+
+def test_local_workers_keep_glibc_malloc_defaults_and_share_the_runs_temporary_prefect_api(tmp_path):
+    """Dask's nanny would start workers with MALLOC_TRIM_THRESHOLD_=65536 (every allocation over
+    128 KiB an mmap: a torch pipeline ran 2x slower in a worker) and, with no PREFECT_API_URL, each
+    worker started a temporary Prefect API of its own on the run's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME", "MALLOC_"))}
+    env.update(MODELMILL_HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["api"] and seen["api"].startswith("http://127.0.0.1:")  # the run's own temporary API
+    workers = {p["pid"] for p in seen["probes"]}
+    assert len(workers) == 2 and seen["pid"] not in workers
+    for p in seen["probes"]:
+        assert p["MALLOC_TRIM_THRESHOLD_"] is None and p["MALLOC_ARENA_MAX"] == "1" and p["OMP_NUM_THREADS"] == "1"
+        assert p["PREFECT_API_URL"] == seen["api"]  # recorded through the run's server, not one of their own
