@@ -150,7 +150,6 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
 
 
 # -- concurrency on one tracking server (here, not beside the serve test: ten processes load the machine)
-@pytest.mark.concurrency  # flaky beside another heavy test on 2 cores: `make chaos` runs it alone
 def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champion(tmp_path):
     """Ten ``modelmill run`` processes of one pipeline, started together on a brand-new home against
     one MLflow server: each starts its own temporary Prefect API on the shared Prefect database of
@@ -168,7 +167,9 @@ def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champi
         procs = [subprocess.Popen([MODELMILL, "run", "breast_cytology", "--force"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path) for log in logs]
         codes = [p.wait(timeout=900) for p in procs]
         assert codes == [0] * 10, "\n".join(f"--- run {i} (exit {c})\n{logs[i].read_text()[-1500:]}" for i, c in enumerate(codes) if c)
-        c = MlflowClient(server.url)
+        # the registry too: left to default, it is MLflow's process-wide registry URI, which an
+        # earlier test of this file set to its own (by then stopped) server: "connection refused"
+        c = MlflowClient(server.url, registry_uri=server.url)
         runs = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id])
         assert len(runs) == 10 and {r.info.status for r in runs} == {"FINISHED"}
         decisions = sorted(r.data.tags["modelmill.decision"] for r in runs)
