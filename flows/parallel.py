@@ -31,15 +31,13 @@ def one_thread_per_worker() -> None:
 
 def pipeline_worker_config() -> None:
     """Dask's defaults suit long-lived workers holding data, not a worker that trains a pipeline:
-
-    - its nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
-      dynamic mmap threshold: every allocation over 128 KiB becomes an mmap/munmap pair whose
-      pages fault in again. Seen here: the intent pipeline took 269 s in a worker against 137 s in
-      a plain process, two thirds of the worker's CPU time in the kernel. Unset, and one malloc
-      arena (the pipeline runs in one thread of the worker, not the main one, whose own arena
-      trims and grows as tensors come and go): 151 s;
-    - a statistical profiler samples every thread's stack each 10 ms, for a dashboard we do not
-      start.
+    its nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which turns off glibc's
+    dynamic mmap threshold: every allocation over 128 KiB becomes an mmap/munmap pair whose
+    pages fault in again. Seen here: the intent pipeline took 269 s in a worker against 137 s in
+    a plain process, two thirds of the worker's CPU time in the kernel. Unset, and one malloc
+    arena (the pipeline runs in one thread of the worker, not the main one, whose own arena
+    trims and grows as tensors come and go): 151 s (timings seen once, by hand; the benchmark's
+      P5 row is the repeatable figure).
 
     Our workers live for one ``run --all``."""
     import dask
@@ -48,7 +46,6 @@ def pipeline_worker_config() -> None:
         {
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
             "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "1",
-            "distributed.worker.profile.enabled": False,
         }
     )
 
