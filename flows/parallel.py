@@ -37,7 +37,7 @@ def pipeline_worker_config() -> None:
     a plain process, two thirds of the worker's CPU time in the kernel. Unset, and one malloc
     arena (the pipeline runs in one thread of the worker, not the main one, whose own arena
     trims and grows as tensors come and go): 151 s (timings seen once, by hand; the benchmark's
-      P5 row is the repeatable figure).
+    P5 row is the repeatable figure).
 
     Our workers live for one ``run --all``."""
     import dask
