@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +19,9 @@ import pyarrow.parquet as pq
 
 from modelmill.catalog import get_entry
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
-from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file
+from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, sha256_file
+from modelmill.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.reconcile import temp_prefix
-from modelmill.readers import READERS, read_table, wisconsin_source
 from modelmill.settings import Settings
 from modelmill.spec import PipelineSpec, is_glob
 
@@ -75,39 +76,6 @@ def return_memory() -> None:
     """Give the pages Arrow's allocator keeps after large frames are freed back to the system
     (mimalloc holds them otherwise: ~300 MB per million rows read, seen as resident memory)."""
     pa.default_memory_pool().release_unused()
-
-
-class _HashSink:
-    """A write-only file that only hashes what it is given (no copy of the data is kept)."""
-
-    closed = False
-
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.hash.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def table_digest(table: pa.Table) -> str:
-    """Content digest: the sha256 of the table's Arrow IPC stream (schema metadata left out), hashed
-    as it is produced — same columns, types and values give the same digest."""
-    table = table.replace_schema_metadata(None)
-    sink = _HashSink()
-    with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_stream(f, table.schema) as w:
-        w.write_table(table)
-    return sink.hash.hexdigest()
-
-
-def frame_digest(df: pd.DataFrame) -> str:
-    return table_digest(pa.Table.from_pandas(df, preserve_index=False))
 
 
 def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile]:
@@ -284,43 +252,140 @@ def cut_as_of(spec: PipelineSpec, df: pd.DataFrame, as_of: str) -> pd.DataFrame:
     return df[pd.to_datetime(df[col], errors="coerce") < cutoff].reset_index(drop=True)
 
 
-def statistics_columns(table: pa.Table) -> list[str]:
+def statistics_columns(table: pa.Table | pa.Schema) -> list[str]:
     """The columns whose Parquet min/max statistics are worth writing: all but text. Nothing
     reads a snapshot by predicate, and text statistics (a min and max string per page) were 40%
     of the Parquet write of a 1M-row, 14-text-column table."""
-    return [f.name for f in table.schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    return [f.name for f in schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
 def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list[dict], as_of: str | None) -> Snapshot:
-    """The frame as ``<digest>.parquet``: converted to Arrow once (Arrow-backed columns without a
-    copy); the Parquet file is written to a temporary name while the digest is computed beside it
-    (both release the GIL), then renamed — or dropped if that content is already there."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The frame as a snapshot: converted to Arrow once (Arrow-backed columns without a copy)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
+    with _snapshot_file(key, settings) as (tmp, commit):
+        pq.write_table(table, tmp, write_statistics=statistics_columns(table))
+        return commit(len(df), [str(c) for c in df.columns], sources, as_of)
+
+
+@contextmanager
+def _snapshot_file(key: str, settings: Settings):
+    """A temporary Parquet file in the snapshot folder, and ``commit`` making it the snapshot
+    ``<digest>.parquet``, where the digest is the sha256 of the written file (a reused snapshot is
+    checked against its name before it is trusted). Anything left unfinished is removed."""
     folder = settings.snapshot_dir / key
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(key), suffix=".tmp")
     os.close(fd)
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            written = pool.submit(pq.write_table, table, tmp, write_statistics=statistics_columns(table))
-            digest = table_digest(table)
-            written.result()
+
+    def commit(rows: int, columns: list[str], sources: list[dict], as_of: str | None) -> Snapshot:
+        digest = sha256_file(Path(tmp))
         path = folder / f"{digest}.parquet"
-        if not path.exists():
-            os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: the same bytes, or a copy altered since is put right
+        snap = Snapshot(key, path, digest, rows, columns, sources, as_of)
+        meta = folder / f"{digest}.json"
+        if not meta.exists():
+            record = snap.lineage() | {"created": datetime.now(UTC).isoformat(timespec="seconds")}
+            mfd, mtmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".json.tmp")
+            with os.fdopen(mfd, "w") as out:
+                json.dump(record, out, indent=2, default=str)
+            os.replace(mtmp, meta)
+        return snap
+
+    try:
+        yield tmp, commit
     finally:
         Path(tmp).unlink(missing_ok=True)
-    snap = Snapshot(key, path, digest, len(df), [str(c) for c in df.columns], sources, as_of)
-    meta = folder / f"{digest}.json"
-    if not meta.exists():
-        record = snap.lineage() | {"created": datetime.now(UTC).isoformat(timespec="seconds")}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".json.tmp")
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out, indent=2, default=str)
-        os.replace(tmp, meta)
-    return snap
+
+
+#: CSV bytes parsed per streamed batch (a Parquet row group each: ~75k rows of a 20-column table)
+STREAM_BLOCK = 8 << 20
+
+
+class _NotStreamable(Exception):
+    """This file's columns are not what the first block said (a type that changes further down,
+    text in a declared number): it is read whole instead."""
+
+
+def _stream_reader(spec: PipelineSpec, f: LocalFile):
+    """pyarrow's streaming CSV reader set up as pandas' pyarrow engine reads the file (pandas'
+    missing-value strings, empty text read as missing), or None where the options differ."""
+    import pyarrow.csv as pacsv
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    src = spec.source
+    if table_format(f, src.format) != "csv":
+        return None
+    options = src.read_options.for_reader("csv")
+    if not set(options) <= PYARROW_CSV_OPTIONS or options.get("header", 0) != 0 or len(options.get("sep", ",")) != 1:
+        return None
+    usecols = options.get("usecols")
+    try:
+        return pacsv.open_csv(
+            f.path,
+            read_options=pacsv.ReadOptions(block_size=STREAM_BLOCK, skip_rows=options.get("skiprows") or 0, encoding=options.get("encoding") or "utf8"),
+            parse_options=pacsv.ParseOptions(delimiter=options.get("sep", ","), quote_char=options.get("quotechar", '"')),
+            convert_options=pacsv.ConvertOptions(null_values=sorted(STR_NA_VALUES | set(options.get("na_values") or [])), strings_can_be_null=True, include_columns=usecols),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):  # nothing to read, or not parseable: read_source names why
+        return None
+
+
+def _stream_schema(spec: PipelineSpec, schema: pa.Schema) -> pa.Schema:
+    """The streamed snapshot's columns (all but ``drop``) and types (declared dates as
+    ``read_source`` types them); raises :class:`_NotStreamable` where the first block's types are
+    not final (``read_source`` would still change them)."""
+    names = schema.names
+    if len(set(names)) != len(names) or "" in names or any(pa.types.is_null(t) for t in schema.types):
+        raise _NotStreamable("duplicate, empty or all-missing columns")  # pandas renames / retypes them
+    if absent := [c for c in spec.drop if c not in names]:
+        raise SpecError(f"pipeline {spec.name}: drop names columns the source does not have: {', '.join(absent)}")
+    kept = [c for c in names if c not in spec.drop]
+    dates = [*spec.source.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]
+    if absent := [c for c in dates if c not in kept]:
+        raise _NotStreamable(f"no date column {absent[0]}")  # read_source names the spec's error
+    typed = schema.field  # declared numbers already numbers, declared dates already dates: as read_source leaves them
+    if any(c in names and not (pa.types.is_integer(typed(c).type) or pa.types.is_floating(typed(c).type)) for c in spec.features.numeric):
+        raise _NotStreamable("a declared number is read as text")
+    if any(not (pa.types.is_timestamp(typed(c).type) or pa.types.is_date32(typed(c).type)) for c in dates):
+        raise _NotStreamable("a declared date is not ISO")
+    return pa.schema([typed(c).with_type(pa.timestamp("s")) if c in dates and pa.types.is_date32(typed(c).type) else typed(c) for c in kept])
+
+
+def stream_snapshot(spec: PipelineSpec, f: LocalFile, key: str, settings: Settings, sources: list[dict]) -> Snapshot | None:
+    """A user's CSV straight into its snapshot, a block at a time: pyarrow parses the next block
+    while the last one is written (both outside the GIL), so memory stays at a few blocks
+    whatever the file's size and no pandas frame is built. The snapshot loads as the same frame
+    as ``read_source``'s (a test checks it); None where this file needs ``read_source``: other
+    reader options, or types the first block does not settle."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader = _stream_reader(spec, f)
+    if reader is None:
+        return None
+    rows, done = 0, None
+    try:
+        schema = _stream_schema(spec, reader.schema)
+        columns, retyped = schema.names, schema != reader.schema
+        with _snapshot_file(key, settings) as (tmp, commit):
+            # left in reverse order: the pool waits for a write in flight before the writer closes
+            with pq.ParquetWriter(tmp, schema, write_statistics=statistics_columns(schema)) as writer, ThreadPoolExecutor(1) as pool:
+                for batch in reader:
+                    if done is not None:
+                        done.result()
+                    batch = batch.select(columns).cast(schema) if retyped else batch.select(columns)
+                    rows += batch.num_rows
+                    done = pool.submit(writer.write_batch, batch)
+                if done is not None:
+                    done.result()
+            if rows == 0:
+                raise _NotStreamable("no rows")
+            return commit(rows, list(columns), sources, None)
+    except (_NotStreamable, pa.ArrowInvalid, UnicodeDecodeError) as e:
+        log.info("%s: %s cannot be streamed (%s): reading it whole", spec.name, f.name, str(e).splitlines()[0])
+        return None
+    finally:
+        reader.close()
 
 
 PARSED_INDEX = "parsed.json"
@@ -345,7 +410,12 @@ def _parsed_before(folder: Path, key: str, pkey: str, sources: list[dict], as_of
     except (OSError, KeyError, json.JSONDecodeError):
         return None
     path = folder / f"{digest}.parquet"
-    return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of) if path.is_file() else None
+    if not path.is_file():
+        return None
+    if sha256_file(path) != digest:
+        log.warning("snapshot %s was altered since it was written: parsing the source again", path)
+        return None
+    return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
 
 
 def _remember(folder: Path, pkey: str, digest: str) -> None:
@@ -375,12 +445,15 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     if snap is not None:
         log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", spec.name, snap.digest[:12], snap.rows)
         return snap
-    df = read_source(spec, files)
-    if as_of:
-        df = cut_as_of(spec, df, as_of)
-    snap = write_snapshot(df, key, settings, sources, as_of)
-    del df
-    return_memory()
+    streamable = spec.source.sql is None and spec.source.dataset is None and not is_glob(spec.source.path) and not as_of
+    snap = stream_snapshot(spec, next(iter(files.values())), key, settings, sources) if streamable else None
+    if snap is None:
+        df = read_source(spec, files)
+        if as_of:
+            df = cut_as_of(spec, df, as_of)
+        snap = write_snapshot(df, key, settings, sources, as_of)
+        del df
+        return_memory()
     _remember(folder, pkey, snap.digest)
     log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
     return snap
