@@ -117,7 +117,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _is_url(s: str) -> bool:
+def is_url(s: str) -> bool:
     return urllib.parse.urlparse(s).scheme in {"http", "https"}
 
 
@@ -170,7 +170,7 @@ def _download_verified(url: str, dest: Path, settings: Settings, what: str, expe
 def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:
     """The mirror's published checksums (``<id>/<file>`` -> sha256), if it has any."""
     text: str | None = None
-    if _is_url(mirror):
+    if is_url(mirror):
         try:
             url = mirror.rstrip("/") + "/SHA256SUMS.tsv"
             with urllib.request.urlopen(url, timeout=settings.download_timeout) as r:
@@ -226,7 +226,7 @@ def _check(path: Path, expected: Expected, what: str, origin: str) -> str:
 def check_mirror(settings: Settings) -> None:
     """A mirror folder that does not exist is a configuration error, said before any work starts."""
     mirror = settings.data_mirror
-    if mirror and not _is_url(mirror) and not Path(mirror).expanduser().is_dir():
+    if mirror and not is_url(mirror) and not Path(mirror).expanduser().is_dir():
         raise SourceUnavailable(f"MODELMILL_DATA_MIRROR={mirror}: the folder does not exist (set it to a directory or http base URL laid out as <id>/<file>, or unset it)")
 
 
@@ -257,7 +257,7 @@ def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings,
     mirror = settings.data_mirror
     if mirror and not url_override:
         check_mirror(settings)
-        if _is_url(mirror):
+        if is_url(mirror):
             url = f"{mirror.rstrip('/')}/{entry.id}/{urllib.parse.quote(f.name)}"
             dest = settings.cache_dir / "mirror" / entry.id / f.name
             if not refresh and dest.is_file():
@@ -290,13 +290,8 @@ def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings,
         return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
 
 
-def fetch_user_file(location: str, settings: Settings, *, base: Path | None, expected_sha256: str | None) -> LocalFile:
-    """A user's own file: a local path (relative to the spec) or an http(s) URL."""
-    if _is_url(location):
-        name = Path(urllib.parse.urlparse(location).path).name or "data"
-        key = hashlib.sha1(location.encode()).hexdigest()[:16]
-        dest = settings.cache_dir / "url" / key / name
-        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, Expected(expected_sha256)), "known" if expected_sha256 else "user")
+def locate_user_file(location: str, settings: Settings, *, base: Path | None) -> Path:
+    """A user's local file, resolved (symlinks, ``..``) and confined to the folders a spec may read."""
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -309,4 +304,15 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         )
     if not path.is_file():
         raise SourceUnavailable(f"source file {path} does not exist")
+    return path
+
+
+def fetch_user_file(location: str, settings: Settings, *, base: Path | None, expected_sha256: str | None) -> LocalFile:
+    """A user's own file: a local path (relative to the spec) or an http(s) URL."""
+    if is_url(location):
+        name = Path(urllib.parse.urlparse(location).path).name or "data"
+        key = hashlib.sha1(location.encode()).hexdigest()[:16]
+        dest = settings.cache_dir / "url" / key / name
+        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, Expected(expected_sha256)), "known" if expected_sha256 else "user")
+    path = locate_user_file(location, settings, base=base)
     return LocalFile(path.name, path, path.as_uri(), _check(path, Expected(expected_sha256), path.name, str(path)), "known" if expected_sha256 else "user")

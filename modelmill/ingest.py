@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from modelmill.catalog import get_entry
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
-from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, sha256_file
+from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file, sha256_file
 from modelmill.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
@@ -307,14 +308,14 @@ class _NotStreamable(Exception):
     text in a declared number): it is read whole instead."""
 
 
-def _stream_reader(spec: PipelineSpec, f: LocalFile):
+def _stream_reader(spec: PipelineSpec, path: Path):
     """pyarrow's streaming CSV reader set up as pandas' pyarrow engine reads the file (pandas'
     missing-value strings, empty text read as missing), or None where the options differ."""
     import pyarrow.csv as pacsv
     from pandas._libs.parsers import STR_NA_VALUES
 
     src = spec.source
-    if table_format(f, src.format) != "csv":
+    if table_format(path, src.format) != "csv":
         return None
     options = src.read_options.for_reader("csv")
     if not set(options) <= PYARROW_CSV_OPTIONS or options.get("header", 0) != 0 or len(options.get("sep", ",")) != 1:
@@ -322,7 +323,7 @@ def _stream_reader(spec: PipelineSpec, f: LocalFile):
     usecols = options.get("usecols")
     try:
         return pacsv.open_csv(
-            f.path,
+            path,
             read_options=pacsv.ReadOptions(block_size=STREAM_BLOCK, skip_rows=options.get("skiprows") or 0, encoding=options.get("encoding") or "utf8"),
             parse_options=pacsv.ParseOptions(delimiter=options.get("sep", ","), quote_char=options.get("quotechar", '"')),
             convert_options=pacsv.ConvertOptions(null_values=sorted(STR_NA_VALUES | set(options.get("na_values") or [])), strings_can_be_null=True, include_columns=usecols),
@@ -352,40 +353,77 @@ def _stream_schema(spec: PipelineSpec, schema: pa.Schema) -> pa.Schema:
     return pa.schema([typed(c).with_type(pa.timestamp("s")) if c in dates and pa.types.is_date32(typed(c).type) else typed(c) for c in kept])
 
 
-def stream_snapshot(spec: PipelineSpec, f: LocalFile, key: str, settings: Settings, sources: list[dict]) -> Snapshot | None:
-    """A user's CSV straight into its snapshot, a block at a time: pyarrow parses the next block
-    while the last one is written (both outside the GIL), so memory stays at a few blocks
-    whatever the file's size and no pandas frame is built. The snapshot loads as the same frame
-    as ``read_source``'s (a test checks it); None where this file needs ``read_source``: other
-    reader options, or types the first block does not settle."""
+def stream_csv(spec: PipelineSpec, path: Path, tmp: str, stop: Callable[[], bool]) -> tuple[int, list[str]] | None:
+    """A user's CSV straight into a Parquet file, a block at a time: pyarrow parses the next block
+    while the last one is written (both outside the GIL), so memory stays at a few blocks whatever
+    the file's size and no pandas frame is built. The file loads as the same frame as
+    ``read_source``'s (a test checks it). Returns its rows and columns; None where this file
+    needs ``read_source`` (other reader options, or types the first block does not settle), or
+    when ``stop()`` says, between blocks, that the work is not needed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    reader = _stream_reader(spec, f)
+    reader = _stream_reader(spec, path)
     if reader is None:
         return None
     rows, done = 0, None
     try:
         schema = _stream_schema(spec, reader.schema)
         columns, retyped = schema.names, schema != reader.schema
-        with _snapshot_file(key, settings) as (tmp, commit):
-            # left in reverse order: the pool waits for a write in flight before the writer closes
-            with pq.ParquetWriter(tmp, schema, write_statistics=statistics_columns(schema)) as writer, ThreadPoolExecutor(1) as pool:
-                for batch in reader:
-                    if done is not None:
-                        done.result()
-                    batch = batch.select(columns).cast(schema) if retyped else batch.select(columns)
-                    rows += batch.num_rows
-                    done = pool.submit(writer.write_batch, batch)
+        # left in reverse order: the pool waits for a write in flight before the writer closes
+        with pq.ParquetWriter(tmp, schema, write_statistics=statistics_columns(schema)) as writer, ThreadPoolExecutor(1) as pool:
+            for batch in reader:
                 if done is not None:
                     done.result()
-            if rows == 0:
-                raise _NotStreamable("no rows")
-            return commit(rows, list(columns), sources, None)
+                if stop():
+                    return None
+                batch = batch.select(columns).cast(schema) if retyped else batch.select(columns)
+                rows += batch.num_rows
+                done = pool.submit(writer.write_batch, batch)
+            if done is not None:
+                done.result()
+        if rows == 0:
+            raise _NotStreamable("no rows")
+        return rows, list(columns)
     except (_NotStreamable, pa.ArrowInvalid, UnicodeDecodeError) as e:
-        log.info("%s: %s cannot be streamed (%s): reading it whole", spec.name, f.name, str(e).splitlines()[0])
+        log.info("%s: %s cannot be streamed (%s): reading it whole", spec.name, path.name, str(e).splitlines()[0])
         return None
     finally:
         reader.close()
+
+
+def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[Snapshot | None, dict[str, LocalFile]]:
+    """A single user CSV: its sha256 is computed while the file is parsed (a thread each; the
+    checksum of a 10M-row file is 15% of its ingest). The parse stops as soon as the checksum
+    shows these bytes were parsed before, or that they fail the spec's pin, and nothing is kept
+    before the checksum is in. Returns the snapshot (None: read the files whole) and the files."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    location = spec.source.path or spec.source.url or ""
+    folder = settings.snapshot_dir / key
+    with ThreadPoolExecutor(1) as pool:
+        if is_url(location):  # downloaded (and checked) first
+            checked: Future = Future()
+            checked.set_result(fetch_sources(spec, settings))
+            path = next(iter(checked.result().values())).path
+        else:  # confined to the allowed folders before a byte is read, checksummed beside the parse
+            path = locate_user_file(location, settings, base=spec.spec_path.parent if spec.spec_path else None)
+            checked = pool.submit(fetch_sources, spec, settings)
+
+        @cache
+        def before() -> Snapshot | None:
+            files = checked.result()
+            return _parsed_before(folder, key, parse_key(spec, files, None), lineage(files), None)
+
+        with _snapshot_file(key, settings) as (tmp, commit):
+            streamed = stream_csv(spec, path, tmp, stop=lambda: checked.done() and before() is not None)
+            files = checked.result()
+            if (snap := before()) is not None:
+                return snap, files
+            if streamed is None:
+                return None, files
+            snap = commit(*streamed, lineage(files), None)
+    _remember(folder, parse_key(spec, files, None), snap.digest)
+    return snap, files
 
 
 PARSED_INDEX = "parsed.json"
@@ -415,6 +453,7 @@ def _parsed_before(folder: Path, key: str, pkey: str, sources: list[dict], as_of
     if sha256_file(path) != digest:
         log.warning("snapshot %s was altered since it was written: parsing the source again", path)
         return None
+    log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", key, digest[:12], int(meta["rows"]))
     return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
 
 
@@ -430,30 +469,39 @@ def _remember(folder: Path, pkey: str, digest: str) -> None:
     os.replace(tmp, index)
 
 
+def lineage(files: dict[str, LocalFile]) -> list[dict]:
+    """Where a snapshot's rows came from, as its run records it."""
+    return [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
+
+
 def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> Snapshot:
     """Fetch, parse and snapshot the spec's source. The returned snapshot is never modified.
 
     Files whose sha256 (and reading) are those of an earlier run are not parsed again: that run's
     snapshot is reused (an unchanged day costs a checksum, not a parse of a 25 MB workbook)."""
-    files = fetch_sources(spec, settings)
-    sources = [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
+    key = spec.source.dataset or spec.name
+    src, snap, files = spec.source, None, None
+    if src.sql is None and src.dataset is None and not is_glob(src.path) and not as_of:
+        snap, files = _ingest_streamed(spec, settings, key)
+    if snap is None:
+        snap = _ingest_whole(spec, settings, key, files or fetch_sources(spec, settings), as_of)
+    log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in snap.sources))
+    return snap
+
+
+def _ingest_whole(spec: PipelineSpec, settings: Settings, key: str, files: dict[str, LocalFile], as_of: str | None) -> Snapshot:
+    sources = lineage(files)
     if spec.source.sql is not None:  # a database changes without a file to checksum: always queried
         sources = [{"file": "sql", "uri": sql_location(spec), "sha256": hashlib.sha256(spec.source.sql.query.encode()).hexdigest(), "verified": "live", "pin_key": None}]
-    key = spec.source.dataset or spec.name
     folder, pkey = settings.snapshot_dir / key, parse_key(spec, files, as_of)
     snap = None if spec.source.sql is not None else _parsed_before(folder, key, pkey, sources, as_of)
     if snap is not None:
-        log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", spec.name, snap.digest[:12], snap.rows)
         return snap
-    streamable = spec.source.sql is None and spec.source.dataset is None and not is_glob(spec.source.path) and not as_of
-    snap = stream_snapshot(spec, next(iter(files.values())), key, settings, sources) if streamable else None
-    if snap is None:
-        df = read_source(spec, files)
-        if as_of:
-            df = cut_as_of(spec, df, as_of)
-        snap = write_snapshot(df, key, settings, sources, as_of)
-        del df
-        return_memory()
+    df = read_source(spec, files)
+    if as_of:
+        df = cut_as_of(spec, df, as_of)
+    snap = write_snapshot(df, key, settings, sources, as_of)
+    del df
+    return_memory()
     _remember(folder, pkey, snap.digest)
-    log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in sources))
     return snap

@@ -193,15 +193,15 @@ def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
     return df
 
 
-def table_format(f: LocalFile, fmt: str | None) -> str:
+def table_format(path: Path, fmt: str | None) -> str:
     """The spec's ``source.format``, else the file's suffix, else CSV."""
-    return fmt or {".parquet": "parquet", ".xlsx": "xlsx"}.get(f.path.suffix.lower(), "csv")
+    return fmt or {".parquet": "parquet", ".xlsx": "xlsx"}.get(path.suffix.lower(), "csv")
 
 
 def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
     """A user's own CSV or Parquet file, with the spec's (allow-listed) reader options."""
     _nonempty(f)
-    fmt = table_format(f, fmt)
+    fmt = table_format(f.path, fmt)
     options = read_options.for_reader(fmt)
     if fmt == "xlsx":
         try:

@@ -17,6 +17,7 @@ import yaml
 
 from conftest import REPO, require_mirror
 from modelmill import ingest as ingest_module
+from modelmill.errors import ChecksumMismatch
 from modelmill.fetch import sha256_file
 from modelmill.ingest import fetch_sources, ingest, read_source, write_snapshot
 from modelmill.settings import Settings
@@ -125,3 +126,16 @@ def test_a_snapshot_altered_on_disk_is_not_reused(project, caplog):
     with caplog.at_level(logging.INFO, logger="modelmill.ingest"):
         ingest(spec, settings)
     assert "reused without parsing" in caplog.text
+
+
+def test_the_checksum_taken_beside_the_parse_still_refuses_a_file_that_fails_its_pin(project):
+    settings, csv, path = project
+    spec = yaml.safe_load(path.read_text())
+    _spec(path, source={**spec["source"], "sha256": "0" * 64})
+    with pytest.raises(ChecksumMismatch, match="checksum mismatch for credit.csv"):
+        ingest(load_spec("big_credit", settings), settings)
+    folder = settings.snapshot_dir / "big_credit"
+    assert not list(folder.glob("*.parquet")) and not list(folder.glob("*.tmp"))  # nothing parsed is kept
+    _spec(path, source={**spec["source"], "sha256": sha256_file(csv)})
+    snap = ingest(load_spec("big_credit", settings), settings)
+    assert snap.sources[0]["verified"] == "known" and snap.sources[0]["sha256"] == sha256_file(csv)
