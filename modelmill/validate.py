@@ -148,6 +148,7 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    _numeric_arrays_hold_no_decimals()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     try:
@@ -176,6 +177,27 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
 
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _numeric_arrays_hold_no_decimals() -> None:
+    """GX's pandas mean, sum and standard-deviation metrics first look for ``decimal.Decimal``
+    objects in the column, one Python value at a time (``great_expectations.util.
+    does_ndarray_contain_decimal_dtype``): 0.2 s per such rule at 5M rows, 13% of the credit
+    suite's gate. An array of a numeric dtype cannot hold one, so for those the answer (False) is
+    given without the scan; object arrays are still scanned by GX's own function."""
+    import great_expectations.util as gx_util
+
+    scan = gx_util.does_ndarray_contain_decimal_dtype
+    if getattr(scan, "numeric_shortcut", False):
+        return
+
+    def contains_decimal(data) -> bool:
+        if isinstance(data, np.ndarray) and data.dtype.kind in "biufcmM":
+            return False
+        return scan(data)
+
+    contains_decimal.numeric_shortcut = True
+    gx_util.does_ndarray_contain_decimal_dtype = contains_decimal
 
 
 def _date_bounds(suite: dict, df: pd.DataFrame) -> dict:

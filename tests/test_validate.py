@@ -3,6 +3,9 @@ copy fails with the expectations, counts and example values named in the report.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import numpy as np
 import pytest
 
 from conftest import REPO, require_mirror
@@ -127,3 +130,30 @@ def test_the_benchmarks_pyarrow_yardstick_agrees_with_gx_rule_by_rule(credit):
         arrow = check_suite(pa.Table.from_pandas(frame, preserve_index=False), suite)
         assert {key(e["type"], e["kwargs"]): ok for e, ok in zip(suite["expectations"], arrow, strict=True)} == gx
     assert list(gx.values()).count(False) == 3
+
+
+class _Unscannable(np.ndarray):
+    """A numeric array that fails the test if anything walks it one value at a time."""
+
+    def __iter__(self):
+        raise AssertionError("a numeric column was scanned value by value for Decimal objects")
+
+
+def test_numeric_columns_are_not_scanned_for_decimals_and_decimal_columns_still_are(tmp_path):
+    import json
+
+    import great_expectations.util as gx_util
+    import pandas as pd
+
+    suite = tmp_path / "means.json"
+    rule = {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "x", "min_value": 1.5, "max_value": 2.5}}
+    suite.write_text(json.dumps({"name": "means", "expectations": [rule]}))
+    assert validate_frame(pd.DataFrame({"x": [1, 2, 3]}), suite).success  # GX's mean, the shortcut installed
+    assert not gx_util.does_ndarray_contain_decimal_dtype(np.arange(5_000_000).view(_Unscannable))
+    assert gx_util.does_ndarray_contain_decimal_dtype(np.array([Decimal("1.5"), 2.0], dtype=object))
+    shortcut = gx_util.does_ndarray_contain_decimal_dtype
+    validate_frame(pd.DataFrame({"x": [1, 2, 3]}), suite)
+    assert gx_util.does_ndarray_contain_decimal_dtype is shortcut  # installed once, not wrapped again
+    # a column of Decimal objects is still converted by GX before its mean: right both ways
+    assert validate_frame(pd.DataFrame({"x": [Decimal(1), Decimal(2), Decimal(3)]}, dtype=object), suite).success
+    assert not validate_frame(pd.DataFrame({"x": [Decimal(3), Decimal(4)]}, dtype=object), suite).success
