@@ -128,7 +128,7 @@ def cmd_run(args, settings: Settings) -> int:
         print("modelmill run: --dask-address is for the dask runner; for Ray give --ray-address", file=sys.stderr)
         return 2
     if args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask":
-        summaries = _run_side_by_side(names, args, settings)
+        summaries = _run_side_by_side(names, specs, args, settings)
     else:
         summaries = _run_one_after_another(names, args)
     print()
@@ -468,26 +468,26 @@ def _run_one_after_another(names: list[str], args) -> list[dict]:
     return summaries
 
 
-def _longest_first(names: list[str], settings: Settings) -> list[str]:
+def _longest_first(names: list[str], specs: list, settings: Settings) -> list[str]:
+    """The names (with their loaded specs, in the same order), longest last run first."""
     from modelmill.history import longest_first
-    from modelmill.spec import load_spec
     from modelmill.tracking import Tracker
 
     tracker = Tracker(settings)
-    seconds = {n: tracker.last_seconds(load_spec(n, settings)) for n in names}
+    seconds = {n: tracker.last_seconds(spec) for n, spec in zip(names, specs, strict=True)}
     ordered = longest_first(names, seconds)
     if any(s is not None for s in seconds.values()):
         log.info("longest first, by each pipeline's last trained run: %s", ", ".join(f"{n} {seconds[n]:.0f}s" if seconds[n] is not None else n for n in ordered))
     return ordered
 
 
-def _run_side_by_side(names: list[str], args, settings: Settings) -> list[dict]:
+def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -> list[dict]:
     """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
     from flows.parallel import task_runner
     from flows.pipeline import all_pipelines_flow
 
     address = args.dask_address or args.ray_address
-    given, names = names, _longest_first(names, settings)
+    given, names = names, _longest_first(names, specs, settings)
     runner = task_runner(args.workers, args.runner, address, scratch=settings.home_dir / "workers")
     where = address or f"a local {args.runner} cluster of {args.workers} workers"
     log.info("▶ %d pipelines side by side on %s: %s", len(names), where, ", ".join(names))

@@ -9,6 +9,7 @@ import http.server
 import os
 import shutil
 import subprocess
+import sys
 import socket
 import tempfile
 import threading
@@ -40,6 +41,21 @@ for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
     os.environ[f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL"] = "CRITICAL"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_uri_left_over():
+    """MLflow keeps the last tracking and registry URIs process-wide (``set_tracking_uri`` also
+    exports MLFLOW_TRACKING_URI), and the CLI run in-process sets them: each test starts without
+    the store or server of an earlier one (a stopped server there fails a later client)."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry
+
+        mlflow.set_tracking_uri(None)  # MLflow's own way back to its default (it unsets the variable)
+        registry._registry_uri = None  # no public way to unset it
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def require_mirror() -> Path:

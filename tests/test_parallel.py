@@ -58,7 +58,7 @@ def _champions(root: Path) -> dict[str, tuple[str, float, str]]:
     return out
 
 
-def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and_isolates_a_failure(tmp_path, monkeypatch):
+def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and_isolates_a_failure(tmp_path):
     _project(tmp_path / "seq")
     one_by_one = _run(tmp_path / "seq", *PIPELINES)
     assert one_by_one.returncode == 0, one_by_one.stderr[-3000:]
@@ -68,11 +68,11 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
     from modelmill.spec import load_spec
     from modelmill.tracking import Tracker
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test's store (MLflow leaves it set)
     history = Settings(home=tmp_path / "seq" / "home", pipelines_dir=tmp_path / "seq" / "pipelines")
-    seconds = {n: Tracker(history).last_seconds(load_spec(n, history)) for n in PIPELINES}
+    specs = [load_spec(n, history) for n in PIPELINES]
+    seconds = {n: Tracker(history).last_seconds(spec) for n, spec in zip(PIPELINES, specs)}
     assert all(s is not None and 0 < s < 900 for s in seconds.values()), seconds
-    assert _longest_first(list(PIPELINES), history) == sorted(PIPELINES, key=lambda n: -seconds[n])
+    assert _longest_first(list(PIPELINES), specs, history) == sorted(PIPELINES, key=lambda n: -seconds[n])
 
     _project(tmp_path / "par", rejected=True)
     side_by_side = _run(tmp_path / "par", "--all", "--workers", "2")
