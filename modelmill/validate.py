@@ -7,6 +7,7 @@ when the suite fails, so training never starts on rejected data.
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import logging
@@ -145,12 +146,17 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     result, in the format GX users know), through a checkpoint with an ``UpdateDataDocsAction``.
     """
     suite_dict = _date_bounds(load_suite_dict(suite_path), df)
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     _numeric_arrays_hold_no_decimals()
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    try:
+        return _run_suite(suite_dict, suite_path, df, docs_dir, detail)
+    finally:
+        _let_go_of_gx(len(df))
+
+
+def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: Path | None, detail: bool) -> ValidationReport:
+    import great_expectations as gx
+
+    context = _gx_context()
     try:
         suite = gx.ExpectationSuite(**suite_dict)
     except Exception as e:  # GX raises several types for an invalid suite definition
@@ -174,6 +180,32 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
             break
     outcomes = [_outcome(r) for r in result.results]
     return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
+
+
+#: frames from this many rows up are collected from GX's reference cycles as soon as the validation
+#: is done (a collection costs ~0.15 s; smaller frames wait for Python's own)
+COLLECT_ROWS = 100_000
+
+
+def _gx_context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _let_go_of_gx(rows: int) -> None:
+    """GX keeps the last context it made process-wide (its "project"), and through its data
+    sources the frame last validated: the snapshot's rows stayed alive through training after the
+    gate (with 0.24 GiB of GX's own at 2M rows). modelmill keeps no GX project between
+    validations; a large frame's reference cycles are collected at once."""
+    from great_expectations.data_context import set_context
+
+    set_context(None)
+    if rows >= COLLECT_ROWS:
+        gc.collect()
 
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -214,19 +246,23 @@ def _date_bounds(suite: dict, df: pd.DataFrame) -> dict:
     return {**suite, "expectations": out}
 
 
+def _run_rows(df: pd.DataFrame, expectations: list[dict]):
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="rows", expectations=expectations)
+    definition = _gx_context().data_sources.add_pandas("modelmill").add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
+    return definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format={"result_format": "COMPLETE"})
+
+
 def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, list]]:
     """Each row-level expectation (GX JSON form) with the index labels of the rows it refuses,
     e.g. ``("expect_column_values_to_be_between(age)", [3, 17])``."""
     if not expectations or df.empty:
         return []
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    suite = gx.ExpectationSuite(name="rows", expectations=expectations)
-    definition = context.data_sources.add_pandas("modelmill").add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
-    result = definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format={"result_format": "COMPLETE"})
+    try:
+        result = _run_rows(df, expectations)
+    finally:
+        _let_go_of_gx(len(df))
     out = []
     for r in result.results:
         o = _outcome(r)

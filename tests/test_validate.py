@@ -157,3 +157,26 @@ def test_numeric_columns_are_not_scanned_for_decimals_and_decimal_columns_still_
     # a column of Decimal objects is still converted by GX before its mean: right both ways
     assert validate_frame(pd.DataFrame({"x": [Decimal(1), Decimal(2), Decimal(3)]}, dtype=object), suite).success
     assert not validate_frame(pd.DataFrame({"x": [Decimal(3), Decimal(4)]}, dtype=object), suite).success
+
+
+class _Cell:
+    """A value whose life can be watched (a weak reference)."""
+
+
+def test_the_gate_lets_go_of_the_frame_it_validated(tmp_path):
+    """GX keeps its last context process-wide, and with it the frame last validated: a 10M-row
+    snapshot stayed alive through training. Once the gate is done, nothing of GX holds the rows."""
+    import json
+    import weakref
+
+    import pandas as pd
+
+    suite = tmp_path / "rows.json"
+    suite.write_text(json.dumps({"name": "rows", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}]}))
+    cell = _Cell()
+    watched = weakref.ref(cell)
+    df = pd.DataFrame({"x": np.arange(100_000), "tag": pd.Series([cell] + [None] * 99_999, dtype=object)})
+    del cell
+    assert validate_frame(df, suite, tmp_path / "docs").success
+    del df
+    assert watched() is None, "GX still holds the validated rows"
