@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -55,8 +56,13 @@ class Snapshot:
         return self._frame
 
     def release(self) -> None:
-        """Drop the shared frame (the stages that need rows are done with it)."""
+        """Drop the shared frame (the stages that need rows are done with it). For a large one,
+        the reference cycles still holding its columns (GX's, after the gate) are collected now,
+        so its memory goes back before training rather than whenever Python next collects."""
+        large = self._frame is not None and len(self._frame) >= COLLECT_ROWS
         object.__setattr__(self, "_frame", None)
+        if large:
+            gc.collect()
         return_memory()
 
     def __getstate__(self) -> dict:
@@ -71,6 +77,10 @@ class Snapshot:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["path"] = str(self.path)
         return d
+
+
+#: frames from this many rows up are collected at release (a collection costs ~0.15 s after the gate)
+COLLECT_ROWS = 100_000
 
 
 def return_memory() -> None:

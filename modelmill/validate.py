@@ -7,7 +7,6 @@ when the suite fails, so training never starts on rejected data.
 
 from __future__ import annotations
 
-import gc
 import html
 import json
 import logging
@@ -150,7 +149,7 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     try:
         return _run_suite(suite_dict, suite_path, df, docs_dir, detail)
     finally:
-        _let_go_of_gx(len(df))
+        _let_go_of_gx()
 
 
 def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: Path | None, detail: bool) -> ValidationReport:
@@ -182,11 +181,6 @@ def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: P
     return ValidationReport(suite=suite.name, success=bool(result.success), rows=len(df), outcomes=outcomes)
 
 
-#: frames from this many rows up are collected from GX's reference cycles as soon as the validation
-#: is done (a collection costs ~0.15 s; smaller frames wait for Python's own)
-COLLECT_ROWS = 100_000
-
-
 def _gx_context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -196,16 +190,14 @@ def _gx_context():
     return context
 
 
-def _let_go_of_gx(rows: int) -> None:
+def _let_go_of_gx() -> None:
     """GX keeps the last context it made process-wide (its "project"), and through its data
     sources the frame last validated: the snapshot's rows stayed alive through training after the
     gate (with 0.24 GiB of GX's own at 2M rows). modelmill keeps no GX project between
-    validations; a large frame's reference cycles are collected at once."""
+    validations; what is left are reference cycles, which ``Snapshot.release`` collects."""
     from great_expectations.data_context import set_context
 
     set_context(None)
-    if rows >= COLLECT_ROWS:
-        gc.collect()
 
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -262,7 +254,7 @@ def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, 
     try:
         result = _run_rows(df, expectations)
     finally:
-        _let_go_of_gx(len(df))
+        _let_go_of_gx()
     out = []
     for r in result.results:
         o = _outcome(r)

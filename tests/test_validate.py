@@ -163,20 +163,30 @@ class _Cell:
     """A value whose life can be watched (a weak reference)."""
 
 
-def test_the_gate_lets_go_of_the_frame_it_validated(tmp_path):
+def test_the_gate_lets_go_of_the_frame_it_validated_and_release_frees_it(tmp_path):
     """GX keeps its last context process-wide, and with it the frame last validated: a 10M-row
-    snapshot stayed alive through training. Once the gate is done, nothing of GX holds the rows."""
+    snapshot stayed alive through training. Once the gate is done nothing of GX holds the rows but
+    reference cycles, and releasing a large snapshot's frame collects them (Python's own
+    collector is off here, so only that can)."""
+    import gc
     import json
     import weakref
 
     import pandas as pd
 
+    from modelmill.ingest import COLLECT_ROWS, Snapshot
+
     suite = tmp_path / "rows.json"
     suite.write_text(json.dumps({"name": "rows", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}]}))
     cell = _Cell()
     watched = weakref.ref(cell)
-    df = pd.DataFrame({"x": np.arange(100_000), "tag": pd.Series([cell] + [None] * 99_999, dtype=object)})
+    snap = Snapshot("rows", tmp_path / "rows.parquet", "", COLLECT_ROWS, ["x", "tag"])
+    object.__setattr__(snap, "_frame", pd.DataFrame({"x": np.arange(COLLECT_ROWS), "tag": pd.Series([cell] + [None] * (COLLECT_ROWS - 1), dtype=object)}))
     del cell
-    assert validate_frame(df, suite, tmp_path / "docs").success
-    del df
-    assert watched() is None, "GX still holds the validated rows"
+    gc.disable()
+    try:
+        assert validate_frame(snap.load(), suite, tmp_path / "docs").success  # as the validate stage calls it
+        snap.release()
+        assert watched() is None, "the validated rows outlived the snapshot's release"
+    finally:
+        gc.enable()
