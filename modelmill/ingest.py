@@ -220,6 +220,11 @@ def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:
     return pd.to_datetime(s, errors="coerce", format="mixed", dayfirst=dayfirst)
 
 
+def declared_dates(spec: PipelineSpec) -> list[str]:
+    """The columns a user's table has parsed as dates: ``source.parse_dates`` and ``roles.date``."""
+    return list(dict.fromkeys([*spec.source.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]))
+
+
 def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
     src = spec.source
     if src.sql is not None:
@@ -241,7 +246,7 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
     if src.dataset is None:  # a user's own table: its declared numbers and dates, typed
         for c in (c for c in spec.features.numeric if c in df.columns):
             df[c] = coerce_numbers(df[c], src.thousands, src.decimal)
-        for c in dict.fromkeys([*src.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]):
+        for c in declared_dates(spec):
             if c not in df.columns:
                 raise SpecError(f"pipeline {spec.name}: source.parse_dates names column {c}, which the source does not have")
             df[c] = parse_dates(df[c], src.dayfirst)
@@ -263,11 +268,10 @@ def cut_as_of(spec: PipelineSpec, df: pd.DataFrame, as_of: str) -> pd.DataFrame:
     return df[pd.to_datetime(df[col], errors="coerce") < cutoff].reset_index(drop=True)
 
 
-def statistics_columns(table: pa.Table | pa.Schema) -> list[str]:
+def statistics_columns(schema: pa.Schema) -> list[str]:
     """The columns whose Parquet min/max statistics are worth writing: all but text. Nothing
     reads a snapshot by predicate, and text statistics (a min and max string per page) were 40%
     of the Parquet write of a 1M-row, 14-text-column table."""
-    schema = table if isinstance(table, pa.Schema) else table.schema
     return [f.name for f in schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
@@ -275,7 +279,7 @@ def write_snapshot(df: pd.DataFrame, key: str, settings: Settings, sources: list
     """The frame as a snapshot: converted to Arrow once (Arrow-backed columns without a copy)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     with _snapshot_file(key, settings) as (tmp, commit):
-        pq.write_table(table, tmp, write_statistics=statistics_columns(table))
+        pq.write_table(table, tmp, write_statistics=statistics_columns(table.schema))
         return commit(len(df), [str(c) for c in df.columns], sources, as_of)
 
 
@@ -352,7 +356,7 @@ def _stream_schema(spec: PipelineSpec, schema: pa.Schema) -> pa.Schema:
     if absent := [c for c in spec.drop if c not in names]:
         raise SpecError(f"pipeline {spec.name}: drop names columns the source does not have: {', '.join(absent)}")
     kept = [c for c in names if c not in spec.drop]
-    dates = [*spec.source.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]
+    dates = declared_dates(spec)
     if absent := [c for c in dates if c not in kept]:
         raise _NotStreamable(f"no date column {absent[0]}")  # read_source names the spec's error
     typed = schema.field  # declared numbers already numbers, declared dates already dates: as read_source leaves them
@@ -406,45 +410,48 @@ def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[
     checksum of a 10M-row file is 15% of its ingest). The parse stops as soon as the checksum
     shows these bytes were parsed before, or that they fail the spec's pin, and nothing is kept
     before the checksum is in. Returns the snapshot (None: read the files whole) and the files."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     location = spec.source.path or spec.source.url or ""
     folder = settings.snapshot_dir / key
     with ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(fetch_sources, spec, settings)
         if is_url(location):  # downloaded (and checked) first
-            checked: Future = Future()
-            checked.set_result(fetch_sources(spec, settings))
             path = next(iter(checked.result().values())).path
         else:  # confined to the allowed folders before a byte is read, checksummed beside the parse
             path = locate_user_file(location, settings, base=spec.spec_path.parent if spec.spec_path else None)
-            checked = pool.submit(fetch_sources, spec, settings)
 
         @cache
-        def before() -> Snapshot | None:
+        def known() -> tuple[dict[str, LocalFile], str, Snapshot | None]:
+            """Once the checksum is in: the files, their parse key, the snapshot they were parsed into before."""
             files = checked.result()
-            return _parsed_before(folder, key, parse_key(spec, files, None), lineage(files), None)
+            pkey = parse_key(spec, files, None)
+            return files, pkey, _parsed_before(folder, key, pkey, lineage(files), None)
 
         with _snapshot_file(key, settings) as (tmp, commit):
-            streamed = stream_csv(spec, path, tmp, stop=lambda: checked.done() and before() is not None)
-            files = checked.result()
-            if (snap := before()) is not None:
+            streamed = stream_csv(spec, path, tmp, stop=lambda: checked.done() and known()[2] is not None)
+            files, pkey, snap = known()
+            if snap is not None or streamed is None:
                 return snap, files
-            if streamed is None:
-                return None, files
             snap = commit(*streamed, lineage(files), None)
-    _remember(folder, parse_key(spec, files, None), snap.digest)
+    _remember(folder, pkey, snap.digest)
     return snap, files
 
 
 PARSED_INDEX = "parsed.json"
 
 
+@cache
+def _reading_code_digest() -> str:
+    import modelmill.readers
+
+    return hashlib.sha256(Path(modelmill.readers.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
+
+
 def parse_key(spec: PipelineSpec, files: dict[str, LocalFile], as_of: str | None) -> str:
     """What a snapshot's content follows from: the source files' sha256, how they are read (the
     source section, ``drop``, the as-of date) and the reading code itself."""
-    import modelmill.readers
-
-    code = hashlib.sha256(Path(modelmill.readers.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()
+    code = _reading_code_digest()
     typed = {"numeric": spec.features.numeric, "date": spec.roles.get("date")}  # coerced / parsed at read
     parts = {"files": sorted((f.name, f.sha256) for f in files.values()), "source": spec.source.model_dump(mode="json"), "typed": typed, "drop": spec.drop, "as_of": as_of, "code": code}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import REPO, require_mirror
 from modelmill import ingest as ingest_module
-from modelmill.errors import ChecksumMismatch
+from modelmill.errors import ChecksumMismatch, SpecError
 from modelmill.fetch import sha256_file
 from modelmill.ingest import fetch_sources, ingest, read_source, write_snapshot
 from modelmill.settings import Settings
@@ -106,7 +106,7 @@ def test_reader_options_and_a_missing_drop_column(project):
     assert pq.ParquetFile(snap.path).metadata.num_row_groups > 10
     pd.testing.assert_frame_equal(pd.read_parquet(snap.path), _whole(settings))
     _spec(path, drop=["no_such_column"])
-    with pytest.raises(Exception, match="drop names columns the source does not have: no_such_column"):
+    with pytest.raises(SpecError, match="drop names columns the source does not have: no_such_column"):
         ingest(load_spec("big_credit", settings), settings)
 
 
