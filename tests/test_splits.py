@@ -105,3 +105,45 @@ def test_splits_a_kind_cannot_honour_are_spec_errors(intents, split, values, fra
         frame = intents.head(len(values)).assign(split=values)
         kind.prepare(spec, frame)
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_only_the_winning_candidate_is_fitted_on_all_training_rows(intents):
+    """Candidates are compared on their CV folds; the winner alone is then fitted on every training
+    row (scikit-learn's refit would fit each candidate's best grid point there), to the model
+    scikit-learn's refit gives."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.naive_bayes import ComplementNB
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    from modelmill.kinds.selection import grid_select
+
+    fits: list[tuple[str, int]] = []
+
+    class SVC(LinearSVC):
+        def fit(self, X, y):
+            fits.append(("svc", X.shape[0]))
+            return super().fit(X, y)
+
+    class NB(ComplementNB):
+        def fit(self, X, y):
+            fits.append(("nb", X.shape[0]))
+            return super().fit(X, y)
+
+    candidates = [{"name": "svc", "estimator": "linear_svc", "grid": {"C": [0.1, 1.0]}}, {"name": "nb", "estimator": "complement_nb"}]
+    spec = PipelineSpec.model_validate(_text_spec(method="stratified", folds=3).model_dump() | {"candidates": candidates})
+
+    def build(c):
+        return Pipeline([("tfidf", TfidfVectorizer()), ("model", SVC(random_state=0) if c.name == "svc" else NB())])
+
+    X, y, cv = intents["text"], intents["category"].to_numpy(), StratifiedKFold(3, shuffle=True, random_state=0)
+    name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring="accuracy")
+    assert name == "svc" and set(table["candidate"]) == {"svc", "nb"}
+    assert [f for f in fits if f[1] == len(X)] == [("svc", len(X))]  # the loser and the other grid point: folds only
+    assert len(fits) == 3 * 3 + 1  # 2 grid points + 1 candidate, 3 folds each, then the winner once
+    reference = GridSearchCV(build(spec.candidates[0]), {"model__C": [0.1, 1.0]}, scoring="accuracy", cv=cv).fit(X, y)
+    assert chosen == {"C": reference.best_params_["model__C"]}
+    assert np.array_equal(model.decision_function(X), reference.best_estimator_.decision_function(X))
+    unfitted = grid_select(spec, build, X, y, cv=cv, scoring="accuracy", fit=False)[1]
+    assert not hasattr(unfitted.named_steps["model"], "coef_") and unfitted.named_steps["model"].C == chosen["C"]

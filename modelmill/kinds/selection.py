@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
 
 from modelmill.errors import SpecError
@@ -18,11 +19,14 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 log = logging.getLogger("modelmill.train")
 
 
-def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step: str = "model"):
-    """Grid-search every candidate on the training split; return the best refit estimator.
+def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step: str = "model", fit: bool = True):
+    """Grid-search every candidate on the training split; return the best, fitted on all of it.
 
-    Returns ``(best candidate name, refit estimator, selection table, chosen hyperparameters)``,
-    the last being the candidate's fixed params merged with its best grid point.
+    Returns ``(best candidate name, estimator, selection table, chosen hyperparameters)``, the
+    last being the candidate's fixed params merged with its best grid point. Only the winner is
+    fitted on all the training rows (scikit-learn's own refit would fit every candidate's best
+    grid point there); with ``fit=False`` it is returned unfitted, for a caller that fits it
+    itself (threshold tuning does).
 
     ``build(candidate)`` returns an unfitted pipeline whose model step is named ``step``; grid
     keys in the spec are the model's own parameter names.
@@ -30,16 +34,17 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
     rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
     for c in spec.candidates:
         grid = {f"{step}__{k}": v for k, v in c.grid.items()} or {}
-        search = GridSearchCV(build(c), grid or [{}], scoring=scoring, cv=cv, refit=True, n_jobs=1, error_score="raise")
+        search = GridSearchCV(build(c), grid or [{}], scoring=scoring, cv=cv, refit=False, n_jobs=1, error_score="raise")
         search.fit(X, y)
         params = {k.removeprefix(f"{step}__"): v for k, v in search.best_params_.items()}
         std = float(search.cv_results_["std_test_score"][search.best_index_])
         rows.append({"candidate": c.name, "estimator": c.estimator, "cv_score": float(search.best_score_), "cv_std": std, "best_params": str(params), "grid_points": len(search.cv_results_["params"])})
         log.info("%s: candidate %s cv %s = %.4f ± %.4f %s", spec.name, c.name, scoring if isinstance(scoring, str) else "score", search.best_score_, std, params)
         if search.best_score_ > best_score:
-            best, best_score, best_name, chosen = search.best_estimator_, search.best_score_, c.name, {**c.params, **params}
+            best, best_score, best_name, chosen = (c, search.best_params_), search.best_score_, c.name, {**c.params, **params}
     table = pd.DataFrame(rows).sort_values("cv_score", ascending=False, ignore_index=True)
-    return best_name, best, table, chosen
+    model = build(best[0]).set_params(**clone(best[1], safe=False))  # as scikit-learn's refit does
+    return best_name, model.fit(X, y) if fit else model, table, chosen
 
 
 def predefined_parts(spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:

@@ -136,13 +136,13 @@ class TabularClassification(ProblemKind):
         def build(c):
             return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, best, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name])
         opts = self.options(spec)
-        if opts.threshold == "fixed":
-            model = best
-        else:
-            # Decision threshold chosen on the same validation rows (or CV folds) as the model, never on test.
-            model = TunedThresholdClassifierCV(best, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed)
+        fixed = opts.threshold == "fixed"
+        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name], fit=fixed)
+        if not fixed:
+            # Decision threshold chosen on the same validation rows (or CV folds) as the model, never on test;
+            # the tuner fits the model on all training rows itself.
+            model = TunedThresholdClassifierCV(model, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed)
             model.fit(X, y)
         baseline = build(spec.baseline).fit(X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))
