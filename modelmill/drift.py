@@ -8,6 +8,8 @@ variation distance between the two label distributions. Rule of thumb: PSI < 0.1
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -52,11 +54,24 @@ def _is_array(s: pd.Series) -> bool:
     return s.dtype == object and not v.empty and isinstance(v.iloc[0], (list, tuple, np.ndarray))
 
 
-def drift(reference: pd.DataFrame, current: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
-    """One row per shared scalar column: how it was measured and its PSI (label: TV distance)."""
+def drift(reference: pd.DataFrame | Path, current: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
+    """One row per shared scalar column: how it was measured and its PSI (label: TV distance).
+
+    ``reference``: a frame, or a snapshot's Parquet file, read one column at a time (a large
+    snapshot is then never in memory whole beside the current one)."""
+    if isinstance(reference, pd.DataFrame):
+        names, column = set(reference.columns), reference.__getitem__
+    else:
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(reference).names)
+
+        def column(col: str) -> pd.Series:
+            return pq.read_table(reference, columns=[col]).column(0).to_pandas()
+
     rows = []
-    for col in [c for c in current.columns if c in reference.columns]:
-        r, c = reference[col], current[col]
+    for col in [c for c in current.columns if c in names]:
+        r, c = column(col), current[col]
         if _is_array(r) or _is_array(c) or pd.api.types.is_datetime64_any_dtype(r):
             continue
         if col == target:

@@ -121,12 +121,34 @@ def _hashable(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _column_hash(col: pd.Series) -> np.ndarray:
+    """A number per value, equal exactly where pandas counts values equal (its own factorization:
+    -0.0 is 0.0, every NaN is one missing value, 1 is 1.0)."""
+    return pd.factorize(col, use_na_sentinel=False)[0].view(np.uint64)
+
+
+def _repeated_rows(df: pd.DataFrame) -> np.ndarray:
+    """``df.duplicated()``, in 8 bytes a row rather than pandas' 8 bytes a cell (it factorizes every
+    column and keeps them all: 1.7 GB for 10M rows x 21 columns). Here each column's codes are
+    folded into one hash per row as they come; only rows whose hash occurs twice are then compared,
+    exactly, by pandas — a collision costs time, never a row."""
+    h = np.zeros(len(df), dtype=np.uint64)
+    for c in df.columns:
+        h *= np.uint64(0x100000001B3)  # FNV's prime; uint64 arithmetic wraps around
+        h ^= _column_hash(df[c])
+    maybe = pd.Series(h).duplicated(keep=False).to_numpy()
+    out = np.zeros(len(df), dtype=bool)
+    if maybe.any():
+        out[np.flatnonzero(maybe)[df.loc[maybe].duplicated().to_numpy()]] = True
+    return out
+
+
 def duplicated(spec: PipelineSpec, df: pd.DataFrame) -> pd.Series:
     """Rows that repeat an earlier one: all columns equal, or the same ``roles.id``."""
     ident = spec.roles.get("id")
     if ident and ident in df.columns:
         return df[ident].duplicated()
-    return _hashable(df).duplicated()
+    return pd.Series(_repeated_rows(_hashable(df)), index=df.index)
 
 
 def duplicate_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:

@@ -21,7 +21,7 @@ from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, one_line_cause
 from modelmill.fetch import pin_first_use
 from modelmill.history import history_figure, history_frame
-from modelmill.ingest import Snapshot, ingest
+from modelmill.ingest import Snapshot, ingest, return_memory
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.kinds.neural import epochs_cap
@@ -224,7 +224,7 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     if reference is None or not reference.is_file():
         t.set_tags(h.run_id, {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"})
         return {}
-    table = drift(pd.read_parquet(reference), _rows(h, snap), h.spec.target)
+    table = drift(reference, _rows(h, snap), h.spec.target)  # the reference read a column at a time
     metrics = drift_metrics(table)
     t.log_metrics(h.run_id, metrics)
     t.log_table(h.run_id, table, "tables/drift.csv")
@@ -250,14 +250,16 @@ def _rows(h: RunHandle, snap: Snapshot) -> pd.DataFrame:
 
 def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     kind = get_kind(h.spec.problem)
-    frame, dropped = integrity.deduplicate(h.spec, _rows(h, snap)) if kind.EXAMPLE_ROWS else (_rows(h, snap), 0)
+    frame = _rows(h, snap)
+    snap.release()  # held here alone from now on: freed as soon as it is prepared (or once de-duplicated)
+    frame, dropped = integrity.deduplicate(h.spec, frame) if kind.EXAMPLE_ROWS else (frame, 0)
     t = h.tracker()
     if dropped:
         log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
     t.log_params(h.run_id, {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"})
     data = kind.prepare(h.spec, frame)
-    del frame
-    snap.release()  # training reads the prepared rows only: the snapshot's frame is not held beside them
+    del frame  # training reads the prepared rows only
+    return_memory()
     trained = kind.train(h.spec, data)
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})

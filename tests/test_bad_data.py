@@ -89,6 +89,41 @@ def test_duplicates_are_dropped_or_rejected_as_the_spec_says():
     assert _messages(_spec(roles={"id": "id"}, duplicates="reject"), ids) == ["16 rows repeat an earlier id (duplicates: reject)"]
 
 
+def test_repeated_rows_are_the_ones_pandas_finds_without_pandas_memory():
+    """Rows are hashed before they are compared: the same rows as ``DataFrame.duplicated`` for
+    the values pandas counts as equal though they differ (-0.0, NaNs, 1 and 1.0), and for
+    colliding hashes."""
+    from modelmill import integrity
+
+    nan_bits = np.frombuffer(np.array([0x7FF8000000000001], dtype=np.uint64).tobytes(), dtype=np.float64)[0]  # another NaN
+    df = pd.DataFrame({
+        "x": [0.0, -0.0, np.nan, nan_bits, 1.5, 1.5, 2.0],
+        "s": pd.array(["a", "a", None, None, "b", "b", "b"], dtype="str"),
+        "c": pd.Categorical(["u", "u", "v", "v", None, None, "u"]),
+        "o": pd.Series([1, 1.0, "t", "t", None, None, "z"], dtype=object),
+        "i": pd.array([1, 1, None, None, 3, 3, 3], dtype="Int64"),
+        "img": [np.zeros(3), np.zeros(3), np.ones(3), np.ones(3), None, None, np.ones(3)],
+    })  # fmt: skip
+    found = integrity.duplicated(_spec(), df)
+    assert found.tolist() == [False, True, False, True, False, True, False]
+    assert found.tolist() == integrity._hashable(df).duplicated().tolist()
+    with pytest.MonkeyPatch.context() as mp:  # every hash the same: each candidate is compared exactly
+        mp.setattr(integrity, "_column_hash", lambda col: np.zeros(len(col), dtype=np.uint64))
+        assert integrity.duplicated(_spec(), df).tolist() == found.tolist()
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame({f"c{j}": rng.integers(0, 2, 100_000) for j in range(21)})  # 2M distinct rows possible
+    tracemalloc.start()
+    try:
+        n = int(integrity.duplicated(_spec(), big).sum())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == int(big.duplicated().sum()) > 0
+    assert peak < 64 * len(big)  # bytes a row; pandas' own: a label per cell, ~200 bytes a row here
+
+
 def _o(expectation, column=None, success=False, raised=False, count=None, message=None):
     return ExpectationOutcome(expectation, column, {}, success, raised, count, None, None, message)
 

@@ -21,7 +21,7 @@ def test_psi_is_zero_for_the_same_data_and_large_for_a_shift():
     assert label_shift(pd.Series([0, 1] * 50), pd.Series([0] * 100)) == pytest.approx(0.5)
 
 
-def test_drift_table_covers_numeric_categorical_text_and_label():
+def test_drift_table_covers_numeric_categorical_text_and_label(tmp_path, monkeypatch):
     ref = pd.DataFrame({"x": np.arange(200.0), "c": ["a", "b"] * 100, "t": [f"text {'x' * (i % 30)} {i}" for i in range(200)], "y": [0, 1] * 100, "when": pd.date_range("2020-01-01", periods=200)})
     cur = ref.assign(x=ref.x + 150, c=["a"] * 200, y=[1] * 200)
     table = drift(ref, cur, target="y")
@@ -30,6 +30,14 @@ def test_drift_table_covers_numeric_categorical_text_and_label():
     m = drift_metrics(table)
     assert m["drift/psi.x"] > 1 and m["drift/psi.c"] > 0.25 and m["drift/label_tv.y"] == pytest.approx(0.5)
     assert m["drift/psi_max"] == max(m["drift/psi.x"], m["drift/psi.c"], m["drift/psi_length.t"])
+    # a champion's snapshot file is read one column at a time, to the same table
+    import pyarrow.parquet as pq
+
+    ref.to_parquet(tmp_path / "reference.parquet")
+    reads, read_table = [], pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(k["columns"]) or read_table(*a, **k))
+    pd.testing.assert_frame_equal(drift(tmp_path / "reference.parquet", cur, target="y"), table)
+    assert reads == [[c] for c in cur.columns]
 
 
 def test_backfill_dates():

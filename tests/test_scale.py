@@ -42,7 +42,7 @@ def test_the_category_encoder_equals_onehotencoder_bit_for_bit(credit):
         assert np.array_equal(ours.transform(frame), reference.transform(test))
     assert list(ours.get_feature_names_out()) == list(reference.get_feature_names_out())
     codes = CategoryEncoder("ordinal").fit(train).transform(test)
-    assert codes.shape == (len(test), X.shape[1]) and np.isnan(codes[0, 0]) and codes[2, 0] == sorted(set(train.iloc[:, 0])).index(test.iloc[2, 0])
+    assert codes.dtype == np.float32 and codes.shape == (len(test), X.shape[1]) and np.isnan(codes[0, 0]) and codes[2, 0] == sorted(set(train.iloc[:, 0])).index(test.iloc[2, 0])
 
 
 def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(credit):
@@ -131,7 +131,14 @@ def test_the_benchmarks_generated_project_runs(tmp_path, monkeypatch, capsys):
 
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror(), tmp_path / "pipelines")
     write_project(tmp_path, 20_000)
+    from modelmill.ingest import Snapshot
+    from modelmill.kinds.tabular import TabularClassification
+
+    events: list[str] = []
+    for cls, name in ((Snapshot, "release"), (TabularClassification, "prepare")):
+        monkeypatch.setattr(cls, name, lambda *a, _f=getattr(cls, name), _n=name, **k: events.append(_n) or _f(*a, **k))
     code, out, err = run_cli(capsys, "run", "big_credit")
     assert code == 0, err
     run = last_run(Settings(home=tmp_path / "home"), "big_credit")
     assert run.data.params["data.rows"] == "20000" and run.data.metrics["test/roc_auc"] > 0.6
+    assert events[:2] == ["release", "prepare"]  # training holds the rows once: the snapshot lets go of them first

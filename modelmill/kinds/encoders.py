@@ -7,7 +7,9 @@ pandas' vectorised categorical machinery (a pandas categorical column — how a 
 categorical columns are read — only has its small category list recoded). It outputs what
 ``OneHotEncoder(handle_unknown="ignore", sparse_output=False)`` outputs, bit for bit (a test
 checks it), or, with ``output="ordinal"``, one code per column for trees that split on
-categories natively (``HistGradientBoostingClassifier(categorical_features=...)``).
+categories natively (``HistGradientBoostingClassifier(categorical_features=...)``), as float32:
+exact for up to 2^24 categories, and half the size beside the numeric features while they are
+stacked.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         X = self._frame(X)
         codes = [_codes(X[c], cats) for c, cats in zip(X.columns, self.categories_, strict=True)]
         n = len(X)
-        if self.output == "ordinal":
-            out = np.empty((n, len(codes)), dtype=np.float64)
+        if self.output == "ordinal":  # float32 holds every code exactly, in half the memory of float64
+            out = np.empty((n, len(codes)), dtype=np.float32)
             for j, code in enumerate(codes):
                 out[:, j] = np.where(code >= 0, code, np.nan)
             return out

@@ -29,7 +29,7 @@ def _leading_codes(X, mask) -> list[np.ndarray] | None:
     scikit-learn's own encoder would make of them, else None: a leading block of columns each
     holding the codes 0..k-1 of its k categories, every one present, missing values NaN."""
     k = int(mask.sum())
-    if not (isinstance(X, np.ndarray) and X.dtype == np.float64 and X.ndim == 2 and k and mask[:k].all() and not mask[k:].any()):
+    if not (isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim == 2 and k and mask[:k].all() and not mask[k:].any()):
         return None
     known = []
     for j in range(k):
