@@ -20,7 +20,7 @@ from modelmill.kinds import get_kind
 from modelmill.kinds.encoders import CategoryEncoder
 from modelmill.kinds.estimators import HistGradientBoosting
 from modelmill.settings import Settings
-from modelmill.spec import load_spec
+from modelmill.spec import Candidate, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,22 @@ def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(cred
     finally:
         tracemalloc.stop()
     assert peak < rows.nbytes
+
+
+def test_a_prior_baseline_is_fitted_without_featurizing_the_rows(credit):
+    from sklearn.pipeline import Pipeline
+
+    spec, df = credit
+    spec = spec.model_copy(update={"candidates": spec.candidates[:1], "options": {**spec.options, "threshold": "fixed"}})
+    kind = get_kind(spec.problem)
+    data = kind.prepare(spec, df)
+    X, y, _ = data.train
+    baseline = kind.train(spec, data).baseline
+    assert list(baseline.named_steps) == ["model"]  # the prior reads the labels only
+    featurized = Pipeline([("features", kind.featurizer(spec)), ("model", kind.build(spec.baseline, spec))]).fit(X, y)
+    assert kind.metrics(spec, baseline, data) == kind.metrics(spec, featurized, data)
+    spec = spec.model_copy(update={"baseline": Candidate(name="logit", estimator="logistic_regression")})
+    assert list(kind.train(spec, data).baseline.named_steps) == ["features", "model"]  # a real model still gets its features
 
 
 def test_declared_categorical_features_load_as_categories(env, capsys):

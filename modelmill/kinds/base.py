@@ -108,6 +108,18 @@ class ProblemKind(ABC):
         except TypeError as e:
             raise SpecError(f"pipeline {spec.name}: candidate {c.name}: {e}") from e
 
+    def fit_baseline(self, spec: PipelineSpec, pipeline, X, y):
+        """The spec's baseline, fitted. ``pipeline(candidate)`` is the kind's featurizer and model;
+        a baseline that predicts from the labels alone (scikit-learn's dummies) is fitted without
+        the featurizer, which would only turn every training row into features it never reads."""
+        from sklearn.dummy import DummyClassifier, DummyRegressor
+        from sklearn.pipeline import Pipeline
+
+        model = self.build(spec.baseline, spec)
+        if isinstance(model, DummyClassifier | DummyRegressor):
+            return Pipeline([("model", model)]).fit(X, y)
+        return pipeline(spec.baseline).fit(X, y)
+
     def grid_points(self, spec: PipelineSpec):
         """Every (candidate, grid point, unfitted estimator) of the spec, for kinds that cannot
         use GridSearchCV (walk-forward or temporal validation)."""

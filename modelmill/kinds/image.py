@@ -142,8 +142,11 @@ class ImageClassification(ProblemKind):
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
         scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
-        best_name, best, table, chosen = grid_select(spec, lambda c: self._pipeline(spec, self.build(c, spec)), X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
-        baseline = self._pipeline(spec, self.build(spec.baseline, spec)).fit(X, y)
+        def pipeline(c):
+            return self._pipeline(spec, self.build(c, spec))
+
+        best_name, best, table, chosen = grid_select(spec, pipeline, X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
+        baseline = self.fit_baseline(spec, pipeline, X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:

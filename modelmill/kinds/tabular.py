@@ -144,7 +144,7 @@ class TabularClassification(ProblemKind):
             # the tuner fits the model on all training rows itself.
             model = TunedThresholdClassifierCV(model, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed)
             model.fit(X, y)
-        baseline = build(spec.baseline).fit(X, y)
+        baseline = self.fit_baseline(spec, build, X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))
         return Trained(model, baseline, best_name, table, {"decision_threshold": round(threshold, 6)}, chosen)
 

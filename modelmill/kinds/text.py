@@ -168,7 +168,7 @@ class TextClassification(ProblemKind):
             return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", model)])
 
         best_name, best, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=self._scoring(spec))
-        baseline = build(spec.baseline).fit(X, y)
+        baseline = self.fit_baseline(spec, build, X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
 
     def _core(self, spec: PipelineSpec, model, X, y) -> dict[str, float]:
