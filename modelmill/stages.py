@@ -253,6 +253,7 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     frame = _rows(h, snap)
     snap.release()  # held here alone from now on: freed as soon as it is prepared (or once de-duplicated)
     frame, dropped = integrity.deduplicate(h.spec, frame) if kind.EXAMPLE_ROWS else (frame, 0)
+    return_memory()  # the rows de-duplication copied from: their pages back before prepare copies again
     t = h.tracker()
     if dropped:
         log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
