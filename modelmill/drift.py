@@ -34,17 +34,27 @@ def psi_numeric(ref: pd.Series, cur: pd.Series, bins: int = 10) -> float:
     return _psi_from_counts(np.histogram(ref, edges)[0].astype(float), np.histogram(cur, edges)[0].astype(float))
 
 
+MISSING = "(missing)"
+
+
+def _text_counts(s: pd.Series) -> pd.Series:
+    """How often each value occurs, keyed by its text, missing values as one category of their
+    own. Counted before values become text: a categorical column's counts come from its codes."""
+    counts = s.value_counts(dropna=False)
+    counts.index = pd.Index([MISSING if pd.isna(v) else str(v) for v in counts.index], dtype=object)
+    return counts.groupby(level=0, sort=False).sum()  # distinct values with one text (1 and "1") count together
+
+
 def psi_categorical(ref: pd.Series, cur: pd.Series) -> float:
-    ref, cur = ref.astype(str), cur.astype(str)
-    cats = sorted(set(ref.unique()) | set(cur.unique()))
-    r = ref.value_counts().reindex(cats, fill_value=0).to_numpy(float)
-    c = cur.value_counts().reindex(cats, fill_value=0).to_numpy(float)
-    return _psi_from_counts(r, c)
+    r, c = _text_counts(ref), _text_counts(cur)
+    cats = sorted(set(r.index) | set(c.index))
+    return _psi_from_counts(r.reindex(cats, fill_value=0).to_numpy(float), c.reindex(cats, fill_value=0).to_numpy(float))
 
 
 def label_shift(ref: pd.Series, cur: pd.Series) -> float:
     """Total variation distance between the label distributions (0 = same, 1 = disjoint)."""
-    p, q = ref.astype(str).value_counts(normalize=True), cur.astype(str).value_counts(normalize=True)
+    p, q = _text_counts(ref), _text_counts(cur)
+    p, q = p / p.sum(), q / q.sum()
     cats = p.index.union(q.index)
     return float(0.5 * np.abs(p.reindex(cats, fill_value=0) - q.reindex(cats, fill_value=0)).sum())
 

@@ -40,6 +40,19 @@ def test_drift_table_covers_numeric_categorical_text_and_label(tmp_path, monkeyp
     assert reads == [[c] for c in cur.columns]
 
 
+def test_drift_counts_missing_values_as_a_category_whatever_the_column_type():
+    """A categorical or text column with missing values (pandas 3 keeps them missing through
+    ``astype(str)``) was a TypeError in the drift stage; missing is now a category of its own,
+    with the same PSI whether the column is text or a pandas categorical."""
+    ref = pd.DataFrame({"c": ["a", None, "b", "a"] * 50, "y": ["p", None, "q", "q"] * 50})
+    cur = pd.DataFrame({"c": ["a", "a", "b", None] * 50, "y": ["p", "p", None, "q"] * 50})
+    table = drift(ref, cur, target="y").set_index("column")["value"]
+    assert table["c"] == 0 and table["y"] == 0.25  # same shares of a, b and missing; a quarter of labels moved
+    assert drift(ref, cur.assign(c=[None] * 200), target="y").set_index("column").loc["c", "value"] > 1
+    as_categories = drift(ref.astype("category"), cur.astype("category"), target="y").set_index("column")["value"]
+    pd.testing.assert_series_equal(as_categories, table)
+
+
 def test_backfill_dates():
     assert backfill_dates("2012-01-01", "2012-03-31", "month") == ["2012-01-31", "2012-02-29", "2012-03-31"]
     assert backfill_dates("2012-01-01", "2012-01-20", "week") == ["2012-01-06", "2012-01-13", "2012-01-20"]
