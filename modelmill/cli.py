@@ -39,6 +39,37 @@ def check_free_space(settings: Settings) -> None:
         raise DiskFull(f"only {free_mb:.0f} MB free on the device of MODELMILL_HOME={home} (at least {settings.min_free_mb} MB needed; MODELMILL_MIN_FREE_MB sets it): free some space")
 
 
+#: the temporary Prefect API this command launched (at most one), stopped when the command ends
+_temporary_api: list = []
+
+
+def launch_prefect_api(settings: Settings, local: bool = True) -> None:
+    """A command that runs flows without ``PREFECT_API_URL`` needs a temporary Prefect API. Prefect
+    would start one at the first flow and wait for it there (~7 s on a new project's database);
+    launched here, before the command's own start-up (MLflow, housekeeping, imports), it comes up
+    meanwhile. Only before Prefect is imported in this process (its settings are read then), and
+    not for a cluster elsewhere (``local=False``), whose workers could not reach a loopback API."""
+    if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules or not local:
+        return
+    from modelmill.servers import temporary_prefect_api
+
+    server = temporary_prefect_api(settings.home_dir).launch()
+    _temporary_api.append(server)
+    os.environ["PREFECT_API_URL"] = f"{server.url}/api"
+
+
+def prefect_ready() -> None:
+    """Wait for the temporary Prefect API, if this command launched one (at once once it is up)."""
+    for server in _temporary_api:
+        server.wait(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")))
+
+
+def _stop_prefect_api() -> None:
+    while _temporary_api:
+        _temporary_api.pop().stop()
+        os.environ.pop("PREFECT_API_URL", None)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated("terminated by SIGTERM")
 
@@ -56,6 +87,8 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
     reconcile(tracker, specs)
     if prefect and (pending := unreconciled_flow_runs(tracker, specs)):
         from flows.pipeline import mark_crashed
+
+        prefect_ready()
 
         mark_crashed(list(pending.values()), ORPHANED)
         for run_id in pending:
@@ -115,6 +148,7 @@ def cmd_run(args, settings: Settings) -> int:
     check_free_space(settings)
     prepare_environment(settings)
     guard()
+    launch_prefect_api(settings, local=not (args.dask_address or args.ray_address))
     housekeeping(settings, _with_shipped(specs, settings), prefect=True)
     if args.workers < 1:
         print(f"modelmill run: --workers {args.workers}: give at least 1", file=sys.stderr)
@@ -127,6 +161,9 @@ def cmd_run(args, settings: Settings) -> int:
     elif args.dask_address and args.runner == "ray":
         print("modelmill run: --dask-address is for the dask runner; for Ray give --ray-address", file=sys.stderr)
         return 2
+    import flows.pipeline  # noqa: F401 - Prefect's import, while its API comes up
+
+    prefect_ready()
     if args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask":
         summaries = _run_side_by_side(names, specs, args, settings)
     else:
@@ -200,8 +237,11 @@ def cmd_score(args, settings: Settings) -> int:
     check_free_space(settings)
     prepare_environment(settings)
     guard()
+    launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
     from flows.scoring import score_flow
+
+    prefect_ready()
 
     state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
     if state.is_failed():
@@ -337,9 +377,11 @@ def cmd_backfill(args, settings: Settings) -> int:
     check_free_space(settings)
     prepare_environment(settings)
     guard()
+    launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
     from flows.pipeline import pipeline_flow, summary_of
 
+    prefect_ready()
     summaries = []
     for i, as_of in enumerate(dates, 1):
         log.info("▶ [%d/%d] %s as of %s%s", i, len(dates), spec.name, as_of, "" if args.promote else " (champion alias untouched)")
@@ -601,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(e, Terminated)
         print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        _stop_prefect_api()
 
 
 if __name__ == "__main__":

@@ -34,23 +34,42 @@ class LocalServer:
     log_path: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
     health_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    ready: bool = field(default=False, repr=False)
+    #: exit codes after which the server is started again (a failed start-up, not a bad command)
+    restart_on: tuple[int, ...] = ()
 
     def start(self, timeout: float = 180) -> LocalServer:
+        return self.launch().wait(timeout)
+
+    def launch(self) -> LocalServer:
+        """Start the process and return at once (:meth:`wait` for it to answer)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
+        with open(self.log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait(self, timeout: float = 180) -> LocalServer:
+        """Return once the health endpoint answers (at once if it already has)."""
+        if self.ready:
+            return self
+        deadline, restarts = time.time() + timeout, 0
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                if self.proc.returncode in self.restart_on and restarts < 5:
+                    restarts += 1
+                    log.debug("%s server exited with %d; starting it again", self.name, self.proc.returncode)
+                    self.launch()
+                    continue
                 raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(urllib.request.Request(self.health, headers=self.health_headers), timeout=2) as r:
                     if r.status == 200:
                         log.info("%s server up at %s", self.name, self.url)
+                        self.ready = True
                         return self
             except OSError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} server did not answer {self.health} within {timeout:.0f}s; see {self.log_path}")
 
@@ -72,6 +91,32 @@ def _basic(user_password: str) -> dict[str, str]:
     import base64
 
     return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def temporary_prefect_api(state_dir: Path) -> LocalServer:
+    """The API Prefect starts by itself when a flow runs without ``PREFECT_API_URL`` (its
+    "ephemeral" server: uvicorn on ``create_app``, UI off, on a free loopback port), as a server
+    the caller launches early, so it comes up while the run does its own start-up, and stops.
+    Prefect would start it at the first flow and wait for it there (~7 s on a new project's
+    database, ~3 s on one that exists)."""
+    import importlib.util
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # uvicorn exits 3 when the app's start-up fails: runs starting at once on one new database race
+    # for its migrations (Prefect's own ephemeral server is started again then, too)
+    return LocalServer("prefect (temporary)", cmd, env, url, f"{url}/api/health", state_dir / "logs" / "prefect-temporary.log", restart_on=(3,))
 
 
 def prefect_server(state_dir: Path, port: int, database_url: str | None = None, scheduler_loop_seconds: float | None = None, creds: Credentials | None = None) -> LocalServer:

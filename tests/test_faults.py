@@ -78,6 +78,7 @@ def test_sigterm_mid_training_marks_the_run_killed_and_the_flow_run_crashed(tmp_
     flows, tasks = _flow_and_task_states(home)
     assert flows == {"support_intent": "CRASHED"} and "RUNNING" not in tasks.values()
     assert _gone(kids), "the temporary Prefect API outlived its run"
+    assert (home / "logs" / "prefect-temporary.log").is_file()  # the API modelmill launched at start-up, not Prefect at the first flow
 
 
 def test_sigkill_leaves_nothing_running_once_the_next_command_starts(tmp_path, capsys, monkeypatch, prefect_api):

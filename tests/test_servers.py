@@ -265,3 +265,36 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
         server.stop()
+
+
+def test_a_server_whose_start_up_failed_is_started_again_when_its_exit_code_says_so(tmp_path):
+    """Runs starting at once on a new project race for its Prefect database's migrations, and the
+    loser's API exits 3 (a failed start-up); the temporary API is then started again."""
+    from modelmill.servers import LocalServer
+
+    port = free_port()
+    script = f"""
+import http.server, pathlib, sys
+tried = pathlib.Path({str(tmp_path / "tried")!r})
+if not tried.exists():
+    tried.touch()
+    sys.exit(3)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", {port}), Health).serve_forever()
+"""
+    url = f"http://127.0.0.1:{port}"
+
+    def server(**kw):
+        return LocalServer("flaky", [sys.executable, "-c", script], {}, url, f"{url}/health", tmp_path / "flaky.log", **kw)
+
+    with pytest.raises(RuntimeError, match="flaky server exited with 3"):
+        server().start(timeout=30)
+    (tmp_path / "tried").unlink()
+    srv = server(restart_on=(3,))
+    try:
+        assert srv.start(timeout=30).ready
+    finally:
+        srv.stop()
