@@ -89,7 +89,6 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
         from flows.pipeline import mark_crashed
 
         prefect_ready()
-
         mark_crashed(list(pending.values()), ORPHANED)
         for run_id in pending:
             tracker.set_tags(run_id, {FLOW_RUN_RECONCILED: "true"})
@@ -242,7 +241,6 @@ def cmd_score(args, settings: Settings) -> int:
     from flows.scoring import score_flow
 
     prefect_ready()
-
     state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
     if state.is_failed():
         try:
