@@ -7,6 +7,7 @@ environment (Prefect home, MLflow store) has been set from :class:`Settings`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -39,7 +40,7 @@ def check_free_space(settings: Settings) -> None:
         raise DiskFull(f"only {free_mb:.0f} MB free on the device of MODELMILL_HOME={home} (at least {settings.min_free_mb} MB needed; MODELMILL_MIN_FREE_MB sets it): free some space")
 
 
-#: the temporary Prefect API this command launched (at most one), stopped when the command ends
+#: the temporary Prefect API this command launched (at most one), stopped when the process exits
 _temporary_api: list = []
 
 
@@ -56,6 +57,9 @@ def launch_prefect_api(settings: Settings, local: bool = True) -> None:
     server = temporary_prefect_api(settings.home_dir).launch()
     _temporary_api.append(server)
     os.environ["PREFECT_API_URL"] = f"{server.url}/api"
+    # Stopped at exit, after Prefect's own exit handlers (registered later, so run earlier) have
+    # sent its last logs and events: stopped before them, they retry for a minute.
+    atexit.register(_stop_prefect_api)
 
 
 def prefect_ready() -> None:
@@ -641,8 +645,6 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(e, Terminated)
         print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    finally:
-        _stop_prefect_api()
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ class ImageClassification(ProblemKind):
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
         scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
+
         def pipeline(c):
             return self._pipeline(spec, self.build(c, spec))
 
