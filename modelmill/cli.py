@@ -71,7 +71,13 @@ def prefect_ready() -> None:
 def _stop_prefect_api() -> None:
     while _temporary_api:
         _temporary_api.pop().stop()
-        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _forget_prefect_api() -> None:
+    """When a command ends, the processes it starts next no longer inherit its temporary API
+    (which lives on until this process exits)."""
+    if _temporary_api and os.environ.get("PREFECT_API_URL") == f"{_temporary_api[0].url}/api":
+        del os.environ["PREFECT_API_URL"]
 
 
 def _on_sigterm(signum, frame):
@@ -645,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(e, Terminated)
         print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        _forget_prefect_api()
 
 
 if __name__ == "__main__":
