@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -123,10 +122,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from modelmill.servers import free_port  # noqa: E402 - one helper for the product and the tests
 
 
 @contextlib.contextmanager
