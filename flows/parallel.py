@@ -4,7 +4,8 @@ a local Dask cluster of N worker processes, or an existing cluster by address) o
 Each pipeline is one task whose body is the ordinary pipeline flow, so it still gets its own
 Prefect flow run (a sub-flow of ``modelmill-all``) and its own MLflow run; a pipeline that fails
 fails alone. Worker processes get one BLAS/OpenMP thread each (set before they start), so N
-workers use N cores rather than fighting over them.
+workers use N cores rather than fighting over them; a network whose pipeline is left running with
+fewer others than workers takes the idle cores (``modelmill.cores``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def pipeline_worker_config() -> None:
     )
 
 
+def share_cores(folder: Path) -> None:
+    """The local workers' networks take the cores left idle by finished pipelines
+    (``modelmill.cores``); marks of processes no longer alive are cleared."""
+    from modelmill.cores import SHARED, thread_share
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[SHARED] = str(folder)
+    thread_share(prune=True)
+
+
 def share_temporary_api() -> None:
     """Start this process's temporary Prefect API now and point ``PREFECT_API_URL`` at it, so the
     local workers (started after this, inheriting the variable) record their sub-flows through it
@@ -79,6 +90,8 @@ def task_runner(workers: int, runner: str = "dask", address: str | None = None, 
     if address is None:
         one_thread_per_worker()
         share_temporary_api()
+        if scratch is not None:
+            share_cores(scratch / "busy")
     if runner == "dask":
         if address:
             return DaskTaskRunner(address=address)
@@ -115,9 +128,12 @@ def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, tri
     """
     from flows.pipeline import pipeline_flow, summary_of
 
+    from modelmill.cores import busy
+
     os.environ.update(environment or {})
     _terminal_lines(name)
-    state = pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
+    with busy():
+        state = pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
     return summary_of(name, state)
 
 

@@ -124,13 +124,13 @@ from flows.parallel import task_runner
 def probe(i):
     import time
     time.sleep(1)  # both workers take one
-    return {"pid": os.getpid(), **{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "PREFECT_API_URL")}}
+    return {"pid": os.getpid(), **{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "PREFECT_API_URL", "MODELMILL_SHARED_CORES")}}
 
 @flow
 def probes():
     return [f.result() for f in [probe.submit(i) for i in range(4)]]
 
-runner = task_runner(2)
+runner = task_runner(2, scratch=get_settings().home_dir / "workers")
 print(json.dumps({"pid": os.getpid(), "api": os.environ.get("PREFECT_API_URL"), "probes": probes.with_options(task_runner=runner)()}))
 """
 
@@ -138,7 +138,8 @@ print(json.dumps({"pid": os.getpid(), "api": os.environ.get("PREFECT_API_URL"), 
 def test_local_workers_keep_glibc_malloc_defaults_and_share_the_runs_temporary_prefect_api(tmp_path):
     """Dask's nanny would start workers with MALLOC_TRIM_THRESHOLD_=65536 (every allocation over
     128 KiB an mmap: a torch pipeline ran 2x slower in a worker) and, with no PREFECT_API_URL, each
-    worker started a temporary Prefect API of its own on the run's database."""
+    worker started a temporary Prefect API of its own on the run's database. The workers share
+    the machine's cores through one folder of busy marks."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME", "MALLOC_"))}
     env.update(MODELMILL_HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -150,3 +151,4 @@ def test_local_workers_keep_glibc_malloc_defaults_and_share_the_runs_temporary_p
     for p in seen["probes"]:
         assert p["MALLOC_TRIM_THRESHOLD_"] is None and p["MALLOC_ARENA_MAX"] == "1" and p["OMP_NUM_THREADS"] == "1"
         assert p["PREFECT_API_URL"] == seen["api"]  # recorded through the run's server, not one of their own
+        assert p["MODELMILL_SHARED_CORES"] == str(tmp_path / "home" / "workers" / "busy")  # idle cores go to the last pipelines

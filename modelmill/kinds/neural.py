@@ -2,7 +2,8 @@
 
 They sit in the kinds' factory tables beside the scikit-learn ones: parameters in ``__init__``,
 ``fit``/``predict``/``predict_proba``, ``clone``-able, picklable. Every fit is seeded, runs on
-a bounded number of CPU threads (``threads``, else ``OMP_NUM_THREADS``, else all cores), logs one
+a bounded number of CPU threads (``threads``; else, beside other pipelines, its share of the
+cores, read again at each epoch; else ``OMP_NUM_THREADS``; else all cores), logs one
 line per epoch, and stops early on a validation split carved out of the data it is given (the
 best epoch's weights are kept). ``device: cuda`` uses a GPU when one is present.
 
@@ -22,6 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 
+from modelmill.cores import thread_share
 from modelmill.errors import SpecError
 
 log = logging.getLogger("modelmill.train")
@@ -59,7 +61,7 @@ class TorchEstimator(BaseEstimator):
         """Seed, threads and device; called first in ``fit``, before the module is built, so its
         initial weights are seeded too."""
         torch = _torch()
-        threads = self.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+        threads = self.threads or thread_share() or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
         torch.set_num_threads(max(1, int(threads)))
         seed = self.seed if seed is None else seed
         torch.manual_seed(seed)  # weights and batch order (the held-out rows have their own seed)
@@ -73,7 +75,7 @@ class TorchEstimator(BaseEstimator):
     def _net(self, net_cls, module, criterion, *, stratified: bool, scoring=None, seed: int | None = None, **kw):
         from skorch.callbacks import EarlyStopping, EpochScoring, GradientNormClipping, LRScheduler
 
-        from modelmill.kinds.torch_modules import EpochLog, HoldOut, quiet
+        from modelmill.kinds.torch_modules import EpochLog, HoldOut, ThreadShare, quiet
 
         torch = _torch()
         epochs = self.max_epochs
@@ -88,6 +90,8 @@ class TorchEstimator(BaseEstimator):
         ]
         if scoring:
             callbacks.insert(0, ("score", EpochScoring(scoring[1], lower_is_better=False, name=scoring[0])))
+        if self.threads is None and thread_share() is not None:
+            callbacks.append(("threads", ThreadShare(self.label)))
         return net_cls(
             module, criterion=criterion, optimizer=torch.optim.AdamW, lr=self.lr, optimizer__weight_decay=self.weight_decay,
             max_epochs=epochs, batch_size=self.batch_size, train_split=HoldOut(self.valid_fraction, stratified, self.seed if seed is None else seed), callbacks=callbacks,

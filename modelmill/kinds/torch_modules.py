@@ -37,6 +37,22 @@ class EpochLog(Callback):
         log.info("%s epoch %d/%d: train_loss %.4f valid_loss %.4f %s(%.1f s)%s", self.label, h["epoch"], net.max_epochs, h["train_loss"], h["valid_loss"], extra, h["dur"], best)
 
 
+class ThreadShare(Callback):
+    """At each epoch, this process's share of cores shared with other pipelines
+    (``modelmill.cores``): more threads once the pipelines beside it have finished."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def on_epoch_begin(self, net, **kwargs):
+        from modelmill.cores import thread_share
+
+        threads = thread_share()
+        if threads is not None and threads != torch.get_num_threads():
+            log.info("%s: %d threads from epoch %d (the cores shared with the pipelines running beside it)", self.label, threads, len(net.history))
+            torch.set_num_threads(threads)
+
+
 class HoldOut:
     """skorch ``train_split`` holding out ``fraction`` of the rows for early stopping: a seeded
     stratified sample for classifiers, the last rows (time order) otherwise. The held-out row

@@ -1,0 +1,74 @@
+"""The machine's cores shared by pipelines that run side by side on it.
+
+``run --all --workers N`` on a local cluster gives each worker process one BLAS/OpenMP thread, so
+N pipelines use N cores. When fewer pipelines than workers are left (the tail of a run: the
+longest pipeline alone while the other workers sit idle), a network's fit may take the idle cores.
+Each running pipeline marks itself busy with a file named by its process id in one folder (named
+by ``MODELMILL_SHARED_CORES``); a network reads its share, ``cores // busy``, at each epoch.
+
+Without that variable (a pipeline on its own, or on a cluster elsewhere) nothing here applies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SHARED = "MODELMILL_SHARED_CORES"
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def busy() -> Iterator[None]:
+    """Marks this process busy with a pipeline while the block runs (when cores are shared)."""
+    folder = os.environ.get(SHARED)
+    if not folder:
+        yield
+        return
+    mark = Path(folder) / str(os.getpid())
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    try:
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def thread_share(prune: bool = False) -> int | None:
+    """Threads for this process now: the cores over the processes busy with a pipeline (marks of
+    processes that died are left out, and with ``prune`` removed), at least 1; ``None`` when
+    cores are not shared."""
+    folder = os.environ.get(SHARED)
+    if not folder:
+        return None
+    try:
+        marks = [m.path for m in os.scandir(folder)]
+    except FileNotFoundError:
+        marks = []
+    live = 0
+    for mark in marks:
+        name = os.path.basename(mark)
+        if name.isdigit() and _alive(int(name)):
+            live += 1
+        elif prune:
+            Path(mark).unlink(missing_ok=True)
+    return max(1, cores() // max(1, live))
