@@ -11,7 +11,8 @@ command is a fresh child process; wall time, and peak RSS from the kernel's acco
 - P4  the GX gate (``validate_frame`` with Data Docs, as the validate stage calls it) / the
       hand-vectorised pyarrow checks of the same suite (``scripts/arrow_checks.py``) at 5M rows;
       the ingest stage / a raw ``pyarrow.csv.read_csv`` of the same file, and the ingest's peak RSS,
-      at each ``--rows`` (generated credit-like data, ``scripts/large_credit.py``); and the whole
+      at each ``--rows`` (generated credit-like data, ``scripts/large_credit.py``; the issue sets
+      the rate goal, ingest at least half the raw read's rate, at 10M rows); and the whole
       ``modelmill run`` of that generated project at the largest (wall time, peak RSS).
 - P5  ``run --all --force`` / ``run --all --workers 2 --force`` (a speedup: higher is better), each
       on a store that has run once (side by side hands out the longest pipeline first, by its last
@@ -217,7 +218,7 @@ def ingest_ratios(scratch: Path, repeats: int, sizes: list[int], whole: bool = F
             secs.append(took)
         label = f"{rows / 1e6:g}M rows x 20 columns ({csv.stat().st_size / 2**20:.0f} MiB CSV)"
         rows_out += [
-            ("P4", f"ingest stage / raw pyarrow read, {label}", spread(ratios), "<= 2"),
+            ("P4", f"ingest stage / raw pyarrow read, {label}", spread(ratios), "<= 2" if rows >= 10_000_000 else "(goal is at 10M)"),
             ("P4", f"ingest stage wall time (s) / peak RSS (GiB), {rows / 1e6:g}M rows", f"{spread(secs, 1)} s; {spread(peaks)} GiB", "linear; <= 4 GiB"),
         ]
         if whole and rows == max(sizes):
