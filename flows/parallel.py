@@ -54,11 +54,11 @@ def pipeline_worker_config() -> None:
 def share_cores(folder: Path) -> None:
     """The local workers' networks take the cores left idle by finished pipelines
     (``modelmill.cores``); marks of processes no longer alive are cleared."""
-    from modelmill.cores import SHARED, thread_share
+    from modelmill.cores import SHARED, clear_dead_marks
 
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[SHARED] = str(folder)
-    thread_share(prune=True)
+    clear_dead_marks()
 
 
 def share_temporary_api() -> None:

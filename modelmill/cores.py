@@ -53,22 +53,33 @@ def busy() -> Iterator[None]:
         mark.unlink(missing_ok=True)
 
 
-def thread_share(prune: bool = False) -> int | None:
-    """Threads for this process now: the cores over the processes busy with a pipeline (marks of
-    processes that died are left out, and with ``prune`` removed), at least 1; ``None`` when
-    cores are not shared."""
-    folder = os.environ.get(SHARED)
-    if not folder:
-        return None
+def _live_marks(folder: str, clear_dead: bool = False) -> int:
+    """How many marks in ``folder`` belong to live processes (with ``clear_dead``, the others go)."""
     try:
         marks = [m.path for m in os.scandir(folder)]
     except FileNotFoundError:
-        marks = []
+        return 0
     live = 0
     for mark in marks:
         name = os.path.basename(mark)
         if name.isdigit() and _alive(int(name)):
             live += 1
-        elif prune:
+        elif clear_dead:
             Path(mark).unlink(missing_ok=True)
-    return max(1, cores() // max(1, live))
+    return live
+
+
+def clear_dead_marks() -> None:
+    """Remove the marks of processes that died mid-pipeline (a killed worker leaves its mark)."""
+    if folder := os.environ.get(SHARED):
+        _live_marks(folder, clear_dead=True)
+
+
+def thread_share() -> int | None:
+    """Threads for this process now: the cores over the live processes busy with a pipeline, at
+    least 1; ``None`` when cores are not shared or this process is not busy with a pipeline (the
+    command that started the workers, say): then the usual thread rules apply."""
+    folder = os.environ.get(SHARED)
+    if not folder or not os.path.exists(os.path.join(folder, str(os.getpid()))):
+        return None
+    return max(1, cores() // max(1, _live_marks(folder)))
