@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prefect import task
 
+from modelmill.cores import SHARED, busy, clear_dead_marks
 from modelmill.errors import SpecError
 
 RUNNERS = ("dask", "ray")
@@ -54,8 +55,6 @@ def pipeline_worker_config() -> None:
 def share_cores(folder: Path) -> None:
     """The local workers' networks take the cores left idle by finished pipelines
     (``modelmill.cores``); marks of processes no longer alive are cleared."""
-    from modelmill.cores import SHARED, clear_dead_marks
-
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[SHARED] = str(folder)
     clear_dead_marks()
@@ -127,8 +126,6 @@ def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, tri
     worker of an existing cluster uses the same project folder, mirror and tracking server.
     """
     from flows.pipeline import pipeline_flow, summary_of
-
-    from modelmill.cores import busy
 
     os.environ.update(environment or {})
     _terminal_lines(name)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from modelmill.reconcile import pid_alive
+
 SHARED = "MODELMILL_SHARED_CORES"
 
 
@@ -25,16 +27,6 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 @contextmanager
@@ -62,7 +54,7 @@ def _live_marks(folder: str, clear_dead: bool = False) -> int:
     live = 0
     for mark in marks:
         name = os.path.basename(mark)
-        if name.isdigit() and _alive(int(name)):
+        if name.isdigit() and pid_alive(int(name)):
             live += 1
         elif clear_dead:
             Path(mark).unlink(missing_ok=True)

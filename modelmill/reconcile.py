@@ -53,7 +53,8 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     return recorded == "unknown" or started == recorded  # a reused pid is another process
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def clean_stale_temp(*folders: Path) -> int:
             continue
         for p in folder.rglob(".*"):
             m = TEMP_PID.match(p.name)
-            if m and p.is_file() and not _pid_alive(int(m.group(1))):
+            if m and p.is_file() and not pid_alive(int(m.group(1))):
                 p.unlink(missing_ok=True)
                 removed += 1
     if removed:

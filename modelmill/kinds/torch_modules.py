@@ -17,6 +17,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import Subset
 
+from modelmill.cores import thread_share
+
 log = logging.getLogger("modelmill.train")
 
 
@@ -45,8 +47,6 @@ class ThreadShare(Callback):
         self.label = label
 
     def on_epoch_begin(self, net, **kwargs):
-        from modelmill.cores import thread_share
-
         threads = thread_share()
         if threads is not None and threads != torch.get_num_threads():
             log.info("%s: %d threads from epoch %d (the cores shared with the pipelines running beside it)", self.label, threads, len(net.history))
