@@ -125,11 +125,11 @@ def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, tri
     ``environment``: the submitting process's modelmill/MLflow configuration, applied first, so a
     worker of an existing cluster uses the same project folder, mirror and tracking server.
     """
-    from flows.pipeline import pipeline_flow, summary_of
+    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     os.environ.update(environment or {})
     _terminal_lines(name)
-    with busy():
+    with busy(), heartbeats_where_watched():
         state = pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
     return summary_of(name, state)
 

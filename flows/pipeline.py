@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 
 from prefect import flow
 from prefect.runtime import flow_run
 
 from modelmill import stages
 from modelmill.errors import StageTimeout, one_line_cause
+from modelmill.servers import TEMPORARY_API
 from modelmill.settings import get_settings
 from modelmill.spec import available, load_spec
 from tasks import stages as t
@@ -88,6 +91,24 @@ def all_pipelines_flow(
         error.summaries = results  # type: ignore[attr-defined]
         raise error
     return results
+
+
+@contextmanager
+def heartbeats_where_watched():
+    """Flow runs started inside send Prefect's heartbeats only to an API that outlives them.
+
+    A flow run's heartbeat thread beats every 180 s so that a server can tell a crashed run
+    (its automations); each run waits up to a second for that thread to end. A temporary API,
+    stopped with the command that launched it, watches nothing (runs of dead processes are ours
+    to mark: ``modelmill.reconcile``), so its runs go without and skip that wait."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url or url != os.environ.get(TEMPORARY_API):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _interrupt_cause(interrupt: BaseException) -> str:

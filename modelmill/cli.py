@@ -17,6 +17,7 @@ from pathlib import Path
 
 from modelmill.errors import DiskFull, ModelmillError, one_line_cause
 from modelmill.guardian import guard
+from modelmill.servers import TEMPORARY_API
 from modelmill.settings import Settings, get_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -56,7 +57,7 @@ def launch_prefect_api(settings: Settings, local: bool = True) -> None:
 
     server = temporary_prefect_api(settings.home_dir).launch()
     _temporary_api.append(server)
-    os.environ["PREFECT_API_URL"] = f"{server.url}/api"
+    os.environ["PREFECT_API_URL"] = os.environ[TEMPORARY_API] = f"{server.url}/api"
     # Stopped at exit, after Prefect's own exit handlers (registered later, so run earlier) have
     # sent its last logs and events: stopped before them, they retry for a minute.
     atexit.register(_stop_prefect_api)
@@ -78,6 +79,7 @@ def _forget_prefect_api() -> None:
     (which lives on until this process exits)."""
     if _temporary_api and os.environ.get("PREFECT_API_URL") == f"{_temporary_api[0].url}/api":
         del os.environ["PREFECT_API_URL"]
+        os.environ.pop(TEMPORARY_API, None)
 
 
 def _on_sigterm(signum, frame):
@@ -387,13 +389,14 @@ def cmd_backfill(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
-    from flows.pipeline import pipeline_flow, summary_of
+    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     prefect_ready()
     summaries = []
     for i, as_of in enumerate(dates, 1):
         log.info("▶ [%d/%d] %s as of %s%s", i, len(dates), spec.name, as_of, "" if args.promote else " (champion alias untouched)")
-        state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", force=args.force, return_state=True)
+        with heartbeats_where_watched():
+            state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", force=args.force, return_state=True)
         s = summary_of(spec.name, state)
         s["pipeline"] = f"{spec.name}@{as_of}"
         summaries.append(s)
@@ -505,13 +508,14 @@ def cmd_prefect_yaml(args, settings: Settings) -> int:
 
 
 def _run_one_after_another(names: list[str], args) -> list[dict]:
-    from flows.pipeline import pipeline_flow, summary_of
+    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     summaries = []
     for i, name in enumerate(names, 1):
         log.info("▶ [%d/%d] %s", i, len(names), name)
         t0 = time.time()
-        state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
+        with heartbeats_where_watched():
+            state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
         s = summary_of(name, state)
         summaries.append(s)
         log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
@@ -534,7 +538,7 @@ def _longest_first(names: list[str], specs: list, settings: Settings) -> list[st
 def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -> list[dict]:
     """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
     from flows.parallel import task_runner
-    from flows.pipeline import all_pipelines_flow
+    from flows.pipeline import all_pipelines_flow, heartbeats_where_watched
 
     address = args.dask_address or args.ray_address
     given, names = names, _longest_first(names, specs, settings)
@@ -542,9 +546,10 @@ def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -
     where = address or f"a local {args.runner} cluster of {args.workers} workers"
     log.info("▶ %d pipelines side by side on %s: %s", len(names), where, ", ".join(names))
     t0 = time.time()
-    state = all_pipelines_flow.with_options(task_runner=runner)(
-        names, force=args.force, parallel=True, as_of=args.as_of, promote=not args.no_promote, return_state=True
-    )
+    with heartbeats_where_watched():
+        state = all_pipelines_flow.with_options(task_runner=runner)(
+            names, force=args.force, parallel=True, as_of=args.as_of, promote=not args.no_promote, return_state=True
+        )
     result = state.result(raise_on_failure=False)
     if not isinstance(result, list):  # some pipeline failed: the flow raised after all of them ran
         if not hasattr(result, "summaries"):  # the flow itself broke (the cluster did not start…)

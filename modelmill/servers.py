@@ -101,6 +101,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: names the API URL of a temporary Prefect API (set with ``PREFECT_API_URL`` by the command that
+#: launched it, and inherited by its workers): one that stops with that command
+TEMPORARY_API = "MODELMILL_TEMPORARY_PREFECT_API"
+
+
 def temporary_prefect_api(state_dir: Path) -> LocalServer:
     """The API Prefect starts by itself when a flow runs without ``PREFECT_API_URL`` (its
     "ephemeral" server: uvicorn on ``create_app``, UI off, on a free loopback port), as a server

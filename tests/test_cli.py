@@ -35,3 +35,39 @@ def test_backfill_refuses_an_undated_pipeline(tmp_path, monkeypatch, capsys):
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
     code, _, err = run_cli(capsys, "backfill", "credit_risk", "--start", "2012-01-01", "--end", "2012-03-01")
     assert code == 1 and "no date column" in err
+
+
+def test_flow_runs_recorded_by_a_temporary_api_send_no_heartbeats(prefect_api, monkeypatch):
+    """Prefect beats every flow run's heart from a thread that each run waits up to a second to
+    join at its end. Only a server that outlives the run can use the beats: on the API a command
+    launched for itself (named by TEMPORARY_API), runs go without."""
+    import time
+
+    from prefect import flow
+    from prefect.flow_engine import FlowRunEngine
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.pipeline import heartbeats_where_watched
+    from modelmill.servers import TEMPORARY_API
+
+    beats = []
+    monkeypatch.setattr(FlowRunEngine, "_emit_flow_run_heartbeat", lambda self, *a: beats.append(self.flow_run.id))
+
+    @flow
+    def short():
+        time.sleep(0.5)
+
+    api = PREFECT_API_URL.value()
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    monkeypatch.delenv(TEMPORARY_API, raising=False)
+    with heartbeats_where_watched():  # a server of its own: watched
+        short()
+    assert len(beats) == 1
+    monkeypatch.setenv(TEMPORARY_API, "http://127.0.0.1:1/api")  # another command's temporary API
+    with heartbeats_where_watched():
+        short()
+    assert len(beats) == 2
+    monkeypatch.setenv(TEMPORARY_API, api)
+    with heartbeats_where_watched():
+        short()
+    assert len(beats) == 2
