@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import logging
 import os
 import sys
@@ -67,6 +68,20 @@ def prefect_ready() -> None:
     """Wait for the temporary Prefect API, if this command launched one (at once once it is up)."""
     for server in _temporary_api:
         server.wait(float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")))
+
+
+def warm_up(specs) -> None:
+    """While the temporary Prefect API is still coming up, import what the stages will need: GX
+    for the gate, then each pipeline's problem kind (scikit-learn, torch). Time that was spent
+    waiting; it stops at the first import after the API answers."""
+    if not _temporary_api:
+        return
+    from modelmill.kinds import kind_module
+
+    for module in dict.fromkeys(["great_expectations", *(kind_module(s.problem) for s in specs)]):
+        if _temporary_api[0].answers():
+            return
+        importlib.import_module(module)
 
 
 def _stop_prefect_api() -> None:
@@ -174,8 +189,11 @@ def cmd_run(args, settings: Settings) -> int:
         return 2
     import flows.pipeline  # noqa: F401 - Prefect's import, while its API comes up
 
+    side_by_side = args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask"
+    if not side_by_side:  # workers import for themselves
+        warm_up(specs)
     prefect_ready()
-    if args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask":
+    if side_by_side:
         summaries = _run_side_by_side(names, specs, args, settings)
     else:
         summaries = _run_one_after_another(names, args)
@@ -391,6 +409,7 @@ def cmd_backfill(args, settings: Settings) -> int:
     housekeeping(settings, [spec], prefect=True)
     from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
+    warm_up([spec])
     prefect_ready()
     summaries = []
     for i, as_of in enumerate(dates, 1):

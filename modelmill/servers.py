@@ -61,17 +61,23 @@ class LocalServer:
                     self.launch()
                     continue
                 raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(urllib.request.Request(self.health, headers=self.health_headers), timeout=2) as r:
-                    if r.status == 200:
-                        log.info("%s server up at %s", self.name, self.url)
-                        self.ready = True
-                        return self
-            except OSError:
-                pass
+            if self.answers(timeout=2):
+                return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} server did not answer {self.health} within {timeout:.0f}s; see {self.log_path}")
+
+    def answers(self, timeout: float = 0.5) -> bool:
+        """Whether the health endpoint answers now (one request)."""
+        if not self.ready:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(self.health, headers=self.health_headers), timeout=timeout) as r:
+                    if r.status == 200:
+                        log.info("%s server up at %s", self.name, self.url)
+                        self.ready = True
+            except OSError:
+                pass
+        return self.ready
 
     def stop(self, timeout: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -190,3 +190,39 @@ def test_the_gate_lets_go_of_the_frame_it_validated_and_release_frees_it(tmp_pat
         assert watched() is None, "the validated rows outlived the snapshot's release"
     finally:
         gc.enable()
+
+
+def test_datetime_bounds_are_checked_in_one_vectorised_step_at_any_resolution(tmp_path, monkeypatch):
+    """Parquet and Arrow give microsecond datetimes; GX compares them with a suite's bounds a row at
+    a time in Python unless they are in nanoseconds (2.4 s of the retail gate's 541,909 rows). The
+    gate hands them over in nanoseconds, with the same outcome; dates nanoseconds cannot hold
+    (before 1677) still get GX's row-by-row check."""
+    import json
+
+    import pandas as pd
+    from great_expectations.expectations.metrics.column_map_metrics.column_values_between import ColumnValuesBetween
+
+    calls = []
+    vectorised = ColumnValuesBetween._pandas_vectorized.__func__
+
+    def spy(cls, column, *args, **kwargs):
+        calls.append(str(column.dtype))
+        return vectorised(cls, column, *args, **kwargs)
+
+    monkeypatch.setattr(ColumnValuesBetween, "_pandas_vectorized", classmethod(spy))
+    suite = tmp_path / "dates.json"
+    rule = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "day", "min_value": "2009-01-01", "max_value": "2030-01-01"}}
+    suite.write_text(json.dumps({"name": "dates", "expectations": [rule]}))
+
+    def frame(*days):
+        return pd.DataFrame({"day": np.array(days, dtype="datetime64[us]")})
+
+    assert validate_frame(frame("2010-12-01", "2011-06-30", None), suite).success
+    assert calls == ["datetime64[ns]"]
+    report = validate_frame(frame("2010-12-01", "2031-01-01", "2008-05-05"), suite)
+    assert not report.success and report.failed == ["expect_column_values_to_be_between(day)"]
+    (outcome,) = report.outcomes
+    assert outcome.unexpected_count == 2
+    calls.clear()
+    report = validate_frame(frame("2010-12-01", "1500-01-01"), suite)  # beyond nanoseconds
+    assert not report.success and report.outcomes[0].unexpected_count == 1 and calls == []

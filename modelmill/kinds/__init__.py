@@ -16,6 +16,11 @@ _MODULES = {
 }
 
 
+def kind_module(name: str) -> str:
+    """The module that holds the code of problem kind ``name``."""
+    return _MODULES[name][0]
+
+
 def get_kind(name: str) -> ProblemKind:
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(module), cls)()
