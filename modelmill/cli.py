@@ -268,10 +268,12 @@ def cmd_score(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
+    from flows.pipeline import heartbeats_where_watched
     from flows.scoring import score_flow
 
     prefect_ready()
-    state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
+    with heartbeats_where_watched():
+        state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
     if state.is_failed():
         try:
             state.result()
