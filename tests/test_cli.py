@@ -1,4 +1,5 @@
-"""CLI behaviour that needs no flow: exit codes, usage errors, argument handling."""
+"""CLI behaviour that needs no pipeline run: exit codes, usage errors, argument handling, and how
+a command uses its temporary Prefect API (heartbeats, the wait for its start)."""
 
 from __future__ import annotations
 
