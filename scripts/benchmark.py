@@ -87,18 +87,20 @@ def spread(values: list[float], digits: int = 2) -> str:
 
 
 LONGEST = """
+from modelmill.history import longest_first
 from modelmill.settings import get_settings
 from modelmill.spec import available, load_spec
 from modelmill.tracking import Tracker
 settings = get_settings()
 tracker = Tracker(settings)
-seconds = {name: tracker.last_seconds(load_spec(name, settings)) or 0.0 for name in available(settings)}
-print(max(seconds, key=seconds.get))
+names = list(available(settings))
+print(longest_first(names, {name: tracker.last_seconds(load_spec(name, settings)) for name in names})[0])
 """
 
 
 def longest_pipeline(env: dict[str, str]) -> str:
-    """The pipeline whose last trained run on this store took longest."""
+    """The pipeline side by side hands out first on this store: the one whose last trained run
+    took longest (``modelmill.history.longest_first``, the run's own rule)."""
     return subprocess.run([sys.executable, "-c", LONGEST], env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
