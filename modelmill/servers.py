@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +39,9 @@ class LocalServer:
     ready: bool = field(default=False, repr=False)
     #: exit codes after which the server is started again (a failed start-up, not a bad command)
     restart_on: tuple[int, ...] = ()
+    #: a socket bound to the server's port, handed to each start of the server by its descriptor
+    #: and held here until :meth:`stop`: no other process can take the port meanwhile
+    sock: socket.socket | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 180) -> LocalServer:
         return self.launch().wait(timeout)
@@ -45,7 +50,8 @@ class LocalServer:
         """Start the process and return at once (:meth:`wait` for it to answer)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            fds = (self.sock.fileno(),) if self.sock is not None else ()
+            self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=fds)
         return self
 
     def wait(self, timeout: float = 180) -> LocalServer:
@@ -58,6 +64,7 @@ class LocalServer:
                 if self.proc.returncode in self.restart_on and restarts < 5:
                     restarts += 1
                     log.debug("%s server exited with %d; starting it again", self.name, self.proc.returncode)
+                    time.sleep(random.uniform(0.2, 1.0))  # processes that failed together retry apart
                     self.launch()
                     continue
                 raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}; see {self.log_path}")
@@ -80,6 +87,8 @@ class LocalServer:
         return self.ready
 
     def stop(self, timeout: float = 20) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the child has its own copy while it runs
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
@@ -99,14 +108,6 @@ def _basic(user_password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 #: names the API URL of a temporary Prefect API (set with ``PREFECT_API_URL`` by the command that
 #: launched it, and inherited by its workers): one that stops with that command
 TEMPORARY_API = "MODELMILL_TEMPORARY_PREFECT_API"
@@ -120,14 +121,18 @@ def temporary_prefect_api(state_dir: Path) -> LocalServer:
     database, ~3 s on one that exists)."""
     import importlib.util
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    # The port is this process's from the moment it is chosen: uvicorn serves on the bound socket
+    # (``--fd``). A port picked free and bound later by the server could be taken in between, by
+    # another command's server say, and every start on it would fail.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
-    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory", "prefect.server.api.server:create_app", "--fd", str(sock.fileno()), "--log-level", "error", "--lifespan", "on"]
     env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     # uvicorn exits 3 when the app's start-up fails: runs starting at once on one new database race
     # for its migrations (Prefect's own ephemeral server is started again then, too)
-    return LocalServer("prefect (temporary)", cmd, env, url, f"{url}/api/health", state_dir / "logs" / "prefect-temporary.log", restart_on=(3,))
+    return LocalServer("prefect (temporary)", cmd, env, url, f"{url}/api/health", state_dir / "logs" / "prefect-temporary.log", restart_on=(3,), sock=sock)
 
 
 def prefect_server(state_dir: Path, port: int, database_url: str | None = None, scheduler_loop_seconds: float | None = None, creds: Credentials | None = None) -> LocalServer:

@@ -8,6 +8,7 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -122,7 +123,11 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-from modelmill.servers import free_port  # noqa: E402 - one helper for the product and the tests
+def free_port() -> int:
+    """A loopback port nothing listens on now (a test's server binds it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

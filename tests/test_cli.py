@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, modelmill_env, require_mirror, run_cli
+from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
 from modelmill.cli import _param, exit_code
 from modelmill.errors import ModelmillError
 
@@ -84,11 +84,11 @@ import json, sys
 from pathlib import Path
 from types import SimpleNamespace
 from modelmill import cli
-from modelmill.servers import LocalServer, free_port
+from modelmill.servers import LocalServer
 
 specs = [SimpleNamespace(problem="tabular_classification"), SimpleNamespace(problem="text_classification")]
 wanted = ["great_expectations", "modelmill.kinds.tabular", "modelmill.kinds.text"]
-port = free_port()  # nothing listens: an API still starting
+port = int(sys.argv[2])  # nothing listens: an API still starting
 api = LocalServer("api", [sys.executable, "-c", "import time; time.sleep(60)"], {}, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api/health", Path(sys.argv[1]))
 cli._temporary_api.append(api.launch())
 api.ready = True  # up already: nothing to wait for, nothing imported ahead
@@ -107,7 +107,7 @@ def test_the_wait_for_the_temporary_api_imports_what_the_stages_need(tmp_path):
     GX and its pipelines' problem kinds (~2 s and ~1 s each) instead of waiting idle; with the API
     up it imports nothing ahead (a rerun that is skipped as unchanged needs neither)."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", WARM_UP, str(tmp_path / "api.log")], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", WARM_UP, str(tmp_path / "api.log"), str(free_port())], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"up": [], "starting": ["great_expectations", "modelmill.kinds.tabular", "modelmill.kinds.text"]}

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -298,3 +299,32 @@ http.server.HTTPServer(("127.0.0.1", {port}), Health).serve_forever()
         assert srv.start(timeout=30).ready
     finally:
         srv.stop()
+
+
+def test_the_temporary_prefect_api_holds_its_port_from_the_moment_it_is_chosen(tmp_path, monkeypatch):
+    """Commands started together each choose a port for their temporary Prefect API. A port found
+    free and bound by the server seconds later can be taken meanwhile (by another command's
+    server), and then every start on it fails (seen: ten runs at once, one ended "prefect
+    (temporary) server exited with 3" after five restarts). The port is held from the moment it is
+    chosen, the API serves on it, and nothing listens there once the API stops."""
+    from modelmill.servers import temporary_prefect_api
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    api = temporary_prefect_api(tmp_path)
+    port = int(api.url.rsplit(":", 1)[1])
+
+    def bind_as_a_server_does():  # uvicorn and most servers set SO_REUSEADDR before they bind
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+
+    try:
+        with pytest.raises(OSError):
+            bind_as_a_server_does()  # another command's server, before ours has started
+        api.launch().wait(180)
+        with urllib.request.urlopen(api.health, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        api.stop()
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
