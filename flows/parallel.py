@@ -14,10 +14,13 @@ import logging
 import os
 from pathlib import Path
 
-from prefect import task
+from prefect import flow, task
 
+from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 from modelmill.cores import SHARED, busy, clear_dead_marks
 from modelmill.errors import SpecError
+from modelmill.settings import get_settings
+from modelmill.spec import available
 
 RUNNERS = ("dask", "ray")
 
@@ -125,8 +128,6 @@ def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, tri
     ``environment``: the submitting process's modelmill/MLflow configuration, applied first, so a
     worker of an existing cluster uses the same project folder, mirror and tracking server.
     """
-    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
-
     os.environ.update(environment or {})
     _terminal_lines(name)
     with busy(), heartbeats_where_watched():
@@ -146,3 +147,29 @@ def _terminal_lines(name: str) -> None:
     for h in core.handlers:
         if getattr(h, "_modelmill_worker", False):
             h.setFormatter(logging.Formatter(f"%(asctime)s  [{name}] %(message)s", "%H:%M:%S"))
+
+
+@flow(name="modelmill-all", log_prints=True)
+def all_pipelines_flow(
+    pipelines: list[str] | None = None, trigger: str = "manual", force: bool = False, parallel: bool = False, as_of: str | None = None, promote: bool = True
+) -> list[dict]:
+    """Run each pipeline as a subflow; one pipeline's failure does not stop the others.
+
+    ``parallel``: each pipeline is a task on this flow's task runner (set with
+    ``.with_options(task_runner=task_runner(...))``), so they run side by side.
+    """
+    names = pipelines or list(available(get_settings()))
+    if parallel:
+        environment = forwarded_environment()
+        futures = [pipeline_task.submit(name, as_of=as_of, promote=promote, trigger=trigger, force=force, environment=environment) for name in names]
+        for future in futures:
+            future.wait()
+        results = [summary_of(name, future.state) for name, future in zip(names, futures, strict=True)]
+    else:
+        results = [summary_of(name, pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)) for name in names]
+    failed = [r["pipeline"] for r in results if r["status"] not in ("trained", "skipped")]
+    if failed:
+        error = RuntimeError(f"{len(failed)} of {len(results)} pipelines did not train: {', '.join(failed)}")
+        error.summaries = results  # type: ignore[attr-defined]
+        raise error
+    return results

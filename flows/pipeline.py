@@ -13,7 +13,7 @@ from modelmill import stages
 from modelmill.errors import StageTimeout, one_line_cause
 from modelmill.servers import TEMPORARY_API
 from modelmill.settings import get_settings
-from modelmill.spec import available, load_spec
+from modelmill.spec import load_spec
 from tasks import stages as t
 
 
@@ -63,34 +63,6 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
         raise
     t.publish_summary(summary)
     return summary.__dict__
-
-
-@flow(name="modelmill-all", log_prints=True)
-def all_pipelines_flow(
-    pipelines: list[str] | None = None, trigger: str = "manual", force: bool = False, parallel: bool = False, as_of: str | None = None, promote: bool = True
-) -> list[dict]:
-    """Run each pipeline as a subflow; one pipeline's failure does not stop the others.
-
-    ``parallel``: each pipeline is a task on this flow's task runner (set with
-    ``.with_options(task_runner=flows.parallel.task_runner(...))``), so they run side by side.
-    """
-    names = pipelines or list(available(get_settings()))
-    if parallel:
-        from flows.parallel import forwarded_environment, pipeline_task
-
-        environment = forwarded_environment()
-        futures = [pipeline_task.submit(name, as_of=as_of, promote=promote, trigger=trigger, force=force, environment=environment) for name in names]
-        for future in futures:
-            future.wait()
-        results = [summary_of(name, future.state) for name, future in zip(names, futures, strict=True)]
-    else:
-        results = [summary_of(name, pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)) for name in names]
-    failed = [r["pipeline"] for r in results if r["status"] not in ("trained", "skipped")]
-    if failed:
-        error = RuntimeError(f"{len(failed)} of {len(results)} pipelines did not train: {', '.join(failed)}")
-        error.summaries = results  # type: ignore[attr-defined]
-        raise error
-    return results
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from modelmill.errors import ModelmillError
 from modelmill.evaluation import figure
 from modelmill.runview import primary_keys
 
@@ -69,3 +70,12 @@ def longest_first(names: list[str], seconds: dict[str, float | None]) -> list[st
     the workers; pipelines with no history keep their given order, after the known ones."""
     known = sorted((n for n in names if seconds.get(n) is not None), key=lambda n: -seconds[n])  # type: ignore[operator]
     return known + [n for n in names if seconds.get(n) is None]
+
+
+def backfill_dates(start: str, end: str, every: str) -> list[str]:
+    """The ends of each day, week, month or quarter between two dates (a backfill's as-of dates)."""
+    freq = {"day": "D", "week": "W-FRI", "month": "ME", "quarter": "QE"}[every]
+    dates = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=freq)
+    if len(dates) == 0:
+        raise ModelmillError(f"no {every} end between {start} and {end}")
+    return [d.strftime("%Y-%m-%d") for d in dates]

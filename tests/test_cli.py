@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
-from modelmill.cli import _param, exit_code
+from modelmill.cli.common import exit_code
+from modelmill.cli.service import _param
 from modelmill.errors import ModelmillError
 
 
@@ -83,7 +84,7 @@ WARM_UP = """
 import json, sys
 from pathlib import Path
 from types import SimpleNamespace
-from modelmill import cli
+from modelmill.cli import common as cli
 from modelmill.servers import LocalServer
 
 specs = [SimpleNamespace(problem="tabular_classification"), SimpleNamespace(problem="text_classification")]

@@ -185,7 +185,7 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
 
 
 def test_the_run_them_all_flow_goes_on_past_a_failure_and_then_fails(env):
-    from flows.pipeline import all_pipelines_flow
+    from flows.parallel import all_pipelines_flow
 
     before = last_run(env, "breast_cytology").info.run_id
     state = all_pipelines_flow(["no_such_pipeline", "breast_cytology"], return_state=True)

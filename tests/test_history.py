@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import artifacts, last_run, mlflow_client, registry_state, run_cli
-from modelmill.cli import backfill_dates
+from modelmill.history import backfill_dates
 from modelmill.drift import drift, drift_metrics, label_shift, psi_numeric
 
 

@@ -63,7 +63,7 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
     one_by_one = _run(tmp_path / "seq", *PIPELINES)
     assert one_by_one.returncode == 0, one_by_one.stderr[-3000:]
     # with history, side by side hands out the longest pipeline first (by its last trained run)
-    from modelmill.cli import _longest_first
+    from modelmill.cli.run import _longest_first
     from modelmill.settings import Settings
     from modelmill.spec import load_spec
     from modelmill.tracking import Tracker
@@ -114,7 +114,7 @@ def test_unknown_runner_or_zero_workers_are_one_line_errors(tmp_path):
 
 PROBE = """
 import json, os
-from modelmill.cli import prepare_environment
+from modelmill.cli.common import prepare_environment
 from modelmill.settings import get_settings
 prepare_environment(get_settings())
 from prefect import flow, task

@@ -1,0 +1,5 @@
+import sys
+
+from modelmill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""``modelmill check``: a dry run of a pipeline's ingest and gate."""
+
+from __future__ import annotations
+
+from modelmill.cli.common import EXIT_OK
+from modelmill.settings import Settings
+
+
+def cmd_check(args, settings: Settings) -> int:
+    """Dry run: parse the spec, read the data, run the gate, say what would be trained. Nothing
+    is trained, no snapshot is written and nothing reaches MLflow."""
+    from modelmill import integrity
+    from modelmill.fetch import check_mirror
+    from modelmill.ingest import fetch_sources, read_source
+    from modelmill.kinds import get_kind
+    from modelmill.spec import load_spec
+    from modelmill.validate import gate, validate_frame
+
+    spec = load_spec(args.pipeline, settings)
+    kind = get_kind(spec.problem)
+    kind.check_spec(spec)
+    check_mirror(settings)
+    df = read_source(spec, fetch_sources(spec, settings))
+    report = validate_frame(df, spec.suite_path(settings), detail=True)  # every check's bad-row count
+    report.add(integrity.findings(spec, df, classification=kind.EXAMPLE_ROWS))
+    print(f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset or 'a SQL query'}")
+    rows = [("check", "result", "bad rows", "examples / error")]
+    for o in report.outcomes:
+        result = "ERROR" if o.raised else ("pass" if o.success else "FAIL")
+        bad = "" if o.unexpected_count is None else f"{o.unexpected_count} of {len(df)}"
+        detail = (o.message or "") if (o.raised or o.message) and not o.success else ", ".join(map(str, o.examples))
+        rows.append((o.label, result, bad, detail[:100]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    if kind.EXAMPLE_ROWS:
+        repeated = int(integrity.duplicated(spec, df).sum())
+        print(f"\nrepeated rows: {repeated} (duplicates: {spec.duplicates}{' - dropped before the split' if repeated and spec.duplicates == 'drop' else ''})")
+    print(f"\nwould train ({spec.problem}, split {spec.split.method}, metric {spec.metric.name} to {spec.metric.direction}):")
+    for c in [spec.baseline, *spec.candidates]:
+        role = "baseline " if c is spec.baseline else "candidate"
+        print(f"  {role} {c.name}: {c.estimator}{f' params {c.params}' if c.params else ''}{f' grid {c.grid}' if c.grid else ''}")
+    gate(report, spec.name)
+    print(f"\nthe gate passes: `modelmill run {args.pipeline}` would train these")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    ck = sub.add_parser("check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)")
+    ck.add_argument("pipeline", help="pipeline name or spec file")
+    ck.set_defaults(fn=cmd_check)

@@ -1,0 +1,98 @@
+"""``modelmill list``, ``history`` and ``ui``: what the pipelines did, in the terminal and the MLflow UI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from modelmill.cli.common import EXIT_OK, housekeeping, prepare_environment
+from modelmill.settings import Settings
+
+
+def cmd_list(args, settings: Settings) -> int:
+    from modelmill.spec import load_all
+    from modelmill.tracking import CHAMPION, Tracker
+
+    prepare_environment(settings)
+    housekeeping(settings, load_all(settings))
+    tracker = Tracker(settings)
+    rows = [("pipeline", "domain", "problem", "last run", "status", "champion", "metric")]
+    for spec in load_all(settings):
+        runs = tracker.runs(spec)
+        last, status = "never", ""
+        if not runs.empty:
+            r = runs.iloc[-1]
+            last = str(r["start_time"])[:19]
+            status = r.get("tags.modelmill.status") or r["status"]
+            status = status if isinstance(status, str) else r["status"]
+        champ = tracker.alias(spec, CHAMPION)
+        metric = ""
+        if champ:
+            mv = tracker.client.get_model_version(champ.name, champ.version)
+            metric = f"{spec.metric.name}={float(mv.tags.get('modelmill.primary', 'nan')):.4f}"
+        rows.append((spec.name, spec.domain, spec.problem, last, status, f"v{champ.version}" if champ else "none", metric))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def cmd_history(args, settings: Settings) -> int:
+    from modelmill.history import history_figure, history_frame
+    from modelmill.spec import load_spec
+    from modelmill.tracking import CHAMPION, Tracker
+
+    prepare_environment(settings)
+    spec = load_spec(args.pipeline, settings)
+    housekeeping(settings, [spec])
+    tracker = Tracker(settings)
+    champion = tracker.alias(spec, CHAMPION)
+    frame = history_frame(tracker.runs(spec), champion.version if champion else None, spec.metric.name)
+    if frame.empty:
+        print(f"{spec.name}: no runs yet")
+        return EXIT_OK
+    shown = frame.drop(columns=["run_id"]).rename(columns={"metric": spec.metric.name})
+    shown["champion"] = shown["champion"].map({True: "★", False: ""})
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="—"))
+    out = Path(args.out) if args.out else settings.home_dir / "history" / f"{spec.name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = history_figure(frame, spec.name, spec.metric.name)
+    fig.savefig(out, dpi=110)
+    print(f"\ntrend plot: {out}")
+    return EXIT_OK
+
+
+def cmd_ui(args, settings: Settings) -> int:
+    import subprocess
+
+    from modelmill.spec import load_all
+    from modelmill.tracking import Tracker
+
+    uri = settings.tracking_uri
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")
+    prepare_environment(settings)
+    tracker = Tracker(settings)
+    for spec in load_all(settings):  # each experiment's runs table in modelmill's view
+        exp = tracker.experiment_id(spec, create=False)
+        if exp is not None:
+            print(f"  {spec.name:24} {tracker.experiment_url(exp, f'http://127.0.0.1:{args.port}')}")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
+    return subprocess.call(cmd, env=env)
+
+
+def register(sub) -> None:
+    ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
+    ls.set_defaults(fn=cmd_list)
+
+    h = sub.add_parser("history", help="one row per run of a pipeline, and a trend plot")
+    h.add_argument("pipeline")
+    h.add_argument("--out", help="where to write the trend plot (default: $MODELMILL_HOME/history/PIPELINE.png)")
+    h.set_defaults(fn=cmd_history)
+
+    u = sub.add_parser("ui", help="open the MLflow UI on the local store")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(fn=cmd_ui)

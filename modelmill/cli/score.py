@@ -1,0 +1,48 @@
+"""``modelmill score``: the champion scores a batch file."""
+
+from __future__ import annotations
+
+import sys
+
+from modelmill.cli.common import EXIT_OK, check_free_space, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
+from modelmill.errors import one_line_cause
+from modelmill.guardian import guard
+from modelmill.settings import Settings
+
+
+def cmd_score(args, settings: Settings) -> int:
+    """Score a batch file with a pipeline's champion (a Prefect flow, like a training run)."""
+    from modelmill.spec import load_spec
+
+    spec = load_spec(args.pipeline, settings)
+    check_free_space(settings)
+    prepare_environment(settings)
+    guard()
+    launch_prefect_api(settings)
+    housekeeping(settings, [spec], prefect=True)
+    from flows.pipeline import heartbeats_where_watched
+    from flows.scoring import score_flow
+
+    prefect_ready()
+    with heartbeats_where_watched():
+        state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as e:  # the cause, in one line
+            print(f"modelmill score: {one_line_cause(e)}", file=sys.stderr)
+        return 1
+    r = state.result()
+    print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")
+    if r["rejected"]:
+        print(f"{r['rejected']} rows rejected by the suite's feature rules, not scored: {r['rejected_output']} (column rejected_because)")
+    print(f"input sha256 {r['input_sha256']}; score drift vs training (PSI) {r['score_psi']:.3f}; MLflow run {r['run_id']}")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    sc = sub.add_parser("score", help="score a batch file with a pipeline's champion (output: Parquet)")
+    sc.add_argument("pipeline", help="pipeline name or spec file")
+    sc.add_argument("--input", help="CSV / Parquet / xlsx file (default: the spec's scoring.input)")
+    sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
+    sc.set_defaults(fn=cmd_score)
