@@ -25,7 +25,7 @@ from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_u
 from modelmill.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec, is_glob
+from modelmill.spec import PipelineSpec, SqlSource, is_glob
 
 log = logging.getLogger("modelmill.ingest")
 
@@ -162,25 +162,31 @@ def _concat(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
 
 def sql_location(spec: PipelineSpec) -> str:
     """The database URL without its password, and which query: for logs and lineage."""
+    return query_location(spec.source.sql, f"pipeline {spec.name}")
+
+
+def query_location(sql: SqlSource, who: str) -> str:
     from sqlalchemy.engine import make_url
 
-    sql = spec.source.sql
     raw = os.environ.get(sql.url_env, "").strip()
     if not raw:
-        raise SpecError(f"pipeline {spec.name}: source.sql reads its database URL from {sql.url_env}, which is not set (a SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db)")
+        raise SpecError(f"{who}: source.sql reads its database URL from {sql.url_env}, which is not set (a SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db)")
     try:
         url = make_url(raw).render_as_string(hide_password=True)
     except Exception as e:  # sqlalchemy raises ArgumentError for a malformed URL
-        raise SpecError(f"pipeline {spec.name}: {sql.url_env} is not a SQLAlchemy URL: {e}") from e
+        raise SpecError(f"{who}: {sql.url_env} is not a SQLAlchemy URL: {e}") from e
     return f"{url}#query-{hashlib.sha256(sql.query.encode()).hexdigest()[:12]}"
 
 
 def read_sql(spec: PipelineSpec) -> pd.DataFrame:
     """The query's rows, read in a transaction that is rolled back (use a read-only account)."""
+    return read_query(spec.source.sql, f"pipeline {spec.name}")
+
+
+def read_query(sql: SqlSource, who: str) -> pd.DataFrame:
     import sqlalchemy
 
-    sql = spec.source.sql
-    where = sql_location(spec)
+    where = query_location(sql, who)
     engine = sqlalchemy.create_engine(os.environ[sql.url_env], pool_pre_ping=True)
     try:
         with engine.connect() as conn:
@@ -189,10 +195,10 @@ def read_sql(spec: PipelineSpec) -> pd.DataFrame:
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as e:  # pandas wraps the driver's error
         cause = e.__cause__ if isinstance(e, pd.errors.DatabaseError) and e.__cause__ else e
         first = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
-        raise SourceUnavailable(f"pipeline {spec.name}: source.sql failed on {where.split('#')[0]}: {first}") from e
+        raise SourceUnavailable(f"{who}: source.sql failed on {where.split('#')[0]}: {first}") from e
     finally:
         engine.dispose()
-    log.info("%s: %d rows from %s", spec.name, len(df), where)
+    log.info("%s: %d rows from %s", who.removeprefix("pipeline "), len(df), where)
     return df
 
 

@@ -12,11 +12,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    """Where modelmill keeps its state and finds its data.
+    """Where modelmill keeps its state and finds its data, from ``MODELMILL_*`` variables.
 
-    ``home`` holds the dataset cache, snapshots, the local MLflow store and the Prefect home
-    when no servers are configured. ``MLFLOW_TRACKING_URI`` / ``PREFECT_API_URL`` override the
-    local stores.
+    ``MODELMILL_HOME`` holds the dataset cache, snapshots, the local MLflow store and the Prefect
+    home when no servers are configured.
     """
 
     model_config = SettingsConfigDict(env_prefix="MODELMILL_", extra="ignore")
@@ -31,8 +30,8 @@ class Settings(BaseSettings):
         default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
     )
     min_free_mb: int = Field(default=200, ge=0, description="free space MODELMILL_HOME needs before a run starts")
-    download_timeout: float = 60.0
-    download_retries: int = 3
+    download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
+    download_retries: int = Field(default=3, ge=1, description="attempts at each download")
 
     @property
     def home_dir(self) -> Path:
@@ -73,6 +72,18 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home_dir / "mlartifacts"
+
+
+#: variables read where they are used rather than through :class:`Settings` (the reference page
+#: lists them; a test checks that every ``MODELMILL_*`` name in the code is one or the other)
+OTHER_VARIABLES: dict[str, str] = {
+    "MODELMILL_MAX_EPOCHS": "an upper bound on every neural network's epochs (smoke runs, tests); part of a run's fingerprint",
+    "MODELMILL_SQL_URL": "the SQLAlchemy URL of a SQL source (a spec's `source.sql.url_env` may name another variable)",
+    "MODELMILL_SHARED_CORES": "set by `run --workers N` on a local cluster: the folder of busy marks through which side-by-side networks share the cores",
+    "MODELMILL_TEMPORARY_PREFECT_API": "set by a command for the temporary Prefect API it started (its runs send no heartbeats)",
+    "MLFLOW_TRACKING_URI": "an MLflow server instead of the local store `sqlite:///$MODELMILL_HOME/mlflow.db`",
+    "PREFECT_API_URL": "a Prefect server instead of a temporary local API per command",
+}
 
 
 def get_settings() -> Settings:

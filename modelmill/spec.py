@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelmill.errors import SpecError
 from modelmill.settings import Settings
 
+#: a pipeline's name: its file's, its MLflow experiment's and its registered model's
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
 PROBLEM_KINDS = (
     "tabular_classification",
     "forecasting",
@@ -29,18 +32,18 @@ class ReadOptions(Strict):
     """The reader options a spec may set (an allow-list with bounded values: a spec must not be
     able to pick pandas' slow python engine, skip a billion rows or read unbounded column lists)."""
 
-    sep: str | None = Field(None, min_length=1, max_length=4, description="CSV field separator")
+    sep: str | None = Field(None, min_length=1, max_length=4, description="CSV field separator (default: a comma)", examples=["\t"])
     header: int | None = Field(0, ge=0, le=100, description="row number of the CSV header (null: none)")
-    skiprows: int | None = Field(None, ge=0, le=1_000_000, description="CSV lines to skip at the start")
-    nrows: int | None = Field(None, ge=1, le=100_000_000, description="read at most this many rows")
-    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = None
-    na_values: list[str] | None = Field(None, max_length=100, description="extra strings read as missing")
-    decimal: str | None = Field(None, min_length=1, max_length=1)
-    thousands: str | None = Field(None, min_length=1, max_length=1)
-    quotechar: str | None = Field(None, min_length=1, max_length=1)
-    comment: str | None = Field(None, min_length=1, max_length=1)
-    columns: list[str] | None = Field(None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns)")
-    sheet: str | None = Field(None, max_length=100, description="worksheet of an xlsx file (default: the first)")
+    skiprows: int | None = Field(None, ge=0, le=1_000_000, description="CSV lines to skip at the start", examples=[2])
+    nrows: int | None = Field(None, ge=1, le=100_000_000, description="read at most this many rows", examples=[100000])
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = Field(None, description="text encoding of the file (default: utf-8)", examples=["latin-1"])
+    na_values: list[str] | None = Field(None, max_length=100, description="extra strings read as missing", examples=[["n/a", "?"]])
+    decimal: str | None = Field(None, min_length=1, max_length=1, description="decimal mark of the whole file, as pandas reads it", examples=[","])
+    thousands: str | None = Field(None, min_length=1, max_length=1, description="thousands separator of the whole file, as pandas reads it", examples=["."])
+    quotechar: str | None = Field(None, min_length=1, max_length=1, description="character that quotes CSV fields (default: a double quote)", examples=["'"])
+    comment: str | None = Field(None, min_length=1, max_length=1, description="the rest of a line after it is ignored", examples=["#"])
+    columns: list[str] | None = Field(None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns)", examples=[["age", "income", "label"]])
+    sheet: str | None = Field(None, max_length=100, description="worksheet of an xlsx file (default: the first)", examples=["Online Retail"])
 
     #: the options a non-CSV format takes (CSV takes all but `sheet`)
     OTHER_FORMATS: ClassVar[dict[str, set[str]]] = {"parquet": {"columns"}, "xlsx": {"sheet", "header", "skiprows", "nrows", "na_values", "columns"}}
@@ -80,6 +83,8 @@ def _too_big(key: str, value: Any) -> bool:
 
 
 class Limits(Strict):
+    """Bounds on a run."""
+
     stage_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="wall-clock limit of each stage")
 
 
@@ -88,27 +93,27 @@ class SqlSource(Strict):
     the spec: it holds credentials)."""
 
     url_env: str = Field("MODELMILL_SQL_URL", pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable holding the SQLAlchemy URL")
-    query: str = Field(min_length=1, description="the SELECT whose rows are the data")
+    query: str = Field(min_length=1, description="the SELECT whose rows are the data", examples=["SELECT * FROM lab.cells"])
 
 
 class Source(Strict):
     """Where the data comes from: a catalog dataset, a user's own file(s), or a SQL query."""
 
     dataset: str | None = Field(None, description="id in the dataset catalog")
-    path: str | None = Field(None, description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns")
-    file_column: str | None = Field(None, description="with a glob path: a column naming each row's file")
+    path: str | None = Field(None, description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns", examples=["data/cells.csv"])
+    file_column: str | None = Field(None, description="with a glob path: a column naming each row's file", examples=["export"])
     url: str | None = Field(
-        None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file"
+        None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file", examples=["https://example.org/cells.parquet"]
     )
-    format: Literal["csv", "parquet", "xlsx"] | None = None
+    format: Literal["csv", "parquet", "xlsx"] | None = Field(None, description="file format (default: from the file name)", examples=["csv"])
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | dict[str, str] | None = Field(
-        None, description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256"
+        None, description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256", examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
     )
     sql: SqlSource | None = Field(None, description="a SQL query instead of a file")
-    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)")
+    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)", examples=[","])
     decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")
-    parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)")
+    parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)", examples=[["signed_up"]])
     dayfirst: bool = Field(False, description="05/03/2024 is 5 March (else 3 May)")
 
     @model_validator(mode="after")
@@ -136,10 +141,12 @@ class Source(Strict):
 
 
 class Features(Strict):
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    text: str | None = None
-    image: str | None = None
+    """The feature columns, by type; which groups a kind reads is listed under each kind."""
+
+    numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
+    categorical: list[str] = Field(default_factory=list, description="categorical feature columns (one-hot encoded, or native codes)")
+    text: str | None = Field(None, description="one free-text column (TF-IDF, or a network's tokens)")
+    image: str | None = Field(None, description="one column of images (arrays of pixels)", examples=["image"])
 
     def columns(self) -> list[str]:
         """Every declared feature column, in the order models take them."""
@@ -155,26 +162,32 @@ class Impute(Strict):
     """Missing feature values, filled inside the model's pipeline (so the champion fills them
     the same way when it scores raw rows). Off by default: the gate then rejects nulls."""
 
-    numeric: Literal["none", "median", "mean", "constant"] = "none"
+    numeric: Literal["none", "median", "mean", "constant"] = Field("none", description="how numeric holes are filled (none: the gate rejects them)")
     numeric_value: float = Field(0.0, description="fill value for numeric: constant")
-    categorical: Literal["none", "most_frequent", "missing"] = Field("none", description="most frequent value, or a 'missing' level")
+    categorical: Literal["none", "most_frequent", "missing"] = Field("none", description="most frequent value, or a 'missing' level", examples=["missing"])
     indicator: bool = Field(False, description="add a 0/1 column per feature that had missing values")
 
 
 class Split(Strict):
-    method: Literal["stratified", "predefined", "temporal", "walk_forward", "random"] = "stratified"
-    test_size: float = Field(0.25, gt=0, lt=1)
-    seed: int = 42
-    column: str | None = Field(None, description="split column for `predefined`")
+    """How the test rows are held out (selection uses the training rows only)."""
+
+    method: Literal["stratified", "predefined", "temporal", "walk_forward", "random"] = Field(
+        "stratified", description="how the test rows are chosen: by class, by a split column, by date, by walk-forward folds, or at random per user"
+    )
+    test_size: float = Field(0.25, gt=0, lt=1, description="share of the rows held out for the test")
+    seed: int = Field(42, description="seed of the split and of every seeded model")
+    column: str | None = Field(None, description="split column for `predefined`", examples=["split"])
     folds: int = Field(5, ge=2, le=20, description="CV folds (or backtest folds)")
     test_period_days: int | None = Field(None, ge=1, description="length of the temporal test window")
 
 
 class Candidate(Strict):
-    name: str
-    estimator: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """One model: an estimator of the problem kind, fixed parameters and a grid to search."""
+
+    name: str = Field(description="the candidate's name in the run's tables (unique in the spec)", examples=["logistic_regression"])
+    estimator: str = Field(description="one estimator of the problem kind", examples=["logistic_regression"])
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed constructor parameters", examples=[{"class_weight": "balanced"}])
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="values to search (selected by CV or the validation split)", examples=[{"C": [0.1, 1.0]}])
 
     @model_validator(mode="after")
     def _bounded(self) -> Candidate:
@@ -190,17 +203,23 @@ class Candidate(Strict):
 
 
 class Metric(Strict):
-    name: str
-    direction: Literal["maximize", "minimize"] = "maximize"
+    """The primary metric: one of the kind's metrics, with its direction."""
+
+    name: str = Field(description="the primary metric: candidates are selected and champions compared by it")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="whether higher or lower is better")
 
 
 class Promotion(Strict):
+    """When a new model takes the `champion` alias (else it becomes the `challenger`)."""
+
     margin: float = Field(0.0, ge=0, description="required improvement over the champion")
 
 
 class Schedule(Strict):
-    cron: str
-    timezone: str = "UTC"
+    """A cron schedule, served by `modelmill serve` as a Prefect deployment."""
+
+    cron: str = Field(description="five-field cron expression", examples=["0 6 * * 1"])
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is in", examples=["Europe/Berlin"])
 
     @field_validator("cron")
     @classmethod
@@ -213,33 +232,33 @@ class Schedule(Strict):
 class Scoring(Strict):
     """A batch the champion scores on a schedule (``modelmill score`` without --input/--output)."""
 
-    input: str = Field(description="CSV / Parquet / xlsx file to score, relative to the spec's folder")
-    output: str = Field(pattern=r"\.parquet$", description="where the scores are written (Parquet)")
-    schedule: Schedule | None = None
+    input: str = Field(description="CSV / Parquet / xlsx file to score, relative to the spec's folder", examples=["data/incoming.csv"])
+    output: str = Field(pattern=r"\.parquet$", description="where the scores are written (Parquet)", examples=["scores/incoming.parquet"])
+    schedule: Schedule | None = Field(None, description="score on this schedule under `modelmill serve`")
 
 
 class PipelineSpec(Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    domain: str
-    description: str
-    source: Source
-    target: str | None = None
-    positive_label: str | int | None = None
-    features: Features = Field(default_factory=Features)
-    roles: dict[str, str] = Field(default_factory=dict, description="other column roles")
-    suite: str
-    split: Split = Field(default_factory=Split)
-    problem: Literal[PROBLEM_KINDS]  # type: ignore[valid-type]
-    baseline: Candidate
-    candidates: list[Candidate] = Field(min_length=1)
-    metric: Metric
-    promotion: Promotion = Field(default_factory=Promotion)
-    schedule: Schedule
-    options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options")
-    limits: Limits = Field(default_factory=Limits)
-    impute: Impute = Field(default_factory=Impute)
-    drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)")
-    scoring: Scoring | None = None
+    name: str = Field(pattern=NAME_PATTERN, description="the pipeline's name: the file's name, the MLflow experiment and registered model")
+    domain: str = Field(description="business domain, a tag on every run")
+    description: str = Field(description="what the model is for, one or two sentences", examples=["Malignancy from my lab's cell measurements."])
+    source: Source = Field(description="where the data comes from")
+    target: str | None = Field(None, description="the label column (classification kinds)")
+    positive_label: str | int | None = Field(None, description="the label value that is the positive class (binary classification)")
+    features: Features = Field(default_factory=Features, description="the feature columns, by type")
+    roles: dict[str, str] = Field(default_factory=dict, description="other column roles: id, date, user, item, rating, source, …")
+    suite: str = Field(description="the Great Expectations suite (JSON) that gates the data")
+    split: Split = Field(default_factory=Split, description="how the test split is held out")
+    problem: Literal[PROBLEM_KINDS] = Field(description="the problem kind: its evaluator, featurizers and estimators")  # type: ignore[valid-type]
+    baseline: Candidate = Field(description="the naive model every candidate is compared with")
+    candidates: list[Candidate] = Field(min_length=1, description="the models to select among", examples=[[{"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.1, 1.0]}}]])
+    metric: Metric = Field(description="the primary metric")
+    promotion: Promotion = Field(default_factory=Promotion, description="when a new model becomes the champion")
+    schedule: Schedule = Field(description="when `modelmill serve` runs the pipeline")
+    options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options (see each kind below)")
+    limits: Limits = Field(default_factory=Limits, description="bounds on a run")
+    impute: Impute = Field(default_factory=Impute, description="how missing feature values are filled (tabular kind)")
+    drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)", examples=[["email"]])
+    scoring: Scoring | None = Field(None, description="a batch the champion scores (`modelmill score`)")
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

@@ -1,5 +1,5 @@
 """Hand-vectorised pyarrow versions of the expectation types modelmill's suites use: the yardstick
-the benchmark holds the GX gate against (issue 8, P4: gate cost <= 3x these checks).
+the benchmark holds the GX gate against (the goal: the gate costs at most 3x these checks).
 
 Each check returns pass/fail the way GX decides it (nulls are left out of column-map rules, ``mostly``
 is honoured); ``tests/test_validate.py`` checks that both agree rule by rule on the credit suite,

@@ -1,4 +1,4 @@
-"""The scale and overhead ratios of issue 8, measured side by side in one run on this machine.
+"""The scale and overhead ratios of modelmill's overhead and scale goals, measured side by side in one run on this machine.
 
     MODELMILL_DATA_MIRROR=../shared/datasets python scripts/benchmark.py [--repeats 3] [--rows 1e6,1e7]
 

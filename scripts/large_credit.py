@@ -1,5 +1,5 @@
 """A credit-like table of any size, and a user project around it (spec + suite), for the scale
-benchmark (issue 8, item 5): 20 feature columns drawn from the German Credit data's own columns
+benchmark: 20 feature columns drawn from the German Credit data's own columns
 (categorical codes from their frequencies, numbers around their values with noise, so rows do not
 repeat) and a ``risk`` label from a logistic function of a few of them (so a model has something
 to learn).

@@ -1,21 +1,26 @@
-"""Print the README results tables from each pipeline's latest finished MLflow run: its test
+"""Print (or write into the docs' benchmarks page) the results tables from each pipeline's latest finished MLflow run: its test
 metrics next to the published reference for that dataset; the seed's headline claims against
 this project's measured lift over its naive baseline; and every candidate's selection score
 (validation or cross-validation, never test), neural ones included.
 
     python scripts/results_table.py            # read the store under $MODELMILL_HOME (.modelmill)
     python scripts/results_table.py --run      # first run every pipeline into a fresh temp home
+    python scripts/results_table.py --run --write docs/benchmarks.md
+                                               # ...and replace the page's block between
+                                               # <!-- results --> and <!-- /results -->
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 COLUMNS = {
     "credit_risk": (["roc_auc", "pr_auc", "ks", "brier", "expected_cost", "sensitivity", "specificity"], "none given; cost-matrix policies on this split: accept all = 1.50, refuse all = 0.70 per applicant"),
@@ -71,14 +76,17 @@ def selection_rows(tracker, name: str, r) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", action="store_true", help="run all pipelines into a fresh temporary home first")
+    ap.add_argument("--write", metavar="PAGE", action="append", default=[], help="put the tables into PAGE between <!-- results --> and <!-- /results --> (the first table only between <!-- results:summary --> and <!-- /results:summary -->); repeatable")
     args = ap.parse_args()
+    timing = ""
     if args.run:
         home = tempfile.mkdtemp(prefix="modelmill-results-")
         os.environ["MODELMILL_HOME"] = home
         t0 = time.perf_counter()
         code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", "--all"], stdout=sys.stderr)
         wall, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"modelmill run --all: {wall / 60:.0f} min {wall % 60:.0f} s wall, peak RSS {rss:,.0f} MiB", file=sys.stderr)
+        timing = f"`modelmill run --all`: {wall // 60:.0f} min {wall % 60:.0f} s wall, peak RSS {rss / 1024:.1f} GiB, {os.cpu_count()} cores"
+        print(timing, file=sys.stderr)
         if code != 0:
             print(f"modelmill run --all exited {code}", file=sys.stderr)
             return code
@@ -96,12 +104,14 @@ def main() -> int:
         done = runs[(runs["status"] == "FINISHED") & runs["metrics.test/lift_over_baseline"].notna()] if not runs.empty else runs
         if not done.empty:
             latest[name] = done.iloc[-1]
-    print("| pipeline | best model | test metrics (baseline in brackets) | lift over baseline | published reference |")
-    print("|---|---|---|---|---|")
+    out: list[str] = []
+    emit = out.append  # the tables go to stdout or into the page
+    emit("| pipeline | best model | test metrics (baseline in brackets) | lift over baseline | published reference |")
+    emit("|---|---|---|---|---|")
     for name, (metrics, reference) in COLUMNS.items():
         spec = specs[name]
         if name not in latest:
-            print(f"| {name} | — | not run | — | {reference} |")
+            emit(f"| {name} | — | not run | — | {reference} |")
             continue
         r = latest[name]
         cells = []
@@ -118,15 +128,30 @@ def main() -> int:
             shown = f"{key} {(value - base) / base:+.2%} vs baseline"
         else:
             shown = f"{key} {lift:+.4g}"
-        print(f"| {name} | {best} | {'; '.join(cells)} | {shown} | {reference} |")
-    print("\n| seed's claim | pipeline | measured on the test split | this project's figure |")
-    print("|---|---|---|---|")
+        emit(f"| {name} | {best} | {'; '.join(cells)} | {shown} | {reference} |")
+    emit("\n| seed's claim | pipeline | measured on the test split | this project's figure |")
+    emit("|---|---|---|---|")
     for claim, name, metric, what in CLAIMS:
-        print(f"| {claim} | {name} | {what} | {claim_cell(latest[name], metric) if name in latest else 'not run'} |")
-    print("\n| pipeline | candidate | estimator and chosen grid point | selection score (validation / cross-validation; the table is sorted best first) |")
-    print("|---|---|---|---|")
+        emit(f"| {claim} | {name} | {what} | {claim_cell(latest[name], metric) if name in latest else 'not run'} |")
+    emit("\n| pipeline | candidate | estimator and chosen grid point | selection score (validation / cross-validation; the table is sorted best first) |")
+    emit("|---|---|---|---|")
     for name, r in latest.items():
-        print("\n".join(selection_rows(tracker, name, r)))
+        emit("\n".join(selection_rows(tracker, name, r)))
+    command = "python scripts/results_table.py" + (" --run" if args.run else "")
+    stamp = f"Generated by `{command}` on {datetime.date.today().isoformat()}" + (f"; {timing}." if timing else ".")
+    text = "\n".join([stamp, "", *out])
+    if not args.write:
+        sys.stdout.write(text + "\n")
+        return 0
+    summary = "\n".join([stamp, "", *out[: out.index(next(line for line in out if line.startswith("\n")))]])
+    for page in map(Path, args.write):
+        content = page.read_text()
+        for marker, block in (("results", text), ("results:summary", summary)):
+            if f"<!-- {marker} -->\n" in content:
+                before, rest = content.split(f"<!-- {marker} -->\n", 1)
+                content = f"{before}<!-- {marker} -->\n{block}\n<!-- /{marker} -->{rest.split(f'<!-- /{marker} -->', 1)[1]}"
+        page.write_text(content)
+        sys.stderr.write(f"wrote the results tables into {page}\n")
     return 0
 
 

@@ -214,25 +214,25 @@ def assert_refused_and_nothing_lost(settings, pipeline, dataset, before, code, e
     return run
 
 
-# -- the README's own-pipeline example (a spec + a suite) on the real Wisconsin data ------------
-def readme_block(marker: str, lang: str) -> str:
+# -- the docs' own-pipeline example (a spec + a suite) on the real Wisconsin data ------------
+def docs_block(marker: str, lang: str) -> str:
     import re
 
-    m = re.search(rf"<!-- {marker} -->\s*```{lang}\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    assert m, f"README lost its {marker} block"
+    m = re.search(rf"<!-- {marker} -->\s*```{lang}\n(.*?)```", (REPO / "docs" / "your-data.md").read_text(), re.S)
+    assert m, f"docs/your-data.md lost its {marker} block"
     return m.group(1)
 
 
 @pytest.fixture
-def readme_project(tmp_path, monkeypatch, prefect_api):
-    """(project root, the README's spec as a dict, the real Wisconsin frame it names)."""
+def example_project(tmp_path, monkeypatch, prefect_api):
+    """(project root, the docs' example spec as a dict, the real Wisconsin frame it names)."""
     import yaml
     from sklearn.datasets import load_breast_cancer
 
-    spec = yaml.safe_load(readme_block("example-spec", "yaml"))
+    spec = yaml.safe_load(docs_block("example-spec", "yaml"))
     (tmp_path / "pipelines" / "data").mkdir(parents=True)
     (tmp_path / "expectations").mkdir()
-    (tmp_path / "expectations" / "my_cells.json").write_text(readme_block("example-suite", "json"))
+    (tmp_path / "expectations" / "my_cells.json").write_text(docs_block("example-suite", "json"))
     frame = load_breast_cancer(as_frame=True).frame
     frame.columns = [c.replace(" ", "_") for c in frame.columns]
     frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
@@ -241,8 +241,8 @@ def readme_project(tmp_path, monkeypatch, prefect_api):
     return tmp_path, spec, data
 
 
-def write_readme_spec(root: Path, spec: dict, data=None, **changes) -> None:
-    """The README pipeline's spec (with top-level ``changes``) and, if given, its CSV data."""
+def write_example_spec(root: Path, spec: dict, data=None, **changes) -> None:
+    """The docs' example pipeline spec (with top-level ``changes``) and, if given, its CSV data."""
     import yaml
 
     if data is not None:

@@ -1,6 +1,6 @@
 """Bad data is rejected at the gate with a one-line cause, or handled — never silently wrong.
 
-Pure checks on tiny frames first, then the README's own pipeline on the real Wisconsin data with
+Pure checks on tiny frames first, then the docs' example pipeline on the real Wisconsin data with
 the damage a user's CSV really has: tripled rows, a number written "3,913", infinities, a value
 of 1e308, a single class, and a suite that names a column the data never had.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import last_run, registry_state, run_cli, write_readme_spec
+from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.errors import DataRejected, SpecError
 from modelmill.integrity import deduplicate, findings
 from modelmill.settings import Settings
@@ -150,15 +150,15 @@ def test_a_suite_naming_a_column_the_data_never_had_is_a_suite_error():
         gate(ValidationReport("s", False, 100, [missing, _o("expect_table_columns_to_match_set")]), "t")
 
 
-# -- the README's pipeline on the real Wisconsin data, through the CLI ----------------------------
+# -- the docs' example pipeline on the real Wisconsin data, through the CLI ----------------------------
 def _run(root, spec, data, capsys, **spec_changes):
-    write_readme_spec(root, spec, data, **spec_changes)
+    write_example_spec(root, spec, data, **spec_changes)
     code, out, err = run_cli(capsys, "run", "my_cells")
     return code, out + err
 
 
-def test_tripled_rows_are_dropped_before_the_split_and_the_metric_does_not_inflate(readme_project, capsys):
-    root, spec, data = readme_project
+def test_tripled_rows_are_dropped_before_the_split_and_the_metric_does_not_inflate(example_project, capsys):
+    root, spec, data = example_project
     code, out = _run(root, spec, data, capsys)
     assert code == 0, out
     clean = last_run(Settings(), "my_cells").data.metrics["test/roc_auc"]
@@ -170,8 +170,8 @@ def test_tripled_rows_are_dropped_before_the_split_and_the_metric_does_not_infla
     assert run.data.metrics["test/roc_auc"] == clean < 1.0  # the leak would read 1.000
 
 
-def test_duplicates_reject_stops_the_run_at_the_gate(readme_project, capsys):
-    root, spec, data = readme_project
+def test_duplicates_reject_stops_the_run_at_the_gate(example_project, capsys):
+    root, spec, data = example_project
     code, out = _run(root, spec, pd.concat([data] * 3, ignore_index=True), capsys, duplicates="reject")
     assert code == 3, out
     assert "1138 rows are exact duplicates of earlier rows (duplicates: reject)" in out
@@ -187,8 +187,8 @@ def test_duplicates_reject_stops_the_run_at_the_gate(readme_project, capsys):
         ("one_class", "target diagnosis has a single class 'benign' (357 rows): nothing to learn"),
     ],
 )
-def test_damaged_user_data_is_a_one_line_rejection_naming_column_and_count(readme_project, capsys, damage, fragment):
-    root, spec, data = readme_project
+def test_damaged_user_data_is_a_one_line_rejection_naming_column_and_count(example_project, capsys, damage, fragment):
+    root, spec, data = example_project
     bad = data.copy()
     if damage == "text":
         bad["worst_concavity"] = bad["worst_concavity"].astype(str)
@@ -209,10 +209,10 @@ def test_damaged_user_data_is_a_one_line_rejection_naming_column_and_count(readm
     assert registry_state(Settings(), "my_cells")[0] == []
 
 
-def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(readme_project, capsys):
+def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(example_project, capsys):
     import json
 
-    root, spec, data = readme_project
+    root, spec, data = example_project
     suite_path = root / "expectations" / "my_cells.json"
     suite = json.loads(suite_path.read_text())
     suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nucleus_size"}})
@@ -223,9 +223,9 @@ def test_a_suite_naming_a_missing_column_is_exit_1_not_data_rejected(readme_proj
     assert "data rejected" not in out
 
 
-def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, capsys):
-    root, spec, data = readme_project
-    write_readme_spec(root, spec, data)
+def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(example_project, capsys):
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
     code, out, err = run_cli(capsys, "check", "my_cells")
     assert code == 0, out + err
     assert "my_cells: 569 rows x 6 columns" in out
@@ -236,7 +236,7 @@ def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, cap
     bad = data.copy()
     bad["worst_concavity"] = bad["worst_concavity"].astype(str)
     bad.loc[[3, 9], "worst_concavity"] = ["3,913", "3,913"]
-    write_readme_spec(root, spec, bad)
+    write_example_spec(root, spec, bad)
     code, out, err = run_cli(capsys, "check", "my_cells")
     assert code == 3
     line = next(ln for ln in out.splitlines() if ln.startswith("modelmill_numeric_type(worst_concavity)"))
@@ -245,10 +245,10 @@ def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(readme_project, cap
     assert not (root / "home" / "mlflow.db").exists()
 
 
-def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fills_them(readme_project, capsys):
+def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fills_them(example_project, capsys):
     import mlflow
 
-    root, spec, data = readme_project
+    root, spec, data = example_project
     holes = data.copy()
     holes.loc[[5, 50, 150, 300], "mean_texture"] = np.nan
     holes.loc[[7, 70], "worst_area"] = np.nan
@@ -273,16 +273,16 @@ def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):
         get_kind("text_classification").check_spec(spec)
 
 
-def test_declared_columns_missing_from_the_data_are_named(readme_project, capsys):
-    root, spec, data = readme_project
+def test_declared_columns_missing_from_the_data_are_named(example_project, capsys):
+    root, spec, data = example_project
     code, out = _run(root, spec, data.drop(columns=["worst_concavity"]), capsys, suite="my_cells.json")
     assert code == 3 and "declared columns missing from the data: worst_concavity" in out, out
 
 
-def test_ids_and_extra_columns_with_roles_id_and_drop(readme_project, capsys):
+def test_ids_and_extra_columns_with_roles_id_and_drop(example_project, capsys):
     import json
 
-    root, spec, data = readme_project
+    root, spec, data = example_project
     extra = data.copy()
     extra.insert(0, "sample_id", [f"S{i:04d}" for i in range(len(extra))])
     extra["lab_note"] = "scanned"

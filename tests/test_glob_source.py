@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from conftest import last_run, run_cli, write_readme_spec
+from conftest import last_run, run_cli, write_example_spec
 from modelmill.settings import Settings
 
 
-def test_monthly_exports_are_read_as_one_table(readme_project, capsys):
-    root, spec, data = readme_project
+def test_monthly_exports_are_read_as_one_table(example_project, capsys):
+    root, spec, data = example_project
     folder = root / "pipelines" / "data" / "exports"
     folder.mkdir()
     parts = [data.iloc[i::3] for i in range(3)]
@@ -21,7 +21,7 @@ def test_monthly_exports_are_read_as_one_table(readme_project, capsys):
     source = {"path": "data/exports/cells-2024-0[12].csv", "format": "csv", "file_column": "export"}
     suite_path = root / "expectations" / "my_cells.json"
     suite_path.write_text(suite_path.read_text().replace('"diagnosis"]', '"diagnosis", "export"]'))
-    write_readme_spec(root, spec, source=source)
+    write_example_spec(root, spec, source=source)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     run = last_run(Settings(), "my_cells")
@@ -34,10 +34,10 @@ def test_monthly_exports_are_read_as_one_table(readme_project, capsys):
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1 and "data/exports/cells-2024-02.csv does not have the columns of data/exports/cells-2024-01.csv (extra [], missing ['worst_area'])" in err
 
-    write_readme_spec(root, spec, source={"path": "data/exports/*.parquet", "format": "parquet"})
+    write_example_spec(root, spec, source={"path": "data/exports/*.parquet", "format": "parquet"})
     suite_path.write_text(suite_path.read_text().replace(', "export"]', "]"))
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err  # a pattern may match a single file too
-    write_readme_spec(root, spec, source={"path": "/etc/host*", "format": "csv"})
+    write_example_spec(root, spec, source={"path": "/etc/host*", "format": "csv"})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1 and "outside the folders a spec may read" in err

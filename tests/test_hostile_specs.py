@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import last_run, registry_state, run_cli, write_readme_spec
+from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.errors import SpecError
 from modelmill.settings import Settings
 from modelmill.spec import load_spec
 
 
 def _spec_file(tmp_path, **changes):
-    from conftest import readme_block
+    from conftest import docs_block
 
-    spec = {**yaml.safe_load(readme_block("example-spec", "yaml")), **changes}
+    spec = {**yaml.safe_load(docs_block("example-spec", "yaml")), **changes}
     p = tmp_path / "my_cells.yaml"
     p.write_text(yaml.safe_dump(spec))
     return p
@@ -39,27 +39,27 @@ def test_unbounded_options_are_refused_when_the_spec_is_read(tmp_path, changes, 
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
-def test_allowed_reader_options_reach_the_reader(readme_project, capsys):
-    root, spec, data = readme_project
+def test_allowed_reader_options_reach_the_reader(example_project, capsys):
+    root, spec, data = example_project
     path = root / "pipelines" / "data" / "cells.csv"
     text = data.to_csv(index=False, sep=";")
     path.write_text("# exported by the lab\n" + text)
-    write_readme_spec(root, {**spec, "source": {**spec["source"], "read_options": {"sep": ";", "skiprows": 1}}})
+    write_example_spec(root, {**spec, "source": {**spec["source"], "read_options": {"sep": ";", "skiprows": 1}}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     assert last_run(Settings(), "my_cells").data.params["data.rows"] == str(len(data))
 
 
 @pytest.mark.parametrize("where", ["/etc/passwd", "../outside/cells.csv", "link"])
-def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(readme_project, capsys, monkeypatch, where):
-    root, spec, data = readme_project
+def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(example_project, capsys, monkeypatch, where):
+    root, spec, data = example_project
     outside = root / "outside"  # beside the spec's folder (root/pipelines) and MODELMILL_HOME (root/home)
     outside.mkdir()
     data.to_csv(outside / "cells.csv", index=False)
     if where == "link":  # a symlink inside the spec's folder pointing out of it
         (root / "pipelines" / "data" / "cells.csv").symlink_to(outside / "cells.csv")
         where = "data/cells.csv"
-    write_readme_spec(root, {**spec, "source": {**spec["source"], "path": where}})
+    write_example_spec(root, {**spec, "source": {**spec["source"], "path": where}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1, out + err
     assert any("outside the folders a spec may read" in ln and "MODELMILL_DATA_ROOTS" in ln for ln in err.splitlines()), err
@@ -70,10 +70,10 @@ def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(rea
         assert code == 0, out + err
 
 
-def test_a_stage_over_its_time_limit_fails_cleanly(readme_project, capsys):
-    root, spec, data = readme_project
+def test_a_stage_over_its_time_limit_fails_cleanly(example_project, capsys):
+    root, spec, data = example_project
     slow = [{"name": "forest", "estimator": "random_forest", "params": {"n_estimators": 3000}}]
-    write_readme_spec(root, spec, data, candidates=slow, limits={"stage_seconds": 1})
+    write_example_spec(root, spec, data, candidates=slow, limits={"stage_seconds": 1})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1, out + err
     assert any("ran longer than its limit of 1 s (limits.stage_seconds)" in ln for ln in err.splitlines()), err
@@ -83,20 +83,20 @@ def test_a_stage_over_its_time_limit_fails_cleanly(readme_project, capsys):
     assert registry_state(Settings(), "my_cells")[0] == []
 
 
-def test_an_excel_workbook_is_a_source_with_its_sheet_chosen(readme_project, capsys):
+def test_an_excel_workbook_is_a_source_with_its_sheet_chosen(example_project, capsys):
     import pandas as pd
 
-    root, spec, data = readme_project
+    root, spec, data = example_project
     book = root / "pipelines" / "data" / "cells.xlsx"
     with pd.ExcelWriter(book, engine="openpyxl") as xw:
         pd.DataFrame({"note": ["cover sheet"]}).to_excel(xw, sheet_name="About", index=False)
         data.to_excel(xw, sheet_name="Cells", index=False)
     source = {"path": "data/cells.xlsx", "format": "xlsx", "read_options": {"sheet": "Cells"}}
-    write_readme_spec(root, {**spec, "source": source})
+    write_example_spec(root, {**spec, "source": source})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     run = last_run(Settings(), "my_cells")
     assert run.data.params["data.rows"] == str(len(data)) and run.data.metrics["test/roc_auc"] > 0.95
-    write_readme_spec(root, {**spec, "source": {**source, "read_options": {"sheet": "Cells", "sep": ";"}}})
+    write_example_spec(root, {**spec, "source": {**source, "read_options": {"sheet": "Cells", "sep": ";"}}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1 and "source.read_options: sep cannot be used with xlsx files" in err

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from conftest import mlflow_client, run_cli, write_readme_spec
+from conftest import mlflow_client, run_cli, write_example_spec
 from modelmill.settings import Settings
 
 
@@ -24,18 +24,18 @@ def _batch(data: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def _trained(readme_project, capsys):
-    root, spec, data = readme_project
-    write_readme_spec(root, spec, data)
+def _trained(example_project, capsys):
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     return root, spec, data
 
 
-def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(readme_project, capsys, tmp_path):
+def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, capsys, tmp_path):
     import mlflow
 
-    root, spec, data = _trained(readme_project, capsys)
+    root, spec, data = _trained(example_project, capsys)
     batch = _batch(data)
     src = root / "pipelines" / "data" / "batch.csv"
     batch.to_csv(src, index=False)
@@ -72,9 +72,9 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(readme_project, cap
     assert len(client.search_runs([training.experiment_id])) == 1  # scoring never shows up as a training run
 
 
-def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(readme_project, capsys, tmp_path):
-    root, spec, data = readme_project
-    write_readme_spec(root, spec, data)
+def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(example_project, capsys, tmp_path):
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
     src = root / "pipelines" / "data" / "batch.csv"
     _batch(data).to_csv(src, index=False)
     code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
@@ -87,13 +87,13 @@ def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(readme_p
     assert not (tmp_path / "s.parquet").exists()
 
 
-def test_a_spec_can_schedule_its_scoring(readme_project, capsys):
+def test_a_spec_can_schedule_its_scoring(example_project, capsys):
     from flows.deployments import build_deployments
     from modelmill.spec import load_spec
 
-    root, spec, data = _trained(readme_project, capsys)
+    root, spec, data = _trained(example_project, capsys)
     _batch(data).to_csv(root / "pipelines" / "data" / "incoming.csv", index=False)
-    write_readme_spec(root, spec, scoring={"input": "data/incoming.csv", "output": "scores/incoming.parquet", "schedule": {"cron": "30 7 * * *"}})
+    write_example_spec(root, spec, scoring={"input": "data/incoming.csv", "output": "scores/incoming.parquet", "schedule": {"cron": "30 7 * * *"}})
     deployments = {d.name: d for d in build_deployments([load_spec("my_cells", Settings())])}
     scheduled = deployments["my_cells-score"]
     assert scheduled.parameters == {"pipeline": "my_cells"} and scheduled.schedules[0].schedule.cron == "30 7 * * *"

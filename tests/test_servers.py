@@ -217,7 +217,7 @@ def test_the_compose_topology_on_postgres_runs_a_pipeline(tmp_path, postgres):
 
 
 def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_path):
-    """The work-pool path of the README: `prefect deploy --all` from prefect.yaml, process workers
+    """The work-pool path of the docs (Scaling out): `prefect deploy --all` from prefect.yaml, process workers
     and `prefect deployment run`. Two workers (one run at a time each) drain one pool side by
     side: two runs submitted together are taken one by each and overlap in time."""
     server = prefect_server(tmp_path / "state", free_port()).start(timeout=240)

@@ -102,16 +102,16 @@ def test_unknown_pipeline_lists_the_known_ones():
     assert "credit_risk" in str(e.value)
 
 
-def test_the_readme_walk_through_specs_are_valid_for_their_kinds():
-    """The README's walk-through specs parse and pass their kind's checks (docs that match)."""
+def test_the_docs_walk_through_specs_are_valid_for_their_kinds():
+    """The docs' walk-through specs parse and pass their kind's checks (docs that match)."""
     import yaml
 
-    from conftest import readme_block
+    from conftest import docs_block
     from modelmill.kinds import get_kind
     from modelmill.spec import PipelineSpec
 
-    csv = yaml.safe_load(readme_block("walkthrough-csv", "yaml"))
-    sql = {**csv, "source": yaml.safe_load(readme_block("walkthrough-sql", "yaml"))["source"]}
-    for data in (csv, yaml.safe_load(readme_block("walkthrough-ratings", "yaml")), sql):
+    csv = yaml.safe_load(docs_block("walkthrough-csv", "yaml"))
+    sql = {**csv, "source": yaml.safe_load(docs_block("walkthrough-sql", "yaml"))["source"]}
+    for data in (csv, yaml.safe_load(docs_block("walkthrough-ratings", "yaml")), sql):
         spec = PipelineSpec(**data)
         get_kind(spec.problem).check_spec(spec)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import last_run, require_mirror, run_cli, write_readme_spec
+from conftest import last_run, require_mirror, run_cli, write_example_spec
 from modelmill.errors import SpecError
 from modelmill.kinds import get_kind
 from modelmill.settings import Settings
@@ -24,8 +24,8 @@ def _official(n: int, seed: int = 0) -> np.ndarray:
     return rng.choice(np.array(["train", "Validation", "TEST"]), size=n, p=[0.7, 0.15, 0.15])
 
 
-def test_a_csv_with_its_own_split_column_is_split_as_it_says(readme_project, capsys):
-    root, spec, data = readme_project
+def test_a_csv_with_its_own_split_column_is_split_as_it_says(example_project, capsys):
+    root, spec, data = example_project
     data = data.assign(split=_official(len(data)))
     suite_path = root / "expectations" / "my_cells.json"
     suite = json.loads(suite_path.read_text())
@@ -33,7 +33,7 @@ def test_a_csv_with_its_own_split_column_is_split_as_it_says(readme_project, cap
         if e["type"] == "expect_table_columns_to_match_set":
             e["kwargs"]["column_set"].append("split")
     suite_path.write_text(json.dumps(suite))
-    write_readme_spec(root, spec, data, split={"method": "predefined", "column": "split"})
+    write_example_spec(root, spec, data, split={"method": "predefined", "column": "split"})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     p = last_run(Settings(), "my_cells").data.params

@@ -6,26 +6,26 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import last_run, run_cli, write_readme_spec
+from conftest import last_run, run_cli, write_example_spec
 from modelmill.settings import Settings
 
 QUERY = "SELECT mean_radius, mean_texture, mean_smoothness, worst_area, worst_concavity, diagnosis FROM lab.cells WHERE mean_radius > 0"
 
 
-def test_a_query_against_sqlite_is_the_data(readme_project, capsys, monkeypatch, tmp_path):
-    root, spec, data = readme_project
+def test_a_query_against_sqlite_is_the_data(example_project, capsys, monkeypatch, tmp_path):
+    root, spec, data = example_project
     db = tmp_path / "lab.db"
     with sqlite3.connect(db) as conn:
         data.to_sql("cells", conn, index=False)
     monkeypatch.setenv("LAB_DB", f"sqlite:///{db}")
-    write_readme_spec(root, spec, source={"sql": {"url_env": "LAB_DB", "query": QUERY.replace("lab.cells", "cells")}})
+    write_example_spec(root, spec, source={"sql": {"url_env": "LAB_DB", "query": QUERY.replace("lab.cells", "cells")}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     run = last_run(Settings(), "my_cells")
     assert int(run.data.params["data.rows"]) == len(data)
     assert run.data.params["data.source.sql"].startswith(f"sqlite:///{db}#query-")
 
-    write_readme_spec(root, spec, source={"sql": {"url_env": "LAB_DB", "query": "SELECT * FROM no_such_table"}})
+    write_example_spec(root, spec, source={"sql": {"url_env": "LAB_DB", "query": "SELECT * FROM no_such_table"}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1 and "source.sql failed on sqlite:///" in err and "no such table: no_such_table" in err
     monkeypatch.delenv("LAB_DB")
@@ -33,10 +33,10 @@ def test_a_query_against_sqlite_is_the_data(readme_project, capsys, monkeypatch,
     assert code == 1 and "source.sql reads its database URL from LAB_DB, which is not set" in err
 
 
-def test_a_query_against_a_real_postgresql(readme_project, capsys, monkeypatch, postgres):
+def test_a_query_against_a_real_postgresql(example_project, capsys, monkeypatch, postgres):
     import sqlalchemy
 
-    root, spec, data = readme_project
+    root, spec, data = example_project
     url = f"postgresql+psycopg2://mlflow:mlflow-secret@127.0.0.1:{postgres}/mlflow"
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
@@ -44,7 +44,7 @@ def test_a_query_against_a_real_postgresql(readme_project, capsys, monkeypatch, 
     data.to_sql("cells", engine, schema="lab", index=False)
     engine.dispose()
     monkeypatch.setenv("MODELMILL_SQL_URL", url)
-    write_readme_spec(root, spec, source={"sql": {"query": QUERY}})
+    write_example_spec(root, spec, source={"sql": {"query": QUERY}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     run = last_run(Settings(), "my_cells")

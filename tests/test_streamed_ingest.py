@@ -1,4 +1,4 @@
-"""A user's CSV goes into its snapshot a block at a time (issue 8, item 5: memory flat in the
+"""A user's CSV goes into its snapshot a block at a time (memory flat in the
 file's size), and the streamed snapshot loads as the same frame as the whole-file read: missing
 values in pandas' spellings, integers with gaps, ISO dates, dropped columns. A file whose types the
 first block does not settle (text further down a number column, a currency sign in a declared

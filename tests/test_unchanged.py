@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import last_run, registry_state, run_cli, write_readme_spec
+from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.settings import Settings
 
 
@@ -14,11 +14,11 @@ def _run(capsys, *extra):
     return code, out + err
 
 
-def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, capsys):
-    root, spec, data = readme_project
+def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, capsys):
+    root, spec, data = example_project
     csv = root / "pipelines" / "data" / "cells.csv"
     data.to_csv(csv, index=False)
-    write_readme_spec(root, spec)
+    write_example_spec(root, spec)
     code, out = _run(capsys)
     assert code == 0, out
     first = last_run(Settings(), "my_cells")
@@ -40,7 +40,7 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, ca
     assert code == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2], out
 
     # A changed spec, suite or data each retrain.
-    write_readme_spec(root, {**spec, "promotion": {"margin": 0.02}})
+    write_example_spec(root, {**spec, "promotion": {"margin": 0.02}})
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3]
     suite_path = root / "expectations" / "my_cells.json"
     suite = json.loads(suite_path.read_text())
@@ -55,9 +55,9 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(readme_project, ca
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
 
 
-def test_a_run_with_capped_epochs_never_stands_in_for_a_full_one(readme_project, capsys, monkeypatch):
-    root, spec, data = readme_project
-    write_readme_spec(root, spec, data)
+def test_a_run_with_capped_epochs_never_stands_in_for_a_full_one(example_project, capsys, monkeypatch):
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
     assert run_cli(capsys, "run", "my_cells")[0] == 0  # the tests' MODELMILL_MAX_EPOCHS=2
     monkeypatch.delenv("MODELMILL_MAX_EPOCHS")
     code, out, err = run_cli(capsys, "run", "my_cells")

@@ -30,10 +30,10 @@ from modelmill.spec import PipelineSpec
 
 
 class ForecastOptions(KindOptions):
-    lags: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10])
-    windows: list[int] = Field(default_factory=lambda: [5, 20, 60])
-    selection_folds: int = Field(3, ge=2, le=10)
-    min_train_days: int = Field(250, ge=30)
+    lags: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10], description="past returns (in trading days) used as features")
+    windows: list[int] = Field(default_factory=lambda: [5, 20, 60], description="rolling windows (trading days) of mean, volatility and moving-average features")
+    selection_folds: int = Field(3, ge=2, le=10, description="inner walk-forward folds that select the candidate")
+    min_train_days: int = Field(250, ge=30, description="trading days every fold trains on at least")
     trading_cost_bps: float = Field(5.0, ge=0, le=1000, description="cost of each change of position in the portfolio view, in basis points")
 
 

@@ -28,11 +28,11 @@ from modelmill.spec import PipelineSpec
 
 
 class ImageOptions(KindOptions):
-    height: int = Field(28, ge=8)
-    width: int = Field(28, ge=8)
-    positive_label_name: str = "positive"
-    negative_label_name: str = "negative"
-    hog_cell: int = Field(7, ge=2)
+    height: int = Field(28, ge=8, description="image height in pixels")
+    width: int = Field(28, ge=8, description="image width in pixels")
+    positive_label_name: str = Field("positive", description="name of the positive class in plots")
+    negative_label_name: str = Field("negative", description="name of the negative class in plots")
+    hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
     augment_flips: bool = Field(True, description="fit the feature-based models on left-right mirrored copies of their training images too")
 
 

@@ -31,12 +31,12 @@ log = logging.getLogger("modelmill.train")
 
 
 class RecOptions(KindOptions):
-    k: int = Field(10, ge=1, le=100)
-    exclude_seen: bool = True
+    k: int = Field(10, ge=1, le=100, description="length of each user's recommendation list")
+    exclude_seen: bool = Field(True, description="never recommend an item the user already interacted with (training period)")
     product_code_regex: str | None = Field(None, description="keep only items whose code matches (off unless set)")
     cancellation_prefix: str = Field("C", description="invoices starting with it are cancellations (with roles.invoice)")
-    min_user_items: int = Field(1, ge=1)
-    relevance_threshold: float | None = Field(None, description="with roles.rating: ratings at or above it are interactions")
+    min_user_items: int = Field(1, ge=1, description="users with fewer training items are not evaluated")
+    relevance_threshold: float | None = Field(None, description="with roles.rating: ratings at or above it are interactions", examples=[4])
 
 
 # -- recommenders (scikit-learn contract: params in __init__, state in fit) ---------------------

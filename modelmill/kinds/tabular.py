@@ -33,10 +33,12 @@ class Cost(KindOptions):
 
 class TabularOptions(KindOptions):
     text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
-    threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = "balanced_accuracy"
-    cost: Cost | None = None
-    negative_label_name: str = "negative"
-    positive_label_name: str = "positive"
+    threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = Field(
+        "balanced_accuracy", description="how the decision threshold is tuned by CV on the training split (fixed: 0.5)"
+    )
+    cost: Cost | None = Field(None, description="the cost matrix for `threshold: cost`", examples=[{"false_negative": 5, "false_positive": 1}])
+    negative_label_name: str = Field("negative", description="name of the negative class in plots")
+    positive_label_name: str = Field("positive", description="name of the positive class in plots")
     categorical_encoding: Literal["onehot", "native"] = Field(
         "onehot",
         description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "

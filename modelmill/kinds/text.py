@@ -32,9 +32,9 @@ log = logging.getLogger("modelmill.train")
 
 class TextOptions(KindOptions):
     slices: str | None = Field(None, description="column whose values get slice metrics")
-    char_ngrams: tuple[int, int] = (2, 5)
-    word_ngrams: tuple[int, int] = (1, 2)
-    min_df: int = Field(2, ge=1)
+    char_ngrams: tuple[int, int] = Field((2, 5), description="shortest and longest character n-grams of the TF-IDF")
+    word_ngrams: tuple[int, int] = Field((1, 2), description="shortest and longest word n-grams of the TF-IDF")
+    min_df: int = Field(2, ge=1, description="a term in fewer training texts than this is left out")
 
 
 class TextColumn(TransformerMixin, BaseEstimator):

@@ -1,0 +1,167 @@
+"""`modelmill init`: a spec and a suite proposed from a user's own file, on three real-shaped
+tables (a CRM export built from the Wisconsin measurements and BANKING77 queries, the Yelp review
+sentences as a TSV, a MovieLens-shaped ratings workbook); `modelmill check` then passes on each,
+and the proposed tabular spec trains a champion."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import modelmill_env, require_mirror, run_cli
+from modelmill.inference import classify, propose
+
+
+# -- the inference on tiny frames ---------------------------------------------------------------
+def test_roles_and_types_are_inferred_with_their_reasons():
+    n = 40
+    df = pd.DataFrame({
+        "row": range(n),
+        "customer_id": [f"C{i:04d}" for i in range(n)],
+        "spend": [f"$1,{i:03d}.50" for i in range(n)],
+        "plan": ["basic", "pro"] * (n // 2),
+        "signed_up": pd.date_range("2024-01-01", periods=n).strftime("%d/%m/%Y"),
+        "note": [f"my card was declined {i} times at the shop today" for i in range(n)],
+        "constant": 1,
+        "churned": ["yes", "no", "no", "no"] * (n // 4),
+    })  # fmt: skip
+    roles = {c.name: c for c in classify(df, "churned", None)}
+    assert {k: c.role for k, c in roles.items()} == {
+        "row": "id", "customer_id": "id", "spend": "numeric", "plan": "categorical", "signed_up": "date",
+        "note": "text", "constant": "dropped", "churned": "target",
+    }  # fmt: skip
+    assert roles["spend"].thousands == "," and "thousands separator" in roles["spend"].why
+    assert "rising" in roles["row"].why and "one value" in roles["constant"].why
+    proposal = propose("churn", df, {"path": "data/crm.csv", "format": "csv"}, target="churned")
+    spec = proposal.spec
+    assert spec["source"]["thousands"] == "," and spec["positive_label"] == "yes"
+    assert spec["roles"] == {"id": "row"} and set(spec["drop"]) == {"customer_id", "signed_up", "constant"}
+    assert spec["features"] == {"numeric": ["spend"], "categorical": ["plan"], "text": "note"}
+    rules = {(e["type"], e["kwargs"].get("column")): e["kwargs"] for e in proposal.suite["expectations"]}
+    assert rules[("expect_column_values_to_be_in_set", "plan")]["value_set"] == ["basic", "pro"]
+    spend = rules[("expect_column_values_to_be_between", "spend")]
+    assert spend["min_value"] < 1000.5 and spend["max_value"] > 1039.5  # a margin around the data's range
+    assert ("expect_column_values_to_be_unique", "row") in rules
+    assert set(rules[("expect_table_columns_to_match_set", None)]["column_set"]) == set(df.columns) - set(spec["drop"])
+
+
+def test_a_continental_number_and_a_target_that_is_not_a_column():
+    df = pd.DataFrame({"amount": ["1.204,50", "2.019,00", "17,25", "3.000,75"] * 5, "y": [0, 1] * 10})
+    source = propose("t", df, {"path": "t.csv"}, target="y").spec["source"]
+    assert source["thousands"] == "." and source["decimal"] == ","
+    with pytest.raises(Exception, match="--target nope: no such column"):
+        propose("t", df, {"path": "t.csv"}, target="nope")
+    with pytest.raises(Exception, match="name the column to predict with --target"):
+        propose("t", df, {"path": "t.csv"})
+
+
+# -- three real-shaped files through the command ------------------------------------------------
+@pytest.fixture
+def user_files(tmp_path, monkeypatch):
+    mirror = require_mirror()
+    from sklearn.datasets import load_breast_cancer
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pipelines" / "data"
+    data.mkdir(parents=True)
+    cells = load_breast_cancer(as_frame=True).frame
+    n = len(cells)
+    queries = pd.read_csv(mirror / "banking77" / "train.csv")["text"].sample(n, random_state=0).to_numpy()
+    crm = pd.DataFrame({
+        "customer_id": [f"C{100000 + i}" for i in range(n)],
+        "email": [f"user{i}@example.org" for i in range(n)],
+        "tenure_months": rng.integers(1, 120, n),
+        "monthly_spend": [f"${v:,.2f}" for v in cells["worst area"] * 1.7],
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "signed_up": pd.date_range("2019-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+        "last_ticket": queries,
+        "mean_radius": cells["mean radius"],
+        "churned": np.where(cells["target"] == 0, "yes", "no"),
+    })  # fmt: skip
+    crm.loc[rng.choice(n, 15, replace=False), "mean_radius"] = np.nan
+    crm.loc[rng.choice(n, 9, replace=False), "plan"] = None
+    crm.to_csv(data / "crm.csv", index=False)
+    archive = zipfile.ZipFile(mirror / "sentiment-sentences" / "sentiment+labelled+sentences.zip")
+    member = next(m for m in archive.namelist() if m.endswith("yelp_labelled.txt") and not m.startswith("__MACOSX"))
+    reviews = pd.read_csv(io.BytesIO(archive.read(member)), sep="\t", header=None, names=["sentence", "label"], quoting=csv.QUOTE_NONE)
+    reviews.to_csv(data / "reviews.tsv", sep="\t", index=False)
+    m = 4000
+    ratings = pd.DataFrame({
+        "user_id": rng.integers(1, 300, m), "movie_id": rng.zipf(1.5, m) % 500, "rating": rng.integers(1, 6, m),
+        "rated_at": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86400, m), unit="s"),
+    })  # fmt: skip
+    ratings.to_excel(data / "ratings.xlsx", index=False)
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _written(root, name):
+    spec = yaml.safe_load((root / "pipelines" / f"{name}.yaml").read_text())
+    suite = json.loads((root / "expectations" / f"{name}.json").read_text())
+    return spec, suite
+
+
+@pytest.mark.flow
+def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_files(user_files, capsys, prefect_api):
+    root = user_files
+    code, out, err = run_cli(capsys, "init", "churn", "--from", "pipelines/data/crm.csv", "--target", "churned")  # relative to the working directory
+    assert code == 0, err
+    assert "monthly_spend  numeric" in out and "thousands separator" in out and "email" in out
+    spec, suite = _written(root, "churn")
+    assert spec["problem"] == "tabular_classification" and spec["source"] == {"path": "data/crm.csv", "format": "csv", "thousands": ","}
+    assert spec["roles"] == {"id": "customer_id"} and set(spec["drop"]) == {"email", "signed_up"}
+    assert spec["features"]["text"] == "last_ticket" and spec["impute"]["numeric"] == "median"
+    not_null = {e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_not_be_null"}
+    assert "mean_radius" not in not_null and "plan" not in not_null and "tenure_months" in not_null  # not-null only where the data has none
+    code, out, err = run_cli(capsys, "check", "churn")
+    assert code == 0, err + out
+    assert "the gate passes" in out
+
+    code, out, err = run_cli(capsys, "init", "reviews", "--from", str(root / "pipelines/data/reviews.tsv"), "--sep", "\\t", "--target", "label")
+    assert code == 0, err
+    spec, suite = _written(root, "reviews")
+    assert spec["problem"] == "text_classification" and spec["features"] == {"text": "sentence"}
+    assert spec["source"]["read_options"] == {"sep": "\t"} and spec["metric"]["name"] == "roc_auc"
+    code, out, err = run_cli(capsys, "check", "reviews")
+    assert code == 0, err + out
+
+    code, out, err = run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation")
+    assert code == 0, err
+    spec, suite = _written(root, "movies")
+    assert spec["roles"] == {"user": "user_id", "item": "movie_id", "rating": "rating", "date": "rated_at"}
+    assert spec["split"]["method"] == "temporal" and spec["options"]["relevance_threshold"] == 3.0
+    code, out, err = run_cli(capsys, "check", "movies")
+    assert code == 0, err + out
+
+    # never over existing files without --force; with it, replaced
+    before = (root / "pipelines" / "movies.yaml").read_text()
+    code, _, err = run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation")
+    assert code != 0 and "already exist: give --force" in err
+    assert (root / "pipelines" / "movies.yaml").read_text() == before
+    assert run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation", "--force")[0] == 0
+
+    # the proposed tabular spec trains and promotes as it stands
+    code, out, err = run_cli(capsys, "run", "churn")
+    assert code == 0, err + out
+    assert "champion" in out
+
+
+def test_init_refuses_a_file_outside_the_folders_a_spec_may_read(tmp_path, monkeypatch, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    pd.DataFrame({"x": range(30), "y": [0, 1] * 15}).to_csv(outside / "t.csv", index=False)
+    (tmp_path / "pipelines").mkdir()
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    code, _, err = run_cli(capsys, "init", "t", "--from", str(outside / "t.csv"), "--target", "y")
+    assert code != 0 and "MODELMILL_DATA_ROOTS" in err
+    assert not (tmp_path / "pipelines" / "t.yaml").exists()
+    code, _, err = run_cli(capsys, "init", "Bad-Name", "--from", str(outside / "t.csv"))
+    assert code != 0 and "is not a pipeline name" in err
