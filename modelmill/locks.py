@@ -5,7 +5,7 @@ brand-new store must not both create MLflow's schema. Locks are ``flock`` on fil
 ``MODELMILL_HOME/locks/``: released by the kernel when the holder dies, so a killed run never
 leaves one behind. They order processes on one machine (or one shared filesystem with working
 ``flock``); runs on several machines against one tracking server need PostgreSQL-backed servers
-and are ordered per pipeline only within each machine — see the README's failure model.
+and are ordered per pipeline only within each machine — see docs/security.md.
 """
 
 from __future__ import annotations

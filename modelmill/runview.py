@@ -74,11 +74,11 @@ def run_name(metric: str, value: float, baseline: float, direction: str, decisio
     return f"{f'v{version} ' if version else ''}{decision} · {headline_text(metric, direction, value, baseline)}"
 
 
-def decision_sentence(pipeline: str, version: str | None, promoted: bool, reason: str, metric: str, value: float, promote_enabled: bool = True) -> str:
+def decision_sentence(pipeline: str, version: str | None, promoted: bool, reason: str, metric: str, value: float, promote_enabled: bool = True, alias_role: str = "the challenger") -> str:
     """The run's description (MLflow's ``mlflow.note.content``), one sentence."""
     if promoted:
         return f"{pipeline} v{version} became the champion with test {metric} {_fmt(value)}: {reason}."
-    role = "the challenger" if promote_enabled else "registered without moving any alias"
+    role = alias_role if promote_enabled else "registered without moving any alias"
     return f"{pipeline} v{version} is {role} with test {metric} {_fmt(value)}: {reason}."
 
 

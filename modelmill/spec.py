@@ -213,6 +213,10 @@ class Promotion(Strict):
     """When a new model takes the `champion` alias (else it becomes the `challenger`)."""
 
     margin: float = Field(0.0, ge=0, description="required improvement over the champion")
+    mode: Literal["auto", "manual"] = Field(
+        "auto", description="auto: a better model becomes the champion; manual: it becomes the `candidate` until `modelmill approve`", examples=["manual"]
+    )
+    require_shadow: int = Field(0, ge=0, le=1000, description="scoring batches a candidate must shadow (`modelmill score --shadow`) before it can be approved", examples=[3])
 
 
 class Schedule(Strict):

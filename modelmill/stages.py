@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from modelmill import integrity
+from modelmill.approval import promotion_lock
 from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, one_line_cause
 from modelmill.fetch import pin_first_use
@@ -25,13 +26,12 @@ from modelmill.ingest import Snapshot, ingest, return_memory
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.kinds.neural import epochs_cap
-from modelmill.locks import file_lock, lock_dir
 from modelmill.promotion import Decision, decide
 from modelmill.reconcile import owner_tags
 from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, from_primary_metrics, headline_text, mkey, primary_metrics, run_name, shared_view
 from modelmill.settings import REPO_ROOT, Settings
 from modelmill.spec import PipelineSpec
-from modelmill.tracking import CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
+from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
 from modelmill.validate import ValidationReport, gate, validate_frame
 
 log = logging.getLogger("modelmill.stages")
@@ -288,7 +288,7 @@ def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     """Register the new version; it takes ``champion`` only if it beats the current one. One run
     of a pipeline at a time compares and moves the alias (a lock per pipeline), so two runs at
     once never both become champion on a stale comparison."""
-    with file_lock(lock_dir(h.settings.home_dir) / f"promote-{h.spec.name}.lock", f"{h.spec.name}: promotion"):
+    with promotion_lock(h.spec, h.settings.home_dir):
         return _promote(h, data, trained, ev)
 
 
@@ -306,20 +306,26 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)
     if not h.promote and decision.promote:
         decision = Decision(False, f"{decision.reason}, but promotion is off for this run", decision.new_score, decision.champion_score, decision.champion_version)
+    awaiting = decision.promote and h.spec.promotion.mode == "manual"
+    if awaiting:  # better, but a person moves the champion (`modelmill approve`)
+        decision = Decision(False, f"{decision.reason}; awaits approval (promotion.mode: manual)", decision.new_score, decision.champion_score, decision.champion_version)
     example_in, example_out = kind.examples(trained.model, data)
     ref = t.log_model(h.run_id, h.spec, trained.model, example_in, example_out)
-    alias = CHAMPION if decision.promote else CHALLENGER
+    alias = CHAMPION if decision.promote else (CANDIDATE if awaiting else CHALLENGER)
     if h.promote or decision.promote:
         t.set_alias(h.spec, alias, ref.version)
-    t.set_version_tags(h.spec, ref.version, {"modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"), "modelmill.primary": f"{ev.primary:.6f}", "modelmill.as_of": h.as_of or "latest"})
+    version_tags = {"modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"), "modelmill.primary": f"{ev.primary:.6f}", "modelmill.as_of": h.as_of or "latest"}
+    if decision.promote:
+        version_tags |= {"modelmill.move": "promoted", "modelmill.previous_champion": decision.champion_version or "none", "modelmill.champion_since": datetime.now(UTC).isoformat(timespec="seconds")}
+    t.set_version_tags(h.spec, ref.version, version_tags)
     metrics = {mkey(PROMOTION, "new_score"): decision.new_score, mkey(PROMOTION, "promoted"): float(decision.promote)}
     if decision.champion_score is not None:
         metrics[mkey(PROMOTION, "champion_score")] = decision.champion_score
     t.log_metrics(h.run_id, metrics)
-    label = "champion" if decision.promote else (CHALLENGER if h.promote else "not promoted")
+    label = "champion" if decision.promote else (alias if h.promote else "not promoted")
     t.set_tags(h.run_id, {
-        "mlflow.note.content": decision_sentence(h.spec.name, ref.version, decision.promote, decision.reason, ev.metric, ev.primary, h.promote),
-        "modelmill.decision": "promoted" if decision.promote else ("challenger" if h.promote else "not promoted"),
+        "mlflow.note.content": decision_sentence(h.spec.name, ref.version, decision.promote, decision.reason, ev.metric, ev.primary, h.promote, "the candidate awaiting approval" if awaiting else "the challenger"),
+        "modelmill.decision": "promoted" if decision.promote else (alias if h.promote else "not promoted"),
         "modelmill.decision_reason": decision.reason,
         "modelmill.model_version": ref.version,
         "modelmill.champion_before": decision.champion_version or "none",

@@ -30,7 +30,8 @@ from modelmill.spec import PipelineSpec
 log = logging.getLogger("modelmill.tracking")
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, CANDIDATE = "champion", "challenger", "candidate"
+AUDIT_SUFFIX = "/audit"
 SCORING_SUFFIX = "/scoring"
 #: Local store URIs whose schema this process has already created or checked.
 _INITIALISED: set[str] = set()
@@ -343,27 +344,80 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))
 
+    def verified_copy(self, ref: ModelRef, folder: str) -> Path:
+        """A registered version's files downloaded into ``folder``, after checking them against the
+        sha256 recorded when it was logged; a mismatch (or no record) raises ModelIntegrityError."""
+        from modelmill.errors import ModelIntegrityError
+
+        expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
+        local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder))
+        found = dir_digest(local)
+        if expected is None:
+            raise ModelIntegrityError(f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it")
+        if found != expected:
+            raise ModelIntegrityError(
+                f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
+                "its files changed after it was logged; refusing to unpickle it"
+            )
+        return local
+
+    def verify_model(self, ref: ModelRef) -> None:
+        """Check a registered version's files against their recorded sha256, loading nothing."""
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            self.verified_copy(ref, tmp)
+
     def load_model(self, ref: ModelRef):
         """Load a registered version, after checking its files against the sha256 recorded when it
         was logged; a mismatch (or no record) refuses to unpickle anything from them."""
         import mlflow.sklearn
 
-        from modelmill.errors import ModelIntegrityError
-
-        expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
-            local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=tmp))
-            found = dir_digest(local)
-            if expected is None:
-                raise ModelIntegrityError(f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it")
-            if found != expected:
-                raise ModelIntegrityError(
-                    f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
-                    "its files changed after it was logged; refusing to unpickle it"
-                )
+            local = self.verified_copy(ref, tmp)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return mlflow.sklearn.load_model(str(local))  # the verified copy, not the store again
+
+    def model_version(self, spec: PipelineSpec, version: str):
+        """A version of the pipeline's registered model (with its tags), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(spec.registered_model_name, str(version))
+        except MlflowException:
+            return None
+
+    def versions(self, spec: PipelineSpec) -> list:
+        """Every version of the pipeline's registered model, oldest first."""
+        found = self.client.search_model_versions(f"name = '{spec.registered_model_name}'")
+        return sorted(found, key=lambda mv: int(mv.version))
+
+    def delete_alias(self, spec: PipelineSpec, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(spec.registered_model_name, alias)
+        except MlflowException:
+            pass
+
+    # -- the audit trail of champion moves ----------------------------------------------------
+    def audit_rows(self, spec: PipelineSpec) -> pd.DataFrame:
+        """Every recorded move of the champion alias (approve, rollback), oldest first."""
+        exp = self.experiment_id(spec, create=False, suffix=AUDIT_SUFFIX)
+        if exp is None:
+            return pd.DataFrame()
+        runs = self.client.search_runs([exp], order_by=["attributes.start_time ASC"], max_results=10_000)
+        return pd.DataFrame([dict(r.data.params) for r in runs])
+
+    def log_audit(self, spec: PipelineSpec, row: dict[str, str]) -> str:
+        """One run per move in the pipeline's ``…/audit`` experiment, its fields as params, and
+        the whole trail so far as ``audit.csv`` on it."""
+        table = pd.concat([self.audit_rows(spec), pd.DataFrame([row])], ignore_index=True)
+        run = self.client.create_run(self.experiment_id(spec, suffix=AUDIT_SUFFIX), run_name=f"{row['action']} v{row['version']}", tags={"modelmill.pipeline": spec.name, "modelmill.audit": row["action"]})
+        for k, v in row.items():
+            self.client.log_param(run.info.run_id, k, v)
+        self.log_table(run.info.run_id, table, "audit.csv")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
 
     # -- queries for list / history -----------------------------------------------------------
     def runs(self, spec: PipelineSpec, max_results: int = 1000) -> pd.DataFrame:
