@@ -57,9 +57,45 @@ def build_deployments(specs: list[PipelineSpec]):
     ]
 
 
+def stale_check_deployment():
+    """The hourly check that alerts on pipelines gone stale (``modelmill.status``)."""
+    from prefect.schedules import Interval
+
+    from flows.monitoring import stale_check_flow
+
+    return stale_check_flow.to_deployment(
+        name="stale-check", schedules=[Interval(STALE_CHECK_EVERY)], description="alert on pipelines with no successful run within twice their schedule's period",
+        tags=["modelmill", "monitoring"], entrypoint_type=EntrypointType.MODULE_PATH,
+    )  # fmt: skip
+
+
+#: how often `modelmill serve` looks for stale pipelines (seconds)
+STALE_CHECK_EVERY = 3600
+
+
 def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
-    """Register and serve every spec's deployment until interrupted (flow runs one at a time)."""
-    serve(*build_deployments(specs), limit=limit, print_starting_message=False)
+    """Register and serve every spec's deployment, and the stale check, until interrupted (flow
+    runs one at a time)."""
+    serve(*build_deployments(specs), stale_check_deployment(), limit=limit, print_starting_message=False)
+
+
+def next_runs(pipelines: list[str]) -> dict:
+    """Each pipeline's next scheduled flow run on the Prefect server, where it has one."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    out = {}
+    with get_client(sync_client=True) as client:
+        for name in pipelines:
+            found = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1,
+            )  # fmt: skip
+            if found and found[0].expected_start_time is not None:
+                out[name] = found[0].expected_start_time
+    return out
 
 
 def prefect_yaml(specs: list[PipelineSpec]) -> dict:

@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 from modelmill.errors import ModelIntegrityError, ModelmillError
 from modelmill.locks import file_lock, lock_dir
 from modelmill.spec import PipelineSpec
-from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, ModelRef, Tracker
+from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, SCORING_SUFFIX, SHADOW_TAG, ModelRef, Tracker
 
 log = logging.getLogger("modelmill.approval")
 
 #: version tags a champion move writes
 MOVE_TAGS = ("modelmill.move", "modelmill.moved_by", "modelmill.moved_at", "modelmill.move_reason", "modelmill.previous_champion", "modelmill.champion_since")
-SHADOW_TAG = "modelmill.shadow_version"
 
 
 class Refused(ModelmillError):
@@ -50,8 +49,6 @@ def promotion_lock(spec: PipelineSpec, home):
 
 def shadow_batches(tracker: Tracker, spec: PipelineSpec, version: str) -> int:
     """How many scoring batches a version has shadowed the champion on."""
-    from modelmill.tracking import SCORING_SUFFIX
-
     exp = tracker.experiment_id(spec, create=False, suffix=SCORING_SUFFIX)
     if exp is None:
         return 0

@@ -25,7 +25,8 @@ from modelmill.drift import drift, drift_metrics, psi_numeric
 from modelmill.errors import SpecError
 from modelmill.settings import Settings
 from modelmill.spec import PipelineSpec
-from modelmill.tracking import CHAMPION, FAILED, FINISHED, Tracker
+from modelmill import alerts
+from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, SHADOW_TAG, Tracker
 
 log = logging.getLogger("modelmill.score")
 
@@ -45,6 +46,8 @@ class ScoreResult:
     input_sha256: str
     score_psi: float
     run_id: str
+    #: with --shadow: the version that scored the batch beside the champion, and how they agreed
+    shadow: dict | None = None
 
 
 def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
@@ -100,8 +103,19 @@ def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
     return (d if d.ndim == 1 else d.max(axis=1)), "decision_score"
 
 
-def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None) -> ScoreResult:
-    """Score one batch file with the champion; see the module docstring."""
+def shadow_ref(tracker: Tracker, spec: PipelineSpec):
+    """The version that shadows the champion: the candidate awaiting approval, else the challenger."""
+    for alias in (CANDIDATE, CHALLENGER):
+        ref = tracker.alias(spec, alias)
+        if ref is not None:
+            return ref
+    return None
+
+
+def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None, shadow: bool = False) -> ScoreResult:
+    """Score one batch file with the champion; see the module docstring. With ``shadow`` (or the
+    spec's ``scoring.shadow``), the candidate (else the challenger) scores it too: the output
+    keeps the champion's predictions, the run logs how the two agree."""
     from modelmill.fetch import fetch_user_file
     from modelmill.readers import read_table
 
@@ -114,19 +128,51 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
     champion = tracker.alias(spec, CHAMPION)
     if champion is None:
         raise SpecError(f"pipeline {spec.name} has no champion yet: `modelmill run {spec.name}` first")
+    shadowing = None
+    if shadow or (spec.scoring is not None and spec.scoring.shadow):
+        shadowing = shadow_ref(tracker, spec)
+        if shadowing is None:
+            log.warning("%s: no candidate or challenger to shadow the champion; scoring with the champion alone", spec.name)
     source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
-    run_id = tracker.start_scoring_run(spec, f"score · v{champion.version} · {source.name}", {"modelmill.pipeline": spec.name, "modelmill.model_version": champion.version, "modelmill.input_sha256": source.sha256})
+    tags = {"modelmill.pipeline": spec.name, "modelmill.model_version": champion.version, "modelmill.input_sha256": source.sha256}
+    if shadowing is not None:
+        tags[SHADOW_TAG] = shadowing.version
+    run_id = tracker.start_scoring_run(spec, f"score · v{champion.version}{f' (shadow v{shadowing.version})' if shadowing else ''} · {source.name}", tags)
     try:
-        result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table)
+        result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing)
     except BaseException as e:
         tracker.set_tags(run_id, {"modelmill.failure": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
         tracker.end_run(run_id, FAILED)
         raise
     tracker.end_run(run_id, FINISHED)
+    share = result.rejected / result.rows if result.rows else 0.0
+    if share > spec.monitoring.score_rejected:
+        cause = f"{result.rejected} of {result.rows} rows ({share:.1%}) of {source.name} were set aside, not scored (over monitoring.score_rejected {spec.monitoring.score_rejected:.0%}): {result.rejected_output}"
+        alerts.send(alerts.Alert(spec.name, "score_rejected", cause, tracker.run_url(run_id)), spec, settings)
     return result
 
 
-def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:
+def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, run_id: str) -> dict:
+    """The shadow version's answers on the rows the champion scored, against the champion's:
+    agreement of labels, correlation of scores, and its own score drift against its training
+    data. Logged on the scoring run; nothing of it reaches the output."""
+    model = tracker.load_model(shadowing)  # sha256-checked like the champion
+    pred = model.predict(X)
+    scores = _positive_scores(model, X)[0]
+    agreement = float(np.mean(np.asarray(pred) == np.asarray(champion_pred))) if len(pred) else float("nan")
+    corr = float(np.corrcoef(scores, champion_scores)[0, 1]) if len(scores) > 1 and np.std(scores) > 0 and np.std(champion_scores) > 0 else float("nan")
+    out = {"version": shadowing.version, "agreement": agreement, "score_correlation": corr, "score_psi": float("nan")}
+    reference = Path(tracker.run(shadowing.run_id).data.tags.get("modelmill.snapshot", "")) if shadowing.run_id else None
+    if reference is not None and reference.is_file() and len(scores):
+        ref_scores = _positive_scores(model, kind.model_input(spec, pd.read_parquet(reference)))[0]
+        out["score_psi"] = float(psi_numeric(pd.Series(ref_scores), pd.Series(scores)))
+    tracker.log_metrics(run_id, {f"shadow/{k}": v for k, v in out.items() if k != "version" and v == v})
+    tracker.log_params(run_id, {"shadow_version": shadowing.version, "shadow_run": shadowing.run_id})
+    log.info("%s: shadow v%s agrees with champion on %.1f%% of %d rows (score correlation %.3f)", spec.name, shadowing.version, 100 * agreement, len(pred), corr)
+    return out
+
+
+def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None) -> ScoreResult:
     t0 = time.time()
     from modelmill.kinds import get_kind
 
@@ -147,6 +193,7 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
         scores, column = np.array([]), "probability"
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
+    shadowed = _shadow(spec, kind, tracker, shadowing, X, scored["prediction"].to_numpy(), scores, run_id) if shadowing is not None and len(good) else None
     _write_parquet(scored, out_path, meta)
     rejected_path = None
     if (~ok).any():
@@ -167,7 +214,7 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if v == v})
     tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")
     log.info("%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)", spec.name, champion.version, int(ok.sum()), len(raw), out_path, time.time() - t0, score_psi)
-    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id)
+    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id, shadowed)
 
 
 def describe(result: ScoreResult) -> str:

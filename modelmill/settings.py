@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
     )
     min_free_mb: int = Field(default=200, ge=0, description="free space MODELMILL_HOME needs before a run starts")
+    notify_urls: str | None = Field(default=None, description="apprise URLs (space- or comma-separated) for pipelines whose spec has no `notify`; `${VAR}` filled from the environment")
+    notify_events: str | None = Field(default=None, description="the events they get (default: failed, rejected, drift, promoted, candidate, stale, score_rejected)")
     download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
     download_retries: int = Field(default=3, ge=1, description="attempts at each download")
 

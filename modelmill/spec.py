@@ -239,6 +239,37 @@ class Scoring(Strict):
     input: str = Field(description="CSV / Parquet / xlsx file to score, relative to the spec's folder", examples=["data/incoming.csv"])
     output: str = Field(pattern=r"\.parquet$", description="where the scores are written (Parquet)", examples=["scores/incoming.parquet"])
     schedule: Schedule | None = Field(None, description="score on this schedule under `modelmill serve`")
+    shadow: bool = Field(False, description="the candidate (else the challenger) scores each batch too, for comparison (`modelmill score --shadow`)", examples=[True])
+
+
+#: what an alert can be about (``notify.events``)
+ALERT_EVENTS = ("failed", "rejected", "drift", "promoted", "not_promoted", "candidate", "stale", "score_rejected")
+
+
+class Notify(Strict):
+    """Where a pipeline's alerts go (apprise URLs) and which events they are sent for."""
+
+    urls: list[str] = Field(
+        min_length=1, max_length=20, description="apprise URLs (json://, mailto://, slack://, …); `${VAR}` is filled from the environment when sent",
+        examples=[["json://alerts.example.org/modelmill", "mailto://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.org?to=ops@example.org"]],
+    )  # fmt: skip
+    events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="events to send (default: all but not_promoted)", examples=[["failed", "rejected", "drift", "stale"]]
+    )
+
+
+class Monitoring(Strict):
+    """Thresholds that turn a run's figures into alerts, and when a pipeline counts as stale."""
+
+    psi_alert: float | None = Field(None, gt=0, description="a drift alert when a column's PSI against the champion's training data exceeds it", examples=[0.2])
+    metric_drop: float | None = Field(None, gt=0, description="a drift alert when the new model's primary metric falls this far below the champion's on the same test data", examples=[0.02])
+    max_age: str | None = Field(None, pattern=r"^\d+[hdw]$", description="stale after this long without a successful run (default: twice the schedule's period)", examples=["3d"])
+    score_rejected: float = Field(0.05, ge=0, le=1, description="a score_rejected alert when a scoring batch sets aside more than this share of its rows")
+
+    def max_age_seconds(self) -> float | None:
+        if self.max_age is None:
+            return None
+        return int(self.max_age[:-1]) * {"h": 3600, "d": 86400, "w": 7 * 86400}[self.max_age[-1]]
 
 
 class PipelineSpec(Strict):
@@ -263,6 +294,8 @@ class PipelineSpec(Strict):
     impute: Impute = Field(default_factory=Impute, description="how missing feature values are filled (tabular kind)")
     drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)", examples=[["email"]])
     scoring: Scoring | None = Field(None, description="a batch the champion scores (`modelmill score`)")
+    notify: Notify | None = Field(None, description="where alerts go (default: MODELMILL_NOTIFY_URLS)")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="alert thresholds and staleness")
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from modelmill import integrity
+from modelmill import alerts, integrity
 from modelmill.approval import promotion_lock
 from modelmill.drift import drift, drift_metrics
 from modelmill.errors import DataRejected, one_line_cause
@@ -195,6 +195,22 @@ def skip(h: RunHandle, matched) -> RunSummary:
     )  # fmt: skip
 
 
+def alert(h: RunHandle, event: str, cause: str) -> None:
+    """Tell the spec's (or the project's) notify URLs about this run; never fails the run."""
+    alerts.send(alerts.Alert(h.spec.name, event, cause, h.tracker().run_url(h.run_id)), h.spec, h.settings)
+
+
+def drift_alert(h: RunHandle, table: pd.DataFrame) -> None:
+    """A drift alert when a column's PSI is over the spec's ``monitoring.psi_alert``."""
+    limit = h.spec.monitoring.psi_alert
+    psi = table[table.method != "label_tv"].dropna(subset=["value"])
+    over = psi[psi.value > limit].sort_values("value", ascending=False) if limit is not None else psi.iloc[:0]
+    if not over.empty:
+        worst = over.iloc[0]
+        others = f" (and {len(over) - 1} more column(s))" if len(over) > 1 else ""
+        alert(h, "drift", f"PSI of {worst.column} is {worst.value:.3f} against the champion's training data, over monitoring.psi_alert {limit}{others}")
+
+
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     t = h.tracker()
     frame = _rows(h, snap)  # read here, not at ingest: a run skipped as unchanged never reads its rows
@@ -230,6 +246,7 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     t.log_table(h.run_id, table, "tables/drift.csv")
     t.set_tags(h.run_id, {"modelmill.drift_reference": reference.stem})
     log.info("%s: drift vs champion v%s snapshot: max PSI %.3f", h.spec.name, champion.version, metrics[mkey(DRIFT, "psi_max")])
+    drift_alert(h, table)
     return metrics
 
 
@@ -304,6 +321,11 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
         except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
             log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
     decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)
+    drop, limit = decision.champion_score, h.spec.monitoring.metric_drop
+    if drop is not None and limit is not None:
+        drop = (drop - ev.primary) if h.spec.metric.direction == "maximize" else (ev.primary - drop)
+        if drop > limit:
+            alert(h, "drift", f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {limit}")
     if not h.promote and decision.promote:
         decision = Decision(False, f"{decision.reason}, but promotion is off for this run", decision.new_score, decision.champion_score, decision.champion_version)
     awaiting = decision.promote and h.spec.promotion.mode == "manual"
@@ -341,6 +363,13 @@ def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
     t.end_run(h.run_id, FINISHED)
     tags = t.run(h.run_id).data.tags
     champion = t.alias(h.spec, CHAMPION)
+    version = tags.get("modelmill.model_version")
+    if decision.promote:
+        alert(h, "promoted", f"v{version} is the new champion with test {ev.metric} {ev.primary:.4f}: {decision.reason}")
+    elif tags.get("modelmill.decision") == CANDIDATE:
+        alert(h, "candidate", f"v{version} (test {ev.metric} {ev.primary:.4f}) awaits approval: `modelmill approve {h.spec.name} {version} --reason …`")
+    else:
+        alert(h, "not_promoted", f"v{version} (test {ev.metric} {ev.primary:.4f}) did not become the champion: {decision.reason}")
     return RunSummary(
         pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, direction=h.spec.metric.direction,
         value=ev.primary, baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
@@ -376,6 +405,7 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
     except Exception as e:  # noqa: BLE001 - the failure being recorded matters more than its plot
         log.warning("%s: history plot not logged: %s", h.spec.name, e)
     t.end_run(h.run_id, FAILED)
+    alert(h, "rejected" if rejected else "failed", message or type(error).__name__)
     champion = t.alias(h.spec, CHAMPION)
     return RunSummary(
         pipeline=h.spec.name, status="rejected" if rejected else "failed", run_id=h.run_id, metric=h.spec.metric.name, direction=h.spec.metric.direction,

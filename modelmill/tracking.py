@@ -32,6 +32,8 @@ log = logging.getLogger("modelmill.tracking")
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 CHAMPION, CHALLENGER, CANDIDATE = "champion", "challenger", "candidate"
 AUDIT_SUFFIX = "/audit"
+#: on a scoring run: the version that shadowed the champion on that batch
+SHADOW_TAG = "modelmill.shadow_version"
 SCORING_SUFFIX = "/scoring"
 #: Local store URIs whose schema this process has already created or checked.
 _INITIALISED: set[str] = set()

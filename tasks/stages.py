@@ -73,7 +73,7 @@ def publish_summary(summary):
 
 
 @task(name="score-batch", **_opts)
-def score_batch(spec, settings, input_location, output, base):
+def score_batch(spec, settings, input_location, output, base, shadow=False):
     from modelmill.scoring import score
 
-    return score(spec, settings, input_location, output, base=base)
+    return score(spec, settings, input_location, output, base=base, shadow=shadow)

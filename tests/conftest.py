@@ -282,3 +282,47 @@ def postgres(tmp_path):
         yield port
     finally:
         _as_postgres("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+# -- real alert receivers: a loopback HTTP server for json:// and an SMTP server (aiosmtpd) ----
+@pytest.fixture
+def alert_receivers():
+    """(json:// URL base, mailto:// URL, posts received, mails received, a port nothing listens on)."""
+    import email
+    import email.policy
+    import http.server
+    import json as _json
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    posts: list[tuple[str, dict]] = []
+    mails: list = []
+
+    class Mailbox:
+        async def handle_DATA(self, server, session, envelope):
+            mails.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            return "250 OK"
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append((self.path, _json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    smtp_port = free_port()
+    smtp = Controller(Mailbox(), hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (f"json://127.0.0.1:{web.server_address[1]}", f"mailto://127.0.0.1:{smtp_port}?from=modelmill@example.org&to=ops@example.org", posts, mails, free_port())
+    finally:
+        web.shutdown()
+        web.server_close()
+        smtp.stop()

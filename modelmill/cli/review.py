@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelmill.cli.common import EXIT_OK, housekeeping, prepare_environment
+from modelmill.cli.common import EXIT_FAILED, EXIT_OK, housekeeping, prepare_environment
 from modelmill.settings import Settings
 
 
@@ -36,6 +36,34 @@ def cmd_list(args, settings: Settings) -> int:
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
+
+
+def cmd_status(args, settings: Settings) -> int:
+    """One row per pipeline; exit 1 when any is failing or stale (a health check)."""
+    import json
+    from datetime import UTC, datetime
+
+    from modelmill.servers import TEMPORARY_API
+    from modelmill.spec import load_all
+    from modelmill.status import healthy, pipeline_status, table
+    from modelmill.tracking import Tracker
+
+    prepare_environment(settings)
+    specs = load_all(settings)
+    housekeeping(settings, specs)
+    next_runs = None
+    url = os.environ.get("PREFECT_API_URL")
+    if url and url != os.environ.get(TEMPORARY_API):  # a Prefect server: its scheduled runs
+        from flows.deployments import next_runs as scheduled
+
+        next_runs = scheduled([s.name for s in specs])
+    tracker, now = Tracker(settings), datetime.now(UTC)
+    rows = [pipeline_status(tracker, spec, now, next_runs) for spec in specs]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
+    else:
+        print(table(rows))
+    return EXIT_OK if healthy(rows) else EXIT_FAILED
 
 
 def cmd_history(args, settings: Settings) -> int:
@@ -87,6 +115,10 @@ def cmd_ui(args, settings: Settings) -> int:
 def register(sub) -> None:
     ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
     ls.set_defaults(fn=cmd_list)
+
+    st = sub.add_parser("status", help="one row per pipeline: last run, champion, drift, next run, stale or failing (exit 1 if any is)")
+    st.add_argument("--json", action="store_true", help="the rows as JSON")
+    st.set_defaults(fn=cmd_status)
 
     h = sub.add_parser("history", help="one row per run of a pipeline, and a trend plot")
     h.add_argument("pipeline")

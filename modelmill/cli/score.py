@@ -25,7 +25,7 @@ def cmd_score(args, settings: Settings) -> int:
 
     prefect_ready()
     with heartbeats_where_watched():
-        state = score_flow(args.pipeline, input=args.input, output=args.output, return_state=True)
+        state = score_flow(args.pipeline, input=args.input, output=args.output, shadow=args.shadow, return_state=True)
     if state.is_failed():
         try:
             state.result()
@@ -36,6 +36,9 @@ def cmd_score(args, settings: Settings) -> int:
     print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")
     if r["rejected"]:
         print(f"{r['rejected']} rows rejected by the suite's feature rules, not scored: {r['rejected_output']} (column rejected_because)")
+    if r.get("shadow"):
+        sh = r["shadow"]
+        print(f"shadow v{sh['version']}: agrees with the champion on {sh['agreement']:.1%} of scored rows, score correlation {sh['score_correlation']:.3f}, its score drift (PSI) {sh['score_psi']:.3f}")
     print(f"input sha256 {r['input_sha256']}; score drift vs training (PSI) {r['score_psi']:.3f}; MLflow run {r['run_id']}")
     return EXIT_OK
 
@@ -45,4 +48,5 @@ def register(sub) -> None:
     sc.add_argument("pipeline", help="pipeline name or spec file")
     sc.add_argument("--input", help="CSV / Parquet / xlsx file (default: the spec's scoring.input)")
     sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
+    sc.add_argument("--shadow", action="store_true", help="the candidate (else the challenger) scores the batch too; the output keeps the champion's predictions")
     sc.set_defaults(fn=cmd_score)

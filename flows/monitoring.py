@@ -1,0 +1,22 @@
+"""The stale check `modelmill serve` runs on a schedule: a ``stale`` alert for each pipeline with
+no successful run within twice its schedule's period (or its ``monitoring.max_age``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+
+from flows.pipeline import _forward_core_logs
+from modelmill.settings import get_settings
+from modelmill.spec import load_all
+from modelmill.status import stale_alerts
+from modelmill.tracking import Tracker
+
+
+@flow(name="modelmill-stale-check", log_prints=True)
+def stale_check_flow() -> list[str]:
+    """The pipelines a stale alert was sent for."""
+    _forward_core_logs()
+    settings = get_settings()
+    return stale_alerts(Tracker(settings), load_all(settings), settings, datetime.now(UTC))

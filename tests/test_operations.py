@@ -1,0 +1,151 @@
+"""Running a team's week, on the docs' example pipeline (real Wisconsin data) and real receivers
+started by the tests: alerts over json:// (a loopback HTTP server) and mailto:// (aiosmtpd) for a
+promotion, drift, a rejected and a failed run, with a receiver that is down failing nothing;
+the status of a healthy, a failed and a stale pipeline with the clock moved, not waited for; the
+stale alert sent once; shadow scoring's agreement logged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import mlflow_client, run_cli, write_example_spec
+from modelmill.alerts import expand, masked
+from modelmill.settings import Settings
+
+
+def test_urls_are_masked_in_logs_and_secrets_come_from_the_environment(monkeypatch):
+    assert masked("mailto://bob:hunter2@smtp.example.org:587?to=ops@example.org") == "mailto://smtp.example.org:587/…"
+    assert masked("slack://T000/B000/XXXXsecret") == "slack://T000/…"
+    monkeypatch.setenv("HOOK_TOKEN", "s3cr3t")
+    assert expand("json://h/hook/${HOOK_TOKEN}") == "json://h/hook/s3cr3t"
+    with pytest.raises(KeyError):
+        expand("json://h/${NOT_SET_ANYWHERE}")
+
+
+def _events(posts) -> list[str]:
+    return [p["title"].rsplit(" · ", 1)[1] for _, p in posts]
+
+
+@pytest.mark.flow
+def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(example_project, alert_receivers, capsys, monkeypatch):
+    root, spec, data = example_project
+    web, mail, posts, mails, dead = alert_receivers
+    monkeypatch.setenv("HOOK_TOKEN", "s3cr3t-token")
+    spec["notify"] = {"urls": [f"{web}/hook/${{HOOK_TOKEN}}", mail, f"json://127.0.0.1:{dead}/down"], "events": ["failed", "rejected", "drift", "promoted", "not_promoted"]}
+    spec["monitoring"] = {"psi_alert": 0.5}
+    write_example_spec(root, spec, data)
+
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err  # the receiver that is down did not fail the run
+    assert _events(posts) == ["promoted"] and posts[0][0] == "/hook/s3cr3t-token"
+    assert "v1 is the new champion with test roc_auc" in posts[0][1]["message"] and "my_cells" in posts[0][1]["title"]
+    assert mails and mails[0]["subject"] == "modelmill · my_cells · promoted" and "new champion" in mails[0].get_body(preferencelist=("plain",)).get_content()
+    assert any("failed 3 times" in line and f"json://127.0.0.1:{dead}/…" in line for line in err.splitlines())
+    assert "s3cr3t-token" not in out + err  # the secret never reaches a log line
+
+    drifted = data.assign(mean_radius=data["mean_radius"] * 1.8, worst_area=data["worst_area"] * 1.8)
+    write_example_spec(root, spec, drifted)
+    code, out, err = run_cli(capsys, "run", "my_cells", "--force")
+    assert code == 0, out + err
+    drift = [p for _, p in posts if p["title"].endswith("drift")]
+    assert drift and "PSI of" in drift[0]["message"] and "over monitoring.psi_alert 0.5" in drift[0]["message"]
+    assert _events(posts)[-1] in ("promoted", "not promoted")
+
+    bad = data.copy()
+    bad.loc[:4, "mean_radius"] = 1000.0  # out of the suite's range
+    write_example_spec(root, spec, bad)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 3
+    rejected = posts[-1][1]
+    assert rejected["title"].endswith("rejected") and "mean_radius" in rejected["message"]
+    cause, link = rejected["message"].splitlines()
+    assert "/runs/" in link and "#/experiments/" in link  # the run's link in the MLflow UI
+
+    (root / "pipelines" / "data" / "cells.csv").unlink()
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 1
+    assert posts[-1][1]["title"].endswith("failed") and "cells.csv" in posts[-1][1]["message"]
+    assert len(mails) == len(posts)  # every event went to both live receivers
+
+
+@pytest.mark.flow
+def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(example_project, alert_receivers, capsys, monkeypatch):
+    from modelmill.spec import load_all
+    from modelmill.status import pipeline_status, stale_alerts
+    from modelmill.tracking import Tracker
+
+    root, spec, data = example_project
+    web, _, posts, _, _ = alert_receivers
+    monkeypatch.setenv("MODELMILL_NOTIFY_URLS", f"{web}/stale")  # the project's default receivers
+    write_example_spec(root, spec, data)
+    pipelines = root / "pipelines"
+    (root / "expectations" / "late_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
+    (root / "expectations" / "broken_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
+    (pipelines / "late_cells.yaml").write_text(yaml.safe_dump({**spec, "name": "late_cells", "suite": "late_cells.json", "monitoring": {"max_age": "1h"}}))
+    (pipelines / "broken_cells.yaml").write_text(yaml.safe_dump({**spec, "name": "broken_cells", "suite": "broken_cells.json", "source": {"path": "data/missing.csv", "format": "csv"}}))
+    for name, expected in (("my_cells", 0), ("late_cells", 0), ("broken_cells", 1)):
+        assert run_cli(capsys, "run", name)[0] == expected
+
+    s = Settings()
+    tracker, specs = Tracker(s), {p.name: p for p in load_all(s)}
+    now = datetime.now(UTC)
+    rows = {n: pipeline_status(tracker, p, now) for n, p in specs.items()}
+    assert rows["my_cells"].state == "ok" and rows["my_cells"].champion == "1" and rows["my_cells"].champion_age_days < 0.1
+    assert rows["late_cells"].state == "ok"
+    assert rows["broken_cells"].state.startswith("failing") and "missing.csv" in rows["broken_cells"].last_cause and rows["broken_cells"].failures_7d == 1
+    assert rows["my_cells"].stale_after_hours == 14 * 24 and rows["my_cells"].next_run_source == "cron"
+
+    later = now + timedelta(hours=2)  # the clock moves; nothing sleeps
+    rows = {n: pipeline_status(tracker, p, later) for n, p in specs.items()}
+    assert rows["late_cells"].state == "stale" and rows["my_cells"].state == "ok"
+    assert pipeline_status(tracker, specs["my_cells"], now + timedelta(days=15)).state == "stale"
+    assert pipeline_status(tracker, specs["my_cells"], now + timedelta(days=8)).failures_7d == 0
+
+    assert "modelmill · broken_cells · failed" in [p["title"] for _, p in posts]  # the project's default receivers get run events too
+    assert stale_alerts(tracker, list(specs.values()), s, later) == ["broken_cells", "late_cells"]
+    stale = [p for _, p in posts if p["title"].endswith("stale")]
+    assert [p["title"] for p in stale] == ["modelmill · broken_cells · stale", "modelmill · late_cells · stale"]
+    assert "no successful run since" in stale[1]["message"] and "stale after 1 h" in stale[1]["message"]
+    assert "no successful run ever" in stale[0]["message"]
+    assert stale_alerts(tracker, list(specs.values()), s, later + timedelta(hours=1)) == []  # once per stale spell
+
+    code, out, _ = run_cli(capsys, "status", "--json")
+    assert code == 1  # a failing pipeline: the health check says so
+    assert {r["pipeline"]: r["state"] for r in pd.read_json(pd.io.common.StringIO(out)).to_dict("records")}["my_cells"] == "ok"
+    (pipelines / "broken_cells.yaml").unlink()
+    code, out, _ = run_cli(capsys, "status")
+    assert code == 0 and "my_cells" in out and "late_cells" in out
+
+
+@pytest.mark.flow
+def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_project, capsys):
+    from modelmill.approval import shadow_batches
+    from modelmill.spec import load_spec
+    from modelmill.tracking import Tracker
+
+    root, spec, data = example_project
+    spec["promotion"] = {"margin": 0.5}  # the second version stays the challenger
+    write_example_spec(root, spec, data)
+    assert run_cli(capsys, "run", "my_cells")[0] == 0
+    spec["candidates"] = [{"name": "forest", "estimator": "random_forest", "params": {"n_estimators": 50}}]
+    write_example_spec(root, spec)
+    assert run_cli(capsys, "run", "my_cells")[0] == 0
+    batch = root / "batch.csv"
+    data.drop(columns=["diagnosis"]).head(120).to_csv(batch, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(batch), "--output", str(root / "scores.parquet"), "--shadow")
+    assert code == 0, err
+    assert "shadow v2: agrees with the champion on" in out
+    scores = pd.read_parquet(root / "scores.parquet")
+    assert set(scores["model_version"]) == {"1"} and len(scores) == 120
+    s = Settings()
+    client = mlflow_client(s)
+    exp = client.get_experiment_by_name("modelmill/my_cells/scoring")
+    run = client.search_runs([exp.experiment_id], max_results=1)[0]
+    assert run.data.tags["modelmill.shadow_version"] == "2"
+    assert 0.8 <= run.data.metrics["shadow/agreement"] <= 1.0 and run.data.metrics["shadow/score_correlation"] > 0.8
+    assert "shadow/score_psi" in run.data.metrics
+    assert shadow_batches(Tracker(s), load_spec("my_cells", s), "2") == 1
