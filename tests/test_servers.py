@@ -110,7 +110,9 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         auth_env = {"PREFECT_API_AUTH_STRING": pauth, "MLFLOW_TRACKING_USERNAME": muser, "MLFLOW_TRACKING_PASSWORD": mpass}
 
         specs = {n: load_spec(n, Settings(pipelines_dir=REPO / "pipelines")) for n in available(Settings(pipelines_dir=REPO / "pipelines"))}
-        deployments = _wait(lambda: (d := _post(api, "/deployments/filter", {}, pauth)) and len(d) == len(specs) and d, 120, "deployments", serve, log)
+        everything = _wait(lambda: (d := _post(api, "/deployments/filter", {}, pauth)) and len(d) == len(specs) + 1 and d, 120, "deployments", serve, log)
+        deployments = [d for d in everything if d["name"] != "stale-check"]  # serve's hourly stale check is the one more
+        assert len(deployments) == len(specs)
         crons = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
         assert crons == {n: [spec.schedule.cron] for n, spec in specs.items()}
 
@@ -122,6 +124,11 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         trig = subprocess.run([MODELMILL, "trigger", "breast_cytology", "--timeout", "600"], env=trig_env, capture_output=True, text=True, timeout=700)
         assert trig.returncode == 0, trig.stdout + trig.stderr + log.read_text()[-3000:]
         assert "breast_cytology" in trig.stdout and "champion" in trig.stdout
+        status = subprocess.run([MODELMILL, "status", "--json"], env=trig_env, capture_output=True, text=True, timeout=300)
+        rows = {r["pipeline"]: r for r in json.loads(status.stdout)}
+        assert status.returncode == 1  # pipelines that never ran here are not healthy
+        assert rows["breast_cytology"]["state"] == "ok" and rows["breast_cytology"]["champion"] == "1"
+        assert rows["breast_cytology"]["next_run_source"] == "prefect"  # the server's own scheduled runs
 
         settings = Settings(home=home)
         os.environ.update(MLFLOW_TRACKING_URI=mlflow_url, MLFLOW_TRACKING_USERNAME=muser, MLFLOW_TRACKING_PASSWORD=mpass)
