@@ -22,7 +22,9 @@ def score_flow(pipeline: str, input: str | None = None, output: str | None = Non
     _forward_core_logs()
     settings = get_settings()
     spec = load_spec(pipeline, settings)
-    base = Path(input).expanduser().resolve().parent if input else Path.cwd()
+    if input is not None:  # an operator's path: from the working directory, like every path given on the command line
+        input = str(Path(input).expanduser().resolve())
+    base = Path(input).parent if input else Path.cwd()
     if input is None or output is None:
         if spec.scoring is None:
             raise SpecError(f"pipeline {spec.name}: give --input and --output, or a `scoring` section in its spec")

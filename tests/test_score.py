@@ -117,3 +117,14 @@ def test_a_text_champion_without_probabilities_scores_sentences(tmp_path, monkey
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     assert list(scores["prediction"][:2]) == [1, 0] and "decision_score" in scores and "probability" not in scores
     assert scores["decision_score"][0] > 0 > scores["decision_score"][1]
+
+
+def test_relative_input_and_output_paths_resolve_from_the_working_directory(example_project, capsys, monkeypatch):
+    root, spec, data = _trained(example_project, capsys)
+    (root / "batches").mkdir()
+    _batch(data).to_csv(root / "batches" / "today.csv", index=False)
+    monkeypatch.chdir(root)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", "batches/today.csv", "--output", "scores/today.parquet")
+    assert code == 0, out + err
+    assert len(pd.read_parquet(root / "scores" / "today.parquet")) == 37
+
