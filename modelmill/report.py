@@ -17,7 +17,9 @@ def _headline(s: dict) -> str:
 def _last_column(s: dict) -> str:
     if s.get("status") == "skipped":
         return f"unchanged: {_headline(s)}"
-    return _headline(s) if s.get("status") == "trained" else (s.get("error") or "")
+    if s.get("status") != "trained":
+        return s.get("error") or ""
+    return _headline(s) + "".join(f" · WARNING: {w}" for w in s.get("warnings") or [])
 
 
 def summary_markdown(s: dict) -> str:
@@ -30,6 +32,7 @@ def summary_markdown(s: dict) -> str:
             f"**Test:** {_headline(s)}", "",
             f"**Decision:** version {s.get('version')} — {'promoted to champion' if s.get('promoted') else 'challenger'} ({s.get('decision')}).",
         ]  # fmt: skip
+        lines += [f"\n**Warning:** {w}." for w in s.get("warnings") or []]
     else:
         lines += [f"**Error:** {s.get('error')}"]
     lines += ["", f"Champion: version {s.get('champion_version') or 'none'}", "", f"MLflow run: `{s.get('run_id')}`", "", f"Where: {s.get('where')}"]

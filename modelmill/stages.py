@@ -69,6 +69,7 @@ class RunSummary:
     error: str | None = None
     where: str | None = None
     headline: dict[str, float] | None = None
+    warnings: list[str] | None = None
 
 
 def git_commit() -> str:
@@ -298,6 +299,10 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
     for name, table in ev.tables.items():
         t.log_table(h.run_id, table, f"tables/{name}")
     log.info("%s: test %s", h.spec.name, headline_text(ev.metric, h.spec.metric.direction, ev.primary, ev.baseline_primary, ev.headline))
+    for warning in ev.warnings:
+        log.warning("%s: warning: %s", h.spec.name, warning)
+    if ev.warnings:
+        t.set_tags(h.run_id, {"modelmill.warnings": " | ".join(ev.warnings)[:5000]})
     return ev
 
 
@@ -346,7 +351,8 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     t.log_metrics(h.run_id, metrics)
     label = "champion" if decision.promote else (alias if h.promote else "not promoted")
     t.set_tags(h.run_id, {
-        "mlflow.note.content": decision_sentence(h.spec.name, ref.version, decision.promote, decision.reason, ev.metric, ev.primary, h.promote, "the candidate awaiting approval" if awaiting else "the challenger"),
+        "mlflow.note.content": decision_sentence(h.spec.name, ref.version, decision.promote, decision.reason, ev.metric, ev.primary, h.promote, "the candidate awaiting approval" if awaiting else "the challenger")
+        + "".join(f" Warning: {w}." for w in ev.warnings),
         "modelmill.decision": "promoted" if decision.promote else (alias if h.promote else "not promoted"),
         "modelmill.decision_reason": decision.reason,
         "modelmill.model_version": ref.version,
@@ -374,7 +380,7 @@ def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
         pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, direction=h.spec.metric.direction,
         value=ev.primary, baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
         version=tags.get("modelmill.model_version"), champion_version=champion.version if champion else None,
-        where=t.run_url(h.run_id), headline=ev.headline,
+        where=t.run_url(h.run_id), headline=ev.headline, warnings=ev.warnings or None,
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
+    REPO, artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
     require_mirror, run_cli, write_spec,
 )  # fmt: skip
 from modelmill.catalog import CATALOG
@@ -100,6 +100,21 @@ def test_the_portfolio_view_against_buy_and_hold_on_real_prices(prices):
     assert series == 4
 
 
+def test_the_run_says_plainly_when_the_strategy_loses_to_buy_and_hold(prices):
+    from modelmill.kinds.forecasting import Forecasting
+    from modelmill.report import summary_table
+    from modelmill.spec import load_spec
+
+    spec = load_spec("price_forecast", Settings(pipelines_dir=REPO / "pipelines"))
+    bt = _backtest_rows(prices)
+    loser = portfolio(bt.assign(prediction=-bt["_target"]), "ticker", "date", 5.0)[1]  # wrong every day
+    (warning,) = Forecasting().warnings(spec, loser)
+    assert "does worse than buy-and-hold" in warning and f"Sharpe {loser['portfolio_sharpe']:.2f} against {loser['buy_hold_sharpe']:.2f}" in warning
+    assert Forecasting().warnings(spec, portfolio(bt.assign(prediction=bt["_target"]), "ticker", "date", 5.0)[1]) == []  # a winner: nothing to say
+    table = summary_table([{"pipeline": "p", "status": "trained", "metric": "rmse", "direction": "minimize", "value": 0.1, "baseline": 0.1, "warnings": [warning]}])
+    assert "WARNING: long/flat on the forecasts does worse than buy-and-hold" in table
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch, prefect_api):
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
@@ -125,6 +140,9 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     assert m["test/baseline_portfolio_turnover"] == 0.0  # the random walk forecasts no rise: always flat
     assert -1 < m["test/buy_hold_max_drawdown"] < 0 and m["test/buy_hold_sharpe"] == m["test/baseline_buy_hold_sharpe"]
     assert "tables/per_series_metrics.csv" in artifacts(env, run, "tables")
+    loses = m["test/portfolio_sharpe"] < m["test/buy_hold_sharpe"]
+    assert ("WARNING: long/flat on the forecasts does worse than buy-and-hold" in out) == loses
+    assert ("modelmill.warnings" in run.data.tags) == loses and ("Warning:" in run.data.tags["mlflow.note.content"]) == loses
     assert registry_state(env, "price_forecast")[1] == "1"
 
 

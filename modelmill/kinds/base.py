@@ -47,6 +47,8 @@ class Evaluation:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: the kind's other headline figures (e.g. skill and DM p for forecasts), shown beside the metric
     headline: dict[str, float] = field(default_factory=dict)
+    #: what a reader of the figures must not miss, one sentence each (the run summary says them)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def lift(self) -> float:
@@ -155,6 +157,10 @@ class ProblemKind(ABC):
     def score(self, spec: PipelineSpec, model, data: Prepared) -> float:
         return self.metrics(spec, model, data)[spec.metric.name]
 
+    def warnings(self, spec: PipelineSpec, metrics: dict[str, float]) -> list[str]:
+        """Plain-language warnings about the chosen model's test figures (none by default)."""
+        return []
+
     def evaluate(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> Evaluation:
         m = self.metrics(spec, trained.model, data)
         b = self.metrics(spec, trained.baseline, data)
@@ -164,4 +170,4 @@ class ProblemKind(ABC):
         tables = {**tables, "model_selection.csv": trained.selection}
         merged = {**m, **{f"baseline_{k}": v for k, v in b.items()}, "lift_over_baseline": lift}
         headline = {h: m[h] for h in self.HEADLINE if h in m and h != key}
-        return Evaluation(key, m[key], b[key], merged, figures, tables, headline)
+        return Evaluation(key, m[key], b[key], merged, figures, tables, headline, self.warnings(spec, m))

@@ -128,7 +128,7 @@ class Forecasting(ProblemKind):
     name = "forecasting"
     Options = ForecastOptions
     METRICS = {"rmse": "minimize", "mae": "minimize", "skill": "maximize", "directional_accuracy": "maximize", "price_mape": "minimize"}
-    HEADLINE = ("skill", "dm_pvalue", "directional_accuracy", "portfolio_sharpe")
+    HEADLINE = ("skill", "dm_pvalue", "directional_accuracy", "portfolio_sharpe", "buy_hold_sharpe")
     ESTIMATORS = {
         "zero_return": lambda seed, **p: DummyRegressor(strategy="constant", constant=0.0),
         "ridge": lambda seed, **p: Ridge(**p),
@@ -224,6 +224,17 @@ class Forecasting(ProblemKind):
             "directional_accuracy": float(np.mean(np.sign(bt["prediction"][moved]) == np.sign(bt["_target"][moved]))),
             "dm_statistic": dm, "dm_pvalue": p, "n_forecasts": float(len(bt)),
         }  # fmt: skip
+
+    def warnings(self, spec: PipelineSpec, metrics: dict[str, float]) -> list[str]:
+        """The portfolio view against buy-and-hold, said plainly when the strategy loses to holding."""
+        ours, hold = metrics.get("portfolio_sharpe"), metrics.get("buy_hold_sharpe")
+        if ours is None or hold is None or ours >= hold:
+            return []
+        return [
+            f"long/flat on the forecasts does worse than buy-and-hold over the backtest (Sharpe {ours:.2f} against {hold:.2f}, "
+            f"total return {metrics.get('portfolio_total_return', float('nan')):+.1%} against {metrics.get('buy_hold_total_return', float('nan')):+.1%}): "
+            "the forecasts do not make a better portfolio than holding"
+        ]
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         """Walk-forward backtest of the model's recipe (refit per fold) on this snapshot."""
