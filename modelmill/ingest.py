@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,8 @@ class Snapshot:
     columns: list[str]
     sources: list[dict] = field(default_factory=list)
     as_of: str | None = None
+    #: (records a user's CSV holds by its lines, rows the parser read), when this ingest parsed it
+    parsed: tuple[int, int] | None = field(default=None, compare=False)
     _frame: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     def load(self, categorical: Sequence[str] = ()) -> pd.DataFrame:
@@ -220,12 +223,52 @@ def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Seri
     return number.astype("float64") if (number.notna() | s.isna()).all() else s  # the gate counts the rest
 
 
-def parse_dates(s: pd.Series, dayfirst: bool = False) -> pd.Series:
-    """A date column as datetimes (ISO, and 05/03/2024 as month/day unless ``dayfirst``);
-    unparseable values become missing, which a suite's not-null rule counts."""
+def parse_dates(s: pd.Series, dayfirst: bool = False, unit: str | None = None) -> pd.Series:
+    """A date column as datetimes (ISO, and 05/03/2024 as month/day unless ``dayfirst``; with
+    ``unit``, numbers as epoch seconds or milliseconds); unparseable values become missing,
+    which a suite's not-null rule counts."""
     if pd.api.types.is_datetime64_any_dtype(s):
         return s
+    if unit is not None:
+        return pd.to_datetime(pd.to_numeric(s, errors="coerce"), unit=unit, errors="coerce")
     return pd.to_datetime(s, errors="coerce", format="mixed", dayfirst=dayfirst)
+
+
+_BLANK_LINE = re.compile(rb"(?m)^\r?\n")
+
+
+def count_records(path: Path, header_lines: int) -> int:
+    """The records of a CSV file as its lines tell them: non-blank lines, less the header (and
+    skipped) lines; read in blocks, so memory stays flat."""
+    lines, tail = 0, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            data = tail + chunk
+            cut = data.rfind(b"\n") + 1
+            body, tail = data[:cut], data[cut:]
+            lines += body.count(b"\n") - len(_BLANK_LINE.findall(body))
+    lines += bool(tail.strip(b"\r"))
+    return max(lines - header_lines, 0)
+
+
+def check_parsed_rows(spec: PipelineSpec, path: Path, rows: int) -> int | None:
+    """Rows the parser read against the records the CSV's lines hold: a difference (quotes that
+    merge lines, rows the parser dropped) is a one-line warning, and an error past
+    ``limits.max_lost_rows``. Returns the records counted (None: options that make lines and
+    records differ on purpose, or not a CSV)."""
+    options = spec.source.read_options
+    if table_format(path, spec.source.format) != "csv" or options.nrows is not None or options.comment is not None:
+        return None
+    header = 0 if options.header is None else options.header + 1
+    records = count_records(path, header + (options.skiprows or 0))
+    lost = records - rows
+    if lost:
+        hint = "quoted fields spanning lines, or an unbalanced quote: set source.read_options.quoting: none if quotes are plain text"
+        message = f"pipeline {spec.name}: {path.name} holds {records} records (non-blank lines) but {rows} rows were read: {abs(lost)} {'lost or merged' if lost > 0 else 'more'} ({hint})"
+        if lost > spec.limits.max_lost_rows:
+            raise CorruptSource(f"{message}; limits.max_lost_rows is {spec.limits.max_lost_rows}")
+        log.warning("%s", message)
+    return records
 
 
 def declared_dates(spec: PipelineSpec) -> list[str]:
@@ -233,7 +276,9 @@ def declared_dates(spec: PipelineSpec) -> list[str]:
     return list(dict.fromkeys([*spec.source.parse_dates, *([spec.roles["date"]] if "date" in spec.roles else [])]))
 
 
-def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
+def read_source(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | None = None) -> pd.DataFrame:
+    """The source as one frame. ``counts``, when given, receives the records a user's CSV holds
+    and the rows read from it (``check_parsed_rows``)."""
     src = spec.source
     if src.sql is not None:
         df = read_sql(spec)
@@ -242,6 +287,9 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
     elif src.dataset is None:
         (f,) = files.values()
         df = read_table(f, src.format, src.read_options)
+        records = check_parsed_rows(spec, f.path, len(df))
+        if counts is not None and records is not None:
+            counts |= {"records": records, "rows": len(df)}
     else:
         df = READERS[get_entry(src.dataset).reader](files)
     if len(df.columns) == 0:
@@ -257,7 +305,7 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame
         for c in declared_dates(spec):
             if c not in df.columns:
                 raise SpecError(f"pipeline {spec.name}: source.parse_dates names column {c}, which the source does not have")
-            df[c] = parse_dates(df[c], src.dayfirst)
+            df[c] = parse_dates(df[c], src.dayfirst, src.date_unit)
     return df
 
 
@@ -441,7 +489,8 @@ def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[
             files, pkey, snap = known()
             if snap is not None or streamed is None:
                 return snap, files
-            snap = commit(*streamed, lineage(files), None)
+            records = check_parsed_rows(spec, path, streamed[0])
+            snap = replace(commit(*streamed, lineage(files), None), parsed=None if records is None else (records, streamed[0]))
     _remember(folder, pkey, snap.digest)
     return snap, files
 
@@ -522,10 +571,11 @@ def _ingest_whole(spec: PipelineSpec, settings: Settings, key: str, files: dict[
     snap = None if spec.source.sql is not None else _parsed_before(folder, key, pkey, sources, as_of)
     if snap is not None:
         return snap
-    df = read_source(spec, files)
+    counts: dict = {}
+    df = read_source(spec, files, counts)
     if as_of:
         df = cut_as_of(spec, df, as_of)
-    snap = write_snapshot(df, key, settings, sources, as_of)
+    snap = replace(write_snapshot(df, key, settings, sources, as_of), parsed=(counts["records"], counts["rows"]) if counts else None)
     del df
     return_memory()
     _remember(folder, pkey, snap.digest)

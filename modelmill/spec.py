@@ -33,7 +33,7 @@ class ReadOptions(Strict):
     able to pick pandas' slow python engine, skip a billion rows or read unbounded column lists)."""
 
     sep: str | None = Field(None, min_length=1, max_length=4, description="CSV field separator (default: a comma)", examples=["\t"])
-    header: int | None = Field(0, ge=0, le=100, description="row number of the CSV header (null: none)")
+    header: int | None = Field(0, ge=0, le=100, description="row number of the CSV header (`false` or null: none; then `columns` names the columns)", examples=[False])
     skiprows: int | None = Field(None, ge=0, le=1_000_000, description="CSV lines to skip at the start", examples=[2])
     nrows: int | None = Field(None, ge=1, le=100_000_000, description="read at most this many rows", examples=[100000])
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = Field(None, description="text encoding of the file (default: utf-8)", examples=["latin-1"])
@@ -42,11 +42,22 @@ class ReadOptions(Strict):
     thousands: str | None = Field(None, min_length=1, max_length=1, description="thousands separator of the whole file, as pandas reads it", examples=["."])
     quotechar: str | None = Field(None, min_length=1, max_length=1, description="character that quotes CSV fields (default: a double quote)", examples=["'"])
     comment: str | None = Field(None, min_length=1, max_length=1, description="the rest of a line after it is ignored", examples=["#"])
-    columns: list[str] | None = Field(None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns)", examples=[["age", "income", "label"]])
+    columns: list[str] | None = Field(
+        None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns); with `header: false`, the names of all the file's columns", examples=[["age", "income", "label"]]
+    )
+    quoting: Literal["minimal", "none"] | None = Field(
+        None, description="none: quote characters are plain text (a message with an unbalanced quote stays one row); minimal (default): quoted fields may hold separators and newlines", examples=["none"]
+    )
     sheet: str | None = Field(None, max_length=100, description="worksheet of an xlsx file (default: the first)", examples=["Online Retail"])
 
     #: the options a non-CSV format takes (CSV takes all but `sheet`)
     OTHER_FORMATS: ClassVar[dict[str, set[str]]] = {"parquet": {"columns"}, "xlsx": {"sheet", "header", "skiprows", "nrows", "na_values", "columns"}}
+
+    @field_validator("header", mode="before")
+    @classmethod
+    def _no_header(cls, v: Any) -> Any:
+        """``header: false`` is no header (pydantic would read False as row 0); true is row 0."""
+        return None if v is False else (0 if v is True else v)
 
     def for_reader(self, fmt: str) -> dict[str, Any]:
         given = self.model_dump(exclude_unset=True)
@@ -59,7 +70,11 @@ class ReadOptions(Strict):
         if fmt == "xlsx":
             given["sheet_name"] = given.pop("sheet", 0)
         if "columns" in given:
-            given["usecols"] = given.pop("columns")
+            given["names" if "header" in given and given["header"] is None else "usecols"] = given.pop("columns")
+        if "quoting" in given:
+            import csv
+
+            given["quoting"] = csv.QUOTE_NONE if given["quoting"] == "none" else csv.QUOTE_MINIMAL
         return given
 
 
@@ -86,6 +101,7 @@ class Limits(Strict):
     """Bounds on a run."""
 
     stage_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="wall-clock limit of each stage")
+    max_lost_rows: int = Field(0, ge=0, description="records of a user's CSV the parser may merge or lose (unbalanced quotes) before the run fails; any loss is a warning", examples=[10])
 
 
 class SqlSource(Strict):
@@ -115,6 +131,7 @@ class Source(Strict):
     decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")
     parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)", examples=[["signed_up"]])
     dayfirst: bool = Field(False, description="05/03/2024 is 5 March (else 3 May)")
+    date_unit: Literal["s", "ms"] | None = Field(None, description="declared dates written as numbers are epoch seconds (s) or milliseconds (ms)", examples=["s"])
 
     @model_validator(mode="after")
     def _marks(self) -> Source:

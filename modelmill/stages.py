@@ -128,6 +128,10 @@ def ingest_stage(h: RunHandle) -> Snapshot:
         FINGERPRINT_TAG: fingerprint(h, snap),
     })  # fmt: skip
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
+    if snap.parsed is not None:  # parsed now: the records its lines hold against the rows read
+        records, read = snap.parsed
+        t.log_params(h.run_id, {"data.source_records": records, "data.rows_read": read})
+        t.log_metrics(h.run_id, {"data/lost_rows": float(records - read)})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
     return snap
 
