@@ -145,10 +145,13 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     result, in the format GX users know), through a checkpoint with an ``UpdateDataDocsAction``.
     """
     suite_dict = _date_bounds(load_suite_dict(suite_path), df)
+    typed, bad = per_cell_numbers(df, suite_dict["expectations"])
     try:
-        return _run_suite(suite_dict, suite_path, df, docs_dir, detail)
+        report = _run_suite(suite_dict, suite_path, typed, docs_dir, detail)
     finally:
         _let_go_of_gx()
+    report.add(type_outcomes(df, bad))
+    return report
 
 
 def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: Path | None, detail: bool) -> ValidationReport:
@@ -251,11 +254,12 @@ def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, 
     e.g. ``("expect_column_values_to_be_between(age)", [3, 17])``."""
     if not expectations or df.empty:
         return []
+    df, bad = per_cell_numbers(df, expectations)
+    out = [(f"{col} is a number", list(mask[mask].index)) for col, mask in bad.items()]
     try:
         result = _run_rows(df, expectations)
     finally:
         _let_go_of_gx()
-    out = []
     for r in result.results:
         o = _outcome(r)
         if o.raised:
@@ -290,6 +294,65 @@ def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_di
         if path.is_file() and any(s in path.as_posix() for s in _DOCS_SKIPPED):
             path.unlink()
     return next(iter(run.run_results.values()))
+
+
+#: rules whose arguments say which type a column's values are
+_TYPED_RULES = {"expect_column_values_to_be_in_set", "expect_column_values_to_be_between", "expect_column_min_to_be_between", "expect_column_max_to_be_between", "expect_column_mean_to_be_between"}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def numeric_columns(expectations: list[dict]) -> set[str]:
+    """Columns the suite judges as numbers: a value set of numbers, or numeric bounds."""
+    out = set()
+    for e in expectations:
+        kw = e.get("kwargs", {})
+        if e.get("type") not in _TYPED_RULES or "column" not in kw:
+            continue
+        values = [*kw.get("value_set", []), *(kw[k] for k in ("min_value", "max_value") if kw.get(k) is not None)]
+        if values and all(_is_number(v) for v in values):
+            out.add(kw["column"])
+    return out
+
+
+def per_cell_numbers(df: pd.DataFrame, expectations: list[dict]) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """Columns the suite judges as numbers but that were read as text (a few stray strings
+    among numbers turn a whole column into text), typed cell by cell: the numbers stay numbers,
+    each cell that is not one is missing for the suite's rules and counted apart. Returns the
+    typed frame and, per such column, the mask of its cells that are not numbers."""
+    bad: dict[str, pd.Series] = {}
+    out = df
+    for col in sorted(numeric_columns(expectations)):
+        if col not in df.columns:
+            continue
+        s = df[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or pd.api.types.is_datetime64_any_dtype(s) or is_array_column(s):
+            continue
+        number = pd.to_numeric(s.astype("str").str.strip().where(s.notna()), errors="coerce")
+        mask = number.isna() & s.notna()
+        if out is df:
+            out = df.copy(deep=False)
+        out[col] = number
+        if mask.any():
+            bad[col] = mask
+    return out, bad
+
+
+def type_outcomes(df: pd.DataFrame, bad: dict[str, pd.Series]) -> list[ExpectationOutcome]:
+    """One failed check per column of :func:`per_cell_numbers` with cells that are not numbers:
+    their count (not the column's rows) and a few of them."""
+    out = []
+    for col, mask in bad.items():
+        n, values = int(mask.sum()), df.loc[mask, col]
+        examples = [v.item() if isinstance(v, np.generic) else v for v in values.unique()[:5]]
+        out.append(ExpectationOutcome(
+            expectation="modelmill_cell_type", column=col, kwargs={}, success=False, raised=False, unexpected_count=n,
+            unexpected_percent=100.0 * n / len(df) if len(df) else None, observed=None, examples=examples,
+            message=f"column {col} holds numbers, as its suite's rules say, but {n} of its {len(df)} cells are not (e.g. {examples[0]!r})",
+        ))  # fmt: skip
+    return out
 
 
 def _gx_frame(df: pd.DataFrame) -> pd.DataFrame:
