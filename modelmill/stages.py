@@ -341,7 +341,8 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     if awaiting:  # better, but a person moves the champion (`modelmill approve`)
         decision = Decision(False, f"{decision.reason}; awaits approval (promotion.mode: manual)", decision.new_score, decision.champion_score, decision.champion_version)
     example_in, example_out = kind.examples(trained.model, data)
-    ref = t.log_model(h.run_id, h.spec, trained.model, example_in, example_out)
+    raw = h.spec.features.columns() if kind.ROW_MODEL else None  # rows as they come: typed by the model's first step
+    ref = t.log_model(h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw)
     alias = CHAMPION if decision.promote else (CANDIDATE if awaiting else CHALLENGER)
     if h.promote or decision.promote:
         t.set_alias(h.spec, alias, ref.version)

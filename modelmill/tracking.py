@@ -293,8 +293,9 @@ class Tracker:
             mlflow.log_input(ds, context=context)
 
     # -- models and the registry --------------------------------------------------------------
-    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example) -> ModelRef:
-        """Log the fitted featurizer+model pipeline with signature and example, and register it."""
+    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None) -> ModelRef:
+        """Log the fitted featurizer+model pipeline with signature and example, and register it.
+        ``raw_columns``: input columns the signature takes of any type (the model types them)."""
         mlflow = self._mlflow
         import mlflow.sklearn
         import numpy
@@ -305,6 +306,10 @@ class Tracker:
             ints = input_example.select_dtypes("integer").columns
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         signature = mlflow.models.infer_signature(input_example, output_example)
+        if raw_columns:
+            from mlflow.types.schema import AnyType, ColSpec, Schema
+
+            signature.inputs = Schema([ColSpec(AnyType(), c, required=False) for c in raw_columns])
         reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
         from modelmill.kinds.neural import network
 

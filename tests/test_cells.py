@@ -69,3 +69,29 @@ def test_scoring_sets_aside_only_the_rows_with_a_bad_cell(example_project, capsy
     assert len(scored) == 490 and len(rejected) == 10
     assert set(rejected["rejected_because"]) == {"grade is a number"}
     assert "10 rows rejected" in out
+
+
+@pytest.mark.flow
+def test_both_flavours_of_the_champion_take_raw_rows_and_agree(example_project, capsys):
+    import mlflow
+
+    from conftest import mlflow_client
+    from modelmill.settings import Settings
+
+    root, spec, data = example_project
+    _suite_with_grade(root)
+    spec["features"]["categorical"] = ["grade"]
+    spec["source"]["thousands"] = ","
+    write_example_spec(root, spec, _with_grade(data))
+    assert run_cli(capsys, "run", "my_cells")[0] == 0
+    mlflow_client(Settings())
+    typed = _with_grade(data).drop(columns=["diagnosis"]).head(60)
+    raw = typed.astype(str)  # every cell as text, as a CSV or a form gives it
+    raw["worst_area"] = typed["worst_area"].map(lambda v: f"{v:,.2f}")  # with the source's thousands separator
+    raw.loc[3, "grade"] = None  # a missing code
+    sk = mlflow.sklearn.load_model("models:/modelmill-my_cells@champion")
+    py = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
+    np.testing.assert_array_equal(np.asarray(py.predict(raw)), sk.predict(raw))
+    on_typed = sk.predict_proba(typed.assign(grade=typed["grade"].astype(object).where(typed.index != 3, None)))
+    np.testing.assert_allclose(sk.predict_proba(raw), on_typed)  # raw rows typed exactly as training typed them
+

@@ -58,7 +58,8 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     settings = Settings()
     mlflow_client(settings)
     champion = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
-    good = batch.drop(index=[5, 9, 17]).astype("float64")
+    good = batch.drop(index=[5, 9, 17])  # raw rows as the file gives them: no casting by hand
+    assert (good.dtypes == object).all()
     np.testing.assert_array_equal(np.asarray(champion.predict(good)), scores["prediction"].to_numpy())
 
     client = mlflow_client(settings)

@@ -94,8 +94,8 @@ def _longest_first(names: list[str], specs: list, settings: Settings) -> list[st
 
 def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -> list[dict]:
     """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
-    from flows.parallel import task_runner
-    from flows.pipeline import all_pipelines_flow, heartbeats_where_watched
+    from flows.parallel import all_pipelines_flow, task_runner
+    from flows.pipeline import heartbeats_where_watched
 
     address = args.dask_address or args.ray_address
     given, names = names, _longest_first(names, specs, settings)

@@ -131,10 +131,31 @@ class ProblemKind(ABC):
             for params in ParameterGrid(c.grid or {}):
                 yield c, params, self.build(c.model_copy(update={"params": {**c.params, **params}}), spec)
 
+    #: the kind's model scores one row at a time, from the feature columns
+    ROW_MODEL: ClassVar[bool] = False
+
+    def raw_rows(self, spec: PipelineSpec):
+        """The step that types raw source rows as training did (:class:`RawRows`)."""
+        from modelmill.kinds.encoders import RawRows
+
+        f = spec.features
+        return RawRows(tuple(f.numeric), tuple(f.categorical), f.text, spec.source.thousands, spec.source.decimal)
+
     def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
-        """The rows as the registered model takes them (typed as at training), for kinds whose
-        model scores one row at a time; used by ``prepare`` and ``modelmill score``."""
-        raise NotImplementedError(f"{self.name} models are not scored row by row")
+        """The rows as the model takes them (typed as at training), for kinds whose model scores
+        one row at a time; used by ``prepare`` and ``modelmill score``."""
+        if not self.ROW_MODEL:
+            raise NotImplementedError(f"{self.name} models are not scored row by row")
+        return self.raw_rows(spec).transform(df)
+
+    def servable(self, spec: PipelineSpec, model):
+        """The model as it is registered: for row models, with :meth:`raw_rows` as its first step,
+        so both MLflow flavours take rows as they come from the source."""
+        if not self.ROW_MODEL:
+            return model
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline([("raw_rows", self.raw_rows(spec)), ("model", model)])
 
     @abstractmethod
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared: ...

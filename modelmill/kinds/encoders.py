@@ -95,3 +95,31 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         X = pd.DataFrame(np.asarray(X, dtype=object))
         X.columns = [str(c) for c in X.columns] if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_)
         return X
+
+
+class RawRows(TransformerMixin, BaseEstimator):
+    """The first step of every registered tabular and text model: rows as they come from the
+    source (numbers written as text with thousands separators or currency signs, integer codes,
+    missing values) typed as training typed them, so the MLflow pyfunc and the scikit-learn
+    flavour give the same answers on raw rows. Typed rows pass through unchanged."""
+
+    def __init__(self, numeric=(), categorical=(), text=None, thousands=None, decimal="."):
+        self.numeric, self.categorical, self.text = numeric, categorical, text
+        self.thousands, self.decimal = thousands, decimal
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        from modelmill.ingest import coerce_numbers
+
+        X = pd.DataFrame(X)[[*self.numeric, *self.categorical, *([self.text] if self.text else [])]]  # pandas 3: columns copied only when replaced
+        for c in self.numeric:
+            number = coerce_numbers(X[c], self.thousands, self.decimal)
+            X[c] = pd.to_numeric(number, errors="coerce").astype("float64")  # integers cannot carry missing values
+        for c in self.categorical:
+            if not (isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].cat.categories.dtype == "str"):
+                X[c] = X[c].astype("str")  # pandas 3: missing values stay missing (a snapshot's text categories stay compact)
+        if self.text:
+            X[self.text] = X[self.text].fillna("").astype("str")
+        return X

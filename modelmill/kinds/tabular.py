@@ -53,6 +53,7 @@ class TabularClassification(ProblemKind):
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
     EXAMPLE_ROWS = True
+    ROW_MODEL = True
     IMPUTES = True
     FEATURES = ("numeric", "categorical", "text")
     ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest", "logit_forest_vote")
@@ -67,17 +68,6 @@ class TabularClassification(ProblemKind):
         self.require_split(spec, "stratified", "predefined")
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
-
-    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
-        X = df[spec.features.columns()]  # pandas 3 copy-on-write: columns are copied only when replaced below
-        for c in spec.features.numeric:
-            X[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")  # MLflow signature: integers cannot carry missing values
-        for c in spec.features.categorical:
-            if not (isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].cat.categories.dtype == "str"):
-                X[c] = X[c].astype("str")  # pandas 3: missing values stay missing (a snapshot's text categories stay compact)
-        if spec.features.text:
-            X[spec.features.text] = X[spec.features.text].fillna("").astype("str")
-        return X
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         X = self.model_input(spec, df)

@@ -134,6 +134,7 @@ class TextClassification(ProblemKind):
     METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "f1": "maximize", "roc_auc": "maximize"}
     HEADLINE = ("accuracy", "macro_f1")
     EXAMPLE_ROWS = True
+    ROW_MODEL = True
     FEATURES = ("text",)
     ESTIMATORS = pick(
         "dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb",
@@ -169,9 +170,6 @@ class TextClassification(ProblemKind):
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(tr) - n_val, "val_rows": n_val, "test_rows": len(te), "classes": len(np.unique(y))}
         return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info)
-
-    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> pd.DataFrame:
-        return df[[spec.features.text]].fillna("").astype("str")
 
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
