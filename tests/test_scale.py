@@ -131,7 +131,8 @@ def test_native_categorical_encoding_trains_on_codes_and_scores_unseen_categorie
 
     version = mlflow_client(env).get_model_version("modelmill-credit_risk", run.data.tags["modelmill.model_version"])
     model = mlflow.sklearn.load_model(version.source)
-    booster = model.estimator_.named_steps["model"] if hasattr(model, "estimator_") else model.named_steps["model"]
+    trained = model.named_steps["model"]  # after the raw_rows step every registered row model starts with
+    booster = trained.estimator_.named_steps["model"] if hasattr(trained, "estimator_") else trained.named_steps["model"]
     assert int(booster.is_categorical_.sum()) == len(load_spec("credit_risk", env).features.categorical)
     spec = load_spec(str(spec_path), env)
     rows = pd.DataFrame([{c: "A11" for c in spec.features.categorical} | {c: 30 for c in spec.features.numeric}])
