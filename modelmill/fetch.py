@@ -290,8 +290,8 @@ def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings,
         return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
 
 
-def locate_user_file(location: str, settings: Settings, *, base: Path | None) -> Path:
-    """A user's local file, resolved (symlinks, ``..``) and confined to the folders a spec may read."""
+def locate_user_file(location: str, settings: Settings, *, base: Path | None, folder: bool = False) -> Path:
+    """A user's local file (or ``folder``), resolved (symlinks, ``..``) and confined to the folders a spec may read."""
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -302,8 +302,8 @@ def locate_user_file(location: str, settings: Settings, *, base: Path | None) ->
             f"source path {location} resolves to {path}, outside the folders a spec may read "
             f"({', '.join(map(str, roots))}); add its folder to MODELMILL_DATA_ROOTS to allow it"
         )
-    if not path.is_file():
-        raise SourceUnavailable(f"source file {path} does not exist")
+    if not (path.is_dir() if folder else path.is_file()):
+        raise SourceUnavailable(f"source {'folder' if folder else 'file'} {path} does not exist")
     return path
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from modelmill.catalog import get_entry
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
 from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file, sha256_file
+from modelmill.imagefiles import image_files, read_image_folder, read_image_table, read_npz
 from modelmill.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
@@ -101,6 +103,12 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
         return {}  # rows come from a query, read in read_source
     if is_glob(src.path):
         return _glob_sources(spec, settings, base)
+    images = image_source(spec)
+    if images == "images":
+        root = locate_user_file(src.path or "", settings, base=base, folder=True)
+        return {str(p.relative_to(root)): fetch_user_file(str(p), settings, base=base, expected_sha256=None) for p in image_files(root)}
+    if images == "paths":
+        return _image_path_sources(spec, settings, base)
     if src.dataset is None:
         if isinstance(src.sha256, dict):
             raise SpecError("source.sha256 of one file is a single sha256, not a mapping")
@@ -113,6 +121,62 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
         f = wisconsin_source()
         return {f.name: f}
     return {f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=_spec_sha(src.sha256, entry, f.name)) for f in entry.files}
+
+
+def image_source(spec: PipelineSpec) -> str | None:
+    """How a user's source holds images: ``images`` (a folder of image files), ``npz`` (an
+    archive of arrays), ``paths`` (a CSV of image paths), or None (a table)."""
+    src = spec.source
+    if src.dataset is not None or src.sql is not None or is_glob(src.path):
+        return None
+    if src.images is not None and src.images.paths_column:
+        return "paths"
+    location = Path(src.path or urllib.parse.urlparse(src.url or "").path).expanduser()
+    if not location.is_absolute() and spec.spec_path is not None and src.path:
+        location = spec.spec_path.parent / location
+    fmt = table_format(location, src.format)
+    return fmt if fmt in ("images", "npz") else None
+
+
+def _image_path_sources(spec: PipelineSpec, settings: Settings, base: Path | None) -> dict[str, LocalFile]:
+    """A CSV of image paths (first) and every image it names, each checksummed; a path is
+    relative to the CSV's folder, and confined like the CSV itself."""
+    src = spec.source
+    table_file = fetch_user_file(src.path or "", settings, base=base, expected_sha256=src.sha256 if isinstance(src.sha256, str) else None)
+    paths = _image_paths(spec, read_table(table_file, src.format, src.read_options))
+    files = {table_file.name: table_file}
+    for value in dict.fromkeys(paths):
+        location = Path(value).expanduser()
+        files[value] = fetch_user_file(str(location if location.is_absolute() else table_file.path.parent / location), settings, base=base, expected_sha256=None)
+    return files
+
+
+def _image_paths(spec: PipelineSpec, table: pd.DataFrame) -> pd.Series:
+    column = spec.source.images.paths_column
+    if column not in table.columns:
+        raise SpecError(f"pipeline {spec.name}: source.images.paths_column {column!r} is not a column of {spec.source.path} (it has {', '.join(map(str, table.columns[:10]))})")
+    missing = table[column].isna()
+    if missing.any():
+        raise CorruptSource(f"pipeline {spec.name}: {int(missing.sum())} rows of {spec.source.path} have no image path in column {column} (first at row {int(missing.to_numpy().argmax()) + 1})")
+    return table[column].astype(str)
+
+
+def read_images(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | None = None) -> pd.DataFrame:
+    """A user's images as rows (:mod:`modelmill.imagefiles`), resized to ``source.images.size``."""
+    src, how = spec.source, image_source(spec)
+    size = tuple(src.images.size) if src.images is not None and src.images.size else None
+    if how == "images":
+        return read_image_folder({name: f.path for name, f in files.items()}, size)
+    if how == "npz":
+        (f,) = files.values()
+        return read_npz(f.path, f.name, size)
+    table_file, *images = files.values()
+    table = read_table(table_file, src.format, src.read_options)
+    records = check_parsed_rows(spec, table_file.path, len(table))
+    if counts is not None and records is not None:
+        counts |= {"records": records, "rows": len(table)}
+    _image_paths(spec, table)
+    return read_image_table(table, src.images.paths_column, dict(zip(list(files)[1:], (f.path for f in images), strict=True)), size)
 
 
 def _spec_sha(sha256: str | dict[str, str] | None, entry, name: str) -> str | None:
@@ -284,6 +348,8 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | 
         df = read_sql(spec)
     elif is_glob(src.path):
         df = _concat(spec, files)
+    elif image_source(spec) is not None:
+        df = read_images(spec, files, counts)
     elif src.dataset is None:
         (f,) = files.values()
         df = read_table(f, src.format, src.read_options)
@@ -555,7 +621,7 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     snapshot is reused (an unchanged day costs a checksum, not a parse of a 25 MB workbook)."""
     key = spec.source.dataset or spec.name
     src, snap, files = spec.source, None, None
-    if src.sql is None and src.dataset is None and not is_glob(src.path) and not as_of:
+    if src.sql is None and src.dataset is None and not is_glob(src.path) and image_source(spec) is None and not as_of:
         snap, files = _ingest_streamed(spec, settings, key)
     if snap is None:
         snap = _ingest_whole(spec, settings, key, files or fetch_sources(spec, settings), as_of)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modelmill.errors import CorruptSource
+from modelmill.errors import CorruptSource, SpecError
 from modelmill.fetch import LocalFile
 
 GERMAN_COLUMNS = [
@@ -108,35 +108,10 @@ def read_stooq(files: dict[str, LocalFile]) -> pd.DataFrame:
 
 
 def read_breastmnist(files: dict[str, LocalFile]) -> pd.DataFrame:
+    from modelmill.imagefiles import read_npz
+
     f = files["breastmnist.npz"]
-    _nonempty(f)
-    try:
-        with np.load(f.path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise CorruptSource(f"{f.name} is not a readable .npz archive: {str(e).splitlines()[0]}") from e
-    rows = []
-    for split in ("train", "val", "test"):
-        if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
-            raise CorruptSource(f"{f.name} lacks {split}_images/{split}_labels (has {sorted(arrays)})")
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
-        if len(images) != len(labels):
-            raise CorruptSource(f"{f.name}: {len(images)} {split} images but {len(labels)} labels")
-        for img, lab in zip(images, labels, strict=True):
-            a = np.asarray(img, dtype=np.float64)
-            rows.append(
-                {
-                    "split": split,
-                    "label": int(lab),
-                    "height": int(a.shape[0]) if a.ndim >= 1 else 0,
-                    "width": int(a.shape[1]) if a.ndim >= 2 else 0,
-                    "channels": int(a.shape[2]) if a.ndim == 3 else 1,
-                    "pixel_min": float(a.min()) if a.size else float("nan"),
-                    "pixel_max": float(a.max()) if a.size else float("nan"),
-                    "pixels": a.reshape(-1).astype(np.float32),
-                }
-            )
-    return pd.DataFrame(rows)
+    return read_npz(f.path, f.name)
 
 
 def read_banking77(files: dict[str, LocalFile]) -> pd.DataFrame:
@@ -195,13 +170,19 @@ def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
 
 def table_format(path: Path, fmt: str | None) -> str:
     """The spec's ``source.format``, else the file's suffix, else CSV."""
-    return fmt or {".parquet": "parquet", ".xlsx": "xlsx"}.get(path.suffix.lower(), "csv")
+    if fmt:
+        return fmt
+    if path.is_dir():
+        return "images"
+    return {".parquet": "parquet", ".xlsx": "xlsx", ".npz": "npz"}.get(path.suffix.lower(), "csv")
 
 
 def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
     """A user's own CSV or Parquet file, with the spec's (allow-listed) reader options."""
     _nonempty(f)
     fmt = table_format(f.path, fmt)
+    if fmt in ("npz", "images"):
+        raise SpecError(f"{f.name}: {fmt} sources are read as images (modelmill.imagefiles), not as a table")
     options = read_options.for_reader(fmt)
     if fmt == "xlsx":
         try:

@@ -30,7 +30,7 @@ from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED
 
 log = logging.getLogger("modelmill.score")
 
-SCORABLE = ("tabular_classification", "text_classification")
+SCORABLE = ("tabular_classification", "text_classification", "image_classification")
 REJECTED_SUFFIX = ".rejected.parquet"
 
 
@@ -55,7 +55,7 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
     the gate's numeric checks of the declared features (a number, present unless imputed,
     finite, not too large) row by row, then the suite's row-level rules on the feature columns."""
     from modelmill.integrity import ROW_RULES, numeric_row_problems
-    from modelmill.validate import load_suite_dict, rows_failing
+    from modelmill.validate import is_array_column, load_suite_dict, rows_failing
 
     cols = spec.features.columns()
     missing = [c for c in cols if c not in df.columns]
@@ -72,6 +72,8 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
     for col, rule, mask in numeric_row_problems(spec, df):
         mark(f"{col} {ROW_RULES[rule]}", mask)
     typed = df[cols].copy()
+    for c in (c for c in cols if is_array_column(typed[c])):  # images: the suite sees each array's length
+        typed[c] = typed[c].map(lambda v: None if v is None else len(v))
     for c in spec.features.numeric:
         typed[c] = pd.to_numeric(df[c], errors="coerce")  # the suite sees numbers where numbers are declared
     rules = [e for e in load_suite_dict(spec.suite_path(settings))["expectations"] if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols]
@@ -101,6 +103,62 @@ def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
         return (p[:, 1] if p.shape[1] == 2 else p.max(axis=1)), "probability"
     d = np.asarray(model.decision_function(X))
     return (d if d.ndim == 1 else d.max(axis=1)), "decision_score"
+
+
+def scoring_read_options(spec: PipelineSpec, source):
+    """The spec's reader options where the batch has the training file's format; a batch in
+    another format (a Parquet batch of a CSV-trained pipeline) is read with that format's own."""
+    from modelmill.readers import table_format
+    from modelmill.spec import ReadOptions
+
+    trained = table_format(Path(spec.source.path or spec.source.url or "data.csv"), spec.source.format) if spec.source.dataset is None else "csv"
+    batch = table_format(source.path, None)
+    if batch == trained:
+        return spec.source.read_options
+    given = spec.source.read_options.model_dump(exclude_unset=True)
+    return ReadOptions(**{k: v for k, v in given.items() if k in ReadOptions.OTHER_FORMATS.get(batch, set(given))})
+
+
+def image_input(location: str, settings: Settings, *, base: Path, expected_sha256=None):
+    """A batch of images to score: a folder of image files (beside each other, or in class
+    folders), an ``.npz`` archive, or a CSV of image paths. A folder's checksum is that of its
+    files' names and checksums."""
+    import hashlib
+
+    from modelmill.fetch import LocalFile, fetch_user_file, locate_user_file, sha256_file
+    from modelmill.imagefiles import image_files
+
+    path = Path(location).expanduser()
+    if not (path if path.is_absolute() else base / path).is_dir():
+        return fetch_user_file(location, settings, base=base, expected_sha256=expected_sha256)
+    root = locate_user_file(location, settings, base=base, folder=True)
+    listing = "\n".join(f"{p.relative_to(root)}\t{sha256_file(p)}" for p in image_files(root))
+    return LocalFile(root.name, root, root.as_uri(), hashlib.sha256(listing.encode()).hexdigest(), "user")
+
+
+def read_image_batch(spec: PipelineSpec, settings: Settings, source) -> pd.DataFrame:
+    """The batch's images at the size the champion reads (the options' height x width); a CSV's
+    image paths are relative to it, and confined like any source."""
+    from modelmill.fetch import locate_user_file
+    from modelmill.imagefiles import image_files, read_image_folder, read_image_table, read_npz
+    from modelmill.kinds import get_kind
+    from modelmill.readers import read_table, table_format
+
+    opts = get_kind(spec.problem).options(spec)
+    size = (opts.height, opts.width)
+    how = table_format(source.path, None)
+    if how == "images":
+        return read_image_folder({str(p.relative_to(source.path)): p for p in image_files(source.path)}, size)
+    if how == "npz":
+        return read_npz(source.path, source.name, size)
+    table = read_table(source, None, scoring_read_options(spec, source))
+    column = spec.source.images.paths_column if spec.source.images is not None and spec.source.images.paths_column else "file"
+    if column not in table.columns:
+        raise SpecError(f"pipeline {spec.name}: a CSV batch of images names each image's file in column {column!r}, which {source.name} lacks")
+    if (missing := table[column].isna()).any():
+        raise SpecError(f"pipeline {spec.name}: {int(missing.sum())} rows of {source.name} name no image in column {column!r}")
+    paths = {str(v): locate_user_file(str(v), settings, base=source.path.parent) for v in dict.fromkeys(table[column].astype(str))}
+    return read_image_table(table, column, paths, size)
 
 
 def shadow_ref(tracker: Tracker, spec: PipelineSpec):
@@ -133,7 +191,7 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
         shadowing = shadow_ref(tracker, spec)
         if shadowing is None:
             log.warning("%s: no candidate or challenger to shadow the champion; scoring with the champion alone", spec.name)
-    source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
+    source = (image_input if spec.problem == "image_classification" else fetch_user_file)(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
     tags = {"modelmill.pipeline": spec.name, "modelmill.model_version": champion.version, "modelmill.input_sha256": source.sha256}
     if shadowing is not None:
         tags[SHADOW_TAG] = shadowing.version
@@ -175,10 +233,13 @@ def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, r
 def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None) -> ScoreResult:
     t0 = time.time()
     from modelmill.kinds import get_kind
+    from modelmill.validate import is_array_column
 
     kind = get_kind(spec.problem)
     model = tracker.load_model(champion)
-    raw = read_table(source, None, spec.source.read_options)
+    raw = read_image_batch(spec, settings, source) if spec.problem == "image_classification" else read_table(source, None, scoring_read_options(spec, source))
+    reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
+    ref = pd.read_parquet(reference) if reference is not None and reference.is_file() else None
     reason, counts = bad_rows(spec, raw, settings)
     ok = reason == ""
     good = raw[ok]
@@ -189,6 +250,9 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
         scores, column = _positive_scores(model, X)
         scored["prediction"] = model.predict(X)
         scored[column] = np.round(scores, 6)
+        if spec.problem == "image_classification" and ref is not None:  # the data's own labels, not 0/1
+            negative, positive = kind.label_names(spec, ref[spec.target])
+            scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
     else:
         scores, column = np.array([]), "probability"
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
@@ -202,14 +266,14 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
         log.warning("%s: %d of %d rows rejected, not scored (%s); they are in %s", spec.name, int((~ok).sum()), len(raw), "; ".join(f"{k}: {v}" for k, v in counts.items() if v), rejected_path)
     metrics = {"score/rows": len(raw), "score/scored": int(ok.sum()), "score/rejected": int((~ok).sum()), **{f"score/rejected.{k}": v for k, v in counts.items() if v}}
     score_psi = float("nan")
-    reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
-    if reference is not None and reference.is_file() and len(good):
-        ref = pd.read_parquet(reference)
+    if ref is not None and len(good):
         ref_scores = _positive_scores(model, kind.model_input(spec, ref))[0]
         score_psi = psi_numeric(pd.Series(ref_scores), pd.Series(scores))
-        table = drift(ref[spec.features.columns()], good[spec.features.columns()])
-        metrics |= drift_metrics(table) | {"drift/score_psi": score_psi, f"score/mean_{column}": float(scores.mean()), f"score/reference_mean_{column}": float(ref_scores.mean())}
-        tracker.log_table(run_id, table, "tables/drift.csv")
+        metrics |= {"drift/score_psi": score_psi, f"score/mean_{column}": float(scores.mean()), f"score/reference_mean_{column}": float(ref_scores.mean())}
+        if columns := [c for c in spec.features.columns() if not is_array_column(ref[c])]:  # image pixels: the score's drift only
+            table = drift(ref[columns], good[columns])
+            metrics |= drift_metrics(table)
+            tracker.log_table(run_id, table, "tables/drift.csv")
     tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id})
     tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if v == v})
     tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")

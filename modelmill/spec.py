@@ -112,6 +112,23 @@ class SqlSource(Strict):
     query: str = Field(min_length=1, description="the SELECT whose rows are the data", examples=["SELECT * FROM lab.cells"])
 
 
+class ImageFiles(Strict):
+    """How a user's own images are read (``source.format: images`` or ``npz``, or a CSV of paths).
+    Every image is read as grey levels 0-255 into one flattened ``pixels`` array per row."""
+
+    paths_column: str | None = Field(None, description="with a CSV source: the column holding each image's file path (relative to the CSV)", examples=["file"])
+    size: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="resize every image to [height, width] pixels (default: keep each image's size; they must then all match the kind's options)", examples=[[28, 28]]
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not all(8 <= n <= 4096 for n in v):
+            raise ValueError("source.images.size: height and width are 8 to 4096 pixels")
+        return v
+
+
 class Source(Strict):
     """Where the data comes from: a catalog dataset, a user's own file(s), or a SQL query."""
 
@@ -121,7 +138,10 @@ class Source(Strict):
     url: str | None = Field(
         None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file", examples=["https://example.org/cells.parquet"]
     )
-    format: Literal["csv", "parquet", "xlsx"] | None = Field(None, description="file format (default: from the file name)", examples=["csv"])
+    format: Literal["csv", "parquet", "xlsx", "npz", "images"] | None = Field(
+        None, description="file format (default: from the file name; a folder is `images`): images is a folder of image files, one sub-folder per class", examples=["images"]
+    )
+    images: ImageFiles | None = Field(None, description="how images are read: a CSV's column of image paths, and the size they are resized to", examples=[{"paths_column": "file", "size": [28, 28]}])
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | dict[str, str] | None = Field(
         None, description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256", examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
@@ -142,6 +162,10 @@ class Source(Strict):
             raise ValueError("source.sha256 checks one file; a glob path matches several")
         if self.file_column and not glob:
             raise ValueError("source.file_column needs a glob path (several files)")
+        if self.format == "images" and (self.path is None or self.sha256 or self.file_column):
+            raise ValueError("source.format images reads a local folder: give `path` (no sha256 or file_column; every image is checksummed)")
+        if self.images is not None and self.images.paths_column and (glob or self.format in ("images", "npz", "parquet", "xlsx") or self.path is None):
+            raise ValueError("source.images.paths_column reads image paths from one local CSV file")
         return self
 
     @model_validator(mode="after")

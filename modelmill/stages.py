@@ -7,6 +7,7 @@ directly. Every stage records what it did on the MLflow run through :class:`Trac
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -119,6 +120,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: sources logged one parameter each; more (a folder of images) are counted, and listed in data/lineage.json
+SOURCE_PARAMS = 20
+
+
+def source_params(sources: list[dict]) -> dict[str, str]:
+    if len(sources) <= SOURCE_PARAMS:
+        return {f"data.source.{s['file']}": s["uri"] for s in sources}
+    prefix = os.path.commonprefix([s["uri"] for s in sources])
+    return {"data.source_files": str(len(sources)), "data.source": prefix[: prefix.rfind("/") + 1] or prefix}
+
+
 def ingest_stage(h: RunHandle) -> Snapshot:
     snap = ingest(h.spec, h.settings, h.as_of)
     t = h.tracker()
@@ -127,7 +139,7 @@ def ingest_stage(h: RunHandle) -> Snapshot:
         "modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path), "modelmill.unverified_sources": ", ".join(unverified) or "none",
         FINGERPRINT_TAG: fingerprint(h, snap),
     })  # fmt: skip
-    t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **{f"data.source.{s['file']}": s["uri"] for s in snap.sources}})
+    t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **source_params(snap.sources)})
     if snap.parsed is not None:  # parsed now: the records its lines hold against the rows read
         records, read = snap.parsed
         t.log_params(h.run_id, {"data.source_records": records, "data.rows_read": read})

@@ -24,9 +24,9 @@ def _batch(data: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def _trained(example_project, capsys):
+def _trained(example_project, capsys, **source):
     root, spec, data = example_project
-    write_example_spec(root, spec, data)
+    write_example_spec(root, spec | {"source": spec["source"] | source}, data)
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     return root, spec, data
@@ -35,7 +35,7 @@ def _trained(example_project, capsys):
 def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, capsys, tmp_path):
     import mlflow
 
-    root, spec, data = _trained(example_project, capsys)
+    root, spec, data = _trained(example_project, capsys, read_options={"sep": ","})  # a CSV-only option
     batch = _batch(data)
     src = root / "pipelines" / "data" / "batch.csv"
     batch.to_csv(src, index=False)
@@ -71,6 +71,12 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     assert run.data.params["input_sha256"] == digest and run.data.tags["modelmill.model_version"] == "1"
     training = client.get_experiment_by_name("modelmill/my_cells")
     assert len(client.search_runs([training.experiment_id])) == 1  # scoring never shows up as a training run
+
+    # the same rows as a Parquet batch: read as Parquet, without the training CSV's reader options
+    good.astype(float).to_parquet(root / "pipelines" / "data" / "batch.parquet")
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(root / "pipelines" / "data" / "batch.parquet"), "--output", str(tmp_path / "p.parquet"))
+    assert code == 0, out + err
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "p.parquet")["probability"], scores["probability"])
 
 
 def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(example_project, capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from modelmill.cli.common import EXIT_OK, check_free_space, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
@@ -30,6 +31,7 @@ def cmd_score(args, settings: Settings) -> int:
         try:
             state.result()
         except Exception as e:  # the cause, in one line
+            logging.getLogger("modelmill").debug("traceback", exc_info=True)
             print(f"modelmill score: {one_line_cause(e)}", file=sys.stderr)
         return 1
     r = state.result()
@@ -46,7 +48,7 @@ def cmd_score(args, settings: Settings) -> int:
 def register(sub) -> None:
     sc = sub.add_parser("score", help="score a batch file with a pipeline's champion (output: Parquet)")
     sc.add_argument("pipeline", help="pipeline name or spec file")
-    sc.add_argument("--input", help="CSV / Parquet / xlsx file (default: the spec's scoring.input)")
+    sc.add_argument("--input", help="CSV / Parquet / xlsx file, or for an image pipeline a folder of images or an npz (default: the spec's scoring.input)")
     sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
     sc.add_argument("--shadow", action="store_true", help="the candidate (else the challenger) scores the batch too; the output keeps the champion's predictions")
     sc.set_defaults(fn=cmd_score)

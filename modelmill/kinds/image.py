@@ -116,11 +116,27 @@ class ImageClassification(ProblemKind):
             raise SpecError(f"pipeline {spec.name}: image classification needs features.image, target and positive_label")
         self.require_split(spec, "predefined")
 
-    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
+        """The images as the model takes them: one row of height x width grey levels each."""
         opts = self.options(spec)
-        X = np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]])
-        if X.shape[1] != opts.height * opts.width:
-            raise SpecError(f"pipeline {spec.name}: images have {X.shape[1]} pixels, expected {opts.height}x{opts.width}")
+        sizes = df[spec.features.image].map(lambda v: 0 if v is None else len(v))
+        wrong = sizes != opts.height * opts.width
+        if wrong.any():
+            raise SpecError(
+                f"pipeline {spec.name}: {int(wrong.sum())} of {len(df)} images have {int(sizes[wrong].iloc[0])} pixels, not {opts.height}x{opts.width} "
+                "(options.height and width); set source.images.size to resize them as they are read"
+            )
+        return np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]]) if len(df) else np.zeros((0, opts.height * opts.width), np.float32)
+
+    def label_names(self, spec: PipelineSpec, labels: pd.Series) -> tuple[object, object]:
+        """(negative, positive) as the data writes them: the positive label, and the one other
+        label of the training data (else the options' negative name)."""
+        others = [v for v in pd.unique(labels.dropna()) if str(v) != str(spec.positive_label)]
+        positive = next((v for v in pd.unique(labels.dropna()) if str(v) == str(spec.positive_label)), spec.positive_label)
+        return (others[0] if len(others) == 1 else self.options(spec).negative_label_name), positive
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        X = self.model_input(spec, df)
         y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
         parts = predefined_parts(spec, df)
         train, val, test = parts == "train", parts == "val", parts == "test"

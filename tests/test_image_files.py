@@ -1,0 +1,169 @@
+"""A user's own images: a folder of image files per class (under split folders or not), a CSV of
+image paths beside their labels, an npz archive; trained into a champion that scores a folder of
+new images. The images are real BreastMNIST ultrasound scans written out as PNG files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import last_run, modelmill_env, registry_state, require_mirror, run_cli
+from modelmill.errors import CorruptSource
+from modelmill.imagefiles import hashed_split, read_image_folder
+from modelmill.ingest import fetch_sources, read_source
+from modelmill.settings import Settings
+from modelmill.spec import load_spec
+
+NAMES = {0: "malignant", 1: "benign"}
+
+
+@pytest.fixture(scope="module")
+def scans():
+    with np.load(require_mirror() / "breastmnist" / "breastmnist.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_folder(root, scans, splits=True, upscale=1) -> dict[str, np.ndarray]:
+    """split/class/NNN.png (or class/NNN.png) files of the real scans; returns name -> pixels."""
+    from PIL import Image
+
+    written = {}
+    for split in ("train", "val", "test"):
+        for i, (img, lab) in enumerate(zip(scans[f"{split}_images"], scans[f"{split}_labels"][:, 0], strict=True)):
+            name = f"{split}/{NAMES[lab]}/{split}{i:03d}.png" if splits else f"{NAMES[lab]}/{split}{i:03d}.png"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            pic = Image.fromarray(img)
+            (pic.resize((28 * upscale, 28 * upscale), Image.Resampling.NEAREST) if upscale > 1 else pic).save(root / name)
+            written[name] = img
+    return written
+
+
+def image_suite(rows: int) -> dict:
+    return {"name": "scans", "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": rows, "max_value": rows}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["malignant", "benign"]}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "split", "value_set": ["train", "val", "test"]}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "pixels", "min_value": 784, "max_value": 784}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "pixels"}},
+    ]}  # fmt: skip
+
+
+def write_image_spec(root, source: dict, rows: int = 780, **changes) -> None:
+    (root / "pipelines").mkdir(exist_ok=True)
+    (root / "expectations").mkdir(exist_ok=True)
+    (root / "expectations" / "scans.json").write_text(json.dumps(image_suite(rows)))
+    spec = {
+        "name": "scans", "domain": "healthcare", "description": "Malignancy from my clinic's ultrasound scans.", "problem": "image_classification", "source": source,
+        "schedule": {"cron": "0 6 * * 1"},
+        "target": "label", "positive_label": "malignant", "features": {"image": "pixels"},
+        "split": {"method": "predefined", "column": "split"}, "suite": "scans.json",
+        "baseline": {"name": "prior", "estimator": "dummy_prior"},
+        "candidates": [{"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.01, 0.1]}}],
+        "metric": {"name": "roc_auc", "direction": "maximize"}, "options": {"height": 28, "width": 28},
+    } | changes  # fmt: skip
+    (root / "pipelines" / "scans.yaml").write_text(yaml.safe_dump(spec))
+
+
+def read(root, settings):
+    spec = load_spec(str(root / "pipelines" / "scans.yaml"), settings)
+    return read_source(spec, fetch_sources(spec, settings))
+
+
+def by_file(df: pd.DataFrame, column: str = "file") -> dict[str, np.ndarray]:
+    return {str(f): np.asarray(p).reshape(28, 28) for f, p in zip(df[column], df["pixels"], strict=True)}
+
+
+def test_every_documented_image_shape_reads_the_same_pixels(tmp_path, monkeypatch, scans):
+    modelmill_env(monkeypatch, tmp_path / "home")
+    settings = Settings()
+    data = tmp_path / "pipelines" / "data"
+    data.mkdir(parents=True)
+    # 1. split/class/file: the labels and the split are the folders'
+    written = write_folder(data / "scans", scans)
+    write_image_spec(tmp_path, {"path": "data/scans"})
+    folder = read(tmp_path, settings)
+    assert len(folder) == 780 and set(folder.columns) >= {"file", "label", "split", "pixels", "height", "width", "channels", "pixel_min", "pixel_max"}
+    assert folder.groupby("split").size().to_dict() == {"test": 156, "train": 546, "val": 78}
+    assert all(np.array_equal(written[f], p) for f, p in by_file(folder).items())
+    assert dict(zip(folder["file"], folder["label"], strict=True))["train/benign/train000.png"] == NAMES[scans["train_labels"][0, 0]] == "benign"
+
+    # 2. class/file (no split folders): a split by a stable hash of each file's path
+    write_folder(data / "flat", scans, splits=False)
+    write_image_spec(tmp_path, {"path": "data/flat", "format": "images"})
+    flat = read(tmp_path, settings)
+    assert flat["split"].tolist() == [hashed_split(f) for f in flat["file"]]
+    shares = flat["split"].value_counts(normalize=True)
+    assert 0.6 < shares["train"] < 0.8 and 0.05 < shares["val"] < 0.16 and 0.14 < shares["test"] < 0.27
+
+    # 3. a CSV of paths (relative to the CSV) beside labels and the user's own columns; images
+    #    twice the size resized back with source.images.size
+    write_folder(data / "big", scans, upscale=2)
+    table = pd.DataFrame({"path": [f"big/{f}" for f in folder["file"]], "label": folder["label"], "split": folder["split"], "patient": range(780)})
+    table.to_csv(data / "scans.csv", index=False)
+    write_image_spec(tmp_path, {"path": "data/scans.csv", "images": {"paths_column": "path", "size": [28, 28]}})
+    listed = read(tmp_path, settings)
+    assert listed["patient"].tolist() == list(range(780)) and set(listed["height"]) == {28}
+    diffs = [np.abs(by_file(listed, "path")[f"big/{f}"].astype(float) - written[f]).mean() for f in list(written)[:50]]
+    assert max(diffs) < 12, "a 2x upscaled scan resized back is (nearly) the scan"
+
+    # 4. an npz of images + labels (+ split)
+    order = folder.sort_values("file")
+    np.savez(data / "scans.npz", images=np.stack([written[f] for f in order["file"]]), labels=order["label"].to_numpy(str), split=order["split"].to_numpy(str))
+    write_image_spec(tmp_path, {"path": "data/scans.npz"})
+    arrays = read(tmp_path, settings)
+    assert arrays["label"].tolist() == order["label"].tolist() and arrays["split"].tolist() == order["split"].tolist()
+    assert all(np.array_equal(np.asarray(p).reshape(28, 28), written[f]) for p, f in zip(arrays["pixels"], order["file"], strict=True))
+
+
+def test_an_unreadable_image_or_a_missing_path_is_one_line_naming_it(tmp_path, monkeypatch, scans):
+    modelmill_env(monkeypatch, tmp_path / "home")
+    settings = Settings()
+    data = tmp_path / "pipelines" / "data"
+    data.mkdir(parents=True)
+    write_folder(data / "scans", scans)
+    (data / "scans" / "train" / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    write_image_spec(tmp_path, {"path": "data/scans"})
+    with pytest.raises(CorruptSource, match=r"image train/benign/broken.png cannot be read"):
+        read(tmp_path, settings)
+    with pytest.raises(CorruptSource, match="mixes files at"):
+        read_image_folder({"a/b.png": data / "x", "c.png": data / "y"}, None)
+    pd.DataFrame({"path": ["scans/train/benign/train000.png", None], "label": ["benign", "benign"]}).to_csv(data / "list.csv", index=False)
+    write_image_spec(tmp_path, {"path": "data/list.csv", "images": {"paths_column": "path"}})
+    with pytest.raises(CorruptSource, match="1 rows of data/list.csv have no image path in column path"):
+        read(tmp_path, settings)
+
+
+def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, monkeypatch, capsys, prefect_api, scans):
+    data = tmp_path / "pipelines" / "data"
+    data.mkdir(parents=True)
+    write_folder(data / "scans", scans)
+    write_image_spec(tmp_path, {"path": "data/scans"})
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    code, out, err = run_cli(capsys, "run", "scans")
+    assert code == 0, out + err
+    settings = Settings()
+    run = last_run(settings, "scans")
+    assert (run.data.params["split.train_rows"], run.data.params["split.test_rows"]) == ("546", "156")
+    assert run.data.params["data.source_files"] == "780" and run.data.params["data.source"].endswith("/data/scans/")
+    assert run.data.metrics["test/roc_auc"] > 0.7 and registry_state(settings, "scans")[1] == "1"
+
+    # A batch: a folder of new scans side by side, with no labels (here the test scans).
+    from PIL import Image
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i, img in enumerate(scans["test_images"][:40]):
+        Image.fromarray(img).resize((64, 64)).save(batch / f"scan{i:02d}.png")  # another size: resized to 28x28
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "-v", "score", "scans", "--input", "batch", "--output", "scored.parquet")
+    assert code == 0, out + err
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert len(scored) == 40 and set(scored["prediction"]) <= {"malignant", "benign"}
+    assert scored["file"].tolist() == [f"scan{i:02d}.png" for i in range(40)]
+    truth = np.where(scans["test_labels"][:40, 0] == 0, "malignant", "benign")
+    assert (scored["prediction"] == truth).mean() > 0.7
+    assert scored["probability"].between(0, 1).all() and (scored["prediction"] == np.where(scored["probability"] >= 0.5, "malignant", "benign")).all()
