@@ -30,7 +30,7 @@ from modelmill.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED
 
 log = logging.getLogger("modelmill.score")
 
-SCORABLE = ("tabular_classification", "text_classification", "image_classification")
+SCORABLE = ("tabular_classification", "text_classification", "image_classification", "recommendation")
 REJECTED_SUFFIX = ".rejected.parquet"
 
 
@@ -197,7 +197,10 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
         tags[SHADOW_TAG] = shadowing.version
     run_id = tracker.start_scoring_run(spec, f"score · v{champion.version}{f' (shadow v{shadowing.version})' if shadowing else ''} · {source.name}", tags)
     try:
-        result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing)
+        if spec.problem == "recommendation":
+            result = _score_recommendations(spec, tracker, champion, source, out_path, run_id, read_table)
+        else:
+            result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing)
     except BaseException as e:
         tracker.set_tags(run_id, {"modelmill.failure": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
         tracker.end_run(run_id, FAILED)
@@ -279,6 +282,46 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")
     log.info("%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)", spec.name, champion.version, int(ok.sum()), len(raw), out_path, time.time() - t0, score_psi)
     return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id, shadowed)
+
+
+def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:
+    """A batch of users -> each one's top ``options.k`` items with their scores (one row per user
+    and rank), never an item the user already has in the training data; users the model does not
+    know get the most popular items (``known_user`` false). Rows without a user are set aside."""
+    from modelmill.kinds import get_kind
+
+    t0 = time.time()
+    k = get_kind(spec.problem).options(spec).k
+    column = spec.roles["user"]
+    raw = read_table(source, None, scoring_read_options(spec, source))
+    if column not in raw.columns:
+        raise SpecError(f"pipeline {spec.name}: a batch to recommend for names its users in column {column!r} (roles.user), which {source.name} lacks")
+    model = tracker.load_model(champion)
+    ok = raw[column].notna().to_numpy()
+    users = raw.loc[ok, column].astype(str).tolist()
+    ranked = model.ranked(users, k)
+    out = pd.DataFrame(
+        [(u, rank, item, round(score, 6)) for u, (items, scores) in zip(users, ranked, strict=True) for rank, (item, score) in enumerate(zip(items, scores, strict=True), 1)],
+        columns=[column, "rank", "item", "score"],
+    )
+    known = {u: u in model.users_ for u in set(users)}
+    out["known_user"] = out[column].map(known).astype(bool)
+    out["model_version"], out["input_sha256"] = champion.version, source.sha256
+    meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
+    _write_parquet(out, out_path, meta)
+    rejected_path = None
+    if (~ok).any():
+        rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
+        _write_parquet(raw[~ok].assign(rejected_because=f"{column} is present"), rejected_path, meta)
+        log.warning("%s: %d of %d rows name no user, not scored; they are in %s", spec.name, int((~ok).sum()), len(raw), rejected_path)
+    metrics = {
+        "score/rows": len(raw), "score/scored": int(ok.sum()), "score/rejected": int((~ok).sum()),
+        "score/unknown_users": sum(not v for v in known.values()), "score/coverage": out["item"].nunique() / max(len(model.items_), 1),
+    }  # fmt: skip
+    tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id, "k": k})
+    tracker.log_metrics(run_id, {m: float(v) for m, v in metrics.items()})
+    log.info("%s: v%s recommended %d items to each of %d users into %s in %.1f s (%d unknown users got the most popular)", spec.name, champion.version, k, int(ok.sum()), out_path, time.time() - t0, metrics["score/unknown_users"])
+    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, float("nan"), run_id)
 
 
 def describe(result: ScoreResult) -> str:

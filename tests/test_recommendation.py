@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
+    artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
     require_mirror, run_cli,
 )  # fmt: skip
 from modelmill.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
@@ -147,6 +147,40 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert int(p["split.dropped_below_relevance_threshold"]) == below and int(p["split.interactions"]) == len(ratings) - below
     assert "split.dropped_not_a_product_code" not in p  # no hidden item-code filter: the spec did not ask for one
     assert 0 < m["test/ndcg_at_10"] <= 1 and m["test/hit_rate_at_10"] > 0
+
+    # No item a user already rated - low ratings too - is ever recommended: in the test period
+    # (nothing of the user's history before it) ...
+    from modelmill.kinds import get_kind
+    from modelmill.spec import load_spec
+
+    spec = load_spec("shop", settings)
+    data = get_kind("recommendation").prepare(spec, ratings)
+    before = data.test.before.groupby("user")["item"].agg(set)
+    sample = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/sample_recommendations.csv", str(tmp_path)), dtype=str)
+    assert len(sample) == 200 and not any(set(r.split()) & before[str(u)] for u, r in zip(sample["customer"], sample["recommended"], strict=True))
+    # ... and by the registered champion, which remembers the whole file
+    import mlflow
+
+    rated = ratings.assign(product=ratings["product"].astype(str).str.upper()).groupby("customer")["product"].agg(set)
+    champion = mlflow.pyfunc.load_model("models:/modelmill-shop@champion")
+    recs = champion.predict(pd.DataFrame({"user": rated.index}))
+    assert all(len(r.split()) == 10 and not set(r.split()) & rated[u] for u, r in zip(rated.index, recs, strict=True))
+
+    # `modelmill score`: a list of users -> their top 10 with scores; a stranger gets the most
+    # popular items; a row without a user is set aside
+    users = [*rated.index[:25], "a-new-customer", None]
+    pd.DataFrame({"customer": users}).to_csv(tmp_path / "users.csv", index=False)
+    code, out, err = run_cli(capsys, "score", "shop", "--input", str(tmp_path / "users.csv"), "--output", str(tmp_path / "recs.parquet"))
+    assert code == 0, out + err
+    assert "scored 26 of 27 rows" in out
+    scored = pd.read_parquet(tmp_path / "recs.parquet")
+    assert scored.groupby("customer", sort=False)["rank"].apply(list).to_dict() == {u: list(range(1, 11)) for u in users[:-1]}
+    assert (scored.groupby("customer")["score"].diff().dropna() <= 0).all()
+    assert not any(item in rated.get(u, set()) for u, item in zip(scored["customer"], scored["item"], strict=True))
+    stranger = scored[scored["customer"] == "a-new-customer"]
+    assert (scored["known_user"] == scored["customer"].isin(set(data.train["user"]))).all() and not stranger["known_user"].any()
+    assert stranger["item"].tolist() == Popularity().fit(data.train).recommend(["a-new-customer"], 10)[0]
+    assert len(pd.read_parquet(tmp_path / "recs.rejected.parquet")) == 1
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,8 @@ def cmd_score(args, settings: Settings) -> int:
     if r.get("shadow"):
         sh = r["shadow"]
         print(f"shadow v{sh['version']}: agrees with the champion on {sh['agreement']:.1%} of scored rows, score correlation {sh['score_correlation']:.3f}, its score drift (PSI) {sh['score_psi']:.3f}")
-    print(f"input sha256 {r['input_sha256']}; score drift vs training (PSI) {r['score_psi']:.3f}; MLflow run {r['run_id']}")
+    drift = f"; score drift vs training (PSI) {r['score_psi']:.3f}" if r["score_psi"] == r["score_psi"] else ""
+    print(f"input sha256 {r['input_sha256']}{drift}; MLflow run {r['run_id']}")
     return EXIT_OK
 
 

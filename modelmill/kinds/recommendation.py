@@ -13,6 +13,7 @@ scipy state, so they pickle and load anywhere.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,7 @@ class Recommender(BaseEstimator):
         m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(users), len(items)))
         m.data = np.log1p(m.data)  # repeat purchases count, with diminishing weight
         self.seen_ = m
+        self.history_ = None  # the training rows until :meth:`remember` is given more
         self.popularity_ = np.asarray((m > 0).sum(axis=0)).ravel().astype(np.float64)
         self._fit(m, X)
         return self
@@ -66,32 +68,71 @@ class Recommender(BaseEstimator):
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.tile(self.popularity_, (len(rows), 1))
 
-    def recommend(self, users, k: int = 10, exclude_seen: bool = True) -> list[list[str]]:
+    def recommend(self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None) -> list[list[str]]:
+        """Each user's top ``k`` items (see :meth:`ranked`)."""
+        return [items for items, _ in self.ranked(users, k, exclude_seen, history)]
+
+    def ranked(self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None) -> list[tuple[list[str], list[float]]]:
+        """Each user's top ``k`` items with their scores, best first. An unknown user gets the most
+        popular items. With ``exclude_seen``, no item of the user's ``history`` (default: the one
+        the model remembers, :meth:`remember`) is ever recommended, unknown users included."""
         users = [str(u) for u in users]
-        known = np.array([u in self.users_ for u in users])
-        out: list[list[str]] = [[] for _ in users]
-        pop_order = np.argsort(-self.popularity_, kind="stable")
-        for i in np.flatnonzero(~known):
-            out[i] = self.items_[pop_order[:k]].tolist()
-        idx = np.flatnonzero(known)
-        for start in range(0, len(idx), 1024):
-            batch = idx[start : start + 1024]
-            rows = np.array([self.users_[users[i]] for i in batch])
-            scores = np.asarray(self._scores(rows), dtype=np.float64)
-            scores = scores + 1e-9 * self.popularity_ / (self.popularity_.max() or 1)  # ties -> popular first
+        if history is None:
+            history = getattr(self, "history_", None) or History(self.users_, self.seen_)
+        tie = 1e-9 * self.popularity_ / (self.popularity_.max() or 1)  # ties -> popular first
+        out: list[tuple[list[str], list[float]]] = []
+        for start in range(0, len(users), 1024):
+            batch = users[start : start + 1024]
+            known = np.array([u in self.users_ for u in batch], dtype=bool)
+            scores = np.tile(self.popularity_, (len(batch), 1))  # unknown users: the most popular
+            if known.any():
+                scores[known] = np.asarray(self._scores(np.array([self.users_[u] for u, kn in zip(batch, known, strict=True) if kn])), dtype=np.float64)
+            scores += tie
             if exclude_seen:
-                seen = self.seen_[rows]
-                scores[seen.nonzero()] = -np.inf
-            top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
-            for j, r in enumerate(batch):
+                scores[history.mask(batch).nonzero()] = -np.inf
+            n = min(k, scores.shape[1])
+            top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+            for j in range(len(batch)):
                 order = top[j][np.argsort(-scores[j, top[j]], kind="stable")]
-                out[r] = self.items_[order].tolist()
+                order = order[np.isfinite(scores[j, order])]  # never a seen item, even when few are left
+                out.append((self.items_[order].tolist(), scores[j, order].tolist()))
         return out
+
+    def remember(self, history: pd.DataFrame) -> Recommender:
+        """Keep every user's items of ``history`` (user, item rows: any rating, any period) as the
+        items never to recommend them again; the registered model remembers the whole source."""
+        self.history_ = History.of(history, self.item_index_)
+        return self
 
     def predict(self, X) -> np.ndarray:
         """For a frame of users: their top-10 items, space separated (the pyfunc output)."""
         users = X[self.user_col] if isinstance(X, pd.DataFrame) else pd.Series(X)
         return np.array([" ".join(r) for r in self.recommend(users.astype(str).tolist(), 10, True)], dtype=object)
+
+
+class History:
+    """The items each user interacted with, as a users x catalogue matrix (items outside the
+    model's catalogue cannot be recommended anyway and are left out)."""
+
+    def __init__(self, users: dict[str, int], matrix: sp.csr_matrix):
+        self.users, self.matrix = users, sp.csr_matrix(matrix, dtype=np.float32)
+
+    @classmethod
+    def of(cls, pairs: pd.DataFrame, item_index: dict[str, int]) -> History:
+        pairs = pairs[pairs["item"].astype(str).isin(item_index)]
+        names = np.sort(pairs["user"].astype(str).unique())
+        users = {u: i for i, u in enumerate(names)}
+        rows = pairs["user"].astype(str).map(users).to_numpy()
+        cols = pairs["item"].astype(str).map(item_index).to_numpy()
+        return cls(users, sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(names), len(item_index))))
+
+    def mask(self, users: list[str]) -> sp.csr_matrix:
+        """Rows of the given users (nothing for a user it does not know)."""
+        idx = np.array([self.users.get(u, -1) for u in users], dtype=np.int64)
+        if not self.matrix.shape[0]:
+            return sp.csr_matrix((len(users), self.matrix.shape[1]), dtype=np.float32)
+        rows = self.matrix[np.maximum(idx, 0)]
+        return sp.diags((idx >= 0).astype(np.float32)) @ rows if (idx < 0).any() else rows
 
 
 class Popularity(Recommender):
@@ -174,6 +215,19 @@ class Hybrid(Recommender):
         return (1 - w) * scale(self.als_._scores(rows)) + w * scale(self.content_._scores(rows))
 
 
+@dataclass
+class RecTest:
+    """What a recommender is tested on: the customers, the new items each bought in the test
+    period, the training catalogue's size, the history before the test period (what may be
+    excluded) and the whole source's history (what the registered model excludes)."""
+
+    users: list[str]
+    rel: list[set[str]]
+    catalogue: int
+    before: pd.DataFrame
+    history: pd.DataFrame
+
+
 # -- metrics ------------------------------------------------------------------------------------
 def ranking_metrics(recs: list[list[str]], relevant: list[set[str]], k: int, catalogue: int) -> dict[str, float]:
     """precision, recall, NDCG, MAP, hit rate at k (binary relevance) and catalogue coverage."""
@@ -231,10 +285,12 @@ class Recommendation(ProblemKind):
         if textual and "description" not in r:
             raise SpecError(f"pipeline {spec.name}: candidates {', '.join(textual)} read item descriptions: name roles.description, or drop them")
 
-    def interactions(self, spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    def interactions(self, spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         """The interactions the spec's roles describe: customer known, and where the roles exist,
         positive quantity, no cancellation, dated, a rating at or above the threshold; the item
-        code filter only when the spec sets one. Returns them and the rows each rule dropped."""
+        code filter only when the spec sets one. Returns them, the rows each rule dropped, and the
+        history: every (user, item) row of the source — low ratings, returns and cancellations
+        too — whose items are never recommended to that user again."""
         r, o = spec.roles, self.options(spec)
         item = df[r["item"]].astype(str).str.strip().str.upper()
         keep = {"unknown_customer": df[r["user"]].notna() & df[r["item"]].notna()}  # reason a row is dropped -> rows kept
@@ -257,7 +313,20 @@ class Recommendation(ProblemKind):
         if "date" in r:
             out["date"] = pd.to_datetime(df.loc[mask, r["date"]]).to_numpy()
         dropped = {f"dropped_{k}": int((~m.fillna(False).to_numpy(dtype=bool)).sum()) for k, m in keep.items()}
-        return out, dropped
+        known = keep["unknown_customer"].to_numpy(dtype=bool) & (keep["undated"].fillna(False).to_numpy(dtype=bool) if "undated" in keep else True)
+        history = pd.DataFrame({"user": df.loc[known, r["user"]].astype(str).to_numpy(), "item": item[known].to_numpy()})
+        if "date" in r:
+            history["date"] = pd.to_datetime(df.loc[known, r["date"]]).to_numpy()
+        return out, dropped, history.drop_duplicates(["user", "item"] + (["date"] if "date" in r else []), ignore_index=True)
+
+    @staticmethod
+    def _before(history: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+        """The history a model may know when ``held`` is hidden from it: what came before the
+        held period (dated data), else every pair but the held ones."""
+        if "date" in held.columns:
+            return history[history["date"] < held["date"].min()] if len(held) else history
+        pairs = pd.MultiIndex.from_frame(history[["user", "item"]])
+        return history[~pairs.isin(pd.MultiIndex.from_frame(held[["user", "item"]]))]
 
     def _split(self, spec: PipelineSpec, inter: pd.DataFrame, seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Train and test interactions, and how they were split: the last ``test_period_days``
@@ -278,59 +347,63 @@ class Recommendation(ProblemKind):
         label = f"random per-customer hold-out of {spec.split.test_size:.0%} of each customer's items (seed {seed}; no dates)"
         return inter[~is_test], inter[is_test], {"split": label}
 
-    def _targets(self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame) -> tuple[list[str], list[set[str]]]:
-        """Customers seen before the test period and what they bought in it (new items only if exclude_seen)."""
+    def _targets(self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame, before: pd.DataFrame) -> tuple[list[str], list[set[str]]]:
+        """Customers seen before the test period and what they bought in it (with exclude_seen,
+        only items not in their history before it: the ones that can be recommended)."""
         o = self.options(spec)
         seen = train.groupby("user")["item"].agg(set)
+        known = before.groupby("user")["item"].agg(set)
         bought = test[test["user"].isin(seen.index)].groupby("user")["item"].agg(set)
         users, rel = [], []
         for u, items in bought.items():
-            items = items - seen[u] if o.exclude_seen else items
+            items = items - known.get(u, set()) if o.exclude_seen else items
             if items and len(seen[u]) >= o.min_user_items:
                 users.append(u)
                 rel.append(items)
         return users, rel
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
-        inter, dropped = self.interactions(spec, df)
+        inter, dropped, history = self.interactions(spec, df)
         if inter.empty:
             raise SpecError(f"pipeline {spec.name}: no purchases left after cleaning ({dropped})")
         train, test, how = self._split(spec, inter)
-        users, rel = self._targets(spec, train, test)
+        before = self._before(history, test)
+        users, rel = self._targets(spec, train, test, before)
         if not users:
             raise SpecError(f"pipeline {spec.name}: no customer of the test period was seen before it")
         log.info("%s: split %s", spec.name, how["split"])
         info = {"interactions": len(inter), "train_interactions": len(train), **how, "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
-        return Prepared(train.reset_index(drop=True), (users, rel, int(train["item"].nunique())), info)
+        return Prepared(train.reset_index(drop=True), RecTest(users, rel, int(train["item"].nunique()), before, history), info)
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point on a validation period carved from the end of train."""
         o = self.options(spec)
         inner_train, inner_val, _ = self._split(spec, data.train, seed=spec.split.seed + 1)
-        users, rel = self._targets(spec, inner_train, inner_val)
+        before = self._before(data.test.before, inner_val)
+        users, rel = self._targets(spec, inner_train, inner_val, before)
         key = spec.metric.name.replace("_at_10", f"_at_{o.k}")
         rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
         for c, params, estimator in self.grid_points(spec):
             est = estimator.fit(inner_train)
-            m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen), rel, o.k, inner_train["item"].nunique())
+            m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen, History.of(before, est.item_index_)), rel, o.k, inner_train["item"].nunique())
             rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
             if m[key] > best_score:
                 best, best_score, best_name, chosen = est, m[key], c.name, {**c.params, **params}
         table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
-        model = clone(best).fit(data.train)
+        model = clone(best).fit(data.train).remember(data.test.history)  # registered: never what a user already has
         baseline = self.build(spec.baseline, spec).fit(data.train)
         return Trained(model, baseline, best_name, table, {}, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         o = self.options(spec)
-        users, rel, catalogue = data.test
-        return ranking_metrics(model.recommend(users, o.k, o.exclude_seen), rel, o.k, catalogue)
+        t = data.test
+        return ranking_metrics(model.recommend(t.users, o.k, o.exclude_seen, History.of(t.before, model.item_index_)), t.rel, o.k, t.catalogue)
 
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         o = self.options(spec)
-        users, rel, catalogue = data.test
-        recs = trained.model.recommend(users, 20, o.exclude_seen)
-        base = trained.baseline.recommend(users, 20, o.exclude_seen)
+        users, rel, catalogue = data.test.users, data.test.rel, data.test.catalogue
+        recs = trained.model.recommend(users, 20, o.exclude_seen, History.of(data.test.before, trained.model.item_index_))
+        base = trained.baseline.recommend(users, 20, o.exclude_seen, History.of(data.test.before, trained.baseline.item_index_))
         ks = list(range(1, 21))
         fig, ax = figure(6.5, 4.5)
         for name, rr in ((trained.best, recs), ("popularity", base)):
@@ -344,6 +417,6 @@ class Recommendation(ProblemKind):
         return figs, {"sample_recommendations.csv": sample}
 
     def examples(self, model, data: Prepared):
-        users = data.test[0][:5]
+        users = data.test.users[:5]
         X = pd.DataFrame({"user": users})
         return X, model.predict(X)
