@@ -253,7 +253,7 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
         scores, column = _positive_scores(model, X)
         scored["prediction"] = model.predict(X)
         scored[column] = np.round(scores, 6)
-        if spec.problem == "image_classification" and ref is not None:  # the data's own labels, not 0/1
+        if spec.positive_label is not None and ref is not None:  # the data's own labels, not 0/1
             negative, positive = kind.label_names(spec, ref[spec.target])
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
     else:

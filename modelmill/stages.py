@@ -354,7 +354,8 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
         decision = Decision(False, f"{decision.reason}; awaits approval (promotion.mode: manual)", decision.new_score, decision.champion_score, decision.champion_version)
     example_in, example_out = kind.examples(trained.model, data)
     raw = h.spec.features.columns() if kind.ROW_MODEL else None  # rows as they come: typed by the model's first step
-    ref = t.log_model(h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw)
+    labels = data.labels if h.spec.problem.endswith("_classification") else None  # classifiers serve label + probabilities
+    ref = t.log_model(h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw, labels=labels)
     alias = CHAMPION if decision.promote else (CANDIDATE if awaiting else CHALLENGER)
     if h.promote or decision.promote:
         t.set_alias(h.spec, alias, ref.version)

@@ -293,11 +293,12 @@ class Tracker:
             mlflow.log_input(ds, context=context)
 
     # -- models and the registry --------------------------------------------------------------
-    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None) -> ModelRef:
+    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None, labels: tuple | None = None) -> ModelRef:
         """Log the fitted featurizer+model pipeline with signature and example, and register it.
-        ``raw_columns``: input columns the signature takes of any type (the model types them)."""
+        ``raw_columns``: input columns the signature takes of any type (the model types them).
+        ``labels``: a classifier's — its pyfunc returns the label and each class's probability
+        (:class:`ServedClassifier`; the data's (negative, positive) labels of a binary model)."""
         mlflow = self._mlflow
-        import mlflow.sklearn
         import numpy
         import scipy
         import sklearn
@@ -305,6 +306,8 @@ class Tracker:
         if isinstance(input_example, pd.DataFrame):  # integers cannot carry missing values at serving time
             ints = input_example.select_dtypes("integer").columns
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
+        if labels is not None:
+            output_example = ServedClassifier(model, labels).predict(input_example)
         signature = mlflow.models.infer_signature(input_example, output_example)
         if raw_columns:
             from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -319,9 +322,13 @@ class Tracker:
             reqs += [f"torch=={version('torch').split('+')[0]}", f"skorch=={version('skorch')}"]
         with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
             warnings.simplefilter("ignore")
-            info = mlflow.sklearn.log_model(
-                model,
+            info = mlflow.models.Model.log(
+                artifact_path=None,
                 name="model",
+                flavor=sys.modules[__name__],
+                flavor_name="sklearn",
+                sk_model=model,
+                labels=labels,
                 signature=signature,
                 input_example=input_example,
                 registered_model_name=spec.registered_model_name,
@@ -460,3 +467,55 @@ class Tracker:
 
     def run(self, run_id: str):
         return self.client.get_run(run_id)
+
+
+# -- the registered model's pyfunc ------------------------------------------------------------
+class ServedClassifier:
+    """A classifier as ``mlflow.pyfunc.load_model(...).predict`` serves it: a frame with the
+    ``prediction`` (the data's own label, not 0/1) and ``probability_<label>`` for every class
+    (for models with probabilities). It wraps the very pipeline the scikit-learn flavour of the
+    same files loads, so both give the same numbers on the same raw rows."""
+
+    def __init__(self, model, labels: tuple | list = ()):
+        self.model, self.labels = model, tuple(labels)
+
+    def get_raw_model(self):
+        return self.model
+
+    def predict(self, data, params: dict | None = None) -> pd.DataFrame:
+        import numpy as np
+
+        predicted = np.asarray(self.model.predict(data))
+        if self.labels:  # binary: 0/1 -> (negative, positive) as the data writes them
+            out = pd.DataFrame({"prediction": np.where(predicted == 1, self.labels[1], self.labels[0]).astype(object)})
+        else:
+            out = pd.DataFrame({"prediction": predicted})
+        if hasattr(self.model, "predict_proba"):
+            proba = np.asarray(self.model.predict_proba(data))
+            names = self.labels or list(self.model.classes_)
+            for i, name in enumerate(names):
+                out[f"probability_{name}"] = proba[:, i]
+        return out
+
+
+def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwargs) -> None:
+    """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, and for a classifier
+    a pyfunc served by this module (:class:`ServedClassifier`), its labels in the MLmodel's metadata."""
+    import mlflow.sklearn
+
+    if labels is not None:
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels]}
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
+    if labels is not None:
+        mlflow_model.flavors["python_function"]["loader_module"] = __name__
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def _load_pyfunc(path):
+    """The pyfunc loader of a classifier's files (see :func:`save_model`)."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    meta = Model.load(os.path.join(folder, "MLmodel")).metadata or {}
+    return ServedClassifier(mlflow.sklearn.load_model(folder), meta.get("modelmill.labels", []))

@@ -261,7 +261,7 @@ def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fi
     model = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
     raw = holes.drop(columns=["diagnosis"]).iloc[[5, 7, 8]].astype("float64")  # rows with and without holes
     scores = model.predict(raw)
-    assert len(scores) == 3 and np.isfinite(np.asarray(scores, dtype=float)).all()
+    assert len(scores) == 3 and np.isfinite(scores["probability_malignant"]).all() and set(scores["prediction"]) <= {"malignant", "benign"}
 
 
 def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):

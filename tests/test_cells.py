@@ -91,7 +91,9 @@ def test_both_flavours_of_the_champion_take_raw_rows_and_agree(example_project, 
     raw.loc[3, "grade"] = None  # a missing code
     sk = mlflow.sklearn.load_model("models:/modelmill-my_cells@champion")
     py = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
-    np.testing.assert_array_equal(np.asarray(py.predict(raw)), sk.predict(raw))
+    served = py.predict(raw)  # the same pipeline: the data's labels and the very same probabilities
+    np.testing.assert_array_equal(served["prediction"], np.where(sk.predict(raw) == 1, "malignant", "benign"))
+    np.testing.assert_array_equal(served[["probability_benign", "probability_malignant"]].to_numpy(), sk.predict_proba(raw))
     on_typed = sk.predict_proba(typed.assign(grade=typed["grade"].astype(object).where(typed.index != 3, None)))
     np.testing.assert_allclose(sk.predict_proba(raw), on_typed)  # raw rows typed exactly as training typed them
 

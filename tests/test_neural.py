@@ -195,7 +195,8 @@ def test_a_cnn_champion_is_logged_with_its_curves_and_loads_through_pyfunc(neura
     mlflow_client(settings)  # points mlflow at the run's store
     model = mlflow.pyfunc.load_model("models:/modelmill-breast_ultrasound@champion")
     X, _ = images
-    assert set(np.asarray(model.predict(X[:5].astype(np.float32)))) <= {0, 1}
+    served = model.predict(X[:5].astype(np.float32))
+    assert set(served["prediction"]) <= {0, 1} and np.allclose(served[["probability_0", "probability_1"]].sum(axis=1), 1)  # BreastMNIST's labels are 0/1
     reqs = mlflow.pyfunc.get_model_dependencies("models:/modelmill-breast_ultrasound@champion")
     assert {"torch==2.13.0", "skorch==1.4.0"} <= set(open(reqs).read().split())
     p = mlflow.sklearn.load_model("models:/modelmill-breast_ultrasound@champion").predict_proba(X[:5])
@@ -214,4 +215,4 @@ def test_a_recurrent_champion_scores_raw_sentences_through_pyfunc(neural_env, ca
     mlflow_client(settings)  # points mlflow at the run's store
     model = mlflow.pyfunc.load_model("models:/modelmill-review_sentiment@champion")
     out = model.predict(pd.DataFrame({"sentence": ["The food was wonderful and the staff were kind.", "Terrible. Broke after a day."]}))
-    assert set(np.asarray(out).ravel()) <= {0, 1}
+    assert set(out["prediction"]) <= {0, 1} and out["probability_1"].between(0, 1).all()

@@ -47,7 +47,7 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     scores = pd.read_parquet(out_path)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert len(scores) == 37 and (scores["model_version"] == "1").all() and (scores["input_sha256"] == digest).all()
-    assert set(scores["prediction"]) <= {0, 1} and scores["probability"].between(0, 1).all()
+    assert set(scores["prediction"]) == {"malignant", "benign"} and scores["probability"].between(0, 1).all()
     meta = pq.read_schema(out_path).metadata
     assert meta[b"modelmill.model_version"] == b"1" and meta[b"modelmill.input_sha256"] == digest.encode()
 
@@ -60,7 +60,10 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     champion = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
     good = batch.drop(index=[5, 9, 17])  # raw rows as the file gives them: no casting by hand
     assert (good.dtypes == object).all()
-    np.testing.assert_array_equal(np.asarray(champion.predict(good)), scores["prediction"].to_numpy())
+    served = champion.predict(good)  # the data's labels and each class's probability, as its signature says
+    np.testing.assert_array_equal(served["prediction"].to_numpy(), scores["prediction"].to_numpy())
+    np.testing.assert_allclose(served["probability_malignant"], scores["probability"], atol=1e-6)
+    assert [c.name for c in champion.metadata.get_output_schema().inputs] == ["prediction", "probability_benign", "probability_malignant"]
 
     client = mlflow_client(settings)
     experiment = client.get_experiment_by_name("modelmill/my_cells/scoring")

@@ -24,6 +24,8 @@ class Prepared:
     train: Any
     test: Any
     info: dict[str, Any] = field(default_factory=dict)
+    #: a binary classifier's (negative, positive) labels as the data writes them (its 0 and 1)
+    labels: tuple = ()
 
 
 @dataclass
@@ -147,6 +149,14 @@ class ProblemKind(ABC):
         if not self.ROW_MODEL:
             raise NotImplementedError(f"{self.name} models are not scored row by row")
         return self.raw_rows(spec).transform(df)
+
+    def label_names(self, spec: PipelineSpec, labels: pd.Series) -> tuple:
+        """(negative, positive) as the data writes them: the positive label, and the one other
+        label of the training data (else the options' negative name)."""
+        values = [v.item() if hasattr(v, "item") else v for v in pd.unique(labels.dropna())]
+        others = [v for v in values if str(v) != str(spec.positive_label)]
+        positive = next((v for v in values if str(v) == str(spec.positive_label)), spec.positive_label)
+        return (others[0] if len(others) == 1 else getattr(self.options(spec), "negative_label_name", f"not {positive}")), positive
 
     def servable(self, spec: PipelineSpec, model):
         """The model as it is registered: for row models, with :meth:`raw_rows` as its first step,

@@ -128,13 +128,6 @@ class ImageClassification(ProblemKind):
             )
         return np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]]) if len(df) else np.zeros((0, opts.height * opts.width), np.float32)
 
-    def label_names(self, spec: PipelineSpec, labels: pd.Series) -> tuple[object, object]:
-        """(negative, positive) as the data writes them: the positive label, and the one other
-        label of the training data (else the options' negative name)."""
-        others = [v for v in pd.unique(labels.dropna()) if str(v) != str(spec.positive_label)]
-        positive = next((v for v in pd.unique(labels.dropna()) if str(v) == str(spec.positive_label)), spec.positive_label)
-        return (others[0] if len(others) == 1 else self.options(spec).negative_label_name), positive
-
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         X = self.model_input(spec, df)
         y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
@@ -145,7 +138,7 @@ class ImageClassification(ProblemKind):
         X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
         val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
         info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}
-        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info)
+        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info, self.label_names(spec, df[spec.target]))
 
     def _pipeline(self, spec: PipelineSpec, model) -> MirrorAugmented:
         """The model behind its featurizer; a CNN reads the images themselves (and augments them

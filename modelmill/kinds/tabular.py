@@ -79,7 +79,7 @@ class TabularClassification(ProblemKind):
         y_tr, y_te = y[tr], y[te]
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(y_tr) - n_val, "val_rows": n_val, "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
-        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info)
+        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info, self.label_names(spec, df[spec.target]))
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
         """Scaled numeric and one-hot categorical features, with the spec's imputation first, and
