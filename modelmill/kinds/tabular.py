@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import Field
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import make_scorer
@@ -39,6 +40,11 @@ class TabularOptions(KindOptions):
     cost: Cost | None = Field(None, description="the cost matrix for `threshold: cost`", examples=[{"false_negative": 5, "false_positive": 1}])
     negative_label_name: str = Field("negative", description="name of the negative class in plots")
     positive_label_name: str = Field("positive", description="name of the positive class in plots")
+    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = Field(
+        "auto",
+        description="auto: a model that weights its classes (class_weight) gets the calibration step (none, sigmoid or "
+        "isotonic) with the best out-of-fold Brier score on the training rows; sigmoid/isotonic: always that step",
+    )
     categorical_encoding: Literal["onehot", "native"] = Field(
         "onehot",
         description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
@@ -131,6 +137,12 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         fixed = opts.threshold == "fixed"
         best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name], fit=fixed)
+        weighted = model.named_steps["model"].get_params().get("class_weight") is not None
+        if opts.calibration != "none" and (weighted or opts.calibration != "auto"):
+            # Class weights move the probabilities off the base rate: calibrated on held-out rows of training.
+            model = Calibrated(model, opts.calibration, cv, spec.split.seed)
+            if fixed:
+                model.fit(X, y)
         if not fixed:
             # Decision threshold chosen on the same validation rows (or CV folds) as the model, never on test;
             # the tuner fits the model on all training rows itself.
@@ -138,7 +150,10 @@ class TabularClassification(ProblemKind):
             model.fit(X, y)
         baseline = self.fit_baseline(spec, build, X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))
-        return Trained(model, baseline, best_name, table, {"decision_threshold": round(threshold, 6)}, chosen)
+        calibrated = model if isinstance(model, Calibrated) else getattr(model, "estimator_", None)
+        params = {"decision_threshold": round(threshold, 6), "calibration": getattr(calibrated, "method_", "none")}
+        params |= {f"calibration.oof_brier.{k}": round(v, 6) for k, v in getattr(calibrated, "briers_", {}).items()}
+        return Trained(model, baseline, best_name, table, params, chosen)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         X, y = data.test
@@ -148,7 +163,23 @@ class TabularClassification(ProblemKind):
         cost = (opts.cost.false_negative, opts.cost.false_positive) if opts.cost else None
         out = binary_metrics(y, p, yhat, cost)
         out["decision_threshold"] = float(getattr(model, "best_threshold_", 0.5))
+        out["mean_probability"], out["positive_rate"] = float(p.mean()), float(np.mean(y))
         return out
+
+    def warnings(self, spec: PipelineSpec, metrics: dict[str, float]) -> list[str]:
+        """Said plainly when the probabilities are scores, not probabilities: worse Brier than the
+        base rate's, or a mean far from it (class weights without calibration do that)."""
+        rate, mean, brier = metrics.get("positive_rate"), metrics.get("mean_probability"), metrics.get("brier")
+        if rate is None or mean is None or brier is None:
+            return []
+        prior = rate * (1 - rate)  # the Brier score of always answering the base rate
+        if brier <= prior and abs(mean - rate) <= 0.1:
+            return []
+        return [
+            f"the probabilities are scores, not probabilities: their test mean is {mean:.2f} against a base rate of {rate:.2f}, "
+            f"Brier {brier:.3f} against the base rate's {prior:.3f}; rank and threshold with them, do not read them as chances "
+            "(options.calibration: sigmoid or isotonic calibrates them)"
+        ]
 
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         X, y = data.test
@@ -161,3 +192,92 @@ class TabularClassification(ProblemKind):
     def examples(self, model, data: Prepared):
         X = data.test[0].head(5)
         return X, model.predict_proba(X)
+
+
+class Calibrated(ClassifierMixin, BaseEstimator):
+    """A binary classifier whose positive-class probability is mapped by a calibrator fitted on
+    its held-out probabilities on the training rows (each ``cv`` split's test rows, predicted by
+    a copy fitted on the rest), as scikit-learn's ``CalibratedClassifierCV(ensemble=False)``
+    does; ``method="auto"`` picks none, sigmoid or isotonic by the held-out Brier score (a
+    nested 5-fold split of those rows). The estimator itself is then fitted on every row."""
+
+    def __init__(self, estimator, method: str = "auto", cv=5, random_state: int | None = None):
+        self.estimator, self.method, self.cv, self.random_state = estimator, method, cv, random_state
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+        from sklearn.metrics import brier_score_loss
+        from sklearn.model_selection import StratifiedKFold, check_cv, cross_val_predict
+
+        y = np.asarray(y)
+        held = np.full(len(y), np.nan)
+        for tr, te in check_cv(self.cv, y, classifier=True).split(X, y):
+            held[te] = clone(self.estimator).fit(_rows(X, tr), y[tr]).predict_proba(_rows(X, te))[:, 1]
+        tested = ~np.isnan(held)
+        p, t = held[tested].reshape(-1, 1), y[tested]
+        inner = StratifiedKFold(5, shuffle=True, random_state=self.random_state)
+        methods = ["none", "sigmoid", "isotonic"] if self.method == "auto" else [self.method]
+        self.briers_ = {m: float(brier_score_loss(t, p[:, 0] if m == "none" else cross_val_predict(_calibrator(m), p, t, cv=inner, method="predict_proba")[:, 1])) for m in methods}
+        self.method_ = min(self.briers_, key=self.briers_.get)
+        self.calibrator_ = None if self.method_ == "none" else _calibrator(self.method_).fit(p, t)
+        self.estimator_ = clone(self.estimator).fit(X, y)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X):
+        p = self.estimator_.predict_proba(X)[:, 1]
+        if self.calibrator_ is not None:
+            p = self.calibrator_.predict_proba(p.reshape(-1, 1))[:, 1]
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _rows(X, idx):
+    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+
+
+class _Calibrator(ClassifierMixin, BaseEstimator):
+    """A score -> probability map, as a classifier (for ``cross_val_predict``)."""
+
+    def predict(self, p):
+        return (self.predict_proba(p)[:, 1] >= 0.5).astype(int)
+
+
+class _Isotonic(_Calibrator):
+    """Isotonic regression of the label on the score."""
+
+    def fit(self, p, y):
+        from sklearn.isotonic import IsotonicRegression
+
+        self.iso_ = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(np.asarray(p)[:, 0], y)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, p):
+        q = self.iso_.predict(np.asarray(p)[:, 0])
+        return np.column_stack([1 - q, q])
+
+
+class _Sigmoid(_Calibrator):
+    """Platt scaling: a logistic regression of the label on the score's log-odds."""
+
+    def fit(self, p, y):
+        from sklearn.linear_model import LogisticRegression
+
+        self.lr_ = LogisticRegression(C=1e6).fit(_logit(p), y)
+        self.classes_ = self.lr_.classes_
+        return self
+
+    def predict_proba(self, p):
+        return self.lr_.predict_proba(_logit(p))
+
+
+def _logit(p):
+    q = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def _calibrator(method: str):
+    return {"sigmoid": _Sigmoid, "isotonic": _Isotonic}[method]()
