@@ -184,4 +184,19 @@ def deduplicate(spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, int
         return df, 0
     dup = duplicated(spec, df)
     n = int(dup.sum())
-    return (df.loc[~dup].reset_index(drop=True), n) if n else (df, 0)
+    if not n:
+        return df, 0
+    out = df.loc[~dup].reset_index(drop=True)
+    out.attrs["source_rows"] = SourceRows(np.flatnonzero(~dup.to_numpy()))  # each kept row's row in the snapshot
+    return out, n
+
+
+class SourceRows:
+    """The snapshot row numbers of a frame's rows, in its ``attrs``: shared by the frames pandas
+    derives from it (which deep-copy attrs), never copied."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+
+    def __deepcopy__(self, memo):
+        return self

@@ -314,6 +314,8 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
         t.log_figure(h.run_id, fig, f"plots/{name}")
     for name, table in ev.tables.items():
         t.log_table(h.run_id, table, f"tables/{name}")
+    if data.test_keys is not None:  # anyone can recompute the test figures on the same rows
+        t.log_table(h.run_id, data.test_keys, "tables/test_membership.csv")
     log.info("%s: test %s", h.spec.name, headline_text(ev.metric, h.spec.metric.direction, ev.primary, ev.baseline_primary, ev.headline))
     for warning in ev.warnings:
         log.warning("%s: warning: %s", h.spec.name, warning)

@@ -85,7 +85,16 @@ def test_duplicates_are_dropped_or_rejected_as_the_spec_says():
     (msg,) = _messages(_spec(duplicates="reject"), df)
     assert msg == "5 rows are exact duplicates of earlier rows (duplicates: reject)"
     ids = _frame(id=[1, 2, 3, 4] * 5)  # rows differ, ids repeat
-    assert deduplicate(_spec(roles={"id": "id"}), ids)[1] == 16
+    kept, n = deduplicate(_spec(roles={"id": "id"}), ids)
+    assert n == 16
+    # the test rows' keys name their row in the snapshot, through the frames pandas derives
+    from modelmill.kinds.base import ProblemKind
+
+    repeats = _frame(id=[1, 1, 2, 2, 3] * 4)  # kept: rows 0, 2 and 4
+    kept, _ = deduplicate(_spec(roles={"id": "id"}), repeats)
+    derived = kept.assign(z=1)[["id", "y"]]
+    keys = ProblemKind.test_keys(_spec(roles={"id": "id"}), derived, [1, 2])
+    assert keys.to_dict("list") == {"id": [2, 3], "row": [2, 4]}
     assert _messages(_spec(roles={"id": "id"}, duplicates="reject"), ids) == ["16 rows repeat an earlier id (duplicates: reject)"]
 
 

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from conftest import artifacts, assert_refused_and_nothing_lost, free_port, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli, write_spec
@@ -54,6 +55,16 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
     for a in ("plots/roc_curve.png", "plots/precision_recall.png", "plots/calibration.png", "plots/confusion_matrix.png", "validation/report.html", "validation/report.json", "tables/model_selection.csv", "data/lineage.json"):
         assert a in arts, a
+    # the test split's rows are recorded: anyone recomputes the test figures on the same rows
+    from sklearn.metrics import roc_auc_score
+
+    membership = pd.read_csv(c.download_artifacts(run.info.run_id, "tables/test_membership.csv", str(env.home)))
+    predictions = pd.read_csv(c.download_artifacts(run.info.run_id, "tables/test_predictions.csv", str(env.home)))
+    assert len(membership) == int(params["split.test_rows"]) == len(predictions) == 300 and membership["row"].is_unique
+    assert predictions["row"].tolist() == membership["row"].tolist()
+    snapshot = pd.read_parquet(tags["modelmill.snapshot"])
+    assert ((snapshot["class"].to_numpy()[predictions["row"]] == 2).astype(int) == predictions["y_true"]).all()
+    assert roc_auc_score(predictions["y_true"], predictions["p_positive"]) == pytest.approx(m["test/roc_auc"], abs=1e-5)
     (ds,) = run.inputs.dataset_inputs  # lineage: digest and schema, no full-frame profile
     assert ds.dataset.digest == tags["modelmill.data_digest"][:12] and ds.dataset.source_type == "local"
     assert "checking_status" in ds.dataset.schema and "credit_amount" in ds.dataset.schema and not ds.dataset.profile

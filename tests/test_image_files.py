@@ -150,6 +150,11 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
     assert (run.data.params["split.train_rows"], run.data.params["split.test_rows"]) == ("546", "156")
     assert run.data.params["data.source_files"] == "780" and run.data.params["data.source"].endswith("/data/scans/")
     assert run.data.metrics["test/roc_auc"] > 0.7 and registry_state(settings, "scans")[1] == "1"
+    from conftest import mlflow_client
+
+    membership = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path)))
+    snapshot = pd.read_parquet(run.data.tags["modelmill.snapshot"])
+    assert len(membership) == 156 and set(snapshot["split"].to_numpy()[membership["row"]]) == {"test"}
 
     # A batch: a folder of new scans side by side, with no labels (here the test scans).
     from PIL import Image

@@ -148,6 +148,9 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert "split.dropped_not_a_product_code" not in p  # no hidden item-code filter: the spec did not ask for one
     assert 0 < m["test/ndcg_at_10"] <= 1 and m["test/hit_rate_at_10"] > 0
 
+    held = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path)), dtype=str)
+    assert list(held.columns) == ["user", "item"] and 0 < len(held) < len(ratings)  # the held-out interactions
+
     # No item a user already rated - low ratings too - is ever recommended: in the test period
     # (nothing of the user's history before it) ...
     from modelmill.kinds import get_kind

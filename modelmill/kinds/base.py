@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -26,6 +27,8 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)
     #: a binary classifier's (negative, positive) labels as the data writes them (its 0 and 1)
     labels: tuple = ()
+    #: which rows are the test split: their row in the snapshot (and roles.id), or their keys
+    test_keys: pd.DataFrame | None = None
 
 
 @dataclass
@@ -149,6 +152,17 @@ class ProblemKind(ABC):
         if not self.ROW_MODEL:
             raise NotImplementedError(f"{self.name} models are not scored row by row")
         return self.raw_rows(spec).transform(df)
+
+    @staticmethod
+    def test_keys(spec: PipelineSpec, df: pd.DataFrame, test) -> pd.DataFrame:
+        """The test rows' keys: ``row``, the row in the run's snapshot (duplicates dropped before
+        the split keep their snapshot row numbers), and the ``roles.id`` column when there is one."""
+        source = df.attrs.get("source_rows")
+        rows = source.rows if source is not None else np.arange(len(df))
+        keys = pd.DataFrame({"row": rows[np.asarray(test)]})
+        if (ident := spec.roles.get("id")) in df.columns:
+            keys.insert(0, ident, df[ident].to_numpy()[np.asarray(test)])
+        return keys
 
     def label_names(self, spec: PipelineSpec, labels: pd.Series) -> tuple:
         """(negative, positive) as the data writes them: the positive label, and the one other

@@ -138,7 +138,7 @@ class ImageClassification(ProblemKind):
         X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
         val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
         info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}
-        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info, self.label_names(spec, df[spec.target]))
+        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info, self.label_names(spec, df[spec.target]), self.test_keys(spec, df, np.flatnonzero(test)))
 
     def _pipeline(self, spec: PipelineSpec, model) -> MirrorAugmented:
         """The model behind its featurizer; a CNN reads the images themselves (and augments them

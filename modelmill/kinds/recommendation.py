@@ -373,7 +373,8 @@ class Recommendation(ProblemKind):
             raise SpecError(f"pipeline {spec.name}: no customer of the test period was seen before it")
         log.info("%s: split %s", spec.name, how["split"])
         info = {"interactions": len(inter), "train_interactions": len(train), **how, "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
-        return Prepared(train.reset_index(drop=True), RecTest(users, rel, int(train["item"].nunique()), before, history), info)
+        keys = test[["user", "item"]].drop_duplicates(ignore_index=True)  # the held-out interactions
+        return Prepared(train.reset_index(drop=True), RecTest(users, rel, int(train["item"].nunique()), before, history), info, test_keys=keys)
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point on a validation period carved from the end of train."""

@@ -85,7 +85,7 @@ class TabularClassification(ProblemKind):
         y_tr, y_te = y[tr], y[te]
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(y_tr) - n_val, "val_rows": n_val, "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
-        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info, self.label_names(spec, df[spec.target]))
+        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info, self.label_names(spec, df[spec.target]), self.test_keys(spec, df, te))
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
         """Scaled numeric and one-hot categorical features, with the spec's imputation first, and
@@ -187,6 +187,8 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         figs = binary_plots(y, p, trained.model.predict(X), (opts.negative_label_name, opts.positive_label_name), spec.name)
         scored = pd.DataFrame({"y_true": y, "p_positive": np.round(p, 6), "y_pred": trained.model.predict(X)})
+        if data.test_keys is not None:  # which row each prediction is of
+            scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)
         return figs, {"test_predictions.csv": scored}
 
     def examples(self, model, data: Prepared):

@@ -170,7 +170,7 @@ class TextClassification(ProblemKind):
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(tr) - n_val, "val_rows": n_val, "test_rows": len(te), "classes": len(np.unique(y))}
         labels = self.label_names(spec, df[spec.target]) if spec.positive_label is not None else ()
-        return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info, labels)
+        return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info, labels, self.test_keys(spec, df, te))
 
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
