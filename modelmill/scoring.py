@@ -77,9 +77,27 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
     for c in spec.features.numeric:
         typed[c] = pd.to_numeric(df[c], errors="coerce")  # the suite sees numbers where numbers are declared
     rules = [e for e in load_suite_dict(spec.suite_path(settings))["expectations"] if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols]
+    tolerated = imputed_nulls_tolerated(spec, rules, len(df))
     for label, index in rows_failing(typed, rules):
+        if label in tolerated and len(index) <= tolerated[label]:
+            log.info("%s: %d rows break %s within its mostly; the champion imputes them", spec.name, len(index), label)
+            continue
         mark(label, df.index.isin(index))
     return reason, counts
+
+
+def imputed_nulls_tolerated(spec: PipelineSpec, rules: list[dict], rows: int) -> dict[str, int]:
+    """Not-null rules with ``mostly`` on columns the champion imputes, and how many of a batch's
+    rows may break each: missing values it fills are scored while the batch stays within the
+    rule, as the gate judged the training data (beyond it, every row with a hole is set aside)."""
+    imputed = set(spec.features.numeric) if spec.impute.numeric != "none" else set()
+    imputed |= set(spec.features.categorical) if spec.impute.categorical != "none" else set()
+    out = {}
+    for e in rules:
+        kw = e.get("kwargs", {})
+        if e["type"] == "expect_column_values_to_not_be_null" and kw.get("column") in imputed and kw.get("mostly", 1) < 1:
+            out[f"{e['type']}({kw['column']})"] = int(np.floor((1 - float(kw["mostly"])) * rows + 1e-9))
+    return out
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:

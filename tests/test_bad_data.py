@@ -273,6 +273,28 @@ def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fi
     assert len(scores) == 3 and np.isfinite(scores["probability_malignant"]).all() and set(scores["prediction"]) <= {"malignant", "benign"}
 
 
+def test_scoring_honours_mostly_of_a_not_null_rule_where_the_champion_imputes(example_project, capsys, tmp_path):
+    import json
+
+    root, spec, data = example_project
+    suite = json.loads((root / "expectations" / "my_cells.json").read_text())
+    suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "mean_texture", "mostly": 0.9}})
+    (root / "expectations" / "my_cells.json").write_text(json.dumps(suite))
+    code, out = _run(root, spec, data, capsys, impute={"numeric": "median"})
+    assert code == 0, out
+    batch = data.drop(columns=["diagnosis"]).head(40).copy()
+    batch.loc[[3, 11], "mean_texture"] = np.nan  # 5 %: within the rule's mostly, and the champion imputes them
+    batch.to_csv(tmp_path / "few.csv", index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(tmp_path / "few.csv"), "--output", str(tmp_path / "few.parquet"))
+    assert code == 0 and "scored 40 of 40 rows" in out, out + err
+    assert pd.read_parquet(tmp_path / "few.parquet")["probability"].notna().all()
+    batch.loc[range(20, 30), "mean_texture"] = np.nan  # 30 %: beyond mostly, the rows with a hole are set aside
+    batch.to_csv(tmp_path / "many.csv", index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(tmp_path / "many.csv"), "--output", str(tmp_path / "many.parquet"))
+    assert code == 0 and "scored 28 of 40 rows" in out, out + err
+    assert set(pd.read_parquet(tmp_path / "many.rejected.parquet")["rejected_because"]) == {"expect_column_values_to_not_be_null(mean_texture)"}
+
+
 def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):
     from modelmill.kinds import get_kind
 
