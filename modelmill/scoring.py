@@ -269,16 +269,17 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     scored = good.copy()
     if len(good):
         scores, column = _positive_scores(model, X)
-        scored["prediction"] = model.predict(X)
+        predicted = model.predict(X)  # the model's own codes: what a shadow version is compared on
+        scored["prediction"] = predicted
         scored[column] = np.round(scores, 6)
         if spec.positive_label is not None and ref is not None:  # the data's own labels, not 0/1
             negative, positive = kind.label_names(spec, ref[spec.target])
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
     else:
-        scores, column = np.array([]), "probability"
+        scores, column, predicted = np.array([]), "probability", np.array([])
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
-    shadowed = _shadow(spec, kind, tracker, shadowing, X, scored["prediction"].to_numpy(), scores, run_id) if shadowing is not None and len(good) else None
+    shadowed = _shadow(spec, kind, tracker, shadowing, X, np.asarray(predicted), scores, run_id) if shadowing is not None and len(good) else None
     _write_parquet(scored, out_path, meta)
     rejected_path = None
     if (~ok).any():
