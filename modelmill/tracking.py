@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import warnings
 import contextlib
 from contextlib import contextmanager, redirect_stderr
@@ -126,7 +127,6 @@ class Tracker:
         """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
         if not self.uri.startswith("http"):
             return
-        import time
         import urllib.error
         import urllib.request
 
@@ -243,7 +243,6 @@ class Tracker:
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         import math
-        import time
 
         from mlflow.entities import Metric
 
@@ -279,6 +278,7 @@ class Tracker:
         mlflow = self._mlflow
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.exceptions import MlflowException
         from mlflow.types.utils import _infer_schema
 
         from modelmill.validate import is_array_column
@@ -289,8 +289,18 @@ class Tracker:
             ds = MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=_infer_schema(scalar.head(1000)))
         if targets in scalar.columns:
             self.set_tags(run_id, {"modelmill.targets": targets})
-        with self._resumed(run_id):
-            mlflow.log_input(ds, context=context)
+        for attempt in range(4):
+            try:
+                with self._resumed(run_id):
+                    mlflow.log_input(ds, context=context)
+                return
+            except MlflowException as e:
+                # two runs logging the same new dataset at once: the server's check-then-insert
+                # loses the race for one of them; on a retry the dataset exists and is linked
+                if attempt == 3 or not any(m in str(e) for m in ("UNIQUE constraint", "duplicate key", "IntegrityError")):
+                    raise
+                log.info("dataset %s was being logged by another run at the same moment; linking it again", name)
+                time.sleep(0.2 * (attempt + 1))
 
     # -- models and the registry --------------------------------------------------------------
     def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None, labels: tuple | None = None) -> ModelRef:
