@@ -19,7 +19,7 @@ from tasks import stages as t
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
 def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False) -> dict:
-    """Ingest → validate → drift → featurize/train → evaluate → promote, for one pipeline spec.
+    """Ingest → validate → drift → featurize/train → evaluate → explain → promote, for one pipeline spec.
 
     A run whose data, spec, suite and code are those of the champion's (or the last trained) run
     ends after ingest as ``skipped`` — nothing retrained or registered — unless ``force``.
@@ -51,6 +51,7 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
         stage(t.drift, handle, snapshot)
         data, trained = stage(t.train, handle, snapshot)
         evaluation = stage(t.evaluate, handle, data, trained)
+        evaluation = stage(t.explain, handle, data, trained, evaluation)
         decision = stage(t.promote, handle, data, trained, evaluation)
         summary = t.finish(handle, evaluation, decision)
     except Exception as error:

@@ -243,6 +243,25 @@ class Candidate(Strict):
         return self
 
 
+class Explain(Strict):
+    """How a run explains its model (importance, SHAP) and what that may cost."""
+
+    importance: bool = Field(True, description="log permutation importance of each source column on the test split")
+    importance_rows: int = Field(1000, ge=10, le=100_000, description="test rows permutation importance is computed on (a seeded sample when there are more)")
+    repeats: int = Field(3, ge=1, le=50, description="shuffles per column (mean and spread are logged)")
+    shap: bool = Field(True, description="tabular kinds: log SHAP values per source column (and `modelmill score --reasons` can use them)")
+    shap_rows: int = Field(100, ge=1, le=5000, description="test rows whose SHAP values are computed and logged", examples=[200])
+    background_rows: int = Field(50, ge=5, le=1000, description="training rows a masked column takes its values from (the explainers' reference; cost grows with them)")
+
+
+class Slice(Strict):
+    """A column whose values (or bands of a number) get their own test metrics."""
+
+    column: str = Field(description="a column of the data (a feature or not)", examples=["personal_status_sex"])
+    bands: list[float] | None = Field(None, min_length=1, max_length=50, description="band edges of a numeric column: [25, 50] gives <25, 25-50, >=50", examples=[[25, 35, 50]])
+    min_rows: int = Field(30, ge=1, description="slices with fewer test rows are reported but left out of the gap")
+
+
 class Metric(Strict):
     """The primary metric: one of the kind's metrics, with its direction."""
 
@@ -258,6 +277,9 @@ class Promotion(Strict):
         "auto", description="auto: a better model becomes the champion; manual: it becomes the `candidate` until `modelmill approve`", examples=["manual"]
     )
     require_shadow: int = Field(0, ge=0, le=1000, description="scoring batches a candidate must shadow (`modelmill score --shadow`) before it can be approved", examples=[3])
+    max_slice_gap: float | None = Field(
+        None, gt=0, description="a model whose primary metric differs by more than this between two slices of a `slices` column is not promoted", examples=[0.1]
+    )
 
 
 class Schedule(Strict):
@@ -337,6 +359,9 @@ class PipelineSpec(Strict):
     scoring: Scoring | None = Field(None, description="a batch the champion scores (`modelmill score`)")
     notify: Notify | None = Field(None, description="where alerts go (default: MODELMILL_NOTIFY_URLS)")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="alert thresholds and staleness")
+    slices: list[Slice] = Field(default_factory=list, max_length=20, description="columns (or bands of a number) reported per slice on the test split; their largest gap can block promotion", examples=[[{"column": "age", "bands": [25, 35, 50]}]])
+    explain: Explain = Field(default_factory=Explain, description="permutation importance and SHAP values of the trained model")
+    reference: str | None = Field(None, description="the published reference figures for this data, quoted in the model card", examples=["Casanueva et al. 2020: 93.66% accuracy"])
     duplicates: Literal["drop", "reject", "keep"] = Field(
         "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
     )

@@ -10,11 +10,13 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from modelmill import alerts, integrity
@@ -293,14 +295,37 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
         log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
     t.log_params(h.run_id, {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"})
     data = kind.prepare(h.spec, frame)
+    data.test_slices = test_slices(h.spec, frame, data.test_keys)
+    if (date := h.spec.roles.get("date")) in frame.columns and len(frame):
+        dates = pd.to_datetime(frame[date], errors="coerce")
+        t.log_params(h.run_id, {"data.period": f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"})
     del frame  # training reads the prepared rows only
     return_memory()
+    started = time.perf_counter()
     trained = kind.train(h.spec, data)
+    trained.seconds = time.perf_counter() - started
+    t.log_metrics(h.run_id, {"time/train_seconds": trained.seconds})
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})
     shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}
     log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in list(shown.items())[:4]))
     return data, trained
+
+
+def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Each test row's slice of every spec ``slices`` column (its value, or its band)."""
+    if not spec.slices or keys is None or "row" not in keys:
+        return None
+    from modelmill.errors import SpecError
+    from modelmill.explain import slice_labels
+
+    missing = [s.column for s in spec.slices if s.column not in frame.columns]
+    if missing:
+        raise SpecError(f"pipeline {spec.name}: slices: the data has no column {', '.join(missing)}")
+    source = frame.attrs.get("source_rows")
+    rows = keys["row"].to_numpy()
+    pos = np.searchsorted(source.rows, rows) if source is not None else rows
+    return pd.DataFrame({s.column: slice_labels(frame[s.column].iloc[pos].reset_index(drop=True), s.bands) for s in spec.slices})
 
 
 def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation:
@@ -322,6 +347,84 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
     if ev.warnings:
         t.set_tags(h.run_id, {"modelmill.warnings": " | ".join(ev.warnings)[:5000]})
     return ev
+
+
+def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Evaluation:
+    """Why the model decides and how it does per group: permutation importance per source
+    column on the test split, SHAP values (tabular kinds), per-slice metrics and their largest
+    gap; all logged, with the stage's time against training's. Returns ``ev`` completed."""
+    from modelmill import explain
+
+    started = time.perf_counter()
+    kind, spec, t = get_kind(h.spec.problem), h.spec, h.tracker()
+    opts, seed = spec.explain, spec.split.seed
+    inputs = kind.importance_input(spec, data) if opts.importance else None
+    params: dict[str, Any] = {"explain.importance": "none" if inputs is None else "permutation"}
+    if inputs is not None:
+        X, y, scoring = inputs
+        ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
+        t.log_table(h.run_id, ev.importance, "tables/permutation_importance.csv")
+        t.log_figure(h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png")
+        t.log_metrics(h.run_id, {"time/importance_seconds": seconds})
+        top = ev.importance.iloc[0]
+        log.info("%s: permutation importance on %d test rows: %s first (test %s drops %.4f when it is shuffled)", spec.name, int(top["rows"]), top["feature"], ev.metric, top["importance_mean"])
+        if kind.SHAP and opts.shap:
+            train_X = data.train[0]
+            picked = explain.sample_rows(len(X), opts.shap_rows, seed)
+            background = train_X.iloc[explain.sample_rows(len(train_X), opts.background_rows, seed + 1)]
+            sv, seconds = explain.timed(explain.shap_values, trained.model, X.iloc[picked], background, seed=seed)
+            ev.shap_importance = sv.mean_abs()
+            keys = data.test_keys.iloc[picked].reset_index(drop=True) if data.test_keys is not None else pd.DataFrame(index=range(len(picked)))
+            t.log_table(h.run_id, ev.shap_importance, "tables/shap_importance.csv")
+            t.log_table(h.run_id, pd.concat([keys, sv.values.round(6)], axis=1), "tables/shap_values.csv")
+            t.log_figure(h.run_id, explain.shap_figure(sv, spec.name), "plots/shap_summary.png")
+            t.log_metrics(h.run_id, {"time/shap_seconds": seconds})
+            params |= {"explain.shap_method": sv.method, "explain.shap_output": sv.output, "explain.shap_rows": len(picked), "explain.shap_background_rows": len(background)}
+    if data.test_slices is not None:
+        ev.slices, ev.slice_gaps = slice_table(h, kind, trained, data, ev.metric)
+        t.log_table(h.run_id, ev.slices, "tables/slices.csv")
+        t.log_metrics(h.run_id, {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | ({"slices/max_gap": max(ev.slice_gaps.values())} if _gaps(ev) else {}))
+        for column, gap in ev.slice_gaps.items():
+            log.info("%s: test %s by %s: largest gap %.4f between slices", spec.name, ev.metric, column, gap)
+    ev.explain_seconds = time.perf_counter() - started
+    t.log_params(h.run_id, params)
+    t.log_metrics(h.run_id, {"time/explain_seconds": ev.explain_seconds} | ({"time/explain_to_train": ev.explain_seconds / trained.seconds} if trained.seconds else {}))
+    return ev
+
+
+def _gaps(ev: Evaluation) -> dict[str, float]:
+    """The slice columns whose gap could be judged (two slices with enough rows)."""
+    return {c: g for c, g in ev.slice_gaps.items() if g == g}
+
+
+def slice_table(h: RunHandle, kind, trained: Trained, data: Prepared, metric: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The primary metric, sensitivity/specificity or accuracy, and row counts per slice of each
+    spec ``slices`` column on the test split; and each column's largest gap of the primary metric.
+    A slice holding one class only has no ranking metric (empty), and is not judged."""
+    from modelmill.explain import slice_gaps
+
+    y = np.asarray(data.test[1])
+    binary = set(np.unique(y)) <= {0, 1}
+    shown = [metric, "sensitivity", "specificity", "accuracy"]
+    rows = []
+    for column in data.test_slices.columns:
+        labels = data.test_slices[column].to_numpy()
+        for value in sorted(set(labels)):
+            mask = labels == value
+            row = {"column": column, "slice": value, "rows": int(mask.sum())}
+            if binary:
+                row["positives"] = int(y[mask].sum())
+            if not binary or 0 < row["positives"] < row["rows"]:
+                m = kind.slice_metrics(h.spec, trained.model, data, mask)
+                row |= {k: m[k] for k in shown if k in m}
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    for k in shown:
+        if k in table:
+            table[k] = table[k].astype(float)
+    if metric not in table:
+        table[metric] = np.nan
+    return table, slice_gaps(table, metric, {s.column: s.min_rows for s in h.spec.slices})
 
 
 def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
@@ -349,6 +452,12 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
         drop = (drop - ev.primary) if h.spec.metric.direction == "maximize" else (ev.primary - drop)
         if drop > limit:
             alert(h, "drift", f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {limit}")
+    limit = h.spec.promotion.max_slice_gap
+    over = {c: g for c, g in _gaps(ev).items() if limit is not None and g > limit}
+    if decision.promote and over:
+        column, gap = max(over.items(), key=lambda kv: kv[1])
+        decision = Decision(False, f"{decision.reason}, but its test {ev.metric} differs by {gap:.4f} between slices of {column}, over promotion.max_slice_gap {limit}", decision.new_score, decision.champion_score, decision.champion_version)
+        t.set_tags(h.run_id, {"modelmill.slice_gap_blocked": f"{column}: {gap:.4f} > {limit}"})
     if not h.promote and decision.promote:
         decision = Decision(False, f"{decision.reason}, but promotion is off for this run", decision.new_score, decision.champion_score, decision.champion_version)
     awaiting = decision.promote and h.spec.promotion.mode == "manual"
@@ -365,6 +474,8 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     if decision.promote:
         version_tags |= {"modelmill.move": "promoted", "modelmill.previous_champion": decision.champion_version or "none", "modelmill.champion_since": datetime.now(UTC).isoformat(timespec="seconds")}
     t.set_version_tags(h.spec, ref.version, version_tags)
+    card_facts = _card_facts(h, trained, ev, ref.version, "the champion" if decision.promote else f"the {alias}: {decision.reason}" if h.promote else f"not promoted: {decision.reason}")
+    log_card(h, card_facts)
     metrics = {mkey(PROMOTION, "new_score"): decision.new_score, mkey(PROMOTION, "promoted"): float(decision.promote)}
     if decision.champion_score is not None:
         metrics[mkey(PROMOTION, "champion_score")] = decision.champion_score
@@ -381,6 +492,45 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     t.rename_run(h.run_id, run_name(ev.metric, ev.primary, ev.baseline_primary, h.spec.metric.direction, label, ref.version))
     log.info("%s: v%s %s (%s)", h.spec.name, ref.version, "is the new champion" if decision.promote else f"is {alias}", decision.reason)
     return decision
+
+
+def _card_facts(h: RunHandle, trained: Trained, ev: Evaluation, version: str, status: str):
+    from modelmill.card import CardFacts
+    from modelmill.catalog import CATALOG
+
+    run = h.tracker().run(h.run_id)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    src = h.spec.source
+    entry = CATALOG.get(src.dataset) if src.dataset else None
+    where = f"catalog dataset `{src.dataset}` ({entry.citation})" if entry else (f"SQL query in ${src.sql.url_env}" if src.sql else f"`{src.path or src.url}`")
+    failed = int(metrics.get(mkey(VALIDATION, "failed"), 0))
+    gate = f"suite `{h.spec.suite}`: {int(metrics.get(mkey(VALIDATION, 'evaluated'), 0))} checks, {failed} failed ({tags.get('modelmill.validation', 'not run')})"
+    calibration = {k: str(v) for k, v in trained.params.items() if k in ("calibration", "decision_threshold")}
+    for k in ("brier", "mean_probability", "positive_rate"):
+        if k in ev.metrics:
+            calibration[f"test {k.replace('_', ' ')}"] = f"{ev.metrics[k]:.4f}"
+    return CardFacts(
+        version=version, run_id=h.run_id, decision=status, data_source=where, licence=entry.licence if entry else "the data owner's (a user's own data)",
+        digest=tags.get("modelmill.data_digest", "unknown"), rows=int(params.get("data.rows", 0)), period=params.get("data.period"), gate=gate,
+        candidate=trained.best, hyperparams=trained.hyperparams, metric=ev.metric, direction=h.spec.metric.direction, metrics=ev.metrics,
+        calibration=calibration, slices=ev.slices, slice_gaps=ev.slice_gaps, importance=ev.importance, shap_importance=ev.shap_importance,
+        shap_method=params.get("explain.shap_method"), warnings=ev.warnings, split=_split_info(params),
+    )  # fmt: skip
+
+
+def _split_info(params: dict) -> dict:
+    return {k.removeprefix("split."): v for k, v in params.items() if k.startswith("split.") and k.endswith("_rows")}
+
+
+def log_card(h: RunHandle, facts) -> None:
+    """The version's model card: markdown and HTML on the run, the text as the version's description."""
+    from modelmill.card import card_html, model_card
+
+    t = h.tracker()
+    text = model_card(h.spec, facts)
+    t.log_text(h.run_id, text, "card/model_card.md")
+    t.log_text(h.run_id, card_html(text, f"{h.spec.name} v{facts.version}"), "card/model_card.html")
+    t.describe_version(h.spec, facts.version, text)
 
 
 def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:

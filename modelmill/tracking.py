@@ -364,6 +364,10 @@ class Tracker:
     def set_alias(self, spec: PipelineSpec, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(spec.registered_model_name, alias, version)
 
+    def describe_version(self, spec: PipelineSpec, version: str, text: str) -> None:
+        """The registered version's description (the registry UI shows it as markdown)."""
+        self.client.update_model_version(spec.registered_model_name, version, description=text[:60000])
+
     def set_version_tags(self, spec: PipelineSpec, version: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))

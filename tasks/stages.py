@@ -55,6 +55,11 @@ def evaluate(handle, data, trained):
     return stages.evaluate_stage(handle, data, trained)
 
 
+@task(name="explain", **_opts)
+def explain(handle, data, trained, evaluation):
+    return stages.explain_stage(handle, data, trained, evaluation)
+
+
 @task(name="promote", **_opts)
 def promote(handle, data, trained, evaluation):
     return stages.promote_stage(handle, data, trained, evaluation)

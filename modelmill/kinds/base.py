@@ -29,6 +29,8 @@ class Prepared:
     labels: tuple = ()
     #: which rows are the test split: their row in the snapshot (and roles.id), or their keys
     test_keys: pd.DataFrame | None = None
+    #: the test rows' slice of each spec ``slices`` column (filled by the train stage)
+    test_slices: pd.DataFrame | None = None
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Trained:
     params: dict[str, Any] = field(default_factory=dict)
     #: the chosen candidate's hyperparameters: its fixed params merged with the best grid point
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    #: wall seconds the kind took to train (selection, refit and baseline)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -54,6 +58,13 @@ class Evaluation:
     headline: dict[str, float] = field(default_factory=dict)
     #: what a reader of the figures must not miss, one sentence each (the run summary says them)
     warnings: list[str] = field(default_factory=list)
+    #: per-slice test metrics (spec ``slices``) and each slice column's largest gap of the primary metric
+    slices: pd.DataFrame | None = None
+    slice_gaps: dict[str, float] = field(default_factory=dict)
+    #: permutation importance and mean |SHAP| per source column (explain stage)
+    importance: pd.DataFrame | None = None
+    shap_importance: pd.DataFrame | None = None
+    explain_seconds: float | None = None
 
     @property
     def lift(self) -> float:
@@ -135,6 +146,21 @@ class ProblemKind(ABC):
         for c in spec.candidates:
             for params in ParameterGrid(c.grid or {}):
                 yield c, params, self.build(c.model_copy(update={"params": {**c.params, **params}}), spec)
+
+    #: the kind's models are explained with SHAP values per source column
+    SHAP: ClassVar[bool] = False
+
+    def importance_input(self, spec: PipelineSpec, data: Prepared):
+        """``(X, y, scoring)``: the test rows as the model takes them, by source column, and the
+        scikit-learn scorer permutation importance measures the drop of; None when the kind's
+        model has no columns to shuffle (a recommender, a forecaster's own lags)."""
+        return None
+
+    def slice_metrics(self, spec: PipelineSpec, model, data: Prepared, mask: np.ndarray) -> dict[str, float]:
+        """The kind's test metrics on the test rows in ``mask``."""
+        idx = np.flatnonzero(mask)
+        part = tuple(p.iloc[idx].reset_index(drop=True) if hasattr(p, "iloc") else np.asarray(p)[idx] for p in data.test)
+        return self.metrics(spec, model, Prepared(data.train, part, data.info, data.labels))
 
     #: the kind's model scores one row at a time, from the feature columns
     ROW_MODEL: ClassVar[bool] = False

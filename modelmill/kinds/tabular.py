@@ -191,6 +191,12 @@ class TabularClassification(ProblemKind):
             scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)
         return figs, {"test_predictions.csv": scored}
 
+    SHAP = True
+
+    def importance_input(self, spec: PipelineSpec, data: Prepared):
+        X, y = data.test
+        return X, y, SCORERS[spec.metric.name]
+
     def examples(self, model, data: Prepared):
         X = data.test[0].head(5)
         return X, model.predict_proba(X)

@@ -192,6 +192,10 @@ class TextClassification(ProblemKind):
         baseline = self.fit_baseline(spec, build, X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
 
+    def importance_input(self, spec: PipelineSpec, data: Prepared):
+        X, y, _ = data.test
+        return X, y, self._scoring(spec)
+
     def _core(self, spec: PipelineSpec, model, X, y) -> dict[str, float]:
         yhat = model.predict(X)
         out = {
