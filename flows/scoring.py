@@ -15,10 +15,11 @@ from tasks import stages as t
 
 
 @flow(name="modelmill-score", flow_run_name="{pipeline}-score", log_prints=True)
-def score_flow(pipeline: str, input: str | None = None, output: str | None = None, shadow: bool = False) -> dict:
+def score_flow(pipeline: str, input: str | None = None, output: str | None = None, shadow: bool = False, reasons: int = 0) -> dict:
     """Score ``input`` (default: the spec's ``scoring.input``) into ``output`` with the champion.
     A path given here by the operator is read as given (relative to the working directory); the
-    spec's own paths are relative to its folder and confined like its source."""
+    spec's own paths are relative to its folder and confined like its source. ``reasons``: each
+    scored row's top reasons (tabular classification)."""
     _forward_core_logs()
     settings = get_settings()
     spec = load_spec(pipeline, settings)
@@ -32,4 +33,4 @@ def score_flow(pipeline: str, input: str | None = None, output: str | None = Non
         if input is None:
             input, base = spec.scoring.input, folder
         output = output or str(folder / spec.scoring.output)  # an absolute path stays as it is
-    return t.score_batch(spec, settings, input, output, base, shadow).__dict__
+    return t.score_batch(spec, settings, input, output, base, shadow, reasons).__dict__

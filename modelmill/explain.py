@@ -199,14 +199,17 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
         ex = shap.TreeExplainer(est)
         return (*_positive(ex.shap_values(Z, check_additivity=False), ex.expected_value), "tree")
     if isinstance(est, LogisticRegression) and len(est.classes_) == 2:
-        # exact in log-odds; each row's values rescaled so that they add up to its probability's
-        # distance from the background's mean probability (their signs and ratios kept)
+        # exact in log-odds; each row's values scaled by the sigmoid's secant between the
+        # background's mean log-odds and the row's, so that they add up to its probability's
+        # distance from the probability at that mean (signs and ratios kept; the secant is at
+        # most 1/4, so no value grows)
         ex = shap.LinearExplainer(est, Zb)
         values, base = _positive(ex.shap_values(Z), ex.expected_value)
-        p, mean = est.predict_proba(Z)[:, 1], float(est.predict_proba(Zb)[:, 1].mean())
-        logit = values.sum(axis=1)
-        slope = np.where(np.abs(logit) > 1e-9, (p - mean) / np.where(np.abs(logit) > 1e-9, logit, 1.0), p * (1 - p))
-        return values * slope[:, None], mean, "linear"
+        p, p0 = est.predict_proba(Z)[:, 1], 1 / (1 + np.exp(-base))
+        moved = values.sum(axis=1)
+        far = np.abs(moved) > 1e-9
+        slope = np.where(far, (p - p0) / np.where(far, moved, 1.0), p0 * (1 - p0))
+        return values * slope[:, None], float(p0), "linear"
     names = list(dict.fromkeys(groups))
     members = [np.flatnonzero(np.asarray(groups) == g) for g in names]
     stacked = np.vstack([Zb, Z])

@@ -188,15 +188,21 @@ def shadow_ref(tracker: Tracker, spec: PipelineSpec):
     return None
 
 
-def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None, shadow: bool = False) -> ScoreResult:
+def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None, shadow: bool = False, reasons: int = 0) -> ScoreResult:
     """Score one batch file with the champion; see the module docstring. With ``shadow`` (or the
     spec's ``scoring.shadow``), the candidate (else the challenger) scores it too: the output
-    keeps the champion's predictions, the run logs how the two agree."""
+    keeps the champion's predictions, the run logs how the two agree. ``reasons`` > 0 (tabular
+    classification): each scored row's top reasons, from its SHAP values against a sample of the
+    champion's training rows."""
     from modelmill.fetch import fetch_user_file
     from modelmill.readers import read_table
 
     if spec.problem not in SCORABLE:
         raise SpecError(f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}")
+    if reasons and spec.problem != "tabular_classification":
+        raise SpecError(f"pipeline {spec.name}: --reasons explains tabular classification scores, not {spec.problem}")
+    if not 0 <= reasons <= 50:
+        raise SpecError(f"--reasons {reasons}: give 1 to 50 reasons per row (0: none)")
     out_path = Path(output).expanduser()
     if out_path.suffix != ".parquet":
         raise SpecError(f"score output {output} must be a .parquet file")
@@ -218,7 +224,7 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
         if spec.problem == "recommendation":
             result = _score_recommendations(spec, tracker, champion, source, out_path, run_id, read_table)
         else:
-            result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing)
+            result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing, reasons)
     except BaseException as e:
         tracker.set_tags(run_id, {"modelmill.failure": str(e).splitlines()[0][:500] if str(e) else type(e).__name__})
         tracker.end_run(run_id, FAILED)
@@ -251,7 +257,7 @@ def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, r
     return out
 
 
-def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None) -> ScoreResult:
+def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None, reasons: int = 0) -> ScoreResult:
     t0 = time.time()
     from modelmill.kinds import get_kind
     from modelmill.validate import is_array_column
@@ -278,6 +284,8 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     else:
         scores, column, predicted = np.array([]), "probability", np.array([])
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
+    if reasons:
+        scored = _with_reasons(spec, kind, model, X, ref, scored, reasons)
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
     shadowed = _shadow(spec, kind, tracker, shadowing, X, np.asarray(predicted), scores, run_id) if shadowing is not None and len(good) else None
     _write_parquet(scored, out_path, meta)
@@ -301,6 +309,24 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")
     log.info("%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)", spec.name, champion.version, int(ok.sum()), len(raw), out_path, time.time() - t0, score_psi)
     return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id, shadowed)
+
+
+def _with_reasons(spec, kind, model, X: pd.DataFrame, ref: pd.DataFrame | None, scored: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``scored`` with each row's ``k`` reasons (:func:`modelmill.explain.reason_codes`): SHAP
+    values against ``explain.background_rows`` rows of the champion's training snapshot."""
+    from modelmill import explain
+
+    if ref is None:
+        raise SpecError(f"pipeline {spec.name}: --reasons needs the champion's training snapshot (the reference its SHAP values are measured against), which is not available here")
+    if not len(X):
+        return scored.assign(**{f"reason_{i + 1}": pd.Series(dtype="object") for i in range(k)})
+    background = kind.model_input(spec, ref.iloc[explain.sample_rows(len(ref), spec.explain.background_rows, spec.split.seed + 1)])
+    t0 = time.time()
+    sv = explain.shap_values(model, X, background, seed=spec.split.seed)
+    log.info("%s: %d reasons for each of %d rows from SHAP values (%s explainer) in %.1f s", spec.name, k, len(X), sv.method, time.time() - t0)
+    codes = explain.reason_codes(sv, k)
+    codes.index = scored.index
+    return pd.concat([scored, codes], axis=1)
 
 
 def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:

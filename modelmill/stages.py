@@ -106,6 +106,8 @@ def start(
     name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
     run_id = tracker.start_run(spec, name, tags)
     tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
+    tracker.log_dict(run_id, spec.model_dump(mode="json"), "spec/spec.json")  # the run's exact definition, for `modelmill reproduce`
+    tracker.log_text(run_id, spec.suite_path(settings).read_text(), "spec/suite.json")
     tracker.log_params(run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()})
     log.info("%s: MLflow run %s started", spec.name, run_id)
     return RunHandle(spec, settings, run_id, as_of, promote, force)
@@ -147,6 +149,7 @@ def ingest_stage(h: RunHandle) -> Snapshot:
         t.log_params(h.run_id, {"data.source_records": records, "data.rows_read": read})
         t.log_metrics(h.run_id, {"data/lost_rows": float(records - read)})
     t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
+    t.log_dict(h.run_id, fingerprint_parts(h, snap), "data/fingerprint.json")  # what `modelmill reproduce` compares
     return snap
 
 
@@ -156,11 +159,9 @@ FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
 
 
-def fingerprint(h: RunHandle, snap: Snapshot) -> str:
-    """What a run's result depends on: data digest, spec and suite, modelmill's version and git
-    commit, the versions of the libraries that compute it, the as-of date and the epoch cap."""
-    import hashlib
-    import json
+def code_parts() -> dict[str, str]:
+    """The code a run's result depends on: modelmill's version and git commit, and the versions
+    of the libraries that compute it."""
     from importlib.metadata import PackageNotFoundError, version
 
     from modelmill import __version__
@@ -171,12 +172,20 @@ def fingerprint(h: RunHandle, snap: Snapshot) -> str:
         except PackageNotFoundError:
             return "absent"
 
-    parts = {
-        "data": snap.digest, "spec": h.spec.spec_hash(h.settings), "modelmill": __version__, "git": git_commit(),
-        "as_of": h.as_of or "latest", **{name: lib(name) for name in RESULT_LIBRARIES},
-        "max_epochs": epochs_cap() or "spec",
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return {"modelmill": __version__, "git": git_commit(), **{name: lib(name) for name in RESULT_LIBRARIES}}
+
+
+def fingerprint_parts(h: RunHandle, snap: Snapshot) -> dict[str, str]:
+    """What a run's result depends on: data digest, spec and suite, the code (:func:`code_parts`),
+    the as-of date and the epoch cap."""
+    return {"data": snap.digest, "spec": h.spec.spec_hash(h.settings), **code_parts(), "as_of": h.as_of or "latest", "max_epochs": epochs_cap() or "spec"}
+
+
+def fingerprint(h: RunHandle, snap: Snapshot) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(fingerprint_parts(h, snap), sort_keys=True).encode()).hexdigest()
 
 
 def unchanged_since(h: RunHandle):

@@ -78,7 +78,7 @@ def publish_summary(summary):
 
 
 @task(name="score-batch", **_opts)
-def score_batch(spec, settings, input_location, output, base, shadow=False):
+def score_batch(spec, settings, input_location, output, base, shadow=False, reasons=0):
     from modelmill.scoring import score
 
-    return score(spec, settings, input_location, output, base=base, shadow=shadow)
+    return score(spec, settings, input_location, output, base=base, shadow=shadow, reasons=reasons)

@@ -17,7 +17,7 @@ from modelmill.errors import ModelmillError, one_line_cause
 from modelmill.settings import get_settings
 
 #: the command groups, in the order ``--help`` lists them
-COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "datasets", "service")
+COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "reproduce", "datasets", "service")
 
 
 def _on_sigterm(signum, frame):

@@ -26,7 +26,7 @@ def cmd_score(args, settings: Settings) -> int:
 
     prefect_ready()
     with heartbeats_where_watched():
-        state = score_flow(args.pipeline, input=args.input, output=args.output, shadow=args.shadow, return_state=True)
+        state = score_flow(args.pipeline, input=args.input, output=args.output, shadow=args.shadow, reasons=args.reasons, return_state=True)
     if state.is_failed():
         try:
             state.result()
@@ -52,4 +52,8 @@ def register(sub) -> None:
     sc.add_argument("--input", help="CSV / Parquet / xlsx file, or for an image pipeline a folder of images or an npz (default: the spec's scoring.input)")
     sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
     sc.add_argument("--shadow", action="store_true", help="the candidate (else the challenger) scores the batch too; the output keeps the champion's predictions")
+    sc.add_argument(
+        "--reasons", type=int, default=0, metavar="K",
+        help="tabular classification: add each row's K reasons (the columns that pushed its score most towards the positive class, by SHAP value) with their values",
+    )  # fmt: skip
     sc.set_defaults(fn=cmd_score)
