@@ -22,6 +22,11 @@ command is a fresh child process; wall time, and peak RSS from the kernel's acco
       speedup P5 would reach if the other pipelines cost nothing: ``run --all`` side by side
       cannot end before its longest pipeline does.
 
+- X1  per pipeline, the explain stage (permutation importance, SHAP values, slices) / the train
+      stage of the same run (``time/explain_seconds`` / ``time/train_seconds`` as the run logged
+      them), from the first ``run --all`` of each repeat; goal <= 0.25. ``--explain-only`` runs
+      just that ``run --all`` per repeat.
+
 The pipelines run with ``MODELMILL_MAX_EPOCHS`` (default 2, as in the tests) so a repeat takes
 minutes, not the 18 of `make run`; that leaves more of each run to fixed costs, so P1 is measured
 on its least favourable terms. Ratios move with machine noise: read differences under ~10% as noise.
@@ -98,6 +103,49 @@ print(longest_first(names, {name: tracker.last_seconds(load_spec(name, settings)
 """
 
 
+EXPLAIN = """
+import json
+from modelmill.settings import get_settings
+from modelmill.spec import load_all
+from modelmill.tracking import Tracker
+settings = get_settings()
+tracker = Tracker(settings)
+out = {}
+for spec in load_all(settings):
+    run = tracker.last_trained_run(spec)
+    if run is not None and "time/explain_seconds" in run.data.metrics:
+        out[spec.name] = [run.data.metrics["time/explain_seconds"], run.data.metrics["time/train_seconds"]]
+print(json.dumps(out))
+"""
+
+
+def explain_times(env: dict[str, str]) -> dict[str, list[float]]:
+    """{pipeline: [explain stage seconds, train stage seconds]} of each pipeline's last trained run."""
+    return json.loads(subprocess.run([sys.executable, "-c", EXPLAIN], env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def explain_rows(times: list[dict[str, list[float]]]) -> list[tuple[str, str, str, str]]:
+    names = sorted({n for t in times for n in t})
+    rows = []
+    for n in names:
+        ratios = [t[n][0] / t[n][1] for t in times if n in t and t[n][1] > 0]
+        seconds = [t[n][0] for t in times if n in t]
+        rows.append(("X1", f"{n}: explain / train stage (explain {spread(seconds, 1)} s)", spread(ratios), "<= 0.25"))
+    return rows
+
+
+def explain_only(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, str, str]]:
+    times = []
+    for _ in range(repeats):
+        env = fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs)
+        wall, _, code = timed([EXE, "run", "--all"], env)
+        if code != 0:
+            raise SystemExit(f"`modelmill run --all` failed (exit {code})")
+        times.append(explain_times(env))
+        print(f"  repeat: run --all {wall:.1f} s", file=sys.stderr, flush=True)
+    return explain_rows(times)
+
+
 def longest_pipeline(env: dict[str, str]) -> str:
     """The pipeline side by side hands out first on this store: the one whose last trained run
     took longest (``modelmill.history.longest_first``, the run's own rule)."""
@@ -105,10 +153,11 @@ def longest_pipeline(env: dict[str, str]) -> str:
 
 
 def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, str, str]]:
-    p1, p2, p5, p5_first, ceiling, firsts = [], [], [], [], [], []
+    p1, p2, p5, p5_first, ceiling, firsts, explained = [], [], [], [], [], [], []
     for _ in range(repeats):
         env = fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs)
         first, _, code = timed([EXE, "run", "--all"], env)
+        explained.append(explain_times(env) if code == 0 else {})
         again, _, code2 = timed([EXE, "run", "--all"], env)
         forced, _, code3 = timed([EXE, "run", "--all", "--force"], env)  # retrains, with history
         bare, _, code4 = python(BARE, fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs))
@@ -137,6 +186,7 @@ def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str
         ("P5", "first runs on a new store (no history: pipelines in name order)", spread(p5_first), ""),
         ("P5", "its ceiling: `run --all --force` / the longest pipeline alone, `--workers 2 --force`", spread(ceiling), ""),
         ("", f"(`run --all` itself, s, epochs capped at {epochs})", spread(firsts, 1), ""),
+        *explain_rows(explained),
     ]
 
 
@@ -260,13 +310,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", default="2", help="MODELMILL_MAX_EPOCHS for the pipeline runs")
     ap.add_argument("--skip-pipelines", action="store_true", help="only the data-scale rows (P4)")
     ap.add_argument("--skip-data", action="store_true", help="only the pipeline rows (P1, P2, P5)")
+    ap.add_argument("--explain-only", action="store_true", help="only the explain / train rows (X1): one `run --all` per repeat")
     ap.add_argument("--skip-whole-run", action="store_true", help="no whole `modelmill run` at the largest --rows (~6 min a repeat at 10M)")
     args = ap.parse_args(argv)
     sizes = [int(float(r)) for r in args.rows.split(",") if r]
     with tempfile.TemporaryDirectory(prefix="modelmill-bench-") as tmp:
         scratch = Path(tmp)
-        rows = [] if args.skip_pipelines else pipelines_ratios(scratch, args.repeats, args.epochs)
-        if not args.skip_data:
+        if args.explain_only:
+            rows = explain_only(scratch, args.repeats, args.epochs)
+        else:
+            rows = [] if args.skip_pipelines else pipelines_ratios(scratch, args.repeats, args.epochs)
+        if not args.skip_data and not args.explain_only:
             rows += gate_ratio(scratch, args.repeats)
             rows += ingest_ratios(scratch, args.repeats, sizes, whole=not args.skip_whole_run)
     print(f"| | ratio (min / median / max over {args.repeats} repeats) | measured | goal |\n|---|---|---|---|")
