@@ -39,15 +39,6 @@ class Reproduction:
         return self.status in ("identical", "within_tolerance")
 
 
-def _artifact(tracker, run_id: str, path: str, folder: str) -> Path | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return Path(tracker._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder))
-    except (MlflowException, OSError):
-        return None
-
-
 def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     from modelmill import stages
     from modelmill.ingest import Snapshot
@@ -65,9 +56,9 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     out = Reproduction(spec.name, str(version), mv.run_id, "not_rebuilt", EXACT)
     with tempfile.TemporaryDirectory(prefix="modelmill-reproduce-") as tmp:
-        recorded_spec = _artifact(tracker, mv.run_id, "spec/spec.json", tmp)
-        recorded_suite = _artifact(tracker, mv.run_id, "spec/suite.json", tmp)
-        parts_file = _artifact(tracker, mv.run_id, "data/fingerprint.json", tmp)
+        recorded_spec = tracker.run_artifact(mv.run_id, "spec/spec.json", tmp)
+        recorded_suite = tracker.run_artifact(mv.run_id, "spec/suite.json", tmp)
+        parts_file = tracker.run_artifact(mv.run_id, "data/fingerprint.json", tmp)
         if recorded_spec is None or recorded_suite is None or parts_file is None:
             out.inputs.append("the run recorded no spec, suite or fingerprint (spec/spec.json, spec/suite.json, data/fingerprint.json): it cannot be rebuilt")
             return out

@@ -370,14 +370,18 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     inputs = kind.importance_input(spec, data) if opts.importance else None
     params: dict[str, Any] = {"explain.importance": "none" if inputs is None else "permutation"}
     if inputs is not None:
-        X, y, scoring = inputs
-        ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
+        X, y, scoring, groups = inputs
+        how = dict(rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
+        if groups is None:
+            ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, **how)
+        else:
+            ev.importance, seconds = explain.timed(explain.permutation_groups, trained.model, X, y, scoring, groups, **how)
         t.log_table(h.run_id, ev.importance, "tables/permutation_importance.csv")
         t.log_figure(h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png")
         t.log_metrics(h.run_id, {"time/importance_seconds": seconds})
         top = ev.importance.iloc[0]
         log.info("%s: permutation importance on %d test rows: %s first (test %s drops %.4f when it is shuffled)", spec.name, int(top["rows"]), top["feature"], ev.metric, top["importance_mean"])
-        if kind.SHAP and opts.shap:
+        if kind.SHAP and opts.shap and groups is None:
             train_X = data.train[0]
             picked = explain.sample_rows(len(X), opts.shap_rows, seed)
             background = train_X.iloc[explain.sample_rows(len(train_X), opts.background_rows, seed + 1)]

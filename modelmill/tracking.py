@@ -266,6 +266,15 @@ class Tracker:
     def log_table(self, run_id: str, df: pd.DataFrame, path: str) -> None:
         self.client.log_text(run_id, df.to_csv(index=False), path)
 
+    def run_artifact(self, run_id: str, path: str, folder: str) -> Path | None:
+        """One of a run's artifacts downloaded into ``folder``, or None when the run has none there."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder))
+        except (MlflowException, OSError):
+            return None
+
     def log_dir(self, run_id: str, local: Path, artifact_dir: str) -> None:
         self.client.log_artifacts(run_id, str(local), artifact_dir)
 

@@ -4,10 +4,11 @@ shape or pixel range refused by the suite."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import (
-    artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
+    artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
     require_mirror, run_cli, write_spec,
 )  # fmt: skip
 from modelmill.fetch import sha256_file
@@ -37,8 +38,12 @@ def test_breast_ultrasound_flow_on_the_official_split(env, capsys, monkeypatch):
     assert 0.78 < m["test/roc_auc"] < 0.97 and m["test/accuracy"] > 0.75
     assert m["test/lift_over_baseline"] > 0.25 and m["test/accuracy"] > m["test/baseline_accuracy"]  # vs always-benign
     assert {"test/sensitivity", "test/specificity"} <= set(m)
-    assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/misclassified.png"} <= artifacts(env, run, "plots")
+    assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/misclassified.png", "plots/permutation_importance.png"} <= artifacts(env, run, "plots")
     assert registry_state(env, "breast_ultrasound")[1] == "1"
+    # which part of the image the model reads: 16 regions of the 28 x 28 images, each shuffled as a whole
+    regions = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home)))
+    assert len(regions) == 16 and regions["feature"].str.fullmatch(r"rows \d+-\d+, cols \d+-\d+").all() and (regions["rows"] == 156).all()
+    assert regions["importance_mean"].iloc[0] > 0.01 and "card/model_card.md" in artifacts(env, run, "card")
 
 
 def _bad_npz(tmp_path, real, transform) -> tuple:

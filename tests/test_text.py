@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
+import pytest
 
 from conftest import (
     artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env,
@@ -41,6 +42,15 @@ def test_review_sentiment_with_per_source_slices(env, capsys, monkeypatch):
         for k in ("accuracy", "f1", "roc_auc"):
             assert 0.6 < m[f"test/{k}.{src}"] <= 1.0, (k, src)
     assert registry_state(env, "review_sentiment")[1] == "1"
+    # the spec's slices: the same per-source figures, their largest gap, and the text column's importance
+    run = last_run(env, "review_sentiment")
+    slices = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/slices.csv", str(env.home)))
+    assert sorted(slices["slice"]) == ["amazon", "imdb", "yelp"] and slices["rows"].sum() == int(run.data.params["split.test_rows"])
+    for row in slices.itertuples():
+        assert row.roc_auc == pytest.approx(m[f"test/roc_auc.{row.slice}"])
+    assert m["slices/source.gap"] == pytest.approx(slices["roc_auc"].max() - slices["roc_auc"].min())
+    importance = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home)))
+    assert list(importance["feature"]) == ["sentence"] and importance["importance_mean"].iloc[0] > 0.3
 
 
 def test_empty_texts_and_unknown_intents_are_rejected(env, capsys, monkeypatch, tmp_path):

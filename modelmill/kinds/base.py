@@ -151,9 +151,11 @@ class ProblemKind(ABC):
     SHAP: ClassVar[bool] = False
 
     def importance_input(self, spec: PipelineSpec, data: Prepared):
-        """``(X, y, scoring)``: the test rows as the model takes them, by source column, and the
-        scikit-learn scorer permutation importance measures the drop of; None when the kind's
-        model has no columns to shuffle (a recommender, a forecaster's own lags)."""
+        """``(X, y, scoring, groups)``: the test rows as the model takes them, the scikit-learn
+        scorer permutation importance measures the drop of, and None (each source column of a
+        frame shuffled on its own) or named groups of a matrix's columns shuffled together (an
+        image's regions); None when the kind's model has no columns to shuffle (a recommender, a
+        forecaster's own lags)."""
         return None
 
     def slice_metrics(self, spec: PipelineSpec, model, data: Prepared, mask: np.ndarray) -> dict[str, float]:

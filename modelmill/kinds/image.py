@@ -27,6 +27,9 @@ from modelmill.kinds.selection import grid_select, predefined_parts
 from modelmill.spec import PipelineSpec
 
 
+#: the scikit-learn scorer of each primary metric
+SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}
+
 class ImageOptions(KindOptions):
     height: int = Field(28, ge=8, description="image height in pixels")
     width: int = Field(28, ge=8, description="image width in pixels")
@@ -150,7 +153,7 @@ class ImageClassification(ProblemKind):
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
-        scoring = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}[spec.metric.name]
+        scoring = SCORING[spec.metric.name]
 
         def pipeline(c):
             return self._pipeline(spec, self.build(c, spec))
@@ -158,6 +161,16 @@ class ImageClassification(ProblemKind):
         best_name, best, table, chosen = grid_select(spec, pipeline, X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
         baseline = self.fit_baseline(spec, pipeline, X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
+
+    def importance_input(self, spec: PipelineSpec, data: Prepared):
+        """Regions of the image (a 4 x 4 grid), each shuffled among the test images as a whole:
+        which part of an image the model reads."""
+        from modelmill.explain import image_regions
+
+        X, y = data.test
+        opts = self.options(spec)
+        scoring = SCORING[spec.metric.name]
+        return X, y, scoring, image_regions(opts.height, opts.width)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         X, y = data.test

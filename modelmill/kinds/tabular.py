@@ -195,7 +195,7 @@ class TabularClassification(ProblemKind):
 
     def importance_input(self, spec: PipelineSpec, data: Prepared):
         X, y = data.test
-        return X, y, SCORERS[spec.metric.name]
+        return X, y, SCORERS[spec.metric.name], None
 
     def examples(self, model, data: Prepared):
         X = data.test[0].head(5)

@@ -194,7 +194,7 @@ class TextClassification(ProblemKind):
 
     def importance_input(self, spec: PipelineSpec, data: Prepared):
         X, y, _ = data.test
-        return X, y, self._scoring(spec)
+        return X, y, self._scoring(spec), None
 
     def _core(self, spec: PipelineSpec, model, X, y) -> dict[str, float]:
         yhat = model.predict(X)
