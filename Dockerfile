@@ -7,7 +7,7 @@ COPY modelmill ./modelmill
 COPY flows ./flows
 COPY tasks ./tasks
 # The CPU build of torch from PyTorch's own index (PyPI's default build bundles CUDA, several GB).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 && pip install ".[postgres,neural,dask]"
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 && pip install ".[postgres,neural,dask,text]"
 COPY pipelines ./pipelines
 COPY expectations ./expectations
 COPY prefect.yaml ./

@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,neural,dask]'
+	$(PY) -m pip install --quiet -e '.[test,neural,dask,text]'
 	touch $(STAMP)
 
 run: setup

@@ -154,7 +154,7 @@ def ingest_stage(h: RunHandle) -> Snapshot:
 
 
 #: The libraries whose versions can change a run's results.
-RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image", "torch", "skorch")
+RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image", "torch", "skorch", "sentence-transformers", "transformers")
 FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
 

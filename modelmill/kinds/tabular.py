@@ -34,6 +34,10 @@ class Cost(KindOptions):
 
 class TabularOptions(KindOptions):
     text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
+    text_features: Literal["tfidf", "sentences", "both"] = Field(
+        "tfidf", description="how features.text becomes features: TF-IDF terms, frozen sentence embeddings (the `text` extra's all-MiniLM-L6-v2, or MODELMILL_TEXT_ENCODER), or both", examples=["both"]
+    )
+    encoder_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder")
     threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = Field(
         "balanced_accuracy", description="how the decision threshold is tuned by CV on the training split (fixed: 0.5)"
     )
@@ -74,6 +78,12 @@ class TabularClassification(ProblemKind):
         self.require_split(spec, "stratified", "predefined")
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
+        if opts.text_features != "tfidf":
+            if not spec.features.text:
+                raise SpecError(f"pipeline {spec.name}: options.text_features {opts.text_features} needs features.text")
+            from modelmill.kinds.sentences import encoder_folder
+
+            encoder_folder(opts.encoder_sha256)
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         X = self.model_input(spec, df)
@@ -108,9 +118,14 @@ class TabularClassification(ProblemKind):
                 fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
                 categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
             parts = [numbers, ("categorical", make_pipeline(*categorical), spec.features.categorical)]
-        if spec.features.text:
-            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=self.options(spec).text_max_features, sublinear_tf=True)
+        opts = self.options(spec)
+        if spec.features.text and opts.text_features != "sentences":
+            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=opts.text_max_features, sublinear_tf=True)
             parts.append(("text", tfidf, spec.features.text))  # a column name, not a list: TF-IDF takes 1-D text
+        if spec.features.text and opts.text_features != "tfidf":
+            from modelmill.kinds.sentences import SentenceEncoder
+
+            parts.append(("sentences", SentenceEncoder(opts.encoder_sha256), [spec.features.text]))
         return ColumnTransformer(parts, sparse_threshold=0.0)
 
     def build(self, c, spec: PipelineSpec):

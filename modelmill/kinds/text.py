@@ -25,6 +25,7 @@ from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
+from modelmill.kinds.sentences import SentenceTfidfClassifier
 from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.train")
@@ -35,6 +36,9 @@ class TextOptions(KindOptions):
     char_ngrams: tuple[int, int] = Field((2, 5), description="shortest and longest character n-grams of the TF-IDF")
     word_ngrams: tuple[int, int] = Field((1, 2), description="shortest and longest word n-grams of the TF-IDF")
     min_df: int = Field(2, ge=1, description="a term in fewer training texts than this is left out")
+    encoder_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)"
+    )
 
 
 class TextColumn(TransformerMixin, BaseEstimator):
@@ -140,6 +144,8 @@ class TextClassification(ProblemKind):
         "dummy_most_frequent", "dummy_prior", "logistic_regression", "linear_svc", "sgd", "complement_nb",
         gru=lambda seed, **p: GRUTextClassifier(**{"seed": seed, **p}),
         tfidf_gru_ensemble=lambda seed, **p: TfidfGRUEnsemble(**{"seed": seed, **p}),
+        sentences_linear_svc=lambda seed, **p: SentenceTfidfClassifier(**{"estimator": "linear_svc", "seed": seed, **p}),
+        sentences_logistic_regression=lambda seed, **p: SentenceTfidfClassifier(**{"estimator": "logistic_regression", "seed": seed, **p}),
     )  # fmt: skip
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -149,6 +155,10 @@ class TextClassification(ProblemKind):
         self.require_split(spec, "stratified", "predefined")
         if spec.metric.name in {"f1", "roc_auc"} and spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name} needs a positive_label (binary)")
+        if any(c.estimator.startswith("sentences_") for c in spec.candidates):
+            from modelmill.kinds.sentences import encoder_folder
+
+            encoder_folder(self.options(spec).encoder_sha256)  # no encoder, or an unpinned one: a spec error before any data is read
 
     def featurizer(self, spec: PipelineSpec) -> FeatureUnion:
         o = self.options(spec)
@@ -182,8 +192,10 @@ class TextClassification(ProblemKind):
 
         def build(c):
             model = self.build(c, spec)
-            if isinstance(model, TfidfGRUEnsemble):
+            if isinstance(model, TfidfGRUEnsemble | SentenceTfidfClassifier):
                 model.set_params(word_ngrams=tuple(o.word_ngrams), char_ngrams=tuple(o.char_ngrams), min_df=o.min_df)
+            if isinstance(model, SentenceTfidfClassifier):
+                model.set_params(encoder_sha256=o.encoder_sha256)
             if getattr(model, "consumes", None) == "text":  # networks read the raw texts
                 return Pipeline([("text", TextColumn(col)), ("model", model)])
             return Pipeline([("text", TextColumn(col)), ("features", self.featurizer(spec)), ("model", model)])

