@@ -83,6 +83,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "MODELMILL_SQL_URL": "the SQLAlchemy URL of a SQL source (a spec's `source.sql.url_env` may name another variable)",
     "MODELMILL_SHARED_CORES": "set by `run --workers N` on a local cluster: the folder of busy marks through which side-by-side networks share the cores",
     "MODELMILL_TEMPORARY_PREFECT_API": "set by a command for the temporary Prefect API it started (its runs send no heartbeats)",
+    "MODELMILL_TEXT_ENCODER": "a sentence-transformers folder to use instead of the `text` extra's all-MiniLM-L6-v2 (pinned by the spec's `options.encoder_sha256`)",
     "MODELMILL_USER": "who approves or rolls back a champion, as recorded in the audit trail (default: the operating-system user)",
     "MLFLOW_TRACKING_URI": "an MLflow server instead of the local store `sqlite:///$MODELMILL_HOME/mlflow.db`",
     "PREFECT_API_URL": "a Prefect server instead of a temporary local API per command",

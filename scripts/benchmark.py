@@ -25,7 +25,8 @@ command is a fresh child process; wall time, and peak RSS from the kernel's acco
 - X1  per pipeline, the explain stage (permutation importance, SHAP values, slices) / the train
       stage of the same run (``time/explain_seconds`` / ``time/train_seconds`` as the run logged
       them), from the first ``run --all`` of each repeat; goal <= 0.25. ``--explain-only`` runs
-      just that ``run --all`` per repeat.
+      just that ``run --all`` per repeat; ``--explain-only --store HOME`` reads the runs already
+      in a store (e.g. the full-epoch one ``results_table.py --run`` leaves).
 
 The pipelines run with ``MODELMILL_MAX_EPOCHS`` (default 2, as in the tests) so a repeat takes
 minutes, not the 18 of `make run`; that leaves more of each run to fixed costs, so P1 is measured
@@ -311,12 +312,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-pipelines", action="store_true", help="only the data-scale rows (P4)")
     ap.add_argument("--skip-data", action="store_true", help="only the pipeline rows (P1, P2, P5)")
     ap.add_argument("--explain-only", action="store_true", help="only the explain / train rows (X1): one `run --all` per repeat")
+    ap.add_argument("--store", metavar="HOME", help="with --explain-only: read X1 from the runs in this MODELMILL_HOME instead of running")
     ap.add_argument("--skip-whole-run", action="store_true", help="no whole `modelmill run` at the largest --rows (~6 min a repeat at 10M)")
     args = ap.parse_args(argv)
     sizes = [int(float(r)) for r in args.rows.split(",") if r]
     with tempfile.TemporaryDirectory(prefix="modelmill-bench-") as tmp:
         scratch = Path(tmp)
-        if args.explain_only:
+        if args.explain_only and args.store:
+            rows = explain_rows([explain_times({**os.environ, "MODELMILL_HOME": args.store})])
+        elif args.explain_only:
             rows = explain_only(scratch, args.repeats, args.epochs)
         else:
             rows = [] if args.skip_pipelines else pipelines_ratios(scratch, args.repeats, args.epochs)

@@ -86,7 +86,7 @@ def main() -> int:
         code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", "--all"], stdout=sys.stderr)
         wall, rss = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         timing = f"`modelmill run --all`: {wall // 60:.0f} min {wall % 60:.0f} s wall, peak RSS {rss / 1024:.1f} GiB, {os.cpu_count()} cores"
-        print(timing, file=sys.stderr)
+        print(f"{timing}; the store: MODELMILL_HOME={home}", file=sys.stderr)
         if code != 0:
             print(f"modelmill run --all exited {code}", file=sys.stderr)
             return code

@@ -37,7 +37,7 @@ class TabularOptions(KindOptions):
     text_features: Literal["tfidf", "sentences", "both"] = Field(
         "tfidf", description="how features.text becomes features: TF-IDF terms, frozen sentence embeddings (the `text` extra's all-MiniLM-L6-v2, or MODELMILL_TEXT_ENCODER), or both", examples=["both"]
     )
-    encoder_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder")
+    encoder_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder", examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"])
     threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = Field(
         "balanced_accuracy", description="how the decision threshold is tuned by CV on the training split (fixed: 0.5)"
     )

@@ -37,7 +37,8 @@ class TextOptions(KindOptions):
     word_ngrams: tuple[int, int] = Field((1, 2), description="shortest and longest word n-grams of the TF-IDF")
     min_df: int = Field(2, ge=1, description="a term in fewer training texts than this is left out")
     encoder_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)"
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)",
+        examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"],
     )
 
 
