@@ -14,7 +14,10 @@ command is a fresh child process; wall time, and peak RSS from the kernel's acco
       at each ``--rows`` (generated credit-like data, ``scripts/large_credit.py``; the issue sets
       the rate goal, ingest at least half the raw read's rate, at 10M rows); and the whole
       ``modelmill run`` of that generated project at the largest (wall time, peak RSS).
-- P5  ``run --all --force`` / ``run --all --workers 2 --force`` (a speedup: higher is better), each
+- P5  ``run --all --workers 2 --force`` / the longest pipeline alone (``run <longest> --workers 2
+      --force``, same store): how close side by side comes to its critical path, the longest
+      pipeline, which bounds it on 2 cores (goal <= 1.15). For information:
+      ``run --all --force`` / ``run --all --workers 2 --force`` (a speedup: higher is better), each
       on a store that has run once (side by side hands out the longest pipeline first, by its last
       run); and the same speedup for first runs on new stores (no history: name order). Its
       ceiling: ``run --all --force`` / the longest pipeline run alone side by side
@@ -154,7 +157,7 @@ def longest_pipeline(env: dict[str, str]) -> str:
 
 
 def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, str, str]]:
-    p1, p2, p5, p5_first, ceiling, firsts, explained = [], [], [], [], [], [], []
+    p1, p2, p5, p5_first, ceiling, critical, firsts, explained = [], [], [], [], [], [], [], []
     for _ in range(repeats):
         env = fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs)
         first, _, code = timed([EXE, "run", "--all"], env)
@@ -174,6 +177,7 @@ def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str
         p5.append(forced / side)
         p5_first.append(first / side_first)
         ceiling.append(forced / alone)
+        critical.append(side / alone)
         firsts.append(first)
         print(
             f"  repeat: run --all {first:.1f} s, again {again:.1f} s, --force {forced:.1f} s, bare {bare:.1f} s, "
@@ -183,7 +187,8 @@ def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str
     return [
         ("P1", "`run --all` / bare compute", spread(p1), "<= 1.15"),
         ("P2", "`run --all` again, unchanged / the first", spread(p2), "<= 0.10"),
-        ("P5", "`run --all --force` / `run --all --workers 2 --force` (speedup; history: longest first)", spread(p5), ">= 1.7"),
+        ("P5", "`run --all --workers 2 --force` / the longest pipeline alone, `--workers 2 --force` (efficiency against the critical path)", spread(critical), "<= 1.15"),
+        ("P5", "`run --all --force` / `run --all --workers 2 --force` (speedup; history: longest first)", spread(p5), ""),
         ("P5", "first runs on a new store (no history: pipelines in name order)", spread(p5_first), ""),
         ("P5", "its ceiling: `run --all --force` / the longest pipeline alone, `--workers 2 --force`", spread(ceiling), ""),
         ("", f"(`run --all` itself, s, epochs capped at {epochs})", spread(firsts, 1), ""),
