@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from modelmill.catalog import get_entry
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
 from modelmill.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file, sha256_file
 from modelmill.imagefiles import image_files, read_image_folder, read_image_table, read_npz
+from modelmill.objectstore import ObjectStore, snapshot_key
 from modelmill.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
@@ -46,6 +48,8 @@ class Snapshot:
     as_of: str | None = None
     #: (records a user's CSV holds by its lines, rows the parser read), when this ingest parsed it
     parsed: tuple[int, int] | None = field(default=None, compare=False)
+    #: where the object store holds it (MODELMILL_STORE_URI), when one is set up
+    store_location: str | None = field(default=None, compare=False)
     _frame: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     def load(self, categorical: Sequence[str] = ()) -> pd.DataFrame:
@@ -54,11 +58,12 @@ class Snapshot:
         (Arrow dictionaries: a small code per row instead of a string — a 10M-row table's
         categorical features take a tenth of the memory)."""
         if self._frame is None:
-            schema = pq.read_schema(self.path)
+            path = self.local_path()
+            schema = pq.read_schema(path)
             text = [c for c in categorical if c in schema.names and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
             # block by block, each Arrow column freed once converted: 2.5 GiB at the peak of a 10M-row read, not 3.1
             whole = {"split_blocks": True, "self_destruct": True}
-            object.__setattr__(self, "_frame", pd.read_parquet(self.path, read_dictionary=text or None, to_pandas_kwargs=whole))
+            object.__setattr__(self, "_frame", pd.read_parquet(path, read_dictionary=text or None, to_pandas_kwargs=whole))
             return_memory()  # the decoded Parquet pages
         return self._frame
 
@@ -79,6 +84,21 @@ class Snapshot:
     @property
     def uri(self) -> str:
         return self.path.as_uri()
+
+    @property
+    def location(self) -> str:
+        """What a run records: the object store's location when there is one, else the local path."""
+        return self.store_location or str(self.path)
+
+    def local_path(self) -> Path:
+        """The snapshot's file on this machine: its own path, or (a worker on another machine)
+        its copy from the object store, checksum verified."""
+        if self.path.is_file() or not self.store_location:
+            return self.path
+        from modelmill.objectstore import local_snapshot
+        from modelmill.settings import get_settings
+
+        return local_snapshot(self.store_location, get_settings()) or self.path
 
     def lineage(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
@@ -548,7 +568,10 @@ def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[
             """Once the checksum is in: the files, their parse key, the snapshot they were parsed into before."""
             files = checked.result()
             pkey = parse_key(spec, files, None)
-            return files, pkey, _parsed_before(folder, key, pkey, lineage(files), None)
+            before = _parsed_before(folder, key, pkey, lineage(files), None)
+            if before is None and (store := ObjectStore.of(settings)) is not None:
+                before = _parsed_in_store(store, folder, key, pkey, lineage(files), None)  # parsed by a worker elsewhere
+            return files, pkey, before
 
         with _snapshot_file(key, settings) as (tmp, commit):
             streamed = stream_csv(spec, path, tmp, stop=lambda: checked.done() and known()[2] is not None)
@@ -597,6 +620,43 @@ def _parsed_before(folder: Path, key: str, pkey: str, sources: list[dict], as_of
     return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
 
 
+def publish_snapshot(store: ObjectStore, key: str, snap: Snapshot, pkey: str | None) -> Snapshot:
+    """The snapshot, its lineage record and its parse-map entry on the object store (each object
+    only once: they are content-addressed); the parse-map entry last, so that it never names a
+    snapshot that is not there."""
+    name = snapshot_key(key, f"{snap.digest}.parquet")
+    if not store.has(name):
+        store.publish(snap.path, name)
+    meta = snap.path.with_suffix(".json")
+    if meta.is_file() and not store.has(snapshot_key(key, meta.name)):
+        store.publish(meta, snapshot_key(key, meta.name))
+    if pkey is not None and not store.has(entry := snapshot_key(key, f"parsed/{pkey}.json")):
+        with tempfile.TemporaryDirectory(prefix="modelmill-parsed-") as tmp:
+            (Path(tmp) / "entry.json").write_text(json.dumps({"digest": snap.digest}))
+            store.publish(Path(tmp) / "entry.json", entry)
+    return replace(snap, store_location=store.location(name))
+
+
+def _parsed_in_store(store: ObjectStore, folder: Path, key: str, pkey: str, sources: list[dict], as_of: str | None) -> Snapshot | None:
+    """The snapshot these files were parsed into on another machine, from the object store
+    (checksum verified), copied into the local snapshot folder."""
+    entry = snapshot_key(key, f"parsed/{pkey}.json")
+    if not store.has(entry):
+        return None
+    digest = json.loads(store.read(entry))["digest"]
+    meta = json.loads(store.read(snapshot_key(key, f"{digest}.json")))
+    cached = store.fetch(store.location(snapshot_key(key, f"{digest}.parquet")), digest)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".tmp")
+    os.close(fd)
+    shutil.copyfile(cached, tmp)
+    os.replace(tmp, folder / f"{digest}.parquet")
+    (folder / f"{digest}.json").write_text(json.dumps(meta, indent=2))
+    _remember(folder, pkey, digest)
+    log.info("%s: these source files were parsed on another worker: snapshot %s (%d rows) from the object store", key, digest[:12], int(meta["rows"]))
+    return Snapshot(key, folder / f"{digest}.parquet", digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
+
+
 def _remember(folder: Path, pkey: str, digest: str) -> None:
     index = folder / PARSED_INDEX
     try:
@@ -624,7 +684,11 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
     if src.sql is None and src.dataset is None and not is_glob(src.path) and image_source(spec) is None and not as_of:
         snap, files = _ingest_streamed(spec, settings, key)
     if snap is None:
-        snap = _ingest_whole(spec, settings, key, files or fetch_sources(spec, settings), as_of)
+        files = files or fetch_sources(spec, settings)
+        snap = _ingest_whole(spec, settings, key, files, as_of)
+    store = ObjectStore.of(settings)
+    if store is not None:
+        snap = publish_snapshot(store, key, snap, None if spec.source.sql is not None else parse_key(spec, files, as_of))
     log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in snap.sources))
     return snap
 
@@ -635,6 +699,8 @@ def _ingest_whole(spec: PipelineSpec, settings: Settings, key: str, files: dict[
         sources = [{"file": "sql", "uri": sql_location(spec), "sha256": hashlib.sha256(spec.source.sql.query.encode()).hexdigest(), "verified": "live", "pin_key": None}]
     folder, pkey = settings.snapshot_dir / key, parse_key(spec, files, as_of)
     snap = None if spec.source.sql is not None else _parsed_before(folder, key, pkey, sources, as_of)
+    if snap is None and spec.source.sql is None and (store := ObjectStore.of(settings)) is not None:
+        snap = _parsed_in_store(store, folder, key, pkey, sources, as_of)  # parsed by a worker elsewhere
     if snap is not None:
         return snap
     counts: dict = {}

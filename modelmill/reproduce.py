@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from modelmill.errors import SpecError
+from modelmill.errors import ModelmillError, SpecError
 from modelmill.settings import Settings
 
 log = logging.getLogger("modelmill.reproduce")
@@ -42,6 +42,7 @@ class Reproduction:
 def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     from modelmill import stages
     from modelmill.ingest import Snapshot
+    from modelmill.objectstore import local_snapshot
     from modelmill.fetch import sha256_file
     from modelmill.kinds.neural import network
     from modelmill.spec import PipelineSpec, load_spec
@@ -68,9 +69,14 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
             if str(then.get(key)) != str(value):
                 what = "modelmill's code (git commit)" if key == "git" else f"library {key}" if key != "modelmill" else "modelmill's version"
                 out.inputs.append(f"{what}: {then.get(key)} then, {value} now")
-        snapshot = Path(tags.get("modelmill.snapshot", ""))
-        if not snapshot.is_file():
-            out.inputs.insert(0, f"the snapshot is missing: {snapshot} (removed, or recorded on another machine)")
+        recorded = tags.get("modelmill.snapshot", "")
+        try:
+            snapshot = local_snapshot(recorded, settings)
+        except ModelmillError as e:  # a tampered object in the store, a store that does not answer
+            out.inputs.insert(0, f"the snapshot cannot be read: {e}")
+            return out
+        if snapshot is None:
+            out.inputs.insert(0, f"the snapshot is missing: {recorded} (removed, or recorded on another machine)")
             return out
         found = sha256_file(snapshot)
         if found != tags.get("modelmill.data_digest"):

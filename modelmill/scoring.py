@@ -23,6 +23,7 @@ import pandas as pd
 
 from modelmill.drift import drift, drift_metrics, psi_numeric
 from modelmill.errors import SpecError
+from modelmill.objectstore import local_snapshot
 from modelmill.settings import Settings
 from modelmill.spec import PipelineSpec
 from modelmill import alerts
@@ -247,8 +248,8 @@ def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, r
     agreement = float(np.mean(np.asarray(pred) == np.asarray(champion_pred))) if len(pred) else float("nan")
     corr = float(np.corrcoef(scores, champion_scores)[0, 1]) if len(scores) > 1 and np.std(scores) > 0 and np.std(champion_scores) > 0 else float("nan")
     out = {"version": shadowing.version, "agreement": agreement, "score_correlation": corr, "score_psi": float("nan")}
-    reference = Path(tracker.run(shadowing.run_id).data.tags.get("modelmill.snapshot", "")) if shadowing.run_id else None
-    if reference is not None and reference.is_file() and len(scores):
+    reference = local_snapshot(tracker.run(shadowing.run_id).data.tags.get("modelmill.snapshot", ""), tracker.settings) if shadowing.run_id else None
+    if reference is not None and len(scores):
         ref_scores = _positive_scores(model, kind.model_input(spec, pd.read_parquet(reference)))[0]
         out["score_psi"] = float(psi_numeric(pd.Series(ref_scores), pd.Series(scores)))
     tracker.log_metrics(run_id, {f"shadow/{k}": v for k, v in out.items() if k != "version" and v == v})
@@ -265,8 +266,8 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     kind = get_kind(spec.problem)
     model = tracker.load_model(champion)
     raw = read_image_batch(spec, settings, source) if spec.problem == "image_classification" else read_table(source, None, scoring_read_options(spec, source))
-    reference = Path(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion.run_id else None
-    ref = pd.read_parquet(reference) if reference is not None and reference.is_file() else None
+    reference = local_snapshot(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), settings) if champion.run_id else None
+    ref = pd.read_parquet(reference) if reference is not None else None
     reason, counts = bad_rows(spec, raw, settings)
     ok = reason == ""
     good = raw[ok]

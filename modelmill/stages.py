@@ -29,6 +29,7 @@ from modelmill.ingest import Snapshot, ingest, return_memory
 from modelmill.kinds import get_kind
 from modelmill.kinds.base import Evaluation, Prepared, Trained
 from modelmill.kinds.neural import epochs_cap
+from modelmill.objectstore import local_snapshot
 from modelmill.promotion import Decision, decide
 from modelmill.reconcile import owner_tags
 from modelmill.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, from_primary_metrics, headline_text, mkey, primary_metrics, run_name, shared_view
@@ -140,7 +141,7 @@ def ingest_stage(h: RunHandle) -> Snapshot:
     t = h.tracker()
     unverified = [s["file"] for s in snap.sources if s.get("verified") == "first-use"]
     t.set_tags(h.run_id, {
-        "modelmill.data_digest": snap.digest, "modelmill.snapshot": str(snap.path), "modelmill.unverified_sources": ", ".join(unverified) or "none",
+        "modelmill.data_digest": snap.digest, "modelmill.snapshot": snap.location, "modelmill.unverified_sources": ", ".join(unverified) or "none",
         FINGERPRINT_TAG: fingerprint(h, snap),
     })  # fmt: skip
     t.log_params(h.run_id, {"data.rows": snap.rows, "data.digest": snap.digest, **source_params(snap.sources)})
@@ -264,8 +265,8 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     """PSI per column and label shift against the champion's training snapshot, as metrics."""
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)
-    reference = Path(t.run(champion.run_id).data.tags.get("modelmill.snapshot", "")) if champion and champion.run_id else None
-    if reference is None or not reference.is_file():
+    reference = local_snapshot(t.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), h.settings) if champion and champion.run_id else None
+    if reference is None:
         t.set_tags(h.run_id, {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"})
         return {}
     table = drift(reference, _rows(h, snap), h.spec.target)  # the reference read a column at a time
