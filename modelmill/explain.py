@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.metaestimators import available_if
 
 log = logging.getLogger("modelmill.explain")
 
@@ -30,39 +32,70 @@ def _take(X, idx):
 
 
 # -- permutation importance ----------------------------------------------------------------------
-def permutation_table(model, X: pd.DataFrame, y, scoring, *, rows: int, repeats: int, seed: int) -> pd.DataFrame:
-    """Permutation importance of each source column of ``X`` on at most ``rows`` test rows: the
-    drop in ``scoring`` when that column's values are shuffled among the rows, mean and spread
-    over ``repeats`` shuffles. Most important first."""
-    from sklearn.inspection import permutation_importance
+class Replay(ClassifierMixin, BaseEstimator):
+    """A fitted classifier's answers on a set of rows, replayed for any subset of them given by
+    row numbers: scorers and metrics computed on many subsets (slices, shuffled copies) cost one
+    prediction, not one each."""
 
-    pick = sample_rows(len(X), rows, seed)
-    X, y = _take(X, pick), np.asarray(y)[pick]
-    r = permutation_importance(model, X, y, scoring=scoring, n_repeats=repeats, random_state=seed, n_jobs=1)
-    table = pd.DataFrame({"feature": [str(c) for c in X.columns], "importance_mean": r.importances_mean, "importance_std": r.importances_std, "rows": len(X), "repeats": repeats})
-    return table.sort_values("importance_mean", ascending=False, ignore_index=True)
+    def __init__(self, model=None, X=None):
+        self.model, self.X = model, X
+
+    def fit(self, X=None, y=None):
+        self.answers_ = {}
+        for method in ("predict", "predict_proba", "decision_function"):
+            try:
+                self.answers_[method] = np.asarray(getattr(self.model, method)(self.X))
+            except AttributeError:  # a linear SVM has no probabilities; a forest no decision values
+                continue
+        self.classes_ = getattr(self.model, "classes_", np.unique(self.answers_["predict"]))
+        if hasattr(self.model, "best_threshold_"):
+            self.best_threshold_ = self.model.best_threshold_
+        return self
+
+    def predict(self, rows):
+        return self.answers_["predict"][np.asarray(rows)]
+
+    @available_if(lambda self: "predict_proba" in self.answers_)
+    def predict_proba(self, rows):
+        return self.answers_["predict_proba"][np.asarray(rows)]
+
+    @available_if(lambda self: "decision_function" in self.answers_)
+    def decision_function(self, rows):
+        return self.answers_["decision_function"][np.asarray(rows)]
 
 
-def permutation_groups(model, X: np.ndarray, y, scoring, groups: dict[str, np.ndarray], *, rows: int, repeats: int, seed: int) -> pd.DataFrame:
-    """Permutation importance of groups of columns of a matrix (an image's regions of pixels):
-    each group's columns shuffled together among the rows, as scikit-learn's
-    ``permutation_importance`` does for one column, with its scorer."""
+def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = None, *, rows: int, repeats: int, seed: int) -> pd.DataFrame:
+    """Permutation importance on at most ``rows`` test rows, as scikit-learn's
+    ``permutation_importance`` measures it and with its scorers: the drop in ``scoring`` when a
+    column's values (or a group's columns together: an image's region of pixels) are shuffled
+    among the rows, mean and spread over ``repeats`` shuffles. Every column of a frame is its own
+    group (a source column: its one-hot or TF-IDF expansion happens inside the model). All the
+    shuffled copies are predicted in one batch. Most important first."""
     from sklearn.metrics import check_scoring
 
     pick = sample_rows(len(X), rows, seed)
-    X, y = np.asarray(X)[pick], np.asarray(y)[pick]
-    scorer = check_scoring(model, scoring=scoring)
-    reference = scorer(model, X, y)
+    X, y = _take(X, pick), np.asarray(y)[pick]
+    frame = hasattr(X, "iloc")
+    groups = groups or {str(c): [c] for c in X.columns}
     rng = np.random.default_rng(seed)
-    out = []
-    for name, cols in groups.items():
-        drops = []
-        for _ in range(repeats):
+    copies = []
+    for _ in range(repeats):
+        for cols in groups.values():
             shuffled = X.copy()
-            shuffled[:, cols] = X[rng.permutation(len(X))][:, cols]
-            drops.append(reference - scorer(model, shuffled, y))
-        out.append({"feature": name, "importance_mean": float(np.mean(drops)), "importance_std": float(np.std(drops)), "rows": len(X), "repeats": repeats})
-    return pd.DataFrame(out).sort_values("importance_mean", ascending=False, ignore_index=True)
+            order = rng.permutation(len(X))
+            if frame:
+                shuffled[cols] = X[cols].iloc[order].to_numpy()
+            else:
+                shuffled[:, cols] = X[order][:, cols]
+            copies.append(shuffled)
+    stacked = pd.concat([X, *copies], ignore_index=True) if frame else np.vstack([X, *copies])
+    replay = Replay(model, stacked).fit()
+    scorer = check_scoring(model, scoring=scoring)
+    n = len(X)
+    reference = scorer(replay, np.arange(n), y)
+    drops = np.array([reference - scorer(replay, np.arange(n * (i + 1), n * (i + 2)), y) for i in range(len(copies))]).reshape(repeats, len(groups))
+    table = pd.DataFrame({"feature": list(groups), "importance_mean": drops.mean(axis=0), "importance_std": drops.std(axis=0), "rows": n, "repeats": repeats})
+    return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 
 
 def image_regions(height: int, width: int, grid: int = 4) -> dict[str, np.ndarray]:

@@ -372,11 +372,7 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     params: dict[str, Any] = {"explain.importance": "none" if inputs is None else "permutation"}
     if inputs is not None:
         X, y, scoring, groups = inputs
-        how = dict(rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
-        if groups is None:
-            ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, **how)
-        else:
-            ev.importance, seconds = explain.timed(explain.permutation_groups, trained.model, X, y, scoring, groups, **how)
+        ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, groups, rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
         t.log_table(h.run_id, ev.importance, "tables/permutation_importance.csv")
         t.log_figure(h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png")
         t.log_metrics(h.run_id, {"time/importance_seconds": seconds})
@@ -417,8 +413,12 @@ def slice_table(h: RunHandle, kind, trained: Trained, data: Prepared, metric: st
     A slice holding one class only has no ranking metric (empty), and is not judged."""
     from modelmill.explain import slice_gaps
 
+    from modelmill.explain import Replay
+
     y = np.asarray(data.test[1])
     binary = set(np.unique(y)) <= {0, 1}
+    replay = Replay(trained.model, data.test[0]).fit()  # one prediction of the test rows, replayed per slice
+    indexed = Prepared(data.train, (np.arange(len(y)), *data.test[1:]), data.info, data.labels)
     shown = [metric, "sensitivity", "specificity", "accuracy"]
     rows = []
     for column in data.test_slices.columns:
@@ -429,7 +429,7 @@ def slice_table(h: RunHandle, kind, trained: Trained, data: Prepared, metric: st
             if binary:
                 row["positives"] = int(y[mask].sum())
             if not binary or 0 < row["positives"] < row["rows"]:
-                m = kind.slice_metrics(h.spec, trained.model, data, mask)
+                m = kind.slice_metrics(h.spec, replay, indexed, mask)
                 row |= {k: m[k] for k in shown if k in m}
             rows.append(row)
     table = pd.DataFrame(rows)

@@ -58,7 +58,7 @@ def counted(monkeypatch):
 
 def test_the_shipped_weights_are_the_pinned_ones_and_an_altered_copy_is_refused(home, tmp_path, monkeypatch):
     folder, expected = encoder_folder()
-    assert expected == MINILM_SHA256 and sentences.sha256_of(folder / "model.safetensors") == MINILM_SHA256
+    assert expected == MINILM_SHA256 and sentences.sha256_file(folder / "model.safetensors") == MINILM_SHA256
 
     copy = tmp_path / "minilm"
     shutil.copytree(folder, copy)

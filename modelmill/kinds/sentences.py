@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.metaestimators import available_if
 
 from modelmill.errors import SpecError
+from modelmill.fetch import sha256_file
 
 log = logging.getLogger("modelmill.train")
 
@@ -44,7 +45,7 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
         if not folder.is_dir():
             raise SpecError(f"{ENCODER_ENV}={given} is not a folder (a sentence-transformers model folder with {WEIGHTS})")
         if not expected_sha256:
-            found = sha256_of(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else "?"
+            found = sha256_file(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else "?"
             raise SpecError(f"{ENCODER_ENV}={given}: pin its weights with options.encoder_sha256 in the spec (its {WEIGHTS} has sha256 {found})")
         return folder, expected_sha256
     try:
@@ -56,20 +57,12 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
     return folder, expected_sha256 or MINILM_SHA256
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verified(folder: Path, expected: str) -> Path:
     """``folder`` after its safetensors weights passed their sha256 check (nothing loaded before)."""
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise SpecError(f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)")
-    found = sha256_of(weights)
+    found = sha256_file(weights)
     if found != expected:
         raise SpecError(f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it")
     return folder
