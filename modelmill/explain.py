@@ -9,7 +9,6 @@ its encoded columns at once, and SHAP values of encoded columns are summed per s
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -17,8 +16,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.metaestimators import available_if
-
-log = logging.getLogger("modelmill.explain")
 
 def sample_rows(n: int, rows: int, seed: int) -> np.ndarray:
     """At most ``rows`` row positions of ``n``, in order, the same ones for the same seed."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import pytest
-
 from conftest import last_run, mlflow_client, modelmill_env, run_cli
 from modelmill.settings import Settings
 
