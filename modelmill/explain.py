@@ -72,25 +72,26 @@ def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = Non
 
     pick = sample_rows(len(X), rows, seed)
     X, y = _take(X, pick), np.asarray(y)[pick]
-    frame = hasattr(X, "iloc")
+    n, frame = len(X), hasattr(X, "iloc")
     groups = groups or {str(c): [c] for c in X.columns}
+    # block 0: the rows as they are; block 1 + r * len(groups) + g: group g shuffled (repeat r)
     rng = np.random.default_rng(seed)
-    copies = []
-    for _ in range(repeats):
-        for cols in groups.values():
-            shuffled = X.copy()
-            order = rng.permutation(len(X))
-            if frame:
-                shuffled[cols] = X[cols].iloc[order].to_numpy()
-            else:
-                shuffled[:, cols] = X[order][:, cols]
-            copies.append(shuffled)
-    stacked = pd.concat([X, *copies], ignore_index=True) if frame else np.vstack([X, *copies])
+    blocks = 1 + repeats * len(groups)
+    shuffles = [(1 + r * len(groups) + g, cols, rng.permutation(n)) for r in range(repeats) for g, cols in enumerate(groups.values())]
+    if frame:
+        rows_of = {c: np.tile(np.arange(n), blocks) for c in X.columns}  # which row each stacked cell takes, per column
+        for block, cols, order in shuffles:
+            for c in cols:
+                rows_of[c][block * n : (block + 1) * n] = order
+        stacked = pd.DataFrame({c: X[c].take(rows_of[c]).reset_index(drop=True) for c in X.columns})
+    else:
+        stacked = np.tile(X, (blocks, 1))
+        for block, cols, order in shuffles:
+            stacked[block * n : (block + 1) * n, cols] = X[order][:, cols]
     replay = Replay(model, stacked).fit()
     scorer = check_scoring(model, scoring=scoring)
-    n = len(X)
     reference = scorer(replay, np.arange(n), y)
-    drops = np.array([reference - scorer(replay, np.arange(n * (i + 1), n * (i + 2)), y) for i in range(len(copies))]).reshape(repeats, len(groups))
+    drops = np.array([reference - scorer(replay, np.arange(block * n, (block + 1) * n), y) for block, _, _ in shuffles]).reshape(repeats, len(groups))
     table = pd.DataFrame({"feature": list(groups), "importance_mean": drops.mean(axis=0), "importance_std": drops.std(axis=0), "rows": n, "repeats": repeats})
     return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 
@@ -322,13 +323,15 @@ def shap_figure(sv: ShapValues, title: str, top: int = 20):
     order = sv.mean_abs()["feature"].head(top).tolist()[::-1]
     fig, ax = figure(7.5, 0.34 * len(order) + 1.8)
     rng = np.random.default_rng(0)
+    xs, ys, highs = [], [], []
     for i, c in enumerate(order):
         v = sv.values[c].to_numpy()
         x = pd.to_numeric(sv.rows[c], errors="coerce") if c in sv.rows else pd.Series(np.nan, index=range(len(v)))
-        high = (x > x.median()).to_numpy() if x.notna().any() else np.zeros(len(v), bool)
-        jitter = rng.uniform(-0.25, 0.25, len(v))
-        ax.scatter(v[~high], i + jitter[~high], s=6, color="#4878a8", alpha=0.6)
-        ax.scatter(v[high], i + jitter[high], s=6, color="#d1495b", alpha=0.6)
+        highs.append((x > x.median()).to_numpy() if x.notna().any() else np.zeros(len(v), bool))
+        xs.append(v)
+        ys.append(i + rng.uniform(-0.25, 0.25, len(v)))
+    high = np.concatenate(highs) if highs else np.zeros(0, bool)
+    ax.scatter(np.concatenate(xs) if xs else [], np.concatenate(ys) if ys else [], s=6, c=np.where(high, "#d1495b", "#4878a8"), alpha=0.6)
     ax.set_yticks(range(len(order)), order)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"SHAP value ({sv.output} of the positive class; red: a number above its median)")

@@ -250,7 +250,7 @@ class Explain(Strict):
     importance_rows: int = Field(1000, ge=10, le=100_000, description="test rows permutation importance is computed on (a seeded sample when there are more)")
     repeats: int = Field(3, ge=1, le=50, description="shuffles per column (mean and spread are logged)")
     shap: bool = Field(True, description="tabular kinds: log SHAP values per source column (and `modelmill score --reasons` can use them)")
-    shap_rows: int = Field(100, ge=1, le=5000, description="test rows whose SHAP values are computed and logged", examples=[200])
+    shap_rows: int = Field(50, ge=1, le=5000, description="test rows whose SHAP values are computed and logged", examples=[200])
     background_rows: int = Field(50, ge=5, le=1000, description="training rows a masked column takes its values from (the explainers' reference; cost grows with them)")
 
 

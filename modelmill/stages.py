@@ -370,12 +370,13 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     opts, seed = spec.explain, spec.split.seed
     inputs = kind.importance_input(spec, data) if opts.importance else None
     params: dict[str, Any] = {"explain.importance": "none" if inputs is None else "permutation"}
+    timings: dict[str, float] = {}
     if inputs is not None:
         X, y, scoring, groups = inputs
         ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, groups, rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
         t.log_table(h.run_id, ev.importance, "tables/permutation_importance.csv")
         t.log_figure(h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png")
-        t.log_metrics(h.run_id, {"time/importance_seconds": seconds})
+        timings = {"time/importance_seconds": seconds}
         top = ev.importance.iloc[0]
         log.info("%s: permutation importance on %d test rows: %s first (test %s drops %.4f when it is shuffled)", spec.name, int(top["rows"]), top["feature"], ev.metric, top["importance_mean"])
         if kind.SHAP and opts.shap and groups is None:
@@ -388,17 +389,17 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
             t.log_table(h.run_id, ev.shap_importance, "tables/shap_importance.csv")
             t.log_table(h.run_id, pd.concat([keys, sv.values.round(6)], axis=1), "tables/shap_values.csv")
             t.log_figure(h.run_id, explain.shap_figure(sv, spec.name), "plots/shap_summary.png")
-            t.log_metrics(h.run_id, {"time/shap_seconds": seconds})
+            timings["time/shap_seconds"] = seconds
             params |= {"explain.shap_method": sv.method, "explain.shap_output": sv.output, "explain.shap_rows": len(picked), "explain.shap_background_rows": len(background)}
     if data.test_slices is not None:
         ev.slices, ev.slice_gaps = slice_table(h, kind, trained, data, ev.metric)
         t.log_table(h.run_id, ev.slices, "tables/slices.csv")
-        t.log_metrics(h.run_id, {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | ({"slices/max_gap": max(ev.slice_gaps.values())} if _gaps(ev) else {}))
+        timings |= {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | ({"slices/max_gap": max(_gaps(ev).values())} if _gaps(ev) else {})
         for column, gap in ev.slice_gaps.items():
             log.info("%s: test %s by %s: largest gap %.4f between slices", spec.name, ev.metric, column, gap)
     ev.explain_seconds = time.perf_counter() - started
     t.log_params(h.run_id, params)
-    t.log_metrics(h.run_id, {"time/explain_seconds": ev.explain_seconds} | ({"time/explain_to_train": ev.explain_seconds / trained.seconds} if trained.seconds else {}))
+    t.log_metrics(h.run_id, timings | {"time/explain_seconds": ev.explain_seconds} | ({"time/explain_to_train": ev.explain_seconds / trained.seconds} if trained.seconds else {}))
     return ev
 
 

@@ -324,6 +324,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="modelmill-bench-") as tmp:
         scratch = Path(tmp)
         if args.explain_only and args.store:
+            args.repeats = 1  # the runs already in the store
             rows = explain_rows([explain_times({**os.environ, "MODELMILL_HOME": args.store})])
         elif args.explain_only:
             rows = explain_only(scratch, args.repeats, args.epochs)

@@ -143,7 +143,7 @@ def test_a_credit_run_explains_itself_and_scores_with_reasons(credit_project, ca
             "plots/permutation_importance.png", "plots/shap_summary.png", "card/model_card.md", "card/model_card.html"} <= listed  # fmt: skip
     m, p = run.data.metrics, run.data.params
     assert m["time/explain_seconds"] > 0 and m["time/train_seconds"] > 0 and m["time/explain_to_train"] == pytest.approx(m["time/explain_seconds"] / m["time/train_seconds"])
-    assert p["explain.shap_method"] == "tree" and p["explain.shap_output"] == "log-odds" and p["explain.shap_rows"] == "100"
+    assert p["explain.shap_method"] == "tree" and p["explain.shap_output"] == "log-odds" and p["explain.shap_rows"] == "50"
 
     importance = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tables/permutation_importance.csv", dst_path=str(tmp_path)))
     spec_columns = [*yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["numeric"], *yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["categorical"]]
