@@ -5,6 +5,8 @@ scikit-learn) for the pure core, German Credit from the mirror end to end."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,7 +130,7 @@ def _grouped_tree_shap(model, X: pd.DataFrame, columns: list[str]) -> pd.DataFra
     return pd.DataFrame(values, columns=source).T.groupby(level=0).sum().T[columns]
 
 
-def test_a_credit_run_explains_itself_and_scores_with_reasons(credit_project, capsys, tmp_path):
+def test_a_credit_run_explains_itself_scores_with_reasons_and_is_reproduced(credit_project, capsys, tmp_path):
     import mlflow
 
     _credit_spec(credit_project)
@@ -185,6 +187,19 @@ def test_a_credit_run_explains_itself_and_scores_with_reasons(credit_project, ca
     code, out, err = run_cli(capsys, "score", "credit_risk", "--input", str(src), "--output", str(dst), "--reasons", "99")
     assert code != 0 and "1 to 50 reasons" in err
 
+    # reproduce: the version rebuilt from its recorded snapshot, spec and suite in a scratch store
+    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
+    assert code == 0, out + err
+    assert "credit_risk v1" in out and ": identical" in out and "selection: recorded hist_gradient_boosting, rebuilt hist_gradient_boosting (same)" in out
+    assert "input differs" not in out and "<- differs" not in out
+    assert len(client.search_runs([client.get_experiment_by_name("modelmill/credit_risk").experiment_id])) == 1  # the rebuild ran elsewhere
+    snapshot = Path(run.data.tags["modelmill.snapshot"])
+    snapshot.unlink()
+    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
+    assert code == 1 and "not rebuilt" in out and f"input differs: the snapshot is missing: {snapshot}" in out
+    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "7")
+    assert code != 0 and "has no version 7" in err
+
 
 def test_a_slice_gap_over_the_limit_blocks_promotion(credit_project, capsys):
     _credit_spec(credit_project, promotion={"margin": 0.005, "max_slice_gap": 0.01})
@@ -197,25 +212,3 @@ def test_a_slice_gap_over_the_limit_blocks_promotion(credit_project, capsys):
     assert run.data.tags["modelmill.decision"] == "challenger" and run.data.metrics["promotion/promoted"] == 0.0
     assert str(client.get_model_version_by_alias("modelmill-credit_risk", "challenger").version) == "1"
     assert {k: str(v) for k, v in client.get_registered_model("modelmill-credit_risk").aliases.items()} == {"challenger": "1"}  # no champion
-
-
-def test_reproduce_rebuilds_a_version_exactly_and_names_a_missing_snapshot(credit_project, capsys):
-    from pathlib import Path
-
-    _credit_spec(credit_project)
-    code, out, err = run_cli(capsys, "run", "credit_risk")
-    assert code == 0, out + err
-    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
-    assert code == 0, out + err
-    assert "credit_risk v1" in out and ": identical" in out and "selection: recorded hist_gradient_boosting, rebuilt hist_gradient_boosting (same)" in out
-    assert "input differs" not in out and "<- differs" not in out
-    client = mlflow_client(Settings())
-    assert len(client.search_runs([client.get_experiment_by_name("modelmill/credit_risk").experiment_id])) == 1  # the rebuild ran in a scratch store
-
-    snapshot = Path(client.get_run(client.get_model_version("modelmill-credit_risk", "1").run_id).data.tags["modelmill.snapshot"])
-    snapshot.unlink()
-    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
-    assert code == 1 and "not rebuilt" in out and f"input differs: the snapshot is missing: {snapshot}" in out
-
-    code, out, err = run_cli(capsys, "reproduce", "credit_risk", "7")
-    assert code != 0 and "has no version 7" in err
