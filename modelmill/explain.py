@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 
+
 def sample_rows(n: int, rows: int, seed: int) -> np.ndarray:
     """At most ``rows`` row positions of ``n``, in order, the same ones for the same seed."""
     if n <= rows:
@@ -179,13 +180,6 @@ def source_groups(features, columns: list[str], width: int) -> list[str] | None:
     return out if len(out) == width else None
 
 
-def _positive_probability(model):
-    def f(X):
-        return np.asarray(model.predict_proba(X))[:, 1]
-
-    return f
-
-
 def shap_values(model, X: pd.DataFrame, background: pd.DataFrame, *, seed: int = 0) -> ShapValues:
     """SHAP values of the rows ``X`` for a fitted binary classifier that takes source columns.
 
@@ -221,17 +215,14 @@ def _positive(values, expected) -> tuple[np.ndarray, float]:
 def _encoded(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str, str]:
     """SHAP values of the encoded columns: (values, expected value, output, method)."""
     import shap
-    from sklearn.ensemble import (ExtraTreesClassifier, GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier,
-                                  VotingClassifier)
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, VotingClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.tree import DecisionTreeClassifier
 
     if isinstance(est, HistGradientBoostingClassifier | GradientBoostingClassifier):
         ex = shap.TreeExplainer(est)
         return (*_positive(ex.shap_values(Z, check_additivity=False), ex.expected_value), "log-odds", "tree")
     if isinstance(est, LogisticRegression) and len(est.classes_) == 2:
-        ex = shap.LinearExplainer(est, Zb)
-        return (*_positive(ex.shap_values(Z), ex.expected_value), "log-odds", "linear")
+        return (*_linear(est, Z, Zb), "log-odds", "linear")
     if isinstance(est, VotingClassifier) and est.voting == "soft":
         weights = np.ones(len(est.estimators_)) if est.weights is None else np.asarray(est.weights, dtype=float)
         weights = weights / weights.sum()
@@ -239,9 +230,7 @@ def _encoded(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str, str]:
         values = sum(w * v for w, (v, _, _) in zip(weights, parts))
         base = float(sum(w * b for w, (_, b, _) in zip(weights, parts)))
         return values, base, "probability", "vote of " + " + ".join(sorted({m for _, _, m in parts}))
-    if isinstance(est, RandomForestClassifier | ExtraTreesClassifier | DecisionTreeClassifier):
-        return (*_in_probability(est, Z, Zb, groups, seed)[:2], "probability", "tree")
-    v, b, m = _in_probability(est, Z, Zb, groups, seed)
+    v, b, m = _in_probability(est, Z, Zb, groups, seed)  # forests (exact) and any other estimator
     return v, b, "probability", m
 
 
@@ -250,9 +239,8 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
     (its trees hold class shares), else the permutation explainer over grouped encoded columns."""
     import shap
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.tree import DecisionTreeClassifier
-
     from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
 
     if isinstance(est, RandomForestClassifier | ExtraTreesClassifier | DecisionTreeClassifier):
         ex = shap.TreeExplainer(est)
@@ -262,8 +250,7 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
         # background's mean log-odds and the row's, so that they add up to its probability's
         # distance from the probability at that mean (signs and ratios kept; the secant is at
         # most 1/4, so no value grows)
-        ex = shap.LinearExplainer(est, Zb)
-        values, base = _positive(ex.shap_values(Z), ex.expected_value)
+        values, base = _linear(est, Z, Zb)
         p, p0 = est.predict_proba(Z)[:, 1], 1 / (1 + np.exp(-base))
         moved = values.sum(axis=1)
         far = np.abs(moved) > 1e-9
@@ -288,6 +275,14 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
     return spread, base, "permutation"
 
 
+def _linear(est, Z, Zb) -> tuple[np.ndarray, float]:
+    """A logistic regression's exact SHAP values in log-odds over the background ``Zb``."""
+    import shap
+
+    ex = shap.LinearExplainer(est, Zb)
+    return _positive(ex.shap_values(Z), ex.expected_value)
+
+
 def _permute(f, nb: int, n: int, m: int, seed: int) -> tuple[np.ndarray, float]:
     """shap's permutation explainer over ``m`` columns whose cells are coded as row numbers of a
     stack of ``nb`` background rows and then ``n`` explained rows (``f`` decodes them)."""
@@ -305,11 +300,11 @@ def _permutation_shap(model, X: pd.DataFrame, background: pd.DataFrame, seed: in
     row's value, so any column type (text, categories, numbers) keeps its own dtype."""
     stacked = pd.concat([background, X], ignore_index=True)
     columns = list(stacked.columns)
-    predict = _positive_probability(model)
 
     def f(codes):
         codes = np.asarray(codes, dtype=np.int64)
-        return predict(pd.DataFrame({c: stacked[c].take(codes[:, j]).reset_index(drop=True) for j, c in enumerate(columns)}))
+        frame = pd.DataFrame({c: stacked[c].take(codes[:, j]).reset_index(drop=True) for j, c in enumerate(columns)})
+        return np.asarray(model.predict_proba(frame))[:, 1]
 
     values, base = _permute(f, len(background), len(X), len(columns), seed)
     return ShapValues(pd.DataFrame(values, columns=[str(c) for c in columns]), base, "probability", "permutation", X.reset_index(drop=True))

@@ -40,11 +40,13 @@ class Reproduction:
 
 
 def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
+    import yaml
+
     from modelmill import stages
-    from modelmill.ingest import Snapshot
-    from modelmill.objectstore import local_snapshot
     from modelmill.fetch import sha256_file
+    from modelmill.ingest import Snapshot
     from modelmill.kinds.neural import network
+    from modelmill.objectstore import local_snapshot
     from modelmill.spec import PipelineSpec, load_spec
     from modelmill.tracking import Tracker
 
@@ -84,14 +86,12 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
             return out
         # the recorded spec and suite, laid out as a project of their own in the scratch folder
         raw = json.loads(recorded_spec.read_text())
-        suite_name = Path(raw["suite"]).name
-        raw["suite"] = suite_name if Path(raw["suite"]).is_absolute() else raw["suite"]
+        if Path(raw["suite"]).is_absolute():  # laid out beside the spec, under its own name
+            raw["suite"] = Path(raw["suite"]).name
         root = Path(tmp)
         (root / "pipelines").mkdir()
         (root / "expectations" / raw["suite"]).parent.mkdir(parents=True, exist_ok=True)
         (root / "expectations" / raw["suite"]).write_bytes(recorded_suite.read_bytes())
-        import yaml
-
         (root / "pipelines" / f"{spec.name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         scratch = Settings(home=root / "home", pipelines_dir=root / "pipelines", expectations_dir=root / "expectations")
         rebuilt_spec: PipelineSpec = load_spec(spec.name, scratch)

@@ -22,7 +22,7 @@ import pandas as pd
 from modelmill import alerts, integrity
 from modelmill.approval import promotion_lock
 from modelmill.drift import drift, drift_metrics
-from modelmill.errors import DataRejected, one_line_cause
+from modelmill.errors import DataRejected, SpecError, one_line_cause
 from modelmill.fetch import pin_first_use
 from modelmill.history import history_figure, history_frame
 from modelmill.ingest import Snapshot, ingest, return_memory
@@ -326,7 +326,6 @@ def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | No
     """Each test row's slice of every spec ``slices`` column (its value, or its band)."""
     if not spec.slices or keys is None or "row" not in keys:
         return None
-    from modelmill.errors import SpecError
     from modelmill.explain import slice_labels
 
     missing = [s.column for s in spec.slices if s.column not in frame.columns]
@@ -397,9 +396,9 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
         timings |= {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | ({"slices/max_gap": max(_gaps(ev).values())} if _gaps(ev) else {})
         for column, gap in ev.slice_gaps.items():
             log.info("%s: test %s by %s: largest gap %.4f between slices", spec.name, ev.metric, column, gap)
-    ev.explain_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     t.log_params(h.run_id, params)
-    t.log_metrics(h.run_id, timings | {"time/explain_seconds": ev.explain_seconds} | ({"time/explain_to_train": ev.explain_seconds / trained.seconds} if trained.seconds else {}))
+    t.log_metrics(h.run_id, timings | {"time/explain_seconds": seconds} | ({"time/explain_to_train": seconds / trained.seconds} if trained.seconds else {}))
     return ev
 
 

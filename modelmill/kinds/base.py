@@ -64,7 +64,6 @@ class Evaluation:
     #: permutation importance and mean |SHAP| per source column (explain stage)
     importance: pd.DataFrame | None = None
     shap_importance: pd.DataFrame | None = None
-    explain_seconds: float | None = None
 
     @property
     def lift(self) -> float:

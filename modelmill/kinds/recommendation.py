@@ -154,7 +154,7 @@ class ItemKNN(Recommender):
         self.neighbours, self.shrinkage, self.normalize_ratings, self.popularity_penalty = neighbours, shrinkage, normalize_ratings, popularity_penalty
 
     def _fit(self, m, X):
-        b = sp.csr_matrix((m > 0).astype(np.float32))
+        b = _bought(m)
         co = (b.T @ b).tocoo()
         n = np.asarray(b.sum(axis=0)).ravel()
         off = co.row != co.col
@@ -174,6 +174,11 @@ class ItemKNN(Recommender):
 
     def _scores(self, rows):
         return (self.weights_[rows] @ self.similarity_).toarray() * self.penalty_
+
+
+def _bought(m: sp.csr_matrix) -> sp.csr_matrix:
+    """The user x item matrix as 0/1: who has what, however often."""
+    return sp.csr_matrix((m > 0).astype(np.float32))
 
 
 def _top_per_row(s: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -207,7 +212,7 @@ class BPR(Recommender):
         model = BayesianPersonalizedRanking(
             factors=self.factors, learning_rate=self.learning_rate, regularization=self.regularization, iterations=self.iterations, random_state=self.random_state, num_threads=1
         )
-        model.fit(sp.csr_matrix((m > 0).astype(np.float32)), show_progress=False)
+        model.fit(_bought(m), show_progress=False)
         self.user_factors_, self.item_factors_ = np.asarray(model.user_factors), np.asarray(model.item_factors)
 
     def _scores(self, rows):

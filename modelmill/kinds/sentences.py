@@ -57,12 +57,19 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
     return folder, expected_sha256 or MINILM_SHA256
 
 
+#: weights files already checked in this process: (path, size, mtime) -> their sha256
+_CHECKED: dict[tuple[str, int, int], str] = {}
+
+
 def verified(folder: Path, expected: str) -> Path:
-    """``folder`` after its safetensors weights passed their sha256 check (nothing loaded before)."""
+    """``folder`` after its safetensors weights passed their sha256 check (nothing loaded before).
+    The 90 MB file is hashed once per process while it stays unchanged, not once per CV fold."""
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise SpecError(f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)")
-    found = sha256_file(weights)
+    stat = weights.stat()
+    state = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+    found = _CHECKED.get(state) or _CHECKED.setdefault(state, sha256_file(weights))
     if found != expected:
         raise SpecError(f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it")
     return folder
