@@ -118,7 +118,17 @@ SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "AUTH", "SQL_URL")
 
 
 def forwarded_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and not any(w in k for w in SECRET_WORDS)}
+    """What a worker takes from this process. The project folder is a path on this machine: with
+    snapshots on an object store and runs on a tracking server, a worker has no use for it and
+    keeps its own (``MODELMILL_HOME`` of its environment, or ``.modelmill`` in its working
+    directory) as a local cache; otherwise the workers share this one (same machine, or a
+    shared filesystem)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) and not any(w in k for w in SECRET_WORDS)}
+    settings = get_settings()
+    if settings.store_uri and not settings.tracking_uri.startswith("sqlite:"):
+        env.pop("MODELMILL_HOME", None)
+        env.pop(SHARED, None)
+    return env
 
 
 @task(name="pipeline", task_run_name="{name}")
@@ -130,9 +140,43 @@ def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, tri
     """
     os.environ.update(environment or {})
     _terminal_lines(name)
+    _reconcile_lost_attempts(name)
     with busy(), heartbeats_where_watched():
         state = pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
     return summary_of(name, state)
+
+
+def _reconcile_lost_attempts(name: str) -> None:
+    """Dask runs a task again on another worker when the worker running it is lost (killed, its
+    machine gone). This task's earlier attempt left its pipeline's flow run (a sub-flow of this
+    ``modelmill-all`` run, named after the pipeline) and its MLflow run RUNNING: both are ended
+    here, as Crashed and FAILED (orphaned), before the pipeline runs again; the lost worker's host
+    does not matter."""
+    import socket
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentFlowRunId, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.runtime import flow_run
+
+    from flows.pipeline import mark_crashed
+    from modelmill.reconcile import reconcile_lost_attempt
+    from modelmill.spec import load_spec
+    from modelmill.tracking import Tracker
+
+    if not flow_run.id:
+        return
+    unfinished = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+    mine = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]), name=FlowRunFilterName(any_=[name]), state=unfinished)
+    with get_client(sync_client=True) as client:
+        earlier = client.read_flow_runs(flow_run_filter=mine)
+    if not earlier:
+        return
+    ids = [str(r.id) for r in earlier]
+    settings = get_settings()
+    here = f"process {os.getpid()} on {socket.gethostname()}"
+    reconcile_lost_attempt(Tracker(settings), load_spec(name, settings), ids, here)
+    mark_crashed(ids, f"its worker was lost; the pipeline ran again on {here}")
 
 
 def _terminal_lines(name: str) -> None:

@@ -110,8 +110,28 @@ def reconcile(tracker, specs) -> list:
     found = orphaned_runs(tracker, specs)
     for run in found:
         tags = run.data.tags
-        cause = f"orphaned: its process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)} ended without finishing the run (killed?)"
-        tracker.set_tags(run.info.run_id, {"modelmill.failure": "orphaned", "modelmill.status": "failed", "modelmill.error": cause, "mlflow.note.content": f"The run was {cause}."})
-        tracker.end_run(run.info.run_id, "FAILED")
-        log.warning("%s: run %s %s; marked FAILED", tags.get("modelmill.pipeline"), run.info.run_id, cause)
+        _mark_orphaned(tracker, run, f"orphaned: its process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)} ended without finishing the run (killed?)")
     return found
+
+
+def reconcile_lost_attempt(tracker, spec, flow_run_ids: list[str], retried_on: str) -> list:
+    """A cluster runs a pipeline again on another worker when the worker running it is lost (on
+    any host: this host cannot see that process). The runs of the lost attempt, found by their
+    Prefect flow runs, are marked FAILED (orphaned) and their flow runs recorded as reconciled
+    (the caller crashes them); returns them."""
+    experiment = tracker.experiment_id(spec, create=False)
+    if experiment is None or not flow_run_ids:
+        return []
+    running = tracker.client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    found = [r for r in running if r.data.tags.get("modelmill.prefect_flow_run_id") in flow_run_ids]
+    for run in found:
+        tags = run.data.tags
+        _mark_orphaned(tracker, run, f"orphaned: its worker (process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)}) was lost; the pipeline ran again on {retried_on}")
+        tracker.set_tags(run.info.run_id, {FLOW_RUN_RECONCILED: "true"})
+    return found
+
+
+def _mark_orphaned(tracker, run, cause: str) -> None:
+    tracker.set_tags(run.info.run_id, {"modelmill.failure": "orphaned", "modelmill.status": "failed", "modelmill.error": cause, "mlflow.note.content": f"The run was {cause}."})
+    tracker.end_run(run.info.run_id, "FAILED")
+    log.warning("%s: run %s %s; marked FAILED", run.data.tags.get("modelmill.pipeline"), run.info.run_id, cause)

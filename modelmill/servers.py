@@ -164,19 +164,26 @@ def prefect_server(state_dir: Path, port: int, database_url: str | None = None, 
     return LocalServer("prefect", cmd, env, url, f"{url}/api/health", log_path, health_headers=_basic(creds.prefect_auth))
 
 
-def mlflow_server(state_dir: Path, port: int, backend_uri: str | None = None, creds: Credentials | None = None) -> LocalServer:
+def mlflow_server(
+    state_dir: Path, port: int, backend_uri: str | None = None, creds: Credentials | None = None, artifacts: str | None = None, env: dict[str, str] | None = None
+) -> LocalServer:
     """``mlflow server`` on 127.0.0.1 with artifacts served by the server itself, its security
     middleware on (``--allowed-hosts``: only its own host names). With ``creds``: MLflow's
     basic-auth app; the admin password and the Flask secret come from the environment, never
-    the command line."""
+    the command line.
+
+    ``artifacts``: where the server keeps them (default: a folder under ``state_dir``), e.g.
+    ``s3://bucket/prefix`` with the store's endpoint and credentials in ``env``
+    (``MLFLOW_S3_ENDPOINT_URL``, ``AWS_*``): only the server holds them; clients reach the
+    artifacts through its proxy."""
     backend = backend_uri or f"sqlite:///{state_dir / 'mlflow.db'}"
     cmd = [
         _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend, "--artifacts-destination", str(state_dir / "mlartifacts"),
+        "--backend-store-uri", backend, "--artifacts-destination", artifacts or str(state_dir / "mlartifacts"),
         "--allowed-hosts", f"127.0.0.1:{port},localhost:{port},127.0.0.1,localhost",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     headers = {}
     if creds is not None:
         config = state_dir / "mlflow-auth.ini"
