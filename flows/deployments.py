@@ -1,7 +1,8 @@
 """Each spec's cron schedule as a Prefect deployment of the generic pipeline flow.
 
 ``serve_all`` serves them from this process (``modelmill serve``); ``prefect_yaml`` renders the
-same deployments for ``prefect deploy --all`` with a work pool and a process worker.
+same deployments for ``prefect deploy --all`` on a work pool: process (the default), Docker or
+Kubernetes, whose job variables are in the file's ``definitions``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,41 @@ FLOW_NAME = "modelmill-pipeline"
 ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
 SCORE_ENTRYPOINT = "flows/scoring.py:score_flow"
 WORK_POOL = "modelmill-process"
+#: the image `docker compose build` makes from the repo's Dockerfile (code in /app, data in /data)
+IMAGE, IMAGE_WORKDIR = "modelmill-worker:latest", "/app"
+#: what a pipeline's container needs to reach the stack (service names of docker-compose.yml);
+#: credentials are not here: they belong to the pool's base job template or a Kubernetes Secret
+STACK_ENV = {
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "modelmill",
+    "MLFLOW_TRACKING_URI": "http://mlflow-server:5000",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MODELMILL_HOME": "/data",
+    "MODELMILL_STORE_URI": "s3://modelmill/snapshots",
+    "MODELMILL_STORE_ENDPOINT": "http://seaweedfs:8333",
+}
+POOL_TYPES = ("process", "docker", "kubernetes")
+
+
+def work_pools() -> dict[str, dict]:
+    """A deployment's ``work_pool`` section for each pool type: its name and job variables, which
+    Prefect validates against the type's base job template (a test does it offline)."""
+    return {
+        "process": {"name": WORK_POOL},
+        "docker": {
+            "name": "modelmill-docker",
+            "job_variables": {
+                "image": IMAGE, "image_pull_policy": "Never", "networks": ["modelmill_backend"],
+                "env": STACK_ENV, "mem_limit": "6g", "auto_remove": True,
+            },
+        },
+        "kubernetes": {
+            "name": "modelmill-kubernetes",
+            "job_variables": {
+                "image": IMAGE, "image_pull_policy": "IfNotPresent", "namespace": "modelmill", "env": STACK_ENV,
+                "cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "6Gi", "finished_job_ttl": 3600,
+            },
+        },
+    }  # fmt: skip
 
 
 def deployment_parameters(spec: PipelineSpec) -> dict:
@@ -98,12 +134,16 @@ def next_runs(pipelines: list[str]) -> dict:
     return out
 
 
-def prefect_yaml(specs: list[PipelineSpec]) -> dict:
-    """The ``prefect.yaml`` equivalent of :func:`build_deployments`."""
-    return {
-        "name": "modelmill",
-        "prefect-version": "3.8.8",
-        "deployments": [
+def prefect_yaml(specs: list[PipelineSpec], pool: str = "process") -> dict:
+    """The ``prefect.yaml`` equivalent of :func:`build_deployments`, its deployments on a work pool
+    of type ``pool``. Every pool type's section is in ``definitions`` (each deployment refers to
+    one), so that moving to another pool is one regeneration. Image pools run the code baked into
+    the image (``pull`` sets the working directory to it)."""
+    if pool not in POOL_TYPES:
+        raise ValueError(f"--pool {pool}: choose one of {', '.join(POOL_TYPES)}")
+    pools = work_pools()
+    image = {} if pool == "process" else {"pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}]}
+    deployments = [
             {
                 "name": spec.name,
                 "entrypoint": ENTRYPOINT,
@@ -111,11 +151,10 @@ def prefect_yaml(specs: list[PipelineSpec]) -> dict:
                 "tags": ["modelmill", spec.domain],
                 "parameters": deployment_parameters(spec),
                 "schedules": [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}],
-                "work_pool": {"name": WORK_POOL},
+                "work_pool": pools[pool],
             }
             for spec in specs
-        ]
-        + [
+        ] + [
             {
                 "name": f"{spec.name}-score",
                 "entrypoint": SCORE_ENTRYPOINT,
@@ -123,12 +162,14 @@ def prefect_yaml(specs: list[PipelineSpec]) -> dict:
                 "tags": ["modelmill", spec.domain, "scoring"],
                 "parameters": {"pipeline": spec.name},
                 "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
-                "work_pool": {"name": WORK_POOL},
+                "work_pool": pools[pool],
             }
             for spec in specs
             if spec.scoring and spec.scoring.schedule
-        ],
-    }
+        ]
+    for d in deployments:
+        d.update(image)
+    return {"name": "modelmill", "prefect-version": "3.8.8", "definitions": {"work_pools": pools}, "deployments": deployments}
 
 
 def trigger(pipeline: str, parameters: dict, *, watch: bool = True, timeout: float = 3600, report: Callable[[str], None] = print) -> tuple[str, str | None]:

@@ -265,6 +265,21 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
         assert last_run(settings, "breast_cytology").data.tags["modelmill.trigger"] == "manual"
         assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
         assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
+
+        # the Docker and Kubernetes variants of the file deploy to pools of those types: the server
+        # checks their job variables against each type's base job template
+        for pool in ("docker", "kubernetes"):
+            subprocess.run([prefect, "work-pool", "create", f"modelmill-{pool}", "--type", pool], env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
+            variant = tmp_path / f"prefect-{pool}.yaml"
+            subprocess.run([MODELMILL, "prefect-yaml", "--pool", pool, "--write", str(variant)], env=env, check=True, capture_output=True, timeout=120)
+            deploy = subprocess.run([prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+            [d] = [d for d in _post(f"{server.url}/api", "/deployments/filter", {}) if d["name"] == "credit_risk"]
+            assert d["work_pool_name"] == f"modelmill-{pool}" and d["job_variables"]["image"] == "modelmill-worker:latest"
+            assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
+        variant.write_text(variant.read_text().replace("memory_limit: 6Gi", "memory_limit: [6Gi]"))
+        refused = subprocess.run([prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and "is not valid under any of the given schemas" in refused.stderr and "6Gi" in refused.stderr, refused.stderr[-1500:]
     finally:
         for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
