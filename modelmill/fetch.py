@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from modelmill.catalog import CatalogEntry, CatalogFile
 from modelmill.errors import ChecksumMismatch, SourceUnavailable, SpecError
+from modelmill.objectstore import ObjectStore, download_key
 from modelmill.reconcile import temp_prefix
 from modelmill.settings import Settings
 
@@ -155,8 +157,16 @@ def _download(url: str, dest: Path, settings: Settings, what: str) -> None:
 
 
 def _download_verified(url: str, dest: Path, settings: Settings, what: str, expected: Expected) -> str:
-    """Download next to ``dest``, check the sha256, then rename over ``dest`` (never half-written)."""
+    """Download next to ``dest``, check the sha256, then rename over ``dest`` (never half-written).
+
+    With an object store, every download is published there by its content, with an index entry
+    naming it, so a file another machine downloaded already is taken from the store (its sha256
+    checked, then the same checks as a download): a cluster downloads each source file once."""
+    store = ObjectStore.of(settings)
     tmp = dest.with_name(f"{temp_prefix(dest.name)}download.new")
+    if store is not None and (sha := _from_store(store, tmp, dest.name, what, expected)):
+        os.replace(tmp, dest)
+        return sha
     _download(url, tmp, settings, what)
     try:
         sha = _check(tmp, expected, what, url)
@@ -164,7 +174,41 @@ def _download_verified(url: str, dest: Path, settings: Settings, what: str, expe
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dest)
+    if store is not None:
+        _to_store(store, dest, what, sha)
     return sha
+
+
+def _download_index(what: str) -> str:
+    return f"downloads/index/{hashlib.sha256(what.encode()).hexdigest()[:32]}.json"
+
+
+def _from_store(store: ObjectStore, tmp: Path, name: str, what: str, expected: Expected) -> str | None:
+    """``what`` (file ``name``) from the store into ``tmp`` when some machine published it; its sha256."""
+    sha = expected.sha256
+    if sha is None and store.has(index := _download_index(what)):
+        sha = json.loads(store.read(index))["sha256"]
+    if sha is None or not store.has(key := download_key(sha, name)):
+        return None
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store.fetch(store.location(key), sha), tmp)  # fetch refuses an altered object
+    try:
+        _check(tmp, expected, what, store.location(key))
+    except ChecksumMismatch:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("%s: taken from the object store (%s)", what, store.location(key))
+    return sha
+
+
+def _to_store(store: ObjectStore, local: Path, what: str, sha: str) -> None:
+    """The file under its content's key, then the index entry naming it (published last)."""
+    if not store.has(key := download_key(sha, local.name)):
+        store.publish(local, key)
+    with tempfile.TemporaryDirectory(prefix="modelmill-index-") as folder:
+        entry = Path(folder) / "entry.json"
+        entry.write_text(json.dumps({"what": what, "sha256": sha, "key": key}))
+        store.publish(entry, _download_index(what))
 
 
 def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:

@@ -81,6 +81,16 @@ class ObjectStore:
         except OSError as e:
             raise self._unavailable(f"look up {key}", e) from e
 
+    def keys(self, prefix: str) -> list[str]:
+        """The published keys under ``prefix`` (not the temporary keys of uploads)."""
+        from pyarrow import fs
+
+        try:
+            found = self.fs.get_file_info(fs.FileSelector(f"{self.root}/{prefix}", allow_not_found=True))
+        except OSError as e:
+            raise self._unavailable(f"list {prefix}", e) from e
+        return sorted(i.path[len(self.root) + 1 :] for i in found if i.type == fs.FileType.File and ".upload-" not in i.base_name)
+
     def read(self, key: str) -> bytes:
         """A small object's bytes (a parse-map entry, a lineage record)."""
         try:
@@ -135,6 +145,11 @@ class ObjectStore:
 
 def snapshot_key(dataset: str, name: str) -> str:
     return f"snapshots/{dataset}/{name}"
+
+
+def download_key(sha256: str, name: str) -> str:
+    """A downloaded source file, by its content (the suffix kept for the readers that look at it)."""
+    return f"downloads/{sha256}{''.join(Path(name).suffixes[-2:])}"
 
 
 def local_snapshot(recorded: str, settings: Settings) -> Path | None:

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
     download_retries: int = Field(default=3, ge=1, description="attempts at each download")
     store_uri: str | None = Field(
-        default=None, description="an S3-compatible object store (s3://bucket/prefix) that holds every snapshot, so that workers on any machine can run any stage; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        default=None, description="an S3-compatible object store (s3://bucket/prefix) that holds every snapshot, download and sentence embedding, so that workers on any machine can run any stage; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
     )
     store_endpoint: str | None = Field(default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)")
 

@@ -6,7 +6,11 @@ nothing published under a final name."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+
+import numpy as np
+import pytest
 
 from conftest import last_run, mlflow_client, modelmill_env, run_cli
 from modelmill.settings import Settings
@@ -96,3 +100,50 @@ def test_a_store_that_goes_down_is_one_line_and_nothing_is_half_published(seawee
     assert _objects(seaweedfs, "team/snapshots") == {}  # nothing under a final name
     versions = mlflow_client(settings).search_model_versions("name='modelmill-breast_cytology'")
     assert versions == []
+
+
+def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encodes_each_once(seaweedfs, tmp_path, monkeypatch):
+    """A second machine (another MODELMILL_HOME) takes a source file another one downloaded from
+    the store, its sha256 checked, while the mirror is down; and reads the embeddings another one
+    encoded instead of encoding them again."""
+    from conftest import require_mirror, serve_directory
+    from modelmill.catalog import CATALOG
+    from modelmill.errors import ChecksumMismatch
+    from modelmill.fetch import fetch_catalog_file, sha256_file
+    from modelmill.kinds import sentences
+
+    for k, v in seaweedfs.env().items():
+        monkeypatch.setenv(k, v)
+    german = CATALOG["german-credit"]
+    with serve_directory(require_mirror()) as url:
+        first = fetch_catalog_file(german, german.files[0], Settings(home=tmp_path / "a", data_mirror=url))
+    downloads = _objects(seaweedfs, "team/downloads")
+    content, [index] = downloads.pop(f"team/downloads/{first.sha256}.zip"), downloads.values()  # the file by its content, and its index entry
+    assert hashlib.sha256(content).hexdigest() == first.sha256 and json.loads(index) == {"what": "german-credit/statlog+german+credit+data.zip", "sha256": first.sha256, "key": f"downloads/{first.sha256}.zip"}
+    # the mirror is gone (the same URL answers nothing): the other machine takes the store's copy
+    second = fetch_catalog_file(german, german.files[0], Settings(home=tmp_path / "b", data_mirror=url, download_retries=1, download_timeout=2))
+    assert second.sha256 == first.sha256 and second.path.is_relative_to(tmp_path / "b") and sha256_file(second.path) == first.sha256
+
+    calls: list[int] = []
+    real = sentences.encode_batch
+    monkeypatch.setattr(sentences, "encode_batch", lambda model, texts: calls.append(len(texts)) or real(model, texts))
+    texts = [f"the parcel arrived {n} days late and the box was {w}" for n in range(12) for w in ("crushed", "fine")]
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "a"))
+    sentences._CACHES.clear()
+    here = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
+    assert sum(calls) == len(texts)
+    shards = _objects(seaweedfs, "team/embeddings")
+    assert len(shards) == 3 and all(hashlib.sha256(b).hexdigest() == k.rsplit("/", 1)[1].removesuffix(".npz") for k, b in shards.items())
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "b"))  # another machine: nothing of them on its disk
+    sentences._CACHES.clear()
+    there = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
+    assert sum(calls) == len(texts) and np.array_equal(here, there)  # nothing encoded again
+
+    # a shard altered in the store is refused by its checksum
+    key = next(iter(shards))
+    with seaweedfs.fs().open_output_stream(f"{seaweedfs.BUCKET}/{key}") as out:
+        out.write(shards[key][:-1] + bytes([shards[key][-1] ^ 1]))
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "c"))
+    sentences._CACHES.clear()
+    with pytest.raises(ChecksumMismatch, match="altered in the store"):
+        sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)

@@ -76,16 +76,27 @@ def verified(folder: Path, expected: str) -> Path:
 
 
 class EmbeddingCache:
-    """Embeddings by the sha256 of their text, in shard files under one folder per weights."""
+    """Embeddings by the sha256 of their text, in shard files under one folder per weights, each
+    shard named by its own sha256. With an object store (``MODELMILL_STORE_URI``) every shard is
+    also published there, and the shards other machines published are read (their sha256
+    checked): a cluster encodes each text once."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, store=None, prefix: str = ""):
+        self.folder, self.store, self.prefix = folder, store, prefix
         self._known: dict[bytes, np.ndarray] | None = None
+
+    def _shards(self) -> list[Path]:
+        local = sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []
+        if self.store is None:
+            return local
+        have = {p.name for p in local}
+        elsewhere = [k for k in self.store.keys(self.prefix) if k.endswith(".npz") and Path(k).name not in have]
+        return local + [self.store.fetch(self.store.location(k), Path(k).stem) for k in elsewhere]
 
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._known is None:
             self._known = {}
-            for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+            for shard in self._shards():
                 with np.load(shard) as z:
                     self._known.update(zip((k.tobytes() for k in z["keys"]), z["vectors"], strict=True))
         return self._known
@@ -99,12 +110,14 @@ class EmbeddingCache:
         if not keys:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(b"".join(keys)).hexdigest()[:24]
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             # digests as rows of 32 bytes (a bytes dtype would drop their trailing zero bytes)
             np.savez(f, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32), vectors=np.asarray(vectors, dtype=np.float32))
-        os.replace(tmp, self.folder / f"{name}.npz")
+        shard = self.folder / f"{sha256_file(Path(tmp))}.npz"
+        os.replace(tmp, shard)
+        if self.store is not None:
+            self.store.publish(shard, f"{self.prefix}/{shard.name}")
         self._load().update(zip(keys, np.asarray(vectors, dtype=np.float32), strict=True))
 
 
@@ -140,9 +153,11 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         expected = getattr(self, "weights_sha256_", None) or encoder_folder(self.sha256)[1]
+        from modelmill.objectstore import ObjectStore
         from modelmill.settings import get_settings
 
-        cache = _cache(get_settings().home_dir / "embeddings" / expected[:16])
+        settings = get_settings()
+        cache = _cache(settings.home_dir / "embeddings" / expected[:16], ObjectStore.of(settings), f"embeddings/{expected[:16]}")
         keys = text_keys(texts)
         found = cache.get(keys)
         todo = list(dict.fromkeys(k for k in keys if k not in found))
@@ -176,7 +191,7 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
         return self.embed(_texts(X)) * float(self.weight)
 
 
-_CACHES: dict[Path, EmbeddingCache] = {}
+_CACHES: dict[tuple[Path, str | None], EmbeddingCache] = {}
 _NETWORKS: dict[tuple[Path, str], object] = {}
 
 
@@ -194,11 +209,12 @@ def _network(folder: Path, expected: str):
     return _NETWORKS[(folder, expected)]
 
 
-def _cache(folder: Path) -> EmbeddingCache:
-    """One cache object per folder and process (shards are read once)."""
-    if folder not in _CACHES:
-        _CACHES[folder] = EmbeddingCache(folder)
-    return _CACHES[folder]
+def _cache(folder: Path, store=None, prefix: str = "") -> EmbeddingCache:
+    """One cache object per folder (and store) and process (shards are read once)."""
+    key = (folder, store.uri if store is not None else None)
+    if key not in _CACHES:
+        _CACHES[key] = EmbeddingCache(folder, store, prefix)
+    return _CACHES[key]
 
 
 def _texts(X) -> list[str]:
