@@ -5,7 +5,9 @@ Every run records its owner (pid, host, process start time) as tags. SIGTERM and
 caught and end the run as KILLED; SIGKILL, the OOM killer or a power cut cannot be caught, so the
 next ``modelmill run`` / ``list`` / ``history`` / ``serve`` on the same host marks the runs whose
 owner is gone FAILED with ``modelmill.failure=orphaned``. A run owned by another host is left
-alone: this host cannot tell whether that process still lives.
+alone: this host cannot tell whether that process still lives. On a cluster, the attempt that
+runs a pipeline again after its worker was lost ends that worker's runs, whatever its host
+(``reconcile_lost_attempt``).
 """
 
 from __future__ import annotations
