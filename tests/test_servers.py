@@ -1,8 +1,8 @@
 """Against real servers on 127.0.0.1 free ports: ``modelmill serve`` starts a Prefect and an
 MLflow server, registers every spec's cron deployment, the scheduler creates runs, and
-``modelmill trigger`` runs one through the API to the end; the compose topology without docker:
-PostgreSQL (initdb/pg_ctl as the postgres user) under Prefect and MLflow servers; and the
-work-pool path from prefect.yaml with a process worker."""
+``modelmill trigger`` runs one through the API to the end; and the work-pool path from
+prefect.yaml with process workers (and its Docker and Kubernetes variants, deployed). The compose
+topology on PostgreSQL, with an object store and a Dask cluster, is tests/test_stack.py."""
 
 from __future__ import annotations
 
@@ -187,40 +187,6 @@ def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champi
         assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
     finally:
         server.stop()
-
-
-# -- the compose topology, without docker ------------------------------------------------------
-def test_the_compose_topology_on_postgres_runs_a_pipeline(tmp_path, postgres):
-    state = tmp_path / "state"
-    pport, mport = free_port(), free_port()
-    prefect = prefect_server(state, pport, database_url=f"postgresql+asyncpg://prefect:prefect-secret@127.0.0.1:{postgres}/prefect")
-    mlflow = mlflow_server(state, mport, backend_uri=f"postgresql://mlflow:mlflow-secret@127.0.0.1:{postgres}/mlflow")
-    prefect.start(timeout=240)
-    try:
-        mlflow.start(timeout=240)
-        try:
-            home = tmp_path / "home"
-            env = _env(home, PREFECT_API_URL=f"{prefect.url}/api", MLFLOW_TRACKING_URI=mlflow.url, PREFECT_HOME=str(tmp_path / "prefect-client"))
-            done = subprocess.run([MODELMILL, "run", "credit_risk"], env=env, capture_output=True, text=True, timeout=900)
-            assert done.returncode == 0, done.stdout + done.stderr
-            runs = _post(f"{prefect.url}/api", "/flow_runs/filter", {})
-            assert [r["state"]["type"] for r in runs if r["name"] == "credit_risk"] == ["COMPLETED"]
-            os.environ["MLFLOW_TRACKING_URI"] = mlflow.url
-            try:
-                settings = Settings(home=home)
-                run = last_run(settings, "credit_risk")
-                assert run.info.status == "FINISHED"
-                assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the MLflow server
-                assert "plots/roc_curve.png" in {a.path for a in mlflow_client(settings).list_artifacts(run.info.run_id, "plots")}
-                assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
-            finally:
-                del os.environ["MLFLOW_TRACKING_URI"]
-            tables = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(postgres), "-U", "postgres", "-d", "mlflow", "-tAc", "select count(*) from runs"], capture_output=True, text=True, check=True)
-            assert int(tables.stdout.strip()) == 1  # the run lives in PostgreSQL
-        finally:
-            mlflow.stop()
-    finally:
-        prefect.stop()
 
 
 def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_path):

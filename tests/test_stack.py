@@ -171,6 +171,14 @@ def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflo
         assert not list((tmp_path / "home").rglob("*.parquet"))  # nothing of it in the project's folder
         assert all(list((tmp_path / "cluster" / w / ".modelmill").rglob("*")) for w in ("worker-0", "worker-1"))  # each its own
 
+        # the runs live in PostgreSQL, MLflow's and Prefect's
+        def count(database: str, table: str) -> int:
+            sql = ["psql", "-h", "127.0.0.1", "-p", str(postgres), "-U", "postgres", "-d", database, "-tAc", f"select count(*) from {table}"]
+            return int(subprocess.run(sql, capture_output=True, text=True, check=True).stdout.strip())
+
+        assert count("mlflow", "runs") == len(runs) == len(PIPELINES) + 1  # and the killed attempt
+        assert count("prefect", "flow_run") == len(_flow_runs(api)) == 1 + len(PIPELINES) + 1  # modelmill-all, its sub-flows
+
         # no Prefect flow run left RUNNING either: the lost attempt's is Crashed
         states = {r["id"]: (r["name"], r["state"]["type"]) for r in _flow_runs(api)}
         assert not [s for s in states.values() if s[1] == "RUNNING"], states
