@@ -85,6 +85,7 @@ PARAM_BOUNDS: dict[str, float] = {
     "n_neighbors": 10_000, "neighbours": 10_000, "factors": 1_024, "iterations": 1_000, "max_features": 5_000_000,
     "hidden_layer_sizes": 10_000, "epochs": 10_000, "batch_size": 1_000_000,
     "max_epochs": 1_000, "n_models": 20, "channels": 256, "embed_dim": 1_024, "hidden": 4_096, "max_len": 1_024,
+    "layers": 64, "max_length": 1_024,
 }  # fmt: skip
 MAX_GRID_POINTS = 500
 

@@ -25,7 +25,7 @@ from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
-from modelmill.kinds.sentences import SentenceTfidfClassifier
+from modelmill.kinds.sentences import FineTunedSentenceClassifier, SentenceTfidfClassifier
 from modelmill.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.train")
@@ -147,6 +147,7 @@ class TextClassification(ProblemKind):
         tfidf_gru_ensemble=lambda seed, **p: TfidfGRUEnsemble(**{"seed": seed, **p}),
         sentences_linear_svc=lambda seed, **p: SentenceTfidfClassifier(**{"estimator": "linear_svc", "seed": seed, **p}),
         sentences_logistic_regression=lambda seed, **p: SentenceTfidfClassifier(**{"estimator": "logistic_regression", "seed": seed, **p}),
+        sentences_finetuned=lambda seed, **p: FineTunedSentenceClassifier(**{"seed": seed, **p}),
     )  # fmt: skip
 
     def check_spec(self, spec: PipelineSpec) -> None:
@@ -195,7 +196,7 @@ class TextClassification(ProblemKind):
             model = self.build(c, spec)
             if isinstance(model, TfidfGRUEnsemble | SentenceTfidfClassifier):
                 model.set_params(word_ngrams=tuple(o.word_ngrams), char_ngrams=tuple(o.char_ngrams), min_df=o.min_df)
-            if isinstance(model, SentenceTfidfClassifier):
+            if isinstance(model, SentenceTfidfClassifier | FineTunedSentenceClassifier):
                 model.set_params(encoder_sha256=o.encoder_sha256)
             if getattr(model, "consumes", None) == "text":  # networks read the raw texts
                 return Pipeline([("text", TextColumn(col)), ("model", model)])
