@@ -282,7 +282,7 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
     linear head over its mean-pooled tokens are trained (AdamW, linear warm-up then decay); the
     token embeddings and lower layers stay frozen. Batches hold texts of similar length (less
     padding: about half the time of random batches). Only the tuned layers and the head are kept
-    with the model (float32 arrays, about 28 MB for 4 of MiniLM's 6 layers); the frozen rest is
+    with the model (float32 arrays, 7 MB a MiniLM layer); the frozen rest is
     the pinned weights, loaded after their sha256 check wherever the model is served."""
 
     consumes = "text"
@@ -384,6 +384,6 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def __getstate__(self):
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state.pop("_live", None)  # the network is rebuilt from the pinned weights and tuned_
         return state
