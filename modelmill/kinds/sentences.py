@@ -186,13 +186,14 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
 
 @contextmanager
 def _torch_threads(threads: int | None):
-    """torch on ``threads`` threads (default: the cores this process may use) for the block."""
+    """torch on ``threads`` threads for the block (default: this process's share of the cores when
+    pipelines run side by side, else every core it may use)."""
     import torch
 
-    from modelmill.cores import cores
+    from modelmill.cores import cores, thread_share
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads or cores()))
+    torch.set_num_threads(max(1, threads or thread_share() or cores()))
     try:
         yield torch
     finally:
