@@ -4,13 +4,15 @@
 N pipelines use N cores. When fewer pipelines than workers are left (the tail of a run: the
 longest pipeline alone while the other workers sit idle), a network's fit may take the idle cores.
 Each running pipeline marks itself busy with a file named by its process id in one folder (named
-by ``MODELMILL_SHARED_CORES``); a network reads its share, ``cores // busy``, at each epoch.
+by ``MODELMILL_SHARED_CORES``); a network reads its share, ``cores // busy``, at each epoch,
+and the sentence encoder and its fine-tuning every few batches (``follow_share``).
 
 Without that variable (a pipeline on its own, or on a cluster elsewhere) nothing here applies.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from pathlib import Path
 from modelmill.reconcile import pid_alive
 
 SHARED = "MODELMILL_SHARED_CORES"
+
+log = logging.getLogger("modelmill.train")
 
 
 def cores() -> int:
@@ -75,3 +79,19 @@ def thread_share() -> int | None:
     if not folder or not os.path.exists(os.path.join(folder, str(os.getpid()))):
         return None
     return max(1, cores() // max(1, _live_marks(folder)))
+
+
+def torch_threads(explicit: int | None = None) -> int:
+    """The threads a torch fit or encoding takes now: ``explicit`` when asked for; else this
+    process's share of the shared cores; else ``OMP_NUM_THREADS``; else every core it may use."""
+    return max(1, int(explicit or thread_share() or int(os.environ.get("OMP_NUM_THREADS") or 0) or cores()))
+
+
+def follow_share(torch, label: str, step: str) -> None:
+    """Give ``torch`` this process's current share of the shared cores, when it has changed (more
+    threads once the pipelines beside it have finished), with one log line naming ``step``.
+    Nothing happens when cores are not shared; a caller with its own ``threads`` does not call it."""
+    threads = thread_share()
+    if threads is not None and threads != torch.get_num_threads():
+        log.info("%s: %d threads from %s (the cores shared with the pipelines running beside it)", label, threads, step)
+        torch.set_num_threads(threads)

@@ -413,3 +413,25 @@ def seaweedfs(tmp_path):
         yield store
     finally:
         store.stop()
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch):
+    """Cores shared by pipelines side by side (``modelmill.cores``), on a machine of 4 cores."""
+    from modelmill import cores
+
+    folder = tmp_path / "busy"
+    monkeypatch.setenv(cores.SHARED, str(folder))
+    monkeypatch.setattr(cores, "cores", lambda: 4)
+    return folder
+
+
+@pytest.fixture
+def other_pipeline(shared):
+    """A live process marked busy beside this one."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    shared.mkdir(parents=True, exist_ok=True)
+    (shared / str(proc.pid)).touch()
+    yield proc
+    proc.kill()
+    proc.wait()

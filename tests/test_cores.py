@@ -12,27 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from modelmill import cores
 from modelmill.cores import SHARED, busy, clear_dead_marks, thread_share
-
-
-@pytest.fixture
-def shared(tmp_path, monkeypatch):
-    folder = tmp_path / "busy"
-    monkeypatch.setenv(SHARED, str(folder))
-    monkeypatch.setattr(cores, "cores", lambda: 4)
-    return folder
-
-
-@pytest.fixture
-def other_pipeline(shared):
-    """A live process marked busy beside this one."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    shared.mkdir(parents=True, exist_ok=True)
-    (shared / str(proc.pid)).touch()
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def test_the_share_is_the_cores_over_the_live_busy_processes(shared, other_pipeline, monkeypatch):

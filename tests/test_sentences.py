@@ -196,3 +196,53 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_and_serves_af
     served = pickle.loads(blob)
     np.testing.assert_allclose(served.predict_proba(test["sentence"]), proba, atol=1e-6)
     assert checked == [MINILM_SHA256]
+
+
+def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_share_then_the_idle_cores(home, reviews, shared, other_pipeline, monkeypatch, caplog):
+    """With a second pipeline busy on the machine's 4 (shared) cores, the fine-tuning starts on 2
+    threads; when that pipeline finishes mid-epoch, the next batch takes all 4. The same for the
+    frozen encoder's batches. Asked-for ``threads`` are kept. Real weights, real sentences."""
+    import contextlib
+    import logging
+    import subprocess
+    import sys
+
+    import torch
+
+    from modelmill.cores import busy
+    from modelmill.kinds.sentences import FineTunedSentenceClassifier
+
+    seen: list[int] = []
+    others = [other_pipeline]
+
+    def watch(record):
+        """Record the threads at each batch; the other pipeline ends during the second."""
+        seen.append(torch.get_num_threads())
+        if len(seen) == 2:
+            others[-1].kill()
+            others[-1].wait()
+        return record
+
+    real = FineTunedSentenceClassifier._pooled
+    monkeypatch.setattr(FineTunedSentenceClassifier, "_pooled", lambda self, bert, tokenizer, texts: watch(real(self, bert, tokenizer, texts)))
+    texts, labels = reviews["sentence"][:64], reviews["label"][:64]
+    before = torch.get_num_threads()
+    with busy(), caplog.at_level(logging.INFO, logger="modelmill.train"), contextlib.ExitStack() as stack:
+        stack.callback(lambda: [p.kill() for p in others])
+        FineTunedSentenceClassifier(layers=1, max_epochs=1, batch_size=16, seed=0).fit(texts, labels)
+        assert seen == [2, 2, 4, 4]
+        assert "fine-tuned encoder: 4 threads from epoch 1, batch 3 (the cores shared with the pipelines running beside it)" in caplog.messages
+
+        seen.clear()
+        FineTunedSentenceClassifier(layers=1, max_epochs=1, batch_size=16, threads=1, seed=0).fit(texts, labels)
+        assert seen == [1] * 4  # asked for: kept, whatever the share
+
+        seen.clear()
+        others.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+        (shared / str(others[-1].pid)).touch()
+        real_batch = sentences.encode_batch
+        monkeypatch.setattr(sentences, "encode_batch", lambda model, part: watch(real_batch(model, part)))
+        SentenceEncoder(batch_size=16).fit(texts).transform(texts)
+        assert seen == [2, 2, 4, 4]
+        assert "sentence encoder: 4 threads from batch 3 (the cores shared with the pipelines running beside it)" in caplog.messages
+    assert torch.get_num_threads() == before

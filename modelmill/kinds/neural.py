@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 
-from modelmill.cores import thread_share
+from modelmill.cores import thread_share, torch_threads
 from modelmill.errors import SpecError
 
 log = logging.getLogger("modelmill.train")
@@ -61,8 +61,7 @@ class TorchEstimator(BaseEstimator):
         """Seed, threads and device; called first in ``fit``, before the module is built, so its
         initial weights are seeded too."""
         torch = _torch()
-        threads = self.threads or thread_share() or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
-        torch.set_num_threads(max(1, int(threads)))
+        torch.set_num_threads(torch_threads(self.threads))
         seed = self.seed if seed is None else seed
         torch.manual_seed(seed)  # weights and batch order (the held-out rows have their own seed)
         device = self.device

@@ -171,8 +171,9 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
     def _encode(self, cache: EmbeddingCache, keys: list[bytes], texts: list[str]) -> None:
         model = self._network()
         t0, n, batches = time.perf_counter(), len(texts), (len(texts) + self.batch_size - 1) // self.batch_size
-        with _torch_threads(self.threads):
+        with _torch_threads(self.threads, "sentence encoder") as (_, follow):
             for b in range(batches):
+                follow(f"batch {b + 1}")
                 part = slice(b * self.batch_size, (b + 1) * self.batch_size)
                 cache.put(keys[part], encode_batch(model, texts[part]))
                 done = min(n, (b + 1) * self.batch_size)
@@ -185,17 +186,23 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
 
 
 @contextmanager
-def _torch_threads(threads: int | None):
-    """torch on ``threads`` threads for the block (default: this process's share of the cores when
-    pipelines run side by side, else every core it may use)."""
+def _torch_threads(threads: int | None, label: str):
+    """torch on ``threads`` threads for the block (by default, a network's rule:
+    ``modelmill.cores.torch_threads``). Yields a function the block calls between batches, which
+    follows this process's share of the cores as the pipelines beside it start and finish."""
     import torch
 
-    from modelmill.cores import cores, thread_share
+    from modelmill.cores import follow_share, torch_threads
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads or thread_share() or cores()))
+    torch.set_num_threads(torch_threads(threads))
+
+    def follow(step: str) -> None:
+        if threads is None:
+            follow_share(torch, label, step)
+
     try:
-        yield torch
+        yield torch, follow
     finally:
         torch.set_num_threads(before)
 
@@ -336,7 +343,7 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
         self.__dict__.pop("tuned_", None)  # a refit starts from the pinned weights
         self._live = None
         epochs = min(self.max_epochs, epochs_cap() or self.max_epochs)
-        with _torch_threads(self.threads) as torch:
+        with _torch_threads(self.threads, self.label) as (torch, follow):
             torch.manual_seed(self.seed)
             bert, tokenizer, head = self._parts()
             for p in bert.parameters():
@@ -355,7 +362,8 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
             head.train()
             for epoch in range(epochs):
                 t0, total = time.perf_counter(), 0.0
-                for rows in self._batches(texts, rng, self.batch_size):
+                for b, rows in enumerate(self._batches(texts, rng, self.batch_size)):
+                    follow(f"epoch {epoch + 1}, batch {b + 1}")
                     loss = torch.nn.functional.cross_entropy(head(self._pooled(bert, tokenizer, [texts[i] for i in rows])), labels[rows])
                     optimiser.zero_grad()
                     loss.backward()
@@ -376,8 +384,9 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
             self._live = self._parts()
         bert, tokenizer, head = self._live
         out = np.empty((len(texts), len(self.classes_)), dtype=np.float64)
-        with _torch_threads(self.threads) as torch, torch.no_grad():
-            for rows in self._batches(texts, None, 128):
+        with _torch_threads(self.threads, self.label) as (torch, follow), torch.no_grad():
+            for b, rows in enumerate(self._batches(texts, None, 128)):
+                follow(f"scoring batch {b + 1}")
                 out[rows] = torch.softmax(head(self._pooled(bert, tokenizer, [texts[i] for i in rows])), -1).numpy()
         return out
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import Subset
 
-from modelmill.cores import thread_share
+from modelmill.cores import follow_share
 
 log = logging.getLogger("modelmill.train")
 
@@ -47,10 +47,7 @@ class ThreadShare(Callback):
         self.label = label
 
     def on_epoch_begin(self, net, **kwargs):
-        threads = thread_share()
-        if threads is not None and threads != torch.get_num_threads():
-            log.info("%s: %d threads from epoch %d (the cores shared with the pipelines running beside it)", self.label, threads, len(net.history))
-            torch.set_num_threads(threads)
+        follow_share(torch, self.label, f"epoch {len(net.history)}")
 
 
 class HoldOut:
