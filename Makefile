@@ -21,10 +21,11 @@ run: setup
 
 # Tests write only to temporary directories (TMPDIR is a fresh one per run). Two pytest workers
 # already fill both cores: one OpenMP thread each, or gradient boosting's spinning threads
-# oversubscribe the machine (seen here: the same two test files 51 s vs 416 s).
+# oversubscribe the machine (seen here: the same two test files 51 s vs 416 s). The 15 slowest
+# tests are listed at the end, to keep the suite's time in view.
 test: setup
 	@tmp=$$(mktemp -d -t modelmill-test.XXXXXX); \
-	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	rm -rf $$tmp; exit $$rc
 
 results: setup
