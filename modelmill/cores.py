@@ -5,7 +5,7 @@ N pipelines use N cores. When fewer pipelines than workers are left (the tail of
 longest pipeline alone while the other workers sit idle), a network's fit may take the idle cores.
 Each running pipeline marks itself busy with a file named by its process id in one folder (named
 by ``MODELMILL_SHARED_CORES``); a network reads its share, ``cores // busy``, at each epoch,
-and the sentence encoder and its fine-tuning every few batches (``follow_share``).
+and the sentence encoder and its fine-tuning at each batch (``follow_share``).
 
 Without that variable (a pipeline on its own, or on a cluster elsewhere) nothing here applies.
 """
