@@ -24,8 +24,8 @@ command is a fresh child process; wall time, and peak RSS from the kernel's acco
       (``run <longest> --workers 2 --force``, on the same store as the side-by-side runs), the
       speedup P5 would reach if the other pipelines cost nothing: ``run --all`` side by side
       cannot end before its longest pipeline does. And the share of the machine's core time that
-      was busy during the side-by-side run and during the longest pipeline alone (``/proc/stat``):
-      when side by side keeps the cores busy, only less work ends it sooner. ``--p5-only``
+      was busy during the side-by-side run and during the longest pipeline alone (``/proc/stat``;
+      busy includes threads spinning while they wait, so it is not all useful work). ``--p5-only``
       measures the first ratio, the speedup and the busy shares: per repeat a side-by-side run
       on a new store (history and caches), then ``run --all --force`` and the timed runs.
 
