@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prefect import serve
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
@@ -111,8 +110,33 @@ STALE_CHECK_EVERY = 3600
 
 def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
     """Register and serve every spec's deployment, and the stale check, until interrupted (flow
-    runs one at a time)."""
-    serve(*build_deployments(specs), stale_check_deployment(), limit=limit, print_starting_message=False)
+    runs one at a time). Ctrl-C stops the runner itself: its loops end, a flow run in progress is
+    cancelled, the schedules are paused. (Left to asyncio, the first Ctrl-C only cancels the main
+    task; seen here under load, a runner still serving four minutes after it.) A second Ctrl-C,
+    or one before the runner is up, stops at once. A SIGINT the process was started to ignore
+    (a background job) stays ignored."""
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    runner = Runner(limit=limit)
+    for deployment in (*build_deployments(specs), stale_check_deployment()):
+        runner.add_deployment(deployment)
+
+    async def until_interrupted() -> None:
+        loop, stopping = asyncio.get_running_loop(), []
+
+        def interrupted() -> None:
+            if stopping or not runner.started:
+                raise KeyboardInterrupt
+            stopping.append(loop.create_task(runner.astop()))
+
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            loop.add_signal_handler(signal.SIGINT, interrupted)
+        await runner.start()
+
+    asyncio.run(until_interrupted())
 
 
 def next_runs(pipelines: list[str]) -> dict:

@@ -29,37 +29,66 @@ def _take(X, idx):
     return X.iloc[idx].reset_index(drop=True) if hasattr(X, "iloc") else X[idx]
 
 
+def distinct_rows(X):
+    """A frame's distinct rows, and for each of its rows the position of its copy among them
+    (``None``, and ``X`` itself, when no row repeats or ``X`` is not a frame). A text column
+    shuffled among the rows holds the same texts: a model predicts each once."""
+    if not hasattr(X, "iloc") or len(X) < 2:
+        return X, None
+    try:
+        keys = pd.util.hash_pandas_object(X, index=False).to_numpy()
+    except TypeError:  # a cell pandas cannot hash (a list, say): predict every row
+        return X, None
+    _, first, back = np.unique(keys, return_index=True, return_inverse=True)
+    if len(first) == len(X):
+        return X, None
+    return X.iloc[first].reset_index(drop=True), back.ravel()
+
+
 # -- permutation importance ----------------------------------------------------------------------
 class Replay(ClassifierMixin, BaseEstimator):
     """A fitted classifier's answers on a set of rows, replayed for any subset of them given by
     row numbers: scorers and metrics computed on many subsets (slices, shuffled copies) cost one
-    prediction, not one each."""
+    prediction, not one each. Each way of answering (labels, probabilities, decision values) is
+    asked of the model when first needed, and of repeated rows only one is predicted."""
 
     def __init__(self, model=None, X=None):
         self.model, self.X = model, X
 
     def fit(self, X=None, y=None):
+        self.rows_, self.back_ = distinct_rows(self.X)
         self.answers_ = {}
-        for method in ("predict", "predict_proba", "decision_function"):
-            try:
-                self.answers_[method] = np.asarray(getattr(self.model, method)(self.X))
-            except AttributeError:  # a linear SVM has no probabilities; a forest no decision values
-                continue
-        self.classes_ = getattr(self.model, "classes_", np.unique(self.answers_["predict"]))
+        self.classes_ = getattr(self.model, "classes_", None)
+        if self.classes_ is None:
+            self.classes_ = np.unique(self._answer("predict", slice(None)))
         if hasattr(self.model, "best_threshold_"):
             self.best_threshold_ = self.model.best_threshold_
         return self
 
+    def _answer(self, method: str, rows):
+        if method not in self.answers_:
+            answers = np.asarray(getattr(self.model, method)(self.rows_))
+            self.answers_[method] = answers if self.back_ is None else answers[self.back_]
+        return self.answers_[method][rows if isinstance(rows, slice) else np.asarray(rows)]
+
+    def _answers(self, method: str) -> bool:
+        """Whether the model answers this way (a linear SVM has no probabilities; a forest no
+        decision values; some models only say so when asked)."""
+        try:
+            return hasattr(self.model, method) and self._answer(method, slice(0, 0)) is not None
+        except AttributeError:
+            return False
+
     def predict(self, rows):
-        return self.answers_["predict"][np.asarray(rows)]
+        return self._answer("predict", rows)
 
-    @available_if(lambda self: "predict_proba" in self.answers_)
+    @available_if(lambda self: self._answers("predict_proba"))
     def predict_proba(self, rows):
-        return self.answers_["predict_proba"][np.asarray(rows)]
+        return self._answer("predict_proba", rows)
 
-    @available_if(lambda self: "decision_function" in self.answers_)
+    @available_if(lambda self: self._answers("decision_function"))
     def decision_function(self, rows):
-        return self.answers_["decision_function"][np.asarray(rows)]
+        return self._answer("decision_function", rows)
 
 
 def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = None, *, rows: int, repeats: int, seed: int) -> pd.DataFrame:

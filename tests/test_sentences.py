@@ -168,11 +168,11 @@ def test_a_text_spec_with_the_encoder_serves_raw_strings_through_pyfunc(tmp_path
     assert run.data.metrics["test/accuracy"] > 0.8
 
 
-def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_and_serves_after_a_round_trip(home, reviews, monkeypatch):
+def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_a_round_trip_and_is_evaluated_in_one_reading(home, reviews, monkeypatch):
     """Two of MiniLM's six layers and a head, two epochs on 800 real review sentences: at least
     80 % right on 200 others; the pickled model holds just the tuned layers, and unpickled it
     rebuilds the rest from the pinned weights (their sha256 checked again) and gives the same
-    probabilities."""
+    probabilities. Its evaluation and permutation importance read each test sentence once."""
     import pickle
 
     from modelmill.kinds.sentences import FineTunedSentenceClassifier
@@ -196,6 +196,39 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_and_serves_af
     served = pickle.loads(blob)
     np.testing.assert_allclose(served.predict_proba(test["sentence"]), proba, atol=1e-6)
     assert checked == [MINILM_SHA256]
+
+    # the text kind's evaluation, and the permutation importance, read each test sentence once
+    # for each way the model answers: not once for each metric, slice, figure or shuffle
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+
+    from modelmill import explain
+    from modelmill.kinds import get_kind
+    from modelmill.kinds.base import Prepared, Trained
+    from modelmill.kinds.text import TextColumn
+    from modelmill.spec import PipelineSpec
+
+    spec = PipelineSpec(
+        name="reviews", domain="customer_service", description="reviews", source={"path": "reviews.csv"}, target="label",
+        features={"text": "sentence"}, suite="x.json", problem="text_classification", baseline={"name": "prior", "estimator": "dummy_prior"},
+        candidates=[{"name": "tuned", "estimator": "sentences_finetuned"}], metric={"name": "accuracy"}, schedule={"cron": "0 3 * * 1"},
+        options={"slices": "source"},
+    )  # fmt: skip
+    X, y, sites = test[["sentence"]].reset_index(drop=True), test["label"].to_numpy(), test["source"].to_numpy()
+    tuned = Pipeline([("text", TextColumn("sentence")), ("model", served)])
+    prior = Pipeline([("text", TextColumn("sentence")), ("model", DummyClassifier(strategy="prior"))]).fit(train[["sentence"]], train["label"])
+    read: list[int] = []
+    pooled = FineTunedSentenceClassifier._pooled
+    monkeypatch.setattr(FineTunedSentenceClassifier, "_pooled", lambda self, bert, tok, texts: read.append(len(texts)) or pooled(self, bert, tok, texts))
+    ev = get_kind("text_classification").evaluate(spec, Trained(tuned, prior, "tuned", pd.DataFrame()), Prepared(None, (X, y, sites)))
+    assert sum(read) == X["sentence"].nunique()  # labels only: one reading of each sentence
+    assert ev.metrics["accuracy"] == pytest.approx(accuracy) and ev.baseline_primary == pytest.approx((y == prior.predict(X)).mean())
+    for site in set(sites):
+        assert ev.metrics[f"accuracy.{site}"] == pytest.approx((served.predict(X["sentence"][sites == site]) == y[sites == site]).mean())
+    read.clear()
+    table = explain.permutation_table(tuned, X, y, "accuracy", rows=1000, repeats=5, seed=0)
+    assert sum(read) == X["sentence"].nunique()  # six copies of the rows, each sentence read once
+    assert table["feature"].tolist() == ["sentence"] and table["importance_mean"].iloc[0] > 0.2
 
 
 def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_share_then_the_idle_cores(home, reviews, shared, other_pipeline, monkeypatch, caplog):

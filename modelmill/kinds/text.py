@@ -8,6 +8,7 @@ their own slice metrics (e.g. the review's source site).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from modelmill.errors import SpecError
 from modelmill.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
-from modelmill.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.kinds.base import Evaluation, KindOptions, Prepared, ProblemKind, Trained
 from modelmill.kinds.estimators import pick
 from modelmill.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.kinds.selection import fit_rows, grid_select, selection_cv
@@ -232,13 +233,20 @@ class TextClassification(ProblemKind):
                 out |= {f"{k}.{g}": v for k, v in self._core(spec, model, X[m], y[m]).items() if k in {"accuracy", "f1", "roc_auc", "macro_f1"}}
         return out
 
-    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
-        figs, tables = self._report(spec, trained, data)
-        if (curves := training_curves(trained.model, spec.name)) is not None:
-            figs["training_curves.png"] = curves
-        return figs, tables
+    def evaluate(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> Evaluation:
+        """Every test text goes through the model (and the baseline) once; the metrics, the
+        slices and the figures replay those answers (a fine-tuned encoder would otherwise read
+        the test split again for each of them)."""
+        from modelmill.explain import Replay
 
-    def _report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        X = data.test[0]
+        replayed = replace(trained, model=Replay(trained.model, X).fit(), baseline=Replay(trained.baseline, X).fit())
+        ev = super().evaluate(spec, replayed, replace(data, test=(np.arange(len(X)), *data.test[1:])))
+        if (curves := training_curves(trained.model, spec.name)) is not None:
+            ev.figures["training_curves.png"] = curves
+        return ev
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         X, y, groups = data.test
         model = trained.model
         yhat = model.predict(X)
