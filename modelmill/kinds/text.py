@@ -234,9 +234,9 @@ class TextClassification(ProblemKind):
         return out
 
     def evaluate(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> Evaluation:
-        """Every test text goes through the model (and the baseline) once; the metrics, the
-        slices and the figures replay those answers (a fine-tuned encoder would otherwise read
-        the test split again for each of them)."""
+        """Each test text goes through the model (and the baseline) once for each way it
+        answers (labels, probabilities); the metrics, the slices and the figures replay those
+        answers (a fine-tuned encoder would otherwise read the test split again for each)."""
         from modelmill.explain import Replay
 
         X = data.test[0]
