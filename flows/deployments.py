@@ -108,15 +108,17 @@ def stale_check_deployment():
 STALE_CHECK_EVERY = 3600
 
 
-def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
+def serve_all(specs: list[PipelineSpec], limit: int | None = 1, on_stuck: Callable[[], None] | None = None, grace: float = 30.0) -> None:
     """Register and serve every spec's deployment, and the stale check, until interrupted (flow
     runs one at a time). Ctrl-C stops the runner itself: its loops end, a flow run in progress is
-    cancelled, the schedules are paused. (Left to asyncio, the first Ctrl-C only cancels the main
-    task; seen here under load, a runner still serving four minutes after it.) A second Ctrl-C,
-    or one before the runner is up, stops at once. A SIGINT the process was started to ignore
-    (a background job) stays ignored."""
+    cancelled, the schedules are paused. A second Ctrl-C, or one before the runner is up, stops
+    at once; a SIGINT the process was started to ignore (a background job) stays ignored. If the
+    runner has not stopped ``grace`` seconds after the first Ctrl-C (seen here under load:
+    ``serve`` still running four minutes after it; the cause is not found), ``on_stuck`` is
+    called from another thread: ``modelmill serve`` stops its servers and exits."""
     import asyncio
     import signal
+    import threading
 
     from prefect.runner import Runner
 
@@ -131,12 +133,21 @@ def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
             if stopping or not runner.started:
                 raise KeyboardInterrupt
             stopping.append(loop.create_task(runner.astop()))
+            if on_stuck is not None:
+                watchdog.append(threading.Timer(grace, on_stuck))
+                watchdog[-1].daemon = True
+                watchdog[-1].start()
 
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             loop.add_signal_handler(signal.SIGINT, interrupted)
         await runner.start()
 
-    asyncio.run(until_interrupted())
+    watchdog: list[threading.Timer] = []
+    try:
+        asyncio.run(until_interrupted())
+    finally:
+        for timer in watchdog:
+            timer.cancel()
 
 
 def next_runs(pipelines: list[str]) -> dict:

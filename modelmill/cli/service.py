@@ -42,7 +42,13 @@ def cmd_serve(args, settings: Settings) -> int:
         print("Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True)
         from flows.deployments import serve_all
 
-        serve_all(specs)
+        def stuck() -> None:
+            log.warning("serve: the Prefect runner has not stopped 30 s after Ctrl-C; stopping the servers and exiting")
+            for srv in reversed(started):
+                srv.stop()
+            os._exit(EXIT_OK)
+
+        serve_all(specs, on_stuck=stuck)
     except KeyboardInterrupt:
         pass
     finally:
