@@ -86,7 +86,8 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
     log = tmp_path / "serve.log"
     env = _env(home, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", PREFECT_HOME=str(tmp_path / "prefect-client"))
     with open(log, "wb") as out:
-        serve = subprocess.Popen([MODELMILL, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Ctrl-C as a terminal delivers it: a harness started in the background ignores SIGINT, and its children inherit that
+        serve = subprocess.Popen([MODELMILL, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait(lambda: "Serving;" in log.read_text(), 300, "modelmill serve to start", serve, log)
         text = log.read_text()
