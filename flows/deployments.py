@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from prefect import serve
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
@@ -108,46 +109,10 @@ def stale_check_deployment():
 STALE_CHECK_EVERY = 3600
 
 
-def serve_all(specs: list[PipelineSpec], limit: int | None = 1, on_stuck: Callable[[], None] | None = None, grace: float = 30.0) -> None:
+def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
     """Register and serve every spec's deployment, and the stale check, until interrupted (flow
-    runs one at a time). Ctrl-C stops the runner itself: its loops end, a flow run in progress is
-    cancelled, the schedules are paused. A second Ctrl-C, or one before the runner is up, stops
-    at once; a SIGINT the process was started to ignore (a background job) stays ignored. If the
-    runner has not stopped ``grace`` seconds after the first Ctrl-C (seen here under load:
-    ``serve`` still running four minutes after it; the cause is not found), ``on_stuck`` is
-    called from another thread: ``modelmill serve`` stops its servers and exits."""
-    import asyncio
-    import signal
-    import threading
-
-    from prefect.runner import Runner
-
-    runner = Runner(limit=limit)
-    for deployment in (*build_deployments(specs), stale_check_deployment()):
-        runner.add_deployment(deployment)
-
-    async def until_interrupted() -> None:
-        loop, stopping = asyncio.get_running_loop(), []
-
-        def interrupted() -> None:
-            if stopping or not runner.started:
-                raise KeyboardInterrupt
-            stopping.append(loop.create_task(runner.astop()))
-            if on_stuck is not None:
-                watchdog.append(threading.Timer(grace, on_stuck))
-                watchdog[-1].daemon = True
-                watchdog[-1].start()
-
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            loop.add_signal_handler(signal.SIGINT, interrupted)
-        await runner.start()
-
-    watchdog: list[threading.Timer] = []
-    try:
-        asyncio.run(until_interrupted())
-    finally:
-        for timer in watchdog:
-            timer.cancel()
+    runs one at a time)."""
+    serve(*build_deployments(specs), stale_check_deployment(), limit=limit, print_starting_message=False)
 
 
 def next_runs(pipelines: list[str]) -> dict:

@@ -74,10 +74,13 @@ class Replay(ClassifierMixin, BaseEstimator):
     def _answers(self, method: str) -> bool:
         """Whether the model answers this way (a linear SVM has no probabilities; a forest no
         decision values; some models only say so when asked)."""
+        if not hasattr(self.model, method):
+            return False
         try:
-            return hasattr(self.model, method) and self._answer(method, slice(0, 0)) is not None
+            self._answer(method, slice(0, 0))
         except AttributeError:
             return False
+        return True
 
     def predict(self, rows):
         return self._answer("predict", rows)

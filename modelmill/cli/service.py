@@ -42,13 +42,7 @@ def cmd_serve(args, settings: Settings) -> int:
         print("Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True)
         from flows.deployments import serve_all
 
-        def stuck() -> None:
-            log.warning("serve: the Prefect runner has not stopped 30 s after Ctrl-C; stopping the servers and exiting")
-            for srv in reversed(started):
-                srv.stop()
-            os._exit(EXIT_OK)
-
-        serve_all(specs, on_stuck=stuck)
+        serve_all(specs)
     except KeyboardInterrupt:
         pass
     finally:
