@@ -23,7 +23,7 @@ run: setup
 # already fill both cores: one OpenMP thread each, or gradient boosting's spinning threads
 # oversubscribe the machine (seen here: the same two test files 51 s vs 416 s). The 15 slowest
 # tests are listed at the end, to keep the suite's time in view.
-test: setup
+test: setup lint
 	@tmp=$$(mktemp -d -t modelmill-test.XXXXXX); \
 	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	rm -rf $$tmp; exit $$rc
@@ -34,6 +34,10 @@ results: setup
 # Fault and hostile-input cases end to end, one table case -> held/failed (needs the mirror).
 chaos: setup
 	$(PY) scripts/chaos.py
+
+# The architecture's contracts (pyproject.toml [tool.importlinter]).
+lint: setup
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .modelmill

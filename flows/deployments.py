@@ -16,8 +16,8 @@ from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from flows.pipeline import pipeline_flow
-from modelmill.spec import PipelineSpec
+from modelmill_flows.pipeline import pipeline_flow
+from modelmill.config.spec import PipelineSpec
 
 FLOW_NAME = "modelmill-pipeline"
 ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
@@ -65,7 +65,7 @@ def deployment_parameters(spec: PipelineSpec) -> dict:
 
 
 def build_deployments(specs: list[PipelineSpec]):
-    from flows.scoring import score_flow
+    from modelmill_flows.scoring import score_flow
 
     scoring = [
         score_flow.to_deployment(
@@ -94,10 +94,10 @@ def build_deployments(specs: list[PipelineSpec]):
 
 
 def stale_check_deployment():
-    """The hourly check that alerts on pipelines gone stale (``modelmill.status``)."""
+    """The hourly check that alerts on pipelines gone stale (``modelmill.ops.status``)."""
     from prefect.schedules import Interval
 
-    from flows.monitoring import stale_check_flow
+    from modelmill_flows.monitoring import stale_check_flow
 
     return stale_check_flow.to_deployment(
         name="stale-check", schedules=[Interval(STALE_CHECK_EVERY)], description="alert on pipelines with no successful run within twice their schedule's period",

@@ -5,7 +5,7 @@ Each pipeline is one task whose body is the ordinary pipeline flow, so it still 
 Prefect flow run (a sub-flow of ``modelmill-all``) and its own MLflow run; a pipeline that fails
 fails alone. Worker processes get one BLAS/OpenMP thread each (set before they start), so N
 workers use N cores rather than fighting over them; a network whose pipeline is left running with
-fewer others than workers takes the idle cores (``modelmill.cores``).
+fewer others than workers takes the idle cores (``modelmill.runtime.cores``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
-from modelmill.cores import SHARED, busy, clear_dead_marks
+from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
+from modelmill.runtime.cores import SHARED, busy, clear_dead_marks
 from modelmill.errors import SpecError
-from modelmill.settings import get_settings
-from modelmill.spec import available
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import available
 
 RUNNERS = ("dask", "ray")
 
@@ -60,7 +60,7 @@ def pipeline_worker_config() -> None:
 
 def share_cores(folder: Path) -> None:
     """The local workers' networks take the cores left idle by finished pipelines
-    (``modelmill.cores``); marks of processes no longer alive are cleared."""
+    (``modelmill.runtime.cores``); marks of processes no longer alive are cleared."""
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[SHARED] = str(folder)
     clear_dead_marks()
@@ -162,10 +162,10 @@ def _reconcile_lost_attempts(name: str) -> None:
     from prefect.client.schemas.objects import StateType
     from prefect.runtime import flow_run
 
-    from flows.pipeline import mark_crashed
-    from modelmill.reconcile import reconcile_lost_attempt
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill_flows.pipeline import mark_crashed
+    from modelmill.runtime.reconcile import reconcile_lost_attempt
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     if not flow_run.id:
         return

@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from prefect import flow
 from prefect.runtime import flow_run
 
-from modelmill import stages
+from modelmill.pipeline import stages
 from modelmill.errors import StageTimeout, one_line_cause
-from modelmill.servers import TEMPORARY_API
-from modelmill.settings import get_settings
-from modelmill.spec import load_spec
-from tasks import stages as t
+from modelmill.runtime.servers import TEMPORARY_API
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import load_spec
+from modelmill_tasks import stages as t
 
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
@@ -73,7 +73,7 @@ def heartbeats_where_watched():
     A flow run's heartbeat thread beats every 180 s so that a server can tell a crashed run
     (its automations); each run waits up to a second for that thread to end. A temporary API,
     stopped with the command that launched it, watches nothing (runs of dead processes are ours
-    to mark: ``modelmill.reconcile``), so its runs go without and skip that wait."""
+    to mark: ``modelmill.runtime.reconcile``), so its runs go without and skip that wait."""
     url = os.environ.get("PREFECT_API_URL")
     if not url or url != os.environ.get(TEMPORARY_API):
         yield

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pipeline import _forward_core_logs
+from modelmill_flows.pipeline import _forward_core_logs
 from modelmill.errors import SpecError
-from modelmill.settings import get_settings
-from modelmill.spec import load_spec
-from tasks import stages as t
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import load_spec
+from modelmill_tasks import stages as t
 
 
 @flow(name="modelmill-score", flow_run_name="{pipeline}-score", log_prints=True)

@@ -75,18 +75,18 @@ def fresh_env(scratch: Path, **extra: str) -> dict[str, str]:
 
 BARE = """
 import sys
-from modelmill import integrity
-from modelmill.ingest import ingest
-from modelmill.kinds import get_kind
-from modelmill.settings import get_settings
-from modelmill.spec import available, load_spec
+from modelmill.quality import rules
+from modelmill.data.ingest import ingest
+from modelmill.learn.kinds import get_kind
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import available, load_spec
 settings = get_settings()
 for name in available(settings):
     spec = load_spec(name, settings)
     kind = get_kind(spec.problem)
     frame = ingest(spec, settings).load(categorical=spec.features.categorical)
     if kind.EXAMPLE_ROWS:
-        frame, _ = integrity.deduplicate(spec, frame)
+        frame, _ = rules.deduplicate(spec, frame)
     data = kind.prepare(spec, frame)
     trained = kind.train(spec, data)
     kind.evaluate(spec, trained, data)
@@ -100,10 +100,10 @@ def spread(values: list[float], digits: int = 2) -> str:
 
 
 LONGEST = """
-from modelmill.history import longest_first
-from modelmill.settings import get_settings
-from modelmill.spec import available, load_spec
-from modelmill.tracking import Tracker
+from modelmill.ops.history import longest_first
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import available, load_spec
+from modelmill.registry.tracking import Tracker
 settings = get_settings()
 tracker = Tracker(settings)
 names = list(available(settings))
@@ -113,9 +113,9 @@ print(longest_first(names, {name: tracker.last_seconds(load_spec(name, settings)
 
 EXPLAIN = """
 import json
-from modelmill.settings import get_settings
-from modelmill.spec import load_all
-from modelmill.tracking import Tracker
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import load_all
+from modelmill.registry.tracking import Tracker
 settings = get_settings()
 tracker = Tracker(settings)
 out = {}
@@ -220,7 +220,7 @@ def p5_only(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, st
 
 def longest_pipeline(env: dict[str, str]) -> str:
     """The pipeline side by side hands out first on this store: the one whose last trained run
-    took longest (``modelmill.history.longest_first``, the run's own rule)."""
+    took longest (``modelmill.ops.history.longest_first``, the run's own rule)."""
     return subprocess.run([sys.executable, "-c", LONGEST], env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -272,7 +272,7 @@ sys.path.insert(0, {scripts!r})
 from pathlib import Path
 import pyarrow.parquet as pq, pandas as pd
 from arrow_checks import check_suite
-from modelmill.validate import validate_frame
+from modelmill.quality.validate import validate_frame
 suite_path, data = Path({suite!r}), {data!r}
 suite = json.loads(suite_path.read_text())
 import great_expectations  # imports are not part of either figure
@@ -318,9 +318,9 @@ def gate_ratio(scratch: Path, repeats: int, rows: int = 5_000_000) -> list[tuple
 RAW_READ = "import time, pyarrow.csv as c; t = time.perf_counter(); c.read_csv({path!r}); print(time.perf_counter() - t)"
 INGEST = """
 import time
-from modelmill.ingest import ingest
-from modelmill.settings import get_settings
-from modelmill.spec import load_spec
+from modelmill.data.ingest import ingest
+from modelmill.config.settings import get_settings
+from modelmill.config.spec import load_spec
 s = get_settings(); spec = load_spec('big_credit', s)
 t = time.perf_counter(); ingest(spec, s); print(time.perf_counter() - t)
 """

@@ -25,10 +25,10 @@ NUMERIC = ["duration_months", "credit_amount", "installment_rate", "residence_si
 
 
 def _german():
-    from modelmill.catalog import CATALOG
-    from modelmill.fetch import fetch_catalog_file
-    from modelmill.readers import READERS
-    from modelmill.settings import get_settings
+    from modelmill.data.catalog import CATALOG
+    from modelmill.data.fetch import fetch_catalog_file
+    from modelmill.data.readers import READERS
+    from modelmill.config.settings import get_settings
 
     entry = CATALOG["german-credit"]
     files = {f.name: fetch_catalog_file(entry, f, get_settings()) for f in entry.files}

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from modelmill.reference import PAGES, render  # noqa: E402
+from modelmill.ops.reference_docs import PAGES, render  # noqa: E402
 
 
 def main() -> int:

@@ -91,9 +91,9 @@ def main() -> int:
             print(f"modelmill run --all exited {code}", file=sys.stderr)
             return code
 
-    from modelmill.settings import get_settings
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill.config.settings import get_settings
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     settings = get_settings()
     tracker = Tracker(settings)

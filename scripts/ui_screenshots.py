@@ -66,10 +66,10 @@ def main() -> int:
                 if code != 0:
                     print(f"modelmill run exited {code}", file=sys.stderr)
                     return code
-        from modelmill.servers import mlflow_server
-        from modelmill.settings import get_settings
-        from modelmill.spec import load_all
-        from modelmill.tracking import Tracker
+        from modelmill.runtime.servers import mlflow_server
+        from modelmill.config.settings import get_settings
+        from modelmill.config.spec import load_all
+        from modelmill.registry.tracking import Tracker
 
         settings = get_settings()
         server = mlflow_server(Path(tmp) / "server", free_port(), settings.tracking_uri)

@@ -1,4 +1,4 @@
-"""One Prefect task per pipeline stage; each only calls :mod:`modelmill.stages`."""
+"""One Prefect task per pipeline stage; each only calls :mod:`modelmill.pipeline.stages`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelmill import stages
-from modelmill.report import summary_markdown
+from modelmill.pipeline import stages
+from modelmill.ops.report import summary_markdown
 
 # Stages pass frames and fitted models in memory: hashing them for a cache key is wasted work,
 # and the data digest (not the task inputs) is what identifies a run's data.
@@ -79,6 +79,6 @@ def publish_summary(summary):
 
 @task(name="score-batch", **_opts)
 def score_batch(spec, settings, input_location, output, base, shadow=False, reasons=0):
-    from modelmill.scoring import score
+    from modelmill.pipeline.scoring import score
 
     return score(spec, settings, input_location, output, base=base, shadow=shadow, reasons=reasons)

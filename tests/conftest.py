@@ -90,7 +90,7 @@ def modelmill_env(mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None 
 @pytest.fixture
 def mm_env(tmp_path, monkeypatch):
     """A fresh project data folder on the real mirror; returns its Settings."""
-    from modelmill.settings import Settings
+    from modelmill.config.settings import Settings
 
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
     return Settings()
@@ -99,7 +99,7 @@ def mm_env(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, prefect_api):
     """One project data folder shared by a test module (runs build on each other)."""
-    from modelmill.settings import Settings
+    from modelmill.config.settings import Settings
 
     home = tmp_path_factory.mktemp("store") / "home"
     with pytest.MonkeyPatch.context() as mp:
@@ -168,7 +168,7 @@ def registry_state(settings, pipeline: str, dataset: str | None = None):
     """(model versions, champion version or None, {snapshot file: sha256})."""
     from mlflow.exceptions import MlflowException
 
-    from modelmill.fetch import sha256_file
+    from modelmill.data.digests import sha256_file
 
     c = mlflow_client(settings)
     name = f"modelmill-{pipeline}"
@@ -417,8 +417,8 @@ def seaweedfs(tmp_path):
 
 @pytest.fixture
 def shared(tmp_path, monkeypatch):
-    """Cores shared by pipelines side by side (``modelmill.cores``), on a machine of 4 cores."""
-    from modelmill import cores
+    """Cores shared by pipelines side by side (``modelmill.runtime.cores``), on a machine of 4 cores."""
+    from modelmill.runtime import cores
 
     folder = tmp_path / "busy"
     monkeypatch.setenv(cores.SHARED, str(folder))

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from conftest import mlflow_client, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _aliases(client, name="modelmill-my_cells") -> dict[str, str]:
@@ -86,9 +86,9 @@ def test_manual_mode_approve_and_rollback_end_to_end(example_project, capsys, mo
 
 @pytest.mark.flow
 def test_a_move_waits_for_the_promotion_lock_and_require_shadow_is_enforced(example_project, capsys):
-    from modelmill.approval import Refused, approve, promotion_lock
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill.ops.approval import Refused, approve, promotion_lock
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
     spec["promotion"] = {"mode": "manual", "require_shadow": 1}

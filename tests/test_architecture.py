@@ -1,5 +1,5 @@
-"""The shape rules: the pure core never imports prefect; MLflow only in the adapter; GX only in
-the validation step; nothing heavy happens at import time."""
+"""What the import contracts in ``pyproject.toml`` (``lint-imports``) cannot say: nothing heavy
+happens at import time, each command module stands alone, and the wheel holds every layer."""
 
 from __future__ import annotations
 
@@ -13,33 +13,15 @@ from conftest import REPO
 CORE = REPO / "modelmill"
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+def test_pyproject_lists_every_package_of_the_tree():
+    """A wheel holds only the packages ``pyproject.toml`` names: a layer left out of the list
+    would install broken (an editable install hides it)."""
+    import tomllib
 
-
-def test_core_never_imports_prefect():
-    offenders = [str(p.relative_to(REPO)) for p in CORE.rglob("*.py") if "prefect" in _imports(p)]
-    assert offenders == []
-
-
-def test_mlflow_lives_in_one_adapter_and_gx_in_the_validation_step():
-    mlflow_users = sorted(str(p.relative_to(CORE)) for p in CORE.rglob("*.py") if "mlflow" in _imports(p))
-    gx_users = sorted(str(p.relative_to(CORE)) for p in CORE.rglob("*.py") if "great_expectations" in _imports(p))
-    assert mlflow_users == ["tracking.py"]
-    assert gx_users == ["validate.py"]
-
-
-def test_tasks_and_flows_only_wrap_the_core():
-    for folder in ("tasks", "flows"):
-        for p in (REPO / folder).glob("*.py"):
-            heavy = {"sklearn", "pandas", "mlflow", "great_expectations", "numpy"} & _imports(p)
-            assert not heavy, f"{p.name} imports {heavy}: ML logic belongs in the core"
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tree = {".".join(p.parent.relative_to(REPO).parts) for p in CORE.rglob("__init__.py")}
+    assert set(config["packages"]) == tree | {"modelmill_flows", "modelmill_tasks"}
+    assert config["package-dir"] == {"modelmill_flows": "flows", "modelmill_tasks": "tasks"}
 
 
 def test_importing_every_core_module_loads_no_prefect_mlflow_or_gx():
@@ -84,13 +66,13 @@ def test_each_command_module_imports_the_core_never_another_command():
     assert not any(m.split(".")[2:3] and m.split(".")[2] in commands for m in _modules_imported(package / "__init__.py") if m.startswith("modelmill.cli."))
 
 
-def test_no_import_cycle_between_flows():
-    flows = {p.stem: p for p in (REPO / "flows").glob("*.py") if p.stem != "__init__"}
-    edges = {name: {m.split(".")[1] for m in _modules_imported(p) if m.startswith("flows.") and m.split(".")[1] in flows} for name, p in flows.items()}
+def test_the_architecture_page_draws_the_layers_contract():
+    """docs/architecture.md's diagram lists the `layers` contract's layers, top to bottom."""
+    import re
+    import tomllib
 
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges[start])
-
-    cycles = sorted(name for name in flows if reaches(name, name, {name}))
-    assert cycles == [], f"flows modules that import themselves through others: {cycles}"
-    assert "pipeline" in edges["parallel"] and "parallel" not in edges["pipeline"]
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["id"] == "layers")["layers"]
+    page = (REPO / "docs" / "architecture.md").read_text()
+    drawn = page.split("<!-- layers -->", 1)[1].split("<!-- /layers -->", 1)[0]
+    assert re.findall(r"^ (modelmill[\w.]*)", drawn, flags=re.M) == layers

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.errors import DataRejected, SpecError
-from modelmill.integrity import deduplicate, findings
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
-from modelmill.validate import ExpectationOutcome, ValidationReport, gate
+from modelmill.quality.rules import deduplicate, findings
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
+from modelmill.quality.validate import ExpectationOutcome, ValidationReport, gate
 
 
 def _spec(**over) -> PipelineSpec:
@@ -88,7 +88,7 @@ def test_duplicates_are_dropped_or_rejected_as_the_spec_says():
     kept, n = deduplicate(_spec(roles={"id": "id"}), ids)
     assert n == 16
     # the test rows' keys name their row in the snapshot, through the frames pandas derives
-    from modelmill.kinds.base import ProblemKind
+    from modelmill.learn.kinds.base import ProblemKind
 
     repeats = _frame(id=[1, 1, 2, 2, 3] * 4)  # kept: rows 0, 2 and 4
     kept, _ = deduplicate(_spec(roles={"id": "id"}), repeats)
@@ -102,7 +102,7 @@ def test_repeated_rows_are_the_ones_pandas_finds_without_pandas_memory():
     """Rows are hashed before they are compared: the same rows as ``DataFrame.duplicated`` for
     the values pandas counts as equal though they differ (-0.0, NaNs, 1 and 1.0), and for
     colliding hashes."""
-    from modelmill import integrity
+    from modelmill.quality import rules
 
     nan_bits = np.frombuffer(np.array([0x7FF8000000000001], dtype=np.uint64).tobytes(), dtype=np.float64)[0]  # another NaN
     df = pd.DataFrame({
@@ -113,19 +113,19 @@ def test_repeated_rows_are_the_ones_pandas_finds_without_pandas_memory():
         "i": pd.array([1, 1, None, None, 3, 3, 3], dtype="Int64"),
         "img": [np.zeros(3), np.zeros(3), np.ones(3), np.ones(3), None, None, np.ones(3)],
     })  # fmt: skip
-    found = integrity.duplicated(_spec(), df)
+    found = rules.duplicated(_spec(), df)
     assert found.tolist() == [False, True, False, True, False, True, False]
-    assert found.tolist() == integrity._hashable(df).duplicated().tolist()
+    assert found.tolist() == rules._hashable(df).duplicated().tolist()
     with pytest.MonkeyPatch.context() as mp:  # every hash the same: each candidate is compared exactly
-        mp.setattr(integrity, "_column_hash", lambda col: np.zeros(len(col), dtype=np.uint64))
-        assert integrity.duplicated(_spec(), df).tolist() == found.tolist()
+        mp.setattr(rules, "_column_hash", lambda col: np.zeros(len(col), dtype=np.uint64))
+        assert rules.duplicated(_spec(), df).tolist() == found.tolist()
     import tracemalloc
 
     rng = np.random.default_rng(0)
     big = pd.DataFrame({f"c{j}": rng.integers(0, 2, 100_000) for j in range(21)})  # 2M distinct rows possible
     tracemalloc.start()
     try:
-        n = int(integrity.duplicated(_spec(), big).sum())
+        n = int(rules.duplicated(_spec(), big).sum())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -296,7 +296,7 @@ def test_scoring_honours_mostly_of_a_not_null_rule_where_the_champion_imputes(ex
 
 
 def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):
-    from modelmill.kinds import get_kind
+    from modelmill.learn.kinds import get_kind
 
     spec = _spec(problem="text_classification", features={"text": "t"}, impute={"numeric": "median"}, metric={"name": "accuracy"},
                  baseline={"name": "p", "estimator": "dummy_prior"}, candidates=[{"name": "l", "estimator": "linear_svc"}])  # fmt: skip

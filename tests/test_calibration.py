@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from conftest import REPO, require_mirror
-from modelmill.catalog import CATALOG
-from modelmill.fetch import fetch_catalog_file
-from modelmill.kinds import get_kind
-from modelmill.kinds.tabular import Calibrated
-from modelmill.readers import read_german_credit
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
+from modelmill.data.catalog import CATALOG
+from modelmill.data.fetch import fetch_catalog_file
+from modelmill.learn.kinds import get_kind
+from modelmill.learn.kinds.tabular import Calibrated
+from modelmill.data.readers import read_german_credit
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
 
 
 @pytest.fixture(scope="module")

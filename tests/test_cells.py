@@ -36,7 +36,7 @@ def _suite_with_grade(root):
 
 
 def test_the_gate_counts_bad_cells_not_the_columns_rows(example_project, tmp_path):
-    from modelmill.validate import validate_frame
+    from modelmill.quality.validate import validate_frame
 
     root, spec, data = example_project
     _suite_with_grade(root)
@@ -76,7 +76,7 @@ def test_both_flavours_of_the_champion_take_raw_rows_and_agree(example_project, 
     import mlflow
 
     from conftest import mlflow_client
-    from modelmill.settings import Settings
+    from modelmill.config.settings import Settings
 
     root, spec, data = example_project
     _suite_with_grade(root)

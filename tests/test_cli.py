@@ -54,8 +54,8 @@ def test_flow_runs_recorded_by_a_temporary_api_send_no_heartbeats(prefect_api, m
     from prefect.flow_engine import FlowRunEngine
     from prefect.settings import PREFECT_API_URL
 
-    from flows.pipeline import heartbeats_where_watched
-    from modelmill.servers import TEMPORARY_API
+    from modelmill_flows.pipeline import heartbeats_where_watched
+    from modelmill.runtime.servers import TEMPORARY_API
 
     beats = []
     monkeypatch.setattr(FlowRunEngine, "_emit_flow_run_heartbeat", lambda self, *a: beats.append(self.flow_run.id))
@@ -85,10 +85,10 @@ import json, sys
 from pathlib import Path
 from types import SimpleNamespace
 from modelmill.cli import common as cli
-from modelmill.servers import LocalServer
+from modelmill.runtime.servers import LocalServer
 
 specs = [SimpleNamespace(problem="tabular_classification"), SimpleNamespace(problem="text_classification")]
-wanted = ["great_expectations", "modelmill.kinds.tabular", "modelmill.kinds.text"]
+wanted = ["great_expectations", "modelmill.learn.kinds.tabular", "modelmill.learn.kinds.text"]
 port = int(sys.argv[2])  # nothing listens: an API still starting
 api = LocalServer("api", [sys.executable, "-c", "import time; time.sleep(60)"], {}, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api/health", Path(sys.argv[1]))
 cli._temporary_api.append(api.launch())
@@ -111,4 +111,4 @@ def test_the_wait_for_the_temporary_api_imports_what_the_stages_need(tmp_path):
     done = subprocess.run([sys.executable, "-c", WARM_UP, str(tmp_path / "api.log"), str(free_port())], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"up": [], "starting": ["great_expectations", "modelmill.kinds.tabular", "modelmill.kinds.text"]}
+    assert seen == {"up": [], "starting": ["great_expectations", "modelmill.learn.kinds.tabular", "modelmill.learn.kinds.text"]}

@@ -96,7 +96,7 @@ def test_no_secret_is_on_a_process_command_line(compose):
 
 
 def test_images_are_pinned_to_exact_versions(compose):
-    from flows.deployments import IMAGE
+    from modelmill_flows.deployments import IMAGE
 
     for name, svc in compose["services"].items():
         if "build" in svc and "image" in svc:  # built here, not pulled: the tag the work pools run

@@ -1,4 +1,4 @@
-"""Cores shared by pipelines side by side on one machine (``modelmill.cores``): each busy pipeline
+"""Cores shared by pipelines side by side on one machine (``modelmill.runtime.cores``): each busy pipeline
 process marks itself, and a network takes ``cores // busy`` threads at each epoch, so the last
 pipeline of a ``run --all --workers N`` takes the cores the finished ones left idle."""
 
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from modelmill.cores import SHARED, busy, clear_dead_marks, thread_share
+from modelmill.runtime.cores import SHARED, busy, clear_dead_marks, thread_share
 
 
 def test_the_share_is_the_cores_over_the_live_busy_processes(shared, other_pipeline, monkeypatch):
@@ -44,8 +44,8 @@ def test_the_share_is_the_cores_over_the_live_busy_processes(shared, other_pipel
 
 def test_a_network_beside_other_pipelines_takes_its_share_and_more_once_they_finish(shared, other_pipeline, caplog):
     torch = pytest.importorskip("torch")
-    from modelmill.kinds.neural import MLPRegressor
-    from modelmill.kinds.torch_modules import ThreadShare
+    from modelmill.learn.kinds.neural import MLPRegressor
+    from modelmill.learn.kinds.torch_modules import ThreadShare
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4)).astype(np.float32)

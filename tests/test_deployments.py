@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from modelmill.settings import Settings
-from modelmill.spec import load_all
+from modelmill.config.settings import Settings
+from modelmill.config.spec import load_all
 
 SETTINGS = Settings(pipelines_dir=REPO / "pipelines")
 
@@ -28,7 +28,7 @@ def test_prefect_yaml_is_in_sync_with_the_specs(capsys):
 
 
 def test_served_deployments_carry_each_spec_cron():
-    from flows.deployments import build_deployments
+    from modelmill_flows.deployments import build_deployments
 
     specs = load_all(SETTINGS)
     deps = build_deployments(specs)

@@ -27,7 +27,7 @@ def test_the_docs_site_builds_strictly(tmp_path):
 
 
 def test_the_reference_pages_are_what_the_models_say():
-    from modelmill.reference import PAGES, render
+    from modelmill.ops.reference_docs import PAGES, render
 
     for page in PAGES:
         written = (REPO / "docs" / "reference" / page).read_text()
@@ -35,9 +35,9 @@ def test_the_reference_pages_are_what_the_models_say():
 
 
 def test_every_spec_key_and_option_has_a_meaning_and_an_example():
-    from modelmill.kinds import get_kind
-    from modelmill.reference import undocumented
-    from modelmill.spec import PROBLEM_KINDS, PipelineSpec
+    from modelmill.learn.kinds import get_kind
+    from modelmill.ops.reference_docs import undocumented
+    from modelmill.config.spec import PROBLEM_KINDS, PipelineSpec
 
     assert undocumented(PipelineSpec) == []
     for name in PROBLEM_KINDS:
@@ -48,7 +48,7 @@ def test_every_spec_key_and_option_has_a_meaning_and_an_example():
 
 
 def test_every_modelmill_variable_in_the_code_is_on_the_settings_page():
-    from modelmill.settings import OTHER_VARIABLES, Settings
+    from modelmill.config.settings import OTHER_VARIABLES, Settings
 
     known = {f"MODELMILL_{name.upper()}" for name in Settings.model_fields} | set(OTHER_VARIABLES)
     used: set[str] = set()

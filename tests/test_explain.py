@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from conftest import REPO, mlflow_client, modelmill_env, require_mirror, run_cli
-from modelmill import explain
-from modelmill.kinds import get_kind
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
+from modelmill.learn import explain
+from modelmill.learn.kinds import get_kind
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
 
 
 # -- the pure core on a small real frame --------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, modelmill_env, require_mirror, run_cli
-from modelmill.guardian import children
+from modelmill.runtime.guardian import children
 
 pytestmark = pytest.mark.flow
 MODELMILL = str(Path(sys.executable).with_name("modelmill"))

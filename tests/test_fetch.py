@@ -10,11 +10,12 @@ from dataclasses import replace
 import pytest
 
 from conftest import free_port, modelmill_env, require_mirror, run_cli, serve_directory
-from modelmill.catalog import CATALOG
+from modelmill.data.catalog import CATALOG
 from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
-from modelmill.fetch import LocalFile, fetch_catalog_file, pin_first_use, sha256_file
-from modelmill.readers import READERS
-from modelmill.settings import Settings
+from modelmill.data.fetch import LocalFile, fetch_catalog_file, pin_first_use
+from modelmill.data.digests import sha256_file
+from modelmill.data.readers import READERS
+from modelmill.config.settings import Settings
 
 GERMAN = CATALOG["german-credit"]
 ZIP = GERMAN.files[0]

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from conftest import artifacts, assert_refused_and_nothing_lost, free_port, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli, write_spec
-from modelmill.fetch import sha256_file
-from modelmill.settings import Settings
+from modelmill.data.digests import sha256_file
+from modelmill.config.settings import Settings
 
 pytestmark = pytest.mark.flow
 GERMAN_ZIP = "statlog+german+credit+data.zip"
@@ -196,7 +196,7 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
 
 
 def test_the_run_them_all_flow_goes_on_past_a_failure_and_then_fails(env):
-    from flows.parallel import all_pipelines_flow
+    from modelmill_flows.parallel import all_pipelines_flow
 
     before = last_run(env, "breast_cytology").info.run_id
     state = all_pipelines_flow(["no_such_pipeline", "breast_cytology"], return_state=True)

@@ -13,11 +13,11 @@ from conftest import (
     REPO, artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
     require_mirror, run_cli, write_spec,
 )  # fmt: skip
-from modelmill.catalog import CATALOG
-from modelmill.fetch import fetch_catalog_file
-from modelmill.kinds.forecasting import PriceFeatures, diebold_mariano, drawdown, next_return, portfolio
-from modelmill.readers import read_stooq
-from modelmill.settings import Settings
+from modelmill.data.catalog import CATALOG
+from modelmill.data.fetch import fetch_catalog_file
+from modelmill.learn.kinds.forecasting import PriceFeatures, diebold_mariano, drawdown, next_return, portfolio
+from modelmill.data.readers import read_stooq
+from modelmill.config.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_the_portfolio_view_against_buy_and_hold_on_real_prices(prices):
 
 
 def test_the_run_says_plainly_when_the_strategy_loses_to_buy_and_hold(prices):
-    from modelmill.kinds.forecasting import Forecasting
-    from modelmill.report import summary_table
-    from modelmill.spec import load_spec
+    from modelmill.learn.kinds.forecasting import Forecasting
+    from modelmill.ops.report import summary_table
+    from modelmill.config.spec import load_spec
 
     spec = load_spec("price_forecast", Settings(pipelines_dir=REPO / "pipelines"))
     bt = _backtest_rows(prices)

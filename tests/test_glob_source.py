@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from conftest import last_run, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def test_monthly_exports_are_read_as_one_table(example_project, capsys):

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import artifacts, last_run, mlflow_client, registry_state, run_cli
-from modelmill.history import backfill_dates
-from modelmill.drift import drift, drift_metrics, label_shift, psi_numeric
+from modelmill.ops.history import backfill_dates
+from modelmill.quality.drift import drift, drift_metrics, label_shift, psi_numeric
 
 
 def test_psi_is_zero_for_the_same_data_and_large_for_a_shift():
@@ -122,7 +122,7 @@ def test_history_command_prints_one_row_per_run_and_writes_the_trend_plot(env, c
 
 
 def test_longest_first_hands_out_the_longest_known_pipeline_first_and_keeps_the_unknown_in_order():
-    from modelmill.history import longest_first
+    from modelmill.ops.history import longest_first
 
     names = ["breast_cytology", "credit_risk", "new_one", "support_intent", "other_new"]
     seconds = {"breast_cytology": 15.0, "credit_risk": 10.0, "support_intent": 115.0, "new_one": None}

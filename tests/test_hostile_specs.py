@@ -8,8 +8,8 @@ import yaml
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.errors import SpecError
-from modelmill.settings import Settings
-from modelmill.spec import load_spec
+from modelmill.config.settings import Settings
+from modelmill.config.spec import load_spec
 
 
 def _spec_file(tmp_path, **changes):

@@ -11,8 +11,8 @@ from conftest import (
     artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
     require_mirror, run_cli, write_spec,
 )  # fmt: skip
-from modelmill.fetch import sha256_file
-from modelmill.kinds.image import ImageFeatures
+from modelmill.data.digests import sha256_file
+from modelmill.learn.kinds.image import ImageFeatures
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import yaml
 
 from conftest import last_run, modelmill_env, registry_state, require_mirror, run_cli
 from modelmill.errors import CorruptSource
-from modelmill.imagefiles import hashed_split, read_image_folder
-from modelmill.ingest import fetch_sources, read_source
-from modelmill.settings import Settings
-from modelmill.spec import load_spec
+from modelmill.data.imagefiles import hashed_split, read_image_folder
+from modelmill.data.ingest import fetch_sources, read_source
+from modelmill.config.settings import Settings
+from modelmill.config.spec import load_spec
 
 NAMES = {0: "malignant", 1: "benign"}
 

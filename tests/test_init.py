@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import modelmill_env, require_mirror, run_cli
-from modelmill.inference import classify, propose
+from modelmill.data.schema_inference import classify, propose
 
 
 # -- the inference on tiny frames ---------------------------------------------------------------

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from conftest import require_mirror
-from modelmill.catalog import CATALOG
+from modelmill.data.catalog import CATALOG
 from modelmill.errors import SpecError
-from modelmill.fetch import fetch_catalog_file
-from modelmill.kinds import get_kind
-from modelmill.readers import read_sentiment_sentences
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
+from modelmill.data.fetch import fetch_catalog_file
+from modelmill.learn.kinds import get_kind
+from modelmill.data.readers import read_sentiment_sentences
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlflow_client, registry_state, run_cli
-from modelmill.tracking import MODEL_DIGEST_TAG, dir_digest
+from modelmill.registry.tracking import MODEL_DIGEST_TAG, dir_digest
 
 pytestmark = pytest.mark.flow
 

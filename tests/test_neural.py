@@ -22,15 +22,15 @@ from conftest import (
 from sklearn.base import clone
 
 from modelmill.errors import SpecError
-from modelmill.kinds.neural import (
+from modelmill.learn.kinds.neural import (
     CNNClassifier,
     GRUTextClassifier,
     MLPRegressor,
     epochs_cap,
     training_curves,
 )
-from modelmill.kinds.text import TfidfGRUEnsemble
-from modelmill.settings import Settings
+from modelmill.learn.kinds.text import TfidfGRUEnsemble
+from modelmill.config.settings import Settings
 
 torch = pytest.importorskip("torch")  # the `neural` extra, which make test installs
 
@@ -125,7 +125,7 @@ def test_the_ensemble_refits_tf_idf_from_the_held_out_weights_to_the_same_model(
     assert (e.tfidf_.predict(X) == cold.predict(X)).mean() > 0.995
     np.testing.assert_allclose(e.tfidf_.predict_proba(X), cold.predict_proba(X), atol=0.05)
     # the start: every n-gram of the held-out vocabulary at its own column, the new ones at 0
-    from modelmill.kinds.text import _weights_on, featurizer
+    from modelmill.learn.kinds.text import _weights_on, featurizer
 
     part = e._tfidf(X[: len(X) // 2], y[: len(X) // 2])
     features = featurizer(min_df=2).fit(X)

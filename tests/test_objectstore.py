@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import last_run, mlflow_client, modelmill_env, run_cli
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _use(monkeypatch, tmp_path, store) -> Settings:
@@ -61,8 +61,8 @@ def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and
     # a worker process given the snapshot object (as a distributed task runner passes it) reads it from the store
     import pickle
 
-    from modelmill.ingest import ingest
-    from modelmill.spec import load_spec
+    from modelmill.data.ingest import ingest
+    from modelmill.config.spec import load_spec
 
     snap = ingest(load_spec("breast_cytology", settings), settings)
     shutil.rmtree(settings.snapshot_dir)
@@ -107,10 +107,11 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
     the store, its sha256 checked, while the mirror is down; and reads the embeddings another one
     encoded instead of encoding them again."""
     from conftest import require_mirror, serve_directory
-    from modelmill.catalog import CATALOG
+    from modelmill.data.catalog import CATALOG
     from modelmill.errors import ChecksumMismatch
-    from modelmill.fetch import fetch_catalog_file, sha256_file
-    from modelmill.kinds import sentences
+    from modelmill.data.fetch import fetch_catalog_file
+    from modelmill.data.digests import sha256_file
+    from modelmill.learn.kinds import sentences
 
     for k, v in seaweedfs.env().items():
         monkeypatch.setenv(k, v)

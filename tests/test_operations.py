@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import mlflow_client, run_cli, write_example_spec
-from modelmill.alerts import expand, masked
-from modelmill.settings import Settings
+from modelmill.ops.alerts import expand, masked
+from modelmill.config.settings import Settings
 
 
 def test_urls_are_masked_in_logs_and_secrets_come_from_the_environment(monkeypatch):
@@ -74,9 +74,9 @@ def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(example_projec
 
 @pytest.mark.flow
 def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(example_project, alert_receivers, capsys, monkeypatch):
-    from modelmill.spec import load_all
-    from modelmill.status import pipeline_status, stale_alerts
-    from modelmill.tracking import Tracker
+    from modelmill.config.spec import load_all
+    from modelmill.ops.status import pipeline_status, stale_alerts
+    from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
     web, _, posts, _, _ = alert_receivers
@@ -123,9 +123,9 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
 
 @pytest.mark.flow
 def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_project, capsys):
-    from modelmill.approval import shadow_batches
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill.ops.approval import shadow_batches
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
     spec["promotion"] = {"margin": 0.5}  # the second version stays the challenger

@@ -64,9 +64,9 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
     assert one_by_one.returncode == 0, one_by_one.stderr[-3000:]
     # with history, side by side hands out the longest pipeline first (by its last trained run)
     from modelmill.cli.run import _longest_first
-    from modelmill.settings import Settings
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill.config.settings import Settings
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     history = Settings(home=tmp_path / "seq" / "home", pipelines_dir=tmp_path / "seq" / "pipelines")
     specs = [load_spec(n, history) for n in PIPELINES]
@@ -115,10 +115,10 @@ def test_unknown_runner_or_zero_workers_are_one_line_errors(tmp_path):
 PROBE = """
 import json, os
 from modelmill.cli.common import prepare_environment
-from modelmill.settings import get_settings
+from modelmill.config.settings import get_settings
 prepare_environment(get_settings())
 from prefect import flow, task
-from flows.parallel import task_runner
+from modelmill_flows.parallel import task_runner
 
 @task
 def probe(i):

@@ -1,4 +1,4 @@
-from modelmill.promotion import decide
+from modelmill.pipeline.promotion import decide
 
 
 def test_first_model_becomes_champion():

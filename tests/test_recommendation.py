@@ -15,7 +15,7 @@ from conftest import (
     artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
     require_mirror, run_cli,
 )  # fmt: skip
-from modelmill.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
+from modelmill.learn.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
 
 
 def test_ranking_metrics_match_a_hand_computation():
@@ -130,7 +130,7 @@ def _ratings_project(tmp_path, monkeypatch, ratings, **changes):
     ]}  # fmt: skip
     (tmp_path / "expectations" / "shop.json").write_text(json.dumps(suite))
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror(), tmp_path / "pipelines")
-    from modelmill.settings import Settings
+    from modelmill.config.settings import Settings
 
     return Settings()
 
@@ -153,8 +153,8 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
 
     # No item a user already rated - low ratings too - is ever recommended: in the test period
     # (nothing of the user's history before it) ...
-    from modelmill.kinds import get_kind
-    from modelmill.spec import load_spec
+    from modelmill.learn.kinds import get_kind
+    from modelmill.config.spec import load_spec
 
     spec = load_spec("shop", settings)
     data = get_kind("recommendation").prepare(spec, ratings)
@@ -257,7 +257,7 @@ def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity
     ]}  # fmt: skip
     (tmp_path / "expectations" / "films.json").write_text(json.dumps(suite))
     modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
-    from modelmill.settings import Settings
+    from modelmill.config.settings import Settings
 
     code, out, err = run_cli(capsys, "run", "films")
     assert code == 0, out + err

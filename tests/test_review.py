@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, artifacts, last_run, mlflow_client, modelmill_env, require_mirror, run_cli
-from modelmill.report import summary_table
-from modelmill.runview import PRIMARY, SHARED_VIEW_TAG_PREFIX, VIEW_KEY, headline_text
+from modelmill.ops.report import summary_table
+from modelmill.registry.runview import PRIMARY, SHARED_VIEW_TAG_PREFIX, VIEW_KEY, headline_text
 
 pytestmark = pytest.mark.flow
 

@@ -15,12 +15,12 @@ import pytest
 from sklearn.preprocessing import OneHotEncoder
 
 from conftest import REPO, last_run, mlflow_client, require_mirror, run_cli, write_spec
-from modelmill.ingest import fetch_sources, read_source
-from modelmill.kinds import get_kind
-from modelmill.kinds.encoders import CategoryEncoder
-from modelmill.kinds.estimators import HistGradientBoosting
-from modelmill.settings import Settings
-from modelmill.spec import Candidate, load_spec
+from modelmill.data.ingest import fetch_sources, read_source
+from modelmill.learn.kinds import get_kind
+from modelmill.learn.kinds.encoders import CategoryEncoder
+from modelmill.learn.kinds.estimators import HistGradientBoosting
+from modelmill.config.settings import Settings
+from modelmill.config.spec import Candidate, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_prior_baseline_is_fitted_without_featurizing_the_rows(credit):
 def test_declared_categorical_features_load_as_categories(env, capsys):
     code, _, err = run_cli(capsys, "run", "credit_risk")
     assert code == 0, err
-    from modelmill.ingest import Snapshot
+    from modelmill.data.ingest import Snapshot
 
     path = last_run(env, "credit_risk").data.tags["modelmill.snapshot"]
     snap = Snapshot("german-credit", Path(path), "", 0, [])
@@ -148,8 +148,8 @@ def test_the_benchmarks_generated_project_runs(tmp_path, monkeypatch, capsys):
 
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror(), tmp_path / "pipelines")
     write_project(tmp_path, 20_000)
-    from modelmill.ingest import Snapshot
-    from modelmill.kinds.tabular import TabularClassification
+    from modelmill.data.ingest import Snapshot
+    from modelmill.learn.kinds.tabular import TabularClassification
 
     events: list[str] = []
     for cls, name in ((Snapshot, "release"), (TabularClassification, "prepare")):

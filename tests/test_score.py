@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from conftest import mlflow_client, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _batch(data: pd.DataFrame) -> pd.DataFrame:
@@ -98,8 +98,8 @@ def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(example_
 
 
 def test_a_spec_can_schedule_its_scoring(example_project, capsys):
-    from flows.deployments import build_deployments
-    from modelmill.spec import load_spec
+    from modelmill_flows.deployments import build_deployments
+    from modelmill.config.spec import load_spec
 
     root, spec, data = _trained(example_project, capsys)
     _batch(data).to_csv(root / "pipelines" / "data" / "incoming.csv", index=False)

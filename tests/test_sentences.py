@@ -15,9 +15,9 @@ import yaml
 
 from conftest import mlflow_client, modelmill_env, require_mirror, run_cli
 from modelmill.errors import SpecError
-from modelmill.kinds import sentences
-from modelmill.kinds.sentences import ENCODER_ENV, MINILM_SHA256, SentenceEncoder, SentenceTfidfClassifier, encoder_folder
-from modelmill.settings import Settings
+from modelmill.learn.kinds import sentences
+from modelmill.learn.kinds.sentences import ENCODER_ENV, MINILM_SHA256, SentenceEncoder, SentenceTfidfClassifier, encoder_folder
+from modelmill.config.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +111,8 @@ def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
 
 
 def test_a_tabular_spec_reads_its_text_column_through_the_encoder(home, reviews):
-    from modelmill.kinds import get_kind
-    from modelmill.spec import PipelineSpec
+    from modelmill.learn.kinds import get_kind
+    from modelmill.config.spec import PipelineSpec
 
     frame = reviews.sample(400, random_state=1).reset_index(drop=True).assign(length=lambda d: d["sentence"].str.len())
     kind = get_kind("tabular_classification")
@@ -175,7 +175,7 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_
     probabilities. Its evaluation and permutation importance read each test sentence once."""
     import pickle
 
-    from modelmill.kinds.sentences import FineTunedSentenceClassifier
+    from modelmill.learn.kinds.sentences import FineTunedSentenceClassifier
 
     shuffled = reviews.sample(frac=1.0, random_state=0).reset_index(drop=True)
     train, test = shuffled[:800], shuffled[800:1000]
@@ -202,11 +202,11 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_
     from sklearn.dummy import DummyClassifier
     from sklearn.pipeline import Pipeline
 
-    from modelmill import explain
-    from modelmill.kinds import get_kind
-    from modelmill.kinds.base import Prepared, Trained
-    from modelmill.kinds.text import TextColumn
-    from modelmill.spec import PipelineSpec
+    from modelmill.learn import explain
+    from modelmill.learn.kinds import get_kind
+    from modelmill.learn.kinds.base import Prepared, Trained
+    from modelmill.learn.kinds.text import TextColumn
+    from modelmill.config.spec import PipelineSpec
 
     spec = PipelineSpec(
         name="reviews", domain="customer_service", description="reviews", source={"path": "reviews.csv"}, target="label",
@@ -242,8 +242,8 @@ def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_shar
 
     import torch
 
-    from modelmill.cores import busy
-    from modelmill.kinds.sentences import FineTunedSentenceClassifier
+    from modelmill.runtime.cores import busy
+    from modelmill.learn.kinds.sentences import FineTunedSentenceClassifier
 
     seen: list[int] = []
     others = [other_pipeline]

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, last_run, mlflow_client, require_mirror, write_spec
-from modelmill.servers import mlflow_server, prefect_server
-from modelmill.settings import Settings
-from modelmill.spec import available, load_spec
+from modelmill.runtime.servers import mlflow_server, prefect_server
+from modelmill.config.settings import Settings
+from modelmill.config.spec import available, load_spec
 
 pytestmark = pytest.mark.server
 MODELMILL = str(Path(sys.executable).with_name("modelmill"))
@@ -260,7 +260,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
 def test_a_server_whose_start_up_failed_is_started_again_when_its_exit_code_says_so(tmp_path):
     """Runs starting at once on a new project race for its Prefect database's migrations, and the
     loser's API exits 3 (a failed start-up); the temporary API is then started again."""
-    from modelmill.servers import LocalServer
+    from modelmill.runtime.servers import LocalServer
 
     port = free_port()
     script = f"""
@@ -296,7 +296,7 @@ def test_the_temporary_prefect_api_holds_its_port_from_the_moment_it_is_chosen(t
     server), and then every start on it fails (seen: ten runs at once, one ended "prefect
     (temporary) server exited with 3" after five restarts). The port is held from the moment it is
     chosen, the API serves on it, and nothing listens there once the API stops."""
-    from modelmill.servers import temporary_prefect_api
+    from modelmill.runtime.servers import temporary_prefect_api
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     api = temporary_prefect_api(tmp_path)

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import require_mirror
 from modelmill.errors import CorruptSource
-from modelmill.ingest import count_records, ingest
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec, ReadOptions
+from modelmill.data.ingest import count_records, ingest
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec, ReadOptions
 
 
 def _spec(folder, **source) -> PipelineSpec:

@@ -11,9 +11,9 @@ import yaml
 
 from conftest import REPO
 from modelmill.errors import SpecError
-from modelmill.kinds import get_kind
-from modelmill.settings import Settings
-from modelmill.spec import available, load_spec
+from modelmill.learn.kinds import get_kind
+from modelmill.config.settings import Settings
+from modelmill.config.spec import available, load_spec
 
 SETTINGS = Settings(pipelines_dir=REPO / "pipelines")
 SPECS = sorted(available(SETTINGS))
@@ -107,8 +107,8 @@ def test_the_docs_walk_through_specs_are_valid_for_their_kinds():
     import yaml
 
     from conftest import docs_block
-    from modelmill.kinds import get_kind
-    from modelmill.spec import PipelineSpec
+    from modelmill.learn.kinds import get_kind
+    from modelmill.config.spec import PipelineSpec
 
     csv = yaml.safe_load(docs_block("walkthrough-csv", "yaml"))
     sql = {**csv, "source": yaml.safe_load(docs_block("walkthrough-sql", "yaml"))["source"]}

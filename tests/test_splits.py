@@ -13,9 +13,9 @@ import pytest
 
 from conftest import last_run, require_mirror, run_cli, write_example_spec
 from modelmill.errors import SpecError
-from modelmill.kinds import get_kind
-from modelmill.settings import Settings
-from modelmill.spec import PipelineSpec
+from modelmill.learn.kinds import get_kind
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
 
 
 def _official(n: int, seed: int = 0) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_only_the_winning_candidate_is_fitted_on_all_training_rows(intents):
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
 
-    from modelmill.kinds.selection import grid_select
+    from modelmill.learn.kinds.selection import grid_select
 
     fits: list[tuple[str, int]] = []
 

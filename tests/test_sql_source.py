@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 from conftest import last_run, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 QUERY = "SELECT mean_radius, mean_texture, mean_smoothness, worst_area, worst_concavity, diagnosis FROM lab.cells WHERE mean_radius > 0"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, require_mirror
-from modelmill.servers import mlflow_server, prefect_server
+from modelmill.runtime.servers import mlflow_server, prefect_server
 
 pytestmark = pytest.mark.server
 BIN = Path(sys.executable).parent

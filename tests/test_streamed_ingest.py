@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from conftest import REPO, require_mirror
-from modelmill import ingest as ingest_module
+from modelmill.data import ingest as ingest_module
 from modelmill.errors import ChecksumMismatch, SpecError
-from modelmill.fetch import sha256_file
-from modelmill.ingest import fetch_sources, ingest, read_source, write_snapshot
-from modelmill.settings import Settings
-from modelmill.spec import load_spec
+from modelmill.data.digests import sha256_file
+from modelmill.data.ingest import fetch_sources, ingest, read_source, write_snapshot
+from modelmill.config.settings import Settings
+from modelmill.config.spec import load_spec
 
 ROWS = 3000
 
@@ -90,7 +90,7 @@ def test_a_csv_is_streamed_into_its_snapshot_and_loads_as_the_whole_read_does(pr
 def test_a_file_the_first_block_does_not_settle_is_read_whole(project, mess, caplog):
     settings, csv, _ = project
     mess(pd.read_csv(csv, dtype=str, keep_default_na=False)).to_csv(csv, index=False)
-    with caplog.at_level(logging.INFO, logger="modelmill.ingest"):
+    with caplog.at_level(logging.INFO, logger="modelmill.data.ingest"):
         snap = ingest(load_spec("big_credit", settings), settings)
     assert "cannot be streamed" in caplog.text and "reading it whole" in caplog.text
     assert pq.ParquetFile(snap.path).metadata.num_row_groups == 1
@@ -117,13 +117,13 @@ def test_a_snapshot_altered_on_disk_is_not_reused(project, caplog):
     original = pd.read_parquet(snap.path)
     altered = original.assign(age=original["age"].fillna(0) + 1)
     altered.to_parquet(snap.path)
-    with caplog.at_level(logging.INFO, logger="modelmill.ingest"):
+    with caplog.at_level(logging.INFO, logger="modelmill.data.ingest"):
         again = ingest(spec, settings)
     assert "was altered since it was written" in caplog.text
     assert again.path == snap.path and sha256_file(again.path) == snap.digest
     pd.testing.assert_frame_equal(pd.read_parquet(again.path), original)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="modelmill.ingest"):
+    with caplog.at_level(logging.INFO, logger="modelmill.data.ingest"):
         ingest(spec, settings)
     assert "reused without parsing" in caplog.text
 

@@ -12,7 +12,7 @@ from conftest import (
     REPO, artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env,
     registry_state, require_mirror, run_cli, write_spec,
 )  # fmt: skip
-from modelmill.fetch import sha256_file
+from modelmill.data.digests import sha256_file
 
 
 def _without_the_encoder(tmp_path, name: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _run(capsys, *extra):

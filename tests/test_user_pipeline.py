@@ -4,7 +4,7 @@ CSV path or a Parquet URL (served over loopback). The data is the real Wisconsin
 from __future__ import annotations
 
 from conftest import last_run, registry_state, run_cli, serve_directory, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def test_docs_example_runs_from_a_csv_path_and_promotes(example_project, capsys):

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 
 from conftest import last_run, run_cli, write_example_spec
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _money(x: float, thousands: str, decimal: str) -> str:

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import REPO, require_mirror
 from modelmill.errors import DataRejected, SpecError
-from modelmill.ingest import fetch_sources, read_source
-from modelmill.settings import Settings
-from modelmill.spec import load_spec
-from modelmill.validate import gate, validate_frame
+from modelmill.data.ingest import fetch_sources, read_source
+from modelmill.config.settings import Settings
+from modelmill.config.spec import load_spec
+from modelmill.quality.validate import gate, validate_frame
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_a_broken_suite_is_a_spec_error(tmp_path, credit):
 def test_a_snapshot_is_read_once_and_pickles_without_its_rows(tmp_path, credit):
     import pickle
 
-    from modelmill.ingest import write_snapshot
+    from modelmill.data.ingest import write_snapshot
 
     spec, s, df = credit
     snap = write_snapshot(df, "german-credit", s.model_copy(update={"home": tmp_path}), [], None)
@@ -174,7 +174,7 @@ def test_the_gate_lets_go_of_the_frame_it_validated_and_release_frees_it(tmp_pat
 
     import pandas as pd
 
-    from modelmill.ingest import COLLECT_ROWS, Snapshot
+    from modelmill.data.ingest import COLLECT_ROWS, Snapshot
 
     suite = tmp_path / "rows.json"
     suite.write_text(json.dumps({"name": "rows", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}]}))

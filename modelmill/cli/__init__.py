@@ -14,7 +14,7 @@ import sys
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, forget_prefect_api, log
 from modelmill.errors import ModelmillError, one_line_cause
-from modelmill.settings import get_settings
+from modelmill.config.settings import get_settings
 
 #: the command groups, in the order ``--help`` lists them
 COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "reproduce", "datasets", "service")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from modelmill.cli.common import EXIT_OK, housekeeping, prepare_environment
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def _tracker(args, settings: Settings):
-    from modelmill.spec import load_spec
-    from modelmill.tracking import Tracker
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import Tracker
 
     spec = load_spec(args.pipeline, settings)
     prepare_environment(settings)
@@ -23,7 +23,7 @@ def _said(move, tracker, spec) -> None:
 
 
 def cmd_approve(args, settings: Settings) -> int:
-    from modelmill.approval import approve
+    from modelmill.ops.approval import approve
 
     spec, tracker = _tracker(args, settings)
     _said(approve(tracker, spec, settings.home_dir, args.version, args.reason), tracker, spec)
@@ -31,7 +31,7 @@ def cmd_approve(args, settings: Settings) -> int:
 
 
 def cmd_rollback(args, settings: Settings) -> int:
-    from modelmill.approval import rollback
+    from modelmill.ops.approval import rollback
 
     spec, tracker = _tracker(args, settings)
     _said(rollback(tracker, spec, settings.home_dir, args.to, args.reason), tracker, spec)

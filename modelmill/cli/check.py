@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from modelmill.cli.common import EXIT_OK
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def cmd_check(args, settings: Settings) -> int:
     """Dry run: parse the spec, read the data, run the gate, say what would be trained. Nothing
     is trained, no snapshot is written and nothing reaches MLflow."""
-    from modelmill import integrity
-    from modelmill.fetch import check_mirror
-    from modelmill.ingest import fetch_sources, read_source
-    from modelmill.kinds import get_kind
-    from modelmill.spec import load_spec
-    from modelmill.validate import gate, validate_frame
+    from modelmill.quality import rules
+    from modelmill.data.fetch import check_mirror
+    from modelmill.data.ingest import fetch_sources, read_source
+    from modelmill.learn.kinds import get_kind
+    from modelmill.config.spec import load_spec
+    from modelmill.quality.validate import gate, validate_frame
 
     spec = load_spec(args.pipeline, settings)
     kind = get_kind(spec.problem)
@@ -22,7 +22,7 @@ def cmd_check(args, settings: Settings) -> int:
     check_mirror(settings)
     df = read_source(spec, fetch_sources(spec, settings))
     report = validate_frame(df, spec.suite_path(settings), detail=True)  # every check's bad-row count
-    report.add(integrity.findings(spec, df, classification=kind.EXAMPLE_ROWS))
+    report.add(rules.findings(spec, df, classification=kind.EXAMPLE_ROWS))
     print(f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset or 'a SQL query'}")
     rows = [("check", "result", "bad rows", "examples / error")]
     for o in report.outcomes:
@@ -34,7 +34,7 @@ def cmd_check(args, settings: Settings) -> int:
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
     if kind.EXAMPLE_ROWS:
-        repeated = int(integrity.duplicated(spec, df).sum())
+        repeated = int(rules.duplicated(spec, df).sum())
         print(f"\nrepeated rows: {repeated} (duplicates: {spec.duplicates}{' - dropped before the split' if repeated and spec.duplicates == 'drop' else ''})")
     print(f"\nwould train ({spec.problem}, split {spec.split.method}, metric {spec.metric.name} to {spec.metric.direction}):")
     for c in [spec.baseline, *spec.candidates]:

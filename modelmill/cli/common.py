@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from modelmill.errors import DiskFull
-from modelmill.servers import TEMPORARY_API
-from modelmill.settings import Settings
+from modelmill.runtime.servers import TEMPORARY_API
+from modelmill.config.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -47,7 +47,7 @@ def launch_prefect_api(settings: Settings, local: bool = True) -> None:
     not for a cluster elsewhere (``local=False``), whose workers could not reach a loopback API."""
     if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules or not local:
         return
-    from modelmill.servers import temporary_prefect_api
+    from modelmill.runtime.servers import temporary_prefect_api
 
     server = temporary_prefect_api(settings.home_dir).launch()
     _temporary_api.append(server)
@@ -69,7 +69,7 @@ def warm_up(specs) -> None:
     waiting; it stops at the first import after the API answers."""
     if not _temporary_api:
         return
-    from modelmill.kinds import kind_module
+    from modelmill.learn.kinds import kind_module
 
     for module in dict.fromkeys(["great_expectations", *(kind_module(s.problem) for s in specs)]):
         if _temporary_api[0].answers():
@@ -94,15 +94,15 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
     """Before a command looks at runs: fail fast if the tracking server is down, remove temporary
     files of interrupted writes, and mark runs whose process died FAILED (orphaned). With
     ``prefect`` (commands that talk to Prefect anyway), their flow runs are set to Crashed too."""
-    from modelmill.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
-    from modelmill.tracking import Tracker
+    from modelmill.runtime.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
+    from modelmill.registry.tracking import Tracker
 
     tracker = Tracker(settings)
     tracker.check_reachable()
     clean_stale_temp(settings.snapshot_dir, settings.cache_dir)
     reconcile(tracker, specs)
     if prefect and (pending := unreconciled_flow_runs(tracker, specs)):
-        from flows.pipeline import mark_crashed
+        from modelmill_flows.pipeline import mark_crashed
 
         prefect_ready()
         mark_crashed(list(pending.values()), ORPHANED)
@@ -141,7 +141,7 @@ def exit_code(summaries: list[dict]) -> int:
 
 def with_shipped(specs, settings: Settings) -> list:
     """These specs and every spec of the pipelines folder, once each."""
-    from modelmill.spec import load_all
+    from modelmill.config.spec import load_all
 
     names = {s.name for s in specs}
     return [*specs, *(s for s in load_all(settings) if s.name not in names)]

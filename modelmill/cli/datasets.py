@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from modelmill.cli.common import EXIT_OK, log
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def cmd_datasets(args, settings: Settings) -> int:
-    from modelmill.catalog import CATALOG, get_entry
-    from modelmill.fetch import check_mirror, fetch_catalog_file
+    from modelmill.data.catalog import CATALOG, get_entry
+    from modelmill.data.fetch import check_mirror, fetch_catalog_file
 
     if args.action == "list":
         for e in CATALOG.values():

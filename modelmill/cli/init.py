@@ -9,17 +9,17 @@ from pathlib import Path
 
 from modelmill.cli.common import EXIT_OK
 from modelmill.errors import SpecError
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def cmd_init(args, settings: Settings) -> int:
     import yaml
 
-    from modelmill.fetch import LocalFile, locate_user_file
-    from modelmill.inference import propose
-    from modelmill.ingest import read_query
-    from modelmill.readers import read_table, table_format
-    from modelmill.spec import NAME_PATTERN, PipelineSpec, ReadOptions, SqlSource
+    from modelmill.data.fetch import LocalFile, locate_user_file
+    from modelmill.data.schema_inference import propose
+    from modelmill.data.ingest import read_query
+    from modelmill.data.readers import read_table, table_format
+    from modelmill.config.spec import NAME_PATTERN, PipelineSpec, ReadOptions, SqlSource
 
     if (args.source is None) == (args.sql is None):
         raise SpecError("modelmill init: give the data with --from FILE or --sql QUERY (one of them)")
@@ -48,7 +48,7 @@ def cmd_init(args, settings: Settings) -> int:
         where = str(path)
     proposal = propose(args.name, df, source, target=args.target, problem=args.problem)
     spec = PipelineSpec(**proposal.spec)  # what init writes parses as a spec
-    from modelmill.kinds import get_kind
+    from modelmill.learn.kinds import get_kind
 
     get_kind(spec.problem).check_spec(spec)
     print(f"{args.name}: {len(df)} rows x {len(df.columns)} columns from {where}; problem {spec.problem}")

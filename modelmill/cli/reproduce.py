@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_OK, prepare_environment
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def cmd_reproduce(args, settings: Settings) -> int:
     """Rebuild VERSION from its recorded snapshot, spec, suite and fingerprint in a scratch store;
     exit 0 when the selection and test metrics match (exactly, or within the stated tolerance of a
     network), 1 with the inputs that differ when they do not, or when it cannot be rebuilt."""
-    from modelmill.reproduce import reproduce
+    from modelmill.pipeline.reproduce import reproduce
 
     prepare_environment(settings)
     r = reproduce(args.pipeline, args.version, settings)

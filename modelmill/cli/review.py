@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_OK, housekeeping, prepare_environment
-from modelmill.settings import Settings
+from modelmill.config.settings import Settings
 
 
 def cmd_list(args, settings: Settings) -> int:
-    from modelmill.spec import load_all
-    from modelmill.tracking import CHAMPION, Tracker
+    from modelmill.config.spec import load_all
+    from modelmill.registry.tracking import CHAMPION, Tracker
 
     prepare_environment(settings)
     housekeeping(settings, load_all(settings))
@@ -43,10 +43,10 @@ def cmd_status(args, settings: Settings) -> int:
     import json
     from datetime import UTC, datetime
 
-    from modelmill.servers import TEMPORARY_API
-    from modelmill.spec import load_all
-    from modelmill.status import healthy, pipeline_status, table
-    from modelmill.tracking import Tracker
+    from modelmill.runtime.servers import TEMPORARY_API
+    from modelmill.config.spec import load_all
+    from modelmill.ops.status import healthy, pipeline_status, table
+    from modelmill.registry.tracking import Tracker
 
     prepare_environment(settings)
     specs = load_all(settings)
@@ -54,7 +54,7 @@ def cmd_status(args, settings: Settings) -> int:
     next_runs = None
     url = os.environ.get("PREFECT_API_URL")
     if url and url != os.environ.get(TEMPORARY_API):  # a Prefect server: its scheduled runs
-        from flows.deployments import next_runs as scheduled
+        from modelmill_flows.deployments import next_runs as scheduled
 
         next_runs = scheduled([s.name for s in specs])
     tracker, now = Tracker(settings), datetime.now(UTC)
@@ -67,9 +67,9 @@ def cmd_status(args, settings: Settings) -> int:
 
 
 def cmd_history(args, settings: Settings) -> int:
-    from modelmill.history import history_figure, history_frame
-    from modelmill.spec import load_spec
-    from modelmill.tracking import CHAMPION, Tracker
+    from modelmill.ops.history import history_figure, history_frame
+    from modelmill.config.spec import load_spec
+    from modelmill.registry.tracking import CHAMPION, Tracker
 
     prepare_environment(settings)
     spec = load_spec(args.pipeline, settings)
@@ -94,8 +94,8 @@ def cmd_history(args, settings: Settings) -> int:
 def cmd_ui(args, settings: Settings) -> int:
     import subprocess
 
-    from modelmill.spec import load_all
-    from modelmill.tracking import Tracker
+    from modelmill.config.spec import load_all
+    from modelmill.registry.tracking import Tracker
 
     uri = settings.tracking_uri
     print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")

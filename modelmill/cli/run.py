@@ -9,14 +9,14 @@ from modelmill.cli.common import (
     check_free_space, exit_code, housekeeping, launch_prefect_api, log, prefect_ready, prepare_environment, warm_up, with_shipped,
 )  # fmt: skip
 from modelmill.errors import ModelmillError
-from modelmill.guardian import guard
-from modelmill.settings import Settings
+from modelmill.runtime.guardian import guard
+from modelmill.config.settings import Settings
 
 
 def cmd_run(args, settings: Settings) -> int:
-    from modelmill.fetch import check_mirror
-    from modelmill.report import summary_table
-    from modelmill.spec import available, load_spec
+    from modelmill.data.fetch import check_mirror
+    from modelmill.ops.report import summary_table
+    from modelmill.config.spec import available, load_spec
 
     names = list(available(settings)) if args.all else args.pipelines
     if not names:
@@ -40,7 +40,7 @@ def cmd_run(args, settings: Settings) -> int:
     elif args.dask_address and args.runner == "ray":
         print("modelmill run: --dask-address is for the dask runner; for Ray give --ray-address", file=sys.stderr)
         return 2
-    import flows.pipeline  # noqa: F401 - Prefect's import, while its API comes up
+    import modelmill_flows.pipeline  # noqa: F401 - Prefect's import, while its API comes up
 
     side_by_side = args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask"
     if not side_by_side:  # workers import for themselves
@@ -53,7 +53,7 @@ def cmd_run(args, settings: Settings) -> int:
     print()
     print(summary_table(summaries))
     print()
-    from modelmill.tracking import Tracker
+    from modelmill.registry.tracking import Tracker
 
     tracker = Tracker(settings)
     for s in summaries:
@@ -65,7 +65,7 @@ def cmd_run(args, settings: Settings) -> int:
 
 
 def _run_one_after_another(names: list[str], args) -> list[dict]:
-    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
+    from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     summaries = []
     for i, name in enumerate(names, 1):
@@ -81,8 +81,8 @@ def _run_one_after_another(names: list[str], args) -> list[dict]:
 
 def _longest_first(names: list[str], specs: list, settings: Settings) -> list[str]:
     """The names (with their loaded specs, in the same order), longest last run first."""
-    from modelmill.history import longest_first
-    from modelmill.tracking import Tracker
+    from modelmill.ops.history import longest_first
+    from modelmill.registry.tracking import Tracker
 
     tracker = Tracker(settings)
     seconds = {n: tracker.last_seconds(spec) for n, spec in zip(names, specs, strict=True)}
@@ -94,8 +94,8 @@ def _longest_first(names: list[str], specs: list, settings: Settings) -> list[st
 
 def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -> list[dict]:
     """The pipelines as tasks of one ``modelmill-all`` flow on a Dask (or Ray) task runner."""
-    from flows.parallel import all_pipelines_flow, task_runner
-    from flows.pipeline import heartbeats_where_watched
+    from modelmill_flows.parallel import all_pipelines_flow, task_runner
+    from modelmill_flows.pipeline import heartbeats_where_watched
 
     address = args.dask_address or args.ray_address
     given, names = names, _longest_first(names, specs, settings)
@@ -120,11 +120,11 @@ def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -
 
 
 def cmd_backfill(args, settings: Settings) -> int:
-    from modelmill.fetch import check_mirror
-    from modelmill.history import backfill_dates
-    from modelmill.ingest import date_column
-    from modelmill.report import summary_table
-    from modelmill.spec import load_spec
+    from modelmill.data.fetch import check_mirror
+    from modelmill.ops.history import backfill_dates
+    from modelmill.data.ingest import date_column
+    from modelmill.ops.report import summary_table
+    from modelmill.config.spec import load_spec
 
     spec = load_spec(args.pipeline, settings)
     if date_column(spec) is None:
@@ -136,7 +136,7 @@ def cmd_backfill(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
-    from flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
+    from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     warm_up([spec])
     prefect_ready()

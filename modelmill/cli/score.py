@@ -7,13 +7,13 @@ import sys
 
 from modelmill.cli.common import EXIT_OK, check_free_space, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
 from modelmill.errors import one_line_cause
-from modelmill.guardian import guard
-from modelmill.settings import Settings
+from modelmill.runtime.guardian import guard
+from modelmill.config.settings import Settings
 
 
 def cmd_score(args, settings: Settings) -> int:
     """Score a batch file with a pipeline's champion (a Prefect flow, like a training run)."""
-    from modelmill.spec import load_spec
+    from modelmill.config.spec import load_spec
 
     spec = load_spec(args.pipeline, settings)
     check_free_space(settings)
@@ -21,8 +21,8 @@ def cmd_score(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
-    from flows.pipeline import heartbeats_where_watched
-    from flows.scoring import score_flow
+    from modelmill_flows.pipeline import heartbeats_where_watched
+    from modelmill_flows.scoring import score_flow
 
     prefect_ready()
     with heartbeats_where_watched():

@@ -1,0 +1,98 @@
+"""Settings from the environment (``MODELMILL_*``), resolved when asked for, never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Where modelmill keeps its state and finds its data, from ``MODELMILL_*`` variables.
+
+    ``MODELMILL_HOME`` holds the dataset cache, snapshots, the local MLflow store and the Prefect
+    home when no servers are configured.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MODELMILL_", extra="ignore")
+
+    home: Path = Field(default=Path(".modelmill"), description="project data folder")
+    data_mirror: str | None = Field(
+        default=None, description="directory or http(s) base URL laid out as <id>/<file>"
+    )
+    pipelines_dir: Path | None = Field(default=None, description="folder of pipeline specs")
+    expectations_dir: Path | None = Field(default=None, description="folder of GX suites")
+    data_roots: str | None = Field(
+        default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
+    )
+    min_free_mb: int = Field(default=200, ge=0, description="free space MODELMILL_HOME needs before a run starts")
+    notify_urls: str | None = Field(default=None, description="apprise URLs (space- or comma-separated) for pipelines whose spec has no `notify`; `${VAR}` filled from the environment")
+    notify_events: str | None = Field(default=None, description="the events they get (default: failed, rejected, drift, promoted, candidate, stale, score_rejected)")
+    download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
+    download_retries: int = Field(default=3, ge=1, description="attempts at each download")
+    store_uri: str | None = Field(
+        default=None, description="an S3-compatible object store (s3://bucket/prefix) that holds every snapshot, download and sentence embedding, so that workers on any machine can run any stage; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    )
+    store_endpoint: str | None = Field(default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def allowed_data_roots(self) -> list[Path]:
+        """Folders beside the spec's own where local source files may live: MODELMILL_HOME and
+        MODELMILL_DATA_ROOTS."""
+        extra = [Path(p).expanduser().resolve() for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
+        return [self.home_dir, *extra]
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home_dir / "cache"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.home_dir / "snapshots"
+
+    @property
+    def specs_dir(self) -> Path:
+        if self.pipelines_dir is not None:
+            return self.pipelines_dir.expanduser().resolve()
+        local = Path("pipelines")
+        return (local if local.is_dir() else REPO_ROOT / "pipelines").resolve()
+
+    @property
+    def suites_dir(self) -> Path:
+        if self.expectations_dir is not None:
+            return self.expectations_dir.expanduser().resolve()
+        return (self.specs_dir.parent / "expectations").resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home_dir / "mlartifacts"
+
+
+#: variables read where they are used rather than through :class:`Settings` (the reference page
+#: lists them; a test checks that every ``MODELMILL_*`` name in the code is one or the other)
+OTHER_VARIABLES: dict[str, str] = {
+    "MODELMILL_MAX_EPOCHS": "an upper bound on every neural network's epochs (smoke runs, tests); part of a run's fingerprint",
+    "MODELMILL_SQL_URL": "the SQLAlchemy URL of a SQL source (a spec's `source.sql.url_env` may name another variable)",
+    "MODELMILL_SHARED_CORES": "set by `run --workers N` on a local cluster: the folder of busy marks through which side-by-side networks share the cores",
+    "MODELMILL_TEMPORARY_PREFECT_API": "set by a command for the temporary Prefect API it started (its runs send no heartbeats)",
+    "MODELMILL_TEXT_ENCODER": "a sentence-transformers folder to use instead of the `text` extra's all-MiniLM-L6-v2 (pinned by the spec's `options.encoder_sha256`)",
+    "MODELMILL_USER": "who approves or rolls back a champion, as recorded in the audit trail (default: the operating-system user)",
+    "MLFLOW_TRACKING_URI": "an MLflow server instead of the local store `sqlite:///$MODELMILL_HOME/mlflow.db`",
+    "PREFECT_API_URL": "a Prefect server instead of a temporary local API per command",
+}
+
+
+def get_settings() -> Settings:
+    return Settings()

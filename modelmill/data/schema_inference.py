@@ -1,0 +1,307 @@
+"""A first spec and suite from a user's own table: each column's role and type inferred from its
+values (numeric, categorical, text, id-like, date; nulls; thousands separators), with the reason
+for each guess, so that ``modelmill init`` can say what it decided and a person can correct it.
+
+Pure functions over a DataFrame; nothing here reads or writes files."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from modelmill.errors import SpecError
+from modelmill.data.ingest import CURRENCY, coerce_numbers
+
+INIT_KINDS = ("tabular_classification", "text_classification", "recommendation")
+
+#: a column whose name says it identifies a row (or a user / an item)
+ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|code|no|number|ref)$|^(id|uuid|email|e_mail|phone)$", re.I)
+USER_NAME = re.compile(r"user|customer|client|member|buyer|account", re.I)
+ITEM_NAME = re.compile(r"item|product|sku|stock|article|movie|book|song|sku", re.I)
+RATING_NAME = re.compile(r"rating|score|stars|grade", re.I)
+#: at most this many distinct values (and a small share of the rows) make a text column categorical
+MAX_CATEGORIES = 50
+THOUSANDS_PATTERNS = {
+    ",": re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$"),
+    ".": re.compile(r"^-?\d{1,3}(\.\d{3})+(,\d+)?$"),
+    " ": re.compile(r"^-?\d{1,3}( \d{3})+([.,]\d+)?$"),
+    "'": re.compile(r"^-?\d{1,3}('\d{3})+(\.\d+)?$"),
+}
+
+
+@dataclass
+class Column:
+    """What one column was taken for, and why."""
+
+    name: str
+    role: str  # target, numeric, categorical, text, date, id, user, item, rating, dropped
+    why: str
+    nulls: int = 0
+    distinct: int = 0
+    thousands: str | None = None
+    decimal: str = "."
+
+
+@dataclass
+class Proposal:
+    spec: dict[str, Any]
+    suite: dict[str, Any]
+    columns: list[Column] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plain(value: Any) -> Any:
+    """A value as YAML/JSON writes it (numpy scalars to Python ones)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _thousands(values: pd.Series) -> tuple[str | None, str]:
+    """The thousands separator (and decimal mark) numbers written as text use, if any does."""
+    text = values.astype("str").str.replace(CURRENCY, "", regex=True).str.strip()
+    for sep, pattern in THOUSANDS_PATTERNS.items():
+        if text.str.match(pattern).any():
+            return sep, "," if sep == "." else "."
+    return None, "."
+
+
+def _as_numbers(values: pd.Series) -> tuple[pd.Series | None, str | None, str]:
+    """Text values read as numbers the way ingest reads a declared numeric feature, or None when
+    some value is not a number."""
+    sep, decimal = _thousands(values)
+    number = coerce_numbers(values, sep, decimal)
+    return (number, sep, decimal) if pd.api.types.is_numeric_dtype(number) else (None, None, ".")
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    text = values.astype("str")
+    if not text.str.contains(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}", regex=True).mean() >= 0.95:
+        return False
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    return parsed.notna().mean() >= 0.95
+
+
+def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[Column]:
+    """Each column's role, from its values and name."""
+    n = len(df)
+    out = []
+    for name in df.columns:
+        s = df[name]
+        present = s.dropna()
+        nulls, distinct = int(s.isna().sum()), int(present.nunique())
+        col = Column(name, "dropped", "", nulls, distinct)
+        out.append(col)
+        if name == target:
+            col.role, col.why = "target", f"the target (--target), {distinct} classes"
+            continue
+        if distinct <= 1:
+            col.why = "one value only: carries nothing to learn from"
+            continue
+        numeric = s if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else None
+        if numeric is None and pd.api.types.is_datetime64_any_dtype(s):
+            col.role, col.why = "date", "already a date/time column"
+            continue
+        if numeric is None and not pd.api.types.is_bool_dtype(s):
+            numeric, col.thousands, col.decimal = _as_numbers(present)
+            if numeric is None and _looks_like_dates(present):
+                col.role, col.why = "date", "every value parses as a date"
+                continue
+        unique = distinct == len(present) and len(present) == n
+        if ID_NAME.search(str(name)) and (unique or problem == "recommendation"):
+            col.role, col.why = "id", "its name says it identifies something" + (" and every value is unique" if unique else "")
+            continue
+        if numeric is not None:
+            integer = bool((pd.to_numeric(numeric, errors="coerce").dropna() % 1 == 0).all())
+            if unique and integer and n > 20 and pd.to_numeric(numeric, errors="coerce").is_monotonic_increasing:
+                col.role, col.why = "id", "whole numbers, rising and each row its own: a row number, not a measurement"
+                continue
+            col.role = "numeric"
+            col.why = "numbers" + (f" written with '{col.thousands}' as thousands separator" if col.thousands else "")
+            continue
+        lengths = present.astype("str").str.len()
+        words = present.astype("str").str.split().str.len()
+        if distinct <= MAX_CATEGORIES and distinct <= max(2, 0.2 * len(present)):
+            col.role, col.why = "categorical", f"{distinct} distinct values"
+        elif words.mean() >= 3 or lengths.mean() >= 30:
+            col.role, col.why = "text", f"free text, {words.mean():.1f} words on average"
+        elif unique or distinct > 0.9 * len(present):
+            col.role, col.why = "id", f"{distinct} distinct short values in {len(present)} rows: an identifier, not a feature"
+        else:
+            col.role, col.why = "categorical", f"{distinct} distinct short values (many: consider grouping them)"
+    return out
+
+
+def _pick(columns: list[Column], role: str, pattern: re.Pattern, label: str) -> Column | None:
+    """The column of the recommendation role ``label``: one named like it, of a fitting role."""
+    for c in columns:
+        if c.role in role.split("|") and pattern.search(c.name):
+            c.role, c.why = label, f"named like {'an' if label[0] in 'aeiou' else 'a'} {label}; {c.why}"
+            return c
+    return None
+
+
+def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, problem: str | None) -> str:
+    if problem is not None:
+        if problem not in INIT_KINDS:
+            raise SpecError(f"modelmill init proposes {', '.join(INIT_KINDS)} specs, not {problem} (start from a shipped spec in pipelines/ instead)")
+        return problem
+    if target is None:
+        raise SpecError("name the column to predict with --target (or give --problem recommendation)")
+    texts = [c for c in columns if c.role == "text"]
+    others = [c for c in columns if c.role in ("numeric", "categorical")]
+    classes = df[target].nunique()
+    if texts and not others:
+        return "text_classification"
+    if classes == 2:
+        return "tabular_classification"
+    if texts:
+        return "text_classification"
+    raise SpecError(f"target {target} has {classes} classes: the tabular kind is binary (give --problem text_classification for a text column, or a 0/1 target)")
+
+
+def _positive(df: pd.DataFrame, target: str) -> Any:
+    """The rarer class (ties: the larger value) is the positive one."""
+    counts = df[target].dropna().value_counts()
+    rarest = counts[counts == counts.min()].index
+    return _plain(sorted(rarest, key=str)[-1])
+
+
+def _suite(name: str, df: pd.DataFrame, columns: list[Column], kept: list[str]) -> dict[str, Any]:
+    """Row count, the column set, not-null where the data has no nulls, value sets of low-
+    cardinality columns, ranges with a margin, unique ids."""
+    exp: list[dict[str, Any]] = [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": max(1, len(df) // 10)}},
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": kept, "exact_match": True}},
+    ]
+    for c in (c for c in columns if c.name in kept):
+        if c.nulls == 0:
+            exp.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c.name}})
+        values = df[c.name].dropna()
+        if c.role in ("categorical", "target") and c.distinct <= MAX_CATEGORIES:
+            value_set = sorted({_plain(v) for v in values}, key=str)
+            exp.append({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c.name, "value_set": value_set}})
+        elif c.role in ("numeric", "rating"):
+            number = pd.to_numeric(coerce_numbers(values, c.thousands, c.decimal), errors="coerce")
+            lo, hi = float(number.min()), float(number.max())
+            margin = 0.1 * (hi - lo) or abs(hi) * 0.1 or 1.0
+            low = 0.0 if lo >= 0 and lo - margin < 0 else lo - margin
+            exp.append({"type": "expect_column_values_to_be_between", "kwargs": {"column": c.name, "min_value": _round(low, down=True), "max_value": _round(hi + margin, down=False)}})
+        elif c.role == "id" and c.distinct == len(df):
+            exp.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": c.name}})
+    return {"name": name, "expectations": exp}
+
+
+def _round(x: float, *, down: bool) -> float:
+    """A bound at three significant figures, rounded outwards."""
+    if x == 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(abs(x))) - 2)
+    return float((math.floor if down else math.ceil)(x / scale) * scale)
+
+
+def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str | None = None, problem: str | None = None) -> Proposal:
+    """A spec (as a mapping) and a GX suite for ``df``, with what was inferred and why."""
+    if len(df) == 0:
+        raise SpecError("the table has no rows: nothing to infer a pipeline from")
+    if target is not None and target not in df.columns:
+        raise SpecError(f"--target {target}: no such column (columns: {', '.join(map(str, df.columns))})")
+    columns = classify(df, target, problem)
+    problem = choose_problem(columns, df, target, problem)
+    notes: list[str] = []
+    spec: dict[str, Any] = {"name": name, "domain": "my_domain", "description": f"{name}: a pipeline proposed by `modelmill init` from {source.get('path') or 'a SQL query'}; describe what it is for.", "source": dict(source)}
+    by_role = lambda *roles: [c for c in columns if c.role in roles]  # noqa: E731
+    if problem == "recommendation":
+        roles = {}
+        for label, pattern, allowed in (("user", USER_NAME, "id|categorical|numeric"), ("item", ITEM_NAME, "id|categorical|numeric"), ("rating", RATING_NAME, "numeric")):
+            picked = _pick(columns, allowed, pattern, label)
+            if picked is not None:
+                roles[label] = picked.name
+        if {"user", "item"} - set(roles):
+            raise SpecError(f"modelmill init: no column named like a user and an item ({', '.join(map(str, df.columns))}): rename them, or write the spec's roles by hand")
+        dates = by_role("date")
+        if dates:
+            roles["date"] = dates[0].name
+            dates[0].why += "; the temporal split's date"
+        spec |= {"roles": roles, "suite": f"{name}.json", "problem": problem}
+        spec["split"] = {"method": "temporal", "test_period_days": 30, "seed": 42} if dates else {"method": "random", "test_size": 0.25, "seed": 42}
+        spec |= {"baseline": {"name": "popularity", "estimator": "popularity"}, "candidates": [{"name": "item_knn", "estimator": "item_knn", "grid": {"neighbours": [50, 200]}}, {"name": "als", "estimator": "als", "params": {"factors": 32, "iterations": 10}}]}
+        spec["metric"] = {"name": "ndcg_at_10", "direction": "maximize"}
+        if "rating" in roles:
+            ratings = pd.to_numeric(df[roles["rating"]], errors="coerce")
+            spec["options"] = {"relevance_threshold": _plain(ratings.quantile(0.6))}
+            notes.append(f"ratings at or above {spec['options']['relevance_threshold']} (the 60th percentile) count as interactions: options.relevance_threshold")
+        for c in columns:
+            if c.name not in roles.values():
+                c.role, c.why = "dropped", f"not used by the recommender ({c.why})"
+        spec["drop"] = [c.name for c in columns if c.role == "dropped"]
+        if not spec["drop"]:
+            del spec["drop"]
+    else:
+        features: dict[str, Any] = {}
+        numeric, categorical, texts = by_role("numeric"), by_role("categorical"), by_role("text")
+        if problem == "text_classification":
+            if not texts:
+                raise SpecError("modelmill init: --problem text_classification needs a free-text column, and none was found")
+            for c in numeric + categorical:
+                c.role, c.why = "dropped", f"the text kind reads one text column ({c.why})"
+            numeric, categorical = [], []
+        if numeric:
+            features["numeric"] = [c.name for c in numeric]
+        if categorical:
+            features["categorical"] = [c.name for c in categorical]
+        if texts:
+            texts.sort(key=lambda c: -df[c.name].astype("str").str.len().mean())
+            features["text"] = texts[0].name
+            for c in texts[1:]:
+                c.role, c.why = "dropped", f"one text column per pipeline: {texts[0].name} is longer ({c.why})"
+        if not features:
+            raise SpecError("modelmill init: no column is usable as a feature (all are ids, dates or constant)")
+        spec |= {"target": target, "positive_label": _positive(df, target) if df[target].nunique() == 2 else None, "features": features}
+        if spec["positive_label"] is None:
+            del spec["positive_label"]
+        else:
+            notes.append(f"positive_label {spec['positive_label']!r} is the rarer class: change it if the other one is what you predict")
+        ids = by_role("id")
+        if ids:
+            spec["roles"] = {"id": ids[0].name}
+            ids[0].why += "; kept as roles.id (lineage and duplicates), never a feature"
+        spec["drop"] = [c.name for c in columns if c.role in ("dropped", "date") or (c.role == "id" and c is not ids[0])]
+        if not spec["drop"]:
+            del spec["drop"]
+        for c in columns:
+            if c.role == "date":
+                c.why += "; dropped (a date is not a feature here: use it for a temporal split or drop it)"
+        thousands = {c.thousands for c in numeric if c.thousands}
+        if thousands:
+            sep = sorted(thousands)[0]
+            spec["source"]["thousands"] = sep
+            if sep == ".":
+                spec["source"]["decimal"] = ","
+        spec |= {"suite": f"{name}.json", "problem": problem, "split": {"method": "stratified", "test_size": 0.25, "seed": 42}}
+        if problem == "tabular_classification":
+            holes = [c for c in numeric + categorical if c.nulls]
+            if holes:
+                spec["impute"] = {"numeric": "median", "categorical": "missing", "indicator": True}
+                notes.append(f"{', '.join(c.name for c in holes)} have missing values: filled inside the model (impute)")
+            spec["baseline"] = {"name": "prior", "estimator": "dummy_prior"}
+            spec["candidates"] = [
+                {"name": "logistic_regression", "estimator": "logistic_regression", "params": {"class_weight": "balanced"}, "grid": {"C": [0.1, 1.0]}},
+                {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
+            ]
+            spec["metric"] = {"name": "roc_auc", "direction": "maximize"}
+        else:
+            binary = df[target].nunique() == 2
+            spec["baseline"] = {"name": "prior", "estimator": "dummy_prior" if binary else "dummy_most_frequent"}
+            spec["candidates"] = [{"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.1, 0.5]}}, {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [1.0, 10.0]}}]
+            spec["metric"] = {"name": "roc_auc" if binary else "accuracy", "direction": "maximize"}
+        counts = df[target].value_counts()
+        folds = int(min(5, counts.min() - 1)) if len(counts) else 5
+        if folds < 2:
+            raise SpecError(f"target {target}: its rarest class has {counts.min()} rows; at least 3 are needed to train and test")
+        spec["split"]["folds"] = folds
+    spec["schedule"] = {"cron": "0 6 * * 1"}
+    kept = [str(c) for c in df.columns if c not in spec.get("drop", [])]
+    return Proposal(spec, _suite(name, df, columns, kept), columns, notes)

@@ -1,0 +1,203 @@
+"""Image classification from small grey-level images (BreastMNIST and others of that shape).
+
+Images arrive as flattened pixel arrays with their height/width. The scikit-learn candidates
+read HOG descriptors, an intensity histogram and down-sampled pixels (scikit-image); the ``cnn``
+candidate, a small residual network (PyTorch), reads the pixels. All are chosen on the official
+validation split, then refit on train + val.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import PredefinedSplit
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from modelmill.errors import SpecError
+from modelmill.learn.evaluation import binary_metrics, binary_plots, figure
+from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.learn.kinds.estimators import pick
+from modelmill.learn.kinds.neural import CNNClassifier, training_curves
+from modelmill.learn.kinds.selection import grid_select, predefined_parts
+from modelmill.config.spec import PipelineSpec
+
+
+#: the scikit-learn scorer of each primary metric
+SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}
+
+class ImageOptions(KindOptions):
+    height: int = Field(28, ge=8, description="image height in pixels")
+    width: int = Field(28, ge=8, description="image width in pixels")
+    positive_label_name: str = Field("positive", description="name of the positive class in plots")
+    negative_label_name: str = Field("negative", description="name of the negative class in plots")
+    hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
+    augment_flips: bool = Field(True, description="fit the feature-based models on left-right mirrored copies of their training images too")
+
+
+class CalibratedSVC(ClassifierMixin, BaseEstimator):
+    """RBF SVM with probabilities from a held-out sigmoid calibration (scikit-learn 1.9's
+    replacement for ``SVC(probability=True)``)."""
+
+    def __init__(self, C=1.0, gamma="scale", cv=5):
+        self.C, self.gamma, self.cv = C, gamma, cv
+
+    def fit(self, X, y):
+        self.model_ = CalibratedClassifierCV(SVC(C=self.C, gamma=self.gamma), ensemble=False, cv=self.cv).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+class MirrorAugmented(ClassifierMixin, BaseEstimator):
+    """Fits ``pipeline`` on the images and, with ``mirror``, their left-right mirrored copies:
+    the copies exist only inside ``fit``, so a validation image's mirror never trains a model
+    that is scored on it."""
+
+    def __init__(self, pipeline, height=28, width=28, mirror=True):
+        self.pipeline, self.height, self.width, self.mirror = pipeline, height, width, mirror
+
+    def fit(self, X, y):
+        X, y = np.asarray(X), np.asarray(y)
+        if self.mirror:
+            X, y = np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]), np.concatenate([y, y])
+        self.pipeline_ = clone(self.pipeline).fit(X, y)
+        self.classes_ = self.pipeline_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(X)
+
+    def predict(self, X):
+        return self.pipeline_.predict(X)
+
+
+class ImageFeatures(TransformerMixin, BaseEstimator):
+    """HOG + intensity histogram + 2x down-sampled pixels of each (height x width) image in [0, 255]."""
+
+    def __init__(self, height=28, width=28, hog_cell=7):
+        self.height, self.width, self.hog_cell = height, width, hog_cell
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        from skimage.feature import hog
+        from skimage.transform import downscale_local_mean
+
+        imgs = np.asarray(X, dtype=np.float64).reshape(-1, self.height, self.width) / 255.0
+        feats = []
+        for img in imgs:
+            h = hog(img, orientations=9, pixels_per_cell=(self.hog_cell, self.hog_cell), cells_per_block=(2, 2), feature_vector=True)
+            hist, _ = np.histogram(img, bins=16, range=(0, 1), density=True)
+            small = downscale_local_mean(img, (2, 2)).ravel()
+            feats.append(np.concatenate([h, hist, small, [img.mean(), img.std()]]))
+        return np.vstack(feats)
+
+
+class ImageClassification(ProblemKind):
+    name = "image_classification"
+    Options = ImageOptions
+    METRICS = {"roc_auc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"}
+    HEADLINE = ("accuracy", "sensitivity", "specificity")
+    EXAMPLE_ROWS = True
+    FEATURES = ("image",)
+    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p), cnn=lambda seed, **p: CNNClassifier(**{"seed": seed, **p}))
+
+    def check_spec(self, spec: PipelineSpec) -> None:
+        super().check_spec(spec)
+        if not spec.features.image or spec.target is None or spec.positive_label is None:
+            raise SpecError(f"pipeline {spec.name}: image classification needs features.image, target and positive_label")
+        self.require_split(spec, "predefined")
+
+    def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
+        """The images as the model takes them: one row of height x width grey levels each."""
+        opts = self.options(spec)
+        sizes = df[spec.features.image].map(lambda v: 0 if v is None else len(v))
+        wrong = sizes != opts.height * opts.width
+        if wrong.any():
+            raise SpecError(
+                f"pipeline {spec.name}: {int(wrong.sum())} of {len(df)} images have {int(sizes[wrong].iloc[0])} pixels, not {opts.height}x{opts.width} "
+                "(options.height and width); set source.images.size to resize them as they are read"
+            )
+        return np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]]) if len(df) else np.zeros((0, opts.height * opts.width), np.float32)
+
+    def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
+        X = self.model_input(spec, df)
+        y = (df[spec.target].astype(str) == str(spec.positive_label)).astype(int).to_numpy()
+        parts = predefined_parts(spec, df)
+        train, val, test = parts == "train", parts == "val", parts == "test"
+        if not val.any():
+            raise SpecError(f"pipeline {spec.name}: image classification selects on the val split, and split column {spec.split.column} has no val rows")
+        X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
+        val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
+        info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}
+        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info, self.label_names(spec, df[spec.target]), self.test_keys(spec, df, np.flatnonzero(test)))
+
+    def _pipeline(self, spec: PipelineSpec, model) -> MirrorAugmented:
+        """The model behind its featurizer; a CNN reads the images themselves (and augments them
+        in every epoch), the others get mirrored copies of the images they are fitted on."""
+        opts = self.options(spec)
+        if getattr(model, "consumes", None) == "pixels":
+            return MirrorAugmented(Pipeline([("model", model.set_params(height=opts.height, width=opts.width))]), opts.height, opts.width, mirror=False)
+        return MirrorAugmented(Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)]), opts.height, opts.width, mirror=opts.augment_flips)
+
+    def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
+        X, y, val_fold = data.train
+        scoring = SCORING[spec.metric.name]
+
+        def pipeline(c):
+            return self._pipeline(spec, self.build(c, spec))
+
+        best_name, best, table, chosen = grid_select(spec, pipeline, X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
+        baseline = self.fit_baseline(spec, pipeline, X, y)
+        return Trained(best, baseline, best_name, table, {}, chosen)
+
+    def importance_input(self, spec: PipelineSpec, data: Prepared):
+        """Regions of the image (a 4 x 4 grid), each shuffled among the test images as a whole:
+        which part of an image the model reads."""
+        from modelmill.learn.explain import image_regions
+
+        X, y = data.test
+        opts = self.options(spec)
+        scoring = SCORING[spec.metric.name]
+        return X, y, scoring, image_regions(opts.height, opts.width)
+
+    def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
+        X, y = data.test
+        p = model.predict_proba(X)[:, 1]
+        return binary_metrics(y, p, (p >= 0.5).astype(int))  # MedMNIST reports ACC at 0.5
+
+    def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
+        opts = self.options(spec)
+        X, y = data.test
+        p = trained.model.predict_proba(X)[:, 1]
+        yhat = (p >= 0.5).astype(int)
+        figs = binary_plots(y, p, yhat, (opts.negative_label_name, opts.positive_label_name), spec.name, pr=False)
+        wrong = np.flatnonzero(yhat != y)
+        fig, _ = figure(10, 10)
+        fig.clf()
+        names = {1: opts.positive_label_name, 0: opts.negative_label_name}
+        for i, idx in enumerate(wrong[:36]):
+            ax = fig.add_subplot(6, 6, i + 1)
+            ax.imshow(X[idx].reshape(opts.height, opts.width), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"true {names[y[idx]][:9]}\np={p[idx]:.2f}", fontsize=7)
+            ax.axis("off")
+        fig.suptitle(f"{spec.name}: {len(wrong)} misclassified test images (first 36)")
+        figs["misclassified.png"] = fig
+        if (curves := training_curves(trained.model, spec.name)) is not None:
+            figs["training_curves.png"] = curves
+        return figs, {}
+
+    def examples(self, model, data: Prepared):
+        X = data.test[0][:3]
+        return X, model.predict_proba(X)

@@ -1,0 +1,111 @@
+"""Alerts: one message per event (a run failed or was rejected, data drifted, a model was
+promoted or not, a pipeline went stale, a scoring batch set too many rows aside), sent through
+apprise to the URLs a spec's ``notify`` (or the project's ``MODELMILL_NOTIFY_URLS``) names.
+
+A notifier that fails never fails the run: each URL is tried a bounded number of times and a
+failure is one log line. Secrets stay out of specs and logs: a URL may hold ``${VAR}``, filled
+from the environment when the message is sent, and the logs show URLs with their credentials
+masked."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from modelmill.config.settings import Settings
+from modelmill.config.spec import ALERT_EVENTS as EVENTS
+from modelmill.config.spec import PipelineSpec
+
+log = logging.getLogger("modelmill.ops.alerts")
+
+#: sent when neither the spec nor the project names events
+DEFAULT_EVENTS = ("failed", "rejected", "drift", "promoted", "candidate", "stale", "score_rejected")
+ATTEMPTS = 3
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Alert:
+    pipeline: str
+    event: str
+    cause: str
+    link: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"modelmill · {self.pipeline} · {self.event.replace('_', ' ')}"
+
+    @property
+    def body(self) -> str:
+        return self.cause.splitlines()[0] + (f"\n{self.link}" if self.link else "")
+
+
+def expand(url: str) -> str:
+    """``${VAR}`` in a URL filled from the environment (a missing one is an error naming it)."""
+
+    def value(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise KeyError(m.group(1))
+        return os.environ[m.group(1)]
+
+    return _VARIABLE.sub(value, url)
+
+
+def masked(url: str) -> str:
+    """A URL fit for a log line: its scheme and host, never a password, token or path secret."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/…" if rest else scheme
+
+
+def targets(spec: PipelineSpec | None, settings: Settings) -> tuple[list[str], tuple[str, ...]]:
+    """The URLs and events that apply: the spec's ``notify``, else the project's defaults."""
+    if spec is not None and spec.notify is not None:
+        return list(spec.notify.urls), tuple(spec.notify.events or DEFAULT_EVENTS)
+    urls = [u for u in re.split(r"[\s,]+", settings.notify_urls or "") if u]
+    events = tuple(e for e in re.split(r"[\s,]+", settings.notify_events or "") if e) or DEFAULT_EVENTS
+    unknown = sorted(set(events) - set(EVENTS))
+    if unknown:
+        log.warning("MODELMILL_NOTIFY_EVENTS names unknown events %s (known: %s)", ", ".join(unknown), ", ".join(EVENTS))
+    return urls, events
+
+
+def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: float = 0.5) -> int:
+    """Send ``alert`` to every URL that takes its event; returns how many received it. Never
+    raises: a URL that fails ``ATTEMPTS`` times is a warning in the log."""
+    urls, events = targets(spec, settings)
+    if alert.event not in events or not urls:
+        return 0
+    import apprise
+
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its own lines may carry a URL
+    delivered = 0
+    for url in urls:
+        try:
+            full = expand(url)
+        except KeyError as e:
+            log.warning("%s: alert %s not sent to %s: environment variable %s is not set", alert.pipeline, alert.event, masked(url), e.args[0])
+            continue
+        notifier = apprise.Apprise()
+        if not notifier.add(full):
+            log.warning("%s: alert %s not sent: %s is not an apprise URL", alert.pipeline, alert.event, masked(url))
+            continue
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                ok = notifier.notify(title=alert.title, body=alert.body)
+            except Exception as e:  # noqa: BLE001 - a notifier's failure is never the run's
+                ok, why = False, type(e).__name__
+            else:
+                why = "not delivered"
+            if ok:
+                delivered += 1
+                log.info("%s: alert %s sent to %s", alert.pipeline, alert.event, masked(url))
+                break
+            if attempt == ATTEMPTS:
+                log.warning("%s: alert %s to %s failed %d times (%s); the run goes on", alert.pipeline, alert.event, masked(url), ATTEMPTS, why)
+            else:
+                time.sleep(pause * attempt)
+    return delivered

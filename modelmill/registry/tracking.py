@@ -1,0 +1,544 @@
+"""The one MLflow adapter: every MLflow call in modelmill goes through this module.
+
+Runs are addressed by id (never by the fluent "active run" of a thread), so stages can run in
+separate Prefect tasks or workers. MLflow is imported when a :class:`Tracker` is created, not at
+import time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+import contextlib
+from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from modelmill.registry.runview import EXPERIMENT_KIND
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
+
+log = logging.getLogger("modelmill.registry.tracking")
+
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+CHAMPION, CHALLENGER, CANDIDATE = "champion", "challenger", "candidate"
+AUDIT_SUFFIX = "/audit"
+#: on a scoring run: the version that shadowed the champion on that batch
+SHADOW_TAG = "modelmill.shadow_version"
+SCORING_SUFFIX = "/scoring"
+#: Local store URIs whose schema this process has already created or checked.
+_INITIALISED: set[str] = set()
+#: MLflow client HTTP settings (its defaults retry for minutes against a server that is down).
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+#: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
+#: checked before anything in them is unpickled.
+MODEL_DIGEST_TAG = "modelmill.model_sha256"
+
+
+#: Written by MLflow into a registered model's download, not part of what was logged.
+_GENERATED = {"registered_model_meta"}
+
+
+def dir_digest(root: Path) -> str:
+    """sha256 over every file under ``root``: its relative path and its content's sha256."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(root).rglob("*") if q.is_file() and q.name not in _GENERATED):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str | None
+    uri: str
+
+
+class _LineLogger(io.TextIOBase):
+    """A text stream whose lines become log records (MLflow prints registry events to stderr)."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.INFO):
+        self.logger, self.level, self.buffer, self.busy = logger, level, "", False
+
+    def write(self, text: str) -> int:
+        if self.busy:  # a log handler failing inside info() reports to stderr: not back into the log
+            return sys.__stderr__.write(text)
+        self.busy = True
+        try:
+            self.buffer += text
+            *lines, self.buffer = self.buffer.split("\n")
+            for line in lines:
+                if line.strip():
+                    self.logger.log(self.level, "%s", line.strip())
+        finally:
+            self.busy = False
+        return len(text)
+
+
+def safe_key(key: str) -> str:
+    """MLflow keys allow alphanumerics and ``_-. :/``; anything else becomes ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
+class Tracker:
+    def __init__(self, settings: Settings):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Bounded client retries: a server that is down fails a call in ~15 s, not after minutes.
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
+        import mlflow
+
+        self.settings = settings
+        self.uri = settings.tracking_uri
+        self.local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
+        if self.local:
+            settings.home_dir.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self._mlflow = mlflow
+        if self.uri.startswith("sqlite:") and self.uri not in _INITIALISED:
+            # The client creates (or migrates) the local store's schema: two processes doing it at
+            # once on a brand-new store break it (``No such constraint: 'uq_experiments_name'``).
+            # Once per process and store: later clients find the schema in place.
+            from modelmill.runtime.locks import file_lock, lock_dir
+
+            with file_lock(lock_dir(settings.home_dir) / "mlflow-store.lock", "MLflow store initialisation", timeout=600):
+                self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                self.client.search_registered_models(max_results=1)  # the registry store too
+            _INITIALISED.add(self.uri)
+        else:
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def check_reachable(self, attempts: int = 3, timeout: float = 5) -> None:
+        """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
+        if not self.uri.startswith("http"):
+            return
+        import urllib.error
+        import urllib.request
+
+        from modelmill.errors import TrackingUnavailable
+
+        reason: object = None
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout):
+                    return
+            except urllib.error.HTTPError as e:  # it answers (auth, proxies): reachable
+                if e.code < 500:
+                    return
+                reason = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+            if attempt < attempts - 1:
+                time.sleep(1)
+        raise TrackingUnavailable(
+            f"the MLflow tracking server MLFLOW_TRACKING_URI={self.uri} is unreachable ({reason}): start it, or unset MLFLOW_TRACKING_URI to use the local store"
+        )
+
+    # -- experiments and runs -------------------------------------------------------------
+    def experiment_id(self, spec: PipelineSpec, create: bool = True, suffix: str = "") -> str | None:
+        name = spec.experiment_name + suffix
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = None
+        if self.local:
+            location = (self.settings.artifact_root / re.sub(r"[^a-z0-9_]+", "_", spec.name + suffix)).as_uri()
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={"modelmill.domain": spec.domain, "mlflow.note.content": spec.description, **(EXPERIMENT_KIND if suffix else {})}
+            )
+        except Exception:  # created concurrently by another run: read it back
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def start_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def start_scoring_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
+        """A run in the pipeline's ``…/scoring`` experiment: batches scored by the champion stay
+        apart from training runs (history, promotion and skip-unchanged read only those)."""
+        run = self.client.create_run(self.experiment_id(spec, suffix=SCORING_SUFFIX), run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def set_experiment_tags(self, spec: PipelineSpec, tags: dict[str, str]) -> None:
+        """Upserts; two runs setting the same new tag at once race on SQLite's insert (UNIQUE
+        constraint): the loser retries, and then updates the row the winner wrote."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.experiment_id(spec)
+        for k, v in tags.items():
+            for attempt in range(3):
+                try:
+                    self.client.set_experiment_tag(exp, k, v)
+                    break
+                except MlflowException as e:
+                    if "UNIQUE constraint" not in str(e) or attempt == 2:
+                        raise
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name[:250])
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def run_url(self, run_id: str) -> str:
+        run = self.client.get_run(run_id)
+        if self.uri.startswith("http"):
+            return f"{self.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return f"(`modelmill ui`) http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+    def experiment_url(self, experiment_id: str, base: str | None = None) -> str:
+        """The experiment's runs table in modelmill's view (metric, baseline, lift, decision, digest)."""
+        from modelmill.registry.runview import view_path
+
+        root = base or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        return f"{root.rstrip('/')}/{view_path(experiment_id)}"
+
+    @contextmanager
+    def _resumed(self, run_id: str):
+        """Make ``run_id`` the active run for flavour APIs that need one, and leave it RUNNING."""
+        mlflow = self._mlflow
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield
+        finally:  # MLflow prints "View run … at: URL" to stdout when a server run ends: a debug line
+            with contextlib.redirect_stdout(_LineLogger(log, logging.DEBUG)):
+                mlflow.end_run(status=RUNNING)
+
+    # -- logging ----------------------------------------------------------------------------
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        """One request per 100 tags (``log_batch``), not one per tag."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(safe_key(k), str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import math
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(safe_key(k), float(v), ts, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        self.client.log_text(run_id, text, path)
+
+    def log_figure(self, run_id: str, fig, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, fig, path)
+        plt.close(fig)
+
+    def log_table(self, run_id: str, df: pd.DataFrame, path: str) -> None:
+        self.client.log_text(run_id, df.to_csv(index=False), path)
+
+    def run_artifact(self, run_id: str, path: str, folder: str) -> Path | None:
+        """One of a run's artifacts downloaded into ``folder``, or None when the run has none there."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder))
+        except (MlflowException, OSError):
+            return None
+
+    def log_dir(self, run_id: str, local: Path, artifact_dir: str) -> None:
+        self.client.log_artifacts(run_id, str(local), artifact_dir)
+
+    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, digest: str, targets: str | None = None) -> None:
+        """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame.
+
+        A ``MetaDataset`` with our digest and a schema read off the first rows: ``from_pandas``
+        profiles and infers over the whole frame, a cost that grows with its rows. The target
+        column is named by the run's tag ``modelmill.targets``."""
+        mlflow = self._mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.exceptions import MlflowException
+        from mlflow.types.utils import _infer_schema
+
+        from modelmill.quality.validate import is_array_column
+
+        scalar = df[[c for c in df.columns if not is_array_column(df[c])]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=_infer_schema(scalar.head(1000)))
+        if targets in scalar.columns:
+            self.set_tags(run_id, {"modelmill.targets": targets})
+        for attempt in range(4):
+            try:
+                with self._resumed(run_id):
+                    mlflow.log_input(ds, context=context)
+                return
+            except MlflowException as e:
+                # two runs logging the same new dataset at once: the server's check-then-insert
+                # loses the race for one of them; on a retry the dataset exists and is linked
+                if attempt == 3 or not any(m in str(e) for m in ("UNIQUE constraint", "duplicate key", "IntegrityError")):
+                    raise
+                log.info("dataset %s was being logged by another run at the same moment; linking it again", name)
+                time.sleep(0.2 * (attempt + 1))
+
+    # -- models and the registry --------------------------------------------------------------
+    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None, labels: tuple | None = None) -> ModelRef:
+        """Log the fitted featurizer+model pipeline with signature and example, and register it.
+        ``raw_columns``: input columns the signature takes of any type (the model types them).
+        ``labels``: a classifier's — its pyfunc returns the label and each class's probability
+        (:class:`ServedClassifier`; the data's (negative, positive) labels of a binary model)."""
+        mlflow = self._mlflow
+        import numpy
+        import scipy
+        import sklearn
+
+        if isinstance(input_example, pd.DataFrame):  # integers cannot carry missing values at serving time
+            ints = input_example.select_dtypes("integer").columns
+            input_example = input_example.astype(dict.fromkeys(ints, "float64"))
+        if labels is not None:
+            output_example = ServedClassifier(model, labels).predict(input_example)
+        signature = mlflow.models.infer_signature(input_example, output_example)
+        if raw_columns:
+            from mlflow.types.schema import AnyType, ColSpec, Schema
+
+            signature.inputs = Schema([ColSpec(AnyType(), c, required=False) for c in raw_columns])
+        reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
+        from modelmill.learn.kinds.neural import network
+
+        if network(model) is not None:  # a PyTorch network inside: loading it needs torch and skorch
+            from importlib.metadata import version
+
+            reqs += [f"torch=={version('torch').split('+')[0]}", f"skorch=={version('skorch')}"]
+        with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
+            warnings.simplefilter("ignore")
+            info = mlflow.models.Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=sys.modules[__name__],
+                flavor_name="sklearn",
+                sk_model=model,
+                labels=labels,
+                signature=signature,
+                input_example=input_example,
+                registered_model_name=spec.registered_model_name,
+                pip_requirements=reqs,
+                serialization_format="cloudpickle",
+                await_registration_for=60,
+            )
+        ref = ModelRef(spec.registered_model_name, str(info.registered_model_version), run_id, f"models:/{spec.registered_model_name}/{info.registered_model_version}")
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            digest = dir_digest(Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp)))
+        self.client.set_model_version_tag(ref.name, ref.version, MODEL_DIGEST_TAG, digest)
+        return ref
+
+    def alias(self, spec: PipelineSpec, alias: str) -> ModelRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(spec.registered_model_name, alias)
+        except MlflowException:
+            return None
+        return ModelRef(mv.name, str(mv.version), mv.run_id, f"models:/{mv.name}@{alias}")
+
+    def set_alias(self, spec: PipelineSpec, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(spec.registered_model_name, alias, version)
+
+    def describe_version(self, spec: PipelineSpec, version: str, text: str) -> None:
+        """The registered version's description (the registry UI shows it as markdown)."""
+        self.client.update_model_version(spec.registered_model_name, version, description=text[:60000])
+
+    def set_version_tags(self, spec: PipelineSpec, version: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))
+
+    def verified_copy(self, ref: ModelRef, folder: str) -> Path:
+        """A registered version's files downloaded into ``folder``, after checking them against the
+        sha256 recorded when it was logged; a mismatch (or no record) raises ModelIntegrityError."""
+        from modelmill.errors import ModelIntegrityError
+
+        expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
+        local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder))
+        found = dir_digest(local)
+        if expected is None:
+            raise ModelIntegrityError(f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it")
+        if found != expected:
+            raise ModelIntegrityError(
+                f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
+                "its files changed after it was logged; refusing to unpickle it"
+            )
+        return local
+
+    def verify_model(self, ref: ModelRef) -> None:
+        """Check a registered version's files against their recorded sha256, loading nothing."""
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            self.verified_copy(ref, tmp)
+
+    def load_model(self, ref: ModelRef):
+        """Load a registered version, after checking its files against the sha256 recorded when it
+        was logged; a mismatch (or no record) refuses to unpickle anything from them."""
+        import mlflow.sklearn
+
+        with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
+            local = self.verified_copy(ref, tmp)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return mlflow.sklearn.load_model(str(local))  # the verified copy, not the store again
+
+    def model_version(self, spec: PipelineSpec, version: str):
+        """A version of the pipeline's registered model (with its tags), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(spec.registered_model_name, str(version))
+        except MlflowException:
+            return None
+
+    def versions(self, spec: PipelineSpec) -> list:
+        """Every version of the pipeline's registered model, oldest first."""
+        found = self.client.search_model_versions(f"name = '{spec.registered_model_name}'")
+        return sorted(found, key=lambda mv: int(mv.version))
+
+    def delete_alias(self, spec: PipelineSpec, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_alias(spec.registered_model_name, alias)
+        except MlflowException:
+            pass
+
+    # -- the audit trail of champion moves ----------------------------------------------------
+    def audit_rows(self, spec: PipelineSpec) -> pd.DataFrame:
+        """Every recorded move of the champion alias (approve, rollback), oldest first."""
+        exp = self.experiment_id(spec, create=False, suffix=AUDIT_SUFFIX)
+        if exp is None:
+            return pd.DataFrame()
+        runs = self.client.search_runs([exp], order_by=["attributes.start_time ASC"], max_results=10_000)
+        return pd.DataFrame([dict(r.data.params) for r in runs])
+
+    def log_audit(self, spec: PipelineSpec, row: dict[str, str]) -> str:
+        """One run per move in the pipeline's ``…/audit`` experiment, its fields as params, and
+        the whole trail so far as ``audit.csv`` on it."""
+        table = pd.concat([self.audit_rows(spec), pd.DataFrame([row])], ignore_index=True)
+        run = self.client.create_run(self.experiment_id(spec, suffix=AUDIT_SUFFIX), run_name=f"{row['action']} v{row['version']}", tags={"modelmill.pipeline": spec.name, "modelmill.audit": row["action"]})
+        for k, v in row.items():
+            self.client.log_param(run.info.run_id, k, v)
+        self.log_table(run.info.run_id, table, "audit.csv")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    # -- queries for list / history -----------------------------------------------------------
+    def runs(self, spec: PipelineSpec, max_results: int = 1000) -> pd.DataFrame:
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return pd.DataFrame()
+        return self._mlflow.search_runs(experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"])
+
+    def last_trained_run(self, spec: PipelineSpec):
+        """The newest run of the pipeline that finished training (not a skipped one), or None."""
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return None
+        found = self.client.search_runs(
+            [exp], filter_string="attributes.status = 'FINISHED' and tags.`modelmill.decision` != 'skipped_unchanged'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        return found[0] if found else None
+
+    def last_seconds(self, spec: PipelineSpec) -> float | None:
+        """How long the pipeline's newest trained run took (wall seconds), if it has one."""
+        run = self.last_trained_run(spec)
+        if run is None or not run.info.end_time:
+            return None
+        return (run.info.end_time - run.info.start_time) / 1000
+
+    def find_run(self, spec: PipelineSpec, flow_run_id: str):
+        """The MLflow run a given Prefect flow run logged to, if any."""
+        exp = self.experiment_id(spec, create=False)
+        if exp is None:
+            return None
+        found = self.client.search_runs([exp], filter_string=f"tags.`modelmill.prefect_flow_run_id` = '{flow_run_id}'", max_results=1)
+        return found[0] if found else None
+
+    def run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+
+# -- the registered model's pyfunc ------------------------------------------------------------
+class ServedClassifier:
+    """A classifier as ``mlflow.pyfunc.load_model(...).predict`` serves it: a frame with the
+    ``prediction`` (the data's own label, not 0/1) and ``probability_<label>`` for every class
+    (for models with probabilities). It wraps the very pipeline the scikit-learn flavour of the
+    same files loads, so both give the same numbers on the same raw rows."""
+
+    def __init__(self, model, labels: tuple | list = ()):
+        self.model, self.labels = model, tuple(labels)
+
+    def get_raw_model(self):
+        return self.model
+
+    def predict(self, data, params: dict | None = None) -> pd.DataFrame:
+        import numpy as np
+
+        predicted = np.asarray(self.model.predict(data))
+        if self.labels:  # binary: 0/1 -> (negative, positive) as the data writes them
+            out = pd.DataFrame({"prediction": np.where(predicted == 1, self.labels[1], self.labels[0]).astype(object)})
+        else:
+            out = pd.DataFrame({"prediction": predicted})
+        if hasattr(self.model, "predict_proba"):
+            proba = np.asarray(self.model.predict_proba(data))
+            names = self.labels or list(self.model.classes_)
+            for i, name in enumerate(names):
+                out[f"probability_{name}"] = proba[:, i]
+        return out
+
+
+def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwargs) -> None:
+    """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, and for a classifier
+    a pyfunc served by this module (:class:`ServedClassifier`), its labels in the MLmodel's metadata."""
+    import mlflow.sklearn
+
+    if labels is not None:
+        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels]}
+    mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
+    if labels is not None:
+        mlflow_model.flavors["python_function"]["loader_module"] = __name__
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def _load_pyfunc(path):
+    """The pyfunc loader of a classifier's files (see :func:`save_model`)."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    meta = Model.load(os.path.join(folder, "MLmodel")).metadata or {}
+    return ServedClassifier(mlflow.sklearn.load_model(folder), meta.get("modelmill.labels", []))
