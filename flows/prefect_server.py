@@ -6,7 +6,7 @@ evil.com resolving to 127.0.0.1); Starlette's TrustedHostMiddleware answers such
 Authentication (``PREFECT_SERVER_API_AUTH_STRING``) and a narrow CORS origin
 (``PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS``) come from the environment ``serve`` sets.
 
-    python -m flows.prefect_server --host 127.0.0.1 --port 4200 --allowed-host 127.0.0.1:4200
+    python -m modelmill_flows.prefect_server --host 127.0.0.1 --port 4200 --allowed-host 127.0.0.1:4200
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_both_servers_need_a_login_and_the_worker_has_one(compose):
     s = compose["services"]
     assert s["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "${PREFECT_AUTH_STRING}"
     assert "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS" in s["prefect-server"]["environment"]
-    assert s["prefect-server"]["command"][:3] == ["python", "-m", "flows.prefect_server"]  # the Host allow-list
+    assert s["prefect-server"]["command"][:3] == ["python", "-m", "modelmill_flows.prefect_server"]  # the Host allow-list
     assert "--app-name=basic-auth" in s["mlflow-server"]["command"]
     assert {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_CONFIG_PATH"} <= set(s["mlflow-server"]["environment"])
     ini = (REPO / "docker" / "mlflow-auth.ini").read_text()

@@ -36,7 +36,7 @@ def test_served_deployments_carry_each_spec_cron():
     for d, s in zip(deps, specs, strict=True):
         assert [sch.schedule.cron for sch in d.schedules] == [s.schedule.cron]
         assert d.parameters == {"pipeline": s.name, "trigger": "schedule"}
-        assert d.entrypoint == "flows.pipeline.pipeline_flow"
+        assert d.entrypoint == "modelmill_flows.pipeline.pipeline_flow"
 
 
 def _base_job_templates() -> dict[str, dict]:

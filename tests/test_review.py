@@ -149,7 +149,7 @@ def test_stage_log_lines_reach_the_prefect_flow_run(tmp_path, prefect_api):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_LOGGING_EXTRA", "MLFLOW_TRACKING"))}
     env.update(PREFECT_API_URL=PREFECT_API_URL.value(), MODELMILL_HOME=str(tmp_path / "home"), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
     script = (
-        "import mlflow; from flows.pipeline import pipeline_flow; run_id = pipeline_flow('breast_cytology')['run_id']; "
+        "import mlflow; from modelmill_flows.pipeline import pipeline_flow; run_id = pipeline_flow('breast_cytology')['run_id']; "
         "print(mlflow.MlflowClient().get_run(run_id).data.tags['modelmill.prefect_flow_run_id'])"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

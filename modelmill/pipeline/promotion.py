@@ -1,9 +1,15 @@
-"""Champion/challenger: the pure decision rule."""
+"""Champion/challenger: the decision and the policies that can hold a better model back.
+
+:func:`decide` compares the new model with the champion on the same test data. Each policy
+after it is a small function over that :class:`Decision`: it returns it unchanged, or refused
+with the reason appended, so a decision says every rule that held it back. :func:`judge` applies
+them in their order; the stage only gathers the facts they read.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -13,6 +19,16 @@ class Decision:
     new_score: float
     champion_score: float | None
     champion_version: str | None
+    #: better, but a person moves the champion (``promotion.mode: manual``)
+    awaiting: bool = False
+
+    def refused(self, why: str, *, awaiting: bool = False) -> Decision:
+        return replace(self, promote=False, reason=f"{self.reason}{why}", awaiting=awaiting)
+
+
+def gain(new_score: float, old_score: float, direction: str) -> float:
+    """How much better ``new_score`` is than ``old_score`` (negative: worse)."""
+    return new_score - old_score if direction == "maximize" else old_score - new_score
 
 
 def decide(new_score: float, champion_score: float | None, champion_version: str | None, *, direction: str, margin: float) -> Decision:
@@ -21,7 +37,51 @@ def decide(new_score: float, champion_score: float | None, champion_version: str
         return Decision(True, "no champion yet", new_score, None, None)
     if champion_score is None or not math.isfinite(champion_score):
         return Decision(False, f"champion v{champion_version} could not be scored on this snapshot; kept", new_score, None, champion_version)
-    gain = new_score - champion_score if direction == "maximize" else champion_score - new_score
-    if gain > margin:
-        return Decision(True, f"beats champion v{champion_version} by {gain:.4f} > margin {margin}", new_score, champion_score, champion_version)
-    return Decision(False, f"does not beat champion v{champion_version} by more than {margin} (gain {gain:+.4f})", new_score, champion_score, champion_version)
+    g = gain(new_score, champion_score, direction)
+    if g > margin:
+        return Decision(True, f"beats champion v{champion_version} by {g:.4f} > margin {margin}", new_score, champion_score, champion_version)
+    return Decision(False, f"does not beat champion v{champion_version} by more than {margin} (gain {g:+.4f})", new_score, champion_score, champion_version)
+
+
+def metric_drop(decision: Decision, *, direction: str, limit: float | None) -> float | None:
+    """How much worse than the champion on the same data the new model is, when that is more
+    than ``monitoring.metric_drop`` (an alert, not a refusal); else None."""
+    if decision.champion_score is None or limit is None:
+        return None
+    drop = -gain(decision.new_score, decision.champion_score, direction)
+    return drop if drop > limit else None
+
+
+def widest_gap(gaps: dict[str, float], limit: float | None) -> tuple[str, float] | None:
+    """The slice column whose gap of the primary metric is widest, when it is over ``limit``."""
+    over = {c: g for c, g in gaps.items() if limit is not None and g > limit}
+    return max(over.items(), key=lambda kv: kv[1]) if over else None
+
+
+def slice_gap_policy(decision: Decision, gaps: dict[str, float], *, limit: float | None, metric: str) -> Decision:
+    """Refuse a model whose primary metric differs between the slices of a column by more than
+    ``promotion.max_slice_gap`` (the widest such column is named)."""
+    widest = widest_gap(gaps, limit)
+    if not decision.promote or widest is None:
+        return decision
+    column, g = widest
+    return decision.refused(f", but its test {metric} differs by {g:.4f} between slices of {column}, over promotion.max_slice_gap {limit}")
+
+
+def run_switch_policy(decision: Decision, *, promote: bool) -> Decision:
+    """A run started with promotion off (``--no-promote``, a reproduction) moves no alias."""
+    return decision if promote or not decision.promote else decision.refused(", but promotion is off for this run")
+
+
+def manual_policy(decision: Decision, *, mode: str) -> Decision:
+    """With ``promotion.mode: manual`` a better model waits for ``modelmill approve``."""
+    if not decision.promote or mode != "manual":
+        return decision
+    return decision.refused("; awaits approval (promotion.mode: manual)", awaiting=True)
+
+
+def judge(decision: Decision, *, gaps: dict[str, float], max_slice_gap: float | None, metric: str, promote: bool, mode: str) -> Decision:
+    """The decision after every policy, in order: slice gaps, the run's switch, manual mode."""
+    decision = slice_gap_policy(decision, gaps, limit=max_slice_gap, metric=metric)
+    decision = run_switch_policy(decision, promote=promote)
+    return manual_policy(decision, mode=mode)

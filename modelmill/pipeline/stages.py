@@ -31,7 +31,7 @@ from modelmill.learn.kinds import get_kind
 from modelmill.learn.kinds.base import Evaluation, Prepared, Trained
 from modelmill.learn.kinds.neural import epochs_cap
 from modelmill.data.objectstore import local_snapshot
-from modelmill.pipeline.promotion import Decision, decide
+from modelmill.pipeline.promotion import Decision, decide, judge, metric_drop, widest_gap
 from modelmill.runtime.reconcile import owner_tags
 from modelmill.registry.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, from_primary_metrics, headline_text, mkey, primary_metrics, run_name, shared_view
 from modelmill.config.settings import REPO_ROOT, Settings
@@ -462,22 +462,14 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
         except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
             log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
     decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)
-    drop, limit = decision.champion_score, h.spec.monitoring.metric_drop
-    if drop is not None and limit is not None:
-        drop = (drop - ev.primary) if h.spec.metric.direction == "maximize" else (ev.primary - drop)
-        if drop > limit:
-            alert(h, "drift", f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {limit}")
-    limit = h.spec.promotion.max_slice_gap
-    over = {c: g for c, g in _gaps(ev).items() if limit is not None and g > limit}
-    if decision.promote and over:
-        column, gap = max(over.items(), key=lambda kv: kv[1])
-        decision = Decision(False, f"{decision.reason}, but its test {ev.metric} differs by {gap:.4f} between slices of {column}, over promotion.max_slice_gap {limit}", decision.new_score, decision.champion_score, decision.champion_version)
-        t.set_tags(h.run_id, {"modelmill.slice_gap_blocked": f"{column}: {gap:.4f} > {limit}"})
-    if not h.promote and decision.promote:
-        decision = Decision(False, f"{decision.reason}, but promotion is off for this run", decision.new_score, decision.champion_score, decision.champion_version)
-    awaiting = decision.promote and h.spec.promotion.mode == "manual"
-    if awaiting:  # better, but a person moves the champion (`modelmill approve`)
-        decision = Decision(False, f"{decision.reason}; awaits approval (promotion.mode: manual)", decision.new_score, decision.champion_score, decision.champion_version)
+    drop = metric_drop(decision, direction=h.spec.metric.direction, limit=h.spec.monitoring.metric_drop)
+    if drop is not None:
+        alert(h, "drift", f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {h.spec.monitoring.metric_drop}")
+    gaps = _gaps(ev)
+    if decision.promote and (widest := widest_gap(gaps, h.spec.promotion.max_slice_gap)):
+        t.set_tags(h.run_id, {"modelmill.slice_gap_blocked": f"{widest[0]}: {widest[1]:.4f} > {h.spec.promotion.max_slice_gap}"})
+    decision = judge(decision, gaps=gaps, max_slice_gap=h.spec.promotion.max_slice_gap, metric=ev.metric, promote=h.promote, mode=h.spec.promotion.mode)
+    awaiting = decision.awaiting
     example_in, example_out = kind.examples(trained.model, data)
     raw = h.spec.features.columns() if kind.ROW_MODEL else None  # rows as they come: typed by the model's first step
     labels = data.labels if h.spec.problem.endswith("_classification") else None  # classifiers serve label + probabilities

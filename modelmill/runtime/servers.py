@@ -139,7 +139,7 @@ def prefect_server(state_dir: Path, port: int, database_url: str | None = None, 
     """A Prefect server on 127.0.0.1 (SQLite under ``state_dir`` unless ``database_url``).
 
     With ``creds`` (what ``modelmill serve`` runs): basic auth on every API call, CORS only for its
-    own UI origin, and a Host allow-list (``flows.prefect_server``). Without: ``prefect server
+    own UI origin, and a Host allow-list (``modelmill_flows.prefect_server``). Without: ``prefect server
     start`` as Prefect ships it, for tests of other topologies."""
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -160,7 +160,7 @@ def prefect_server(state_dir: Path, port: int, database_url: str | None = None, 
         "PREFECT_API_AUTH_STRING": creds.prefect_auth,
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"{url},http://localhost:{port}",
     }
-    cmd = [sys.executable, "-m", "flows.prefect_server", "--host", "127.0.0.1", "--port", str(port), "--allowed-host", f"127.0.0.1:{port}", "--allowed-host", f"localhost:{port}"]
+    cmd = [sys.executable, "-m", "modelmill_flows.prefect_server", "--host", "127.0.0.1", "--port", str(port), "--allowed-host", f"127.0.0.1:{port}", "--allowed-host", f"localhost:{port}"]
     return LocalServer("prefect", cmd, env, url, f"{url}/api/health", log_path, health_headers=_basic(creds.prefect_auth))
 
 

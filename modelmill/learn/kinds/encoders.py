@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 
 def _categories(values: pd.Series) -> list:
@@ -56,8 +56,16 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
     def __init__(self, output: str = "onehot"):
         self.output = output
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value is its own category (no code)
+        tags.input_tags.string = tags.input_tags.categorical = True
+        return tags
+
     def fit(self, X, y=None):
         X = self._frame(X)
+        if len(X) == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required by CategoryEncoder.")
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         self.categories_ = [_categories(X[c]) for c in X.columns]
@@ -66,6 +74,8 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
     def transform(self, X):
         check_is_fitted(self, "categories_")
         X = self._frame(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but CategoryEncoder is expecting {self.n_features_in_} features as input.")
         codes = [_codes(X[c], cats) for c, cats in zip(X.columns, self.categories_, strict=True)]
         n = len(X)
         if self.output == "ordinal":  # float32 holds every code exactly, in half the memory of float64
@@ -91,9 +101,10 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
 
     def _frame(self, X) -> pd.DataFrame:
         if isinstance(X, pd.DataFrame):
-            return X
-        X = pd.DataFrame(np.asarray(X, dtype=object))
-        X.columns = [str(c) for c in X.columns] if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_)
+            return X  # as it is: a copy of millions of rows as objects would cost more than the codes
+        X = pd.DataFrame(check_array(X, dtype=None, ensure_all_finite=False, ensure_min_samples=0).astype(object))
+        fitted = getattr(self, "feature_names_in_", None)
+        X.columns = list(fitted) if fitted is not None and len(fitted) == X.shape[1] else [str(c) for c in X.columns]
         return X
 
 

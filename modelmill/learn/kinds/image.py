@@ -17,6 +17,7 @@ from sklearn.model_selection import PredefinedSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_metrics, binary_plots, figure
@@ -46,16 +47,24 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
     def __init__(self, C=1.0, gamma="scale", cv=5):
         self.C, self.gamma, self.cv = C, gamma, cv
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # the SVM takes sparse rows
+        return tags
+
     def fit(self, X, y):
+        X, y = validate_data(self, X, y, accept_sparse="csr")
         self.model_ = CalibratedClassifierCV(SVC(C=self.C, gamma=self.gamma), ensemble=False, cv=self.cv).fit(X, y)
         self.classes_ = self.model_.classes_
         return self
 
     def predict_proba(self, X):
-        return self.model_.predict_proba(X)
+        check_is_fitted(self)
+        return self.model_.predict_proba(validate_data(self, X, accept_sparse="csr", reset=False))
 
     def predict(self, X):
-        return self.model_.predict(X)
+        check_is_fitted(self)
+        return self.model_.predict(validate_data(self, X, accept_sparse="csr", reset=False))
 
 
 class MirrorAugmented(ClassifierMixin, BaseEstimator):
@@ -67,7 +76,8 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
         self.pipeline, self.height, self.width, self.mirror = pipeline, height, width, mirror
 
     def fit(self, X, y):
-        X, y = np.asarray(X), np.asarray(y)
+        X, y = validate_data(self, X, y)
+        _check_pixels(X, self.height, self.width)
         if self.mirror:
             X, y = np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]), np.concatenate([y, y])
         self.pipeline_ = clone(self.pipeline).fit(X, y)
@@ -75,10 +85,17 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X):
-        return self.pipeline_.predict_proba(X)
+        check_is_fitted(self)
+        return self.pipeline_.predict_proba(validate_data(self, X, reset=False))
 
     def predict(self, X):
-        return self.pipeline_.predict(X)
+        check_is_fitted(self)
+        return self.pipeline_.predict(validate_data(self, X, reset=False))
+
+
+def _check_pixels(X: np.ndarray, height: int, width: int) -> None:
+    if X.shape[1] != height * width:
+        raise ValueError(f"each row is a {height} x {width} image ({height * width} pixels); got {X.shape[1]} columns")
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
@@ -88,13 +105,17 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         self.height, self.width, self.hog_cell = height, width, hog_cell
 
     def fit(self, X, y=None):
+        _check_pixels(validate_data(self, X), self.height, self.width)
         return self
 
     def transform(self, X):
         from skimage.feature import hog
         from skimage.transform import downscale_local_mean
 
-        imgs = np.asarray(X, dtype=np.float64).reshape(-1, self.height, self.width) / 255.0
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        _check_pixels(X, self.height, self.width)
+        imgs = X.reshape(-1, self.height, self.width) / 255.0
         feats = []
         for img in imgs:
             h = hog(img, orientations=9, pixels_per_cell=(self.hog_cell, self.hog_cell), cells_per_block=(2, 2), feature_vector=True)

@@ -22,6 +22,8 @@ from collections import Counter
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from modelmill.runtime.cores import thread_share, torch_threads
 from modelmill.errors import SpecError
@@ -113,6 +115,7 @@ class TorchEstimator(BaseEstimator):
 
 class _NeuralClassifier(ClassifierMixin, TorchEstimator):
     def _encode_fit(self, y):
+        check_classification_targets(y)
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
         return self.encoder_.transform(y).astype(np.int64)
@@ -127,10 +130,12 @@ class _NeuralClassifier(ClassifierMixin, TorchEstimator):
         return self._fit_net(net, X, yi)
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         return self.net_.predict_proba(self._inputs(X)).astype(np.float64)
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        best = self.predict_proba(X).argmax(1)
+        return self.classes_[best]
 
 
 class CNNClassifier(_NeuralClassifier):
@@ -148,7 +153,10 @@ class CNNClassifier(_NeuralClassifier):
         self.valid_fraction, self.seed, self.device, self.threads = valid_fraction, seed, device, threads
 
     def _inputs(self, X):
-        return np.asarray(X, dtype=np.float32).reshape(len(X), -1) / 255.0
+        X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+        if X.shape[1] != self.height * self.width:
+            raise ValueError(f"each row is a {self.height} x {self.width} image ({self.height * self.width} pixels); got {X.shape[1]} columns")
+        return X / 255.0
 
     def fit(self, X, y):
         from modelmill.learn.kinds.torch_modules import SmallResNet
@@ -170,6 +178,7 @@ class CNNClassifier(_NeuralClassifier):
         return np.mean([net.predict_proba(self._inputs(X)) for net in self.nets_], axis=0).astype(np.float64)
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         p = self._proba(X)
         if not self.tta:
             return p
@@ -237,9 +246,11 @@ class MLPRegressor(RegressorMixin, TorchEstimator):
 
         from modelmill.learn.kinds.torch_modules import MLP
 
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+        if len(X) < 2:
+            raise ValueError(f"MLPRegressor needs at least 2 samples (training and held-out rows); got n_samples = {len(X)}")
         torch = self._setup()
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y, dtype=np.float64)
+        y = y.astype(np.float64)
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std() or 1.0)
         target = ((y - self.y_mean_) / self.y_std_).astype(np.float32).reshape(-1, 1)
         module = MLP(X.shape[1], tuple(self.hidden), self.dropout)
@@ -247,7 +258,8 @@ class MLPRegressor(RegressorMixin, TorchEstimator):
         return self._fit_net(net, X, target)
 
     def predict(self, X):
-        out = self.net_.predict(np.asarray(X, dtype=np.float32)).ravel()
+        check_is_fitted(self)
+        out = self.net_.predict(validate_data(self, X, dtype=np.float32, reset=False)).ravel()
         return out.astype(np.float64) * self.y_std_ + self.y_mean_
 
 

@@ -22,6 +22,7 @@ from pydantic import Field
 from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
 
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
@@ -106,6 +107,7 @@ class Recommender(BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """For a frame of users: their top-10 items, space separated (the pyfunc output)."""
+        check_is_fitted(self)
         users = X[self.user_col] if isinstance(X, pd.DataFrame) else pd.Series(X)
         return np.array([" ".join(r) for r in self.recommend(users.astype(str).tolist(), 10, True)], dtype=object)
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
 from modelmill.errors import SpecError
 from modelmill.data.digests import sha256_file
@@ -268,6 +270,7 @@ class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.linear_model import LogisticRegression
         from sklearn.svm import LinearSVC
 
+        check_classification_targets(y)
         texts = _texts(X)
         model = LinearSVC(C=self.C, random_state=self.seed) if self.estimator == "linear_svc" else LogisticRegression(C=self.C, max_iter=5000)
         self.model_ = model.fit(self._features(texts, True), np.asarray(y))
@@ -275,13 +278,16 @@ class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X):
+        check_is_fitted(self)
         return self.model_.decision_function(self._features(_texts(X), False))
 
     def predict(self, X):
+        check_is_fitted(self)
         return self.model_.predict(self._features(_texts(X), False))
 
     @available_if(lambda self: self.estimator == "logistic_regression")
     def predict_proba(self, X):
+        check_is_fitted(self)
         return self.model_.predict_proba(self._features(_texts(X), False))
 
 
@@ -338,6 +344,7 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         from modelmill.learn.kinds.neural import epochs_cap
 
+        check_classification_targets(y)
         texts = _texts(X)
         self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
         self.__dict__.pop("tuned_", None)  # a refit starts from the pinned weights
@@ -379,6 +386,7 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         texts = _texts(X)
         if getattr(self, "_live", None) is None:
             self._live = self._parts()
@@ -391,7 +399,8 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        best = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[best]
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -15,6 +15,9 @@ from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import _safe_indexing, get_tags
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_metrics, binary_plots, expected_cost
@@ -227,45 +230,76 @@ class Calibrated(ClassifierMixin, BaseEstimator):
     def __init__(self, estimator, method: str = "auto", cv=5, random_state: int | None = None):
         self.estimator, self.method, self.cv, self.random_state = estimator, method, cv, random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags = get_tags(self.estimator).input_tags  # it takes what the wrapped model takes
+        return tags
+
     def fit(self, X, y):
         from sklearn.base import clone
         from sklearn.metrics import brier_score_loss
         from sklearn.model_selection import StratifiedKFold, check_cv, cross_val_predict
 
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if type_of_target(y) != "binary":
+            raise ValueError(f"Only binary classification is supported; Calibrated got a {type_of_target(y)} ({len(np.unique(y))} classes)")
+        if not hasattr(X, "iloc"):  # a frame goes to the wrapped model as it is; anything else as rows it can index
+            X = check_array(X, accept_sparse="csr", dtype=None, ensure_all_finite=False)
         held = np.full(len(y), np.nan)
         for tr, te in check_cv(self.cv, y, classifier=True).split(X, y):
-            held[te] = clone(self.estimator).fit(_rows(X, tr), y[tr]).predict_proba(_rows(X, te))[:, 1]
+            held[te] = clone(self.estimator).fit(_safe_indexing(X, tr), y[tr]).predict_proba(_safe_indexing(X, te))[:, 1]
+        self.estimator_ = clone(self.estimator).fit(X, y)
+        self.classes_ = self.estimator_.classes_
+        if hasattr(self.estimator_, "n_features_in_"):
+            self.n_features_in_ = self.estimator_.n_features_in_
         tested = ~np.isnan(held)
-        p, t = held[tested].reshape(-1, 1), y[tested]
+        p, t = held[tested].reshape(-1, 1), (y[tested] == self.classes_[1]).astype(int)
         inner = StratifiedKFold(5, shuffle=True, random_state=self.random_state)
         methods = ["none", "sigmoid", "isotonic"] if self.method == "auto" else [self.method]
         self.briers_ = {m: float(brier_score_loss(t, p[:, 0] if m == "none" else cross_val_predict(_calibrator(m), p, t, cv=inner, method="predict_proba")[:, 1])) for m in methods}
         self.method_ = min(self.briers_, key=self.briers_.get)
         self.calibrator_ = None if self.method_ == "none" else _calibrator(self.method_).fit(p, t)
-        self.estimator_ = clone(self.estimator).fit(X, y)
-        self.classes_ = self.estimator_.classes_
         return self
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         p = self.estimator_.predict_proba(X)[:, 1]
         if self.calibrator_ is not None:
             p = self.calibrator_.predict_proba(p.reshape(-1, 1))[:, 1]
         return np.column_stack([1 - p, p])
 
     def predict(self, X):
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
-
-
-def _rows(X, idx):
-    return X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+        positive = self.predict_proba(X)[:, 1] >= 0.5
+        return self.classes_[positive.astype(int)]
 
 
 class _Calibrator(ClassifierMixin, BaseEstimator):
-    """A score -> probability map, as a classifier (for ``cross_val_predict``)."""
+    """A score -> probability map, as a classifier (for ``cross_val_predict``): the scores are
+    the first column, the target binary."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def _fit_scores(self, p, y):
+        """The score column and the target as 0/1 (``classes_`` holds the labels), checked."""
+        p, y = validate_data(self, p, y)
+        check_classification_targets(y)
+        if type_of_target(y) != "binary":
+            raise ValueError(f"Only binary classification is supported; a calibrator got a {type_of_target(y)} target")
+        self.classes_, y01 = np.unique(y, return_inverse=True)
+        return p[:, 0], y01
+
+    def _scores(self, p):
+        check_is_fitted(self)
+        return validate_data(self, p, reset=False)[:, 0]
 
     def predict(self, p):
-        return (self.predict_proba(p)[:, 1] >= 0.5).astype(int)
+        positive = self.predict_proba(p)[:, 1] >= 0.5
+        return self.classes_[positive.astype(int)]
 
 
 class _Isotonic(_Calibrator):
@@ -274,12 +308,13 @@ class _Isotonic(_Calibrator):
     def fit(self, p, y):
         from sklearn.isotonic import IsotonicRegression
 
-        self.iso_ = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(np.asarray(p)[:, 0], y)
-        self.classes_ = np.array([0, 1])
+        s, y01 = self._fit_scores(p, y)
+        self.iso_ = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(s, y01)
         return self
 
     def predict_proba(self, p):
-        q = self.iso_.predict(np.asarray(p)[:, 0])
+        s = self._scores(p)
+        q = self.iso_.predict(s)
         return np.column_stack([1 - q, q])
 
 
@@ -289,12 +324,13 @@ class _Sigmoid(_Calibrator):
     def fit(self, p, y):
         from sklearn.linear_model import LogisticRegression
 
-        self.lr_ = LogisticRegression(C=1e6).fit(_logit(p), y)
-        self.classes_ = self.lr_.classes_
+        s, y01 = self._fit_scores(p, y)
+        self.lr_ = LogisticRegression(C=1e6).fit(_logit(s).reshape(-1, 1), y01)
         return self
 
     def predict_proba(self, p):
-        return self.lr_.predict_proba(_logit(p))
+        s = self._scores(p)
+        return self.lr_.predict_proba(_logit(s).reshape(-1, 1))
 
 
 def _logit(p):

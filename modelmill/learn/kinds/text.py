@@ -18,6 +18,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
@@ -69,6 +71,7 @@ class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         X, y = np.asarray(X, dtype=object), np.asarray(y)
+        check_classification_targets(y)
         self.gru_ = GRUTextClassifier(**{"seed": self.seed, **(self.gru or {})}).fit(X, y)
         va = self.gru_.valid_index_
         rest = np.setdiff1d(np.arange(len(y)), va)
@@ -83,10 +86,12 @@ class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X):
+        check_is_fitted(self)
         return (1 - self.weight_) * self.tfidf_.predict_proba(X) + self.weight_ * self.gru_.predict_proba(X)
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        best = self.predict_proba(X).argmax(1)
+        return self.classes_[best]
 
 
 def _weights_on(fitted: Pipeline, features: FeatureUnion) -> np.ndarray:
