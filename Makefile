@@ -42,9 +42,11 @@ results: setup
 chaos: setup
 	$(PY) scripts/chaos.py
 
-# The architecture's contracts (pyproject.toml [tool.importlinter]).
+# The architecture's contracts (pyproject.toml [tool.importlinter]) and the style (ruff).
 lint: setup
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) .modelmill

@@ -16,8 +16,8 @@ from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from modelmill_flows.pipeline import pipeline_flow
 from modelmill.config.spec import PipelineSpec
+from modelmill_flows.pipeline import pipeline_flow
 
 FLOW_NAME = "modelmill-pipeline"
 ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
@@ -117,7 +117,13 @@ def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
 
 def next_runs(pipelines: list[str]) -> dict:
     """Each pipeline's next scheduled flow run on the Prefect server, where it has one."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
@@ -142,37 +148,48 @@ def prefect_yaml(specs: list[PipelineSpec], pool: str = "process") -> dict:
     if pool not in POOL_TYPES:
         raise ValueError(f"--pool {pool}: choose one of {', '.join(POOL_TYPES)}")
     pools = work_pools()
-    image = {} if pool == "process" else {"pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}]}
+    image = (
+        {}
+        if pool == "process"
+        else {"pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}]}
+    )
     deployments = [
-            {
-                "name": spec.name,
-                "entrypoint": ENTRYPOINT,
-                "description": spec.description.strip(),
-                "tags": ["modelmill", spec.domain],
-                "parameters": deployment_parameters(spec),
-                "schedules": [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}],
-                "work_pool": pools[pool],
-            }
-            for spec in specs
-        ] + [
-            {
-                "name": f"{spec.name}-score",
-                "entrypoint": SCORE_ENTRYPOINT,
-                "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
-                "tags": ["modelmill", spec.domain, "scoring"],
-                "parameters": {"pipeline": spec.name},
-                "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
-                "work_pool": pools[pool],
-            }
-            for spec in specs
-            if spec.scoring and spec.scoring.schedule
-        ]
+        {
+            "name": spec.name,
+            "entrypoint": ENTRYPOINT,
+            "description": spec.description.strip(),
+            "tags": ["modelmill", spec.domain],
+            "parameters": deployment_parameters(spec),
+            "schedules": [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}],
+            "work_pool": pools[pool],
+        }
+        for spec in specs
+    ] + [
+        {
+            "name": f"{spec.name}-score",
+            "entrypoint": SCORE_ENTRYPOINT,
+            "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
+            "tags": ["modelmill", spec.domain, "scoring"],
+            "parameters": {"pipeline": spec.name},
+            "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
+            "work_pool": pools[pool],
+        }
+        for spec in specs
+        if spec.scoring and spec.scoring.schedule
+    ]
     for d in deployments:
         d.update(image)
-    return {"name": "modelmill", "prefect-version": "3.8.8", "definitions": {"work_pools": pools}, "deployments": deployments}
+    return {
+        "name": "modelmill",
+        "prefect-version": "3.8.8",
+        "definitions": {"work_pools": pools},
+        "deployments": deployments,
+    }
 
 
-def trigger(pipeline: str, parameters: dict, *, watch: bool = True, timeout: float = 3600, report: Callable[[str], None] = print) -> tuple[str, str | None]:
+def trigger(
+    pipeline: str, parameters: dict, *, watch: bool = True, timeout: float = 3600, report: Callable[[str], None] = print
+) -> tuple[str, str | None]:
     """Create a run of ``modelmill-pipeline/<pipeline>`` through the API; follow it to its end.
 
     Returns the flow-run id and its final state type (``None`` when not watching).

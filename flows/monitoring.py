@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from prefect import flow
 
-from modelmill_flows.pipeline import _forward_core_logs
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import load_all
 from modelmill.ops.status import stale_alerts
 from modelmill.registry.tracking import Tracker
+from modelmill_flows.pipeline import _forward_core_logs
 
 
 @flow(name="modelmill-stale-check", log_prints=True)

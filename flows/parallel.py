@@ -16,16 +16,22 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
-from modelmill.runtime.cores import SHARED, busy, clear_dead_marks
-from modelmill.errors import SpecError
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import available
+from modelmill.errors import SpecError
+from modelmill.runtime.cores import SHARED, busy, clear_dead_marks
+from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
 RUNNERS = ("dask", "ray")
 
 #: thread pools of numeric libraries, capped to one per worker process
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def one_thread_per_worker() -> None:
@@ -135,7 +141,14 @@ def forwarded_environment() -> dict[str, str]:
 
 
 @task(name="pipeline", task_run_name="{name}")
-def pipeline_task(name: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False, environment: dict[str, str] | None = None) -> dict:
+def pipeline_task(
+    name: str,
+    as_of: str | None = None,
+    promote: bool = True,
+    trigger: str = "manual",
+    force: bool = False,
+    environment: dict[str, str] | None = None,
+) -> dict:
     """One pipeline on a worker: its flow as a sub-flow; the run summary, whether it trained or not.
 
     ``environment``: the submitting process's modelmill/MLflow configuration, applied first, so a
@@ -158,19 +171,29 @@ def _reconcile_lost_attempts(name: str) -> None:
     import socket
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentFlowRunId, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.runtime import flow_run
 
-    from modelmill_flows.pipeline import mark_crashed
-    from modelmill.runtime.reconcile import reconcile_lost_attempt
     from modelmill.config.spec import load_spec
     from modelmill.registry.tracking import Tracker
+    from modelmill.runtime.reconcile import reconcile_lost_attempt
+    from modelmill_flows.pipeline import mark_crashed
 
     if not flow_run.id:
         return
     unfinished = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
-    mine = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]), name=FlowRunFilterName(any_=[name]), state=unfinished)
+    mine = FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]),
+        name=FlowRunFilterName(any_=[name]),
+        state=unfinished,
+    )
     with get_client(sync_client=True) as client:
         earlier = client.read_flow_runs(flow_run_filter=mine)
     if not earlier:
@@ -198,7 +221,12 @@ def _terminal_lines(name: str) -> None:
 
 @flow(name="modelmill-all", log_prints=True)
 def all_pipelines_flow(
-    pipelines: list[str] | None = None, trigger: str = "manual", force: bool = False, parallel: bool = False, as_of: str | None = None, promote: bool = True
+    pipelines: list[str] | None = None,
+    trigger: str = "manual",
+    force: bool = False,
+    parallel: bool = False,
+    as_of: str | None = None,
+    promote: bool = True,
 ) -> list[dict]:
     """Run each pipeline as a subflow; one pipeline's failure does not stop the others.
 
@@ -208,12 +236,22 @@ def all_pipelines_flow(
     names = pipelines or list(available(get_settings()))
     if parallel:
         environment = forwarded_environment()
-        futures = [pipeline_task.submit(name, as_of=as_of, promote=promote, trigger=trigger, force=force, environment=environment) for name in names]
+        futures = [
+            pipeline_task.submit(
+                name, as_of=as_of, promote=promote, trigger=trigger, force=force, environment=environment
+            )
+            for name in names
+        ]
         for future in futures:
             future.wait()
         results = [summary_of(name, future.state) for name, future in zip(names, futures, strict=True)]
     else:
-        results = [summary_of(name, pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)) for name in names]
+        results = [
+            summary_of(
+                name, pipeline_flow(name, as_of=as_of, promote=promote, trigger=trigger, force=force, return_state=True)
+            )
+            for name in names
+        ]
     failed = [r["pipeline"] for r in results if r["status"] not in ("trained", "skipped")]
     if failed:
         error = RuntimeError(f"{len(failed)} of {len(results)} pipelines did not train: {', '.join(failed)}")

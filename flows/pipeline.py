@@ -9,16 +9,18 @@ from contextlib import contextmanager
 from prefect import flow
 from prefect.runtime import flow_run
 
-from modelmill.pipeline import stages
-from modelmill.errors import StageTimeout, one_line_cause
-from modelmill.runtime.servers import TEMPORARY_API
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import load_spec
+from modelmill.errors import StageTimeout, one_line_cause
+from modelmill.pipeline import stages
+from modelmill.runtime.servers import TEMPORARY_API
 from modelmill_tasks import stages as t
 
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
-def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False) -> dict:
+def pipeline_flow(
+    pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False
+) -> dict:
     """Ingest → validate → drift → featurize/train → evaluate → explain → promote, for one pipeline spec.
 
     A run whose data, spec, suite and code are those of the champion's (or the last trained) run
@@ -30,7 +32,9 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
     _forward_core_logs()
     settings = get_settings()
     spec = load_spec(pipeline, settings)
-    handle = t.start_run(spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger, force=force)
+    handle = t.start_run(
+        spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger, force=force
+    )
     limit = spec.limits.stage_seconds
 
     def stage(task, *args):
@@ -38,7 +42,9 @@ def pipeline_flow(pipeline: str, as_of: str | None = None, promote: bool = True,
         try:
             return task.with_options(timeout_seconds=limit)(*args)
         except TimeoutError as e:
-            raise StageTimeout(f"{spec.name}: stage {task.name} ran longer than its limit of {limit} s (limits.stage_seconds)") from e
+            raise StageTimeout(
+                f"{spec.name}: stage {task.name} ran longer than its limit of {limit} s (limits.stage_seconds)"
+            ) from e
 
     try:
         snapshot = stage(t.ingest, handle)
@@ -127,7 +133,9 @@ def mark_crashed(flow_run_ids: list[str], message: str) -> None:
             if run.state is not None and run.state.is_final():
                 continue
             client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
-            for task_run in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))):
+            for task_run in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            ):
                 if task_run.state is not None and not task_run.state.is_final():
                     client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
 

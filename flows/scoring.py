@@ -7,15 +7,17 @@ from pathlib import Path
 
 from prefect import flow
 
-from modelmill_flows.pipeline import _forward_core_logs
-from modelmill.errors import SpecError
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import load_spec
+from modelmill.errors import SpecError
+from modelmill_flows.pipeline import _forward_core_logs
 from modelmill_tasks import stages as t
 
 
 @flow(name="modelmill-score", flow_run_name="{pipeline}-score", log_prints=True)
-def score_flow(pipeline: str, input: str | None = None, output: str | None = None, shadow: bool = False, reasons: int = 0) -> dict:
+def score_flow(
+    pipeline: str, input: str | None = None, output: str | None = None, shadow: bool = False, reasons: int = 0
+) -> dict:
     """Score ``input`` (default: the spec's ``scoring.input``) into ``output`` with the champion.
     A path given here by the operator is read as given (relative to the working directory); the
     spec's own paths are relative to its folder and confined like its source. ``reasons``: each

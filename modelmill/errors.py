@@ -72,5 +72,9 @@ def one_line_cause(error: BaseException) -> str:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     if _disk_full(error):
         return "no space left on the device of MODELMILL_HOME: free some space (snapshots, MLflow artifacts and the cache live there); nothing was promoted"
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and not ln.strip().startswith("(raised as a result of")]
+    lines = [
+        ln.strip()
+        for ln in str(error).splitlines()
+        if ln.strip() and not ln.strip().startswith("(raised as a result of")
+    ]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

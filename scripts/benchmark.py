@@ -129,7 +129,9 @@ print(json.dumps(out))
 
 def explain_times(env: dict[str, str]) -> dict[str, list[float]]:
     """{pipeline: [explain stage seconds, train stage seconds]} of each pipeline's last trained run."""
-    return json.loads(subprocess.run([sys.executable, "-c", EXPLAIN], env=env, check=True, capture_output=True, text=True).stdout)
+    return json.loads(
+        subprocess.run([sys.executable, "-c", EXPLAIN], env=env, check=True, capture_output=True, text=True).stdout
+    )
 
 
 def explain_rows(times: list[dict[str, list[float]]]) -> list[tuple[str, str, str, str]]:
@@ -196,7 +198,9 @@ def p5_only(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, st
     critical, speedup, side_busy, alone_busy = [], [], [], []
     for _ in range(repeats):
         env = fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs)
-        first, _, code = timed([EXE, "run", "--all", "--workers", "2"], env)  # history and caches, as any store has after its first run
+        first, _, code = timed(
+            [EXE, "run", "--all", "--workers", "2"], env
+        )  # history and caches, as any store has after its first run
         forced, _, code2 = timed([EXE, "run", "--all", "--force"], env)
         if {code, code2} != {0}:
             raise SystemExit(f"`modelmill run --all` failed (exits {code}, {code2})")
@@ -221,11 +225,24 @@ def p5_only(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, st
 def longest_pipeline(env: dict[str, str]) -> str:
     """The pipeline side by side hands out first on this store: the one whose last trained run
     took longest (``modelmill.ops.history.longest_first``, the run's own rule)."""
-    return subprocess.run([sys.executable, "-c", LONGEST], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", LONGEST], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str, str, str, str]]:
-    p1, p2, p5, p5_first, ceiling, critical, side_busy, alone_busy, firsts, explained = [], [], [], [], [], [], [], [], [], []
+    p1, p2, p5, p5_first, ceiling, critical, side_busy, alone_busy, firsts, explained = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for _ in range(repeats):
         env = fresh_env(scratch, MODELMILL_MAX_EPOCHS=epochs)
         first, _, code = timed([EXE, "run", "--all"], env)
@@ -258,7 +275,12 @@ def pipelines_ratios(scratch: Path, repeats: int, epochs: str) -> list[tuple[str
         ("P5", P5_CRITICAL, spread(critical), "<= 1.15"),
         ("P5", P5_SPEEDUP, spread(p5), ""),
         ("P5", "first runs on a new store (no history: pipelines in name order)", spread(p5_first), ""),
-        ("P5", "its ceiling: `run --all --force` / the longest pipeline alone, `--workers 2 --force`", spread(ceiling), ""),
+        (
+            "P5",
+            "its ceiling: `run --all --force` / the longest pipeline alone, `--workers 2 --force`",
+            spread(ceiling),
+            "",
+        ),
         ("P5", P5_BUSY, spread(side_busy), ""),
         ("P5", P5_BUSY_ALONE, spread(alone_busy), ""),
         ("", f"(`run --all` itself, s, epochs capped at {epochs})", spread(firsts, 1), ""),
@@ -308,14 +330,25 @@ def gate_ratio(scratch: Path, repeats: int, rows: int = 5_000_000) -> list[tuple
     code = GATE.format(scripts=str(HERE), suite=str(root / "credit_risk.json"), data=str(data), docs=str(root / "docs"))
     ratios = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code], env=fresh_env(scratch), capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=fresh_env(scratch), capture_output=True, text=True, check=True
+        )
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         ratios.append(figures["gx"] / figures["arrow"])
-    return [("P4", f"GX gate / pyarrow checks of the same suite (credit_risk's 45 rules), {rows / 1e6:g}M rows", spread(ratios), "<= 3")]
+    return [
+        (
+            "P4",
+            f"GX gate / pyarrow checks of the same suite (credit_risk's 45 rules), {rows / 1e6:g}M rows",
+            spread(ratios),
+            "<= 3",
+        )
+    ]
 
 
 #: each child times its own work (imports left out) and prints the seconds
-RAW_READ = "import time, pyarrow.csv as c; t = time.perf_counter(); c.read_csv({path!r}); print(time.perf_counter() - t)"
+RAW_READ = (
+    "import time, pyarrow.csv as c; t = time.perf_counter(); c.read_csv({path!r}); print(time.perf_counter() - t)"
+)
 INGEST = """
 import time
 from modelmill.data.ingest import ingest
@@ -328,7 +361,9 @@ t = time.perf_counter(); ingest(spec, s); print(time.perf_counter() - t)
 
 def measured(code: str, env: dict[str, str]) -> tuple[float, float]:
     """(seconds the child printed, its peak RSS in GiB)."""
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -339,22 +374,33 @@ def measured(code: str, env: dict[str, str]) -> tuple[float, float]:
 def generate(root: Path, rows: int) -> None:
     """In a child process, so this one never holds the data (a child's peak RSS counts the
     parent's pages at fork time)."""
-    subprocess.run([sys.executable, str(HERE / "large_credit.py"), str(root), str(rows)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(HERE / "large_credit.py"), str(root), str(rows)], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def whole_run(scratch: Path, root: Path, repeats: int, rows: int) -> tuple[str, str, str, str]:
     """``modelmill run big_credit`` on the generated project, ingest to promotion, each on a new store."""
     secs, peaks = [], []
     for _ in range(repeats):
-        took, peak_mib, code = timed([EXE, "run", "big_credit"], fresh_env(scratch, MODELMILL_PIPELINES_DIR=str(root / "pipelines")))
+        took, peak_mib, code = timed(
+            [EXE, "run", "big_credit"], fresh_env(scratch, MODELMILL_PIPELINES_DIR=str(root / "pipelines"))
+        )
         if code != 0:
             raise SystemExit(f"modelmill run big_credit at {rows} rows failed (exit {code})")
         secs.append(took)
         peaks.append(peak_mib / 1024)
-    return ("P4", f"whole `modelmill run` of the generated spec, {rows / 1e6:g}M rows: wall time (s) / peak RSS (GiB)", f"{spread(secs, 0)} s; {spread(peaks)} GiB", "<= 4 GiB")
+    return (
+        "P4",
+        f"whole `modelmill run` of the generated spec, {rows / 1e6:g}M rows: wall time (s) / peak RSS (GiB)",
+        f"{spread(secs, 0)} s; {spread(peaks)} GiB",
+        "<= 4 GiB",
+    )
 
 
-def ingest_ratios(scratch: Path, repeats: int, sizes: list[int], whole: bool = False) -> list[tuple[str, str, str, str]]:
+def ingest_ratios(
+    scratch: Path, repeats: int, sizes: list[int], whole: bool = False
+) -> list[tuple[str, str, str, str]]:
     """The ingest rows at each size; with ``whole``, the whole run too at the largest."""
     rows_out = []
     for rows in sizes:
@@ -370,8 +416,18 @@ def ingest_ratios(scratch: Path, repeats: int, sizes: list[int], whole: bool = F
             secs.append(took)
         label = f"{rows / 1e6:g}M rows x 20 columns ({csv.stat().st_size / 2**20:.0f} MiB CSV)"
         rows_out += [
-            ("P4", f"ingest stage / raw pyarrow read, {label}", spread(ratios), "<= 2" if rows >= 10_000_000 else "(goal is at 10M)"),
-            ("P4", f"ingest stage wall time (s) / peak RSS (GiB), {rows / 1e6:g}M rows", f"{spread(secs, 1)} s; {spread(peaks)} GiB", "linear; <= 4 GiB"),
+            (
+                "P4",
+                f"ingest stage / raw pyarrow read, {label}",
+                spread(ratios),
+                "<= 2" if rows >= 10_000_000 else "(goal is at 10M)",
+            ),
+            (
+                "P4",
+                f"ingest stage wall time (s) / peak RSS (GiB), {rows / 1e6:g}M rows",
+                f"{spread(secs, 1)} s; {spread(peaks)} GiB",
+                "linear; <= 4 GiB",
+            ),
         ]
         if whole and rows == max(sizes):
             rows_out.append(whole_run(scratch, root, repeats, rows))
@@ -386,10 +442,24 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--epochs", default="2", help="MODELMILL_MAX_EPOCHS for the pipeline runs")
     ap.add_argument("--skip-pipelines", action="store_true", help="only the data-scale rows (P4)")
     ap.add_argument("--skip-data", action="store_true", help="only the pipeline rows (P1, P2, P5)")
-    ap.add_argument("--p5-only", action="store_true", help="only the side-by-side rows (P5): per repeat, one side-by-side run to build history, then one after another, side by side and the longest alone, all --force")
-    ap.add_argument("--explain-only", action="store_true", help="only the explain / train rows (X1): one `run --all` per repeat")
-    ap.add_argument("--store", metavar="HOME", help="with --explain-only: read X1 from the runs in this MODELMILL_HOME instead of running")
-    ap.add_argument("--skip-whole-run", action="store_true", help="no whole `modelmill run` at the largest --rows (~6 min a repeat at 10M)")
+    ap.add_argument(
+        "--p5-only",
+        action="store_true",
+        help="only the side-by-side rows (P5): per repeat, one side-by-side run to build history, then one after another, side by side and the longest alone, all --force",
+    )
+    ap.add_argument(
+        "--explain-only", action="store_true", help="only the explain / train rows (X1): one `run --all` per repeat"
+    )
+    ap.add_argument(
+        "--store",
+        metavar="HOME",
+        help="with --explain-only: read X1 from the runs in this MODELMILL_HOME instead of running",
+    )
+    ap.add_argument(
+        "--skip-whole-run",
+        action="store_true",
+        help="no whole `modelmill run` at the largest --rows (~6 min a repeat at 10M)",
+    )
     args = ap.parse_args(argv)
     sizes = [int(float(r)) for r in args.rows.split(",") if r]
     with tempfile.TemporaryDirectory(prefix="modelmill-bench-") as tmp:

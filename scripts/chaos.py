@@ -48,7 +48,11 @@ def run_tests(workdir: Path) -> dict[str, str]:
     report = workdir / "junit.xml"
     files = sorted({f"tests/{v.split('::')[0]}" for v in CASES.values()})
     env = dict(os.environ, TMPDIR=str(workdir), OMP_NUM_THREADS="1")
-    subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *files], cwd=REPO, env=env)
+    subprocess.call(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *files],
+        cwd=REPO,
+        env=env,
+    )
     outcome: dict[str, list[str]] = {}
     for case in ET.parse(report).iter("testcase"):
         name = f"{Path(case.get('classname', '').replace('.', '/')).name}.py::{case.get('name')}"
@@ -58,7 +62,11 @@ def run_tests(workdir: Path) -> dict[str, str]:
     verdicts = {}
     for label, prefix in CASES.items():
         results = [r for name, rs in outcome.items() if name.startswith(prefix) for r in rs]
-        verdicts[label] = "failed" if "failed" in results else ("held" if results and all(r == "held" for r in results) else "not run")
+        verdicts[label] = (
+            "failed"
+            if "failed" in results
+            else ("held" if results and all(r == "held" for r in results) else "not run")
+        )
     return verdicts
 
 
@@ -82,7 +90,11 @@ def full_disk(workdir: Path) -> str:
     """A second run on a full disk: one line, exit 1, no traceback; champion and snapshot intact."""
     mount = workdir / "small-disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.call(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], stderr=subprocess.DEVNULL) != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.call(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], stderr=subprocess.DEVNULL)
+        != 0
+    ):
         return "not run"
     try:
         home = mount / "home"
@@ -123,7 +135,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="modelmill-chaos-") as tmp:
         verdicts = run_tests(Path(tmp))
         verdicts["MLflow server down: exit 1 within 30 s, timed"] = mlflow_down_time(Path(tmp))
-        verdicts["full disk (0 bytes free, free-space check off): one line, exit 1, champion and snapshots intact"] = full_disk(Path(tmp))
+        verdicts["full disk (0 bytes free, free-space check off): one line, exit 1, champion and snapshots intact"] = (
+            full_disk(Path(tmp))
+        )
     width = max(map(len, verdicts))
     print(f"\n{'case':{width}}  result\n{'-' * width}  -------")
     for case, verdict in verdicts.items():

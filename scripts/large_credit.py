@@ -21,14 +21,22 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 CHUNK = 1_000_000
-NUMERIC = ["duration_months", "credit_amount", "installment_rate", "residence_since", "age", "existing_credits", "people_liable"]
+NUMERIC = [
+    "duration_months",
+    "credit_amount",
+    "installment_rate",
+    "residence_since",
+    "age",
+    "existing_credits",
+    "people_liable",
+]
 
 
 def _german():
+    from modelmill.config.settings import get_settings
     from modelmill.data.catalog import CATALOG
     from modelmill.data.fetch import fetch_catalog_file
     from modelmill.data.readers import READERS
-    from modelmill.config.settings import get_settings
 
     entry = CATALOG["german-credit"]
     files = {f.name: fetch_catalog_file(entry, f, get_settings()) for f in entry.files}
@@ -54,8 +62,15 @@ def write_table(path: Path, rows: int, seed: int = 0) -> list[str]:
                 if c in ("duration_months", "credit_amount", "age"):
                     sample = np.clip(np.round(sample * rng.uniform(0.8, 1.2, n)), base[c].min(), base[c].max())
                 cols[c] = sample.astype(np.int64)
-            logit = -1.2 + 0.03 * (cols["duration_months"] - 20) + 0.00008 * (cols["credit_amount"] - 3000) - 0.02 * (cols["age"] - 35)
-            logit += np.where(cols["checking_status"] == "A11", 0.9, np.where(cols["checking_status"] == "A14", -1.0, 0.0))
+            logit = (
+                -1.2
+                + 0.03 * (cols["duration_months"] - 20)
+                + 0.00008 * (cols["credit_amount"] - 3000)
+                - 0.02 * (cols["age"] - 35)
+            )
+            logit += np.where(
+                cols["checking_status"] == "A11", 0.9, np.where(cols["checking_status"] == "A14", -1.0, 0.0)
+            )
             cols["risk"] = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "bad", "good")
             table = pa.table(cols)
             if writer is None:
@@ -79,8 +94,14 @@ def write_project(root: Path, rows: int) -> Path:
             {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1000, "max_value": 10**9}},
             *({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in [*columns, "risk"]),
             {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "risk", "value_set": ["bad", "good"]}},
-            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "age", "min_value": 18, "max_value": 100}},
-            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "credit_amount", "min_value": 1, "max_value": 100000}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "age", "min_value": 18, "max_value": 100},
+            },
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "credit_amount", "min_value": 1, "max_value": 100000},
+            },
         ],
     }
     (root / "expectations").mkdir(parents=True, exist_ok=True)
@@ -97,7 +118,13 @@ def write_project(root: Path, rows: int) -> Path:
         "split": {"method": "stratified", "test_size": 0.2, "seed": 7, "folds": 2},
         "problem": "tabular_classification",
         "baseline": {"name": "prior", "estimator": "dummy_prior"},
-        "candidates": [{"name": "hist_gradient_boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 100, "early_stopping": False}}],
+        "candidates": [
+            {
+                "name": "hist_gradient_boosting",
+                "estimator": "hist_gradient_boosting",
+                "params": {"max_iter": 100, "early_stopping": False},
+            }
+        ],
         "metric": {"name": "roc_auc", "direction": "maximize"},
         "promotion": {"margin": 0.001},
         "duplicates": "drop",

@@ -29,19 +29,37 @@ COLUMNS = {
     "breast_ultrasound": ["roc_auc", "accuracy", "sensitivity", "specificity"],
     "support_intent": ["accuracy", "macro_f1"],
     "review_sentiment": ["accuracy", "f1", "roc_auc", "accuracy.amazon", "accuracy.yelp", "accuracy.imdb"],
-    "retail_recommendations": ["ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "hit_rate_at_10", "coverage_at_10", "novelty_at_10"],
+    "retail_recommendations": [
+        "ndcg_at_10",
+        "precision_at_10",
+        "recall_at_10",
+        "map_at_10",
+        "hit_rate_at_10",
+        "coverage_at_10",
+        "novelty_at_10",
+    ],
 }
 
 
 #: the seed's headline claims -> (pipeline, test metric, how the lift over the naive baseline reads)
 CLAIMS = [
     ("stock +30 %", "price_forecast", "rmse", "next-day return forecast error vs the random walk"),
-    ("stock +30 %", "price_forecast", "portfolio_sharpe", "Sharpe of long/flat on the forecasts (5 bp per trade) vs buy-and-hold"),
+    (
+        "stock +30 %",
+        "price_forecast",
+        "portfolio_sharpe",
+        "Sharpe of long/flat on the forecasts (5 bp per trade) vs buy-and-hold",
+    ),
     ("diagnosis +25 %", "breast_ultrasound", "accuracy", "ultrasound accuracy vs always-benign"),
     ("diagnosis +25 %", "breast_cytology", "accuracy", "cytology accuracy vs always-benign"),
     ("satisfaction +20 %", "support_intent", "accuracy", "intent accuracy vs the most frequent intent"),
     ("satisfaction +20 %", "review_sentiment", "accuracy", "sentiment accuracy vs the prior"),
-    ("sales +15 %", "retail_recommendations", "hit_rate_at_10", "customers with a bought product in their top 10 vs best-sellers"),
+    (
+        "sales +15 %",
+        "retail_recommendations",
+        "hit_rate_at_10",
+        "customers with a bought product in their top 10 vs best-sellers",
+    ),
 ]
 
 
@@ -76,7 +94,13 @@ def selection_rows(tracker, name: str, r) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", action="store_true", help="run all pipelines into a fresh temporary home first")
-    ap.add_argument("--write", metavar="PAGE", action="append", default=[], help="put the tables into PAGE between <!-- results --> and <!-- /results --> (the first table only between <!-- results:summary --> and <!-- /results:summary -->); repeatable")
+    ap.add_argument(
+        "--write",
+        metavar="PAGE",
+        action="append",
+        default=[],
+        help="put the tables into PAGE between <!-- results --> and <!-- /results --> (the first table only between <!-- results:summary --> and <!-- /results:summary -->); repeatable",
+    )
     args = ap.parse_args()
     timing = ""
     if args.run:
@@ -101,7 +125,11 @@ def main() -> int:
     latest = {}
     for name, spec in specs.items():
         runs = tracker.runs(spec)
-        done = runs[(runs["status"] == "FINISHED") & runs["metrics.test/lift_over_baseline"].notna()] if not runs.empty else runs
+        done = (
+            runs[(runs["status"] == "FINISHED") & runs["metrics.test/lift_over_baseline"].notna()]
+            if not runs.empty
+            else runs
+        )
         if not done.empty:
             latest[name] = done.iloc[-1]
     out: list[str] = []
@@ -130,14 +158,21 @@ def main() -> int:
         else:
             shown = f"{key} {lift:+.4g}"
         emit(f"| {name} | {best} | {'; '.join(cells)} | {shown} | {reference} |")
-        knn = [f"{m} {r.get(f'metrics.test/reference_item_knn_{m}'):.3f}" for m in metrics if r.get(f"metrics.test/reference_item_knn_{m}") == r.get(f"metrics.test/reference_item_knn_{m}") and r.get(f"metrics.test/reference_item_knn_{m}") is not None]
+        knn = [
+            f"{m} {r.get(f'metrics.test/reference_item_knn_{m}'):.3f}"
+            for m in metrics
+            if r.get(f"metrics.test/reference_item_knn_{m}") == r.get(f"metrics.test/reference_item_knn_{m}")
+            and r.get(f"metrics.test/reference_item_knn_{m}") is not None
+        ]
         if knn:  # recommenders: plain item-item cosine kNN on the same split, the shipped reference
             emit(f"| {name} (reference) | plain item-item cosine kNN | {'; '.join(knn)} | — | the same test period |")
     emit("\n| seed's claim | pipeline | measured on the test split | this project's figure |")
     emit("|---|---|---|---|")
     for claim, name, metric, what in CLAIMS:
         emit(f"| {claim} | {name} | {what} | {claim_cell(latest[name], metric) if name in latest else 'not run'} |")
-    emit("\n| pipeline | candidate | estimator and chosen grid point | selection score (validation / cross-validation; the table is sorted best first) |")
+    emit(
+        "\n| pipeline | candidate | estimator and chosen grid point | selection score (validation / cross-validation; the table is sorted best first) |"
+    )
     emit("|---|---|---|---|")
     for name, r in latest.items():
         emit("\n".join(selection_rows(tracker, name, r)))
@@ -153,7 +188,9 @@ def main() -> int:
         for marker, block in (("results", text), ("results:summary", summary)):
             if f"<!-- {marker} -->\n" in content:
                 before, rest = content.split(f"<!-- {marker} -->\n", 1)
-                content = f"{before}<!-- {marker} -->\n{block}\n<!-- /{marker} -->{rest.split(f'<!-- /{marker} -->', 1)[1]}"
+                content = (
+                    f"{before}<!-- {marker} -->\n{block}\n<!-- /{marker} -->{rest.split(f'<!-- /{marker} -->', 1)[1]}"
+                )
         page.write_text(content)
         sys.stderr.write(f"wrote the results tables into {page}\n")
     return 0

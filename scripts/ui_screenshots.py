@@ -66,10 +66,10 @@ def main() -> int:
                 if code != 0:
                     print(f"modelmill run exited {code}", file=sys.stderr)
                     return code
-        from modelmill.runtime.servers import mlflow_server
         from modelmill.config.settings import get_settings
         from modelmill.config.spec import load_all
         from modelmill.registry.tracking import Tracker
+        from modelmill.runtime.servers import mlflow_server
 
         settings = get_settings()
         server = mlflow_server(Path(tmp) / "server", free_port(), settings.tracking_uri)
@@ -84,10 +84,17 @@ def main() -> int:
                 runs = tracker.runs(spec)
                 profile = Path(tmp) / "chromium"
                 screenshot(browser, base, out / f"{spec.name}-1-runs-default.png", profile)
-                screenshot(browser, tracker.experiment_url(exp, server.url), out / f"{spec.name}-2-runs-modelmill-view.png", profile)
+                screenshot(
+                    browser,
+                    tracker.experiment_url(exp, server.url),
+                    out / f"{spec.name}-2-runs-modelmill-view.png",
+                    profile,
+                )
                 screenshot(browser, f"{base}&compareRunsMode=CHART", out / f"{spec.name}-3-charts.png", profile)
                 if not runs.empty:
-                    run_page = f"{server.url}/#/experiments/{exp}/runs/{runs.iloc[-1]['run_id']}?workflowType=machine_learning"
+                    run_page = (
+                        f"{server.url}/#/experiments/{exp}/runs/{runs.iloc[-1]['run_id']}?workflowType=machine_learning"
+                    )
                     screenshot(browser, run_page, out / f"{spec.name}-4-latest-run.png", profile)
         finally:
             server.stop()

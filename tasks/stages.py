@@ -6,8 +6,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from modelmill.pipeline import stages
 from modelmill.ops.report import summary_markdown
+from modelmill.pipeline import stages
 
 # Stages pass frames and fitted models in memory: hashing them for a cache key is wasted work,
 # and the data digest (not the task inputs) is what identifies a run's data.
@@ -16,7 +16,9 @@ _opts = dict(cache_policy=NO_CACHE, persist_result=False)
 
 @task(name="start-run", **_opts)
 def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual", force=False):
-    return stages.start(spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger, force=force)
+    return stages.start(
+        spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger, force=force
+    )
 
 
 # Downloads retry inside the core (with backoff); a checksum or format error must not be retried.
@@ -73,7 +75,11 @@ def finish(handle, evaluation, decision):
 @task(name="publish-summary", **_opts)
 def publish_summary(summary):
     """A markdown artifact on the flow run: metrics, decision and where the MLflow run is."""
-    create_markdown_artifact(markdown=summary_markdown(summary.__dict__), key=f"modelmill-{summary.pipeline.replace('_', '-')}", description=f"modelmill {summary.pipeline} run")
+    create_markdown_artifact(
+        markdown=summary_markdown(summary.__dict__),
+        key=f"modelmill-{summary.pipeline.replace('_', '-')}",
+        description=f"modelmill {summary.pipeline} run",
+    )
     return summary
 
 

@@ -60,7 +60,9 @@ def _no_mlflow_uri_left_over():
 
 def require_mirror() -> Path:
     if MIRROR is None:
-        pytest.skip("needs the dataset mirror: set MODELMILL_DATA_MIRROR to a folder laid out as <dataset-id>/<file> (.ci/run sets it)")
+        pytest.skip(
+            "needs the dataset mirror: set MODELMILL_DATA_MIRROR to a folder laid out as <dataset-id>/<file> (.ci/run sets it)"
+        )
     if not (MIRROR / "SHA256SUMS.tsv").is_file():
         pytest.fail(f"MODELMILL_DATA_MIRROR={MIRROR} is not a dataset mirror (no SHA256SUMS.tsv)")
     return MIRROR
@@ -75,7 +77,9 @@ def prefect_api():
         yield
 
 
-def modelmill_env(mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None = None, pipelines: Path | None = None) -> None:
+def modelmill_env(
+    mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None = None, pipelines: Path | None = None
+) -> None:
     mp.setenv("MODELMILL_HOME", str(home))
     if mirror is None:
         mp.delenv("MODELMILL_DATA_MIRROR", raising=False)
@@ -271,13 +275,44 @@ def postgres(tmp_path):
     shutil.chown(root, "postgres")
     data, port = root / "data", free_port()
     _as_postgres("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    _as_postgres("pg_ctl", "-D", str(data), "-l", str(root / "pg.log"), "-w", "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k ''", "start")
+    _as_postgres(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(root / "pg.log"),
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k ''",
+        "start",
+    )
     try:
         init = (REPO / "docker" / "postgres-init.sh").read_text()
         sql = init.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]
         subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-v", "prefect_pw=prefect-secret", "-v", "mlflow_pw=mlflow-secret"],
-            input=sql, capture_output=True, text=True, check=True,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "prefect_pw=prefect-secret",
+                "-v",
+                "mlflow_pw=mlflow-secret",
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         yield port
     finally:
@@ -321,7 +356,13 @@ def alert_receivers():
     thread = threading.Thread(target=web.serve_forever, daemon=True)
     thread.start()
     try:
-        yield (f"json://127.0.0.1:{web.server_address[1]}", f"mailto://127.0.0.1:{smtp_port}?from=modelmill@example.org&to=ops@example.org", posts, mails, free_port())
+        yield (
+            f"json://127.0.0.1:{web.server_address[1]}",
+            f"mailto://127.0.0.1:{smtp_port}?from=modelmill@example.org&to=ops@example.org",
+            posts,
+            mails,
+            free_port(),
+        )
     finally:
         web.shutdown()
         web.server_close()
@@ -340,8 +381,32 @@ class SeaweedFS:
 
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        (root / "s3.json").write_text(_json.dumps({"identities": [{"name": "modelmill", "credentials": [{"accessKey": self.ACCESS, "secretKey": self.SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "admin.port", "admin.port.grpc")
+        (root / "s3.json").write_text(
+            _json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "modelmill",
+                            "credentials": [{"accessKey": self.ACCESS, "secretKey": self.SECRET}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        names = (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "admin.port",
+            "admin.port.grpc",
+        )
         self.ports = {n: free_port() for n in names}
         self.proc: subprocess.Popen | None = None
 
@@ -350,12 +415,23 @@ class SeaweedFS:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def env(self, prefix: str = "team") -> dict[str, str]:
-        return {"MODELMILL_STORE_URI": f"s3://{self.BUCKET}/{prefix}", "MODELMILL_STORE_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": self.ACCESS, "AWS_SECRET_ACCESS_KEY": self.SECRET}
+        return {
+            "MODELMILL_STORE_URI": f"s3://{self.BUCKET}/{prefix}",
+            "MODELMILL_STORE_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.ACCESS,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET,
+        }
 
     def fs(self):
         from pyarrow import fs
 
-        return fs.S3FileSystem(access_key=self.ACCESS, secret_key=self.SECRET, endpoint_override=self.endpoint.removeprefix("http://"), scheme="http", region="us-east-1")
+        return fs.S3FileSystem(
+            access_key=self.ACCESS,
+            secret_key=self.SECRET,
+            endpoint_override=self.endpoint.removeprefix("http://"),
+            scheme="http",
+            region="us-east-1",
+        )
 
     def start(self) -> None:
         import time
@@ -363,13 +439,27 @@ class SeaweedFS:
         import urllib.request
 
         weed = Path(sys.executable).with_name("weed")
-        args = [str(weed), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false", f"-s3.config={self.root / 's3.json'}", f"-bucket={self.BUCKET}"]
+        args = [
+            str(weed),
+            "mini",
+            f"-dir={self.root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.config={self.root / 's3.json'}",
+            f"-bucket={self.BUCKET}",
+        ]
         args += [f"-{n}={p}" for n, p in self.ports.items()]
-        self.proc = subprocess.Popen(args, stdout=(self.root / "weed.log").open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=(self.root / "weed.log").open("a"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited {self.proc.returncode}: {(self.root / 'weed.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"weed mini exited {self.proc.returncode}: {(self.root / 'weed.log').read_text()[-2000:]}"
+                )
             try:
                 urllib.request.urlopen(self.endpoint, timeout=2)
             except urllib.error.HTTPError:
@@ -380,7 +470,7 @@ class SeaweedFS:
             break
         else:
             raise RuntimeError("weed mini did not answer on its S3 port within 90 s")
-        for attempt in range(60):  # the bucket is there once the filer has created it
+        for _ in range(60):  # the bucket is there once the filer has created it
             try:
                 with self.fs().open_output_stream(f"{self.BUCKET}/.ready") as out:
                     out.write(b"ok")

@@ -34,7 +34,9 @@ def test_manual_mode_approve_and_rollback_end_to_end(example_project, capsys, mo
     assert _aliases(client) == {"champion": "1"}
     tags = client.get_model_version("modelmill-my_cells", "1").tags
     assert tags["modelmill.move"] == "approve" and tags["modelmill.moved_by"] == "dana"
-    assert tags["modelmill.move_reason"] == "checked the slices by hand" and tags["modelmill.previous_champion"] == "none"
+    assert (
+        tags["modelmill.move_reason"] == "checked the slices by hand" and tags["modelmill.previous_champion"] == "none"
+    )
 
     code, out, err = run_cli(capsys, "run", "my_cells", "--force")
     assert code == 0, out + err
@@ -86,8 +88,8 @@ def test_manual_mode_approve_and_rollback_end_to_end(example_project, capsys, mo
 
 @pytest.mark.flow
 def test_a_move_waits_for_the_promotion_lock_and_require_shadow_is_enforced(example_project, capsys):
-    from modelmill.ops.approval import Refused, approve, promotion_lock
     from modelmill.config.spec import load_spec
+    from modelmill.ops.approval import Refused, approve, promotion_lock
     from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
@@ -102,7 +104,9 @@ def test_a_move_waits_for_the_promotion_lock_and_require_shadow_is_enforced(exam
     pipeline = pipeline.model_copy(update={"promotion": pipeline.promotion.model_copy(update={"require_shadow": 0})})
     moved = []
     with promotion_lock(pipeline, s.home_dir):  # what a training run holds while it compares and promotes
-        mover = threading.Thread(target=lambda: moved.append(approve(tracker, pipeline, s.home_dir, None, "after the run")))
+        mover = threading.Thread(
+            target=lambda: moved.append(approve(tracker, pipeline, s.home_dir, None, "after the run"))
+        )
         mover.start()
         mover.join(timeout=2)
         assert mover.is_alive() and moved == []  # it waits

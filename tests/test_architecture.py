@@ -61,9 +61,15 @@ def test_each_command_module_imports_the_core_never_another_command():
         imported = _modules_imported(package / f"{name}.py")
         others = sorted(m for m in imported if m.startswith("modelmill.cli") and m.split(".")[2] != "common")
         assert others == [], f"modelmill/cli/{name}.py imports other commands: {others}"
-        assert any(m.startswith("modelmill.") and not m.startswith("modelmill.cli") for m in imported), f"{name} uses no core module"
+        assert any(m.startswith("modelmill.") and not m.startswith("modelmill.cli") for m in imported), (
+            f"{name} uses no core module"
+        )
     # the package's entry point knows the commands only by name
-    assert not any(m.split(".")[2:3] and m.split(".")[2] in commands for m in _modules_imported(package / "__init__.py") if m.startswith("modelmill.cli."))
+    assert not any(
+        m.split(".")[2:3] and m.split(".")[2] in commands
+        for m in _modules_imported(package / "__init__.py")
+        if m.startswith("modelmill.cli.")
+    )
 
 
 def test_the_architecture_page_draws_the_layers_contract():

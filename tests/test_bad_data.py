@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
-from modelmill.errors import DataRejected, SpecError
-from modelmill.quality.rules import deduplicate, findings
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.errors import DataRejected, SpecError
+from modelmill.quality.rules import deduplicate, findings
 from modelmill.quality.validate import ExpectationOutcome, ValidationReport, gate
 
 
@@ -95,7 +95,9 @@ def test_duplicates_are_dropped_or_rejected_as_the_spec_says():
     derived = kept.assign(z=1)[["id", "y"]]
     keys = ProblemKind.test_keys(_spec(roles={"id": "id"}), derived, [1, 2])
     assert keys.to_dict("list") == {"id": [2, 3], "row": [2, 4]}
-    assert _messages(_spec(roles={"id": "id"}, duplicates="reject"), ids) == ["16 rows repeat an earlier id (duplicates: reject)"]
+    assert _messages(_spec(roles={"id": "id"}, duplicates="reject"), ids) == [
+        "16 rows repeat an earlier id (duplicates: reject)"
+    ]
 
 
 def test_repeated_rows_are_the_ones_pandas_finds_without_pandas_memory():
@@ -104,7 +106,9 @@ def test_repeated_rows_are_the_ones_pandas_finds_without_pandas_memory():
     colliding hashes."""
     from modelmill.quality import rules
 
-    nan_bits = np.frombuffer(np.array([0x7FF8000000000001], dtype=np.uint64).tobytes(), dtype=np.float64)[0]  # another NaN
+    nan_bits = np.frombuffer(np.array([0x7FF8000000000001], dtype=np.uint64).tobytes(), dtype=np.float64)[
+        0
+    ]  # another NaN
     df = pd.DataFrame({
         "x": [0.0, -0.0, np.nan, nan_bits, 1.5, 1.5, 2.0],
         "s": pd.array(["a", "a", None, None, "b", "b", "b"], dtype="str"),
@@ -151,7 +155,12 @@ def test_the_gate_tells_bad_values_from_a_rule_that_errored():
 
 
 def test_a_suite_naming_a_column_the_data_never_had_is_a_suite_error():
-    missing = _o("expect_column_values_to_not_be_null", "nucleus", raised=True, message='Error: The column "nucleus" in BatchData does not exist.')
+    missing = _o(
+        "expect_column_values_to_not_be_null",
+        "nucleus",
+        raised=True,
+        message='Error: The column "nucleus" in BatchData does not exist.',
+    )
     with pytest.raises(SpecError, match="suite s names column nucleus which the data does not have"):
         gate(ValidationReport("s", False, 100, [missing, _o("expect_table_columns_to_match_set", success=True)]), "t")
     # The suite's own schema check says the data lost the column: that is the data's fault.
@@ -238,9 +247,15 @@ def test_check_is_a_dry_run_with_the_gate_table_and_the_plan(example_project, ca
     code, out, err = run_cli(capsys, "check", "my_cells")
     assert code == 0, out + err
     assert "my_cells: 569 rows x 6 columns" in out
-    assert any(ln.startswith("expect_column_values_to_be_between(mean_radius)") and " pass " in ln for ln in out.splitlines())
-    assert "candidate logistic_regression: logistic_regression grid {'C': [0.1, 1.0]}" in out and "the gate passes" in out
-    assert not (root / "home" / "mlflow.db").exists() and not (root / "home" / "snapshots").exists(), "a dry run wrote a store or a snapshot"
+    assert any(
+        ln.startswith("expect_column_values_to_be_between(mean_radius)") and " pass " in ln for ln in out.splitlines()
+    )
+    assert (
+        "candidate logistic_regression: logistic_regression grid {'C': [0.1, 1.0]}" in out and "the gate passes" in out
+    )
+    assert not (root / "home" / "mlflow.db").exists() and not (root / "home" / "snapshots").exists(), (
+        "a dry run wrote a store or a snapshot"
+    )
 
     bad = data.copy()
     bad["worst_concavity"] = bad["worst_concavity"].astype(str)
@@ -270,7 +285,11 @@ def test_a_table_with_a_few_null_features_trains_with_impute_and_the_champion_fi
     model = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
     raw = holes.drop(columns=["diagnosis"]).iloc[[5, 7, 8]].astype("float64")  # rows with and without holes
     scores = model.predict(raw)
-    assert len(scores) == 3 and np.isfinite(scores["probability_malignant"]).all() and set(scores["prediction"]) <= {"malignant", "benign"}
+    assert (
+        len(scores) == 3
+        and np.isfinite(scores["probability_malignant"]).all()
+        and set(scores["prediction"]) <= {"malignant", "benign"}
+    )
 
 
 def test_scoring_honours_mostly_of_a_not_null_rule_where_the_champion_imputes(example_project, capsys, tmp_path):
@@ -278,21 +297,29 @@ def test_scoring_honours_mostly_of_a_not_null_rule_where_the_champion_imputes(ex
 
     root, spec, data = example_project
     suite = json.loads((root / "expectations" / "my_cells.json").read_text())
-    suite["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "mean_texture", "mostly": 0.9}})
+    suite["expectations"].append(
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "mean_texture", "mostly": 0.9}}
+    )
     (root / "expectations" / "my_cells.json").write_text(json.dumps(suite))
     code, out = _run(root, spec, data, capsys, impute={"numeric": "median"})
     assert code == 0, out
     batch = data.drop(columns=["diagnosis"]).head(40).copy()
     batch.loc[[3, 11], "mean_texture"] = np.nan  # 5 %: within the rule's mostly, and the champion imputes them
     batch.to_csv(tmp_path / "few.csv", index=False)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(tmp_path / "few.csv"), "--output", str(tmp_path / "few.parquet"))
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(tmp_path / "few.csv"), "--output", str(tmp_path / "few.parquet")
+    )
     assert code == 0 and "scored 40 of 40 rows" in out, out + err
     assert pd.read_parquet(tmp_path / "few.parquet")["probability"].notna().all()
     batch.loc[range(20, 30), "mean_texture"] = np.nan  # 30 %: beyond mostly, the rows with a hole are set aside
     batch.to_csv(tmp_path / "many.csv", index=False)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(tmp_path / "many.csv"), "--output", str(tmp_path / "many.parquet"))
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(tmp_path / "many.csv"), "--output", str(tmp_path / "many.parquet")
+    )
     assert code == 0 and "scored 28 of 40 rows" in out, out + err
-    assert set(pd.read_parquet(tmp_path / "many.rejected.parquet")["rejected_because"]) == {"expect_column_values_to_not_be_null(mean_texture)"}
+    assert set(pd.read_parquet(tmp_path / "many.rejected.parquet")["rejected_because"]) == {
+        "expect_column_values_to_not_be_null(mean_texture)"
+    }
 
 
 def test_impute_on_a_kind_that_cannot_use_it_is_a_spec_error(tmp_path):

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from conftest import REPO, require_mirror
-from modelmill.data.catalog import CATALOG
-from modelmill.data.fetch import fetch_catalog_file
-from modelmill.learn.kinds import get_kind
-from modelmill.learn.kinds.tabular import Calibrated
-from modelmill.data.readers import read_german_credit
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.data.catalog import CATALOG
+from modelmill.data.fetch import fetch_catalog_file
+from modelmill.data.readers import read_german_credit
+from modelmill.learn.kinds import get_kind
+from modelmill.learn.kinds.tabular import Calibrated
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,9 @@ def credit(tmp_path_factory) -> pd.DataFrame:
 
 def _spec(calibration: str) -> PipelineSpec:
     shipped = yaml.safe_load((REPO / "pipelines" / "credit_risk.yaml").read_text())
-    shipped["candidates"] = [{"name": "weighted_lr", "estimator": "logistic_regression", "params": {"class_weight": "balanced", "C": 0.3}}]
+    shipped["candidates"] = [
+        {"name": "weighted_lr", "estimator": "logistic_regression", "params": {"class_weight": "balanced", "C": 0.3}}
+    ]
     shipped["options"] = shipped["options"] | {"threshold": "fixed", "calibration": calibration}
     shipped["suite"] = "x.json"
     return PipelineSpec(**shipped)
@@ -47,11 +49,18 @@ def test_a_class_weighted_model_is_calibrated_or_said_to_give_scores(credit):
     assert rate == pytest.approx(0.3, abs=0.01)  # German Credit: 30 % bad risks
     # balanced weights: the mean "probability" sits near 0.5, far above the base rate, and says so
     assert raw["mean_probability"] > rate + 0.1 and raw_trained.params["calibration"] == "none"
-    assert len(raw_warnings) == 1 and "scores, not probabilities" in raw_warnings[0] and f"base rate of {rate:.2f}" in raw_warnings[0]
+    assert (
+        len(raw_warnings) == 1
+        and "scores, not probabilities" in raw_warnings[0]
+        and f"base rate of {rate:.2f}" in raw_warnings[0]
+    )
     # calibrated on held-out training rows: probabilities again, ranking (nearly) untouched
     assert isinstance(cal_trained.model, Calibrated) and cal_trained.params["calibration"] in {"sigmoid", "isotonic"}
     assert cal["brier"] < raw["brier"] and cal["log_loss"] < raw["log_loss"] and cal["brier"] < rate * (1 - rate)
     assert abs(cal["mean_probability"] - rate) < 0.05 and cal_warnings == []
     assert abs(cal["roc_auc"] - raw["roc_auc"]) < 0.01
     briers = {k.rsplit(".", 1)[1]: v for k, v in cal_trained.params.items() if k.startswith("calibration.oof_brier.")}
-    assert set(briers) == {"none", "sigmoid", "isotonic"} and min(briers, key=briers.get) == cal_trained.params["calibration"]
+    assert (
+        set(briers) == {"none", "sigmoid", "isotonic"}
+        and min(briers, key=briers.get) == cal_trained.params["calibration"]
+    )

@@ -31,7 +31,9 @@ def _suite_with_grade(root):
     for e in suite["expectations"]:
         if e["type"] == "expect_table_columns_to_match_set":
             e["kwargs"]["column_set"].append("grade")
-    suite["expectations"].append({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "grade", "value_set": [1, 2, 3]}})
+    suite["expectations"].append(
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "grade", "value_set": [1, 2, 3]}}
+    )
     path.write_text(json.dumps(suite))
 
 
@@ -45,7 +47,9 @@ def test_the_gate_counts_bad_cells_not_the_columns_rows(example_project, tmp_pat
     report = validate_frame(frame, root / "expectations" / "my_cells.json", detail=True)
     by = {o.label: o for o in report.outcomes}
     assert not report.success
-    assert by["modelmill_cell_type(grade)"].unexpected_count == 10 and by["modelmill_cell_type(grade)"].examples == ["n/a?"]
+    assert by["modelmill_cell_type(grade)"].unexpected_count == 10 and by["modelmill_cell_type(grade)"].examples == [
+        "n/a?"
+    ]
     assert "10 of its 569 cells are not" in by["modelmill_cell_type(grade)"].message
     assert by["expect_column_values_to_be_in_set(grade)"].success  # the other 559 are codes in the set
     clean = validate_frame(_with_grade(data).astype({"grade": str}), root / "expectations" / "my_cells.json")
@@ -60,10 +64,14 @@ def test_scoring_sets_aside_only_the_rows_with_a_bad_cell(example_project, capsy
     write_example_spec(root, spec, _with_grade(data))
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
-    batch = _with_grade(data).drop(columns=["diagnosis"]).sample(500, random_state=1, replace=True).reset_index(drop=True)
+    batch = (
+        _with_grade(data).drop(columns=["diagnosis"]).sample(500, random_state=1, replace=True).reset_index(drop=True)
+    )
     bad = np.arange(7, 500, 50)
     _spoil(batch, bad).to_csv(root / "batch.csv", index=False)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(root / "batch.csv"), "--output", str(root / "scores.parquet"))
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(root / "batch.csv"), "--output", str(root / "scores.parquet")
+    )
     assert code == 0, err
     scored, rejected = pd.read_parquet(root / "scores.parquet"), pd.read_parquet(root / "scores.rejected.parquet")
     assert len(scored) == 490 and len(rejected) == 10
@@ -93,7 +101,8 @@ def test_both_flavours_of_the_champion_take_raw_rows_and_agree(example_project, 
     py = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
     served = py.predict(raw)  # the same pipeline: the data's labels and the very same probabilities
     np.testing.assert_array_equal(served["prediction"], np.where(sk.predict(raw) == 1, "malignant", "benign"))
-    np.testing.assert_array_equal(served[["probability_benign", "probability_malignant"]].to_numpy(), sk.predict_proba(raw))
+    np.testing.assert_array_equal(
+        served[["probability_benign", "probability_malignant"]].to_numpy(), sk.predict_proba(raw)
+    )
     on_typed = sk.predict_proba(typed.assign(grade=typed["grade"].astype(object).where(typed.index != 3, None)))
     np.testing.assert_allclose(sk.predict_proba(raw), on_typed)  # raw rows typed exactly as training typed them
-

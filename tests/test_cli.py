@@ -54,8 +54,8 @@ def test_flow_runs_recorded_by_a_temporary_api_send_no_heartbeats(prefect_api, m
     from prefect.flow_engine import FlowRunEngine
     from prefect.settings import PREFECT_API_URL
 
-    from modelmill_flows.pipeline import heartbeats_where_watched
     from modelmill.runtime.servers import TEMPORARY_API
+    from modelmill_flows.pipeline import heartbeats_where_watched
 
     beats = []
     monkeypatch.setattr(FlowRunEngine, "_emit_flow_run_heartbeat", lambda self, *a: beats.append(self.flow_run.id))
@@ -108,7 +108,17 @@ def test_the_wait_for_the_temporary_api_imports_what_the_stages_need(tmp_path):
     GX and its pipelines' problem kinds (~2 s and ~1 s each) instead of waiting idle; with the API
     up it imports nothing ahead (a rerun that is skipped as unchanged needs neither)."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", WARM_UP, str(tmp_path / "api.log"), str(free_port())], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_UP, str(tmp_path / "api.log"), str(free_port())],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"up": [], "starting": ["great_expectations", "modelmill.learn.kinds.tabular", "modelmill.learn.kinds.text"]}
+    assert seen == {
+        "up": [],
+        "starting": ["great_expectations", "modelmill.learn.kinds.tabular", "modelmill.learn.kinds.text"],
+    }

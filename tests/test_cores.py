@@ -61,7 +61,9 @@ def test_a_network_beside_other_pipelines_takes_its_share_and_more_once_they_fin
             ThreadShare("mlp").on_epoch_begin(model.net_)
             assert torch.get_num_threads() == 4
         assert any(m.startswith("mlp: 4 threads from epoch ") for m in caplog.messages)
-        assert "threads" not in dict(MLPRegressor(hidden=(8,), max_epochs=1, seed=0, threads=1).fit(X, y).net_.callbacks)  # asked for: kept
+        assert "threads" not in dict(
+            MLPRegressor(hidden=(8,), max_epochs=1, seed=0, threads=1).fit(X, y).net_.callbacks
+        )  # asked for: kept
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -47,8 +47,19 @@ def _base_job_templates() -> dict[str, dict]:
 
     import prefect
 
-    path = Path(prefect.__file__).parent / "server" / "api" / "collections_data" / "views" / "aggregate-worker-metadata.json"
-    return {w["type"]: w["default_base_job_configuration"] for collection in json.loads(path.read_text()).values() for w in collection.values()}
+    path = (
+        Path(prefect.__file__).parent
+        / "server"
+        / "api"
+        / "collections_data"
+        / "views"
+        / "aggregate-worker-metadata.json"
+    )
+    return {
+        w["type"]: w["default_base_job_configuration"]
+        for collection in json.loads(path.read_text()).values()
+        for w in collection.values()
+    }
 
 
 @pytest.mark.parametrize("pool", ["process", "docker", "kubernetes"])
@@ -60,18 +71,34 @@ def test_each_work_pool_types_deployments_are_valid_against_prefects_base_job_te
     assert code == 0
     doc = yaml.safe_load(out)
     section = doc["definitions"]["work_pools"][pool]
-    assert {d["name"] for d in doc["deployments"]} == {d["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    assert {d["name"] for d in doc["deployments"]} == {
+        d["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    }
     schema = _base_job_templates()[pool]["variables"]
     for d in doc["deployments"]:
         assert d["work_pool"] == section  # one definition, referred to by every deployment
         variables = d["work_pool"].get("job_variables", {})
-        assert set(variables) <= set(schema["properties"]), set(variables) - set(schema["properties"])  # no misspelt key silently ignored
-        validate(variables, schema, raise_on_error=True, preprocess=True, ignore_required=True)  # as the server does on `prefect deploy`
+        assert set(variables) <= set(schema["properties"]), set(variables) - set(
+            schema["properties"]
+        )  # no misspelt key silently ignored
+        validate(
+            variables, schema, raise_on_error=True, preprocess=True, ignore_required=True
+        )  # as the server does on `prefect deploy`
         if pool != "process":
-            assert variables["image"] == "modelmill-worker:latest" and d["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
-            assert not [k for k in variables["env"] if any(w in k for w in ("PASSWORD", "SECRET", "AUTH", "KEY"))]  # no credentials in the file
+            assert variables["image"] == "modelmill-worker:latest" and d["pull"] == [
+                {"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}
+            ]
+            assert not [
+                k for k in variables["env"] if any(w in k for w in ("PASSWORD", "SECRET", "AUTH", "KEY"))
+            ]  # no credentials in the file
     with pytest.raises(ValidationError):  # the check can fail: an environment that is not a mapping
-        validate({**variables, "env": ["MODELMILL_HOME=/data"]}, schema, raise_on_error=True, preprocess=True, ignore_required=True)
+        validate(
+            {**variables, "env": ["MODELMILL_HOME=/data"]},
+            schema,
+            raise_on_error=True,
+            preprocess=True,
+            ignore_required=True,
+        )
 
 
 def test_an_unknown_pool_type_is_refused(capsys):

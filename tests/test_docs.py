@@ -22,7 +22,19 @@ def test_the_docs_site_builds_strictly(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     site = tmp_path / "site"
     assert (site / "index.html").is_file()
-    for page in ("getting-started", "your-data", "kinds", "operating", "stack", "security", "scaling", "benchmarks", "architecture", "reference/spec", "reference/settings"):
+    for page in (
+        "getting-started",
+        "your-data",
+        "kinds",
+        "operating",
+        "stack",
+        "security",
+        "scaling",
+        "benchmarks",
+        "architecture",
+        "reference/spec",
+        "reference/settings",
+    ):
         assert (site / page / "index.html").is_file(), page
 
 
@@ -35,15 +47,21 @@ def test_the_reference_pages_are_what_the_models_say():
 
 
 def test_every_spec_key_and_option_has_a_meaning_and_an_example():
+    from modelmill.config.spec import PROBLEM_KINDS, PipelineSpec
     from modelmill.learn.kinds import get_kind
     from modelmill.ops.reference_docs import undocumented
-    from modelmill.config.spec import PROBLEM_KINDS, PipelineSpec
 
     assert undocumented(PipelineSpec) == []
     for name in PROBLEM_KINDS:
         assert undocumented(get_kind(name).Options, "options.", name) == [], name
     page = (REPO / "docs" / "reference" / "spec.md").read_text()
-    for key in ("`source.read_options.sep`", "`candidates[].grid`", "`split.test_period_days`", "`options.relevance_threshold`", "`options.cost.false_negative`"):
+    for key in (
+        "`source.read_options.sep`",
+        "`candidates[].grid`",
+        "`split.test_period_days`",
+        "`options.relevance_threshold`",
+        "`options.cost.false_negative`",
+    ):
         assert key in page
 
 
@@ -69,11 +87,18 @@ def test_the_readme_is_short_and_shows_the_two_commands():
 
 def test_no_file_tells_the_history_of_its_making():
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    history = re.compile(r"\b(sessions? \d+|(this|that|an earlier|a previous|the previous|earlier|previous|several|last) sessions?|issues? #?\d+|#\d+'s)\b", re.I)
+    history = re.compile(
+        r"\b(sessions? \d+|(this|that|an earlier|a previous|the previous|earlier|previous|several|last) sessions?|issues? #?\d+|#\d+'s)\b",
+        re.I,
+    )
     offenders = []
     for name in files:
         path = REPO / name
-        if name.startswith("tests/schemas/") or not path.is_file() or path.suffix in {".png", ".npz", ".xlsx", ".parquet"}:
+        if (
+            name.startswith("tests/schemas/")
+            or not path.is_file()
+            or path.suffix in {".png", ".npz", ".xlsx", ".parquet"}
+        ):
             continue
         try:
             text = path.read_text()

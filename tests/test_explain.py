@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from conftest import REPO, mlflow_client, modelmill_env, require_mirror, run_cli
-from modelmill.learn import explain
-from modelmill.learn.kinds import get_kind
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.learn import explain
+from modelmill.learn.kinds import get_kind
 
 
 # -- the pure core on a small real frame --------------------------------------------------------
@@ -29,7 +29,9 @@ def cells() -> pd.DataFrame:
     data = load_breast_cancer(as_frame=True)
     frame = data.frame.iloc[:, :10].copy()
     frame.columns = [c.replace(" ", "_") for c in frame.columns]
-    frame["size_band"] = pd.cut(frame["mean_area"], [0, 500, 900, 10_000], labels=["small", "medium", "large"]).astype(str)
+    frame["size_band"] = pd.cut(frame["mean_area"], [0, 500, 900, 10_000], labels=["small", "medium", "large"]).astype(
+        str
+    )
     malignant = (data.frame["target"] == 0).astype(float)
     frame["leak"] = malignant + np.random.default_rng(0).normal(0, 0.35, len(frame))
     frame["diagnosis"] = np.where(malignant == 1, "malignant", "benign")
@@ -37,7 +39,15 @@ def cells() -> pd.DataFrame:
 
 
 def _spec(estimator: str, params: dict | None = None) -> PipelineSpec:
-    numeric = ["mean_radius", "mean_texture", "mean_perimeter", "mean_smoothness", "mean_compactness", "mean_concavity", "leak"]
+    numeric = [
+        "mean_radius",
+        "mean_texture",
+        "mean_perimeter",
+        "mean_smoothness",
+        "mean_compactness",
+        "mean_concavity",
+        "leak",
+    ]
     return PipelineSpec(
         name="cells", domain="healthcare", description="cells", source={"path": "cells.csv"}, target="diagnosis", positive_label="malignant",
         features={"numeric": numeric, "categorical": ["size_band"]}, suite="x.json", problem="tabular_classification",
@@ -59,7 +69,9 @@ def test_a_column_that_is_the_target_plus_noise_ranks_first(cells, estimator, pa
     trained = kind.train(spec, data)
     X, y = data.test
     table = explain.permutation_table(trained.model, X, y, "roc_auc", rows=1000, repeats=3, seed=1)
-    assert table["feature"].iloc[0] == "leak" and set(table["feature"]) == set(X.columns)  # source columns, not one-hot ones
+    assert table["feature"].iloc[0] == "leak" and set(table["feature"]) == set(
+        X.columns
+    )  # source columns, not one-hot ones
     assert table["importance_mean"].iloc[0] > 3 * max(table["importance_mean"].iloc[1], 1e-3)
 
     background = data.train[0].iloc[explain.sample_rows(len(data.train[0]), 40, 2)]
@@ -73,7 +85,9 @@ def test_a_column_that_is_the_target_plus_noise_ranks_first(cells, estimator, pa
     # a row's first reason is its largest positive value, with the row's own value
     reasons = explain.reason_codes(sv, 2)
     r = int(np.argmax(sv.values["leak"].to_numpy()))
-    assert reasons.loc[r, "reason_1"] == "leak" and float(reasons.loc[r, "reason_1_value"]) == pytest.approx(X.iloc[r]["leak"])
+    assert reasons.loc[r, "reason_1"] == "leak" and float(reasons.loc[r, "reason_1_value"]) == pytest.approx(
+        X.iloc[r]["leak"]
+    )
 
 
 def test_the_permutation_explainer_serves_any_model_on_its_source_columns(cells):
@@ -86,16 +100,36 @@ def test_the_permutation_explainer_serves_any_model_on_its_source_columns(cells)
 
     X = cells[["leak", "mean_radius", "size_band"]]
     y = (cells["diagnosis"] == "malignant").astype(int)
-    model = make_pipeline(make_column_transformer((StandardScaler(), ["leak", "mean_radius"]), (OneHotEncoder(), ["size_band"])), LogisticRegression()).fit(X, y)
+    model = make_pipeline(
+        make_column_transformer((StandardScaler(), ["leak", "mean_radius"]), (OneHotEncoder(), ["size_band"])),
+        LogisticRegression(),
+    ).fit(X, y)
     sv = explain.shap_values(model, X.iloc[:30], X.iloc[100:140], seed=0)
     assert sv.method == "permutation" and sv.output == "probability" and sv.mean_abs()["feature"].iloc[0] == "leak"
-    np.testing.assert_allclose(sv.values.sum(axis=1).to_numpy() + sv.base, model.predict_proba(X.iloc[:30])[:, 1], atol=1e-6)
+    np.testing.assert_allclose(
+        sv.values.sum(axis=1).to_numpy() + sv.base, model.predict_proba(X.iloc[:30])[:, 1], atol=1e-6
+    )
 
 
 def test_slice_labels_and_gaps():
     ages = pd.Series([19, 25, 34.9, 35, 50, 70, None])
-    assert list(explain.slice_labels(ages, [25, 35, 50])) == ["<25", "25-35", "25-35", "35-50", ">=50", ">=50", "(missing)"]
-    table = pd.DataFrame({"column": ["age"] * 3 + ["sex"] * 2, "slice": ["a", "b", "c", "f", "m"], "rows": [50, 40, 5, 60, 70], "roc_auc": [0.8, 0.7, 0.1, 0.75, np.nan]})
+    assert list(explain.slice_labels(ages, [25, 35, 50])) == [
+        "<25",
+        "25-35",
+        "25-35",
+        "35-50",
+        ">=50",
+        ">=50",
+        "(missing)",
+    ]
+    table = pd.DataFrame(
+        {
+            "column": ["age"] * 3 + ["sex"] * 2,
+            "slice": ["a", "b", "c", "f", "m"],
+            "rows": [50, 40, 5, 60, 70],
+            "roc_auc": [0.8, 0.7, 0.1, 0.75, np.nan],
+        }
+    )
     gaps = explain.slice_gaps(table, "roc_auc", {"age": 30, "sex": 30})
     assert gaps["age"] == pytest.approx(0.1)  # the 5-row slice is reported, not judged
     assert np.isnan(gaps["sex"])  # one judged slice: no gap
@@ -104,7 +138,14 @@ def test_slice_labels_and_gaps():
 # -- end to end on German Credit ----------------------------------------------------------------
 def _credit_spec(folder, **changes) -> None:
     spec = yaml.safe_load((REPO / "pipelines" / "credit_risk.yaml").read_text())
-    spec["candidates"] = [{"name": "hist_gradient_boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 80, "early_stopping": False}, "grid": {"max_depth": [2, 3]}}]
+    spec["candidates"] = [
+        {
+            "name": "hist_gradient_boosting",
+            "estimator": "hist_gradient_boosting",
+            "params": {"max_iter": 80, "early_stopping": False},
+            "grid": {"max_depth": [2, 3]},
+        }
+    ]
     spec |= changes
     (folder / "pipelines").mkdir(parents=True, exist_ok=True)
     (folder / "pipelines" / "credit_risk.yaml").write_text(yaml.safe_dump(spec))
@@ -144,14 +185,33 @@ def test_a_credit_run_explains_itself_scores_with_reasons_and_is_reproduced(cred
     assert {"tables/permutation_importance.csv", "tables/shap_values.csv", "tables/shap_importance.csv", "tables/slices.csv",
             "plots/permutation_importance.png", "plots/shap_summary.png", "card/model_card.md", "card/model_card.html"} <= listed  # fmt: skip
     m, p = run.data.metrics, run.data.params
-    assert m["time/explain_seconds"] > 0 and m["time/train_seconds"] > 0 and m["time/explain_to_train"] == pytest.approx(m["time/explain_seconds"] / m["time/train_seconds"])
-    assert p["explain.shap_method"] == "tree" and p["explain.shap_output"] == "log-odds" and p["explain.shap_rows"] == "50"
+    assert (
+        m["time/explain_seconds"] > 0
+        and m["time/train_seconds"] > 0
+        and m["time/explain_to_train"] == pytest.approx(m["time/explain_seconds"] / m["time/train_seconds"])
+    )
+    assert (
+        p["explain.shap_method"] == "tree" and p["explain.shap_output"] == "log-odds" and p["explain.shap_rows"] == "50"
+    )
 
-    importance = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tables/permutation_importance.csv", dst_path=str(tmp_path)))
-    spec_columns = [*yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["numeric"], *yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["categorical"]]
-    assert sorted(importance["feature"]) == sorted(spec_columns) and importance["feature"].iloc[0] == "checking_status"  # German Credit's strongest column
+    importance = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="tables/permutation_importance.csv", dst_path=str(tmp_path)
+        )
+    )
+    spec_columns = [
+        *yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["numeric"],
+        *yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())["features"]["categorical"],
+    ]
+    assert (
+        sorted(importance["feature"]) == sorted(spec_columns) and importance["feature"].iloc[0] == "checking_status"
+    )  # German Credit's strongest column
 
-    slices = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tables/slices.csv", dst_path=str(tmp_path)))
+    slices = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="tables/slices.csv", dst_path=str(tmp_path)
+        )
+    )
     assert set(slices.loc[slices["column"] == "age", "slice"]) == {"<25", "25-35", "35-50", ">=50"}
     assert set(slices.loc[slices["column"] == "personal_status_sex", "slice"]) <= {"A91", "A92", "A93", "A94", "A95"}
     assert slices.groupby("column")["rows"].sum().eq(300).all()  # every test row in one slice of each column
@@ -171,28 +231,42 @@ def test_a_credit_run_explains_itself_scores_with_reasons_and_is_reproduced(cred
     batch = snapshot.drop(columns=["class"]).sample(12, random_state=5).reset_index(drop=True)
     src, dst = tmp_path / "batch.csv", tmp_path / "scores.parquet"
     batch.to_csv(src, index=False)
-    code, out, err = run_cli(capsys, "score", "credit_risk", "--input", str(src), "--output", str(dst), "--reasons", "3")
+    code, out, err = run_cli(
+        capsys, "score", "credit_risk", "--input", str(src), "--output", str(dst), "--reasons", "3"
+    )
     assert code == 0, out + err
     scored = pd.read_parquet(dst)
     model = mlflow.sklearn.load_model("models:/modelmill-credit_risk/1")
-    X = get_kind("tabular_classification").model_input(PipelineSpec(**yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())), batch)
+    X = get_kind("tabular_classification").model_input(
+        PipelineSpec(**yaml.safe_load((credit_project / "pipelines" / "credit_risk.yaml").read_text())), batch
+    )
     expected = _grouped_tree_shap(model, X, spec_columns)
     for i in range(len(batch)):
         row = expected.iloc[i]
         top = row[row > 0].sort_values(ascending=False).head(3)
         assert [scored.loc[i, f"reason_{k + 1}"] for k in range(len(top))] == list(top.index)
-        np.testing.assert_allclose([scored.loc[i, f"reason_{k + 1}_shap"] for k in range(len(top))], top.to_numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            [scored.loc[i, f"reason_{k + 1}_shap"] for k in range(len(top))], top.to_numpy(), atol=1e-5
+        )
         assert scored.loc[i, "reason_1_value"] == str(X.iloc[i][top.index[0]])
 
-    code, out, err = run_cli(capsys, "score", "credit_risk", "--input", str(src), "--output", str(dst), "--reasons", "99")
+    code, out, err = run_cli(
+        capsys, "score", "credit_risk", "--input", str(src), "--output", str(dst), "--reasons", "99"
+    )
     assert code != 0 and "1 to 50 reasons" in err
 
     # reproduce: the version rebuilt from its recorded snapshot, spec and suite in a scratch store
     code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
     assert code == 0, out + err
-    assert "credit_risk v1" in out and ": identical" in out and "selection: recorded hist_gradient_boosting, rebuilt hist_gradient_boosting (same)" in out
+    assert (
+        "credit_risk v1" in out
+        and ": identical" in out
+        and "selection: recorded hist_gradient_boosting, rebuilt hist_gradient_boosting (same)" in out
+    )
     assert "input differs" not in out and "<- differs" not in out
-    assert len(client.search_runs([client.get_experiment_by_name("modelmill/credit_risk").experiment_id])) == 1  # the rebuild ran elsewhere
+    assert (
+        len(client.search_runs([client.get_experiment_by_name("modelmill/credit_risk").experiment_id])) == 1
+    )  # the rebuild ran elsewhere
     snapshot = Path(run.data.tags["modelmill.snapshot"])
     snapshot.unlink()
     code, out, err = run_cli(capsys, "reproduce", "credit_risk", "1")
@@ -208,7 +282,12 @@ def test_a_slice_gap_over_the_limit_blocks_promotion(credit_project, capsys):
     client = mlflow_client(Settings())
     run = client.search_runs([client.get_experiment_by_name("modelmill/credit_risk").experiment_id])[0]
     reason = run.data.tags["modelmill.decision_reason"]
-    assert reason.startswith("no champion yet, but its test roc_auc differs by") and "between slices of age, over promotion.max_slice_gap 0.01" in reason
+    assert (
+        reason.startswith("no champion yet, but its test roc_auc differs by")
+        and "between slices of age, over promotion.max_slice_gap 0.01" in reason
+    )
     assert run.data.tags["modelmill.decision"] == "challenger" and run.data.metrics["promotion/promoted"] == 0.0
     assert str(client.get_model_version_by_alias("modelmill-credit_risk", "challenger").version) == "1"
-    assert {k: str(v) for k, v in client.get_registered_model("modelmill-credit_risk").aliases.items()} == {"challenger": "1"}  # no champion
+    assert {k: str(v) for k, v in client.get_registered_model("modelmill-credit_risk").aliases.items()} == {
+        "challenger": "1"
+    }  # no champion

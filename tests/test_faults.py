@@ -23,13 +23,23 @@ MODELMILL = str(Path(sys.executable).with_name("modelmill"))
 
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME"))}
-    env.update(MODELMILL_HOME=str(home), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
+    env.update(
+        MODELMILL_HOME=str(home),
+        MODELMILL_DATA_MIRROR=str(require_mirror()),
+        MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"),
+    )
     return env
 
 
 def _start_and_wait_for_training(home: Path, log: Path) -> subprocess.Popen:
     """``modelmill run support_intent`` (its training takes a while), once training has begun."""
-    proc = subprocess.Popen([MODELMILL, "run", "support_intent"], env=_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=home.parent)
+    proc = subprocess.Popen(
+        [MODELMILL, "run", "support_intent"],
+        env=_env(home),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=home.parent,
+    )
     deadline = time.time() + 240
     while "validation passed" not in log.read_text():
         if proc.poll() is not None or time.time() > deadline:
@@ -74,11 +84,16 @@ def test_sigterm_mid_training_marks_the_run_killed_and_the_flow_run_crashed(tmp_
     assert "Traceback" not in log.read_text()
     run = _only_run(home)
     assert run.info.status == "KILLED"
-    assert run.data.tags["modelmill.failure"] == "interrupted" and "terminated by SIGTERM" in run.data.tags["modelmill.error"]
+    assert (
+        run.data.tags["modelmill.failure"] == "interrupted"
+        and "terminated by SIGTERM" in run.data.tags["modelmill.error"]
+    )
     flows, tasks = _flow_and_task_states(home)
     assert flows == {"support_intent": "CRASHED"} and "RUNNING" not in tasks.values()
     assert _gone(kids), "the temporary Prefect API outlived its run"
-    assert (home / "logs" / "prefect-temporary.log").is_file()  # the API modelmill launched at start-up, not Prefect at the first flow
+    assert (
+        home / "logs" / "prefect-temporary.log"
+    ).is_file()  # the API modelmill launched at start-up, not Prefect at the first flow
 
 
 def test_sigkill_leaves_nothing_running_once_the_next_command_starts(tmp_path, capsys, monkeypatch, prefect_api):
@@ -97,7 +112,9 @@ def test_sigkill_leaves_nothing_running_once_the_next_command_starts(tmp_path, c
     run = _only_run(home)
     assert run.info.status == "FAILED" and run.data.tags["modelmill.failure"] == "orphaned"
     # A later run (it talks to Prefect) sets the dead flow run and its task run to Crashed.
-    done = subprocess.run([MODELMILL, "run", "breast_cytology"], env=_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [MODELMILL, "run", "breast_cytology"], env=_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     flows, tasks = _flow_and_task_states(home)
     assert flows["support_intent"] == "CRASHED" and "RUNNING" not in tasks.values() and "PENDING" not in tasks.values()
@@ -164,7 +181,9 @@ def test_a_disk_that_fills_mid_run_is_one_line():
         try:
             raise sql.OperationalError("database or disk is full")
         except sql.OperationalError as inner:
-            raise RuntimeError("(raised as a result of Query-invoked autoflush)\n[SQL: INSERT INTO runs ...]") from inner
+            raise RuntimeError(
+                "(raised as a result of Query-invoked autoflush)\n[SQL: INSERT INTO runs ...]"
+            ) from inner
     except RuntimeError as e:
         assert one_line_cause(e).startswith("no space left on the device of MODELMILL_HOME")
     assert one_line_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no space left")

@@ -10,19 +10,25 @@ from dataclasses import replace
 import pytest
 
 from conftest import free_port, modelmill_env, require_mirror, run_cli, serve_directory
-from modelmill.data.catalog import CATALOG
-from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
-from modelmill.data.fetch import LocalFile, fetch_catalog_file, pin_first_use
-from modelmill.data.digests import sha256_file
-from modelmill.data.readers import READERS
 from modelmill.config.settings import Settings
+from modelmill.data.catalog import CATALOG
+from modelmill.data.digests import sha256_file
+from modelmill.data.fetch import LocalFile, fetch_catalog_file, pin_first_use
+from modelmill.data.readers import READERS
+from modelmill.errors import ChecksumMismatch, CorruptSource, SourceUnavailable
 
 GERMAN = CATALOG["german-credit"]
 ZIP = GERMAN.files[0]
 
 
 def _settings(tmp_path, mirror=None, **kw) -> Settings:
-    return Settings(home=tmp_path / "home", data_mirror=str(mirror) if mirror else None, download_retries=2, download_timeout=5, **kw)
+    return Settings(
+        home=tmp_path / "home",
+        data_mirror=str(mirror) if mirror else None,
+        download_retries=2,
+        download_timeout=5,
+        **kw,
+    )
 
 
 def test_directory_mirror_is_read_in_place_and_verified_against_its_sums(tmp_path):
@@ -117,7 +123,9 @@ def test_every_fixed_catalog_file_is_pinned_and_the_mirror_matches_the_pins(tmp_
     """Every catalog file but live prices pins its canonical content; the mirror's copies match."""
     mirror = require_mirror()
     s = _settings(tmp_path, mirror)
-    unpinned = [f"{e.id}/{f.name}" for e in CATALOG.values() if e.max_age_hours is None for f in e.files if not f.pinned]
+    unpinned = [
+        f"{e.id}/{f.name}" for e in CATALOG.values() if e.max_age_hours is None for f in e.files if not f.pinned
+    ]
     assert unpinned == ["online-retail/online+retail.zip"]  # see the catalog's docstring
     for entry in CATALOG.values():
         for f in entry.files:
@@ -136,7 +144,9 @@ def test_archives_are_checked_by_their_data_files_without_mirror_sums(tmp_path, 
     assert fetch_catalog_file(entry, f, s).verified == "known"
     member = f.members[0][0]
     _repack(archive, lambda n, d: d.replace(b"1\n", b"0\n", 1) if n.endswith(member) else d)
-    assert READERS[entry.reader]({f.name: LocalFile(f.name, archive, archive.as_uri(), "")}).shape[0] > 0  # it would parse
+    assert (
+        READERS[entry.reader]({f.name: LocalFile(f.name, archive, archive.as_uri(), "")}).shape[0] > 0
+    )  # it would parse
     with pytest.raises(ChecksumMismatch, match=f"not the canonical data \\(its .*{member} has sha256"):
         fetch_catalog_file(entry, f, s)
 
@@ -145,7 +155,9 @@ def test_a_second_copy_of_a_pinned_member_in_another_folder_is_refused(tmp_path)
     mirror = _copy_mirror(tmp_path, "german-credit", sums=False)
     archive = mirror / "german-credit" / ZIP.name
     with zipfile.ZipFile(archive, "a") as z:
-        z.writestr("extra/german.data", "A14 6 A34 A43 1169 A65 A75 4 A93 A101 4 A121 67 A143 A152 2 A173 1 A192 A201 1\n")
+        z.writestr(
+            "extra/german.data", "A14 6 A34 A43 1169 A65 A75 4 A93 A101 4 A121 67 A143 A152 2 A173 1 A192 A201 1\n"
+        )
     with pytest.raises(ChecksumMismatch, match="extra/german.data has sha256"):
         fetch_catalog_file(GERMAN, ZIP, _settings(tmp_path, mirror))
 
@@ -174,7 +186,10 @@ def test_a_mirror_without_sums_cannot_slip_in_an_altered_unpinned_file(tmp_path,
     assert fetch_catalog_file(entry, entry.files[0], s).verified == "pinned"
     altered = mirror / "german-credit" / ZIP.name
     _german_zip_with_one_row_changed(altered)
-    assert READERS[GERMAN.reader]({ZIP.name: LocalFile(ZIP.name, altered, altered.as_uri(), "")}).shape == (1000, 21)  # it would parse
+    assert READERS[GERMAN.reader]({ZIP.name: LocalFile(ZIP.name, altered, altered.as_uri(), "")}).shape == (
+        1000,
+        21,
+    )  # it would parse
     with pytest.raises(ChecksumMismatch, match="differs from the sha256 pinned at its first use"):
         fetch_catalog_file(entry, entry.files[0], s)
 

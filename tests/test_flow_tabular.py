@@ -16,9 +16,20 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import artifacts, assert_refused_and_nothing_lost, free_port, last_run, mlflow_client, modelmill_env, registry_state, require_mirror, run_cli, write_spec
-from modelmill.data.digests import sha256_file
+from conftest import (
+    artifacts,
+    assert_refused_and_nothing_lost,
+    free_port,
+    last_run,
+    mlflow_client,
+    modelmill_env,
+    registry_state,
+    require_mirror,
+    run_cli,
+    write_spec,
+)
 from modelmill.config.settings import Settings
+from modelmill.data.digests import sha256_file
 
 pytestmark = pytest.mark.flow
 GERMAN_ZIP = "statlog+german+credit+data.zip"
@@ -39,11 +50,29 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     run = _last_run(env)
     assert run.info.status == "FINISHED"
     tags, m, params = run.data.tags, run.data.metrics, run.data.params
-    for tag in ("modelmill.pipeline", "modelmill.domain", "modelmill.data_digest", "modelmill.spec_hash", "modelmill.git_commit", "modelmill.prefect_flow_run_id"):
+    for tag in (
+        "modelmill.pipeline",
+        "modelmill.domain",
+        "modelmill.data_digest",
+        "modelmill.spec_hash",
+        "modelmill.git_commit",
+        "modelmill.prefect_flow_run_id",
+    ):
         assert tags.get(tag) not in (None, "", "none"), tag
     assert tags["modelmill.domain"] == "finance" and tags["modelmill.validation"] == "passed"
     assert tags["modelmill.decision"] == "promoted"
-    for k in ("roc_auc", "pr_auc", "ks", "brier", "log_loss", "accuracy", "sensitivity", "specificity", "expected_cost", "lift_over_baseline"):
+    for k in (
+        "roc_auc",
+        "pr_auc",
+        "ks",
+        "brier",
+        "log_loss",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "expected_cost",
+        "lift_over_baseline",
+    ):
         assert f"test/{k}" in m, k
     assert 0.7 < m["test/roc_auc"] < 0.95  # German Credit: published AUCs are ~0.75-0.80
     assert m["test/baseline_roc_auc"] == pytest.approx(0.5)
@@ -53,7 +82,16 @@ def test_first_run_trains_logs_everything_and_promotes_a_champion(env, capsys):
     assert params["data.rows"] == "1000" and "spec.metric.name" in params
     c = mlflow_client(env)
     arts = {a.path for d in ("plots", "validation", "tables", "data") for a in c.list_artifacts(run.info.run_id, d)}
-    for a in ("plots/roc_curve.png", "plots/precision_recall.png", "plots/calibration.png", "plots/confusion_matrix.png", "validation/report.html", "validation/report.json", "tables/model_selection.csv", "data/lineage.json"):
+    for a in (
+        "plots/roc_curve.png",
+        "plots/precision_recall.png",
+        "plots/calibration.png",
+        "plots/confusion_matrix.png",
+        "validation/report.html",
+        "validation/report.json",
+        "tables/model_selection.csv",
+        "data/lineage.json",
+    ):
         assert a in arts, a
     # the test split's rows are recorded: anyone recomputes the test figures on the same rows
     from sklearn.metrics import roc_auc_score
@@ -145,9 +183,15 @@ CASES = {
     "empty": dict(mirror=lambda t: _mirror_with(t, b""), code=1, fragment="is empty"),
     # Altered data is not the canonical German Credit: refused at fetch unless the spec pins it
     # (``source.sha256``, a user's own copy); pinned, the reader and the gate judge it.
-    "altered_unpinned": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), code=1, fragment="not the canonical data"),
-    "missing_column": dict(mirror=lambda t: _mirror_with(t, german=_missing_field()), pin=True, code=1, fragment="expected 21"),
-    "bad_values": dict(mirror=lambda t: _mirror_with(t, german=_bad_values()), pin=True, code=3, fragment="data rejected"),
+    "altered_unpinned": dict(
+        mirror=lambda t: _mirror_with(t, german=_bad_values()), code=1, fragment="not the canonical data"
+    ),
+    "missing_column": dict(
+        mirror=lambda t: _mirror_with(t, german=_missing_field()), pin=True, code=1, fragment="expected 21"
+    ),
+    "bad_values": dict(
+        mirror=lambda t: _mirror_with(t, german=_bad_values()), pin=True, code=3, fragment="data rejected"
+    ),
 }
 
 
@@ -157,14 +201,20 @@ def test_bad_input_is_refused_and_nothing_is_lost(env, capsys, monkeypatch, tmp_
     before = _state(env)
     spec_arg = "credit_risk"
     if c.get("url"):  # the same spec, its source moved to a URL nothing answers on
-        spec_arg = str(write_spec(tmp_path, "credit_risk", source={"url": f"http://127.0.0.1:{free_port()}/{GERMAN_ZIP}"}))
+        spec_arg = str(
+            write_spec(tmp_path, "credit_risk", source={"url": f"http://127.0.0.1:{free_port()}/{GERMAN_ZIP}"})
+        )
     mirror = c["mirror"](tmp_path) if c["mirror"] else None
     if c.get("pin"):
-        spec_arg = str(write_spec(tmp_path, "credit_risk", source={"sha256": sha256_file(mirror / "german-credit" / GERMAN_ZIP)}))
+        spec_arg = str(
+            write_spec(tmp_path, "credit_risk", source={"sha256": sha256_file(mirror / "german-credit" / GERMAN_ZIP)})
+        )
     modelmill_env(monkeypatch, env.home, mirror)
     monkeypatch.setenv("MODELMILL_DOWNLOAD_RETRIES", "1")
     code, out, err = run_cli(capsys, "run", spec_arg)
-    run = assert_refused_and_nothing_lost(env, "credit_risk", "german-credit", before, code, c["code"], out + err, c["fragment"])
+    run = assert_refused_and_nothing_lost(
+        env, "credit_risk", "german-credit", before, code, c["code"], out + err, c["fragment"]
+    )
     if c["code"] == 3:
         assert run.data.tags["modelmill.validation"] == "rejected"
         failed = run.data.tags["modelmill.failed_expectations"]
@@ -188,7 +238,9 @@ def test_breast_cytology_trains_on_the_bundled_wisconsin_data(env, capsys):
     run = _last_run(env, "modelmill/breast_cytology")
     m = run.data.metrics
     assert m["test/roc_auc"] > 0.97 and m["test/sensitivity"] > 0.85 and m["test/specificity"] > 0.85
-    assert m["test/accuracy"] > m["test/baseline_accuracy"] + 0.25 and m["test/lift_over_baseline"] > 0.4  # vs the prior
+    assert (
+        m["test/accuracy"] > m["test/baseline_accuracy"] + 0.25 and m["test/lift_over_baseline"] > 0.4
+    )  # vs the prior
     assert run.data.tags["modelmill.domain"] == "healthcare"
     assert "sklearn" in run.data.params["data.source.breast_cancer.csv"]
     c = mlflow_client(env)

@@ -10,14 +10,21 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    REPO, artifacts, assert_refused_and_nothing_lost, last_run, modelmill_env, registry_state,
-    require_mirror, run_cli, write_spec,
+    REPO,
+    artifacts,
+    assert_refused_and_nothing_lost,
+    last_run,
+    modelmill_env,
+    registry_state,
+    require_mirror,
+    run_cli,
+    write_spec,
 )  # fmt: skip
+from modelmill.config.settings import Settings
 from modelmill.data.catalog import CATALOG
 from modelmill.data.fetch import fetch_catalog_file
-from modelmill.learn.kinds.forecasting import PriceFeatures, diebold_mariano, drawdown, next_return, portfolio
 from modelmill.data.readers import read_stooq
-from modelmill.config.settings import Settings
+from modelmill.learn.kinds.forecasting import PriceFeatures, diebold_mariano, drawdown, next_return, portfolio
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +100,12 @@ def test_the_portfolio_view_against_buy_and_hold_on_real_prices(prices):
     costly = portfolio(bt.assign(prediction=1.0), "ticker", "date", 10.0)[1]
     assert costly["portfolio_total_return"] < hold["portfolio_total_return"]
     flat = portfolio(bt.assign(prediction=-1.0), "ticker", "date", 5.0)[1]
-    assert (flat["portfolio_total_return"], flat["portfolio_sharpe"], flat["portfolio_turnover"], flat["portfolio_max_drawdown"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (
+        flat["portfolio_total_return"],
+        flat["portfolio_sharpe"],
+        flat["portfolio_turnover"],
+        flat["portfolio_max_drawdown"],
+    ) == (0.0, 0.0, 0.0, 0.0)
     seer = portfolio(bt.assign(prediction=bt["_target"]), "ticker", "date", 5.0)[1]  # perfect foresight
     assert seer["portfolio_sharpe"] > 5 and seer["portfolio_total_return"] > hold["buy_hold_total_return"]
     assert seer["portfolio_max_drawdown"] > hold["buy_hold_max_drawdown"] and 0 < seer["portfolio_turnover"] <= 1
@@ -101,17 +113,34 @@ def test_the_portfolio_view_against_buy_and_hold_on_real_prices(prices):
 
 
 def test_the_run_says_plainly_when_the_strategy_loses_to_buy_and_hold(prices):
+    from modelmill.config.spec import load_spec
     from modelmill.learn.kinds.forecasting import Forecasting
     from modelmill.ops.report import summary_table
-    from modelmill.config.spec import load_spec
 
     spec = load_spec("price_forecast", Settings(pipelines_dir=REPO / "pipelines"))
     bt = _backtest_rows(prices)
     loser = portfolio(bt.assign(prediction=-bt["_target"]), "ticker", "date", 5.0)[1]  # wrong every day
     (warning,) = Forecasting().warnings(spec, loser)
-    assert "does worse than buy-and-hold" in warning and f"Sharpe {loser['portfolio_sharpe']:.2f} against {loser['buy_hold_sharpe']:.2f}" in warning
-    assert Forecasting().warnings(spec, portfolio(bt.assign(prediction=bt["_target"]), "ticker", "date", 5.0)[1]) == []  # a winner: nothing to say
-    table = summary_table([{"pipeline": "p", "status": "trained", "metric": "rmse", "direction": "minimize", "value": 0.1, "baseline": 0.1, "warnings": [warning]}])
+    assert (
+        "does worse than buy-and-hold" in warning
+        and f"Sharpe {loser['portfolio_sharpe']:.2f} against {loser['buy_hold_sharpe']:.2f}" in warning
+    )
+    assert (
+        Forecasting().warnings(spec, portfolio(bt.assign(prediction=bt["_target"]), "ticker", "date", 5.0)[1]) == []
+    )  # a winner: nothing to say
+    table = summary_table(
+        [
+            {
+                "pipeline": "p",
+                "status": "trained",
+                "metric": "rmse",
+                "direction": "minimize",
+                "value": 0.1,
+                "baseline": 0.1,
+                "warnings": [warning],
+            }
+        ]
+    )
     assert "WARNING: long/flat on the forecasts does worse than buy-and-hold" in table
 
 
@@ -126,7 +155,17 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     assert code == 0, err
     run = last_run(env, "price_forecast")
     m = run.data.metrics
-    for k in ("rmse", "mae", "price_mape", "directional_accuracy", "skill", "dm_statistic", "dm_pvalue", "naive_rmse", "lift_over_baseline"):
+    for k in (
+        "rmse",
+        "mae",
+        "price_mape",
+        "directional_accuracy",
+        "skill",
+        "dm_statistic",
+        "dm_pvalue",
+        "naive_rmse",
+        "lift_over_baseline",
+    ):
         assert f"test/{k}" in m, k
     assert m["test/n_forecasts"] == 4 * 5 * 100 - 4  # 4 tickers x 5 folds x 100 days, last day has no target
     assert m["test/naive_rmse"] == pytest.approx(m["test/baseline_rmse"])
@@ -134,15 +173,26 @@ def test_price_forecast_flow_backtests_against_the_random_walk(env, capsys):
     assert abs(m["test/skill"]) < 0.2  # daily returns are close to a random walk: no miracle
     assert m["test/rmse"] < m["test/baseline_rmse"] and m["test/lift_over_baseline"] > 0  # ... but above it
     assert 0.4 < m["test/directional_accuracy"] < 0.6 and 0 < m["test/dm_pvalue"] <= 1
-    assert {"plots/forecast_vs_actual.png", "plots/residuals.png", "plots/portfolio.png"} <= artifacts(env, run, "plots")
-    for k in ("portfolio_sharpe", "portfolio_max_drawdown", "portfolio_turnover", "portfolio_total_return", "buy_hold_sharpe", "buy_hold_max_drawdown"):
+    assert {"plots/forecast_vs_actual.png", "plots/residuals.png", "plots/portfolio.png"} <= artifacts(
+        env, run, "plots"
+    )
+    for k in (
+        "portfolio_sharpe",
+        "portfolio_max_drawdown",
+        "portfolio_turnover",
+        "portfolio_total_return",
+        "buy_hold_sharpe",
+        "buy_hold_max_drawdown",
+    ):
         assert np.isfinite(m[f"test/{k}"]), k
     assert m["test/baseline_portfolio_turnover"] == 0.0  # the random walk forecasts no rise: always flat
     assert -1 < m["test/buy_hold_max_drawdown"] < 0 and m["test/buy_hold_sharpe"] == m["test/baseline_buy_hold_sharpe"]
     assert "tables/per_series_metrics.csv" in artifacts(env, run, "tables")
     loses = m["test/portfolio_sharpe"] < m["test/buy_hold_sharpe"]
     assert ("WARNING: long/flat on the forecasts does worse than buy-and-hold" in out) == loses
-    assert ("modelmill.warnings" in run.data.tags) == loses and ("Warning:" in run.data.tags["mlflow.note.content"]) == loses
+    assert ("modelmill.warnings" in run.data.tags) == loses and (
+        "Warning:" in run.data.tags["mlflow.note.content"]
+    ) == loses
     assert registry_state(env, "price_forecast")[1] == "1"
 
 
@@ -159,7 +209,9 @@ def test_broken_prices_are_rejected(env, capsys, monkeypatch, tmp_path):
     modelmill_env(monkeypatch, env.home, mirror)
     before = registry_state(env, "price_forecast", "stooq-daily")
     code, out, err = run_cli(capsys, "run", "price_forecast")
-    run = assert_refused_and_nothing_lost(env, "price_forecast", "stooq-daily", before, code, 3, out + err, "data rejected")
+    run = assert_refused_and_nothing_lost(
+        env, "price_forecast", "stooq-daily", before, code, 3, out + err, "data rejected"
+    )
     failed = run.data.tags["modelmill.failed_expectations"]
     assert "expect_column_values_to_be_between(close)" in failed and "expect_compound_columns_to_be_unique" in failed
 

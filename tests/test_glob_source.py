@@ -27,12 +27,19 @@ def test_monthly_exports_are_read_as_one_table(example_project, capsys):
     run = last_run(Settings(), "my_cells")
     assert int(run.data.params["data.rows"]) == len(parts[0]) + len(parts[1])
     snapshot = pd.read_parquet(run.data.tags["modelmill.snapshot"])
-    assert snapshot["export"].value_counts().to_dict() == {"data/exports/cells-2024-01.csv": len(parts[0]), "data/exports/cells-2024-02.csv": len(parts[1])}
+    assert snapshot["export"].value_counts().to_dict() == {
+        "data/exports/cells-2024-01.csv": len(parts[0]),
+        "data/exports/cells-2024-02.csv": len(parts[1]),
+    }
     assert {"data.source.cells-2024-01.csv", "data.source.cells-2024-02.csv"} <= set(run.data.params)
 
     parts[1].drop(columns=["worst_area"]).to_csv(folder / "cells-2024-02.csv", index=False)
     code, out, err = run_cli(capsys, "run", "my_cells")
-    assert code == 1 and "data/exports/cells-2024-02.csv does not have the columns of data/exports/cells-2024-01.csv (extra [], missing ['worst_area'])" in err
+    assert (
+        code == 1
+        and "data/exports/cells-2024-02.csv does not have the columns of data/exports/cells-2024-01.csv (extra [], missing ['worst_area'])"
+        in err
+    )
 
     write_example_spec(root, spec, source={"path": "data/exports/*.parquet", "format": "parquet"})
     suite_path.write_text(suite_path.read_text().replace(', "export"]', "]"))

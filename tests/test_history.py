@@ -22,7 +22,15 @@ def test_psi_is_zero_for_the_same_data_and_large_for_a_shift():
 
 
 def test_drift_table_covers_numeric_categorical_text_and_label(tmp_path, monkeypatch):
-    ref = pd.DataFrame({"x": np.arange(200.0), "c": ["a", "b"] * 100, "t": [f"text {'x' * (i % 30)} {i}" for i in range(200)], "y": [0, 1] * 100, "when": pd.date_range("2020-01-01", periods=200)})
+    ref = pd.DataFrame(
+        {
+            "x": np.arange(200.0),
+            "c": ["a", "b"] * 100,
+            "t": [f"text {'x' * (i % 30)} {i}" for i in range(200)],
+            "y": [0, 1] * 100,
+            "when": pd.date_range("2020-01-01", periods=200),
+        }
+    )
     cur = ref.assign(x=ref.x + 150, c=["a"] * 200, y=[1] * 200)
     table = drift(ref, cur, target="y")
     methods = dict(zip(table.column, table.method, strict=True))
@@ -65,7 +73,9 @@ def _runs(settings, pipeline):
 
 
 def test_backfill_builds_a_dated_history_without_touching_the_champion(env, capsys, monkeypatch):
-    code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-04-01", "--end", "2012-06-30", "--every", "month")
+    code, out, err = run_cli(
+        capsys, "backfill", "price_forecast", "--start", "2012-04-01", "--end", "2012-06-30", "--every", "month"
+    )
     assert code == 0, out + err
     runs = _runs(env, "price_forecast")
     assert [r.data.tags["modelmill.as_of"] for r in runs] == ["2012-04-30", "2012-05-31", "2012-06-30"]
@@ -90,14 +100,18 @@ def test_a_regular_run_promotes_then_backfill_leaves_the_champion_and_drift_is_m
     assert registry_state(env, "price_forecast")[1] == champion
     run = last_run(env, "price_forecast")
     m = run.data.metrics
-    assert run.data.tags["modelmill.drift_reference"] == _runs(env, "price_forecast")[3].data.tags["modelmill.data_digest"]
+    assert (
+        run.data.tags["modelmill.drift_reference"] == _runs(env, "price_forecast")[3].data.tags["modelmill.data_digest"]
+    )
     assert m["drift/psi_max"] >= 0 and "drift/psi.close" in m and "drift/psi.volume" in m
     assert {"plots/history.png"} <= artifacts(env, run, "plots")
     assert {"tables/drift.csv", "tables/history.csv"} <= artifacts(env, run, "tables")
 
 
 def test_backfill_with_promote_applies_the_promotion_rule(env, capsys):
-    code, out, err = run_cli(capsys, "backfill", "price_forecast", "--start", "2012-08-01", "--end", "2012-08-31", "--promote")
+    code, out, err = run_cli(
+        capsys, "backfill", "price_forecast", "--start", "2012-08-01", "--end", "2012-08-31", "--promote"
+    )
     assert code == 0, out + err
     run = last_run(env, "price_forecast")
     decision = run.data.tags["modelmill.decision"]

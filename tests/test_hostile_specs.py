@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
-from modelmill.errors import SpecError
 from modelmill.config.settings import Settings
 from modelmill.config.spec import load_spec
+from modelmill.errors import SpecError
 
 
 def _spec_file(tmp_path, **changes):
@@ -24,12 +24,38 @@ def _spec_file(tmp_path, **changes):
 @pytest.mark.parametrize(
     "changes, fragment",
     [
-        ({"source": {"path": "c.csv", "format": "csv", "read_options": {"skiprows": 1_000_000_000}}}, "source.read_options.skiprows"),
-        ({"source": {"path": "c.csv", "format": "csv", "read_options": {"engine": "python"}}}, "source.read_options.engine"),
-        ({"candidates": [{"name": "rf", "estimator": "random_forest", "params": {"n_estimators": 10**12}}]}, "n_estimators=1000000000000 is above the limit"),
-        ({"candidates": [{"name": "rf", "estimator": "random_forest", "grid": {"max_depth": [1, 2, 3, 500]}}]}, "max_depth=[1, 2, 3, 500] is above the limit"),
-        ({"candidates": [{"name": "lr", "estimator": "logistic_regression", "grid": {"C": list(range(30)), "tol": list(range(30))}}]}, "the grid has 900 points"),
-        ({"candidates": [{"name": "net", "estimator": "cnn", "params": {"max_epochs": 100_000}}]}, "max_epochs=100000 is above the limit"),
+        (
+            {"source": {"path": "c.csv", "format": "csv", "read_options": {"skiprows": 1_000_000_000}}},
+            "source.read_options.skiprows",
+        ),
+        (
+            {"source": {"path": "c.csv", "format": "csv", "read_options": {"engine": "python"}}},
+            "source.read_options.engine",
+        ),
+        (
+            {"candidates": [{"name": "rf", "estimator": "random_forest", "params": {"n_estimators": 10**12}}]},
+            "n_estimators=1000000000000 is above the limit",
+        ),
+        (
+            {"candidates": [{"name": "rf", "estimator": "random_forest", "grid": {"max_depth": [1, 2, 3, 500]}}]},
+            "max_depth=[1, 2, 3, 500] is above the limit",
+        ),
+        (
+            {
+                "candidates": [
+                    {
+                        "name": "lr",
+                        "estimator": "logistic_regression",
+                        "grid": {"C": list(range(30)), "tol": list(range(30))},
+                    }
+                ]
+            },
+            "the grid has 900 points",
+        ),
+        (
+            {"candidates": [{"name": "net", "estimator": "cnn", "params": {"max_epochs": 100_000}}]},
+            "max_epochs=100000 is above the limit",
+        ),
         ({"limits": {"stage_seconds": 0}}, "limits.stage_seconds"),
     ],
 )
@@ -51,7 +77,9 @@ def test_allowed_reader_options_reach_the_reader(example_project, capsys):
 
 
 @pytest.mark.parametrize("where", ["/etc/passwd", "../outside/cells.csv", "link"])
-def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(example_project, capsys, monkeypatch, where):
+def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(
+    example_project, capsys, monkeypatch, where
+):
     root, spec, data = example_project
     outside = root / "outside"  # beside the spec's folder (root/pipelines) and MODELMILL_HOME (root/home)
     outside.mkdir()
@@ -62,7 +90,9 @@ def test_a_source_path_outside_the_allowed_folders_is_refused_before_reading(exa
     write_example_spec(root, {**spec, "source": {**spec["source"], "path": where}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1, out + err
-    assert any("outside the folders a spec may read" in ln and "MODELMILL_DATA_ROOTS" in ln for ln in err.splitlines()), err
+    assert any(
+        "outside the folders a spec may read" in ln and "MODELMILL_DATA_ROOTS" in ln for ln in err.splitlines()
+    ), err
     assert not (root / "home" / "snapshots").exists(), "nothing was read"
     if where != "/etc/passwd":  # the same file is fine once its folder is allowed
         monkeypatch.setenv("MODELMILL_DATA_ROOTS", str(outside))

@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
-    require_mirror, run_cli, write_spec,
+    artifacts,
+    assert_refused_and_nothing_lost,
+    last_run,
+    mlflow_client,
+    modelmill_env,
+    registry_state,
+    require_mirror,
+    run_cli,
+    write_spec,
 )  # fmt: skip
 from modelmill.data.digests import sha256_file
 from modelmill.learn.kinds.image import ImageFeatures
@@ -38,11 +45,22 @@ def test_breast_ultrasound_flow_on_the_official_split(env, capsys, monkeypatch):
     assert 0.78 < m["test/roc_auc"] < 0.97 and m["test/accuracy"] > 0.75
     assert m["test/lift_over_baseline"] > 0.25 and m["test/accuracy"] > m["test/baseline_accuracy"]  # vs always-benign
     assert {"test/sensitivity", "test/specificity"} <= set(m)
-    assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/misclassified.png", "plots/permutation_importance.png"} <= artifacts(env, run, "plots")
+    assert {
+        "plots/roc_curve.png",
+        "plots/confusion_matrix.png",
+        "plots/misclassified.png",
+        "plots/permutation_importance.png",
+    } <= artifacts(env, run, "plots")
     assert registry_state(env, "breast_ultrasound")[1] == "1"
     # which part of the image the model reads: 16 regions of the 28 x 28 images, each shuffled as a whole
-    regions = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home)))
-    assert len(regions) == 16 and regions["feature"].str.fullmatch(r"rows \d+-\d+, cols \d+-\d+").all() and (regions["rows"] == 156).all()
+    regions = pd.read_csv(
+        mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home))
+    )
+    assert (
+        len(regions) == 16
+        and regions["feature"].str.fullmatch(r"rows \d+-\d+, cols \d+-\d+").all()
+        and (regions["rows"] == 156).all()
+    )
     assert regions["importance_mean"].iloc[0] > 0.01 and "card/model_card.md" in artifacts(env, run, "card")
 
 
@@ -58,17 +76,29 @@ def _bad_npz(tmp_path, real, transform) -> tuple:
 @pytest.mark.parametrize(
     "case, transform, failing",
     [
-        ("wrong_shape", lambda a: np.pad(a, ((0, 0), (2, 2), (2, 2))), ["expect_column_values_to_be_between(height)", "expect_column_values_to_be_between(pixels)"]),
-        ("pixel_range", lambda a: a.astype(np.float64) * 1.5 - 20, ["expect_column_values_to_be_between(pixel_max)", "expect_column_values_to_be_between(pixel_min)"]),
+        (
+            "wrong_shape",
+            lambda a: np.pad(a, ((0, 0), (2, 2), (2, 2))),
+            ["expect_column_values_to_be_between(height)", "expect_column_values_to_be_between(pixels)"],
+        ),
+        (
+            "pixel_range",
+            lambda a: a.astype(np.float64) * 1.5 - 20,
+            ["expect_column_values_to_be_between(pixel_max)", "expect_column_values_to_be_between(pixel_min)"],
+        ),
     ],
 )
-def test_images_of_the_wrong_shape_or_range_are_rejected(env, capsys, monkeypatch, tmp_path, real, case, transform, failing):
+def test_images_of_the_wrong_shape_or_range_are_rejected(
+    env, capsys, monkeypatch, tmp_path, real, case, transform, failing
+):
     mirror, digest = _bad_npz(tmp_path, real, transform)
     # The catalog pins the official file's checksum: this spec pins the altered copy instead.
     spec = write_spec(tmp_path, "breast_ultrasound", source={"dataset": "breastmnist", "sha256": digest})
     modelmill_env(monkeypatch, env.home, mirror)
     before = registry_state(env, "breast_ultrasound", "breastmnist")
     code, out, err = run_cli(capsys, "run", str(spec))
-    run = assert_refused_and_nothing_lost(env, "breast_ultrasound", "breastmnist", before, code, 3, out + err, "data rejected")
+    run = assert_refused_and_nothing_lost(
+        env, "breast_ultrasound", "breastmnist", before, code, 3, out + err, "data rejected"
+    )
     for f in failing:
         assert f in run.data.tags["modelmill.failed_expectations"]

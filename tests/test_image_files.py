@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from conftest import last_run, modelmill_env, registry_state, require_mirror, run_cli
-from modelmill.errors import CorruptSource
-from modelmill.data.imagefiles import hashed_split, read_image_folder
-from modelmill.data.ingest import fetch_sources, read_source
 from modelmill.config.settings import Settings
 from modelmill.config.spec import load_spec
+from modelmill.data.imagefiles import hashed_split, read_image_folder
+from modelmill.data.ingest import fetch_sources, read_source
+from modelmill.errors import CorruptSource
 
 NAMES = {0: "malignant", 1: "benign"}
 
@@ -37,7 +37,9 @@ def write_folder(root, scans, splits=True, upscale=1) -> dict[str, np.ndarray]:
             name = f"{split}/{NAMES[lab]}/{split}{i:03d}.png" if splits else f"{NAMES[lab]}/{split}{i:03d}.png"
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             pic = Image.fromarray(img)
-            (pic.resize((28 * upscale, 28 * upscale), Image.Resampling.NEAREST) if upscale > 1 else pic).save(root / name)
+            (pic.resize((28 * upscale, 28 * upscale), Image.Resampling.NEAREST) if upscale > 1 else pic).save(
+                root / name
+            )
             written[name] = img
     return written
 
@@ -86,10 +88,24 @@ def test_every_documented_image_shape_reads_the_same_pixels(tmp_path, monkeypatc
     written = write_folder(data / "scans", scans)
     write_image_spec(tmp_path, {"path": "data/scans"})
     folder = read(tmp_path, settings)
-    assert len(folder) == 780 and set(folder.columns) >= {"file", "label", "split", "pixels", "height", "width", "channels", "pixel_min", "pixel_max"}
+    assert len(folder) == 780 and set(folder.columns) >= {
+        "file",
+        "label",
+        "split",
+        "pixels",
+        "height",
+        "width",
+        "channels",
+        "pixel_min",
+        "pixel_max",
+    }
     assert folder.groupby("split").size().to_dict() == {"test": 156, "train": 546, "val": 78}
     assert all(np.array_equal(written[f], p) for f, p in by_file(folder).items())
-    assert dict(zip(folder["file"], folder["label"], strict=True))["train/benign/train000.png"] == NAMES[scans["train_labels"][0, 0]] == "benign"
+    assert (
+        dict(zip(folder["file"], folder["label"], strict=True))["train/benign/train000.png"]
+        == NAMES[scans["train_labels"][0, 0]]
+        == "benign"
+    )
 
     # 2. class/file (no split folders): a split by a stable hash of each file's path
     write_folder(data / "flat", scans, splits=False)
@@ -102,7 +118,14 @@ def test_every_documented_image_shape_reads_the_same_pixels(tmp_path, monkeypatc
     # 3. a CSV of paths (relative to the CSV) beside labels and the user's own columns; images
     #    twice the size resized back with source.images.size
     write_folder(data / "big", scans, upscale=2)
-    table = pd.DataFrame({"path": [f"big/{f}" for f in folder["file"]], "label": folder["label"], "split": folder["split"], "patient": range(780)})
+    table = pd.DataFrame(
+        {
+            "path": [f"big/{f}" for f in folder["file"]],
+            "label": folder["label"],
+            "split": folder["split"],
+            "patient": range(780),
+        }
+    )
     table.to_csv(data / "scans.csv", index=False)
     write_image_spec(tmp_path, {"path": "data/scans.csv", "images": {"paths_column": "path", "size": [28, 28]}})
     listed = read(tmp_path, settings)
@@ -112,11 +135,19 @@ def test_every_documented_image_shape_reads_the_same_pixels(tmp_path, monkeypatc
 
     # 4. an npz of images + labels (+ split)
     order = folder.sort_values("file")
-    np.savez(data / "scans.npz", images=np.stack([written[f] for f in order["file"]]), labels=order["label"].to_numpy(str), split=order["split"].to_numpy(str))
+    np.savez(
+        data / "scans.npz",
+        images=np.stack([written[f] for f in order["file"]]),
+        labels=order["label"].to_numpy(str),
+        split=order["split"].to_numpy(str),
+    )
     write_image_spec(tmp_path, {"path": "data/scans.npz"})
     arrays = read(tmp_path, settings)
     assert arrays["label"].tolist() == order["label"].tolist() and arrays["split"].tolist() == order["split"].tolist()
-    assert all(np.array_equal(np.asarray(p).reshape(28, 28), written[f]) for p, f in zip(arrays["pixels"], order["file"], strict=True))
+    assert all(
+        np.array_equal(np.asarray(p).reshape(28, 28), written[f])
+        for p, f in zip(arrays["pixels"], order["file"], strict=True)
+    )
 
 
 def test_an_unreadable_image_or_a_missing_path_is_one_line_naming_it(tmp_path, monkeypatch, scans):
@@ -131,7 +162,9 @@ def test_an_unreadable_image_or_a_missing_path_is_one_line_naming_it(tmp_path, m
         read(tmp_path, settings)
     with pytest.raises(CorruptSource, match="mixes files at"):
         read_image_folder({"a/b.png": data / "x", "c.png": data / "y"}, None)
-    pd.DataFrame({"path": ["scans/train/benign/train000.png", None], "label": ["benign", "benign"]}).to_csv(data / "list.csv", index=False)
+    pd.DataFrame({"path": ["scans/train/benign/train000.png", None], "label": ["benign", "benign"]}).to_csv(
+        data / "list.csv", index=False
+    )
     write_image_spec(tmp_path, {"path": "data/list.csv", "images": {"paths_column": "path"}})
     with pytest.raises(CorruptSource, match="1 rows of data/list.csv have no image path in column path"):
         read(tmp_path, settings)
@@ -152,7 +185,9 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
     assert run.data.metrics["test/roc_auc"] > 0.7 and registry_state(settings, "scans")[1] == "1"
     from conftest import mlflow_client
 
-    membership = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path)))
+    membership = pd.read_csv(
+        mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path))
+    )
     snapshot = pd.read_parquet(run.data.tags["modelmill.snapshot"])
     assert len(membership) == 156 and set(snapshot["split"].to_numpy()[membership["row"]]) == {"test"}
 
@@ -171,4 +206,7 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
     assert scored["file"].tolist() == [f"scan{i:02d}.png" for i in range(40)]
     truth = np.where(scans["test_labels"][:40, 0] == 0, "malignant", "benign")
     assert (scored["prediction"] == truth).mean() > 0.7
-    assert scored["probability"].between(0, 1).all() and (scored["prediction"] == np.where(scored["probability"] >= 0.5, "malignant", "benign")).all()
+    assert (
+        scored["probability"].between(0, 1).all()
+        and (scored["prediction"] == np.where(scored["probability"] >= 0.5, "malignant", "benign")).all()
+    )

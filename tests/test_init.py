@@ -90,7 +90,9 @@ def user_files(tmp_path, monkeypatch):
     crm.to_csv(data / "crm.csv", index=False)
     archive = zipfile.ZipFile(mirror / "sentiment-sentences" / "sentiment+labelled+sentences.zip")
     member = next(m for m in archive.namelist() if m.endswith("yelp_labelled.txt") and not m.startswith("__MACOSX"))
-    reviews = pd.read_csv(io.BytesIO(archive.read(member)), sep="\t", header=None, names=["sentence", "label"], quoting=csv.QUOTE_NONE)
+    reviews = pd.read_csv(
+        io.BytesIO(archive.read(member)), sep="\t", header=None, names=["sentence", "label"], quoting=csv.QUOTE_NONE
+    )
     reviews.to_csv(data / "reviews.tsv", sep="\t", index=False)
     m = 4000
     ratings = pd.DataFrame({
@@ -112,20 +114,40 @@ def _written(root, name):
 @pytest.mark.flow
 def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_files(user_files, capsys, prefect_api):
     root = user_files
-    code, out, err = run_cli(capsys, "init", "churn", "--from", "pipelines/data/crm.csv", "--target", "churned")  # relative to the working directory
+    code, out, err = run_cli(
+        capsys, "init", "churn", "--from", "pipelines/data/crm.csv", "--target", "churned"
+    )  # relative to the working directory
     assert code == 0, err
     assert "monthly_spend  numeric" in out and "thousands separator" in out and "email" in out
     spec, suite = _written(root, "churn")
-    assert spec["problem"] == "tabular_classification" and spec["source"] == {"path": "data/crm.csv", "format": "csv", "thousands": ","}
+    assert spec["problem"] == "tabular_classification" and spec["source"] == {
+        "path": "data/crm.csv",
+        "format": "csv",
+        "thousands": ",",
+    }
     assert spec["roles"] == {"id": "customer_id"} and set(spec["drop"]) == {"email", "signed_up"}
     assert spec["features"]["text"] == "last_ticket" and spec["impute"]["numeric"] == "median"
-    not_null = {e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_not_be_null"}
-    assert "mean_radius" not in not_null and "plan" not in not_null and "tenure_months" in not_null  # not-null only where the data has none
+    not_null = {
+        e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_not_be_null"
+    }
+    assert (
+        "mean_radius" not in not_null and "plan" not in not_null and "tenure_months" in not_null
+    )  # not-null only where the data has none
     code, out, err = run_cli(capsys, "check", "churn")
     assert code == 0, err + out
     assert "the gate passes" in out
 
-    code, out, err = run_cli(capsys, "init", "reviews", "--from", str(root / "pipelines/data/reviews.tsv"), "--sep", "\\t", "--target", "label")
+    code, out, err = run_cli(
+        capsys,
+        "init",
+        "reviews",
+        "--from",
+        str(root / "pipelines/data/reviews.tsv"),
+        "--sep",
+        "\\t",
+        "--target",
+        "label",
+    )
     assert code == 0, err
     spec, suite = _written(root, "reviews")
     assert spec["problem"] == "text_classification" and spec["features"] == {"text": "sentence"}
@@ -133,7 +155,9 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
     code, out, err = run_cli(capsys, "check", "reviews")
     assert code == 0, err + out
 
-    code, out, err = run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation")
+    code, out, err = run_cli(
+        capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation"
+    )
     assert code == 0, err
     spec, suite = _written(root, "movies")
     assert spec["roles"] == {"user": "user_id", "item": "movie_id", "rating": "rating", "date": "rated_at"}
@@ -143,10 +167,17 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
 
     # never over existing files without --force; with it, replaced
     before = (root / "pipelines" / "movies.yaml").read_text()
-    code, _, err = run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation")
+    code, _, err = run_cli(
+        capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation"
+    )
     assert code != 0 and "already exist: give --force" in err
     assert (root / "pipelines" / "movies.yaml").read_text() == before
-    assert run_cli(capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation", "--force")[0] == 0
+    assert (
+        run_cli(
+            capsys, "init", "movies", "--from", "pipelines/data/ratings.xlsx", "--problem", "recommendation", "--force"
+        )[0]
+        == 0
+    )
 
     # the proposed tabular spec trains and promotes as it stands
     code, out, err = run_cli(capsys, "run", "churn")

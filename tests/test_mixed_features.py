@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from conftest import require_mirror
-from modelmill.data.catalog import CATALOG
-from modelmill.errors import SpecError
-from modelmill.data.fetch import fetch_catalog_file
-from modelmill.learn.kinds import get_kind
-from modelmill.data.readers import read_sentiment_sentences
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.data.catalog import CATALOG
+from modelmill.data.fetch import fetch_catalog_file
+from modelmill.data.readers import read_sentiment_sentences
+from modelmill.errors import SpecError
+from modelmill.learn.kinds import get_kind
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,16 @@ def test_a_tabular_model_reads_text_next_to_numbers_and_categories(reviews):
 @pytest.mark.parametrize(
     "problem, features, fragment",
     [
-        ("text_classification", {"text": "sentence", "numeric": ["words"]}, "text_classification cannot use features.numeric (it reads features.text)"),
-        ("tabular_classification", {"numeric": ["words"], "image": "pixels"}, "tabular_classification cannot use features.image"),
+        (
+            "text_classification",
+            {"text": "sentence", "numeric": ["words"]},
+            "text_classification cannot use features.numeric (it reads features.text)",
+        ),
+        (
+            "tabular_classification",
+            {"numeric": ["words"], "image": "pixels"},
+            "tabular_classification cannot use features.image",
+        ),
     ],
 )
 def test_a_feature_a_kind_cannot_read_is_a_spec_error(problem, features, fragment):

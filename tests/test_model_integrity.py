@@ -40,11 +40,17 @@ def test_the_model_digest_is_recorded_and_a_tampered_champion_is_never_unpickled
     before = registry_state(mm_env, "breast_cytology")
     marker = tmp_path / "pwned"
     (files / "model.pkl").write_bytes(pickle.dumps(_Payload(marker)))
-    code, out, err = run_cli(capsys, "run", "breast_cytology", "--force")  # unchanged data would skip: force the comparison
+    code, out, err = run_cli(
+        capsys, "run", "breast_cytology", "--force"
+    )  # unchanged data would skip: force the comparison
     assert code == 1, out + err
     line = [ln for ln in err.splitlines() if "fails its sha256 check" in ln]
     assert line and "modelmill-breast_cytology v1" in line[0] and "refusing to unpickle it" in line[0], err
     assert not marker.exists(), "the tampered pickle was executed"
     assert registry_state(mm_env, "breast_cytology")[:2] == before[:2], "a version was registered or the champion moved"
-    run = c.search_runs([c.get_experiment_by_name("modelmill/breast_cytology").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = c.search_runs(
+        [c.get_experiment_by_name("modelmill/breast_cytology").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert run.info.status == "FAILED" and "fails its sha256 check" in run.data.tags["modelmill.error"]

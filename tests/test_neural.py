@@ -10,6 +10,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
+
 from conftest import (
     artifacts,
     last_run,
@@ -19,8 +21,7 @@ from conftest import (
     run_cli,
     write_spec,
 )
-from sklearn.base import clone
-
+from modelmill.config.settings import Settings
 from modelmill.errors import SpecError
 from modelmill.learn.kinds.neural import (
     CNNClassifier,
@@ -30,7 +31,6 @@ from modelmill.learn.kinds.neural import (
     training_curves,
 )
 from modelmill.learn.kinds.text import TfidfGRUEnsemble
-from modelmill.config.settings import Settings
 
 torch = pytest.importorskip("torch")  # the `neural` extra, which make test installs
 
@@ -57,7 +57,10 @@ def _fit_twice(make, X, y):
 
 def test_cnn_follows_the_estimator_contract_and_is_seeded(images, caplog, monkeypatch):
     X, y = images
-    make = lambda: CNNClassifier(max_epochs=2, batch_size=32, seed=7, threads=1)
+
+    def make():
+        return CNNClassifier(max_epochs=2, batch_size=32, seed=7, threads=1)
+
     with caplog.at_level(logging.INFO, logger="modelmill.train"):
         a, b = _fit_twice(make, X, y)
     p = a.predict_proba(X[:50])
@@ -88,7 +91,10 @@ def test_a_cnn_of_several_networks_averages_them(images, caplog):
 
 def test_gru_reads_raw_texts_and_returns_their_labels(queries, caplog):
     X, y = queries
-    make = lambda: GRUTextClassifier(max_epochs=3, embed_dim=32, hidden=32, seed=3, threads=1)
+
+    def make():
+        return GRUTextClassifier(max_epochs=3, embed_dim=32, hidden=32, seed=3, threads=1)
+
     with caplog.at_level(logging.INFO, logger="modelmill.train"):
         a, b = _fit_twice(make, X, y)
     unseen = np.array(["zzkq wibble 12345?!", ""], dtype=object)  # unknown tokens and an empty text
@@ -103,7 +109,12 @@ def test_gru_reads_raw_texts_and_returns_their_labels(queries, caplog):
 def test_the_ensemble_picks_its_weight_on_rows_none_of_its_models_trained_on(queries, caplog):
     X, y = queries
     with caplog.at_level(logging.INFO, logger="modelmill.train"):
-        e = TfidfGRUEnsemble(weights=(0.0, 0.5, 1.0), min_df=1, gru={"max_epochs": 2, "embed_dim": 32, "hidden": 32, "threads": 1}, seed=5).fit(X, y)
+        e = TfidfGRUEnsemble(
+            weights=(0.0, 0.5, 1.0),
+            min_df=1,
+            gru={"max_epochs": 2, "embed_dim": 32, "hidden": 32, "threads": 1},
+            seed=5,
+        ).fit(X, y)
     assert e.weight_ in (0.0, 0.5, 1.0)
     line = next(m for m in caplog.messages if m.startswith("tfidf+gru: GRU weight"))
     assert "0: " in line and "0.5: " in line and "1: " in line
@@ -117,7 +128,9 @@ def test_the_ensemble_refits_tf_idf_from_the_held_out_weights_to_the_same_model(
     """The refit on every row starts from the held-out model's weights (n-gram by n-gram): far
     fewer solver iterations than from zeros, and the same model within the solver's tolerance."""
     X, y = queries
-    e = TfidfGRUEnsemble(weights=(0.5,), gru={"max_epochs": 1, "embed_dim": 16, "hidden": 16, "threads": 1}, seed=5).fit(X, y)
+    e = TfidfGRUEnsemble(
+        weights=(0.5,), gru={"max_epochs": 1, "embed_dim": 16, "hidden": 16, "threads": 1}, seed=5
+    ).fit(X, y)
     cold = e._tfidf(X, y)
     warm = e.tfidf_.named_steps["model"]
     assert warm.n_iter_.max() < 0.6 * cold.named_steps["model"].n_iter_.max()
@@ -143,7 +156,10 @@ def test_the_mlp_stops_early_on_the_latest_rows_and_predicts_on_the_target_scale
     ret = close[1:] / close[:-1] - 1
     X = np.column_stack([ret[i : len(ret) - 10 + i] for i in range(10)])  # the last ten returns
     y = ret[10:]
-    make = lambda: MLPRegressor(hidden=(16,), max_epochs=3, seed=2, threads=1)
+
+    def make():
+        return MLPRegressor(hidden=(16,), max_epochs=3, seed=2, threads=1)
+
     a, b = _fit_twice(make, X, y)
     assert (a.valid_index_ == np.arange(len(y) - round(0.15 * len(y)), len(y))).all()
     pred = a.predict(X)
@@ -185,7 +201,9 @@ def test_a_cnn_champion_is_logged_with_its_curves_and_loads_through_pyfunc(neura
     import mlflow
     import mlflow.sklearn
 
-    settings, spec = neural_env("breast_ultrasound", [{"name": "resnet_cnn", "estimator": "cnn", "params": {"channels": 8}}])
+    settings, spec = neural_env(
+        "breast_ultrasound", [{"name": "resnet_cnn", "estimator": "cnn", "params": {"channels": 8}}]
+    )
     code, out, err = run_cli(capsys, "run", spec)
     assert code == 0, out + err
     run = last_run(settings, "breast_ultrasound")
@@ -196,7 +214,9 @@ def test_a_cnn_champion_is_logged_with_its_curves_and_loads_through_pyfunc(neura
     model = mlflow.pyfunc.load_model("models:/modelmill-breast_ultrasound@champion")
     X, _ = images
     served = model.predict(X[:5].astype(np.float32))
-    assert set(served["prediction"]) <= {0, 1} and np.allclose(served[["probability_0", "probability_1"]].sum(axis=1), 1)  # BreastMNIST's labels are 0/1
+    assert set(served["prediction"]) <= {0, 1} and np.allclose(
+        served[["probability_0", "probability_1"]].sum(axis=1), 1
+    )  # BreastMNIST's labels are 0/1
     reqs = mlflow.pyfunc.get_model_dependencies("models:/modelmill-breast_ultrasound@champion")
     assert {"torch==2.13.0", "skorch==1.4.0"} <= set(open(reqs).read().split())
     p = mlflow.sklearn.load_model("models:/modelmill-breast_ultrasound@champion").predict_proba(X[:5])
@@ -206,7 +226,9 @@ def test_a_cnn_champion_is_logged_with_its_curves_and_loads_through_pyfunc(neura
 def test_a_recurrent_champion_scores_raw_sentences_through_pyfunc(neural_env, capsys):
     import mlflow
 
-    settings, spec = neural_env("review_sentiment", [{"name": "bigru", "estimator": "gru", "params": {"embed_dim": 32, "hidden": 32}}])
+    settings, spec = neural_env(
+        "review_sentiment", [{"name": "bigru", "estimator": "gru", "params": {"embed_dim": 32, "hidden": 32}}]
+    )
     code, out, err = run_cli(capsys, "run", spec)
     assert code == 0, out + err
     run = last_run(settings, "review_sentiment")
@@ -214,5 +236,7 @@ def test_a_recurrent_champion_scores_raw_sentences_through_pyfunc(neural_env, ca
     assert "plots/training_curves.png" in artifacts(settings, run, "plots")
     mlflow_client(settings)  # points mlflow at the run's store
     model = mlflow.pyfunc.load_model("models:/modelmill-review_sentiment@champion")
-    out = model.predict(pd.DataFrame({"sentence": ["The food was wonderful and the staff were kind.", "Terrible. Broke after a day."]}))
+    out = model.predict(
+        pd.DataFrame({"sentence": ["The food was wonderful and the staff were kind.", "Terrible. Broke after a day."]})
+    )
     assert set(out["prediction"]) <= {0, 1} and out["probability_1"].between(0, 1).all()

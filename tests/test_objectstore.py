@@ -36,7 +36,9 @@ def _objects(store, folder: str) -> dict[str, bytes]:
     return out
 
 
-def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and_a_tampered_one_is_refused(seaweedfs, tmp_path, monkeypatch, capsys, prefect_api):
+def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and_a_tampered_one_is_refused(
+    seaweedfs, tmp_path, monkeypatch, capsys, prefect_api
+):
     settings = _use(monkeypatch, tmp_path, seaweedfs)
     code, out, err = run_cli(capsys, "run", "breast_cytology")
     assert code == 0, out + err
@@ -61,8 +63,8 @@ def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and
     # a worker process given the snapshot object (as a distributed task runner passes it) reads it from the store
     import pickle
 
-    from modelmill.data.ingest import ingest
     from modelmill.config.spec import load_spec
+    from modelmill.data.ingest import ingest
 
     snap = ingest(load_spec("breast_cytology", settings), settings)
     shutil.rmtree(settings.snapshot_dir)
@@ -87,30 +89,41 @@ def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and
     assert code == 1 and f"the snapshot cannot be read: {recorded} fails its checksum" in out and "refusing it" in out
 
 
-def test_a_store_that_goes_down_is_one_line_and_nothing_is_half_published(seaweedfs, tmp_path, monkeypatch, capsys, prefect_api):
+def test_a_store_that_goes_down_is_one_line_and_nothing_is_half_published(
+    seaweedfs, tmp_path, monkeypatch, capsys, prefect_api
+):
     settings = _use(monkeypatch, tmp_path, seaweedfs)
     seaweedfs.stop()  # down before the snapshot is published: the source is parsed, then the store is needed
     code, out, err = run_cli(capsys, "run", "breast_cytology")
     assert code == 1, out + err
     lines = [ln for ln in err.splitlines() if "object store" in ln]
-    assert lines and f"the object store MODELMILL_STORE_URI=s3://modelmill/team at {seaweedfs.endpoint} could not" in lines[0]
+    assert (
+        lines
+        and f"the object store MODELMILL_STORE_URI=s3://modelmill/team at {seaweedfs.endpoint} could not" in lines[0]
+    )
     run = last_run(settings, "breast_cytology")
-    assert run.info.status == "FAILED" and "could not" in run.data.tags["modelmill.error"] and "\n" not in run.data.tags["modelmill.error"]
+    assert (
+        run.info.status == "FAILED"
+        and "could not" in run.data.tags["modelmill.error"]
+        and "\n" not in run.data.tags["modelmill.error"]
+    )
     seaweedfs.start()
     assert _objects(seaweedfs, "team/snapshots") == {}  # nothing under a final name
     versions = mlflow_client(settings).search_model_versions("name='modelmill-breast_cytology'")
     assert versions == []
 
 
-def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encodes_each_once(seaweedfs, tmp_path, monkeypatch):
+def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encodes_each_once(
+    seaweedfs, tmp_path, monkeypatch
+):
     """A second machine (another MODELMILL_HOME) takes a source file another one downloaded from
     the store, its sha256 checked, while the mirror is down; and reads the embeddings another one
     encoded instead of encoding them again."""
     from conftest import require_mirror, serve_directory
     from modelmill.data.catalog import CATALOG
-    from modelmill.errors import ChecksumMismatch
-    from modelmill.data.fetch import fetch_catalog_file
     from modelmill.data.digests import sha256_file
+    from modelmill.data.fetch import fetch_catalog_file
+    from modelmill.errors import ChecksumMismatch
     from modelmill.learn.kinds import sentences
 
     for k, v in seaweedfs.env().items():
@@ -119,11 +132,24 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
     with serve_directory(require_mirror()) as url:
         first = fetch_catalog_file(german, german.files[0], Settings(home=tmp_path / "a", data_mirror=url))
     downloads = _objects(seaweedfs, "team/downloads")
-    content, [index] = downloads.pop(f"team/downloads/{first.sha256}.zip"), downloads.values()  # the file by its content, and its index entry
-    assert hashlib.sha256(content).hexdigest() == first.sha256 and json.loads(index) == {"what": "german-credit/statlog+german+credit+data.zip", "sha256": first.sha256, "key": f"downloads/{first.sha256}.zip"}
+    content, [index] = (
+        downloads.pop(f"team/downloads/{first.sha256}.zip"),
+        downloads.values(),
+    )  # the file by its content, and its index entry
+    assert hashlib.sha256(content).hexdigest() == first.sha256 and json.loads(index) == {
+        "what": "german-credit/statlog+german+credit+data.zip",
+        "sha256": first.sha256,
+        "key": f"downloads/{first.sha256}.zip",
+    }
     # the mirror is gone (the same URL answers nothing): the other machine takes the store's copy
-    second = fetch_catalog_file(german, german.files[0], Settings(home=tmp_path / "b", data_mirror=url, download_retries=1, download_timeout=2))
-    assert second.sha256 == first.sha256 and second.path.is_relative_to(tmp_path / "b") and sha256_file(second.path) == first.sha256
+    second = fetch_catalog_file(
+        german, german.files[0], Settings(home=tmp_path / "b", data_mirror=url, download_retries=1, download_timeout=2)
+    )
+    assert (
+        second.sha256 == first.sha256
+        and second.path.is_relative_to(tmp_path / "b")
+        and sha256_file(second.path) == first.sha256
+    )
 
     calls: list[int] = []
     real = sentences.encode_batch
@@ -134,7 +160,9 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
     here = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
     assert sum(calls) == len(texts)
     shards = _objects(seaweedfs, "team/embeddings")
-    assert len(shards) == 3 and all(hashlib.sha256(b).hexdigest() == k.rsplit("/", 1)[1].removesuffix(".npz") for k, b in shards.items())
+    assert len(shards) == 3 and all(
+        hashlib.sha256(b).hexdigest() == k.rsplit("/", 1)[1].removesuffix(".npz") for k, b in shards.items()
+    )
     monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "b"))  # another machine: nothing of them on its disk
     sentences._CACHES.clear()
     there = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import mlflow_client, run_cli, write_example_spec
-from modelmill.ops.alerts import expand, masked
 from modelmill.config.settings import Settings
+from modelmill.ops.alerts import expand, masked
 
 
 def test_urls_are_masked_in_logs_and_secrets_come_from_the_environment(monkeypatch):
@@ -31,11 +31,16 @@ def _events(posts) -> list[str]:
 
 
 @pytest.mark.flow
-def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(example_project, alert_receivers, capsys, monkeypatch):
+def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(
+    example_project, alert_receivers, capsys, monkeypatch
+):
     root, spec, data = example_project
     web, mail, posts, mails, dead = alert_receivers
     monkeypatch.setenv("HOOK_TOKEN", "s3cr3t-token")
-    spec["notify"] = {"urls": [f"{web}/hook/${{HOOK_TOKEN}}", mail, f"json://127.0.0.1:{dead}/down"], "events": ["failed", "rejected", "drift", "promoted", "not_promoted"]}
+    spec["notify"] = {
+        "urls": [f"{web}/hook/${{HOOK_TOKEN}}", mail, f"json://127.0.0.1:{dead}/down"],
+        "events": ["failed", "rejected", "drift", "promoted", "not_promoted"],
+    }
     spec["monitoring"] = {"psi_alert": 0.5}
     write_example_spec(root, spec, data)
 
@@ -43,7 +48,11 @@ def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(example_projec
     assert code == 0, out + err  # the receiver that is down did not fail the run
     assert _events(posts) == ["promoted"] and posts[0][0] == "/hook/s3cr3t-token"
     assert "v1 is the new champion with test roc_auc" in posts[0][1]["message"] and "my_cells" in posts[0][1]["title"]
-    assert mails and mails[0]["subject"] == "modelmill · my_cells · promoted" and "new champion" in mails[0].get_body(preferencelist=("plain",)).get_content()
+    assert (
+        mails
+        and mails[0]["subject"] == "modelmill · my_cells · promoted"
+        and "new champion" in mails[0].get_body(preferencelist=("plain",)).get_content()
+    )
     assert any("failed 3 times" in line and f"json://127.0.0.1:{dead}/…" in line for line in err.splitlines())
     assert "s3cr3t-token" not in out + err  # the secret never reaches a log line
 
@@ -73,7 +82,9 @@ def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(example_projec
 
 
 @pytest.mark.flow
-def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(example_project, alert_receivers, capsys, monkeypatch):
+def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(
+    example_project, alert_receivers, capsys, monkeypatch
+):
     from modelmill.config.spec import load_all
     from modelmill.ops.status import pipeline_status, stale_alerts
     from modelmill.registry.tracking import Tracker
@@ -85,8 +96,19 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
     pipelines = root / "pipelines"
     (root / "expectations" / "late_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
     (root / "expectations" / "broken_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
-    (pipelines / "late_cells.yaml").write_text(yaml.safe_dump({**spec, "name": "late_cells", "suite": "late_cells.json", "monitoring": {"max_age": "1h"}}))
-    (pipelines / "broken_cells.yaml").write_text(yaml.safe_dump({**spec, "name": "broken_cells", "suite": "broken_cells.json", "source": {"path": "data/missing.csv", "format": "csv"}}))
+    (pipelines / "late_cells.yaml").write_text(
+        yaml.safe_dump({**spec, "name": "late_cells", "suite": "late_cells.json", "monitoring": {"max_age": "1h"}})
+    )
+    (pipelines / "broken_cells.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **spec,
+                "name": "broken_cells",
+                "suite": "broken_cells.json",
+                "source": {"path": "data/missing.csv", "format": "csv"},
+            }
+        )
+    )
     for name, expected in (("my_cells", 0), ("late_cells", 0), ("broken_cells", 1)):
         assert run_cli(capsys, "run", name)[0] == expected
 
@@ -94,9 +116,15 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
     tracker, specs = Tracker(s), {p.name: p for p in load_all(s)}
     now = datetime.now(UTC)
     rows = {n: pipeline_status(tracker, p, now) for n, p in specs.items()}
-    assert rows["my_cells"].state == "ok" and rows["my_cells"].champion == "1" and rows["my_cells"].champion_age_days < 0.1
+    assert (
+        rows["my_cells"].state == "ok" and rows["my_cells"].champion == "1" and rows["my_cells"].champion_age_days < 0.1
+    )
     assert rows["late_cells"].state == "ok"
-    assert rows["broken_cells"].state.startswith("failing") and "missing.csv" in rows["broken_cells"].last_cause and rows["broken_cells"].failures_7d == 1
+    assert (
+        rows["broken_cells"].state.startswith("failing")
+        and "missing.csv" in rows["broken_cells"].last_cause
+        and rows["broken_cells"].failures_7d == 1
+    )
     assert rows["my_cells"].stale_after_hours == 14 * 24 and rows["my_cells"].next_run_source == "cron"
 
     later = now + timedelta(hours=2)  # the clock moves; nothing sleeps
@@ -105,7 +133,9 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
     assert pipeline_status(tracker, specs["my_cells"], now + timedelta(days=15)).state == "stale"
     assert pipeline_status(tracker, specs["my_cells"], now + timedelta(days=8)).failures_7d == 0
 
-    assert "modelmill · broken_cells · failed" in [p["title"] for _, p in posts]  # the project's default receivers get run events too
+    assert "modelmill · broken_cells · failed" in [
+        p["title"] for _, p in posts
+    ]  # the project's default receivers get run events too
     assert stale_alerts(tracker, list(specs.values()), s, later) == ["broken_cells", "late_cells"]
     stale = [p for _, p in posts if p["title"].endswith("stale")]
     assert [p["title"] for p in stale] == ["modelmill · broken_cells · stale", "modelmill · late_cells · stale"]
@@ -115,7 +145,9 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
 
     code, out, _ = run_cli(capsys, "status", "--json")
     assert code == 1  # a failing pipeline: the health check says so
-    assert {r["pipeline"]: r["state"] for r in pd.read_json(pd.io.common.StringIO(out)).to_dict("records")}["my_cells"] == "ok"
+    assert {r["pipeline"]: r["state"] for r in pd.read_json(pd.io.common.StringIO(out)).to_dict("records")}[
+        "my_cells"
+    ] == "ok"
     (pipelines / "broken_cells.yaml").unlink()
     code, out, _ = run_cli(capsys, "status")
     assert code == 0 and "my_cells" in out and "late_cells" in out
@@ -123,8 +155,8 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(e
 
 @pytest.mark.flow
 def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_project, capsys):
-    from modelmill.ops.approval import shadow_batches
     from modelmill.config.spec import load_spec
+    from modelmill.ops.approval import shadow_batches
     from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
@@ -136,7 +168,9 @@ def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_pr
     assert run_cli(capsys, "run", "my_cells")[0] == 0
     batch = root / "batch.csv"
     data.drop(columns=["diagnosis"]).head(120).to_csv(batch, index=False)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(batch), "--output", str(root / "scores.parquet"), "--shadow")
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(batch), "--output", str(root / "scores.parquet"), "--shadow"
+    )
     assert code == 0, err
     assert "shadow v2: agrees with the champion on" in out
     scores = pd.read_parquet(root / "scores.parquet")

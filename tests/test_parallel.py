@@ -33,14 +33,27 @@ def _project(root: Path, rejected: bool = False) -> Path:
         spec = yaml.safe_load((REPO / "pipelines" / "breast_cytology.yaml").read_text())
         spec.update(name="cells_strict", suite="cells_strict.json")
         (root / "pipelines" / "cells_strict.yaml").write_text(yaml.safe_dump(spec))
-        suite = {"name": "cells_strict", "expectations": [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "mean_radius", "min_value": 0, "max_value": 10}}]}
+        suite = {
+            "name": "cells_strict",
+            "expectations": [
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {"column": "mean_radius", "min_value": 0, "max_value": 10},
+                }
+            ],
+        }
         (root / "expectations" / "cells_strict.json").write_text(json.dumps(suite))
     return root / "pipelines"
 
 
 def _run(root: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME"))}
-    env.update(MODELMILL_HOME=str(root / "home"), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(root / "pipelines"), TMPDIR=str(root))
+    env.update(
+        MODELMILL_HOME=str(root / "home"),
+        MODELMILL_DATA_MIRROR=str(require_mirror()),
+        MODELMILL_PIPELINES_DIR=str(root / "pipelines"),
+        TMPDIR=str(root),
+    )
     return subprocess.run([MODELMILL, "run", *argv], env=env, cwd=root, capture_output=True, text=True, timeout=900)
 
 
@@ -54,7 +67,11 @@ def _champions(root: Path) -> dict[str, tuple[str, float, str]]:
     for name in PIPELINES:
         version = c.get_model_version_by_alias(f"modelmill-{name}", "champion")
         run = c.get_run(version.run_id)
-        out[name] = (run.data.params["model.candidate"], version.tags["modelmill.primary"], run.data.tags["modelmill.prefect_flow_run_id"])
+        out[name] = (
+            run.data.params["model.candidate"],
+            version.tags["modelmill.primary"],
+            run.data.tags["modelmill.prefect_flow_run_id"],
+        )
     return out
 
 
@@ -70,7 +87,7 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
 
     history = Settings(home=tmp_path / "seq" / "home", pipelines_dir=tmp_path / "seq" / "pipelines")
     specs = [load_spec(n, history) for n in PIPELINES]
-    seconds = {n: Tracker(history).last_seconds(spec) for n, spec in zip(PIPELINES, specs)}
+    seconds = {n: Tracker(history).last_seconds(spec) for n, spec in zip(PIPELINES, specs, strict=True)}
     assert all(s is not None and 0 < s < 900 for s in seconds.values()), seconds
     assert _longest_first(list(PIPELINES), specs, history) == sorted(PIPELINES, key=lambda n: -seconds[n])
 
@@ -80,8 +97,14 @@ def test_side_by_side_on_a_local_dask_cluster_gives_the_sequential_champions_and
     assert side_by_side.returncode == 3, out[-3000:]  # cells_strict's data is rejected; the others train
     assert "side by side on a local dask cluster of 2 workers" in out
     assert "[credit_risk]" in out and "[breast_cytology]" in out  # each worker's progress lines, labelled
-    table = {ln.split()[0]: ln.split()[1] for ln in side_by_side.stdout.splitlines() if ln.split() and ln.split()[0] in (*PIPELINES, "cells_strict")}
-    assert table == {"credit_risk": "trained", "breast_cytology": "trained", "cells_strict": "rejected"}, side_by_side.stdout
+    table = {
+        ln.split()[0]: ln.split()[1]
+        for ln in side_by_side.stdout.splitlines()
+        if ln.split() and ln.split()[0] in (*PIPELINES, "cells_strict")
+    }
+    assert table == {"credit_risk": "trained", "breast_cytology": "trained", "cells_strict": "rejected"}, (
+        side_by_side.stdout
+    )
 
     seq, par = _champions(tmp_path / "seq"), _champions(tmp_path / "par")
     for name in PIPELINES:
@@ -95,14 +118,23 @@ def test_an_existing_dask_cluster_runs_the_pipelines_with_the_submitters_configu
     _project(tmp_path)
     # Workers started elsewhere, with none of modelmill's settings: they get the project folder,
     # mirror and tracking store from the submitting command.
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1", local_directory=str(tmp_path / "dask")) as cluster:
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+        local_directory=str(tmp_path / "dask"),
+    ) as cluster:
         done = _run(tmp_path, "breast_cytology", "--dask-address", cluster.scheduler_address)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert f"side by side on {cluster.scheduler_address}" in done.stderr
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
-    run = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("modelmill/breast_cytology").experiment_id])[0]
+    run = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("modelmill/breast_cytology").experiment_id]
+    )[0]
     assert run.info.status == "FINISHED" and run.data.tags["modelmill.decision"] == "promoted"
 
 
@@ -140,7 +172,11 @@ def test_local_workers_keep_glibc_malloc_defaults_and_share_the_runs_temporary_p
     128 KiB an mmap: a torch pipeline ran 2x slower in a worker) and, with no PREFECT_API_URL, each
     worker started a temporary Prefect API of its own on the run's database. The workers share
     the machine's cores through one folder of busy marks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME", "MALLOC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME", "MALLOC_"))
+    }
     env.update(MODELMILL_HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -151,4 +187,6 @@ def test_local_workers_keep_glibc_malloc_defaults_and_share_the_runs_temporary_p
     for p in seen["probes"]:
         assert p["MALLOC_TRIM_THRESHOLD_"] is None and p["MALLOC_ARENA_MAX"] == "1" and p["OMP_NUM_THREADS"] == "1"
         assert p["PREFECT_API_URL"] == seen["api"]  # recorded through the run's server, not one of their own
-        assert p["MODELMILL_SHARED_CORES"] == str(tmp_path / "home" / "workers" / "busy")  # idle cores go to the last pipelines
+        assert p["MODELMILL_SHARED_CORES"] == str(
+            tmp_path / "home" / "workers" / "busy"
+        )  # idle cores go to the last pipelines

@@ -1,6 +1,14 @@
 import pytest
 
-from modelmill.pipeline.promotion import decide, judge, manual_policy, metric_drop, run_switch_policy, slice_gap_policy, widest_gap
+from modelmill.pipeline.promotion import (
+    decide,
+    judge,
+    manual_policy,
+    metric_drop,
+    run_switch_policy,
+    slice_gap_policy,
+    widest_gap,
+)
 
 
 def test_first_model_becomes_champion():
@@ -32,7 +40,9 @@ def test_metric_drop_is_reported_only_over_its_limit():
     assert metric_drop(d, direction="maximize", limit=None) is None
     worse_rmse = decide(0.30, 0.20, "4", direction="minimize", margin=0.0)
     assert metric_drop(worse_rmse, direction="minimize", limit=0.05) == pytest.approx(0.10)
-    assert metric_drop(decide(0.9, None, None, direction="maximize", margin=0.0), direction="maximize", limit=0.0) is None
+    assert (
+        metric_drop(decide(0.9, None, None, direction="maximize", margin=0.0), direction="maximize", limit=0.0) is None
+    )
 
 
 def test_each_policy_refuses_only_a_model_that_would_be_promoted_and_keeps_every_reason():

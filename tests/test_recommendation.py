@@ -12,8 +12,14 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env, registry_state,
-    require_mirror, run_cli,
+    artifacts,
+    assert_refused_and_nothing_lost,
+    last_run,
+    mlflow_client,
+    modelmill_env,
+    registry_state,
+    require_mirror,
+    run_cli,
 )  # fmt: skip
 from modelmill.learn.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
 
@@ -43,7 +49,10 @@ def small() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user", "item", "description"])
 
 
-@pytest.mark.parametrize("model", [Popularity(), ItemKNN(20), ALS(8, iterations=10), ContentBased(1, 1), Hybrid(0.5, factors=8, iterations=10)])
+@pytest.mark.parametrize(
+    "model",
+    [Popularity(), ItemKNN(20), ALS(8, iterations=10), ContentBased(1, 1), Hybrid(0.5, factors=8, iterations=10)],
+)
 def test_recommenders_follow_the_estimator_contract_and_exclude_what_was_bought(small, model):
     fitted = model.fit(small)
     recs = fitted.recommend(["u0", "u1", "stranger"], k=5)
@@ -88,7 +97,9 @@ def test_transactions_with_unparseable_dates_are_rejected(env, capsys, monkeypat
     modelmill_env(monkeypatch, env.home, mirror)
     before = registry_state(env, "retail_recommendations", "online-retail")
     code, out, err = run_cli(capsys, "run", "retail_recommendations")
-    run = assert_refused_and_nothing_lost(env, "retail_recommendations", "online-retail", before, code, 3, out + err, "data rejected")
+    run = assert_refused_and_nothing_lost(
+        env, "retail_recommendations", "online-retail", before, code, 3, out + err, "data rejected"
+    )
     assert "expect_column_values_to_not_be_null(invoice_date)" in run.data.tags["modelmill.failed_expectations"]
 
 
@@ -144,23 +155,34 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert p["split.split"] == "random per-customer hold-out of 25% of each customer's items (seed 3; no dates)"
     assert "split random per-customer hold-out" in out + err
     below = int((ratings["rating"] < 3).sum())
-    assert int(p["split.dropped_below_relevance_threshold"]) == below and int(p["split.interactions"]) == len(ratings) - below
+    assert (
+        int(p["split.dropped_below_relevance_threshold"]) == below
+        and int(p["split.interactions"]) == len(ratings) - below
+    )
     assert "split.dropped_not_a_product_code" not in p  # no hidden item-code filter: the spec did not ask for one
     assert 0 < m["test/ndcg_at_10"] <= 1 and m["test/hit_rate_at_10"] > 0
 
-    held = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path)), dtype=str)
+    held = pd.read_csv(
+        mlflow_client(settings).download_artifacts(run.info.run_id, "tables/test_membership.csv", str(tmp_path)),
+        dtype=str,
+    )
     assert list(held.columns) == ["user", "item"] and 0 < len(held) < len(ratings)  # the held-out interactions
 
     # No item a user already rated - low ratings too - is ever recommended: in the test period
     # (nothing of the user's history before it) ...
-    from modelmill.learn.kinds import get_kind
     from modelmill.config.spec import load_spec
+    from modelmill.learn.kinds import get_kind
 
     spec = load_spec("shop", settings)
     data = get_kind("recommendation").prepare(spec, ratings)
     before = data.test.before.groupby("user")["item"].agg(set)
-    sample = pd.read_csv(mlflow_client(settings).download_artifacts(run.info.run_id, "tables/sample_recommendations.csv", str(tmp_path)), dtype=str)
-    assert len(sample) == 200 and not any(set(r.split()) & before[str(u)] for u, r in zip(sample["customer"], sample["recommended"], strict=True))
+    sample = pd.read_csv(
+        mlflow_client(settings).download_artifacts(run.info.run_id, "tables/sample_recommendations.csv", str(tmp_path)),
+        dtype=str,
+    )
+    assert len(sample) == 200 and not any(
+        set(r.split()) & before[str(u)] for u, r in zip(sample["customer"], sample["recommended"], strict=True)
+    )
     # ... and by the registered champion, which remembers the whole file
     import mlflow
 
@@ -173,15 +195,21 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     # popular items; a row without a user is set aside
     users = [*rated.index[:25], "a-new-customer", None]
     pd.DataFrame({"customer": users}).to_csv(tmp_path / "users.csv", index=False)
-    code, out, err = run_cli(capsys, "score", "shop", "--input", str(tmp_path / "users.csv"), "--output", str(tmp_path / "recs.parquet"))
+    code, out, err = run_cli(
+        capsys, "score", "shop", "--input", str(tmp_path / "users.csv"), "--output", str(tmp_path / "recs.parquet")
+    )
     assert code == 0, out + err
     assert "scored 26 of 27 rows" in out
     scored = pd.read_parquet(tmp_path / "recs.parquet")
-    assert scored.groupby("customer", sort=False)["rank"].apply(list).to_dict() == {u: list(range(1, 11)) for u in users[:-1]}
+    assert scored.groupby("customer", sort=False)["rank"].apply(list).to_dict() == {
+        u: list(range(1, 11)) for u in users[:-1]
+    }
     assert (scored.groupby("customer")["score"].diff().dropna() <= 0).all()
     assert not any(item in rated.get(u, set()) for u, item in zip(scored["customer"], scored["item"], strict=True))
     stranger = scored[scored["customer"] == "a-new-customer"]
-    assert (scored["known_user"] == scored["customer"].isin(set(data.train["user"]))).all() and not stranger["known_user"].any()
+    assert (scored["known_user"] == scored["customer"].isin(set(data.train["user"]))).all() and not stranger[
+        "known_user"
+    ].any()
     assert stranger["item"].tolist() == Popularity().fit(data.train).recommend(["a-new-customer"], 10)[0]
     assert len(pd.read_parquet(tmp_path / "recs.rejected.parquet")) == 1
 
@@ -190,11 +218,16 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     "changes, fragment",
     [
         ({"options": {}}, "roles.rating and options.relevance_threshold go together"),
-        ({"candidates": [{"name": "content", "estimator": "content"}]}, "candidates content read item descriptions: name roles.description"),
+        (
+            {"candidates": [{"name": "content", "estimator": "content"}]},
+            "candidates content read item descriptions: name roles.description",
+        ),
         ({"split": {"method": "temporal", "test_period_days": 30}}, "recommendation splits by random, not temporal"),
     ],
 )
-def test_ratings_specs_that_cannot_work_are_spec_errors(tmp_path, monkeypatch, capsys, prefect_api, ratings, changes, fragment):
+def test_ratings_specs_that_cannot_work_are_spec_errors(
+    tmp_path, monkeypatch, capsys, prefect_api, ratings, changes, fragment
+):
     _ratings_project(tmp_path, monkeypatch, ratings.head(50), **changes)
     code, out, err = run_cli(capsys, "run", "shop")
     assert code == 1 and fragment in err
@@ -224,7 +257,9 @@ def movielens_shaped(seed: int = 0, users: int = 500, items: int = 700) -> pd.Da
     return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
 
 
-def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity(tmp_path, monkeypatch, capsys, prefect_api):
+def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity(
+    tmp_path, monkeypatch, capsys, prefect_api
+):
     import json
 
     import yaml
@@ -266,8 +301,14 @@ def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity
     assert p["split.split"] == "temporal: the last 30 days" and int(p["split.eval_customers"]) > 100
     ours, popular, knn = m["test/ndcg_at_10"], m["test/baseline_ndcg_at_10"], m["test/reference_item_knn_ndcg_at_10"]
     assert ours >= 1.5 * popular, (p["model.candidate"], ours, popular)
-    assert ours >= knn - 0.005, (p["model.candidate"], ours, knn)  # never below plain item-item cosine kNN (beyond noise)
+    assert ours >= knn - 0.005, (
+        p["model.candidate"],
+        ours,
+        knn,
+    )  # never below plain item-item cosine kNN (beyond noise)
     assert m["test/coverage_at_10"] > 3 * m["test/baseline_coverage_at_10"]
     assert m["test/novelty_at_10"] > m["test/baseline_novelty_at_10"] > 0  # it reaches past the best sellers
-    selection = pd.read_csv(mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(tmp_path)))
+    selection = pd.read_csv(
+        mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(tmp_path))
+    )
     assert set(selection["candidate"]) == {"item_knn", "item_knn_shrunk", "item_knn_debiased", "bpr", "als"}

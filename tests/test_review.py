@@ -38,7 +38,11 @@ def test_the_runs_table_shows_metric_baseline_lift_decision_and_digest(env, cyto
     run = cytology_run
     m, tags = run.data.metrics, run.data.tags
     value, baseline, lift = m[f"{PRIMARY}/roc_auc"], m[f"{PRIMARY}/baseline_roc_auc"], m[f"{PRIMARY}/lift"]
-    assert value == m["test/roc_auc"] and baseline == m["test/baseline_roc_auc"] and lift == pytest.approx(value - baseline)
+    assert (
+        value == m["test/roc_auc"]
+        and baseline == m["test/baseline_roc_auc"]
+        and lift == pytest.approx(value - baseline)
+    )
     # The run name (a column the table always shows) carries the figures and the decision...
     name = run.info.run_name
     assert name.startswith(f"v{tags['modelmill.model_version']} champion · ") and f"roc_auc {value:.4f}" in name
@@ -56,13 +60,20 @@ def test_the_runs_table_shows_metric_baseline_lift_decision_and_digest(env, cyto
         if kind != "attributes":
             assert key in shown[kind], f"the view shows {kind} {key}, which the run does not have"
     assert {"modelmill.decision", "modelmill.data_digest"} <= {k for kind, k in columns if kind == "tags"}
-    assert {f"{PRIMARY}/roc_auc", f"{PRIMARY}/baseline_roc_auc", f"{PRIMARY}/lift"} <= {k for kind, k in columns if kind == "metrics"}
+    assert {f"{PRIMARY}/roc_auc", f"{PRIMARY}/baseline_roc_auc", f"{PRIMARY}/lift"} <= {
+        k for kind, k in columns if kind == "metrics"
+    }
 
 
 def test_metric_keys_group_in_the_chart_view_and_the_primary_ones_sort_first(cytology_run):
     keys = sorted(cytology_run.data.metrics)
     assert all("/" in k for k in keys), [k for k in keys if "/" not in k]
-    assert keys[0].startswith(f"{PRIMARY}/") and {k.split("/")[0] for k in keys} >= {PRIMARY, "test", "validation", "promotion"}
+    assert keys[0].startswith(f"{PRIMARY}/") and {k.split("/")[0] for k in keys} >= {
+        PRIMARY,
+        "test",
+        "validation",
+        "promotion",
+    }
     assert not [k for k in keys if k.startswith(("drift.", "test."))], "old dotted keys would share one chart section"
 
 
@@ -105,11 +116,20 @@ def test_the_summary_shows_each_pipelines_own_figures():
                 "headline": {"skill": 0.00138, "dm_pvalue": 0.4141}}  # fmt: skip
     sentiment = {"pipeline": "review_sentiment", "status": "trained", "metric": "roc_auc", "direction": "maximize", "value": 0.934,
                  "baseline": 0.5, "lift": 0.434, "version": "1", "promoted": True, "headline": {"accuracy": 0.857}}  # fmt: skip
-    failed = {"pipeline": "credit_risk", "status": "rejected", "metric": "roc_auc", "error": "credit_risk: data rejected by suite credit_risk: 1 of 45 expectations failed"}
+    failed = {
+        "pipeline": "credit_risk",
+        "status": "rejected",
+        "metric": "roc_auc",
+        "error": "credit_risk: data rejected by suite credit_risk: 1 of 45 expectations failed",
+    }
     table = summary_table([forecast, sentiment, failed])
     rows = {ln.split()[0]: ln for ln in table.splitlines()[2:]}
     assert "0.0000" not in rows["price_forecast"], "an error metric's tiny absolute lift reads as zero"
-    assert "-0.14%" in rows["price_forecast"] and "skill 0.00138" in rows["price_forecast"] and "dm_pvalue 0.4141" in rows["price_forecast"]
+    assert (
+        "-0.14%" in rows["price_forecast"]
+        and "skill 0.00138" in rows["price_forecast"]
+        and "dm_pvalue 0.4141" in rows["price_forecast"]
+    )
     assert "accuracy 0.8570" in rows["review_sentiment"] and "+0.4340" in rows["review_sentiment"]
     assert rows["credit_risk"].endswith("1 of 45 expectations failed")
     assert headline_text("rmse", "minimize", 0.5, 0.0) == "rmse 0.5000 (baseline 0.0000, n/a)"
@@ -147,12 +167,19 @@ def test_stage_log_lines_reach_the_prefect_flow_run(tmp_path, prefect_api):
     from prefect.settings import PREFECT_API_URL
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_LOGGING_EXTRA", "MLFLOW_TRACKING"))}
-    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), MODELMILL_HOME=str(tmp_path / "home"), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
+    env.update(
+        PREFECT_API_URL=PREFECT_API_URL.value(),
+        MODELMILL_HOME=str(tmp_path / "home"),
+        MODELMILL_DATA_MIRROR=str(require_mirror()),
+        MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"),
+    )
     script = (
         "import mlflow; from modelmill_flows.pipeline import pipeline_flow; run_id = pipeline_flow('breast_cytology')['run_id']; "
         "print(mlflow.MlflowClient().get_run(run_id).data.tags['modelmill.prefect_flow_run_id'])"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     flow_run_id = done.stdout.split()[-1]
     with get_client(sync_client=True) as client:

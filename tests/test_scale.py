@@ -15,17 +15,19 @@ import pytest
 from sklearn.preprocessing import OneHotEncoder
 
 from conftest import REPO, last_run, mlflow_client, require_mirror, run_cli, write_spec
+from modelmill.config.settings import Settings
+from modelmill.config.spec import Candidate, load_spec
 from modelmill.data.ingest import fetch_sources, read_source
 from modelmill.learn.kinds import get_kind
 from modelmill.learn.kinds.encoders import CategoryEncoder
 from modelmill.learn.kinds.estimators import HistGradientBoosting
-from modelmill.config.settings import Settings
-from modelmill.config.spec import Candidate, load_spec
 
 
 @pytest.fixture(scope="module")
 def credit(tmp_path_factory):
-    s = Settings(home=tmp_path_factory.mktemp("scale"), data_mirror=str(require_mirror()), pipelines_dir=REPO / "pipelines")
+    s = Settings(
+        home=tmp_path_factory.mktemp("scale"), data_mirror=str(require_mirror()), pipelines_dir=REPO / "pipelines"
+    )
     spec = load_spec("credit_risk", s)
     return spec, read_source(spec, fetch_sources(spec, s))
 
@@ -42,7 +44,12 @@ def test_the_category_encoder_equals_onehotencoder_bit_for_bit(credit):
         assert np.array_equal(ours.transform(frame), reference.transform(test))
     assert list(ours.get_feature_names_out()) == list(reference.get_feature_names_out())
     codes = CategoryEncoder("ordinal").fit(train).transform(test)
-    assert codes.dtype == np.float32 and codes.shape == (len(test), X.shape[1]) and np.isnan(codes[0, 0]) and codes[2, 0] == sorted(set(train.iloc[:, 0])).index(test.iloc[2, 0])
+    assert (
+        codes.dtype == np.float32
+        and codes.shape == (len(test), X.shape[1])
+        and np.isnan(codes[0, 0])
+        and codes[2, 0] == sorted(set(train.iloc[:, 0])).index(test.iloc[2, 0])
+    )
 
 
 def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(credit):
@@ -54,11 +61,17 @@ def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(cred
     X, y = kind.model_input(spec, df), (df[spec.target].astype("str") == str(spec.positive_label)).to_numpy()
     later = X.iloc[700:].copy()
     first, third = spec.features.categorical[0], spec.features.categorical[2]
-    later.loc[later.index[0], first], later.loc[later.index[1], third] = "A19", None  # a category never seen, and a missing one
+    later.loc[later.index[0], first], later.loc[later.index[1], third] = (
+        "A19",
+        None,
+    )  # a category never seen, and a missing one
     featurizer = kind.featurizer(spec).fit(X.iloc[:700])
     codes, scored = featurizer.transform(X.iloc[:700]), featurizer.transform(later)
     params = {"categorical_features": cats, "max_iter": 30, "random_state": 0}
-    ours, stock = HistGradientBoosting(**params).fit(codes, y[:700]), HistGradientBoostingClassifier(**params).fit(codes, y[:700])
+    ours, stock = (
+        HistGradientBoosting(**params).fit(codes, y[:700]),
+        HistGradientBoostingClassifier(**params).fit(codes, y[:700]),
+    )
     assert ours._preprocessor is None and stock._preprocessor is not None  # scikit-learn's own encoder skipped
     assert np.array_equal(ours.predict_proba(scored), stock.predict_proba(scored))
     gap = codes.copy()
@@ -67,7 +80,9 @@ def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(cred
         params |= {"categorical_features": features}
         model = HistGradientBoosting(**params).fit(odd, y[:700])
         assert model._preprocessor is not None  # anything else goes through scikit-learn's encoder, as before
-        assert np.array_equal(model.predict_proba(odd), HistGradientBoostingClassifier(**params).fit(odd, y[:700]).predict_proba(odd))
+        assert np.array_equal(
+            model.predict_proba(odd), HistGradientBoostingClassifier(**params).fit(odd, y[:700]).predict_proba(odd)
+        )
     # the rows are not copied through an encoder: fitting allocates well under the rows' size (scikit-learn's: 2.5x)
     import tracemalloc
 
@@ -75,7 +90,9 @@ def test_boosting_on_category_codes_fits_them_as_they_are_to_the_same_model(cred
     rows = np.column_stack([rng.integers(0, 10, (200_000, 13)).astype(float), rng.normal(size=(200_000, 7))])
     tracemalloc.start()
     try:
-        HistGradientBoosting(categorical_features=list(range(13)), max_iter=3, early_stopping=False).fit(rows, rng.random(200_000) < 0.3)
+        HistGradientBoosting(categorical_features=list(range(13)), max_iter=3, early_stopping=False).fit(
+            rows, rng.random(200_000) < 0.3
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -86,7 +103,9 @@ def test_a_prior_baseline_is_fitted_without_featurizing_the_rows(credit):
     from sklearn.pipeline import Pipeline
 
     spec, df = credit
-    spec = spec.model_copy(update={"candidates": spec.candidates[:1], "options": {**spec.options, "threshold": "fixed"}})
+    spec = spec.model_copy(
+        update={"candidates": spec.candidates[:1], "options": {**spec.options, "threshold": "fixed"}}
+    )
     kind = get_kind(spec.problem)
     data = kind.prepare(spec, df)
     X, y, _ = data.train
@@ -95,7 +114,10 @@ def test_a_prior_baseline_is_fitted_without_featurizing_the_rows(credit):
     featurized = Pipeline([("features", kind.featurizer(spec)), ("model", kind.build(spec.baseline, spec))]).fit(X, y)
     assert kind.metrics(spec, baseline, data) == kind.metrics(spec, featurized, data)
     spec = spec.model_copy(update={"baseline": Candidate(name="logit", estimator="logistic_regression")})
-    assert list(kind.train(spec, data).baseline.named_steps) == ["features", "model"]  # a real model still gets its features
+    assert list(kind.train(spec, data).baseline.named_steps) == [
+        "features",
+        "model",
+    ]  # a real model still gets its features
 
 
 def test_declared_categorical_features_load_as_categories(env, capsys):
@@ -132,7 +154,9 @@ def test_native_categorical_encoding_trains_on_codes_and_scores_unseen_categorie
     version = mlflow_client(env).get_model_version("modelmill-credit_risk", run.data.tags["modelmill.model_version"])
     model = mlflow.sklearn.load_model(version.source)
     trained = model.named_steps["model"]  # after the raw_rows step every registered row model starts with
-    booster = trained.estimator_.named_steps["model"] if hasattr(trained, "estimator_") else trained.named_steps["model"]
+    booster = (
+        trained.estimator_.named_steps["model"] if hasattr(trained, "estimator_") else trained.named_steps["model"]
+    )
     assert int(booster.is_categorical_.sum()) == len(load_spec("credit_risk", env).features.categorical)
     spec = load_spec(str(spec_path), env)
     rows = pd.DataFrame([{c: "A11" for c in spec.features.categorical} | {c: 30 for c in spec.features.numeric}])
@@ -152,8 +176,16 @@ def test_the_benchmarks_generated_project_runs(tmp_path, monkeypatch, capsys):
     from modelmill.learn.kinds.tabular import TabularClassification
 
     events: list[str] = []
+
+    def spy(original, name):
+        def recorded(*a, **k):
+            events.append(name)
+            return original(*a, **k)
+
+        return recorded
+
     for cls, name in ((Snapshot, "release"), (TabularClassification, "prepare")):
-        monkeypatch.setattr(cls, name, lambda *a, _f=getattr(cls, name), _n=name, **k: events.append(_n) or _f(*a, **k))
+        monkeypatch.setattr(cls, name, spy(getattr(cls, name), name))
     code, out, err = run_cli(capsys, "run", "big_credit")
     assert code == 0, err
     run = last_run(Settings(home=tmp_path / "home"), "big_credit")

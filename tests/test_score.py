@@ -52,18 +52,24 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     assert meta[b"modelmill.model_version"] == b"1" and meta[b"modelmill.input_sha256"] == digest.encode()
 
     rejected = pd.read_parquet(out_path.with_name("batch.rejected.parquet"))
-    assert sorted(rejected["rejected_because"]) == sorted(["expect_column_values_to_be_between(mean_radius)", "worst_area is a number", "mean_radius is present"])
+    assert sorted(rejected["rejected_because"]) == sorted(
+        ["expect_column_values_to_be_between(mean_radius)", "worst_area is a number", "mean_radius is present"]
+    )
 
     # the same rows through the registered champion give the same predictions
     settings = Settings()
     mlflow_client(settings)
     champion = mlflow.pyfunc.load_model("models:/modelmill-my_cells@champion")
     good = batch.drop(index=[5, 9, 17])  # raw rows as the file gives them: no casting by hand
-    assert (good.dtypes == object).all()
+    assert all(dtype == object for dtype in good.dtypes)  # noqa: E721 - dtype equality, not type identity
     served = champion.predict(good)  # the data's labels and each class's probability, as its signature says
     np.testing.assert_array_equal(served["prediction"].to_numpy(), scores["prediction"].to_numpy())
     np.testing.assert_allclose(served["probability_malignant"], scores["probability"], atol=1e-6)
-    assert [c.name for c in champion.metadata.get_output_schema().inputs] == ["prediction", "probability_benign", "probability_malignant"]
+    assert [c.name for c in champion.metadata.get_output_schema().inputs] == [
+        "prediction",
+        "probability_benign",
+        "probability_malignant",
+    ]
 
     client = mlflow_client(settings)
     experiment = client.get_experiment_by_name("modelmill/my_cells/scoring")
@@ -77,7 +83,15 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
 
     # the same rows as a Parquet batch: read as Parquet, without the training CSV's reader options
     good.astype(float).to_parquet(root / "pipelines" / "data" / "batch.parquet")
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(root / "pipelines" / "data" / "batch.parquet"), "--output", str(tmp_path / "p.parquet"))
+    code, out, err = run_cli(
+        capsys,
+        "score",
+        "my_cells",
+        "--input",
+        str(root / "pipelines" / "data" / "batch.parquet"),
+        "--output",
+        str(tmp_path / "p.parquet"),
+    )
     assert code == 0, out + err
     np.testing.assert_allclose(pd.read_parquet(tmp_path / "p.parquet")["probability"], scores["probability"])
 
@@ -98,31 +112,46 @@ def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(example_
 
 
 def test_a_spec_can_schedule_its_scoring(example_project, capsys):
-    from modelmill_flows.deployments import build_deployments
     from modelmill.config.spec import load_spec
+    from modelmill_flows.deployments import build_deployments
 
     root, spec, data = _trained(example_project, capsys)
     _batch(data).to_csv(root / "pipelines" / "data" / "incoming.csv", index=False)
-    write_example_spec(root, spec, scoring={"input": "data/incoming.csv", "output": "scores/incoming.parquet", "schedule": {"cron": "30 7 * * *"}})
+    write_example_spec(
+        root,
+        spec,
+        scoring={"input": "data/incoming.csv", "output": "scores/incoming.parquet", "schedule": {"cron": "30 7 * * *"}},
+    )
     deployments = {d.name: d for d in build_deployments([load_spec("my_cells", Settings())])}
     scheduled = deployments["my_cells-score"]
     assert scheduled.parameters == {"pipeline": "my_cells"} and scheduled.schedules[0].schedule.cron == "30 7 * * *"
     code, out, err = run_cli(capsys, "score", "my_cells")  # the spec's input and output
     assert code == 0, out + err
     assert len(pd.read_parquet(root / "pipelines" / "scores" / "incoming.parquet")) == 37
-    assert yaml.safe_load((root / "pipelines" / "my_cells.yaml").read_text())["scoring"]["output"] == "scores/incoming.parquet"
+    assert (
+        yaml.safe_load((root / "pipelines" / "my_cells.yaml").read_text())["scoring"]["output"]
+        == "scores/incoming.parquet"
+    )
 
 
 def test_a_text_champion_without_probabilities_scores_sentences(tmp_path, monkeypatch, capsys, prefect_api):
     from conftest import modelmill_env, require_mirror, write_spec
 
-    spec = write_spec(tmp_path, "review_sentiment", candidates=[{"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.5]}}])
+    spec = write_spec(
+        tmp_path,
+        "review_sentiment",
+        candidates=[{"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.5]}}],
+    )
     modelmill_env(monkeypatch, tmp_path / "home", require_mirror())
     code, out, err = run_cli(capsys, "run", str(spec))
     assert code == 0, out + err
     batch = tmp_path / "reviews.csv"
-    pd.DataFrame({"sentence": ["Great phone, works perfectly.", "Awful service, never again.", None], "source": "web"}).to_csv(batch, index=False)
-    code, out, err = run_cli(capsys, "score", str(spec), "--input", str(batch), "--output", str(tmp_path / "scores.parquet"))
+    pd.DataFrame(
+        {"sentence": ["Great phone, works perfectly.", "Awful service, never again.", None], "source": "web"}
+    ).to_csv(batch, index=False)
+    code, out, err = run_cli(
+        capsys, "score", str(spec), "--input", str(batch), "--output", str(tmp_path / "scores.parquet")
+    )
     assert code == 0, out + err
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     assert list(scores["prediction"][:2]) == [1, 0] and "decision_score" in scores and "probability" not in scores
@@ -134,7 +163,8 @@ def test_relative_input_and_output_paths_resolve_from_the_working_directory(exam
     (root / "batches").mkdir()
     _batch(data).to_csv(root / "batches" / "today.csv", index=False)
     monkeypatch.chdir(root)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", "batches/today.csv", "--output", "scores/today.parquet")
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", "batches/today.csv", "--output", "scores/today.parquet"
+    )
     assert code == 0, out + err
     assert len(pd.read_parquet(root / "scores" / "today.parquet")) == 37
-

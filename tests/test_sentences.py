@@ -14,10 +14,16 @@ import pytest
 import yaml
 
 from conftest import mlflow_client, modelmill_env, require_mirror, run_cli
+from modelmill.config.settings import Settings
 from modelmill.errors import SpecError
 from modelmill.learn.kinds import sentences
-from modelmill.learn.kinds.sentences import ENCODER_ENV, MINILM_SHA256, SentenceEncoder, SentenceTfidfClassifier, encoder_folder
-from modelmill.config.settings import Settings
+from modelmill.learn.kinds.sentences import (
+    ENCODER_ENV,
+    MINILM_SHA256,
+    SentenceEncoder,
+    SentenceTfidfClassifier,
+    encoder_folder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,15 @@ def test_the_shipped_weights_are_the_pinned_ones_and_an_altered_copy_is_refused(
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", lambda *a, **k: loaded.append(a[0]))
     monkeypatch.setenv(ENCODER_ENV, str(copy))
-    with pytest.raises(SpecError, match=r"model.safetensors has sha256 [0-9a-f]{12}…, expected 53aa51172d14…: refusing to load it") as e:
+    with pytest.raises(
+        SpecError, match=r"model.safetensors has sha256 [0-9a-f]{12}…, expected 53aa51172d14…: refusing to load it"
+    ) as e:
         SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
     assert "\n" not in str(e.value) and loaded == []  # one line, nothing loaded or executed
-    with pytest.raises(SpecError, match=r"^\S+: pin its weights with options.encoder_sha256 in the spec \(its model.safetensors has sha256 [0-9a-f]{64}\)$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^\S+: pin its weights with options.encoder_sha256 in the spec \(its model.safetensors has sha256 [0-9a-f]{64}\)$",
+    ):
         SentenceEncoder().fit(["a sentence"])  # a user's folder must be pinned
 
     (copy / "model.safetensors").unlink()
@@ -97,7 +108,9 @@ def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
     first = SentenceTfidfClassifier(C=1.0, min_df=1, estimator="logistic_regression").fit(texts, y)
     assert sum(counted) == len(set(texts))  # each distinct text once
     encoded = len(counted)
-    again = SentenceTfidfClassifier(C=1.0, min_df=1, sentence_weight=2.0, estimator="logistic_regression").fit(texts[:200], y[:200])
+    again = SentenceTfidfClassifier(C=1.0, min_df=1, sentence_weight=2.0, estimator="logistic_regression").fit(
+        texts[:200], y[:200]
+    )
     again.predict(texts[200:])
     assert len(counted) == encoded  # a refit, another weight, a fold, a prediction: nothing new encoded
     sentences._CACHES.clear()  # a new process: the shards on disk
@@ -111,8 +124,8 @@ def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
 
 
 def test_a_tabular_spec_reads_its_text_column_through_the_encoder(home, reviews):
-    from modelmill.learn.kinds import get_kind
     from modelmill.config.spec import PipelineSpec
+    from modelmill.learn.kinds import get_kind
 
     frame = reviews.sample(400, random_state=1).reset_index(drop=True).assign(length=lambda d: d["sentence"].str.len())
     kind = get_kind("tabular_classification")
@@ -127,10 +140,14 @@ def test_a_tabular_spec_reads_its_text_column_through_the_encoder(home, reviews)
         kind.check_spec(spec)
         data = kind.prepare(spec, frame)
         scores[how] = kind.metrics(spec, kind.train(spec, data).model, data)["roc_auc"]
-    assert scores["both"] > scores["tfidf"] + 0.05  # 300 training sentences: the pretrained encoder knows language they do not show
+    assert (
+        scores["both"] > scores["tfidf"] + 0.05
+    )  # 300 training sentences: the pretrained encoder knows language they do not show
 
 
-def test_a_text_spec_with_the_encoder_serves_raw_strings_through_pyfunc(tmp_path, monkeypatch, capsys, prefect_api, reviews):
+def test_a_text_spec_with_the_encoder_serves_raw_strings_through_pyfunc(
+    tmp_path, monkeypatch, capsys, prefect_api, reviews
+):
     import mlflow
 
     root = tmp_path / "project"
@@ -159,16 +176,28 @@ def test_a_text_spec_with_the_encoder_serves_raw_strings_through_pyfunc(tmp_path
     settings = Settings()
     mlflow_client(settings)
     champion = mlflow.pyfunc.load_model("models:/modelmill-reviews@champion")
-    raw = pd.DataFrame({"sentence": ["Great phone, works perfectly and the battery lasts.", "Terrible food and rude staff, never again."]})
+    raw = pd.DataFrame(
+        {
+            "sentence": [
+                "Great phone, works perfectly and the battery lasts.",
+                "Terrible food and rude staff, never again.",
+            ]
+        }
+    )
     served = champion.predict(raw)
     assert list(served["prediction"]) == ["positive", "negative"]
     assert served["probability_positive"][0] > 0.5 > served["probability_positive"][1]
     run = mlflow_client(settings).get_run(mlflow_client(settings).get_model_version("modelmill-reviews", "1").run_id)
-    assert run.data.params["model.candidate"] == "minilm_tfidf_lr" and run.data.params["model.sentence_weight"] in {"1.0", "2.0"}
+    assert run.data.params["model.candidate"] == "minilm_tfidf_lr" and run.data.params["model.sentence_weight"] in {
+        "1.0",
+        "2.0",
+    }
     assert run.data.metrics["test/accuracy"] > 0.8
 
 
-def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_a_round_trip_and_is_evaluated_in_one_reading(home, reviews, monkeypatch):
+def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_a_round_trip_and_is_evaluated_in_one_reading(
+    home, reviews, monkeypatch
+):
     """Two of MiniLM's six layers and a head, two epochs on 800 real review sentences: at least
     80 % right on 200 others; the pickled model holds just the tuned layers, and unpickled it
     rebuilds the rest from the pinned weights (their sha256 checked again) and gives the same
@@ -184,13 +213,18 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_
     assert list(model.classes_) == ["negative", "positive"] and proba.shape == (200, 2)
     accuracy = (model.predict(test["sentence"]) == test["label"]).mean()
     assert accuracy >= 0.8, accuracy
-    assert {k.split(".")[2] for k in model.tuned_ if k.startswith("encoder.")} == {"4", "5"} and {"head.weight", "head.bias"} <= set(model.tuned_)
+    assert {k.split(".")[2] for k in model.tuned_ if k.startswith("encoder.")} == {"4", "5"} and {
+        "head.weight",
+        "head.bias",
+    } <= set(model.tuned_)
 
     blob = pickle.dumps(model)
     assert len(blob) < 20e6  # two layers and a head, not the 90 MB network
     checked: list[str] = []
     real = sentences.verified
-    monkeypatch.setattr(sentences, "verified", lambda folder, expected: checked.append(expected) or real(folder, expected))
+    monkeypatch.setattr(
+        sentences, "verified", lambda folder, expected: checked.append(expected) or real(folder, expected)
+    )
     monkeypatch.setattr(sentences, "_NETWORKS", {})  # a new process: nothing loaded yet
     monkeypatch.setattr(sentences, "_CHECKED", {})
     served = pickle.loads(blob)
@@ -202,11 +236,11 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_
     from sklearn.dummy import DummyClassifier
     from sklearn.pipeline import Pipeline
 
+    from modelmill.config.spec import PipelineSpec
     from modelmill.learn import explain
     from modelmill.learn.kinds import get_kind
     from modelmill.learn.kinds.base import Prepared, Trained
     from modelmill.learn.kinds.text import TextColumn
-    from modelmill.config.spec import PipelineSpec
 
     spec = PipelineSpec(
         name="reviews", domain="customer_service", description="reviews", source={"path": "reviews.csv"}, target="label",
@@ -216,22 +250,36 @@ def test_the_fine_tuned_encoder_learns_keeps_only_its_tuned_layers_serves_after_
     )  # fmt: skip
     X, y, sites = test[["sentence"]].reset_index(drop=True), test["label"].to_numpy(), test["source"].to_numpy()
     tuned = Pipeline([("text", TextColumn("sentence")), ("model", served)])
-    prior = Pipeline([("text", TextColumn("sentence")), ("model", DummyClassifier(strategy="prior"))]).fit(train[["sentence"]], train["label"])
+    prior = Pipeline([("text", TextColumn("sentence")), ("model", DummyClassifier(strategy="prior"))]).fit(
+        train[["sentence"]], train["label"]
+    )
     read: list[int] = []
     pooled = FineTunedSentenceClassifier._pooled
-    monkeypatch.setattr(FineTunedSentenceClassifier, "_pooled", lambda self, bert, tok, texts: read.append(len(texts)) or pooled(self, bert, tok, texts))
-    ev = get_kind("text_classification").evaluate(spec, Trained(tuned, prior, "tuned", pd.DataFrame()), Prepared(None, (X, y, sites)))
+    monkeypatch.setattr(
+        FineTunedSentenceClassifier,
+        "_pooled",
+        lambda self, bert, tok, texts: read.append(len(texts)) or pooled(self, bert, tok, texts),
+    )
+    ev = get_kind("text_classification").evaluate(
+        spec, Trained(tuned, prior, "tuned", pd.DataFrame()), Prepared(None, (X, y, sites))
+    )
     assert sum(read) == X["sentence"].nunique()  # labels only: one reading of each sentence
-    assert ev.metrics["accuracy"] == pytest.approx(accuracy) and ev.baseline_primary == pytest.approx((y == prior.predict(X)).mean())
+    assert ev.metrics["accuracy"] == pytest.approx(accuracy) and ev.baseline_primary == pytest.approx(
+        (y == prior.predict(X)).mean()
+    )
     for site in set(sites):
-        assert ev.metrics[f"accuracy.{site}"] == pytest.approx((served.predict(X["sentence"][sites == site]) == y[sites == site]).mean())
+        assert ev.metrics[f"accuracy.{site}"] == pytest.approx(
+            (served.predict(X["sentence"][sites == site]) == y[sites == site]).mean()
+        )
     read.clear()
     table = explain.permutation_table(tuned, X, y, "accuracy", rows=1000, repeats=5, seed=0)
     assert sum(read) == X["sentence"].nunique()  # six copies of the rows, each sentence read once
     assert table["feature"].tolist() == ["sentence"] and table["importance_mean"].iloc[0] > 0.2
 
 
-def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_share_then_the_idle_cores(home, reviews, shared, other_pipeline, monkeypatch, caplog):
+def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_share_then_the_idle_cores(
+    home, reviews, shared, other_pipeline, monkeypatch, caplog
+):
     """With a second pipeline busy on the machine's 4 (shared) cores, the fine-tuning starts on 2
     threads; when that pipeline finishes mid-epoch, the next batch takes all 4. The same for the
     frozen encoder's batches. Asked-for ``threads`` are kept. Real weights, real sentences."""
@@ -242,8 +290,8 @@ def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_shar
 
     import torch
 
-    from modelmill.runtime.cores import busy
     from modelmill.learn.kinds.sentences import FineTunedSentenceClassifier
+    from modelmill.runtime.cores import busy
 
     seen: list[int] = []
     others = [other_pipeline]
@@ -257,14 +305,21 @@ def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_shar
         return record
 
     real = FineTunedSentenceClassifier._pooled
-    monkeypatch.setattr(FineTunedSentenceClassifier, "_pooled", lambda self, bert, tokenizer, texts: watch(real(self, bert, tokenizer, texts)))
+    monkeypatch.setattr(
+        FineTunedSentenceClassifier,
+        "_pooled",
+        lambda self, bert, tokenizer, texts: watch(real(self, bert, tokenizer, texts)),
+    )
     texts, labels = reviews["sentence"][:64], reviews["label"][:64]
     before = torch.get_num_threads()
     with busy(), caplog.at_level(logging.INFO, logger="modelmill.train"), contextlib.ExitStack() as stack:
         stack.callback(lambda: [p.kill() for p in others])
         FineTunedSentenceClassifier(layers=1, max_epochs=1, batch_size=16, seed=0).fit(texts, labels)
         assert seen == [2, 2, 4, 4]
-        assert "fine-tuned encoder: 4 threads from epoch 1, batch 3 (the cores shared with the pipelines running beside it)" in caplog.messages
+        assert (
+            "fine-tuned encoder: 4 threads from epoch 1, batch 3 (the cores shared with the pipelines running beside it)"
+            in caplog.messages
+        )
 
         seen.clear()
         FineTunedSentenceClassifier(layers=1, max_epochs=1, batch_size=16, threads=1, seed=0).fit(texts, labels)
@@ -277,5 +332,8 @@ def test_beside_another_pipeline_the_encoder_and_its_fine_tuning_take_their_shar
         monkeypatch.setattr(sentences, "encode_batch", lambda model, part: watch(real_batch(model, part)))
         SentenceEncoder(batch_size=16).fit(texts).transform(texts)
         assert seen == [2, 2, 4, 4]
-        assert "sentence encoder: 4 threads from batch 3 (the cores shared with the pipelines running beside it)" in caplog.messages
+        assert (
+            "sentence encoder: 4 threads from batch 3 (the cores shared with the pipelines running beside it)"
+            in caplog.messages
+        )
     assert torch.get_num_threads() == before

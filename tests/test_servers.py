@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, last_run, mlflow_client, require_mirror, write_spec
-from modelmill.runtime.servers import mlflow_server, prefect_server
 from modelmill.config.settings import Settings
 from modelmill.config.spec import available, load_spec
+from modelmill.runtime.servers import mlflow_server, prefect_server
 
 pytestmark = pytest.mark.server
 MODELMILL = str(Path(sys.executable).with_name("modelmill"))
@@ -31,7 +31,11 @@ MODELMILL = str(Path(sys.executable).with_name("modelmill"))
 
 def _env(home: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
-    env.update(MODELMILL_HOME=str(home), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"))
+    env.update(
+        MODELMILL_HOME=str(home),
+        MODELMILL_DATA_MIRROR=str(require_mirror()),
+        MODELMILL_PIPELINES_DIR=str(REPO / "pipelines"),
+    )
     env.update(extra)
     return env
 
@@ -64,7 +68,9 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process exited {proc.returncode} while waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+            pytest.fail(
+                f"process exited {proc.returncode} while waiting for {what}:\n{log.read_text()[-4000:] if log else ''}"
+            )
         value = predicate()
         if value:
             return value
@@ -87,7 +93,14 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
     env = _env(home, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5", PREFECT_HOME=str(tmp_path / "prefect-client"))
     with open(log, "wb") as out:
         # Ctrl-C as a terminal delivers it: a harness started in the background ignores SIGINT, and its children inherit that
-        serve = subprocess.Popen([MODELMILL, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        serve = subprocess.Popen(
+            [MODELMILL, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     try:
         _wait(lambda: "Serving;" in log.read_text(), 300, "modelmill serve to start", serve, log)
         text = log.read_text()
@@ -95,44 +108,94 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         # No open doors: generated credentials, private; unauthenticated and foreign-Host requests refused.
         cred_file = home / "credentials.env"
         assert f"{cred_file} (mode 0600)" in text and (cred_file.stat().st_mode & 0o777) == 0o600
-        creds = dict(ln.split("=", 1) for ln in cred_file.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-        pauth, muser, mpass = creds["PREFECT_SERVER_API_AUTH_STRING"], creds["MLFLOW_TRACKING_USERNAME"], creds["MLFLOW_TRACKING_PASSWORD"]
+        creds = dict(
+            ln.split("=", 1) for ln in cred_file.read_text().splitlines() if "=" in ln and not ln.startswith("#")
+        )
+        pauth, muser, mpass = (
+            creds["PREFECT_SERVER_API_AUTH_STRING"],
+            creds["MLFLOW_TRACKING_USERNAME"],
+            creds["MLFLOW_TRACKING_PASSWORD"],
+        )
         assert "admin:password1234" not in cred_file.read_text()
         assert _status(f"{api}/flows/filter", "POST", {})[0] == 401
         assert _status(f"{api}/flows/filter", "POST", {}, **_basic(pauth))[0] == 200
         assert _status(f"{api}/flows/filter", "POST", {}, Host="evil.com", **_basic(pauth))[0] == 400
-        status, headers = _status(f"{api}/flows/filter", "OPTIONS", Origin="http://evil.com", **{"Access-Control-Request-Method": "POST"})
-        assert headers.get("access-control-allow-origin") in (None, f"http://127.0.0.1:{pport}") and headers.get("access-control-allow-origin") != "*"
+        status, headers = _status(
+            f"{api}/flows/filter", "OPTIONS", Origin="http://evil.com", **{"Access-Control-Request-Method": "POST"}
+        )
+        assert (
+            headers.get("access-control-allow-origin") in (None, f"http://127.0.0.1:{pport}")
+            and headers.get("access-control-allow-origin") != "*"
+        )
         search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
         assert _status(search)[0] == 401
         assert _status(search, **_basic(f"{muser}:{mpass}"))[0] == 200
         assert _status(search, Host="evil.com", **_basic(f"{muser}:{mpass}"))[0] == 403
         assert _status(search, **_basic(f"{muser}:password1234"))[0] == 401
-        auth_env = {"PREFECT_API_AUTH_STRING": pauth, "MLFLOW_TRACKING_USERNAME": muser, "MLFLOW_TRACKING_PASSWORD": mpass}
+        auth_env = {
+            "PREFECT_API_AUTH_STRING": pauth,
+            "MLFLOW_TRACKING_USERNAME": muser,
+            "MLFLOW_TRACKING_PASSWORD": mpass,
+        }
 
-        specs = {n: load_spec(n, Settings(pipelines_dir=REPO / "pipelines")) for n in available(Settings(pipelines_dir=REPO / "pipelines"))}
-        everything = _wait(lambda: (d := _post(api, "/deployments/filter", {}, pauth)) and len(d) == len(specs) + 1 and d, 120, "deployments", serve, log)
-        deployments = [d for d in everything if d["name"] != "stale-check"]  # serve's hourly stale check is the one more
+        specs = {
+            n: load_spec(n, Settings(pipelines_dir=REPO / "pipelines"))
+            for n in available(Settings(pipelines_dir=REPO / "pipelines"))
+        }
+        everything = _wait(
+            lambda: (d := _post(api, "/deployments/filter", {}, pauth)) and len(d) == len(specs) + 1 and d,
+            120,
+            "deployments",
+            serve,
+            log,
+        )
+        deployments = [
+            d for d in everything if d["name"] != "stale-check"
+        ]  # serve's hourly stale check is the one more
         assert len(deployments) == len(specs)
         crons = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
         assert crons == {n: [spec.schedule.cron] for n, spec in specs.items()}
 
-        scheduled = _wait(lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, pauth), 120, "the scheduler to create runs", serve, log)
-        assert {r["deployment_id"] for r in scheduled} <= {d["id"] for d in everything}  # the stale check is scheduled too
+        scheduled = _wait(
+            lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, pauth),
+            120,
+            "the scheduler to create runs",
+            serve,
+            log,
+        )
+        assert {r["deployment_id"] for r in scheduled} <= {
+            d["id"] for d in everything
+        }  # the stale check is scheduled too
         assert all(r["auto_scheduled"] for r in scheduled)
 
-        trig_env = _env(home, PREFECT_API_URL=api, MLFLOW_TRACKING_URI=mlflow_url, PREFECT_HOME=str(tmp_path / "prefect-client"), **auth_env)
-        trig = subprocess.run([MODELMILL, "trigger", "breast_cytology", "--timeout", "600"], env=trig_env, capture_output=True, text=True, timeout=700)
+        trig_env = _env(
+            home,
+            PREFECT_API_URL=api,
+            MLFLOW_TRACKING_URI=mlflow_url,
+            PREFECT_HOME=str(tmp_path / "prefect-client"),
+            **auth_env,
+        )
+        trig = subprocess.run(
+            [MODELMILL, "trigger", "breast_cytology", "--timeout", "600"],
+            env=trig_env,
+            capture_output=True,
+            text=True,
+            timeout=700,
+        )
         assert trig.returncode == 0, trig.stdout + trig.stderr + log.read_text()[-3000:]
         assert "breast_cytology" in trig.stdout and "champion" in trig.stdout
-        status = subprocess.run([MODELMILL, "status", "--json"], env=trig_env, capture_output=True, text=True, timeout=300)
+        status = subprocess.run(
+            [MODELMILL, "status", "--json"], env=trig_env, capture_output=True, text=True, timeout=300
+        )
         rows = {r["pipeline"]: r for r in json.loads(status.stdout)}
         assert status.returncode == 1  # pipelines that never ran here are not healthy
         assert rows["breast_cytology"]["state"] == "ok" and rows["breast_cytology"]["champion"] == "1"
         assert rows["breast_cytology"]["next_run_source"] == "prefect"  # the server's own scheduled runs
 
         settings = Settings(home=home)
-        os.environ.update(MLFLOW_TRACKING_URI=mlflow_url, MLFLOW_TRACKING_USERNAME=muser, MLFLOW_TRACKING_PASSWORD=mpass)
+        os.environ.update(
+            MLFLOW_TRACKING_URI=mlflow_url, MLFLOW_TRACKING_USERNAME=muser, MLFLOW_TRACKING_PASSWORD=mpass
+        )
         try:
             run = last_run(settings, "breast_cytology")
             client = mlflow_client(settings)
@@ -171,11 +234,27 @@ def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champi
     shutil.copy(REPO / "expectations" / "breast_cytology.json", tmp_path / "expectations")
     server = mlflow_server(tmp_path / "server", free_port()).start(timeout=120)
     try:
-        env = _env(tmp_path / "home", MODELMILL_PIPELINES_DIR=str(spec.parent), MLFLOW_TRACKING_URI=server.url, OMP_NUM_THREADS="1")
+        env = _env(
+            tmp_path / "home",
+            MODELMILL_PIPELINES_DIR=str(spec.parent),
+            MLFLOW_TRACKING_URI=server.url,
+            OMP_NUM_THREADS="1",
+        )
         logs = [tmp_path / f"run{i}.log" for i in range(10)]
-        procs = [subprocess.Popen([MODELMILL, "run", "breast_cytology", "--force"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path) for log in logs]
+        procs = [
+            subprocess.Popen(
+                [MODELMILL, "run", "breast_cytology", "--force"],
+                env=env,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+            for log in logs
+        ]
         codes = [p.wait(timeout=900) for p in procs]
-        assert codes == [0] * 10, "\n".join(f"--- run {i} (exit {c})\n{logs[i].read_text()[-1500:]}" for i, c in enumerate(codes) if c)
+        assert codes == [0] * 10, "\n".join(
+            f"--- run {i} (exit {c})\n{logs[i].read_text()[-1500:]}" for i, c in enumerate(codes) if c
+        )
         # the registry too: left to default, it is MLflow's process-wide registry URI, which an
         # earlier test of this file set to its own (by then stopped) server: "connection refused"
         c = MlflowClient(server.url, registry_uri=server.url)
@@ -184,7 +263,9 @@ def test_ten_runs_at_once_against_one_tracking_server_all_finish_with_one_champi
         decisions = sorted(r.data.tags["modelmill.decision"] for r in runs)
         assert decisions == ["challenger"] * 9 + ["promoted"], decisions
         promoted = next(r for r in runs if r.data.tags["modelmill.decision"] == "promoted")
-        assert server.proc.poll() is None, f"the MLflow server exited ({server.proc.returncode}): {server.log_path.read_text()[-3000:]}"
+        assert server.proc.poll() is None, (
+            f"the MLflow server exited ({server.proc.returncode}): {server.log_path.read_text()[-3000:]}"
+        )
         assert c.get_model_version_by_alias("modelmill-breast_cytology", "champion").run_id == promoted.info.run_id
     finally:
         server.stop()
@@ -199,8 +280,17 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
     env = _env(tmp_path / "home", PREFECT_API_URL=f"{server.url}/api", PREFECT_HOME=str(tmp_path / "prefect-client"))
     workers: list[subprocess.Popen] = []
     try:
-        subprocess.run([prefect, "work-pool", "create", "modelmill-process", "--type", "process"], env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
-        deploy = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            [prefect, "work-pool", "create", "modelmill-process", "--type", "process"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        deploy = subprocess.run(
+            [prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         deployments = _post(f"{server.url}/api", "/deployments/filter", {})
         assert len(deployments) == len(available(Settings(pipelines_dir=REPO / "pipelines")))
@@ -208,45 +298,123 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
         for name, log in logs.items():
             with open(log, "wb") as out:
                 cmd = [prefect, "worker", "start", "--pool", "modelmill-process", "--name", name, "--limit", "1"]
-                loud = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}  # its "submitting flow run" lines
+                loud = {
+                    "PREFECT_LOGGING_LEVEL": "INFO",
+                    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
+                }  # its "submitting flow run" lines
                 # poll every second (default 10 s): a run of ~10 s could otherwise end before the
                 # other worker's next poll takes the second one (seen in CI: no overlap)
                 loud["PREFECT_WORKER_QUERY_SECONDS"] = "1"
-                workers.append(subprocess.Popen(cmd, env=env | loud, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-        watch = subprocess.Popen([prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", "trigger=manual", "--watch", "--watch-timeout", "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        other = subprocess.run([prefect, "deployment", "run", "modelmill-pipeline/credit_risk", "--watch", "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=700)
+                workers.append(
+                    subprocess.Popen(
+                        cmd, env=env | loud, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
+        watch = subprocess.Popen(
+            [
+                prefect,
+                "deployment",
+                "run",
+                "modelmill-pipeline/breast_cytology",
+                "--param",
+                "trigger=manual",
+                "--watch",
+                "--watch-timeout",
+                "600",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        other = subprocess.run(
+            [prefect, "deployment", "run", "modelmill-pipeline/credit_risk", "--watch", "--watch-timeout", "600"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=700,
+        )
         watched = watch.communicate(timeout=700)[0]
         worker_logs = "\n".join(f"--- {n}\n{p.read_text()[-2000:]}" for n, p in logs.items())
         assert watch.returncode == 0 and "Completed" in watched, watched + worker_logs
         assert other.returncode == 0 and "Completed" in other.stdout, other.stdout + other.stderr + worker_logs
-        runs = {r["name"]: r for r in _post(f"{server.url}/api", "/flow_runs/filter", {}) if r["name"] in ("breast_cytology", "credit_risk")}
+        runs = {
+            r["name"]: r
+            for r in _post(f"{server.url}/api", "/flow_runs/filter", {})
+            if r["name"] in ("breast_cytology", "credit_risk")
+        }
         assert len(runs) == 2
         # both workers may reach for the same run; the server lets one move it to PENDING and the
         # other logs "Aborted submission of flow run ..." (more often with one-second polling)
         said = {n: p.read_text() for n, p in logs.items()}
-        taken = {n: [rid for rid in (r["id"] for r in runs.values()) if f"submitting flow run '{rid}'" in text and f"Aborted submission of flow run '{rid}'" not in text] for n, text in said.items()}
+        taken = {
+            n: [
+                rid
+                for rid in (r["id"] for r in runs.values())
+                if f"submitting flow run '{rid}'" in text and f"Aborted submission of flow run '{rid}'" not in text
+            ]
+            for n, text in said.items()
+        }
         assert sorted(len(v) for v in taken.values()) == [1, 1], taken  # one run each
         a, b = runs.values()
         assert a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"], "the two runs did not overlap"
         settings = Settings(home=tmp_path / "home")
         assert last_run(settings, "breast_cytology").data.tags["modelmill.trigger"] == "manual"
-        assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version) == "1"
-        assert str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
+        assert (
+            str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version)
+            == "1"
+        )
+        assert (
+            str(mlflow_client(settings).get_model_version_by_alias("modelmill-credit_risk", "champion").version) == "1"
+        )
 
         # the Docker and Kubernetes variants of the file deploy to pools of those types: the server
         # checks their job variables against each type's base job template
         for pool in ("docker", "kubernetes"):
-            subprocess.run([prefect, "work-pool", "create", f"modelmill-{pool}", "--type", pool], env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [prefect, "work-pool", "create", f"modelmill-{pool}", "--type", pool],
+                env=env,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             variant = tmp_path / f"prefect-{pool}.yaml"
-            subprocess.run([MODELMILL, "prefect-yaml", "--pool", pool, "--write", str(variant)], env=env, check=True, capture_output=True, timeout=120)
-            deploy = subprocess.run([prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+            subprocess.run(
+                [MODELMILL, "prefect-yaml", "--pool", pool, "--write", str(variant)],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            deploy = subprocess.run(
+                [prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert deploy.returncode == 0, deploy.stdout + deploy.stderr
             [d] = [d for d in _post(f"{server.url}/api", "/deployments/filter", {}) if d["name"] == "credit_risk"]
-            assert d["work_pool_name"] == f"modelmill-{pool}" and d["job_variables"]["image"] == "modelmill-worker:latest"
+            assert (
+                d["work_pool_name"] == f"modelmill-{pool}" and d["job_variables"]["image"] == "modelmill-worker:latest"
+            )
             assert d["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
         variant.write_text(variant.read_text().replace("memory_limit: 6Gi", "memory_limit: [6Gi]"))
-        refused = subprocess.run([prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert refused.returncode != 0 and "is not valid under any of the given schemas" in refused.stderr and "6Gi" in refused.stderr, refused.stderr[-1500:]
+        refused = subprocess.run(
+            [prefect, "--no-prompt", "deploy", "--name", "credit_risk", "--prefect-file", str(variant)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert (
+            refused.returncode != 0
+            and "is not valid under any of the given schemas" in refused.stderr
+            and "6Gi" in refused.stderr
+        ), refused.stderr[-1500:]
     finally:
         for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -278,7 +446,9 @@ http.server.HTTPServer(("127.0.0.1", {port}), Health).serve_forever()
     url = f"http://127.0.0.1:{port}"
 
     def server(**kw):
-        return LocalServer("flaky", [sys.executable, "-c", script], {}, url, f"{url}/health", tmp_path / "flaky.log", **kw)
+        return LocalServer(
+            "flaky", [sys.executable, "-c", script], {}, url, f"{url}/health", tmp_path / "flaky.log", **kw
+        )
 
     with pytest.raises(RuntimeError, match="flaky server exited with 3"):
         server().start(timeout=30)

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from conftest import require_mirror
-from modelmill.errors import CorruptSource
-from modelmill.data.ingest import count_records, ingest
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec, ReadOptions
+from modelmill.data.ingest import count_records, ingest
+from modelmill.errors import CorruptSource
 
 
 def _spec(folder, **source) -> PipelineSpec:
@@ -22,7 +22,9 @@ def _spec(folder, **source) -> PipelineSpec:
     }  # fmt: skip
     limits = source.pop("limits", {})
     extra = source.pop("spec", {})
-    return PipelineSpec(**{**base, **extra, "source": {"format": "csv", **source}, "limits": limits}, spec_path=folder / "messages.yaml")
+    return PipelineSpec(
+        **{**base, **extra, "source": {"format": "csv", **source}, "limits": limits}, spec_path=folder / "messages.yaml"
+    )
 
 
 @pytest.fixture
@@ -44,10 +46,15 @@ def test_records_are_counted_from_the_lines(tmp_path):
     assert count_records(p, 1) == 3
 
 
-def test_rows_merged_by_unbalanced_quotes_are_an_error_a_warning_or_read_with_quoting_off(messages, monkeypatch, caplog):
+def test_rows_merged_by_unbalanced_quotes_are_an_error_a_warning_or_read_with_quoting_off(
+    messages, monkeypatch, caplog
+):
     monkeypatch.setenv("MODELMILL_HOME", str(messages / "home"))
     settings = Settings()
-    with pytest.raises(CorruptSource, match=r"messages.tsv holds 300 records \(non-blank lines\) but 296 rows were read: 4 lost or merged .*quoting: none.*max_lost_rows is 0"):
+    with pytest.raises(
+        CorruptSource,
+        match=r"messages.tsv holds 300 records \(non-blank lines\) but 296 rows were read: 4 lost or merged .*quoting: none.*max_lost_rows is 0",
+    ):
         ingest(_spec(messages, path="messages.tsv", read_options={"sep": "\t"}), settings)
     tolerant = _spec(messages, path="messages.tsv", read_options={"sep": "\t"}, limits={"max_lost_rows": 300})
     snap = ingest(tolerant, settings)
@@ -57,7 +64,10 @@ def test_rows_merged_by_unbalanced_quotes_are_an_error_a_warning_or_read_with_qu
     whole = ingest(_spec(messages, path="messages.tsv", read_options={"sep": "\t", "quoting": "none"}), settings)
     assert whole.parsed == (300, 300) and whole.rows == 300
     frame = whole.load()
-    assert frame["text"].iloc[150].startswith('"') and frame["label"].iloc[151] == pd.read_csv(require_mirror() / "banking77" / "train.csv")["category"].iloc[151]
+    assert (
+        frame["text"].iloc[150].startswith('"')
+        and frame["label"].iloc[151] == pd.read_csv(require_mirror() / "banking77" / "train.csv")["category"].iloc[151]
+    )
 
 
 def test_a_headerless_tsv_with_epoch_seconds_is_named_and_dated(tmp_path, monkeypatch):
@@ -73,4 +83,6 @@ def test_a_headerless_tsv_with_epoch_seconds_is_named_and_dated(tmp_path, monkey
     snap = ingest(spec, Settings())
     frame = snap.load()
     assert list(frame.columns) == ["user", "item", "rating", "rated_at"] and snap.rows == 60 and snap.parsed == (60, 60)
-    assert pd.api.types.is_datetime64_any_dtype(frame["rated_at"]) and frame["rated_at"].iloc[0] == pd.Timestamp("2020-01-01")
+    assert pd.api.types.is_datetime64_any_dtype(frame["rated_at"]) and frame["rated_at"].iloc[0] == pd.Timestamp(
+        "2020-01-01"
+    )

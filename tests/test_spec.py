@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from modelmill.errors import SpecError
-from modelmill.learn.kinds import get_kind
 from modelmill.config.settings import Settings
 from modelmill.config.spec import available, load_spec
+from modelmill.errors import SpecError
+from modelmill.learn.kinds import get_kind
 
 SETTINGS = Settings(pipelines_dir=REPO / "pipelines")
 SPECS = sorted(available(SETTINGS))
@@ -44,7 +44,14 @@ def test_suite_is_a_valid_gx_suite_covering_the_spec_columns(name):
     covered = {e["kwargs"].get("column") for e in raw["expectations"]} | {
         c for e in raw["expectations"] for c in e["kwargs"].get("column_set", [])
     }
-    used = {spec.target, *spec.features.numeric, *spec.features.categorical, spec.features.text, spec.features.image, *spec.roles.values()} - {None}
+    used = {
+        spec.target,
+        *spec.features.numeric,
+        *spec.features.categorical,
+        spec.features.text,
+        spec.features.image,
+        *spec.roles.values(),
+    } - {None}
     assert used <= covered, f"columns without expectations: {used - covered}"
 
 
@@ -107,8 +114,8 @@ def test_the_docs_walk_through_specs_are_valid_for_their_kinds():
     import yaml
 
     from conftest import docs_block
-    from modelmill.learn.kinds import get_kind
     from modelmill.config.spec import PipelineSpec
+    from modelmill.learn.kinds import get_kind
 
     csv = yaml.safe_load(docs_block("walkthrough-csv", "yaml"))
     sql = {**csv, "source": yaml.safe_load(docs_block("walkthrough-sql", "yaml"))["source"]}

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from conftest import last_run, require_mirror, run_cli, write_example_spec
-from modelmill.errors import SpecError
-from modelmill.learn.kinds import get_kind
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.errors import SpecError
+from modelmill.learn.kinds import get_kind
 
 
 def _official(n: int, seed: int = 0) -> np.ndarray:
@@ -38,8 +38,15 @@ def test_a_csv_with_its_own_split_column_is_split_as_it_says(example_project, ca
     assert code == 0, out + err
     p = last_run(Settings(), "my_cells").data.params
     counts = data["split"].str.lower().value_counts()
-    assert (int(p["split.train_rows"]), int(p["split.val_rows"]), int(p["split.test_rows"])) == (counts["train"], counts["validation"], counts["test"])
-    assert f"candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)" in out + err
+    assert (int(p["split.train_rows"]), int(p["split.val_rows"]), int(p["split.test_rows"])) == (
+        counts["train"],
+        counts["validation"],
+        counts["test"],
+    )
+    assert (
+        f"candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)"
+        in out + err
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +71,25 @@ def test_the_text_kind_selects_on_val_rows_and_refits_on_train_plus_val(intents,
     kind.check_spec(spec)
     data = kind.prepare(spec, intents)
     counts = intents["split"].str.lower().value_counts()
-    assert (data.info["train_rows"], data.info["val_rows"], data.info["test_rows"]) == (counts["train"], counts["validation"], counts["test"])
+    assert (data.info["train_rows"], data.info["val_rows"], data.info["test_rows"]) == (
+        counts["train"],
+        counts["validation"],
+        counts["test"],
+    )
     with caplog.at_level(logging.INFO, logger="modelmill.train"):
         trained = kind.train(spec, data)
-    assert f"intents: candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)" in caplog.messages
+    assert (
+        f"intents: candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)"
+        in caplog.messages
+    )
     assert (trained.selection["cv_std"] == 0).all()  # one val split, not k folds
     # the refit model has seen the val rows: a word only they hold is in its vocabulary
     vocab = trained.model.named_steps["features"].transformer_list[0][1].vocabulary_
     val_text = " ".join(intents.loc[intents["split"] == "Validation", "text"]).lower()
     train_text = " ".join(intents.loc[intents["split"] == "train", "text"]).lower()
-    only_val = {w for w in set(val_text.split()) if w.isalpha() and val_text.count(w) >= 2 and f" {w} " not in f" {train_text} "}
+    only_val = {
+        w for w in set(val_text.split()) if w.isalpha() and val_text.count(w) >= 2 and f" {w} " not in f" {train_text} "
+    }
     assert only_val and only_val & set(vocab)
     assert kind.metrics(spec, trained.model, data)["accuracy"] > 0.8
 
@@ -91,9 +107,17 @@ def test_without_val_rows_the_text_kind_says_it_cross_validates(intents, caplog)
 @pytest.mark.parametrize(
     "split, values, fragment",
     [
-        ({"method": "temporal", "test_period_days": 30}, None, "text_classification splits by stratified or predefined, not temporal"),
+        (
+            {"method": "temporal", "test_period_days": 30},
+            None,
+            "text_classification splits by stratified or predefined, not temporal",
+        ),
         ({"method": "predefined"}, None, "split.method predefined needs split.column"),
-        ({"method": "predefined", "column": "split"}, ["train", "test", "holdout"], "split column split holds 1 rows that are not train/val/test (e.g. 'holdout')"),
+        (
+            {"method": "predefined", "column": "split"},
+            ["train", "test", "holdout"],
+            "split column split holds 1 rows that are not train/val/test (e.g. 'holdout')",
+        ),
         ({"method": "predefined", "column": "split"}, ["train", "val", "val"], "split column split has no test rows"),
     ],
 )
@@ -131,8 +155,13 @@ def test_only_the_winning_candidate_is_fitted_on_all_training_rows(intents):
             fits.append(("nb", X.shape[0]))
             return super().fit(X, y)
 
-    candidates = [{"name": "svc", "estimator": "linear_svc", "grid": {"C": [0.1, 1.0]}}, {"name": "nb", "estimator": "complement_nb"}]
-    spec = PipelineSpec.model_validate(_text_spec(method="stratified", folds=3).model_dump() | {"candidates": candidates})
+    candidates = [
+        {"name": "svc", "estimator": "linear_svc", "grid": {"C": [0.1, 1.0]}},
+        {"name": "nb", "estimator": "complement_nb"},
+    ]
+    spec = PipelineSpec.model_validate(
+        _text_spec(method="stratified", folds=3).model_dump() | {"candidates": candidates}
+    )
 
     def build(c):
         return Pipeline([("tfidf", TfidfVectorizer()), ("model", SVC(random_state=0) if c.name == "svc" else NB())])

@@ -50,4 +50,6 @@ def test_a_query_against_a_real_postgresql(example_project, capsys, monkeypatch,
     run = last_run(Settings(), "my_cells")
     assert int(run.data.params["data.rows"]) == len(data)
     assert "mlflow-secret" not in out + err and "mlflow-secret" not in str(run.data.params)
-    assert run.data.params["data.source.sql"].startswith(f"postgresql+psycopg2://mlflow:***@127.0.0.1:{postgres}/mlflow#query-")
+    assert run.data.params["data.source.sql"].startswith(
+        f"postgresql+psycopg2://mlflow:***@127.0.0.1:{postgres}/mlflow#query-"
+    )

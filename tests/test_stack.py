@@ -37,7 +37,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _statuses(output: str) -> dict[str, str]:
     """pipeline -> status, from the summary table `modelmill run` prints."""
-    return {ln.split()[0]: ln.split()[1] for ln in output.splitlines() if len(ln.split()) > 1 and ln.split()[0] in PIPELINES}
+    return {
+        ln.split()[0]: ln.split()[1] for ln in output.splitlines() if len(ln.split()) > 1 and ln.split()[0] in PIPELINES
+    }
 
 
 def _flow_runs(api: str) -> list[dict]:
@@ -59,14 +61,35 @@ class DaskCluster:
         folder.mkdir(parents=True)
         env = self.env | {"HOME": str(folder), "TMPDIR": str(folder), "PREFECT_HOME": str(folder / "prefect")}
         with open(folder / "out.log", "wb") as out:
-            self.procs[name] = subprocess.Popen([str(BIN / "dask"), *args], env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                [str(BIN / "dask"), *args],
+                env=env,
+                cwd=folder,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start(self, workers: int) -> None:
         port = self.address.rsplit(":", 1)[1]
         self._start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard")
         for i in range(workers):
             name = f"worker-{i}"
-            self._start(name, "worker", self.address, "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--local-directory", str(self.root / name / "dask"))
+            self._start(
+                name,
+                "worker",
+                self.address,
+                "--name",
+                name,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--local-directory",
+                str(self.root / name / "dask"),
+            )
         from distributed import Client
 
         with Client(self.address, timeout=60) as client:
@@ -99,7 +122,9 @@ def _project(root: Path) -> Path:
     return root / "pipelines"
 
 
-def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflow_on_s3_and_a_worker_killed(tmp_path, postgres, seaweedfs):
+def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflow_on_s3_and_a_worker_killed(
+    tmp_path, postgres, seaweedfs
+):
     state = tmp_path / "state"
     store = seaweedfs.env("team")
     secrets = {"AWS_ACCESS_KEY_ID": store["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": store["AWS_SECRET_ACCESS_KEY"]}
@@ -107,7 +132,9 @@ def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflo
         state, free_port(), backend_uri=f"postgresql://mlflow:mlflow-secret@127.0.0.1:{postgres}/mlflow",
         artifacts=f"s3://{seaweedfs.BUCKET}/mlflow-artifacts", env={"MLFLOW_S3_ENDPOINT_URL": seaweedfs.endpoint, **secrets},
     )  # fmt: skip
-    prefect = prefect_server(state, free_port(), database_url=f"postgresql+asyncpg://prefect:prefect-secret@127.0.0.1:{postgres}/prefect")
+    prefect = prefect_server(
+        state, free_port(), database_url=f"postgresql+asyncpg://prefect:prefect-secret@127.0.0.1:{postgres}/prefect"
+    )
     api = f"{prefect.url}/api"
     # the workers: the tracking server, the Prefect API and the store, nothing of the project
     cluster = DaskCluster(tmp_path / "cluster", _clean_env(**secrets, PREFECT_API_URL=api, OMP_NUM_THREADS="1"))
@@ -133,7 +160,11 @@ def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflo
         victim, deadline = None, time.time() + 600
         while victim is None and time.time() < deadline and first.poll() is None:
             pids = cluster.worker_pids()
-            for r in client.search_runs(experiments(), filter_string="attributes.status = 'RUNNING'") if experiments() else []:
+            for r in (
+                client.search_runs(experiments(), filter_string="attributes.status = 'RUNNING'")
+                if experiments()
+                else []
+            ):
                 pid = int(r.data.tags.get("modelmill.owner_pid", "0"))
                 if pid in pids and r.data.tags.get("modelmill.validation") == "passed":
                     victim = (pids[pid], r.data.tags["modelmill.pipeline"], r.info.run_id)
@@ -165,19 +196,39 @@ def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflo
         # the artifacts and the snapshots are on the store; the workers' folders are their own
         from pyarrow.fs import FileSelector
 
-        objects = {i.path for i in seaweedfs.fs().get_file_info(FileSelector(seaweedfs.BUCKET, recursive=True)) if i.is_file}
-        assert any(o.startswith(f"{seaweedfs.BUCKET}/mlflow-artifacts/") and o.endswith("model_card.md") for o in objects), sorted(objects)[:20]
+        objects = {
+            i.path for i in seaweedfs.fs().get_file_info(FileSelector(seaweedfs.BUCKET, recursive=True)) if i.is_file
+        }
+        assert any(
+            o.startswith(f"{seaweedfs.BUCKET}/mlflow-artifacts/") and o.endswith("model_card.md") for o in objects
+        ), sorted(objects)[:20]
         assert any(o.startswith(f"{seaweedfs.BUCKET}/team/snapshots/") for o in objects), sorted(objects)[:20]
         assert not list((tmp_path / "home").rglob("*.parquet"))  # nothing of it in the project's folder
-        assert all(list((tmp_path / "cluster" / w / ".modelmill").rglob("*")) for w in ("worker-0", "worker-1"))  # each its own
+        assert all(
+            list((tmp_path / "cluster" / w / ".modelmill").rglob("*")) for w in ("worker-0", "worker-1")
+        )  # each its own
 
         # the runs live in PostgreSQL, MLflow's and Prefect's
         def count(database: str, table: str) -> int:
-            sql = ["psql", "-h", "127.0.0.1", "-p", str(postgres), "-U", "postgres", "-d", database, "-tAc", f"select count(*) from {table}"]
+            sql = [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(postgres),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAc",
+                f"select count(*) from {table}",
+            ]
             return int(subprocess.run(sql, capture_output=True, text=True, check=True).stdout.strip())
 
         assert count("mlflow", "runs") == len(runs) == len(PIPELINES) + 1  # and the killed attempt
-        assert count("prefect", "flow_run") == len(_flow_runs(api)) == 1 + len(PIPELINES) + 1  # modelmill-all, its sub-flows
+        assert (
+            count("prefect", "flow_run") == len(_flow_runs(api)) == 1 + len(PIPELINES) + 1
+        )  # modelmill-all, its sub-flows
 
         # no Prefect flow run left RUNNING either: the lost attempt's is Crashed
         states = {r["id"]: (r["name"], r["state"]["type"]) for r in _flow_runs(api)}

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from conftest import REPO, require_mirror
-from modelmill.data import ingest as ingest_module
-from modelmill.errors import ChecksumMismatch, SpecError
-from modelmill.data.digests import sha256_file
-from modelmill.data.ingest import fetch_sources, ingest, read_source, write_snapshot
 from modelmill.config.settings import Settings
 from modelmill.config.spec import load_spec
+from modelmill.data import ingest as ingest_module
+from modelmill.data.digests import sha256_file
+from modelmill.data.ingest import fetch_sources, ingest, read_source, write_snapshot
+from modelmill.errors import ChecksumMismatch, SpecError
 
 ROWS = 3000
 
@@ -82,9 +82,14 @@ def test_a_csv_is_streamed_into_its_snapshot_and_loads_as_the_whole_read_does(pr
 @pytest.mark.parametrize(
     "mess",
     [
-        pytest.param(lambda df: df.assign(age=df["age"].where(df.index < ROWS - 1, "unknown")), id="text-far-down-a-number-column"),
+        pytest.param(
+            lambda df: df.assign(age=df["age"].where(df.index < ROWS - 1, "unknown")),
+            id="text-far-down-a-number-column",
+        ),
         pytest.param(lambda df: df.assign(credit_amount="$" + df["credit_amount"]), id="currency-in-a-declared-number"),
-        pytest.param(lambda df: df.assign(opened=pd.to_datetime(df["opened"]).dt.strftime("%m/%d/%Y")), id="dates-not-iso"),
+        pytest.param(
+            lambda df: df.assign(opened=pd.to_datetime(df["opened"]).dt.strftime("%m/%d/%Y")), id="dates-not-iso"
+        ),
     ],
 )
 def test_a_file_the_first_block_does_not_settle_is_read_whole(project, mess, caplog):
@@ -101,7 +106,14 @@ def test_a_file_the_first_block_does_not_settle_is_read_whole(project, mess, cap
 def test_reader_options_and_a_missing_drop_column(project):
     settings, csv, path = project
     (csv.parent / "semi.csv").write_text(csv.read_text().replace(",", ";").replace("; with a comma", ", with a comma"))
-    _spec(path, source={"path": "data/semi.csv", "parse_dates": ["opened"], "read_options": {"sep": ";", "na_values": ["unknown"]}})
+    _spec(
+        path,
+        source={
+            "path": "data/semi.csv",
+            "parse_dates": ["opened"],
+            "read_options": {"sep": ";", "na_values": ["unknown"]},
+        },
+    )
     snap = ingest(load_spec("big_credit", settings), settings)
     assert pq.ParquetFile(snap.path).metadata.num_row_groups > 10
     pd.testing.assert_frame_equal(pd.read_parquet(snap.path), _whole(settings))

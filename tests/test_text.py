@@ -9,8 +9,16 @@ import pandas as pd
 import pytest
 
 from conftest import (
-    REPO, artifacts, assert_refused_and_nothing_lost, last_run, mlflow_client, modelmill_env,
-    registry_state, require_mirror, run_cli, write_spec,
+    REPO,
+    artifacts,
+    assert_refused_and_nothing_lost,
+    last_run,
+    mlflow_client,
+    modelmill_env,
+    registry_state,
+    require_mirror,
+    run_cli,
+    write_spec,
 )  # fmt: skip
 from modelmill.data.digests import sha256_file
 
@@ -22,7 +30,11 @@ def _without_the_encoder(tmp_path, name: str) -> str:
     import yaml
 
     shipped = yaml.safe_load((REPO / "pipelines" / f"{name}.yaml").read_text())
-    return str(write_spec(tmp_path, name, candidates=[c for c in shipped["candidates"] if not c["estimator"].startswith("sentences_")]))
+    return str(
+        write_spec(
+            tmp_path, name, candidates=[c for c in shipped["candidates"] if not c["estimator"].startswith("sentences_")]
+        )
+    )
 
 
 def test_support_intent_on_banking77(env, capsys, monkeypatch, tmp_path):
@@ -38,7 +50,9 @@ def test_support_intent_on_banking77(env, capsys, monkeypatch, tmp_path):
     assert {"tables/per_class_f1.csv", "tables/confused_pairs.csv"} <= tables
     per = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/per_class_f1.csv", str(env.home)))
     assert len(per) == 77 and per.f1.between(0, 1).all()
-    pairs = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/confused_pairs.csv", str(env.home)))
+    pairs = pd.read_csv(
+        mlflow_client(env).download_artifacts(run.info.run_id, "tables/confused_pairs.csv", str(env.home))
+    )
     assert (pairs["true"] != pairs["predicted"]).all() and pairs["count"].is_monotonic_decreasing
 
 
@@ -55,11 +69,15 @@ def test_review_sentiment_with_per_source_slices(env, capsys, monkeypatch, tmp_p
     # the spec's slices: the same per-source figures, their largest gap, and the text column's importance
     run = last_run(env, "review_sentiment")
     slices = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/slices.csv", str(env.home)))
-    assert sorted(slices["slice"]) == ["amazon", "imdb", "yelp"] and slices["rows"].sum() == int(run.data.params["split.test_rows"])
+    assert sorted(slices["slice"]) == ["amazon", "imdb", "yelp"] and slices["rows"].sum() == int(
+        run.data.params["split.test_rows"]
+    )
     for row in slices.itertuples():
         assert row.roc_auc == pytest.approx(m[f"test/roc_auc.{row.slice}"])
     assert m["slices/source.gap"] == pytest.approx(slices["roc_auc"].max() - slices["roc_auc"].min())
-    importance = pd.read_csv(mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home)))
+    importance = pd.read_csv(
+        mlflow_client(env).download_artifacts(run.info.run_id, "tables/permutation_importance.csv", str(env.home))
+    )
     assert list(importance["feature"]) == ["sentence"] and importance["importance_mean"].iloc[0] > 0.3
 
 
@@ -73,11 +91,17 @@ def test_empty_texts_and_unknown_intents_are_rejected(env, capsys, monkeypatch, 
     modelmill_env(monkeypatch, env.home, mirror)
     before = registry_state(env, "support_intent", "banking77")
     code, out, err = run_cli(capsys, "run", "support_intent")  # not the canonical file: refused
-    assert_refused_and_nothing_lost(env, "support_intent", "banking77", before, code, 1, out + err, "checksum mismatch for banking77/train.csv")
+    assert_refused_and_nothing_lost(
+        env, "support_intent", "banking77", before, code, 1, out + err, "checksum mismatch for banking77/train.csv"
+    )
     # A user's own copy, pinned in its spec, reaches the gate, which rejects it.
-    spec = write_spec(tmp_path, "support_intent", source={"sha256": {"train.csv": sha256_file(mirror / "banking77" / "train.csv")}})
+    spec = write_spec(
+        tmp_path, "support_intent", source={"sha256": {"train.csv": sha256_file(mirror / "banking77" / "train.csv")}}
+    )
     code, out, err = run_cli(capsys, "run", str(spec))
-    run = assert_refused_and_nothing_lost(env, "support_intent", "banking77", before, code, 3, out + err, "data rejected")
+    run = assert_refused_and_nothing_lost(
+        env, "support_intent", "banking77", before, code, 3, out + err, "data rejected"
+    )
     failed = run.data.tags["modelmill.failed_expectations"]
     assert "expect_column_values_to_not_be_null(text)" in failed
     assert "expect_column_values_to_be_in_set(category)" in failed

@@ -30,7 +30,10 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, c
     skipped = last_run(Settings(), "my_cells")
     tags = skipped.data.tags
     assert skipped.info.status == "FINISHED" and tags["modelmill.decision"] == "skipped_unchanged"
-    assert tags["modelmill.matched_run"] == first.info.run_id and tags["modelmill.fingerprint"] == first.data.tags["modelmill.fingerprint"]
+    assert (
+        tags["modelmill.matched_run"] == first.info.run_id
+        and tags["modelmill.fingerprint"] == first.data.tags["modelmill.fingerprint"]
+    )
     assert registry_state(Settings(), "my_cells")[0] == [1], "a skipped run registered a model"
     row = next(ln for ln in out.splitlines() if ln.startswith("my_cells "))
     assert "skipped" in row and "unchanged: roc_auc" in row

@@ -33,8 +33,12 @@ def test_numbers_with_separators_and_currency_signs_are_numbers(example_project,
     assert code == 0, out + err
     run = last_run(Settings(), "my_cells")
     snapshot = pd.read_parquet(run.data.tags["modelmill.snapshot"])
-    pd.testing.assert_series_equal(snapshot["worst_area"], data["worst_area"].round(4).astype("float64"), check_names=False)
-    pd.testing.assert_series_equal(snapshot["mean_texture"], data["mean_texture"].round(4).astype("float64"), check_names=False)
+    pd.testing.assert_series_equal(
+        snapshot["worst_area"], data["worst_area"].round(4).astype("float64"), check_names=False
+    )
+    pd.testing.assert_series_equal(
+        snapshot["mean_texture"], data["mean_texture"].round(4).astype("float64"), check_names=False
+    )
 
 
 def test_declared_dates_are_parsed_so_a_suite_can_compare_them(example_project, capsys):
@@ -48,7 +52,10 @@ def test_declared_dates_are_parsed_so_a_suite_can_compare_them(example_project, 
             e["kwargs"]["column_set"].append("measured_on")
     suite["expectations"] += [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "measured_on"}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "measured_on", "min_value": "2023-01-01", "max_value": "2025-12-31"}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "measured_on", "min_value": "2023-01-01", "max_value": "2025-12-31"},
+        },
     ]
     suite_path.write_text(json.dumps(suite))
     source = {**spec["source"], "parse_dates": ["measured_on"], "dayfirst": True}
@@ -56,7 +63,9 @@ def test_declared_dates_are_parsed_so_a_suite_can_compare_them(example_project, 
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     snapshot = pd.read_parquet(last_run(Settings(), "my_cells").data.tags["modelmill.snapshot"])
-    assert pd.api.types.is_datetime64_any_dtype(snapshot["measured_on"]) and snapshot["measured_on"].iloc[10] == days[10]
+    assert (
+        pd.api.types.is_datetime64_any_dtype(snapshot["measured_on"]) and snapshot["measured_on"].iloc[10] == days[10]
+    )
 
     dated.loc[[4, 40], "measured_on"] = ["31/02/2024", "soon"]  # no such day; not a date
     write_example_spec(root, spec, dated, source=source)

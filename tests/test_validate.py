@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, require_mirror
-from modelmill.errors import DataRejected, SpecError
-from modelmill.data.ingest import fetch_sources, read_source
 from modelmill.config.settings import Settings
 from modelmill.config.spec import load_spec
+from modelmill.data.ingest import fetch_sources, read_source
+from modelmill.errors import DataRejected, SpecError
 from modelmill.quality.validate import gate, validate_frame
 
 
@@ -92,12 +92,16 @@ def test_a_clean_day_records_pass_fail_only_and_a_rejected_day_the_full_record(c
     assert clean.success and all(o.unexpected_count is None for o in clean.outcomes)
     assert (tmp_path / "clean" / "index.html").is_file()
     detailed = validate_frame(df, spec.suite_path(s), detail=True)  # `modelmill check`
-    assert {o.unexpected_count for o in detailed.outcomes if o.expectation == "expect_column_values_to_not_be_null"} == {0}
+    assert {
+        o.unexpected_count for o in detailed.outcomes if o.expectation == "expect_column_values_to_not_be_null"
+    } == {0}
     bad = df.copy()
     bad.loc[3, "age"] = 140
     rejected = validate_frame(bad, spec.suite_path(s), tmp_path / "bad")
     by = {o.label: o for o in rejected.outcomes}
-    assert by["expect_column_values_to_be_between(age)"].unexpected_count == 1 and by["expect_column_values_to_be_between(age)"].examples == [140]
+    assert by["expect_column_values_to_be_between(age)"].unexpected_count == 1 and by[
+        "expect_column_values_to_be_between(age)"
+    ].examples == [140]
     assert by["expect_column_values_to_not_be_null(age)"].unexpected_count == 0  # the whole suite, in full
     pages = "".join(p.read_text() for p in (tmp_path / "bad").rglob("*.html"))
     assert "140" in pages  # GX's own pages show the unexpected value
@@ -126,7 +130,10 @@ def test_the_benchmarks_pyarrow_yardstick_agrees_with_gx_rule_by_rule(credit):
         return f"{kind}{[kwargs.get(k) for k in ('column', 'column_list', 'column_A', 'column_B')]}"
 
     for frame in (df, bad):
-        gx = {key(o.expectation, o.kwargs): o.success for o in validate_frame(frame, spec.suite_path(s), detail=True).outcomes}
+        gx = {
+            key(o.expectation, o.kwargs): o.success
+            for o in validate_frame(frame, spec.suite_path(s), detail=True).outcomes
+        }
         arrow = check_suite(pa.Table.from_pandas(frame, preserve_index=False), suite)
         assert {key(e["type"], e["kwargs"]): ok for e, ok in zip(suite["expectations"], arrow, strict=True)} == gx
     assert list(gx.values()).count(False) == 3
@@ -177,11 +184,24 @@ def test_the_gate_lets_go_of_the_frame_it_validated_and_release_frees_it(tmp_pat
     from modelmill.data.ingest import COLLECT_ROWS, Snapshot
 
     suite = tmp_path / "rows.json"
-    suite.write_text(json.dumps({"name": "rows", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}]}))
+    suite.write_text(
+        json.dumps(
+            {
+                "name": "rows",
+                "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "x"}}],
+            }
+        )
+    )
     cell = _Cell()
     watched = weakref.ref(cell)
     snap = Snapshot("rows", tmp_path / "rows.parquet", "", COLLECT_ROWS, ["x", "tag"])
-    object.__setattr__(snap, "_frame", pd.DataFrame({"x": np.arange(COLLECT_ROWS), "tag": pd.Series([cell] + [None] * (COLLECT_ROWS - 1), dtype=object)}))
+    object.__setattr__(
+        snap,
+        "_frame",
+        pd.DataFrame(
+            {"x": np.arange(COLLECT_ROWS), "tag": pd.Series([cell] + [None] * (COLLECT_ROWS - 1), dtype=object)}
+        ),
+    )
     del cell
     gc.disable()
     try:
@@ -211,7 +231,10 @@ def test_datetime_bounds_are_checked_in_one_vectorised_step_at_any_resolution(tm
 
     monkeypatch.setattr(ColumnValuesBetween, "_pandas_vectorized", classmethod(spy))
     suite = tmp_path / "dates.json"
-    rule = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "day", "min_value": "2009-01-01", "max_value": "2030-01-01"}}
+    rule = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "day", "min_value": "2009-01-01", "max_value": "2030-01-01"},
+    }
     suite.write_text(json.dumps({"name": "dates", "expectations": [rule]}))
 
     def frame(*days):

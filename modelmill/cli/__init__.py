@@ -13,8 +13,8 @@ import logging
 import sys
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, forget_prefect_api, log
-from modelmill.errors import ModelmillError, one_line_cause
 from modelmill.config.settings import get_settings
+from modelmill.errors import ModelmillError, one_line_cause
 
 #: the command groups, in the order ``--help`` lists them
 COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "reproduce", "datasets", "service")
@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
-        print(f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED", file=sys.stderr)
+        print(
+            f"modelmill: {'terminated (SIGTERM)' if terminated else 'interrupted'}; the run in progress was marked KILLED",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
         forget_prefect_api()

@@ -18,7 +18,9 @@ def _tracker(args, settings: Settings):
 
 def _said(move, tracker, spec) -> None:
     was = f"v{move.previous}" if move.previous else "none"
-    print(f"{spec.name}: champion is now v{move.version} (was {was}); {move.action} by {move.user} at {move.at}: {move.reason}")
+    print(
+        f"{spec.name}: champion is now v{move.version} (was {was}); {move.action} by {move.user} at {move.at}: {move.reason}"
+    )
     print(f"audit: {tracker.run_url(move.audit_run_id)}")
 
 

@@ -9,11 +9,11 @@ from modelmill.config.settings import Settings
 def cmd_check(args, settings: Settings) -> int:
     """Dry run: parse the spec, read the data, run the gate, say what would be trained. Nothing
     is trained, no snapshot is written and nothing reaches MLflow."""
-    from modelmill.quality import rules
+    from modelmill.config.spec import load_spec
     from modelmill.data.fetch import check_mirror
     from modelmill.data.ingest import fetch_sources, read_source
     from modelmill.learn.kinds import get_kind
-    from modelmill.config.spec import load_spec
+    from modelmill.quality import rules
     from modelmill.quality.validate import gate, validate_frame
 
     spec = load_spec(args.pipeline, settings)
@@ -23,7 +23,9 @@ def cmd_check(args, settings: Settings) -> int:
     df = read_source(spec, fetch_sources(spec, settings))
     report = validate_frame(df, spec.suite_path(settings), detail=True)  # every check's bad-row count
     report.add(rules.findings(spec, df, classification=kind.EXAMPLE_ROWS))
-    print(f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset or 'a SQL query'}")
+    print(
+        f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset or 'a SQL query'}"
+    )
     rows = [("check", "result", "bad rows", "examples / error")]
     for o in report.outcomes:
         result = "ERROR" if o.raised else ("pass" if o.success else "FAIL")
@@ -35,17 +37,25 @@ def cmd_check(args, settings: Settings) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
     if kind.EXAMPLE_ROWS:
         repeated = int(rules.duplicated(spec, df).sum())
-        print(f"\nrepeated rows: {repeated} (duplicates: {spec.duplicates}{' - dropped before the split' if repeated and spec.duplicates == 'drop' else ''})")
-    print(f"\nwould train ({spec.problem}, split {spec.split.method}, metric {spec.metric.name} to {spec.metric.direction}):")
+        print(
+            f"\nrepeated rows: {repeated} (duplicates: {spec.duplicates}{' - dropped before the split' if repeated and spec.duplicates == 'drop' else ''})"
+        )
+    print(
+        f"\nwould train ({spec.problem}, split {spec.split.method}, metric {spec.metric.name} to {spec.metric.direction}):"
+    )
     for c in [spec.baseline, *spec.candidates]:
         role = "baseline " if c is spec.baseline else "candidate"
-        print(f"  {role} {c.name}: {c.estimator}{f' params {c.params}' if c.params else ''}{f' grid {c.grid}' if c.grid else ''}")
+        print(
+            f"  {role} {c.name}: {c.estimator}{f' params {c.params}' if c.params else ''}{f' grid {c.grid}' if c.grid else ''}"
+        )
     gate(report, spec.name)
     print(f"\nthe gate passes: `modelmill run {args.pipeline}` would train these")
     return EXIT_OK
 
 
 def register(sub) -> None:
-    ck = sub.add_parser("check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)")
+    ck = sub.add_parser(
+        "check", help="dry run: read the data, run the gate, show what would be trained (no training, no MLflow)"
+    )
     ck.add_argument("pipeline", help="pipeline name or spec file")
     ck.set_defaults(fn=cmd_check)

@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
+from modelmill.config.settings import Settings
 from modelmill.errors import DiskFull
 from modelmill.runtime.servers import TEMPORARY_API
-from modelmill.config.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
@@ -32,7 +32,9 @@ def check_free_space(settings: Settings) -> None:
     probe = next((p for p in [home, *home.parents] if p.exists()), Path("/"))
     free_mb = shutil.disk_usage(probe).free / 2**20
     if free_mb < settings.min_free_mb:
-        raise DiskFull(f"only {free_mb:.0f} MB free on the device of MODELMILL_HOME={home} (at least {settings.min_free_mb} MB needed; MODELMILL_MIN_FREE_MB sets it): free some space")
+        raise DiskFull(
+            f"only {free_mb:.0f} MB free on the device of MODELMILL_HOME={home} (at least {settings.min_free_mb} MB needed; MODELMILL_MIN_FREE_MB sets it): free some space"
+        )
 
 
 #: the temporary Prefect API this command launched (at most one), stopped when the process exits
@@ -94,8 +96,8 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
     """Before a command looks at runs: fail fast if the tracking server is down, remove temporary
     files of interrupted writes, and mark runs whose process died FAILED (orphaned). With
     ``prefect`` (commands that talk to Prefect anyway), their flow runs are set to Crashed too."""
-    from modelmill.runtime.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
     from modelmill.registry.tracking import Tracker
+    from modelmill.runtime.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
 
     tracker = Tracker(settings)
     tracker.check_reachable()

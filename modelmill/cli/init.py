@@ -8,23 +8,25 @@ import re
 from pathlib import Path
 
 from modelmill.cli.common import EXIT_OK
-from modelmill.errors import SpecError
 from modelmill.config.settings import Settings
+from modelmill.errors import SpecError
 
 
 def cmd_init(args, settings: Settings) -> int:
     import yaml
 
+    from modelmill.config.spec import NAME_PATTERN, PipelineSpec, ReadOptions, SqlSource
     from modelmill.data.fetch import LocalFile, locate_user_file
-    from modelmill.data.schema_inference import propose
     from modelmill.data.ingest import read_query
     from modelmill.data.readers import read_table, table_format
-    from modelmill.config.spec import NAME_PATTERN, PipelineSpec, ReadOptions, SqlSource
+    from modelmill.data.schema_inference import propose
 
     if (args.source is None) == (args.sql is None):
         raise SpecError("modelmill init: give the data with --from FILE or --sql QUERY (one of them)")
     if not re.fullmatch(NAME_PATTERN, args.name):
-        raise SpecError(f"modelmill init: {args.name!r} is not a pipeline name (lower case letters, digits and _, starting with a letter)")
+        raise SpecError(
+            f"modelmill init: {args.name!r} is not a pipeline name (lower case letters, digits and _, starting with a letter)"
+        )
     specs, suites = settings.specs_dir, settings.suites_dir
     spec_path, suite_path = specs / f"{args.name}.yaml", suites / f"{args.name}.json"
     existing = [str(p) for p in (spec_path, suite_path) if p.exists()]
@@ -60,7 +62,10 @@ def cmd_init(args, settings: Settings) -> int:
         print(f"  note: {note}")
     specs.mkdir(parents=True, exist_ok=True)
     suites.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(f"# Proposed by `modelmill init {args.name}`: check the roles and the candidates, then `modelmill check {args.name}`.\n" + yaml.safe_dump(proposal.spec, sort_keys=False, allow_unicode=True, width=100))
+    spec_path.write_text(
+        f"# Proposed by `modelmill init {args.name}`: check the roles and the candidates, then `modelmill check {args.name}`.\n"
+        + yaml.safe_dump(proposal.spec, sort_keys=False, allow_unicode=True, width=100)
+    )
     suite_path.write_text(json.dumps(proposal.suite, indent=1, ensure_ascii=False) + "\n")
     print(f"\nwrote {spec_path} and {suite_path} ({len(proposal.suite['expectations'])} expectations)")
     print(f"next: `modelmill check {args.name}` (the gate on this data), then `modelmill run {args.name}`")
@@ -68,13 +73,24 @@ def cmd_init(args, settings: Settings) -> int:
 
 
 def register(sub) -> None:
-    i = sub.add_parser("init", help="propose a spec and a suite from your own table (CSV, Parquet, xlsx or a SQL query)")
+    i = sub.add_parser(
+        "init", help="propose a spec and a suite from your own table (CSV, Parquet, xlsx or a SQL query)"
+    )
     i.add_argument("name", help="the new pipeline's name")
     i.add_argument("--from", dest="source", metavar="FILE", help="a CSV, Parquet or xlsx file")
     i.add_argument("--sql", metavar="QUERY", help="a SELECT instead of a file (its database URL in --url-env)")
-    i.add_argument("--url-env", default="MODELMILL_SQL_URL", metavar="VAR", help="environment variable holding the SQLAlchemy URL (default MODELMILL_SQL_URL)")
+    i.add_argument(
+        "--url-env",
+        default="MODELMILL_SQL_URL",
+        metavar="VAR",
+        help="environment variable holding the SQLAlchemy URL (default MODELMILL_SQL_URL)",
+    )
     i.add_argument("--target", metavar="COL", help="the column to predict")
-    i.add_argument("--problem", choices=("tabular_classification", "text_classification", "recommendation"), help="the problem kind (default: inferred from the target and the columns)")
+    i.add_argument(
+        "--problem",
+        choices=("tabular_classification", "text_classification", "recommendation"),
+        help="the problem kind (default: inferred from the target and the columns)",
+    )
     i.add_argument("--sep", help="CSV field separator (default: a comma; '\\t' for TSV)")
     i.add_argument("--force", action="store_true", help="replace an existing spec and suite of that name")
     i.set_defaults(fn=cmd_init)

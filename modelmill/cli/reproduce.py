@@ -20,7 +20,9 @@ def cmd_reproduce(args, settings: Settings) -> int:
         print(f"selection: recorded {r.selection[0]}, rebuilt {r.selection[1]} ({same})")
     if r.table is not None and len(r.table):
         differ = int((r.table["difference"].abs() > r.tolerance).sum())
-        print(f"test metrics, the baseline's included: {len(r.table) - differ} of {len(r.table)} match (tolerance {r.tolerance:g}); the model's:")
+        print(
+            f"test metrics, the baseline's included: {len(r.table) - differ} of {len(r.table)} match (tolerance {r.tolerance:g}); the model's:"
+        )
         for row in r.table[~r.table["metric"].str.startswith("baseline_")].itertuples():
             flag = "" if abs(row.difference) <= r.tolerance else "   <- differs"
             print(f"  {row.metric:<28} recorded {row.recorded:.10g}  rebuilt {row.rebuilt:.10g}{flag}")
@@ -30,7 +32,10 @@ def cmd_reproduce(args, settings: Settings) -> int:
 
 
 def register(sub) -> None:
-    rp = sub.add_parser("reproduce", help="rebuild a registered version from its recorded snapshot, spec and suite, and compare selection and test metrics")
+    rp = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered version from its recorded snapshot, spec and suite, and compare selection and test metrics",
+    )
     rp.add_argument("pipeline", help="pipeline name or spec file")
     rp.add_argument("version", help="the registered model version")
     rp.set_defaults(fn=cmd_reproduce)

@@ -31,7 +31,9 @@ def cmd_list(args, settings: Settings) -> int:
         if champ:
             mv = tracker.client.get_model_version(champ.name, champ.version)
             metric = f"{spec.metric.name}={float(mv.tags.get('modelmill.primary', 'nan')):.4f}"
-        rows.append((spec.name, spec.domain, spec.problem, last, status, f"v{champ.version}" if champ else "none", metric))
+        rows.append(
+            (spec.name, spec.domain, spec.problem, last, status, f"v{champ.version}" if champ else "none", metric)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
@@ -43,10 +45,10 @@ def cmd_status(args, settings: Settings) -> int:
     import json
     from datetime import UTC, datetime
 
-    from modelmill.runtime.servers import TEMPORARY_API
     from modelmill.config.spec import load_all
     from modelmill.ops.status import healthy, pipeline_status, table
     from modelmill.registry.tracking import Tracker
+    from modelmill.runtime.servers import TEMPORARY_API
 
     prepare_environment(settings)
     specs = load_all(settings)
@@ -67,8 +69,8 @@ def cmd_status(args, settings: Settings) -> int:
 
 
 def cmd_history(args, settings: Settings) -> int:
-    from modelmill.ops.history import history_figure, history_frame
     from modelmill.config.spec import load_spec
+    from modelmill.ops.history import history_figure, history_frame
     from modelmill.registry.tracking import CHAMPION, Tracker
 
     prepare_environment(settings)
@@ -106,7 +108,18 @@ def cmd_ui(args, settings: Settings) -> int:
         if exp is not None:
             print(f"  {spec.name:24} {tracker.experiment_url(exp, f'http://127.0.0.1:{args.port}')}")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
     return subprocess.call(cmd, env=env)
@@ -116,7 +129,9 @@ def register(sub) -> None:
     ls = sub.add_parser("list", help="pipelines with domain, last run and champion")
     ls.set_defaults(fn=cmd_list)
 
-    st = sub.add_parser("status", help="one row per pipeline: last run, champion, drift, next run, stale or failing (exit 1 if any is)")
+    st = sub.add_parser(
+        "status", help="one row per pipeline: last run, champion, drift, next run, stale or failing (exit 1 if any is)"
+    )
     st.add_argument("--json", action="store_true", help="the rows as JSON")
     st.set_defaults(fn=cmd_status)
 

@@ -6,17 +6,25 @@ import sys
 import time
 
 from modelmill.cli.common import (
-    check_free_space, exit_code, housekeeping, launch_prefect_api, log, prefect_ready, prepare_environment, warm_up, with_shipped,
+    check_free_space,
+    exit_code,
+    housekeeping,
+    launch_prefect_api,
+    log,
+    prefect_ready,
+    prepare_environment,
+    warm_up,
+    with_shipped,
 )  # fmt: skip
+from modelmill.config.settings import Settings
 from modelmill.errors import ModelmillError
 from modelmill.runtime.guardian import guard
-from modelmill.config.settings import Settings
 
 
 def cmd_run(args, settings: Settings) -> int:
+    from modelmill.config.spec import available, load_spec
     from modelmill.data.fetch import check_mirror
     from modelmill.ops.report import summary_table
-    from modelmill.config.spec import available, load_spec
 
     names = list(available(settings)) if args.all else args.pipelines
     if not names:
@@ -59,7 +67,9 @@ def cmd_run(args, settings: Settings) -> int:
     for s in summaries:
         if s.get("run_id"):
             experiment = tracker.run(s["run_id"]).info.experiment_id
-            print(f"{s['pipeline']}: this run {s['where']}\n{'':{len(s['pipeline']) + 2}}all runs {tracker.experiment_url(experiment)}")
+            print(
+                f"{s['pipeline']}: this run {s['where']}\n{'':{len(s['pipeline']) + 2}}all runs {tracker.experiment_url(experiment)}"
+            )
     print(f"\nMLflow store: {settings.tracking_uri}   (open it with `modelmill ui`)")
     return exit_code(summaries)
 
@@ -72,10 +82,14 @@ def _run_one_after_another(names: list[str], args) -> list[dict]:
         log.info("▶ [%d/%d] %s", i, len(names), name)
         t0 = time.time()
         with heartbeats_where_watched():
-            state = pipeline_flow(name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True)
+            state = pipeline_flow(
+                name, as_of=args.as_of, promote=not args.no_promote, force=args.force, return_state=True
+            )
         s = summary_of(name, state)
         summaries.append(s)
-        log.info("■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else "")
+        log.info(
+            "■ %s: %s in %.0fs%s", name, s["status"], time.time() - t0, f" — {s['error']}" if s.get("error") else ""
+        )
     return summaries
 
 
@@ -88,7 +102,10 @@ def _longest_first(names: list[str], specs: list, settings: Settings) -> list[st
     seconds = {n: tracker.last_seconds(spec) for n, spec in zip(names, specs, strict=True)}
     ordered = longest_first(names, seconds)
     if any(s is not None for s in seconds.values()):
-        log.info("longest first, by each pipeline's last trained run: %s", ", ".join(f"{n} {seconds[n]:.0f}s" if seconds[n] is not None else n for n in ordered))
+        log.info(
+            "longest first, by each pipeline's last trained run: %s",
+            ", ".join(f"{n} {seconds[n]:.0f}s" if seconds[n] is not None else n for n in ordered),
+        )
     return ordered
 
 
@@ -120,11 +137,11 @@ def _run_side_by_side(names: list[str], specs: list, args, settings: Settings) -
 
 
 def cmd_backfill(args, settings: Settings) -> int:
-    from modelmill.data.fetch import check_mirror
-    from modelmill.ops.history import backfill_dates
-    from modelmill.data.ingest import date_column
-    from modelmill.ops.report import summary_table
     from modelmill.config.spec import load_spec
+    from modelmill.data.fetch import check_mirror
+    from modelmill.data.ingest import date_column
+    from modelmill.ops.history import backfill_dates
+    from modelmill.ops.report import summary_table
 
     spec = load_spec(args.pipeline, settings)
     if date_column(spec) is None:
@@ -142,9 +159,23 @@ def cmd_backfill(args, settings: Settings) -> int:
     prefect_ready()
     summaries = []
     for i, as_of in enumerate(dates, 1):
-        log.info("▶ [%d/%d] %s as of %s%s", i, len(dates), spec.name, as_of, "" if args.promote else " (champion alias untouched)")
+        log.info(
+            "▶ [%d/%d] %s as of %s%s",
+            i,
+            len(dates),
+            spec.name,
+            as_of,
+            "" if args.promote else " (champion alias untouched)",
+        )
         with heartbeats_where_watched():
-            state = pipeline_flow(args.pipeline, as_of=as_of, promote=args.promote, trigger="backfill", force=args.force, return_state=True)
+            state = pipeline_flow(
+                args.pipeline,
+                as_of=as_of,
+                promote=args.promote,
+                trigger="backfill",
+                force=args.force,
+                return_state=True,
+            )
         s = summary_of(spec.name, state)
         s["pipeline"] = f"{spec.name}@{as_of}"
         summaries.append(s)
@@ -160,10 +191,27 @@ def register(sub) -> None:
     r.add_argument("--as-of", help="train on data dated up to this day (YYYY-MM-DD)")
     r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
     r.add_argument("--force", action="store_true", help="retrain even if data, spec, suite and code are unchanged")
-    r.add_argument("--workers", type=int, default=1, metavar="N", help="run N pipelines side by side (a local Dask cluster of N worker processes)")
-    r.add_argument("--runner", choices=("dask", "ray"), default="dask", help="the task runner for --workers: prefect-dask (default) or prefect-ray")
-    r.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run the pipelines on an existing Dask cluster instead")
-    r.add_argument("--ray-address", metavar="HOST:PORT", help="run the pipelines on an existing Ray cluster instead (implies --runner ray)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N pipelines side by side (a local Dask cluster of N worker processes)",
+    )
+    r.add_argument(
+        "--runner",
+        choices=("dask", "ray"),
+        default="dask",
+        help="the task runner for --workers: prefect-dask (default) or prefect-ray",
+    )
+    r.add_argument(
+        "--dask-address", metavar="tcp://HOST:PORT", help="run the pipelines on an existing Dask cluster instead"
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="run the pipelines on an existing Ray cluster instead (implies --runner ray)",
+    )
     r.set_defaults(fn=cmd_run)
 
     b = sub.add_parser("backfill", help="train as of past dates to build a history")

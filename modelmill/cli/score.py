@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from modelmill.cli.common import EXIT_OK, check_free_space, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
+from modelmill.cli.common import (
+    EXIT_OK,
+    check_free_space,
+    housekeeping,
+    launch_prefect_api,
+    prefect_ready,
+    prepare_environment,
+)
+from modelmill.config.settings import Settings
 from modelmill.errors import one_line_cause
 from modelmill.runtime.guardian import guard
-from modelmill.config.settings import Settings
 
 
 def cmd_score(args, settings: Settings) -> int:
@@ -26,7 +33,14 @@ def cmd_score(args, settings: Settings) -> int:
 
     prefect_ready()
     with heartbeats_where_watched():
-        state = score_flow(args.pipeline, input=args.input, output=args.output, shadow=args.shadow, reasons=args.reasons, return_state=True)
+        state = score_flow(
+            args.pipeline,
+            input=args.input,
+            output=args.output,
+            shadow=args.shadow,
+            reasons=args.reasons,
+            return_state=True,
+        )
     if state.is_failed():
         try:
             state.result()
@@ -37,10 +51,14 @@ def cmd_score(args, settings: Settings) -> int:
     r = state.result()
     print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")
     if r["rejected"]:
-        print(f"{r['rejected']} rows rejected by the suite's feature rules, not scored: {r['rejected_output']} (column rejected_because)")
+        print(
+            f"{r['rejected']} rows rejected by the suite's feature rules, not scored: {r['rejected_output']} (column rejected_because)"
+        )
     if r.get("shadow"):
         sh = r["shadow"]
-        print(f"shadow v{sh['version']}: agrees with the champion on {sh['agreement']:.1%} of scored rows, score correlation {sh['score_correlation']:.3f}, its score drift (PSI) {sh['score_psi']:.3f}")
+        print(
+            f"shadow v{sh['version']}: agrees with the champion on {sh['agreement']:.1%} of scored rows, score correlation {sh['score_correlation']:.3f}, its score drift (PSI) {sh['score_psi']:.3f}"
+        )
     drift = f"; score drift vs training (PSI) {r['score_psi']:.3f}" if r["score_psi"] == r["score_psi"] else ""
     print(f"input sha256 {r['input_sha256']}{drift}; MLflow run {r['run_id']}")
     return EXIT_OK
@@ -49,9 +67,16 @@ def cmd_score(args, settings: Settings) -> int:
 def register(sub) -> None:
     sc = sub.add_parser("score", help="score a batch file with a pipeline's champion (output: Parquet)")
     sc.add_argument("pipeline", help="pipeline name or spec file")
-    sc.add_argument("--input", help="CSV / Parquet / xlsx file, or for an image pipeline a folder of images or an npz (default: the spec's scoring.input)")
+    sc.add_argument(
+        "--input",
+        help="CSV / Parquet / xlsx file, or for an image pipeline a folder of images or an npz (default: the spec's scoring.input)",
+    )
     sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
-    sc.add_argument("--shadow", action="store_true", help="the candidate (else the challenger) scores the batch too; the output keeps the champion's predictions")
+    sc.add_argument(
+        "--shadow",
+        action="store_true",
+        help="the candidate (else the challenger) scores the batch too; the output keeps the champion's predictions",
+    )
     sc.add_argument(
         "--reasons", type=int, default=0, metavar="K",
         help="tabular classification: add each row's K reasons (the columns that pushed its score most towards the positive class, by SHAP value) with their values",

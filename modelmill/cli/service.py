@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_OK, exit_code, housekeeping, log, prepare_environment
+from modelmill.config.settings import Settings
 from modelmill.errors import ModelmillError
 from modelmill.runtime.guardian import guard
-from modelmill.config.settings import Settings
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from modelmill.runtime.servers import credentials, mlflow_server, prefect_server
     from modelmill.config.spec import load_all
+    from modelmill.runtime.servers import credentials, mlflow_server, prefect_server
 
     specs = load_all(settings)
     prepare_environment(settings)
@@ -31,14 +31,19 @@ def cmd_serve(args, settings: Settings) -> int:
             srv = mlflow_server(settings.home_dir, args.mlflow_port, settings.tracking_uri, creds=creds).start()
             started.append(srv)
             os.environ["MLFLOW_TRACKING_URI"] = srv.url
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = creds.mlflow_user, creds.mlflow_password
+            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+                creds.mlflow_user,
+                creds.mlflow_password,
+            )
         if creds is not None:
             print(f"Credentials of the local servers (Prefect basic auth, MLflow admin): {creds.path} (mode 0600)")
         housekeeping(settings, specs, prefect=True)
         print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
         print(f"MLflow UI:  {os.environ['MLFLOW_TRACKING_URI']}")
         for spec in specs:
-            print(f"  deployment modelmill-pipeline/{spec.name:24} cron '{spec.schedule.cron}' ({spec.schedule.timezone})")
+            print(
+                f"  deployment modelmill-pipeline/{spec.name:24} cron '{spec.schedule.cron}' ({spec.schedule.timezone})"
+            )
         print("Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True)
         from modelmill_flows.deployments import serve_all
 
@@ -59,20 +64,24 @@ def _param(text: str) -> tuple[str, object]:
 
 
 def cmd_trigger(args, settings: Settings) -> int:
+    from modelmill.config.spec import load_spec
     from modelmill.ops.report import summary_table
     from modelmill.registry.runview import from_primary_metrics
-    from modelmill.config.spec import load_spec
     from modelmill.registry.tracking import CHAMPION, Tracker
 
     spec = load_spec(args.pipeline, settings)
     if not os.environ.get("PREFECT_API_URL"):
-        raise ModelmillError("no PREFECT_API_URL: start `modelmill serve` (or a Prefect server) and point PREFECT_API_URL at it")
+        raise ModelmillError(
+            "no PREFECT_API_URL: start `modelmill serve` (or a Prefect server) and point PREFECT_API_URL at it"
+        )
     prepare_environment(settings)
     from modelmill_flows.deployments import trigger
 
     params = {"pipeline": spec.name, "trigger": "manual", **dict(_param(p) for p in args.param)}
     try:
-        flow_run_id, state = trigger(spec.name, params, watch=not args.no_watch, timeout=args.timeout, report=lambda m: log.info("%s", m))
+        flow_run_id, state = trigger(
+            spec.name, params, watch=not args.no_watch, timeout=args.timeout, report=lambda m: log.info("%s", m)
+        )
     except TimeoutError as e:
         raise ModelmillError(f"{e} (is `modelmill serve` running?)") from e
     if state is None:
@@ -147,5 +156,10 @@ def register(sub) -> None:
 
     py = sub.add_parser("prefect-yaml", help="render prefect.yaml from the specs")
     py.add_argument("--write", metavar="FILE")
-    py.add_argument("--pool", choices=("process", "docker", "kubernetes"), default="process", help="the work pool type the deployments run on (default: process)")
+    py.add_argument(
+        "--pool",
+        choices=("process", "docker", "kubernetes"),
+        default="process",
+        help="the work pool type the deployments run on (default: process)",
+    )
     py.set_defaults(fn=cmd_prefect_yaml)

@@ -21,23 +21,30 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELMILL_", extra="ignore")
 
     home: Path = Field(default=Path(".modelmill"), description="project data folder")
-    data_mirror: str | None = Field(
-        default=None, description="directory or http(s) base URL laid out as <id>/<file>"
-    )
+    data_mirror: str | None = Field(default=None, description="directory or http(s) base URL laid out as <id>/<file>")
     pipelines_dir: Path | None = Field(default=None, description="folder of pipeline specs")
     expectations_dir: Path | None = Field(default=None, description="folder of GX suites")
     data_roots: str | None = Field(
         default=None, description="extra folders a spec's local source path may point into (os.pathsep-separated)"
     )
     min_free_mb: int = Field(default=200, ge=0, description="free space MODELMILL_HOME needs before a run starts")
-    notify_urls: str | None = Field(default=None, description="apprise URLs (space- or comma-separated) for pipelines whose spec has no `notify`; `${VAR}` filled from the environment")
-    notify_events: str | None = Field(default=None, description="the events they get (default: failed, rejected, drift, promoted, candidate, stale, score_rejected)")
+    notify_urls: str | None = Field(
+        default=None,
+        description="apprise URLs (space- or comma-separated) for pipelines whose spec has no `notify`; `${VAR}` filled from the environment",
+    )
+    notify_events: str | None = Field(
+        default=None,
+        description="the events they get (default: failed, rejected, drift, promoted, candidate, stale, score_rejected)",
+    )
     download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
     download_retries: int = Field(default=3, ge=1, description="attempts at each download")
     store_uri: str | None = Field(
-        default=None, description="an S3-compatible object store (s3://bucket/prefix) that holds every snapshot, download and sentence embedding, so that workers on any machine can run any stage; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        default=None,
+        description="an S3-compatible object store (s3://bucket/prefix) that holds every snapshot, download and sentence embedding, so that workers on any machine can run any stage; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
     )
-    store_endpoint: str | None = Field(default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)")
+    store_endpoint: str | None = Field(
+        default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)"
+    )
 
     @property
     def home_dir(self) -> Path:

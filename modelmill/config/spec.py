@@ -9,8 +9,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modelmill.errors import SpecError
 from modelmill.config.settings import Settings
+from modelmill.errors import SpecError
 
 #: a pipeline's name: its file's, its MLflow experiment's and its registered model's
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -32,26 +32,68 @@ class ReadOptions(Strict):
     """The reader options a spec may set (an allow-list with bounded values: a spec must not be
     able to pick pandas' slow python engine, skip a billion rows or read unbounded column lists)."""
 
-    sep: str | None = Field(None, min_length=1, max_length=4, description="CSV field separator (default: a comma)", examples=["\t"])
-    header: int | None = Field(0, ge=0, le=100, description="row number of the CSV header (`false` or null: none; then `columns` names the columns)", examples=[False])
+    sep: str | None = Field(
+        None, min_length=1, max_length=4, description="CSV field separator (default: a comma)", examples=["\t"]
+    )
+    header: int | None = Field(
+        0,
+        ge=0,
+        le=100,
+        description="row number of the CSV header (`false` or null: none; then `columns` names the columns)",
+        examples=[False],
+    )
     skiprows: int | None = Field(None, ge=0, le=1_000_000, description="CSV lines to skip at the start", examples=[2])
     nrows: int | None = Field(None, ge=1, le=100_000_000, description="read at most this many rows", examples=[100000])
-    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = Field(None, description="text encoding of the file (default: utf-8)", examples=["latin-1"])
-    na_values: list[str] | None = Field(None, max_length=100, description="extra strings read as missing", examples=[["n/a", "?"]])
-    decimal: str | None = Field(None, min_length=1, max_length=1, description="decimal mark of the whole file, as pandas reads it", examples=[","])
-    thousands: str | None = Field(None, min_length=1, max_length=1, description="thousands separator of the whole file, as pandas reads it", examples=["."])
-    quotechar: str | None = Field(None, min_length=1, max_length=1, description="character that quotes CSV fields (default: a double quote)", examples=["'"])
-    comment: str | None = Field(None, min_length=1, max_length=1, description="the rest of a line after it is ignored", examples=["#"])
+    encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252", "ascii"] | None = Field(
+        None, description="text encoding of the file (default: utf-8)", examples=["latin-1"]
+    )
+    na_values: list[str] | None = Field(
+        None, max_length=100, description="extra strings read as missing", examples=[["n/a", "?"]]
+    )
+    decimal: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="decimal mark of the whole file, as pandas reads it",
+        examples=[","],
+    )
+    thousands: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="thousands separator of the whole file, as pandas reads it",
+        examples=["."],
+    )
+    quotechar: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="character that quotes CSV fields (default: a double quote)",
+        examples=["'"],
+    )
+    comment: str | None = Field(
+        None, min_length=1, max_length=1, description="the rest of a line after it is ignored", examples=["#"]
+    )
     columns: list[str] | None = Field(
-        None, max_length=10_000, description="read only these columns (CSV usecols / Parquet columns); with `header: false`, the names of all the file's columns", examples=[["age", "income", "label"]]
+        None,
+        max_length=10_000,
+        description="read only these columns (CSV usecols / Parquet columns); with `header: false`, the names of all the file's columns",
+        examples=[["age", "income", "label"]],
     )
     quoting: Literal["minimal", "none"] | None = Field(
-        None, description="none: quote characters are plain text (a message with an unbalanced quote stays one row); minimal (default): quoted fields may hold separators and newlines", examples=["none"]
+        None,
+        description="none: quote characters are plain text (a message with an unbalanced quote stays one row); minimal (default): quoted fields may hold separators and newlines",
+        examples=["none"],
     )
-    sheet: str | None = Field(None, max_length=100, description="worksheet of an xlsx file (default: the first)", examples=["Online Retail"])
+    sheet: str | None = Field(
+        None, max_length=100, description="worksheet of an xlsx file (default: the first)", examples=["Online Retail"]
+    )
 
     #: the options a non-CSV format takes (CSV takes all but `sheet`)
-    OTHER_FORMATS: ClassVar[dict[str, set[str]]] = {"parquet": {"columns"}, "xlsx": {"sheet", "header", "skiprows", "nrows", "na_values", "columns"}}
+    OTHER_FORMATS: ClassVar[dict[str, set[str]]] = {
+        "parquet": {"columns"},
+        "xlsx": {"sheet", "header", "skiprows", "nrows", "na_values", "columns"},
+    }
 
     @field_validator("header", mode="before")
     @classmethod
@@ -102,24 +144,43 @@ class Limits(Strict):
     """Bounds on a run."""
 
     stage_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="wall-clock limit of each stage")
-    max_lost_rows: int = Field(0, ge=0, description="records of a user's CSV the parser may merge or lose (unbalanced quotes) before the run fails; any loss is a warning", examples=[10])
+    max_lost_rows: int = Field(
+        0,
+        ge=0,
+        description="records of a user's CSV the parser may merge or lose (unbalanced quotes) before the run fails; any loss is a warning",
+        examples=[10],
+    )
 
 
 class SqlSource(Strict):
     """A query against a database whose SQLAlchemy URL is in an environment variable (never in
     the spec: it holds credentials)."""
 
-    url_env: str = Field("MODELMILL_SQL_URL", pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable holding the SQLAlchemy URL")
-    query: str = Field(min_length=1, description="the SELECT whose rows are the data", examples=["SELECT * FROM lab.cells"])
+    url_env: str = Field(
+        "MODELMILL_SQL_URL",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="environment variable holding the SQLAlchemy URL",
+    )
+    query: str = Field(
+        min_length=1, description="the SELECT whose rows are the data", examples=["SELECT * FROM lab.cells"]
+    )
 
 
 class ImageFiles(Strict):
     """How a user's own images are read (``source.format: images`` or ``npz``, or a CSV of paths).
     Every image is read as grey levels 0-255 into one flattened ``pixels`` array per row."""
 
-    paths_column: str | None = Field(None, description="with a CSV source: the column holding each image's file path (relative to the CSV)", examples=["file"])
+    paths_column: str | None = Field(
+        None,
+        description="with a CSV source: the column holding each image's file path (relative to the CSV)",
+        examples=["file"],
+    )
     size: list[int] | None = Field(
-        None, min_length=2, max_length=2, description="resize every image to [height, width] pixels (default: keep each image's size; they must then all match the kind's options)", examples=[[28, 28]]
+        None,
+        min_length=2,
+        max_length=2,
+        description="resize every image to [height, width] pixels (default: keep each image's size; they must then all match the kind's options)",
+        examples=[[28, 28]],
     )
 
     @field_validator("size")
@@ -134,25 +195,49 @@ class Source(Strict):
     """Where the data comes from: a catalog dataset, a user's own file(s), or a SQL query."""
 
     dataset: str | None = Field(None, description="id in the dataset catalog")
-    path: str | None = Field(None, description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns", examples=["data/cells.csv"])
-    file_column: str | None = Field(None, description="with a glob path: a column naming each row's file", examples=["export"])
+    path: str | None = Field(
+        None,
+        description="local CSV/Parquet/xlsx file (relative to the spec), or a glob of several with the same columns",
+        examples=["data/cells.csv"],
+    )
+    file_column: str | None = Field(
+        None, description="with a glob path: a column naming each row's file", examples=["export"]
+    )
     url: str | None = Field(
-        None, description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file", examples=["https://example.org/cells.parquet"]
+        None,
+        description="http(s) URL of a CSV/Parquet file, or of a catalog dataset's file",
+        examples=["https://example.org/cells.parquet"],
     )
     format: Literal["csv", "parquet", "xlsx", "npz", "images"] | None = Field(
-        None, description="file format (default: from the file name; a folder is `images`): images is a folder of image files, one sub-folder per class", examples=["images"]
+        None,
+        description="file format (default: from the file name; a folder is `images`): images is a folder of image files, one sub-folder per class",
+        examples=["images"],
     )
-    images: ImageFiles | None = Field(None, description="how images are read: a CSV's column of image paths, and the size they are resized to", examples=[{"paths_column": "file", "size": [28, 28]}])
+    images: ImageFiles | None = Field(
+        None,
+        description="how images are read: a CSV's column of image paths, and the size they are resized to",
+        examples=[{"paths_column": "file", "size": [28, 28]}],
+    )
     read_options: ReadOptions = Field(default_factory=ReadOptions, description="reader options (an allow-list)")
     sha256: str | dict[str, str] | None = Field(
-        None, description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256", examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+        None,
+        description="expected sha256 of the file; for a dataset of several files, a mapping file name -> sha256",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
     )
     sql: SqlSource | None = Field(None, description="a SQL query instead of a file")
-    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(None, description="thousands separator in declared numeric features (removed)", examples=[","])
+    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(
+        None, description="thousands separator in declared numeric features (removed)", examples=[","]
+    )
     decimal: Literal[".", ","] = Field(".", description="decimal mark in declared numeric features")
-    parse_dates: list[str] = Field(default_factory=list, description="columns parsed as dates at ingest (roles.date is parsed too)", examples=[["signed_up"]])
+    parse_dates: list[str] = Field(
+        default_factory=list,
+        description="columns parsed as dates at ingest (roles.date is parsed too)",
+        examples=[["signed_up"]],
+    )
     dayfirst: bool = Field(False, description="05/03/2024 is 5 March (else 3 May)")
-    date_unit: Literal["s", "ms"] | None = Field(None, description="declared dates written as numbers are epoch seconds (s) or milliseconds (ms)", examples=["s"])
+    date_unit: Literal["s", "ms"] | None = Field(
+        None, description="declared dates written as numbers are epoch seconds (s) or milliseconds (ms)", examples=["s"]
+    )
 
     @model_validator(mode="after")
     def _marks(self) -> Source:
@@ -164,8 +249,14 @@ class Source(Strict):
         if self.file_column and not glob:
             raise ValueError("source.file_column needs a glob path (several files)")
         if self.format == "images" and (self.path is None or self.sha256 or self.file_column):
-            raise ValueError("source.format images reads a local folder: give `path` (no sha256 or file_column; every image is checksummed)")
-        if self.images is not None and self.images.paths_column and (glob or self.format in ("images", "npz", "parquet", "xlsx") or self.path is None):
+            raise ValueError(
+                "source.format images reads a local folder: give `path` (no sha256 or file_column; every image is checksummed)"
+            )
+        if (
+            self.images is not None
+            and self.images.paths_column
+            and (glob or self.format in ("images", "npz", "parquet", "xlsx") or self.path is None)
+        ):
             raise ValueError("source.images.paths_column reads image paths from one local CSV file")
         return self
 
@@ -186,13 +277,20 @@ class Features(Strict):
     """The feature columns, by type; which groups a kind reads is listed under each kind."""
 
     numeric: list[str] = Field(default_factory=list, description="numeric feature columns")
-    categorical: list[str] = Field(default_factory=list, description="categorical feature columns (one-hot encoded, or native codes)")
+    categorical: list[str] = Field(
+        default_factory=list, description="categorical feature columns (one-hot encoded, or native codes)"
+    )
     text: str | None = Field(None, description="one free-text column (TF-IDF, or a network's tokens)")
     image: str | None = Field(None, description="one column of images (arrays of pixels)", examples=["image"])
 
     def columns(self) -> list[str]:
         """Every declared feature column, in the order models take them."""
-        return [*self.numeric, *self.categorical, *([self.text] if self.text else []), *([self.image] if self.image else [])]
+        return [
+            *self.numeric,
+            *self.categorical,
+            *([self.text] if self.text else []),
+            *([self.image] if self.image else []),
+        ]
 
 
 def is_glob(path: str | None) -> bool:
@@ -204,9 +302,13 @@ class Impute(Strict):
     """Missing feature values, filled inside the model's pipeline (so the champion fills them
     the same way when it scores raw rows). Off by default: the gate then rejects nulls."""
 
-    numeric: Literal["none", "median", "mean", "constant"] = Field("none", description="how numeric holes are filled (none: the gate rejects them)")
+    numeric: Literal["none", "median", "mean", "constant"] = Field(
+        "none", description="how numeric holes are filled (none: the gate rejects them)"
+    )
     numeric_value: float = Field(0.0, description="fill value for numeric: constant")
-    categorical: Literal["none", "most_frequent", "missing"] = Field("none", description="most frequent value, or a 'missing' level", examples=["missing"])
+    categorical: Literal["none", "most_frequent", "missing"] = Field(
+        "none", description="most frequent value, or a 'missing' level", examples=["missing"]
+    )
     indicator: bool = Field(False, description="add a 0/1 column per feature that had missing values")
 
 
@@ -214,7 +316,8 @@ class Split(Strict):
     """How the test rows are held out (selection uses the training rows only)."""
 
     method: Literal["stratified", "predefined", "temporal", "walk_forward", "random"] = Field(
-        "stratified", description="how the test rows are chosen: by class, by a split column, by date, by walk-forward folds, or at random per user"
+        "stratified",
+        description="how the test rows are chosen: by class, by a split column, by date, by walk-forward folds, or at random per user",
     )
     test_size: float = Field(0.25, gt=0, lt=1, description="share of the rows held out for the test")
     seed: int = Field(42, description="seed of the split and of every seeded model")
@@ -226,10 +329,18 @@ class Split(Strict):
 class Candidate(Strict):
     """One model: an estimator of the problem kind, fixed parameters and a grid to search."""
 
-    name: str = Field(description="the candidate's name in the run's tables (unique in the spec)", examples=["logistic_regression"])
+    name: str = Field(
+        description="the candidate's name in the run's tables (unique in the spec)", examples=["logistic_regression"]
+    )
     estimator: str = Field(description="one estimator of the problem kind", examples=["logistic_regression"])
-    params: dict[str, Any] = Field(default_factory=dict, description="fixed constructor parameters", examples=[{"class_weight": "balanced"}])
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="values to search (selected by CV or the validation split)", examples=[{"C": [0.1, 1.0]}])
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="fixed constructor parameters", examples=[{"class_weight": "balanced"}]
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="values to search (selected by CV or the validation split)",
+        examples=[{"C": [0.1, 1.0]}],
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> Candidate:
@@ -248,18 +359,39 @@ class Explain(Strict):
     """How a run explains its model (importance, SHAP) and what that may cost."""
 
     importance: bool = Field(True, description="log permutation importance of each source column on the test split")
-    importance_rows: int = Field(1000, ge=10, le=100_000, description="test rows permutation importance is computed on (a seeded sample when there are more)")
+    importance_rows: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="test rows permutation importance is computed on (a seeded sample when there are more)",
+    )
     repeats: int = Field(3, ge=1, le=50, description="shuffles per column (mean and spread are logged)")
-    shap: bool = Field(True, description="tabular kinds: log SHAP values per source column (and `modelmill score --reasons` can use them)")
-    shap_rows: int = Field(50, ge=1, le=5000, description="test rows whose SHAP values are computed and logged", examples=[200])
-    background_rows: int = Field(50, ge=5, le=1000, description="training rows a masked column takes its values from (the explainers' reference; cost grows with them)")
+    shap: bool = Field(
+        True,
+        description="tabular kinds: log SHAP values per source column (and `modelmill score --reasons` can use them)",
+    )
+    shap_rows: int = Field(
+        50, ge=1, le=5000, description="test rows whose SHAP values are computed and logged", examples=[200]
+    )
+    background_rows: int = Field(
+        50,
+        ge=5,
+        le=1000,
+        description="training rows a masked column takes its values from (the explainers' reference; cost grows with them)",
+    )
 
 
 class Slice(Strict):
     """A column whose values (or bands of a number) get their own test metrics."""
 
     column: str = Field(description="a column of the data (a feature or not)", examples=["personal_status_sex"])
-    bands: list[float] | None = Field(None, min_length=1, max_length=50, description="band edges of a numeric column: [25, 50] gives <25, 25-50, >=50", examples=[[25, 35, 50]])
+    bands: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        description="band edges of a numeric column: [25, 50] gives <25, 25-50, >=50",
+        examples=[[25, 35, 50]],
+    )
     min_rows: int = Field(30, ge=1, description="slices with fewer test rows are reported but left out of the gap")
 
 
@@ -275,11 +407,22 @@ class Promotion(Strict):
 
     margin: float = Field(0.0, ge=0, description="required improvement over the champion")
     mode: Literal["auto", "manual"] = Field(
-        "auto", description="auto: a better model becomes the champion; manual: it becomes the `candidate` until `modelmill approve`", examples=["manual"]
+        "auto",
+        description="auto: a better model becomes the champion; manual: it becomes the `candidate` until `modelmill approve`",
+        examples=["manual"],
     )
-    require_shadow: int = Field(0, ge=0, le=1000, description="scoring batches a candidate must shadow (`modelmill score --shadow`) before it can be approved", examples=[3])
+    require_shadow: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="scoring batches a candidate must shadow (`modelmill score --shadow`) before it can be approved",
+        examples=[3],
+    )
     max_slice_gap: float | None = Field(
-        None, gt=0, description="a model whose primary metric differs by more than this between two slices of a `slices` column is not promoted", examples=[0.1]
+        None,
+        gt=0,
+        description="a model whose primary metric differs by more than this between two slices of a `slices` column is not promoted",
+        examples=[0.1],
     )
 
 
@@ -300,10 +443,20 @@ class Schedule(Strict):
 class Scoring(Strict):
     """A batch the champion scores on a schedule (``modelmill score`` without --input/--output)."""
 
-    input: str = Field(description="CSV / Parquet / xlsx file to score, relative to the spec's folder", examples=["data/incoming.csv"])
-    output: str = Field(pattern=r"\.parquet$", description="where the scores are written (Parquet)", examples=["scores/incoming.parquet"])
+    input: str = Field(
+        description="CSV / Parquet / xlsx file to score, relative to the spec's folder", examples=["data/incoming.csv"]
+    )
+    output: str = Field(
+        pattern=r"\.parquet$",
+        description="where the scores are written (Parquet)",
+        examples=["scores/incoming.parquet"],
+    )
     schedule: Schedule | None = Field(None, description="score on this schedule under `modelmill serve`")
-    shadow: bool = Field(False, description="the candidate (else the challenger) scores each batch too, for comparison (`modelmill score --shadow`)", examples=[True])
+    shadow: bool = Field(
+        False,
+        description="the candidate (else the challenger) scores each batch too, for comparison (`modelmill score --shadow`)",
+        examples=[True],
+    )
 
 
 #: what an alert can be about (``notify.events``)
@@ -318,17 +471,39 @@ class Notify(Strict):
         examples=[["json://alerts.example.org/modelmill", "mailto://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.org?to=ops@example.org"]],
     )  # fmt: skip
     events: list[Literal[ALERT_EVENTS]] = Field(  # type: ignore[valid-type]
-        default_factory=list, description="events to send (default: all but not_promoted)", examples=[["failed", "rejected", "drift", "stale"]]
+        default_factory=list,
+        description="events to send (default: all but not_promoted)",
+        examples=[["failed", "rejected", "drift", "stale"]],
     )
 
 
 class Monitoring(Strict):
     """Thresholds that turn a run's figures into alerts, and when a pipeline counts as stale."""
 
-    psi_alert: float | None = Field(None, gt=0, description="a drift alert when a column's PSI against the champion's training data exceeds it", examples=[0.2])
-    metric_drop: float | None = Field(None, gt=0, description="a drift alert when the new model's primary metric falls this far below the champion's on the same test data", examples=[0.02])
-    max_age: str | None = Field(None, pattern=r"^\d+[hdw]$", description="stale after this long without a successful run (default: twice the schedule's period)", examples=["3d"])
-    score_rejected: float = Field(0.05, ge=0, le=1, description="a score_rejected alert when a scoring batch sets aside more than this share of its rows")
+    psi_alert: float | None = Field(
+        None,
+        gt=0,
+        description="a drift alert when a column's PSI against the champion's training data exceeds it",
+        examples=[0.2],
+    )
+    metric_drop: float | None = Field(
+        None,
+        gt=0,
+        description="a drift alert when the new model's primary metric falls this far below the champion's on the same test data",
+        examples=[0.02],
+    )
+    max_age: str | None = Field(
+        None,
+        pattern=r"^\d+[hdw]$",
+        description="stale after this long without a successful run (default: twice the schedule's period)",
+        examples=["3d"],
+    )
+    score_rejected: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="a score_rejected alert when a scoring batch sets aside more than this share of its rows",
+    )
 
     def max_age_seconds(self) -> float | None:
         if self.max_age is None:
@@ -337,34 +512,64 @@ class Monitoring(Strict):
 
 
 class PipelineSpec(Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="the pipeline's name: the file's name, the MLflow experiment and registered model")
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="the pipeline's name: the file's name, the MLflow experiment and registered model",
+    )
     domain: str = Field(description="business domain, a tag on every run")
-    description: str = Field(description="what the model is for, one or two sentences", examples=["Malignancy from my lab's cell measurements."])
+    description: str = Field(
+        description="what the model is for, one or two sentences",
+        examples=["Malignancy from my lab's cell measurements."],
+    )
     source: Source = Field(description="where the data comes from")
     target: str | None = Field(None, description="the label column (classification kinds)")
-    positive_label: str | int | None = Field(None, description="the label value that is the positive class (binary classification)")
+    positive_label: str | int | None = Field(
+        None, description="the label value that is the positive class (binary classification)"
+    )
     features: Features = Field(default_factory=Features, description="the feature columns, by type")
-    roles: dict[str, str] = Field(default_factory=dict, description="other column roles: id, date, user, item, rating, source, …")
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="other column roles: id, date, user, item, rating, source, …"
+    )
     suite: str = Field(description="the Great Expectations suite (JSON) that gates the data")
     split: Split = Field(default_factory=Split, description="how the test split is held out")
     problem: Literal[PROBLEM_KINDS] = Field(description="the problem kind: its evaluator, featurizers and estimators")  # type: ignore[valid-type]
     baseline: Candidate = Field(description="the naive model every candidate is compared with")
-    candidates: list[Candidate] = Field(min_length=1, description="the models to select among", examples=[[{"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.1, 1.0]}}]])
+    candidates: list[Candidate] = Field(
+        min_length=1,
+        description="the models to select among",
+        examples=[[{"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.1, 1.0]}}]],
+    )
     metric: Metric = Field(description="the primary metric")
     promotion: Promotion = Field(default_factory=Promotion, description="when a new model becomes the champion")
     schedule: Schedule = Field(description="when `modelmill serve` runs the pipeline")
     options: dict[str, Any] = Field(default_factory=dict, description="problem-kind options (see each kind below)")
     limits: Limits = Field(default_factory=Limits, description="bounds on a run")
     impute: Impute = Field(default_factory=Impute, description="how missing feature values are filled (tabular kind)")
-    drop: list[str] = Field(default_factory=list, description="source columns removed at ingest (never features, not in the snapshot)", examples=[["email"]])
+    drop: list[str] = Field(
+        default_factory=list,
+        description="source columns removed at ingest (never features, not in the snapshot)",
+        examples=[["email"]],
+    )
     scoring: Scoring | None = Field(None, description="a batch the champion scores (`modelmill score`)")
     notify: Notify | None = Field(None, description="where alerts go (default: MODELMILL_NOTIFY_URLS)")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="alert thresholds and staleness")
-    slices: list[Slice] = Field(default_factory=list, max_length=20, description="columns (or bands of a number) reported per slice on the test split; their largest gap can block promotion", examples=[[{"column": "age", "bands": [25, 35, 50]}]])
-    explain: Explain = Field(default_factory=Explain, description="permutation importance and SHAP values of the trained model")
-    reference: str | None = Field(None, description="the published reference figures for this data, quoted in the model card", examples=["Casanueva et al. 2020: 93.66% accuracy"])
+    slices: list[Slice] = Field(
+        default_factory=list,
+        max_length=20,
+        description="columns (or bands of a number) reported per slice on the test split; their largest gap can block promotion",
+        examples=[[{"column": "age", "bands": [25, 35, 50]}]],
+    )
+    explain: Explain = Field(
+        default_factory=Explain, description="permutation importance and SHAP values of the trained model"
+    )
+    reference: str | None = Field(
+        None,
+        description="the published reference figures for this data, quoted in the model card",
+        examples=["Casanueva et al. 2020: 93.66% accuracy"],
+    )
     duplicates: Literal["drop", "reject", "keep"] = Field(
-        "drop", description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept"
+        "drop",
+        description="repeated rows (or repeated roles.id) of example-per-row kinds: dropped before the split, rejected at the gate, or kept",
     )
 
     # Set by the loader, not by the YAML.
@@ -447,4 +652,3 @@ def load_spec(name_or_path: str, settings: Settings) -> PipelineSpec:
 
 def load_all(settings: Settings) -> list[PipelineSpec]:
     return [load_spec(n, settings) for n in available(settings)]
-

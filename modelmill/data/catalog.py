@@ -62,9 +62,7 @@ CATALOG: dict[str, CatalogEntry] = {
                 CatalogFile(
                     "statlog+german+credit+data.zip",
                     f"{_UCI}/144/statlog+german+credit+data.zip",
-                    members=(
-                        ("german.data", "b21f3d81db8071257d5ff1deaeba1fd4303b62712e6fcc9715c7a86202cb5871"),
-                    ),
+                    members=(("german.data", "b21f3d81db8071257d5ff1deaeba1fd4303b62712e6fcc9715c7a86202cb5871"),),
                 ),
             ),
             licence="CC BY 4.0",
@@ -112,8 +110,16 @@ CATALOG: dict[str, CatalogEntry] = {
             title="BANKING77 intent detection",
             reader="banking77",
             files=(
-                CatalogFile("train.csv", f"{_BANKING}/train.csv", sha256="b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b"),
-                CatalogFile("test.csv", f"{_BANKING}/test.csv", sha256="d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d"),
+                CatalogFile(
+                    "train.csv",
+                    f"{_BANKING}/train.csv",
+                    sha256="b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
+                ),
+                CatalogFile(
+                    "test.csv",
+                    f"{_BANKING}/test.csv",
+                    sha256="d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
+                ),
             ),
             licence="CC BY 4.0",
             citation='Casanueva et al., "Efficient Intent Detection with Dual Sentence Encoders" (2020)',

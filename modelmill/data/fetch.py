@@ -25,12 +25,12 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modelmill.data.digests import sha256_file
-from modelmill.data.catalog import CatalogEntry, CatalogFile
-from modelmill.errors import ChecksumMismatch, SourceUnavailable, SpecError
-from modelmill.data.objectstore import ObjectStore, download_key
-from modelmill.runtime.reconcile import temp_prefix
 from modelmill.config.settings import Settings
+from modelmill.data.catalog import CatalogEntry, CatalogFile
+from modelmill.data.digests import sha256_file
+from modelmill.data.objectstore import ObjectStore, download_key
+from modelmill.errors import ChecksumMismatch, SourceUnavailable, SpecError
+from modelmill.runtime.reconcile import temp_prefix
 
 log = logging.getLogger("modelmill.data.fetch")
 
@@ -89,7 +89,9 @@ def pin_first_use(settings: Settings, sources: list[dict]) -> None:
     for s in sources:
         if s.get("verified") == "first-use" and s.get("pin_key"):
             _pin(settings, s["pin_key"], s["sha256"])
-            log.info("pinned the sha256 of %s (%s…) in %s", s["pin_key"], s["sha256"][:12], settings.home_dir / PINS_FILE)
+            log.info(
+                "pinned the sha256 of %s (%s…) in %s", s["pin_key"], s["sha256"][:12], settings.home_dir / PINS_FILE
+            )
 
 
 def _vouch(entry: CatalogEntry, what: str, lf: LocalFile, expected: Expected, settings: Settings) -> LocalFile:
@@ -102,7 +104,11 @@ def _vouch(entry: CatalogEntry, what: str, lf: LocalFile, expected: Expected, se
         return replace(lf, verified="live")
     pinned = _pins(settings).get(what)
     if pinned is None:
-        log.warning("%s accepted without a known checksum (none in the catalog, the spec or the mirror): sha256 %s…, to be pinned for later runs", what, lf.sha256[:12])
+        log.warning(
+            "%s accepted without a known checksum (none in the catalog, the spec or the mirror): sha256 %s…, to be pinned for later runs",
+            what,
+            lf.sha256[:12],
+        )
         return replace(lf, verified="first-use", pin_key=what)
     if pinned != lf.sha256:
         raise ChecksumMismatch(
@@ -264,7 +270,9 @@ def check_mirror(settings: Settings) -> None:
     """A mirror folder that does not exist is a configuration error, said before any work starts."""
     mirror = settings.data_mirror
     if mirror and not is_url(mirror) and not Path(mirror).expanduser().is_dir():
-        raise SourceUnavailable(f"MODELMILL_DATA_MIRROR={mirror}: the folder does not exist (set it to a directory or http base URL laid out as <id>/<file>, or unset it)")
+        raise SourceUnavailable(
+            f"MODELMILL_DATA_MIRROR={mirror}: the folder does not exist (set it to a directory or http base URL laid out as <id>/<file>, or unset it)"
+        )
 
 
 def fetch_catalog_file(
@@ -290,7 +298,16 @@ def fetch_catalog_file(
     return _vouch(entry, what, lf, expected, settings)
 
 
-def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings, what: str, expected: Expected, *, url_override: str | None, refresh: bool) -> LocalFile:
+def _fetch_catalog_file(
+    entry: CatalogEntry,
+    f: CatalogFile,
+    settings: Settings,
+    what: str,
+    expected: Expected,
+    *,
+    url_override: str | None,
+    refresh: bool,
+) -> LocalFile:
     mirror = settings.data_mirror
     if mirror and not url_override:
         check_mirror(settings)
@@ -312,7 +329,11 @@ def _fetch_catalog_file(entry: CatalogEntry, f: CatalogFile, settings: Settings,
     dest = settings.cache_dir / entry.id / f.name
     if url_override:  # another location of the same file: cached apart from the canonical copy
         dest = settings.cache_dir / "url" / hashlib.sha1(url.encode()).hexdigest()[:16] / f.name
-    stale = entry.max_age_hours is not None and dest.is_file() and time.time() - dest.stat().st_mtime > entry.max_age_hours * 3600
+    stale = (
+        entry.max_age_hours is not None
+        and dest.is_file()
+        and time.time() - dest.stat().st_mtime > entry.max_age_hours * 3600
+    )
     if not refresh and dest.is_file() and not stale:
         try:
             return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
@@ -350,6 +371,18 @@ def fetch_user_file(location: str, settings: Settings, *, base: Path | None, exp
         name = Path(urllib.parse.urlparse(location).path).name or "data"
         key = hashlib.sha1(location.encode()).hexdigest()[:16]
         dest = settings.cache_dir / "url" / key / name
-        return LocalFile(name, dest, location, _download_verified(location, dest, settings, name, Expected(expected_sha256)), "known" if expected_sha256 else "user")
+        return LocalFile(
+            name,
+            dest,
+            location,
+            _download_verified(location, dest, settings, name, Expected(expected_sha256)),
+            "known" if expected_sha256 else "user",
+        )
     path = locate_user_file(location, settings, base=base)
-    return LocalFile(path.name, path, path.as_uri(), _check(path, Expected(expected_sha256), path.name, str(path)), "known" if expected_sha256 else "user")
+    return LocalFile(
+        path.name,
+        path,
+        path.as_uri(),
+        _check(path, Expected(expected_sha256), path.name, str(path)),
+        "known" if expected_sha256 else "user",
+    )

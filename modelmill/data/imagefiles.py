@@ -56,7 +56,9 @@ def load_image(path: Path, size: tuple[int, int] | None, name: str | None = None
                 grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return image_row(np.asarray(grey), channels)
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise CorruptSource(f"image {name or path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise CorruptSource(
+            f"image {name or path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
 
 
 def hashed_split(name: str) -> str:
@@ -74,7 +76,13 @@ def image_files(root: Path) -> list[Path]:
     """The image files under a folder, in name order (hidden files and folders left out)."""
     if not root.is_dir():
         raise SourceUnavailable(f"image folder {root} does not exist")
-    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    found = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not found:
         raise SourceUnavailable(f"image folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if len(found) > MAX_IMAGES:
@@ -87,7 +95,9 @@ def folder_layout(names: Iterable[str]) -> str:
     ``class/file``, or ``file`` (unlabelled images, as a batch to score)."""
     depths = {len(Path(n).parts) for n in names}
     if len(depths) != 1:
-        raise CorruptSource(f"image folder mixes files at {sorted(d - 1 for d in depths)} folder levels: put every image in class/ (or split/class/) folders, or all beside each other")
+        raise CorruptSource(
+            f"image folder mixes files at {sorted(d - 1 for d in depths)} folder levels: put every image in class/ (or split/class/) folders, or all beside each other"
+        )
     depth = depths.pop()
     if depth == 1:
         return "file"
@@ -96,7 +106,9 @@ def folder_layout(names: Iterable[str]) -> str:
     if depth == 3:
         tops = {Path(n).parts[0] for n in names}
         if not tops <= set(SPLITS):
-            raise CorruptSource(f"image folder: the top folders of split/class/file must be {', '.join(SPLITS)}, not {', '.join(sorted(tops - set(SPLITS)))}")
+            raise CorruptSource(
+                f"image folder: the top folders of split/class/file must be {', '.join(SPLITS)}, not {', '.join(sorted(tops - set(SPLITS)))}"
+            )
         return "split/class/file"
     raise CorruptSource("image folder is nested too deep: images belong in class/ or split/class/ folders")
 
@@ -118,7 +130,9 @@ def read_image_folder(paths: dict[str, Path], size: tuple[int, int] | None) -> p
     return pd.DataFrame(rows)
 
 
-def read_image_table(table: pd.DataFrame, column: str, paths: dict[str, Path], size: tuple[int, int] | None) -> pd.DataFrame:
+def read_image_table(
+    table: pd.DataFrame, column: str, paths: dict[str, Path], size: tuple[int, int] | None
+) -> pd.DataFrame:
     """A table of image paths (and labels, splits, anything else) with each path's image read in:
     ``paths`` maps the table's path values to the files. The table's own columns are kept; a
     ``split`` column is added (hashed from the path) when the table has none."""
@@ -147,14 +161,18 @@ def read_npz(path: Path, name: str, size: tuple[int, int] | None = None) -> pd.D
         parts = []
         for split in SPLITS:
             if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
-                raise CorruptSource(f"{name} lacks {split}_images/{split}_labels, or images/labels (has {sorted(arrays)})")
+                raise CorruptSource(
+                    f"{name} lacks {split}_images/{split}_labels, or images/labels (has {sorted(arrays)})"
+                )
             parts.append((split, arrays[f"{split}_images"], arrays[f"{split}_labels"], None))
     rows = []
     for split, images, labels, splits in parts:
         labels = None if labels is None else labels.reshape(len(labels), -1)[:, 0] if labels.ndim > 1 else labels
         for what, values in (("labels", labels), ("split", splits)):
             if values is not None and len(values) != len(images):
-                raise CorruptSource(f"{name}: {len(images)} {split or ''} images but {len(values)} {what}".replace("  ", " "))
+                raise CorruptSource(
+                    f"{name}: {len(images)} {split or ''} images but {len(values)} {what}".replace("  ", " ")
+                )
         for i, img in enumerate(images):
             a = np.asarray(img, dtype=np.float64)
             channels = int(a.shape[2]) if a.ndim == 3 else 1

@@ -22,16 +22,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec, SqlSource, is_glob
 from modelmill.data.catalog import get_entry
-from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
-from modelmill.data.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file
 from modelmill.data.digests import sha256_file
+from modelmill.data.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file
 from modelmill.data.imagefiles import image_files, read_image_folder, read_image_table, read_npz
 from modelmill.data.objectstore import ObjectStore, snapshot_key
 from modelmill.data.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
+from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
 from modelmill.runtime.reconcile import temp_prefix
-from modelmill.config.settings import Settings
-from modelmill.config.spec import PipelineSpec, SqlSource, is_glob
 
 log = logging.getLogger("modelmill.data.ingest")
 
@@ -61,10 +61,17 @@ class Snapshot:
         if self._frame is None:
             path = self.local_path()
             schema = pq.read_schema(path)
-            text = [c for c in categorical if c in schema.names and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+            text = [
+                c
+                for c in categorical
+                if c in schema.names
+                and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))
+            ]
             # block by block, each Arrow column freed once converted: 2.5 GiB at the peak of a 10M-row read, not 3.1
             whole = {"split_blocks": True, "self_destruct": True}
-            object.__setattr__(self, "_frame", pd.read_parquet(path, read_dictionary=text or None, to_pandas_kwargs=whole))
+            object.__setattr__(
+                self, "_frame", pd.read_parquet(path, read_dictionary=text or None, to_pandas_kwargs=whole)
+            )
             return_memory()  # the decoded Parquet pages
         return self._frame
 
@@ -96,8 +103,8 @@ class Snapshot:
         its copy from the object store, checksum verified."""
         if self.path.is_file() or not self.store_location:
             return self.path
-        from modelmill.data.objectstore import local_snapshot
         from modelmill.config.settings import get_settings
+        from modelmill.data.objectstore import local_snapshot
 
         return local_snapshot(self.store_location, get_settings()) or self.path
 
@@ -127,7 +134,10 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     images = image_source(spec)
     if images == "images":
         root = locate_user_file(src.path or "", settings, base=base, folder=True)
-        return {str(p.relative_to(root)): fetch_user_file(str(p), settings, base=base, expected_sha256=None) for p in image_files(root)}
+        return {
+            str(p.relative_to(root)): fetch_user_file(str(p), settings, base=base, expected_sha256=None)
+            for p in image_files(root)
+        }
     if images == "paths":
         return _image_path_sources(spec, settings, base)
     if src.dataset is None:
@@ -141,7 +151,12 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     if entry.reader == "wisconsin":
         f = wisconsin_source()
         return {f.name: f}
-    return {f.name: fetch_catalog_file(entry, f, settings, url_override=src.url, expected_sha256=_spec_sha(src.sha256, entry, f.name)) for f in entry.files}
+    return {
+        f.name: fetch_catalog_file(
+            entry, f, settings, url_override=src.url, expected_sha256=_spec_sha(src.sha256, entry, f.name)
+        )
+        for f in entry.files
+    }
 
 
 def image_source(spec: PipelineSpec) -> str | None:
@@ -163,22 +178,33 @@ def _image_path_sources(spec: PipelineSpec, settings: Settings, base: Path | Non
     """A CSV of image paths (first) and every image it names, each checksummed; a path is
     relative to the CSV's folder, and confined like the CSV itself."""
     src = spec.source
-    table_file = fetch_user_file(src.path or "", settings, base=base, expected_sha256=src.sha256 if isinstance(src.sha256, str) else None)
+    table_file = fetch_user_file(
+        src.path or "", settings, base=base, expected_sha256=src.sha256 if isinstance(src.sha256, str) else None
+    )
     paths = _image_paths(spec, read_table(table_file, src.format, src.read_options))
     files = {table_file.name: table_file}
     for value in dict.fromkeys(paths):
         location = Path(value).expanduser()
-        files[value] = fetch_user_file(str(location if location.is_absolute() else table_file.path.parent / location), settings, base=base, expected_sha256=None)
+        files[value] = fetch_user_file(
+            str(location if location.is_absolute() else table_file.path.parent / location),
+            settings,
+            base=base,
+            expected_sha256=None,
+        )
     return files
 
 
 def _image_paths(spec: PipelineSpec, table: pd.DataFrame) -> pd.Series:
     column = spec.source.images.paths_column
     if column not in table.columns:
-        raise SpecError(f"pipeline {spec.name}: source.images.paths_column {column!r} is not a column of {spec.source.path} (it has {', '.join(map(str, table.columns[:10]))})")
+        raise SpecError(
+            f"pipeline {spec.name}: source.images.paths_column {column!r} is not a column of {spec.source.path} (it has {', '.join(map(str, table.columns[:10]))})"
+        )
     missing = table[column].isna()
     if missing.any():
-        raise CorruptSource(f"pipeline {spec.name}: {int(missing.sum())} rows of {spec.source.path} have no image path in column {column} (first at row {int(missing.to_numpy().argmax()) + 1})")
+        raise CorruptSource(
+            f"pipeline {spec.name}: {int(missing.sum())} rows of {spec.source.path} have no image path in column {column} (first at row {int(missing.to_numpy().argmax()) + 1})"
+        )
     return table[column].astype(str)
 
 
@@ -197,7 +223,9 @@ def read_images(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | 
     if counts is not None and records is not None:
         counts |= {"records": records, "rows": len(table)}
     _image_paths(spec, table)
-    return read_image_table(table, src.images.paths_column, dict(zip(list(files)[1:], (f.path for f in images), strict=True)), size)
+    return read_image_table(
+        table, src.images.paths_column, dict(zip(list(files)[1:], (f.path for f in images), strict=True)), size
+    )
 
 
 def _spec_sha(sha256: str | dict[str, str] | None, entry, name: str) -> str | None:
@@ -208,7 +236,9 @@ def _spec_sha(sha256: str | dict[str, str] | None, entry, name: str) -> str | No
             raise SpecError(f"source.sha256 names {', '.join(unknown)}, not a file of {entry.id} ({', '.join(names)})")
         return sha256.get(name)
     if sha256 and len(names) > 1:
-        raise SpecError(f"{entry.id} has {len(names)} files: give source.sha256 as a mapping file name -> sha256 ({', '.join(names)})")
+        raise SpecError(
+            f"{entry.id} has {len(names)} files: give source.sha256 as a mapping file name -> sha256 ({', '.join(names)})"
+        )
     return sha256
 
 
@@ -226,9 +256,13 @@ def _glob_sources(spec: PipelineSpec, settings: Settings, base: Path | None) -> 
     if not matches:
         raise SourceUnavailable(f"pipeline {spec.name}: source path {spec.source.path} matches no file")
     if len(matches) > MAX_GLOB_FILES:
-        raise SpecError(f"pipeline {spec.name}: source path {spec.source.path} matches {len(matches)} files, more than {MAX_GLOB_FILES}")
+        raise SpecError(
+            f"pipeline {spec.name}: source path {spec.source.path} matches {len(matches)} files, more than {MAX_GLOB_FILES}"
+        )
     files = [fetch_user_file(str(p), settings, base=base, expected_sha256=None) for p in matches]
-    return {str(p.relative_to(root)) if p.is_relative_to(root) else str(p): f for p, f in zip(matches, files, strict=True)}
+    return {
+        str(p.relative_to(root)) if p.is_relative_to(root) else str(p): f for p, f in zip(matches, files, strict=True)
+    }
 
 
 def _concat(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
@@ -241,7 +275,9 @@ def _concat(spec: PipelineSpec, files: dict[str, LocalFile]) -> pd.DataFrame:
             columns = list(part.columns)
         elif set(part.columns) != set(columns):
             extra, missing = sorted(set(part.columns) - set(columns)), sorted(set(columns) - set(part.columns))
-            raise CorruptSource(f"pipeline {spec.name}: {name} does not have the columns of {next(iter(files))} (extra {extra}, missing {missing})")
+            raise CorruptSource(
+                f"pipeline {spec.name}: {name} does not have the columns of {next(iter(files))} (extra {extra}, missing {missing})"
+            )
         if src.file_column:
             part[src.file_column] = name
         frames.append(part[[*columns, *([src.file_column] if src.file_column else [])]])
@@ -258,7 +294,9 @@ def query_location(sql: SqlSource, who: str) -> str:
 
     raw = os.environ.get(sql.url_env, "").strip()
     if not raw:
-        raise SpecError(f"{who}: source.sql reads its database URL from {sql.url_env}, which is not set (a SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db)")
+        raise SpecError(
+            f"{who}: source.sql reads its database URL from {sql.url_env}, which is not set (a SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db)"
+        )
     try:
         url = make_url(raw).render_as_string(hide_password=True)
     except Exception as e:  # sqlalchemy raises ArgumentError for a malformed URL
@@ -391,7 +429,9 @@ def read_source(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | 
             df[c] = coerce_numbers(df[c], src.thousands, src.decimal)
         for c in declared_dates(spec):
             if c not in df.columns:
-                raise SpecError(f"pipeline {spec.name}: source.parse_dates names column {c}, which the source does not have")
+                raise SpecError(
+                    f"pipeline {spec.name}: source.parse_dates names column {c}, which the source does not have"
+                )
             df[c] = parse_dates(df[c], src.dayfirst, src.date_unit)
     return df
 
@@ -481,9 +521,19 @@ def _stream_reader(spec: PipelineSpec, path: Path):
     try:
         return pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=STREAM_BLOCK, skip_rows=options.get("skiprows") or 0, encoding=options.get("encoding") or "utf8"),
-            parse_options=pacsv.ParseOptions(delimiter=options.get("sep", ","), quote_char=options.get("quotechar", '"')),
-            convert_options=pacsv.ConvertOptions(null_values=sorted(STR_NA_VALUES | set(options.get("na_values") or [])), strings_can_be_null=True, include_columns=usecols),
+            read_options=pacsv.ReadOptions(
+                block_size=STREAM_BLOCK,
+                skip_rows=options.get("skiprows") or 0,
+                encoding=options.get("encoding") or "utf8",
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=options.get("sep", ","), quote_char=options.get("quotechar", '"')
+            ),
+            convert_options=pacsv.ConvertOptions(
+                null_values=sorted(STR_NA_VALUES | set(options.get("na_values") or [])),
+                strings_can_be_null=True,
+                include_columns=usecols,
+            ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):  # nothing to read, or not parseable: read_source names why
         return None
@@ -503,11 +553,19 @@ def _stream_schema(spec: PipelineSpec, schema: pa.Schema) -> pa.Schema:
     if absent := [c for c in dates if c not in kept]:
         raise _NotStreamable(f"no date column {absent[0]}")  # read_source names the spec's error
     typed = schema.field  # declared numbers already numbers, declared dates already dates: as read_source leaves them
-    if any(c in names and not (pa.types.is_integer(typed(c).type) or pa.types.is_floating(typed(c).type)) for c in spec.features.numeric):
+    if any(
+        c in names and not (pa.types.is_integer(typed(c).type) or pa.types.is_floating(typed(c).type))
+        for c in spec.features.numeric
+    ):
         raise _NotStreamable("a declared number is read as text")
     if any(not (pa.types.is_timestamp(typed(c).type) or pa.types.is_date32(typed(c).type)) for c in dates):
         raise _NotStreamable("a declared date is not ISO")
-    return pa.schema([typed(c).with_type(pa.timestamp("s")) if c in dates and pa.types.is_date32(typed(c).type) else typed(c) for c in kept])
+    return pa.schema(
+        [
+            typed(c).with_type(pa.timestamp("s")) if c in dates and pa.types.is_date32(typed(c).type) else typed(c)
+            for c in kept
+        ]
+    )
 
 
 def stream_csv(spec: PipelineSpec, path: Path, tmp: str, stop: Callable[[], bool]) -> tuple[int, list[str]] | None:
@@ -527,7 +585,10 @@ def stream_csv(spec: PipelineSpec, path: Path, tmp: str, stop: Callable[[], bool
         schema = _stream_schema(spec, reader.schema)
         columns, retyped = schema.names, schema != reader.schema
         # left in reverse order: the pool waits for a write in flight before the writer closes
-        with pq.ParquetWriter(tmp, schema, write_statistics=statistics_columns(schema)) as writer, ThreadPoolExecutor(1) as pool:
+        with (
+            pq.ParquetWriter(tmp, schema, write_statistics=statistics_columns(schema)) as writer,
+            ThreadPoolExecutor(1) as pool,
+        ):
             for batch in reader:
                 if done is not None:
                     done.result()
@@ -571,7 +632,9 @@ def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[
             pkey = parse_key(spec, files, None)
             before = _parsed_before(folder, key, pkey, lineage(files), None)
             if before is None and (store := ObjectStore.of(settings)) is not None:
-                before = _parsed_in_store(store, folder, key, pkey, lineage(files), None)  # parsed by a worker elsewhere
+                before = _parsed_in_store(
+                    store, folder, key, pkey, lineage(files), None
+                )  # parsed by a worker elsewhere
             return files, pkey, before
 
         with _snapshot_file(key, settings) as (tmp, commit):
@@ -580,7 +643,9 @@ def _ingest_streamed(spec: PipelineSpec, settings: Settings, key: str) -> tuple[
             if snap is not None or streamed is None:
                 return snap, files
             records = check_parsed_rows(spec, path, streamed[0])
-            snap = replace(commit(*streamed, lineage(files), None), parsed=None if records is None else (records, streamed[0]))
+            snap = replace(
+                commit(*streamed, lineage(files), None), parsed=None if records is None else (records, streamed[0])
+            )
     _remember(folder, pkey, snap.digest)
     return snap, files
 
@@ -600,7 +665,14 @@ def parse_key(spec: PipelineSpec, files: dict[str, LocalFile], as_of: str | None
     source section, ``drop``, the as-of date) and the reading code itself."""
     code = _reading_code_digest()
     typed = {"numeric": spec.features.numeric, "date": spec.roles.get("date")}  # coerced / parsed at read
-    parts = {"files": sorted((f.name, f.sha256) for f in files.values()), "source": spec.source.model_dump(mode="json"), "typed": typed, "drop": spec.drop, "as_of": as_of, "code": code}
+    parts = {
+        "files": sorted((f.name, f.sha256) for f in files.values()),
+        "source": spec.source.model_dump(mode="json"),
+        "typed": typed,
+        "drop": spec.drop,
+        "as_of": as_of,
+        "code": code,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -617,7 +689,9 @@ def _parsed_before(folder: Path, key: str, pkey: str, sources: list[dict], as_of
     if sha256_file(path) != digest:
         log.warning("snapshot %s was altered since it was written: parsing the source again", path)
         return None
-    log.info("%s: source files unchanged: snapshot %s (%d rows) reused without parsing", key, digest[:12], int(meta["rows"]))
+    log.info(
+        "%s: source files unchanged: snapshot %s (%d rows) reused without parsing", key, digest[:12], int(meta["rows"])
+    )
     return Snapshot(key, path, digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
 
 
@@ -638,7 +712,9 @@ def publish_snapshot(store: ObjectStore, key: str, snap: Snapshot, pkey: str | N
     return replace(snap, store_location=store.location(name))
 
 
-def _parsed_in_store(store: ObjectStore, folder: Path, key: str, pkey: str, sources: list[dict], as_of: str | None) -> Snapshot | None:
+def _parsed_in_store(
+    store: ObjectStore, folder: Path, key: str, pkey: str, sources: list[dict], as_of: str | None
+) -> Snapshot | None:
     """The snapshot these files were parsed into on another machine, from the object store
     (checksum verified), copied into the local snapshot folder."""
     entry = snapshot_key(key, f"parsed/{pkey}.json")
@@ -654,7 +730,12 @@ def _parsed_in_store(store: ObjectStore, folder: Path, key: str, pkey: str, sour
     os.replace(tmp, folder / f"{digest}.parquet")
     (folder / f"{digest}.json").write_text(json.dumps(meta, indent=2))
     _remember(folder, pkey, digest)
-    log.info("%s: these source files were parsed on another worker: snapshot %s (%d rows) from the object store", key, digest[:12], int(meta["rows"]))
+    log.info(
+        "%s: these source files were parsed on another worker: snapshot %s (%d rows) from the object store",
+        key,
+        digest[:12],
+        int(meta["rows"]),
+    )
     return Snapshot(key, folder / f"{digest}.parquet", digest, int(meta["rows"]), list(meta["columns"]), sources, as_of)
 
 
@@ -672,7 +753,10 @@ def _remember(folder: Path, pkey: str, digest: str) -> None:
 
 def lineage(files: dict[str, LocalFile]) -> list[dict]:
     """Where a snapshot's rows came from, as its run records it."""
-    return [{"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key} for f in files.values()]
+    return [
+        {"file": f.name, "uri": f.uri, "sha256": f.sha256, "verified": f.verified, "pin_key": f.pin_key}
+        for f in files.values()
+    ]
 
 
 def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> Snapshot:
@@ -689,15 +773,33 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
         snap = _ingest_whole(spec, settings, key, files, as_of)
     store = ObjectStore.of(settings)
     if store is not None:
-        snap = publish_snapshot(store, key, snap, None if spec.source.sql is not None else parse_key(spec, files, as_of))
-    log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, ", ".join(s["uri"] for s in snap.sources))
+        snap = publish_snapshot(
+            store, key, snap, None if spec.source.sql is not None else parse_key(spec, files, as_of)
+        )
+    log.info(
+        "%s: snapshot %s (%d rows) from %s",
+        spec.name,
+        snap.digest[:12],
+        snap.rows,
+        ", ".join(s["uri"] for s in snap.sources),
+    )
     return snap
 
 
-def _ingest_whole(spec: PipelineSpec, settings: Settings, key: str, files: dict[str, LocalFile], as_of: str | None) -> Snapshot:
+def _ingest_whole(
+    spec: PipelineSpec, settings: Settings, key: str, files: dict[str, LocalFile], as_of: str | None
+) -> Snapshot:
     sources = lineage(files)
     if spec.source.sql is not None:  # a database changes without a file to checksum: always queried
-        sources = [{"file": "sql", "uri": sql_location(spec), "sha256": hashlib.sha256(spec.source.sql.query.encode()).hexdigest(), "verified": "live", "pin_key": None}]
+        sources = [
+            {
+                "file": "sql",
+                "uri": sql_location(spec),
+                "sha256": hashlib.sha256(spec.source.sql.query.encode()).hexdigest(),
+                "verified": "live",
+                "pin_key": None,
+            }
+        ]
     folder, pkey = settings.snapshot_dir / key, parse_key(spec, files, as_of)
     snap = None if spec.source.sql is not None else _parsed_before(folder, key, pkey, sources, as_of)
     if snap is None and spec.source.sql is None and (store := ObjectStore.of(settings)) is not None:
@@ -708,7 +810,10 @@ def _ingest_whole(spec: PipelineSpec, settings: Settings, key: str, files: dict[
     df = read_source(spec, files, counts)
     if as_of:
         df = cut_as_of(spec, df, as_of)
-    snap = replace(write_snapshot(df, key, settings, sources, as_of), parsed=(counts["records"], counts["rows"]) if counts else None)
+    snap = replace(
+        write_snapshot(df, key, settings, sources, as_of),
+        parsed=(counts["records"], counts["rows"]) if counts else None,
+    )
     del df
     return_memory()
     _remember(folder, pkey, snap.digest)

@@ -20,8 +20,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from modelmill.errors import ChecksumMismatch, ModelmillError
 from modelmill.config.settings import Settings
+from modelmill.errors import ChecksumMismatch, ModelmillError
 
 log = logging.getLogger("modelmill.store")
 
@@ -53,17 +53,27 @@ class ObjectStore:
         if self._fs is None:
             from pyarrow import fs
 
-            kw = {"connect_timeout": 5, "request_timeout": 60, "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3)}
+            kw = {
+                "connect_timeout": 5,
+                "request_timeout": 60,
+                "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3),
+            }
             if self.endpoint:
                 scheme, _, host = self.endpoint.partition("://")
-                kw |= {"endpoint_override": host or scheme, "scheme": scheme if host else "https", "region": os.environ.get("AWS_REGION", "us-east-1")}
+                kw |= {
+                    "endpoint_override": host or scheme,
+                    "scheme": scheme if host else "https",
+                    "region": os.environ.get("AWS_REGION", "us-east-1"),
+                }
             self._fs = fs.S3FileSystem(**kw)
         return self._fs
 
     def _unavailable(self, what: str, error: BaseException) -> StoreUnavailable:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         where = f" at {self.endpoint}" if self.endpoint else ""
-        return StoreUnavailable(f"the object store MODELMILL_STORE_URI={self.uri}{where} could not {what} ({cause[:300]})")
+        return StoreUnavailable(
+            f"the object store MODELMILL_STORE_URI={self.uri}{where} could not {what} ({cause[:300]})"
+        )
 
     def location(self, key: str) -> str:
         return f"{self.uri}/{key}"
@@ -89,7 +99,9 @@ class ObjectStore:
             found = self.fs.get_file_info(fs.FileSelector(f"{self.root}/{prefix}", allow_not_found=True))
         except OSError as e:
             raise self._unavailable(f"list {prefix}", e) from e
-        return sorted(i.path[len(self.root) + 1 :] for i in found if i.type == fs.FileType.File and ".upload-" not in i.base_name)
+        return sorted(
+            i.path[len(self.root) + 1 :] for i in found if i.type == fs.FileType.File and ".upload-" not in i.base_name
+        )
 
     def read(self, key: str) -> bytes:
         """A small object's bytes (a parse-map entry, a lineage record)."""
@@ -134,7 +146,9 @@ class ObjectStore:
                     out.write(block)
             found = sha256_file(Path(tmp))
             if found != sha256:
-                raise ChecksumMismatch(f"{location} fails its checksum (sha256 {found[:12]}…, expected {sha256[:12]}…): the object was altered in the store; refusing it")
+                raise ChecksumMismatch(
+                    f"{location} fails its checksum (sha256 {found[:12]}…, expected {sha256[:12]}…): the object was altered in the store; refusing it"
+                )
             os.replace(tmp, cached)
         except OSError as e:
             raise self._unavailable(f"read {location}", e) from e
@@ -160,7 +174,9 @@ def local_snapshot(recorded: str, settings: Settings) -> Path | None:
     if recorded.startswith(SCHEME):
         store = ObjectStore.of(settings)
         if store is None or not recorded.startswith(store.uri + "/"):
-            raise ModelmillError(f"the snapshot {recorded} is in an object store this machine is not set up for (MODELMILL_STORE_URI)")
+            raise ModelmillError(
+                f"the snapshot {recorded} is in an object store this machine is not set up for (MODELMILL_STORE_URI)"
+            )
         return store.fetch(recorded, Path(recorded).stem)
     path = Path(recorded)
     return path if path.is_file() else None

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modelmill.errors import CorruptSource, SpecError
 from modelmill.data.fetch import LocalFile
+from modelmill.errors import CorruptSource, SpecError
 
 GERMAN_COLUMNS = [
     "checking_status", "duration_months", "credit_history", "purpose", "credit_amount",
@@ -158,12 +158,20 @@ def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
     df = df.rename(columns=rename)[list(rename.values())]
     # Mixed number/text codes -> text; numbers that came back as floats lose the ".0".
     for c in ("invoice_no", "stock_code"):
-        df[c] = df[c].map(lambda v: None if v is None or v != v else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
-    df["description"] = df["description"].map(lambda v: None if v is None or v != v else str(v).replace("Â£", "£").strip())
+        df[c] = df[c].map(
+            lambda v: (
+                None if v is None or v != v else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+            )
+        )
+    df["description"] = df["description"].map(
+        lambda v: None if v is None or v != v else str(v).replace("Â£", "£").strip()
+    )
     df["country"] = df["country"].astype("str")
     df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce")
     df["unit_price"] = pd.to_numeric(df["unit_price"], errors="coerce")
-    df["customer_id"] = pd.to_numeric(df["customer_id"], errors="coerce").astype("Int64").astype("str").replace("<NA>", None)
+    df["customer_id"] = (
+        pd.to_numeric(df["customer_id"], errors="coerce").astype("Int64").astype("str").replace("<NA>", None)
+    )
     df["invoice_date"] = pd.to_datetime(df["invoice_date"], errors="coerce")  # unparseable -> NaT, judged by the suite
     return df
 

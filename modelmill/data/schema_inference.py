@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from modelmill.errors import SpecError
 from modelmill.data.ingest import CURRENCY, coerce_numbers
+from modelmill.errors import SpecError
 
 INIT_KINDS = ("tabular_classification", "text_classification", "recommendation")
 
@@ -111,7 +111,10 @@ def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[
                 continue
         unique = distinct == len(present) and len(present) == n
         if ID_NAME.search(str(name)) and (unique or problem == "recommendation"):
-            col.role, col.why = "id", "its name says it identifies something" + (" and every value is unique" if unique else "")
+            col.role, col.why = (
+                "id",
+                "its name says it identifies something" + (" and every value is unique" if unique else ""),
+            )
             continue
         if numeric is not None:
             integer = bool((pd.to_numeric(numeric, errors="coerce").dropna() % 1 == 0).all())
@@ -128,7 +131,10 @@ def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[
         elif words.mean() >= 3 or lengths.mean() >= 30:
             col.role, col.why = "text", f"free text, {words.mean():.1f} words on average"
         elif unique or distinct > 0.9 * len(present):
-            col.role, col.why = "id", f"{distinct} distinct short values in {len(present)} rows: an identifier, not a feature"
+            col.role, col.why = (
+                "id",
+                f"{distinct} distinct short values in {len(present)} rows: an identifier, not a feature",
+            )
         else:
             col.role, col.why = "categorical", f"{distinct} distinct short values (many: consider grouping them)"
     return out
@@ -146,7 +152,9 @@ def _pick(columns: list[Column], role: str, pattern: re.Pattern, label: str) -> 
 def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, problem: str | None) -> str:
     if problem is not None:
         if problem not in INIT_KINDS:
-            raise SpecError(f"modelmill init proposes {', '.join(INIT_KINDS)} specs, not {problem} (start from a shipped spec in pipelines/ instead)")
+            raise SpecError(
+                f"modelmill init proposes {', '.join(INIT_KINDS)} specs, not {problem} (start from a shipped spec in pipelines/ instead)"
+            )
         return problem
     if target is None:
         raise SpecError("name the column to predict with --target (or give --problem recommendation)")
@@ -159,7 +167,9 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         return "tabular_classification"
     if texts:
         return "text_classification"
-    raise SpecError(f"target {target} has {classes} classes: the tabular kind is binary (give --problem text_classification for a text column, or a 0/1 target)")
+    raise SpecError(
+        f"target {target} has {classes} classes: the tabular kind is binary (give --problem text_classification for a text column, or a 0/1 target)"
+    )
 
 
 def _positive(df: pd.DataFrame, target: str) -> Any:
@@ -182,13 +192,24 @@ def _suite(name: str, df: pd.DataFrame, columns: list[Column], kept: list[str]) 
         values = df[c.name].dropna()
         if c.role in ("categorical", "target") and c.distinct <= MAX_CATEGORIES:
             value_set = sorted({_plain(v) for v in values}, key=str)
-            exp.append({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c.name, "value_set": value_set}})
+            exp.append(
+                {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c.name, "value_set": value_set}}
+            )
         elif c.role in ("numeric", "rating"):
             number = pd.to_numeric(coerce_numbers(values, c.thousands, c.decimal), errors="coerce")
             lo, hi = float(number.min()), float(number.max())
             margin = 0.1 * (hi - lo) or abs(hi) * 0.1 or 1.0
             low = 0.0 if lo >= 0 and lo - margin < 0 else lo - margin
-            exp.append({"type": "expect_column_values_to_be_between", "kwargs": {"column": c.name, "min_value": _round(low, down=True), "max_value": _round(hi + margin, down=False)}})
+            exp.append(
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {
+                        "column": c.name,
+                        "min_value": _round(low, down=True),
+                        "max_value": _round(hi + margin, down=False),
+                    },
+                }
+            )
         elif c.role == "id" and c.distinct == len(df):
             exp.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": c.name}})
     return {"name": name, "expectations": exp}
@@ -202,7 +223,9 @@ def _round(x: float, *, down: bool) -> float:
     return float((math.floor if down else math.ceil)(x / scale) * scale)
 
 
-def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str | None = None, problem: str | None = None) -> Proposal:
+def propose(
+    name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str | None = None, problem: str | None = None
+) -> Proposal:
     """A spec (as a mapping) and a GX suite for ``df``, with what was inferred and why."""
     if len(df) == 0:
         raise SpecError("the table has no rows: nothing to infer a pipeline from")
@@ -211,28 +234,51 @@ def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str 
     columns = classify(df, target, problem)
     problem = choose_problem(columns, df, target, problem)
     notes: list[str] = []
-    spec: dict[str, Any] = {"name": name, "domain": "my_domain", "description": f"{name}: a pipeline proposed by `modelmill init` from {source.get('path') or 'a SQL query'}; describe what it is for.", "source": dict(source)}
+    spec: dict[str, Any] = {
+        "name": name,
+        "domain": "my_domain",
+        "description": f"{name}: a pipeline proposed by `modelmill init` from {source.get('path') or 'a SQL query'}; describe what it is for.",
+        "source": dict(source),
+    }
     by_role = lambda *roles: [c for c in columns if c.role in roles]  # noqa: E731
     if problem == "recommendation":
         roles = {}
-        for label, pattern, allowed in (("user", USER_NAME, "id|categorical|numeric"), ("item", ITEM_NAME, "id|categorical|numeric"), ("rating", RATING_NAME, "numeric")):
+        for label, pattern, allowed in (
+            ("user", USER_NAME, "id|categorical|numeric"),
+            ("item", ITEM_NAME, "id|categorical|numeric"),
+            ("rating", RATING_NAME, "numeric"),
+        ):
             picked = _pick(columns, allowed, pattern, label)
             if picked is not None:
                 roles[label] = picked.name
         if {"user", "item"} - set(roles):
-            raise SpecError(f"modelmill init: no column named like a user and an item ({', '.join(map(str, df.columns))}): rename them, or write the spec's roles by hand")
+            raise SpecError(
+                f"modelmill init: no column named like a user and an item ({', '.join(map(str, df.columns))}): rename them, or write the spec's roles by hand"
+            )
         dates = by_role("date")
         if dates:
             roles["date"] = dates[0].name
             dates[0].why += "; the temporal split's date"
         spec |= {"roles": roles, "suite": f"{name}.json", "problem": problem}
-        spec["split"] = {"method": "temporal", "test_period_days": 30, "seed": 42} if dates else {"method": "random", "test_size": 0.25, "seed": 42}
-        spec |= {"baseline": {"name": "popularity", "estimator": "popularity"}, "candidates": [{"name": "item_knn", "estimator": "item_knn", "grid": {"neighbours": [50, 200]}}, {"name": "als", "estimator": "als", "params": {"factors": 32, "iterations": 10}}]}
+        spec["split"] = (
+            {"method": "temporal", "test_period_days": 30, "seed": 42}
+            if dates
+            else {"method": "random", "test_size": 0.25, "seed": 42}
+        )
+        spec |= {
+            "baseline": {"name": "popularity", "estimator": "popularity"},
+            "candidates": [
+                {"name": "item_knn", "estimator": "item_knn", "grid": {"neighbours": [50, 200]}},
+                {"name": "als", "estimator": "als", "params": {"factors": 32, "iterations": 10}},
+            ],
+        }
         spec["metric"] = {"name": "ndcg_at_10", "direction": "maximize"}
         if "rating" in roles:
             ratings = pd.to_numeric(df[roles["rating"]], errors="coerce")
             spec["options"] = {"relevance_threshold": _plain(ratings.quantile(0.6))}
-            notes.append(f"ratings at or above {spec['options']['relevance_threshold']} (the 60th percentile) count as interactions: options.relevance_threshold")
+            notes.append(
+                f"ratings at or above {spec['options']['relevance_threshold']} (the 60th percentile) count as interactions: options.relevance_threshold"
+            )
         for c in columns:
             if c.name not in roles.values():
                 c.role, c.why = "dropped", f"not used by the recommender ({c.why})"
@@ -244,7 +290,9 @@ def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str 
         numeric, categorical, texts = by_role("numeric"), by_role("categorical"), by_role("text")
         if problem == "text_classification":
             if not texts:
-                raise SpecError("modelmill init: --problem text_classification needs a free-text column, and none was found")
+                raise SpecError(
+                    "modelmill init: --problem text_classification needs a free-text column, and none was found"
+                )
             for c in numeric + categorical:
                 c.role, c.why = "dropped", f"the text kind reads one text column ({c.why})"
             numeric, categorical = [], []
@@ -259,16 +307,24 @@ def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str 
                 c.role, c.why = "dropped", f"one text column per pipeline: {texts[0].name} is longer ({c.why})"
         if not features:
             raise SpecError("modelmill init: no column is usable as a feature (all are ids, dates or constant)")
-        spec |= {"target": target, "positive_label": _positive(df, target) if df[target].nunique() == 2 else None, "features": features}
+        spec |= {
+            "target": target,
+            "positive_label": _positive(df, target) if df[target].nunique() == 2 else None,
+            "features": features,
+        }
         if spec["positive_label"] is None:
             del spec["positive_label"]
         else:
-            notes.append(f"positive_label {spec['positive_label']!r} is the rarer class: change it if the other one is what you predict")
+            notes.append(
+                f"positive_label {spec['positive_label']!r} is the rarer class: change it if the other one is what you predict"
+            )
         ids = by_role("id")
         if ids:
             spec["roles"] = {"id": ids[0].name}
             ids[0].why += "; kept as roles.id (lineage and duplicates), never a feature"
-        spec["drop"] = [c.name for c in columns if c.role in ("dropped", "date") or (c.role == "id" and c is not ids[0])]
+        spec["drop"] = [
+            c.name for c in columns if c.role in ("dropped", "date") or (c.role == "id" and c is not ids[0])
+        ]
         if not spec["drop"]:
             del spec["drop"]
         for c in columns:
@@ -280,27 +336,43 @@ def propose(name: str, df: pd.DataFrame, source: dict[str, Any], *, target: str 
             spec["source"]["thousands"] = sep
             if sep == ".":
                 spec["source"]["decimal"] = ","
-        spec |= {"suite": f"{name}.json", "problem": problem, "split": {"method": "stratified", "test_size": 0.25, "seed": 42}}
+        spec |= {
+            "suite": f"{name}.json",
+            "problem": problem,
+            "split": {"method": "stratified", "test_size": 0.25, "seed": 42},
+        }
         if problem == "tabular_classification":
             holes = [c for c in numeric + categorical if c.nulls]
             if holes:
                 spec["impute"] = {"numeric": "median", "categorical": "missing", "indicator": True}
-                notes.append(f"{', '.join(c.name for c in holes)} have missing values: filled inside the model (impute)")
+                notes.append(
+                    f"{', '.join(c.name for c in holes)} have missing values: filled inside the model (impute)"
+                )
             spec["baseline"] = {"name": "prior", "estimator": "dummy_prior"}
             spec["candidates"] = [
-                {"name": "logistic_regression", "estimator": "logistic_regression", "params": {"class_weight": "balanced"}, "grid": {"C": [0.1, 1.0]}},
+                {
+                    "name": "logistic_regression",
+                    "estimator": "logistic_regression",
+                    "params": {"class_weight": "balanced"},
+                    "grid": {"C": [0.1, 1.0]},
+                },
                 {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
             ]
             spec["metric"] = {"name": "roc_auc", "direction": "maximize"}
         else:
             binary = df[target].nunique() == 2
             spec["baseline"] = {"name": "prior", "estimator": "dummy_prior" if binary else "dummy_most_frequent"}
-            spec["candidates"] = [{"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.1, 0.5]}}, {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [1.0, 10.0]}}]
+            spec["candidates"] = [
+                {"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.1, 0.5]}},
+                {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [1.0, 10.0]}},
+            ]
             spec["metric"] = {"name": "roc_auc" if binary else "accuracy", "direction": "maximize"}
         counts = df[target].value_counts()
         folds = int(min(5, counts.min() - 1)) if len(counts) else 5
         if folds < 2:
-            raise SpecError(f"target {target}: its rarest class has {counts.min()} rows; at least 3 are needed to train and test")
+            raise SpecError(
+                f"target {target}: its rarest class has {counts.min()} rows; at least 3 are needed to train and test"
+            )
         spec["split"]["folds"] = folds
     spec["schedule"] = {"cron": "0 6 * * 1"}
     kept = [str(c) for c in df.columns if c not in spec.get("drop", [])]

@@ -52,7 +52,9 @@ def binary_metrics(y, p, yhat, cost: tuple[float, float] | None = None) -> dict[
     return {k: float(v) for k, v in out.items()}
 
 
-def binary_plots(y, p, yhat, labels: tuple[str, str], title: str, *, calibration: bool = True, pr: bool = True) -> dict[str, object]:
+def binary_plots(
+    y, p, yhat, labels: tuple[str, str], title: str, *, calibration: bool = True, pr: bool = True
+) -> dict[str, object]:
     """ROC, precision-recall, calibration (for probabilities) and confusion-matrix figures."""
     from sklearn.calibration import CalibrationDisplay
 

@@ -94,7 +94,9 @@ class Replay(ClassifierMixin, BaseEstimator):
         return self._answer("decision_function", rows)
 
 
-def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = None, *, rows: int, repeats: int, seed: int) -> pd.DataFrame:
+def permutation_table(
+    model, X, y, scoring, groups: dict[str, list] | None = None, *, rows: int, repeats: int, seed: int
+) -> pd.DataFrame:
     """Permutation importance on at most ``rows`` test rows, as scikit-learn's
     ``permutation_importance`` measures it and with its scorers: the drop in ``scoring`` when a
     column's values (or a group's columns together: an image's region of pixels) are shuffled
@@ -110,7 +112,11 @@ def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = Non
     # block 0: the rows as they are; block 1 + r * len(groups) + g: group g shuffled (repeat r)
     rng = np.random.default_rng(seed)
     blocks = 1 + repeats * len(groups)
-    shuffles = [(1 + r * len(groups) + g, cols, rng.permutation(n)) for r in range(repeats) for g, cols in enumerate(groups.values())]
+    shuffles = [
+        (1 + r * len(groups) + g, cols, rng.permutation(n))
+        for r in range(repeats)
+        for g, cols in enumerate(groups.values())
+    ]
     if frame:
         rows_of = {c: np.tile(np.arange(n), blocks) for c in X.columns}  # which row each stacked cell takes, per column
         for block, cols, order in shuffles:
@@ -124,15 +130,29 @@ def permutation_table(model, X, y, scoring, groups: dict[str, list] | None = Non
     replay = Replay(model, stacked).fit()
     scorer = check_scoring(model, scoring=scoring)
     reference = scorer(replay, np.arange(n), y)
-    drops = np.array([reference - scorer(replay, np.arange(block * n, (block + 1) * n), y) for block, _, _ in shuffles]).reshape(repeats, len(groups))
-    table = pd.DataFrame({"feature": list(groups), "importance_mean": drops.mean(axis=0), "importance_std": drops.std(axis=0), "rows": n, "repeats": repeats})
+    drops = np.array(
+        [reference - scorer(replay, np.arange(block * n, (block + 1) * n), y) for block, _, _ in shuffles]
+    ).reshape(repeats, len(groups))
+    table = pd.DataFrame(
+        {
+            "feature": list(groups),
+            "importance_mean": drops.mean(axis=0),
+            "importance_std": drops.std(axis=0),
+            "rows": n,
+            "repeats": repeats,
+        }
+    )
     return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 
 
 def image_regions(height: int, width: int, grid: int = 4) -> dict[str, np.ndarray]:
     """A ``grid`` x ``grid`` partition of a flattened height x width image into named regions."""
     rows, cols = np.array_split(np.arange(height), grid), np.array_split(np.arange(width), grid)
-    return {f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}": (r[:, None] * width + c[None, :]).ravel() for r in rows for c in cols}
+    return {
+        f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}": (r[:, None] * width + c[None, :]).ravel()
+        for r in rows
+        for c in cols
+    }
 
 
 def importance_figure(table: pd.DataFrame, metric: str, title: str, top: int = 20):
@@ -161,7 +181,9 @@ class ShapValues:
 
     def mean_abs(self) -> pd.DataFrame:
         m = self.values.abs().mean()
-        return pd.DataFrame({"feature": m.index, "mean_abs_shap": m.to_numpy()}).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+        return pd.DataFrame({"feature": m.index, "mean_abs_shap": m.to_numpy()}).sort_values(
+            "mean_abs_shap", ascending=False, ignore_index=True
+        )
 
 
 def fitted_core(model):
@@ -198,7 +220,9 @@ def source_groups(features, columns: list[str], width: int) -> list[str] | None:
             out += cols * n
             continue
         steps = transformer.steps if isinstance(transformer, Pipeline) else [(name, transformer)]
-        encoder = next((s for _, s in steps if hasattr(s, "categories_") and getattr(s, "output", "") == "onehot"), None)
+        encoder = next(
+            (s for _, s in steps if hasattr(s, "categories_") and getattr(s, "output", "") == "onehot"), None
+        )
         imputer = next((s for _, s in steps if hasattr(s, "indicator_") and s.indicator_ is not None), None)
         if imputer is not None:
             return None  # missing-value indicator columns: their order is the imputer's, not told here
@@ -232,7 +256,9 @@ def shap_values(model, X: pd.DataFrame, background: pd.DataFrame, *, seed: int =
         if groups is not None:
             raw, base, output, method = _encoded(est, Z, Zb, groups, seed)
             summed = pd.DataFrame(raw, columns=groups).T.groupby(level=0, sort=False).sum().T
-            return ShapValues(summed.reindex(columns=columns, fill_value=0.0), base, output, method, X.reset_index(drop=True))
+            return ShapValues(
+                summed.reindex(columns=columns, fill_value=0.0), base, output, method, X.reset_index(drop=True)
+            )
     return _permutation_shap(model, X, background, seed)
 
 
@@ -259,8 +285,8 @@ def _encoded(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str, str]:
         weights = np.ones(len(est.estimators_)) if est.weights is None else np.asarray(est.weights, dtype=float)
         weights = weights / weights.sum()
         parts = [_in_probability(m, Z, Zb, groups, seed) for m in est.estimators_]
-        values = sum(w * v for w, (v, _, _) in zip(weights, parts))
-        base = float(sum(w * b for w, (_, b, _) in zip(weights, parts)))
+        values = sum(w * v for w, (v, _, _) in zip(weights, parts, strict=True))
+        base = float(sum(w * b for w, (_, b, _) in zip(weights, parts, strict=True)))
         return values, base, "probability", "vote of " + " + ".join(sorted({m for _, _, m in parts}))
     v, b, m = _in_probability(est, Z, Zb, groups, seed)  # forests (exact) and any other estimator
     return v, b, "probability", m
@@ -339,7 +365,13 @@ def _permutation_shap(model, X: pd.DataFrame, background: pd.DataFrame, seed: in
         return np.asarray(model.predict_proba(frame))[:, 1]
 
     values, base = _permute(f, len(background), len(X), len(columns), seed)
-    return ShapValues(pd.DataFrame(values, columns=[str(c) for c in columns]), base, "probability", "permutation", X.reset_index(drop=True))
+    return ShapValues(
+        pd.DataFrame(values, columns=[str(c) for c in columns]),
+        base,
+        "probability",
+        "permutation",
+        X.reset_index(drop=True),
+    )
 
 
 def shap_figure(sv: ShapValues, title: str, top: int = 20):
@@ -358,7 +390,13 @@ def shap_figure(sv: ShapValues, title: str, top: int = 20):
         xs.append(v)
         ys.append(i + rng.uniform(-0.25, 0.25, len(v)))
     high = np.concatenate(highs) if highs else np.zeros(0, bool)
-    ax.scatter(np.concatenate(xs) if xs else [], np.concatenate(ys) if ys else [], s=6, c=np.where(high, "#d1495b", "#4878a8"), alpha=0.6)
+    ax.scatter(
+        np.concatenate(xs) if xs else [],
+        np.concatenate(ys) if ys else [],
+        s=6,
+        c=np.where(high, "#d1495b", "#4878a8"),
+        alpha=0.6,
+    )
     ax.set_yticks(range(len(order)), order)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"SHAP value ({sv.output} of the positive class; red: a number above its median)")
@@ -383,7 +421,11 @@ def reason_codes(sv: ShapValues, k: int) -> pd.DataFrame:
                 names.append(None), shown.append(None), contrib.append(np.nan)
                 continue
             raw = sv.rows.iloc[r][cols[j]]
-            names.append(cols[j]), shown.append(None if _missing(raw) else str(raw)), contrib.append(round(float(values[r, j]), 6))
+            (
+                names.append(cols[j]),
+                shown.append(None if _missing(raw) else str(raw)),
+                contrib.append(round(float(values[r, j]), 6)),
+            )
         out[f"reason_{i + 1}"], out[f"reason_{i + 1}_value"], out[f"reason_{i + 1}_shap"] = names, shown, contrib
     return pd.DataFrame(out)
 
@@ -403,9 +445,11 @@ def slice_labels(values: pd.Series, bands: list[float] | None) -> pd.Series:
         return values.astype("object").where(values.notna(), "(missing)").astype(str)
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     edges = sorted(bands)
-    names = [f"<{edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">={edges[-1]:g}"]
+    names = [f"<{edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:], strict=False)] + [f">={edges[-1]:g}"]
     idx = np.searchsorted(edges, x, side="right")
-    return pd.Series([names[i] if not np.isnan(v) else "(missing)" for i, v in zip(idx, x)], index=values.index)
+    return pd.Series(
+        [names[i] if not np.isnan(v) else "(missing)" for i, v in zip(idx, x, strict=True)], index=values.index
+    )
 
 
 def slice_gaps(table: pd.DataFrame, metric: str, min_rows: dict[str, int]) -> dict[str, float]:

@@ -69,7 +69,9 @@ def targets(spec: PipelineSpec | None, settings: Settings) -> tuple[list[str], t
     events = tuple(e for e in re.split(r"[\s,]+", settings.notify_events or "") if e) or DEFAULT_EVENTS
     unknown = sorted(set(events) - set(EVENTS))
     if unknown:
-        log.warning("MODELMILL_NOTIFY_EVENTS names unknown events %s (known: %s)", ", ".join(unknown), ", ".join(EVENTS))
+        log.warning(
+            "MODELMILL_NOTIFY_EVENTS names unknown events %s (known: %s)", ", ".join(unknown), ", ".join(EVENTS)
+        )
     return urls, events
 
 
@@ -87,7 +89,13 @@ def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: 
         try:
             full = expand(url)
         except KeyError as e:
-            log.warning("%s: alert %s not sent to %s: environment variable %s is not set", alert.pipeline, alert.event, masked(url), e.args[0])
+            log.warning(
+                "%s: alert %s not sent to %s: environment variable %s is not set",
+                alert.pipeline,
+                alert.event,
+                masked(url),
+                e.args[0],
+            )
             continue
         notifier = apprise.Apprise()
         if not notifier.add(full):
@@ -105,7 +113,14 @@ def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: 
                 log.info("%s: alert %s sent to %s", alert.pipeline, alert.event, masked(url))
                 break
             if attempt == ATTEMPTS:
-                log.warning("%s: alert %s to %s failed %d times (%s); the run goes on", alert.pipeline, alert.event, masked(url), ATTEMPTS, why)
+                log.warning(
+                    "%s: alert %s to %s failed %d times (%s); the run goes on",
+                    alert.pipeline,
+                    alert.event,
+                    masked(url),
+                    ATTEMPTS,
+                    why,
+                )
             else:
                 time.sleep(pause * attempt)
     return delivered

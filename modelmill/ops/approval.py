@@ -11,15 +11,22 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from modelmill.errors import ModelIntegrityError, ModelmillError
-from modelmill.runtime.locks import file_lock, lock_dir
 from modelmill.config.spec import PipelineSpec
+from modelmill.errors import ModelIntegrityError, ModelmillError
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, SCORING_SUFFIX, SHADOW_TAG, ModelRef, Tracker
+from modelmill.runtime.locks import file_lock, lock_dir
 
 log = logging.getLogger("modelmill.ops.approval")
 
 #: version tags a champion move writes
-MOVE_TAGS = ("modelmill.move", "modelmill.moved_by", "modelmill.moved_at", "modelmill.move_reason", "modelmill.previous_champion", "modelmill.champion_since")
+MOVE_TAGS = (
+    "modelmill.move",
+    "modelmill.moved_by",
+    "modelmill.moved_at",
+    "modelmill.move_reason",
+    "modelmill.previous_champion",
+    "modelmill.champion_since",
+)
 
 
 class Refused(ModelmillError):
@@ -52,7 +59,9 @@ def shadow_batches(tracker: Tracker, spec: PipelineSpec, version: str) -> int:
     exp = tracker.experiment_id(spec, create=False, suffix=SCORING_SUFFIX)
     if exp is None:
         return 0
-    runs = tracker.client.search_runs([exp], filter_string=f"tags.`{SHADOW_TAG}` = '{version}' and attributes.status = 'FINISHED'", max_results=10_000)
+    runs = tracker.client.search_runs(
+        [exp], filter_string=f"tags.`{SHADOW_TAG}` = '{version}' and attributes.status = 'FINISHED'", max_results=10_000
+    )
     return len(runs)
 
 
@@ -66,30 +75,69 @@ def check_servable(tracker: Tracker, spec: PipelineSpec, version: str) -> None:
     run = tracker.run(mv.run_id) if mv.run_id else None
     owner = run.data.tags.get("modelmill.pipeline") if run else None
     if owner != spec.name:
-        raise Refused(f"{spec.registered_model_name} v{version} was trained by {owner or 'no modelmill run'}, not by pipeline {spec.name}")
+        raise Refused(
+            f"{spec.registered_model_name} v{version} was trained by {owner or 'no modelmill run'}, not by pipeline {spec.name}"
+        )
     if run.data.tags.get("modelmill.validation") == "rejected" or run.info.status != "FINISHED":
-        raise Refused(f"{spec.name} v{version} comes from a run that was {'rejected by the gate' if run.data.tags.get('modelmill.validation') == 'rejected' else run.info.status.lower()}: not servable")
+        raise Refused(
+            f"{spec.name} v{version} comes from a run that was {'rejected by the gate' if run.data.tags.get('modelmill.validation') == 'rejected' else run.info.status.lower()}: not servable"
+        )
     try:
         tracker.verify_model(ModelRef(mv.name, str(mv.version), mv.run_id, f"models:/{mv.name}/{mv.version}"))
     except ModelIntegrityError as e:
         raise Refused(str(e)) from e
 
 
-def _move(tracker: Tracker, spec: PipelineSpec, action: str, version: str, previous: str | None, reason: str, user: str, now: datetime) -> Move:
+def _move(
+    tracker: Tracker,
+    spec: PipelineSpec,
+    action: str,
+    version: str,
+    previous: str | None,
+    reason: str,
+    user: str,
+    now: datetime,
+) -> Move:
     at = now.astimezone(UTC).isoformat(timespec="seconds")
     tracker.set_alias(spec, CHAMPION, version)
-    tracker.set_version_tags(spec, version, dict(zip(MOVE_TAGS, (action, user, at, reason, previous or "none", at), strict=True)))
+    tracker.set_version_tags(
+        spec, version, dict(zip(MOVE_TAGS, (action, user, at, reason, previous or "none", at), strict=True))
+    )
     for alias in (CANDIDATE, CHALLENGER):
         ref = tracker.alias(spec, alias)
         if ref is not None and ref.version == version:
             tracker.delete_alias(spec, alias)
-    row = {"action": action, "version": version, "previous_champion": previous or "none", "user": user, "reason": reason, "at": at}
+    row = {
+        "action": action,
+        "version": version,
+        "previous_champion": previous or "none",
+        "user": user,
+        "reason": reason,
+        "at": at,
+    }
     audit = tracker.log_audit(spec, row)
-    log.info("%s: %s v%s by %s (%s); champion was %s", spec.name, action, version, user, reason, f"v{previous}" if previous else "none")
+    log.info(
+        "%s: %s v%s by %s (%s); champion was %s",
+        spec.name,
+        action,
+        version,
+        user,
+        reason,
+        f"v{previous}" if previous else "none",
+    )
     return Move(spec.name, action, version, previous, user, reason, at, audit)
 
 
-def approve(tracker: Tracker, spec: PipelineSpec, home, version: str | None, reason: str, *, user: str | None = None, now: datetime | None = None) -> Move:
+def approve(
+    tracker: Tracker,
+    spec: PipelineSpec,
+    home,
+    version: str | None,
+    reason: str,
+    *,
+    user: str | None = None,
+    now: datetime | None = None,
+) -> Move:
     """``champion`` moves to ``version`` (default: the ``candidate`` alias)."""
     if not reason.strip():
         raise Refused("give a --reason: every champion move records why")
@@ -106,11 +154,31 @@ def approve(tracker: Tracker, spec: PipelineSpec, home, version: str | None, rea
         check_servable(tracker, spec, version)
         needed = spec.promotion.require_shadow
         if needed and (done := shadow_batches(tracker, spec, version)) < needed:
-            raise Refused(f"{spec.name} v{version} has shadowed {done} scoring batch(es); promotion.require_shadow asks for {needed} (`modelmill score {spec.name} --shadow`)")
-        return _move(tracker, spec, "approve", version, champion.version if champion else None, reason, user or current_user(), now or datetime.now(UTC))
+            raise Refused(
+                f"{spec.name} v{version} has shadowed {done} scoring batch(es); promotion.require_shadow asks for {needed} (`modelmill score {spec.name} --shadow`)"
+            )
+        return _move(
+            tracker,
+            spec,
+            "approve",
+            version,
+            champion.version if champion else None,
+            reason,
+            user or current_user(),
+            now or datetime.now(UTC),
+        )
 
 
-def rollback(tracker: Tracker, spec: PipelineSpec, home, to: str | None, reason: str, *, user: str | None = None, now: datetime | None = None) -> Move:
+def rollback(
+    tracker: Tracker,
+    spec: PipelineSpec,
+    home,
+    to: str | None,
+    reason: str,
+    *,
+    user: str | None = None,
+    now: datetime | None = None,
+) -> Move:
     """``champion`` moves back to ``to`` (default: the champion before the current one)."""
     if not reason.strip():
         raise Refused("give a --reason: every champion move records why")
@@ -127,4 +195,6 @@ def rollback(tracker: Tracker, spec: PipelineSpec, home, to: str | None, reason:
         if to == champion.version:
             raise Refused(f"{spec.name} v{to} is already the champion")
         check_servable(tracker, spec, to)
-        return _move(tracker, spec, "rollback", to, champion.version, reason, user or current_user(), now or datetime.now(UTC))
+        return _move(
+            tracker, spec, "rollback", to, champion.version, reason, user or current_user(), now or datetime.now(UTC)
+        )

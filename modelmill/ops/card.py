@@ -53,7 +53,11 @@ def _table(frame: pd.DataFrame) -> list[str]:
     cols = list(frame.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in frame.iterrows():
-        out.append("| " + " | ".join(_num(r[c]) if isinstance(r[c], float) else str(r[c]).replace("|", "/") for c in cols) + " |")
+        out.append(
+            "| "
+            + " | ".join(_num(r[c]) if isinstance(r[c], float) else str(r[c]).replace("|", "/") for c in cols)
+            + " |"
+        )
     return out
 
 
@@ -71,18 +75,33 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
         f"- Source: {f.data_source}",
         f"- Licence: {f.licence}",
         f"- Snapshot: {f.rows} rows, sha256 `{f.digest}`" + (f", period {f.period}" if f.period else ""),
-        "- Split: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.split.items() if not isinstance(v, list | dict)),
+        "- Split: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.split.items() if not isinstance(v, list | dict)),
         f"- Validation gate: {f.gate}",
         "",
         "## Model",
         f"- Chosen candidate: `{f.candidate}` among {', '.join(c.name for c in spec.candidates)} (selected on the training rows only)",
-        "- Hyperparameters: " + (", ".join(f"`{k}={v}`" for k, v in f.hyperparams.items()) or "the estimator's defaults"),
+        "- Hyperparameters: "
+        + (", ".join(f"`{k}={v}`" for k, v in f.hyperparams.items()) or "the estimator's defaults"),
     ]
     if f.calibration:
         lines.append("- Calibration: " + ", ".join(f"{k} {v}" for k, v in f.calibration.items()))
-    lines += ["", "## Test figures", f"Primary metric `{key}` ({f.direction}): **{_num(m.get(key))}** against the baseline `{spec.baseline.name}`'s {_num(m.get('baseline_' + key))}.", ""]
+    lines += [
+        "",
+        "## Test figures",
+        f"Primary metric `{key}` ({f.direction}): **{_num(m.get(key))}** against the baseline `{spec.baseline.name}`'s {_num(m.get('baseline_' + key))}.",
+        "",
+    ]
     shown = [k for k in m if not k.startswith("baseline_") and k != "lift_over_baseline" and "." not in k][:14]
-    lines += _table(pd.DataFrame({"metric": shown, "model": [m[k] for k in shown], "baseline": [m.get("baseline_" + k, float("nan")) for k in shown]}))
+    lines += _table(
+        pd.DataFrame(
+            {
+                "metric": shown,
+                "model": [m[k] for k in shown],
+                "baseline": [m.get("baseline_" + k, float("nan")) for k in shown],
+            }
+        )
+    )
     lines += ["", f"Published reference: {spec.reference or 'none given'}.", ""]
     if f.slices is not None and len(f.slices):
         lines += ["## Slices", f"Test figures per group (slices with fewer than their `min_rows` test rows are shown, not judged). Largest gap of `{key}`: "
@@ -90,7 +109,11 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
                   + (f"; promotion refuses a gap over {spec.promotion.max_slice_gap}." if spec.promotion.max_slice_gap else "; no limit set (promotion.max_slice_gap)."), ""]  # fmt: skip
         lines += _table(f.slices) + [""]
     if f.importance is not None:
-        lines += ["## What drives it", "Permutation importance on the test split (drop in the test metric when a source column is shuffled), top 10:", ""]
+        lines += [
+            "## What drives it",
+            "Permutation importance on the test split (drop in the test metric when a source column is shuffled), top 10:",
+            "",
+        ]
         lines += _table(f.importance.head(10)[["feature", "importance_mean", "importance_std"]]) + [""]
     if f.shap_importance is not None:
         lines += [f"Mean |SHAP value| per source column ({f.shap_method} explainer), top 10:", ""]
@@ -99,13 +122,19 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
     if f.slices is not None and len(f.slices):
         few = f.slices[f.slices["rows"] < f.slices["column"].map({s.column: s.min_rows for s in spec.slices}).fillna(0)]
         if len(few):
-            limits.append(f"{len(few)} slice(s) have too few test rows to judge: " + ", ".join(f"{r.column}={r.slice} ({r.rows})" for r in few.itertuples()))
-    limits.append("Validated only on data like the snapshot above; rows outside the suite's rules are set aside when scoring, not scored.")
+            limits.append(
+                f"{len(few)} slice(s) have too few test rows to judge: "
+                + ", ".join(f"{r.column}={r.slice} ({r.rows})" for r in few.itertuples())
+            )
+    limits.append(
+        "Validated only on data like the snapshot above; rows outside the suite's rules are set aside when scoring, not scored."
+    )
     lines += ["## Known limits", *[f"- {w}" for w in limits], ""]
     lines += [
         "## How to use it",
         "```bash",
-        f"modelmill score {spec.name} --input batch.csv --output scores.parquet" + (" --reasons 3" if spec.problem == "tabular_classification" else ""),
+        f"modelmill score {spec.name} --input batch.csv --output scores.parquet"
+        + (" --reasons 3" if spec.problem == "tabular_classification" else ""),
         "```",
         "```python",
         "import mlflow",

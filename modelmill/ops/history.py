@@ -8,7 +8,19 @@ from modelmill.errors import ModelmillError
 from modelmill.learn.evaluation import figure
 from modelmill.registry.runview import primary_keys
 
-COLUMNS = ["date", "run_id", "status", "as_of", "data_digest", "best_model", "metric", "version", "champion", "decision", "drift_psi_max"]
+COLUMNS = [
+    "date",
+    "run_id",
+    "status",
+    "as_of",
+    "data_digest",
+    "best_model",
+    "metric",
+    "version",
+    "champion",
+    "decision",
+    "drift_psi_max",
+]
 
 
 def _col(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
@@ -20,7 +32,9 @@ def history_frame(runs: pd.DataFrame, champion_version: str | None, metric: str)
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     version = _col(runs, "tags.modelmill.model_version").fillna("")
-    decision = _col(runs, "tags.modelmill.decision").fillna(_col(runs, "tags.modelmill.status").fillna(runs["status"].str.lower()))
+    decision = _col(runs, "tags.modelmill.decision").fillna(
+        _col(runs, "tags.modelmill.status").fillna(runs["status"].str.lower())
+    )
     out = pd.DataFrame({
         "date": pd.to_datetime(runs["start_time"]).dt.tz_localize(None).dt.strftime("%Y-%m-%d %H:%M"),
         "run_id": runs["run_id"].str[:8],
@@ -45,14 +59,31 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
     x = list(range(len(frame)))
     labels = [a if a != "latest" else d for a, d in zip(frame["as_of"], frame["date"], strict=True)]
     trained = frame["metric"].notna()
-    ax.plot([i for i, t in zip(x, trained, strict=True) if t], frame.loc[trained, "metric"], marker="o", lw=1, label=metric)
+    ax.plot(
+        [i for i, t in zip(x, trained, strict=True) if t], frame.loc[trained, "metric"], marker="o", lw=1, label=metric
+    )
     champ = frame["champion"]
     if champ.any():
-        ax.scatter([i for i, c in zip(x, champ, strict=True) if c], frame.loc[champ, "metric"], marker="*", s=220, c="gold", edgecolors="k", zorder=3, label="current champion")
+        ax.scatter(
+            [i for i, c in zip(x, champ, strict=True) if c],
+            frame.loc[champ, "metric"],
+            marker="*",
+            s=220,
+            c="gold",
+            edgecolors="k",
+            zorder=3,
+            label="current champion",
+        )
     failed = ~trained & (frame["status"] != "FINISHED")  # a skipped (unchanged) run trained nothing and failed nothing
     if failed.any():
         lo = frame["metric"].min() if trained.any() else 0
-        ax.scatter([i for i, f in zip(x, failed, strict=True) if f], [lo] * int(failed.sum()), marker="x", c="red", label="rejected / failed")
+        ax.scatter(
+            [i for i, f in zip(x, failed, strict=True) if f],
+            [lo] * int(failed.sum()),
+            marker="x",
+            c="red",
+            label="rejected / failed",
+        )
     ax.set_title(f"{pipeline}: test {metric} per run")
     ax.legend(fontsize=8)
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)

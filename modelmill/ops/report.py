@@ -11,7 +11,9 @@ from modelmill.registry.runview import headline_text
 
 
 def _headline(s: dict) -> str:
-    return headline_text(s.get("metric") or "", s.get("direction") or "maximize", s.get("value"), s.get("baseline"), s.get("headline"))
+    return headline_text(
+        s.get("metric") or "", s.get("direction") or "maximize", s.get("value"), s.get("baseline"), s.get("headline")
+    )
 
 
 def _last_column(s: dict) -> str:
@@ -35,7 +37,14 @@ def summary_markdown(s: dict) -> str:
         lines += [f"\n**Warning:** {w}." for w in s.get("warnings") or []]
     else:
         lines += [f"**Error:** {s.get('error')}"]
-    lines += ["", f"Champion: version {s.get('champion_version') or 'none'}", "", f"MLflow run: `{s.get('run_id')}`", "", f"Where: {s.get('where')}"]
+    lines += [
+        "",
+        f"Champion: version {s.get('champion_version') or 'none'}",
+        "",
+        f"MLflow run: `{s.get('run_id')}`",
+        "",
+        f"Where: {s.get('where')}",
+    ]
     return "\n".join(lines)
 
 
@@ -45,12 +54,20 @@ def summary_table(summaries: list[dict]) -> str:
     rows = []
     for s in summaries:
         trained = s.get("status") == "trained"
-        decision = ("champion" if s.get("promoted") else "challenger") if trained else ("skipped" if s.get("status") == "skipped" else "")
-        rows.append((s.get("pipeline") or "", s.get("status") or "", s.get("version") or "—", decision, _last_column(s)))
+        decision = (
+            ("champion" if s.get("promoted") else "challenger")
+            if trained
+            else ("skipped" if s.get("status") == "skipped" else "")
+        )
+        rows.append(
+            (s.get("pipeline") or "", s.get("status") or "", s.get("version") or "—", decision, _last_column(s))
+        )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
     out = []
     for r in [head, *rows]:
-        out.append(("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])).rstrip())
+        out.append(
+            ("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1])).rstrip()
+        )
         if r is head:
             out.append("  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))
     return "\n".join(out)

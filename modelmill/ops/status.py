@@ -62,10 +62,14 @@ def _result(row) -> str:
     tag = row.get("tags.modelmill.status")
     if isinstance(tag, str) and tag:
         return tag
-    return {"FINISHED": "trained", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}.get(row["status"], str(row["status"]).lower())
+    return {"FINISHED": "trained", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}.get(
+        row["status"], str(row["status"]).lower()
+    )
 
 
-def pipeline_status(tracker: Tracker, spec: PipelineSpec, now: datetime, next_runs: dict[str, datetime] | None = None) -> PipelineStatus:
+def pipeline_status(
+    tracker: Tracker, spec: PipelineSpec, now: datetime, next_runs: dict[str, datetime] | None = None
+) -> PipelineStatus:
     """The status of one pipeline at ``now`` (timezone-aware)."""
     runs = tracker.runs(spec)
     limit = stale_after(spec, now)
@@ -96,7 +100,11 @@ def pipeline_status(tracker: Tracker, spec: PipelineSpec, now: datetime, next_ru
     if state == "failing" and stale:
         state = "failing, stale"
     served = (next_runs or {}).get(spec.name)
-    upcoming, source = (served, "prefect") if served is not None else (fire_times(spec.schedule.cron, spec.schedule.timezone, now, 1)[0], "cron")
+    upcoming, source = (
+        (served, "prefect")
+        if served is not None
+        else (fire_times(spec.schedule.cron, spec.schedule.timezone, now, 1)[0], "cron")
+    )
     cause = last.get("tags.modelmill.error") if last is not None and result in BAD else None
     return PipelineStatus(
         pipeline=spec.name, state=state, last_run=_iso(last["start_time"]) if last is not None else None, last_result=result,
@@ -120,7 +128,9 @@ def table(rows: list[PipelineStatus]) -> str:
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]
+    )
 
 
 def stale_alerts(tracker: Tracker, specs: list[PipelineSpec], settings, now: datetime) -> list[str]:

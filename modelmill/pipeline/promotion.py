@@ -31,16 +31,36 @@ def gain(new_score: float, old_score: float, direction: str) -> float:
     return new_score - old_score if direction == "maximize" else old_score - new_score
 
 
-def decide(new_score: float, champion_score: float | None, champion_version: str | None, *, direction: str, margin: float) -> Decision:
+def decide(
+    new_score: float, champion_score: float | None, champion_version: str | None, *, direction: str, margin: float
+) -> Decision:
     """The new model takes ``champion`` only if it beats the champion by ``margin`` (or there is none)."""
     if champion_version is None:
         return Decision(True, "no champion yet", new_score, None, None)
     if champion_score is None or not math.isfinite(champion_score):
-        return Decision(False, f"champion v{champion_version} could not be scored on this snapshot; kept", new_score, None, champion_version)
+        return Decision(
+            False,
+            f"champion v{champion_version} could not be scored on this snapshot; kept",
+            new_score,
+            None,
+            champion_version,
+        )
     g = gain(new_score, champion_score, direction)
     if g > margin:
-        return Decision(True, f"beats champion v{champion_version} by {g:.4f} > margin {margin}", new_score, champion_score, champion_version)
-    return Decision(False, f"does not beat champion v{champion_version} by more than {margin} (gain {g:+.4f})", new_score, champion_score, champion_version)
+        return Decision(
+            True,
+            f"beats champion v{champion_version} by {g:.4f} > margin {margin}",
+            new_score,
+            champion_score,
+            champion_version,
+        )
+    return Decision(
+        False,
+        f"does not beat champion v{champion_version} by more than {margin} (gain {g:+.4f})",
+        new_score,
+        champion_score,
+        champion_version,
+    )
 
 
 def metric_drop(decision: Decision, *, direction: str, limit: float | None) -> float | None:
@@ -65,7 +85,9 @@ def slice_gap_policy(decision: Decision, gaps: dict[str, float], *, limit: float
     if not decision.promote or widest is None:
         return decision
     column, g = widest
-    return decision.refused(f", but its test {metric} differs by {g:.4f} between slices of {column}, over promotion.max_slice_gap {limit}")
+    return decision.refused(
+        f", but its test {metric} differs by {g:.4f} between slices of {column}, over promotion.max_slice_gap {limit}"
+    )
 
 
 def run_switch_policy(decision: Decision, *, promote: bool) -> Decision:
@@ -80,7 +102,9 @@ def manual_policy(decision: Decision, *, mode: str) -> Decision:
     return decision.refused("; awaits approval (promotion.mode: manual)", awaiting=True)
 
 
-def judge(decision: Decision, *, gaps: dict[str, float], max_slice_gap: float | None, metric: str, promote: bool, mode: str) -> Decision:
+def judge(
+    decision: Decision, *, gaps: dict[str, float], max_slice_gap: float | None, metric: str, promote: bool, mode: str
+) -> Decision:
     """The decision after every policy, in order: slice gaps, the run's switch, manual mode."""
     decision = slice_gap_policy(decision, gaps, limit=max_slice_gap, metric=metric)
     decision = run_switch_policy(decision, promote=promote)

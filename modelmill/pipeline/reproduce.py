@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from modelmill.errors import ModelmillError, SpecError
 from modelmill.config.settings import Settings
+from modelmill.errors import ModelmillError, SpecError
 
 log = logging.getLogger("modelmill.pipeline.reproduce")
 
@@ -42,12 +42,12 @@ class Reproduction:
 def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     import yaml
 
-    from modelmill.pipeline import stages
+    from modelmill.config.spec import PipelineSpec, load_spec
     from modelmill.data.digests import sha256_file
     from modelmill.data.ingest import Snapshot
-    from modelmill.learn.kinds.neural import network
     from modelmill.data.objectstore import local_snapshot
-    from modelmill.config.spec import PipelineSpec, load_spec
+    from modelmill.learn.kinds.neural import network
+    from modelmill.pipeline import stages
     from modelmill.registry.tracking import Tracker
 
     spec = load_spec(name, settings)
@@ -63,13 +63,21 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
         recorded_suite = tracker.run_artifact(mv.run_id, "spec/suite.json", tmp)
         parts_file = tracker.run_artifact(mv.run_id, "data/fingerprint.json", tmp)
         if recorded_spec is None or recorded_suite is None or parts_file is None:
-            out.inputs.append("the run recorded no spec, suite or fingerprint (spec/spec.json, spec/suite.json, data/fingerprint.json): it cannot be rebuilt")
+            out.inputs.append(
+                "the run recorded no spec, suite or fingerprint (spec/spec.json, spec/suite.json, data/fingerprint.json): it cannot be rebuilt"
+            )
             return out
         then = json.loads(parts_file.read_text())
         now = stages.code_parts()
         for key, value in now.items():
             if str(then.get(key)) != str(value):
-                what = "modelmill's code (git commit)" if key == "git" else f"library {key}" if key != "modelmill" else "modelmill's version"
+                what = (
+                    "modelmill's code (git commit)"
+                    if key == "git"
+                    else f"library {key}"
+                    if key != "modelmill"
+                    else "modelmill's version"
+                )
                 out.inputs.append(f"{what}: {then.get(key)} then, {value} now")
         recorded = tags.get("modelmill.snapshot", "")
         try:
@@ -82,7 +90,10 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
             return out
         found = sha256_file(snapshot)
         if found != tags.get("modelmill.data_digest"):
-            out.inputs.insert(0, f"the snapshot changed: {snapshot} has sha256 {found[:12]}…, the run recorded {tags.get('modelmill.data_digest', '?')[:12]}…")
+            out.inputs.insert(
+                0,
+                f"the snapshot changed: {snapshot} has sha256 {found[:12]}…, the run recorded {tags.get('modelmill.data_digest', '?')[:12]}…",
+            )
             return out
         # the recorded spec and suite, laid out as a project of their own in the scratch folder
         raw = json.loads(recorded_spec.read_text())
@@ -96,9 +107,19 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
         scratch = Settings(home=root / "home", pipelines_dir=root / "pipelines", expectations_dir=root / "expectations")
         rebuilt_spec: PipelineSpec = load_spec(spec.name, scratch)
         meta = json.loads(snapshot.with_suffix(".json").read_text()) if snapshot.with_suffix(".json").is_file() else {}
-        snap = Snapshot(spec.name, snapshot, found, int(meta.get("rows", params.get("data.rows", 0))), list(meta.get("columns", [])), [], tags.get("modelmill.as_of") if tags.get("modelmill.as_of") != "latest" else None)
+        snap = Snapshot(
+            spec.name,
+            snapshot,
+            found,
+            int(meta.get("rows", params.get("data.rows", 0))),
+            list(meta.get("columns", [])),
+            [],
+            tags.get("modelmill.as_of") if tags.get("modelmill.as_of") != "latest" else None,
+        )
         before = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch.home_dir / 'mlflow.db'}"  # not the project's store, whatever the environment says
+        os.environ["MLFLOW_TRACKING_URI"] = (
+            f"sqlite:///{scratch.home_dir / 'mlflow.db'}"  # not the project's store, whatever the environment says
+        )
         try:
             h = stages.start(rebuilt_spec, scratch, as_of=snap.as_of, promote=False, trigger="reproduce", force=True)
             log.info("%s v%s: rebuilding from snapshot %s in a scratch store", spec.name, version, found[:12])
@@ -119,10 +140,14 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
         recorded = metrics.get(f"test/{key}")
         if recorded is None:
             continue
-        rows.append({"metric": key, "recorded": recorded, "rebuilt": float(value), "difference": float(value) - recorded})
+        rows.append(
+            {"metric": key, "recorded": recorded, "rebuilt": float(value), "difference": float(value) - recorded}
+        )
     out.table = pd.DataFrame(rows)
     worst = out.table["difference"].abs().max() if len(out.table) else 0.0
-    same_choice = out.selection[0] == out.selection[1] and all(params.get(f"model.{k}") == str(v) for k, v in trained.hyperparams.items())
+    same_choice = out.selection[0] == out.selection[1] and all(
+        params.get(f"model.{k}") == str(v) for k, v in trained.hyperparams.items()
+    )
     if same_choice and worst == 0:
         out.status = "identical"
     elif same_choice and worst <= out.tolerance:
@@ -130,5 +155,7 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     else:
         out.status = "different"
         if not out.inputs:
-            out.inputs.append("no recorded input differs (same snapshot, spec, suite, code and libraries): the training itself is not deterministic here")
+            out.inputs.append(
+                "no recorded input differs (same snapshot, spec, suite, code and libraries): the training itself is not deterministic here"
+            )
     return out

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modelmill.quality.drift import drift, drift_metrics, psi_numeric
-from modelmill.errors import SpecError
-from modelmill.data.objectstore import local_snapshot
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.data.objectstore import local_snapshot
+from modelmill.errors import SpecError
 from modelmill.ops import alerts
+from modelmill.quality.drift import drift, drift_metrics, psi_numeric
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, SHADOW_TAG, Tracker
 
 log = logging.getLogger("modelmill.score")
@@ -61,7 +61,9 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
     cols = spec.features.columns()
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise SpecError(f"pipeline {spec.name}: the input has no column {', '.join(missing)} (the champion needs {', '.join(cols)})")
+        raise SpecError(
+            f"pipeline {spec.name}: the input has no column {', '.join(missing)} (the champion needs {', '.join(cols)})"
+        )
     reason = pd.Series("", index=df.index, dtype="object")
     counts: dict[str, int] = {}
 
@@ -77,7 +79,11 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
         typed[c] = typed[c].map(lambda v: None if v is None else len(v))
     for c in spec.features.numeric:
         typed[c] = pd.to_numeric(df[c], errors="coerce")  # the suite sees numbers where numbers are declared
-    rules = [e for e in load_suite_dict(spec.suite_path(settings))["expectations"] if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols]
+    rules = [
+        e
+        for e in load_suite_dict(spec.suite_path(settings))["expectations"]
+        if e["type"].startswith("expect_column_values_to") and e.get("kwargs", {}).get("column") in cols
+    ]
     tolerated = imputed_nulls_tolerated(spec, rules, len(df))
     for label, index in rows_failing(typed, rules):
         if label in tolerated and len(index) <= tolerated[label]:
@@ -96,7 +102,11 @@ def imputed_nulls_tolerated(spec: PipelineSpec, rules: list[dict], rows: int) ->
     out = {}
     for e in rules:
         kw = e.get("kwargs", {})
-        if e["type"] == "expect_column_values_to_not_be_null" and kw.get("column") in imputed and kw.get("mostly", 1) < 1:
+        if (
+            e["type"] == "expect_column_values_to_not_be_null"
+            and kw.get("column") in imputed
+            and kw.get("mostly", 1) < 1
+        ):
             out[f"{e['type']}({kw['column']})"] = int(np.floor((1 - float(kw["mostly"])) * rows + 1e-9))
     return out
 
@@ -107,7 +117,9 @@ def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> Non
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp")
     pq.write_table(table, tmp)
@@ -127,10 +139,14 @@ def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
 def scoring_read_options(spec: PipelineSpec, source):
     """The spec's reader options where the batch has the training file's format; a batch in
     another format (a Parquet batch of a CSV-trained pipeline) is read with that format's own."""
-    from modelmill.data.readers import table_format
     from modelmill.config.spec import ReadOptions
+    from modelmill.data.readers import table_format
 
-    trained = table_format(Path(spec.source.path or spec.source.url or "data.csv"), spec.source.format) if spec.source.dataset is None else "csv"
+    trained = (
+        table_format(Path(spec.source.path or spec.source.url or "data.csv"), spec.source.format)
+        if spec.source.dataset is None
+        else "csv"
+    )
     batch = table_format(source.path, None)
     if batch == trained:
         return spec.source.read_options
@@ -144,9 +160,8 @@ def image_input(location: str, settings: Settings, *, base: Path, expected_sha25
     files' names and checksums."""
     import hashlib
 
-    from modelmill.data.fetch import LocalFile, fetch_user_file, locate_user_file
-
     from modelmill.data.digests import sha256_file
+    from modelmill.data.fetch import LocalFile, fetch_user_file, locate_user_file
     from modelmill.data.imagefiles import image_files
 
     path = Path(location).expanduser()
@@ -162,8 +177,8 @@ def read_image_batch(spec: PipelineSpec, settings: Settings, source) -> pd.DataF
     image paths are relative to it, and confined like any source."""
     from modelmill.data.fetch import locate_user_file
     from modelmill.data.imagefiles import image_files, read_image_folder, read_image_table, read_npz
-    from modelmill.learn.kinds import get_kind
     from modelmill.data.readers import read_table, table_format
+    from modelmill.learn.kinds import get_kind
 
     opts = get_kind(spec.problem).options(spec)
     size = (opts.height, opts.width)
@@ -173,12 +188,23 @@ def read_image_batch(spec: PipelineSpec, settings: Settings, source) -> pd.DataF
     if how == "npz":
         return read_npz(source.path, source.name, size)
     table = read_table(source, None, scoring_read_options(spec, source))
-    column = spec.source.images.paths_column if spec.source.images is not None and spec.source.images.paths_column else "file"
+    column = (
+        spec.source.images.paths_column
+        if spec.source.images is not None and spec.source.images.paths_column
+        else "file"
+    )
     if column not in table.columns:
-        raise SpecError(f"pipeline {spec.name}: a CSV batch of images names each image's file in column {column!r}, which {source.name} lacks")
+        raise SpecError(
+            f"pipeline {spec.name}: a CSV batch of images names each image's file in column {column!r}, which {source.name} lacks"
+        )
     if (missing := table[column].isna()).any():
-        raise SpecError(f"pipeline {spec.name}: {int(missing.sum())} rows of {source.name} name no image in column {column!r}")
-    paths = {str(v): locate_user_file(str(v), settings, base=source.path.parent) for v in dict.fromkeys(table[column].astype(str))}
+        raise SpecError(
+            f"pipeline {spec.name}: {int(missing.sum())} rows of {source.name} name no image in column {column!r}"
+        )
+    paths = {
+        str(v): locate_user_file(str(v), settings, base=source.path.parent)
+        for v in dict.fromkeys(table[column].astype(str))
+    }
     return read_image_table(table, column, paths, size)
 
 
@@ -191,7 +217,16 @@ def shadow_ref(tracker: Tracker, spec: PipelineSpec):
     return None
 
 
-def score(spec: PipelineSpec, settings: Settings, input_location: str, output: str, *, base: Path | None = None, shadow: bool = False, reasons: int = 0) -> ScoreResult:
+def score(
+    spec: PipelineSpec,
+    settings: Settings,
+    input_location: str,
+    output: str,
+    *,
+    base: Path | None = None,
+    shadow: bool = False,
+    reasons: int = 0,
+) -> ScoreResult:
     """Score one batch file with the champion; see the module docstring. With ``shadow`` (or the
     spec's ``scoring.shadow``), the candidate (else the challenger) scores it too: the output
     keeps the champion's predictions, the run logs how the two agree. ``reasons`` > 0 (tabular
@@ -201,7 +236,9 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
     from modelmill.data.readers import read_table
 
     if spec.problem not in SCORABLE:
-        raise SpecError(f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}")
+        raise SpecError(
+            f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}"
+        )
     if reasons and spec.problem != "tabular_classification":
         raise SpecError(f"pipeline {spec.name}: --reasons explains tabular classification scores, not {spec.problem}")
     if not 0 <= reasons <= 50:
@@ -217,12 +254,24 @@ def score(spec: PipelineSpec, settings: Settings, input_location: str, output: s
     if shadow or (spec.scoring is not None and spec.scoring.shadow):
         shadowing = shadow_ref(tracker, spec)
         if shadowing is None:
-            log.warning("%s: no candidate or challenger to shadow the champion; scoring with the champion alone", spec.name)
-    source = (image_input if spec.problem == "image_classification" else fetch_user_file)(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
-    tags = {"modelmill.pipeline": spec.name, "modelmill.model_version": champion.version, "modelmill.input_sha256": source.sha256}
+            log.warning(
+                "%s: no candidate or challenger to shadow the champion; scoring with the champion alone", spec.name
+            )
+    source = (image_input if spec.problem == "image_classification" else fetch_user_file)(
+        input_location, settings, base=base or Path.cwd(), expected_sha256=None
+    )
+    tags = {
+        "modelmill.pipeline": spec.name,
+        "modelmill.model_version": champion.version,
+        "modelmill.input_sha256": source.sha256,
+    }
     if shadowing is not None:
         tags[SHADOW_TAG] = shadowing.version
-    run_id = tracker.start_scoring_run(spec, f"score · v{champion.version}{f' (shadow v{shadowing.version})' if shadowing else ''} · {source.name}", tags)
+    run_id = tracker.start_scoring_run(
+        spec,
+        f"score · v{champion.version}{f' (shadow v{shadowing.version})' if shadowing else ''} · {source.name}",
+        tags,
+    )
     try:
         if spec.problem == "recommendation":
             result = _score_recommendations(spec, tracker, champion, source, out_path, run_id, read_table)
@@ -248,33 +297,63 @@ def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, r
     pred = model.predict(X)
     scores = _positive_scores(model, X)[0]
     agreement = float(np.mean(np.asarray(pred) == np.asarray(champion_pred))) if len(pred) else float("nan")
-    corr = float(np.corrcoef(scores, champion_scores)[0, 1]) if len(scores) > 1 and np.std(scores) > 0 and np.std(champion_scores) > 0 else float("nan")
+    corr = (
+        float(np.corrcoef(scores, champion_scores)[0, 1])
+        if len(scores) > 1 and np.std(scores) > 0 and np.std(champion_scores) > 0
+        else float("nan")
+    )
     out = {"version": shadowing.version, "agreement": agreement, "score_correlation": corr, "score_psi": float("nan")}
-    reference = local_snapshot(tracker.run(shadowing.run_id).data.tags.get("modelmill.snapshot", ""), tracker.settings) if shadowing.run_id else None
+    reference = (
+        local_snapshot(tracker.run(shadowing.run_id).data.tags.get("modelmill.snapshot", ""), tracker.settings)
+        if shadowing.run_id
+        else None
+    )
     if reference is not None and len(scores):
         ref_scores = _positive_scores(model, kind.model_input(spec, pd.read_parquet(reference)))[0]
         out["score_psi"] = float(psi_numeric(pd.Series(ref_scores), pd.Series(scores)))
     tracker.log_metrics(run_id, {f"shadow/{k}": v for k, v in out.items() if k != "version" and v == v})
     tracker.log_params(run_id, {"shadow_version": shadowing.version, "shadow_run": shadowing.run_id})
-    log.info("%s: shadow v%s agrees with champion on %.1f%% of %d rows (score correlation %.3f)", spec.name, shadowing.version, 100 * agreement, len(pred), corr)
+    log.info(
+        "%s: shadow v%s agrees with champion on %.1f%% of %d rows (score correlation %.3f)",
+        spec.name,
+        shadowing.version,
+        100 * agreement,
+        len(pred),
+        corr,
+    )
     return out
 
 
-def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None, reasons: int = 0) -> ScoreResult:
+def _score(
+    spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table, shadowing=None, reasons: int = 0
+) -> ScoreResult:
     t0 = time.time()
     from modelmill.learn.kinds import get_kind
     from modelmill.quality.validate import is_array_column
 
     kind = get_kind(spec.problem)
     model = tracker.load_model(champion)
-    raw = read_image_batch(spec, settings, source) if spec.problem == "image_classification" else read_table(source, None, scoring_read_options(spec, source))
-    reference = local_snapshot(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), settings) if champion.run_id else None
+    raw = (
+        read_image_batch(spec, settings, source)
+        if spec.problem == "image_classification"
+        else read_table(source, None, scoring_read_options(spec, source))
+    )
+    reference = (
+        local_snapshot(tracker.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), settings)
+        if champion.run_id
+        else None
+    )
     ref = pd.read_parquet(reference) if reference is not None else None
     reason, counts = bad_rows(spec, raw, settings)
     ok = reason == ""
     good = raw[ok]
     X = kind.model_input(spec, good)
-    meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
+    meta = {
+        "pipeline": spec.name,
+        "model_version": champion.version,
+        "input_sha256": source.sha256,
+        "input": source.uri,
+    }
     scored = good.copy()
     if len(good):
         scores, column = _positive_scores(model, X)
@@ -290,43 +369,108 @@ def _score(spec, settings, tracker, champion, source, out_path: Path, run_id: st
     if reasons:
         scored = _with_reasons(spec, kind, model, X, ref, scored, reasons)
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
-    shadowed = _shadow(spec, kind, tracker, shadowing, X, np.asarray(predicted), scores, run_id) if shadowing is not None and len(good) else None
+    shadowed = (
+        _shadow(spec, kind, tracker, shadowing, X, np.asarray(predicted), scores, run_id)
+        if shadowing is not None and len(good)
+        else None
+    )
     _write_parquet(scored, out_path, meta)
     rejected_path = None
     if (~ok).any():
         rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
         _write_parquet(raw[~ok].assign(rejected_because=reason[~ok]), rejected_path, meta)
-        log.warning("%s: %d of %d rows rejected, not scored (%s); they are in %s", spec.name, int((~ok).sum()), len(raw), "; ".join(f"{k}: {v}" for k, v in counts.items() if v), rejected_path)
-    metrics = {"score/rows": len(raw), "score/scored": int(ok.sum()), "score/rejected": int((~ok).sum()), **{f"score/rejected.{k}": v for k, v in counts.items() if v}}
+        log.warning(
+            "%s: %d of %d rows rejected, not scored (%s); they are in %s",
+            spec.name,
+            int((~ok).sum()),
+            len(raw),
+            "; ".join(f"{k}: {v}" for k, v in counts.items() if v),
+            rejected_path,
+        )
+    metrics = {
+        "score/rows": len(raw),
+        "score/scored": int(ok.sum()),
+        "score/rejected": int((~ok).sum()),
+        **{f"score/rejected.{k}": v for k, v in counts.items() if v},
+    }
     score_psi = float("nan")
     if ref is not None and len(good):
         ref_scores = _positive_scores(model, kind.model_input(spec, ref))[0]
         score_psi = psi_numeric(pd.Series(ref_scores), pd.Series(scores))
-        metrics |= {"drift/score_psi": score_psi, f"score/mean_{column}": float(scores.mean()), f"score/reference_mean_{column}": float(ref_scores.mean())}
-        if columns := [c for c in spec.features.columns() if not is_array_column(ref[c])]:  # image pixels: the score's drift only
+        metrics |= {
+            "drift/score_psi": score_psi,
+            f"score/mean_{column}": float(scores.mean()),
+            f"score/reference_mean_{column}": float(ref_scores.mean()),
+        }
+        if columns := [
+            c for c in spec.features.columns() if not is_array_column(ref[c])
+        ]:  # image pixels: the score's drift only
             table = drift(ref[columns], good[columns])
             metrics |= drift_metrics(table)
             tracker.log_table(run_id, table, "tables/drift.csv")
-    tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id})
+    tracker.log_params(
+        run_id,
+        {
+            "input": source.uri,
+            "input_sha256": source.sha256,
+            "output": str(out_path),
+            "model_version": champion.version,
+            "model_run": champion.run_id,
+        },
+    )
     tracker.log_metrics(run_id, {k: float(v) for k, v in metrics.items() if v == v})
     tracker.log_dict(run_id, counts, "tables/rejected_rows_by_rule.json")
-    log.info("%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)", spec.name, champion.version, int(ok.sum()), len(raw), out_path, time.time() - t0, score_psi)
-    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, score_psi, run_id, shadowed)
+    log.info(
+        "%s: v%s scored %d of %d rows into %s in %.1f s (score PSI vs training %.3f)",
+        spec.name,
+        champion.version,
+        int(ok.sum()),
+        len(raw),
+        out_path,
+        time.time() - t0,
+        score_psi,
+    )
+    return ScoreResult(
+        spec.name,
+        champion.version,
+        len(raw),
+        int(ok.sum()),
+        int((~ok).sum()),
+        str(out_path),
+        str(rejected_path) if rejected_path else None,
+        source.sha256,
+        score_psi,
+        run_id,
+        shadowed,
+    )
 
 
-def _with_reasons(spec, kind, model, X: pd.DataFrame, ref: pd.DataFrame | None, scored: pd.DataFrame, k: int) -> pd.DataFrame:
+def _with_reasons(
+    spec, kind, model, X: pd.DataFrame, ref: pd.DataFrame | None, scored: pd.DataFrame, k: int
+) -> pd.DataFrame:
     """``scored`` with each row's ``k`` reasons (:func:`modelmill.learn.explain.reason_codes`): SHAP
     values against ``explain.background_rows`` rows of the champion's training snapshot."""
     from modelmill.learn import explain
 
     if ref is None:
-        raise SpecError(f"pipeline {spec.name}: --reasons needs the champion's training snapshot (the reference its SHAP values are measured against), which is not available here")
+        raise SpecError(
+            f"pipeline {spec.name}: --reasons needs the champion's training snapshot (the reference its SHAP values are measured against), which is not available here"
+        )
     if not len(X):
         return scored.assign(**{f"reason_{i + 1}": pd.Series(dtype="object") for i in range(k)})
-    background = kind.model_input(spec, ref.iloc[explain.sample_rows(len(ref), spec.explain.background_rows, spec.split.seed + 1)])
+    background = kind.model_input(
+        spec, ref.iloc[explain.sample_rows(len(ref), spec.explain.background_rows, spec.split.seed + 1)]
+    )
     t0 = time.time()
     sv = explain.shap_values(model, X, background, seed=spec.split.seed)
-    log.info("%s: %d reasons for each of %d rows from SHAP values (%s explainer) in %.1f s", spec.name, k, len(X), sv.method, time.time() - t0)
+    log.info(
+        "%s: %d reasons for each of %d rows from SHAP values (%s explainer) in %.1f s",
+        spec.name,
+        k,
+        len(X),
+        sv.method,
+        time.time() - t0,
+    )
     codes = explain.reason_codes(sv, k)
     codes.index = scored.index
     return pd.concat([scored, codes], axis=1)
@@ -343,33 +487,80 @@ def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_
     column = spec.roles["user"]
     raw = read_table(source, None, scoring_read_options(spec, source))
     if column not in raw.columns:
-        raise SpecError(f"pipeline {spec.name}: a batch to recommend for names its users in column {column!r} (roles.user), which {source.name} lacks")
+        raise SpecError(
+            f"pipeline {spec.name}: a batch to recommend for names its users in column {column!r} (roles.user), which {source.name} lacks"
+        )
     model = tracker.load_model(champion)
     ok = raw[column].notna().to_numpy()
     users = raw.loc[ok, column].astype(str).tolist()
     ranked = model.ranked(users, k)
     out = pd.DataFrame(
-        [(u, rank, item, round(score, 6)) for u, (items, scores) in zip(users, ranked, strict=True) for rank, (item, score) in enumerate(zip(items, scores, strict=True), 1)],
+        [
+            (u, rank, item, round(score, 6))
+            for u, (items, scores) in zip(users, ranked, strict=True)
+            for rank, (item, score) in enumerate(zip(items, scores, strict=True), 1)
+        ],
         columns=[column, "rank", "item", "score"],
     )
     known = {u: u in model.users_ for u in set(users)}
     out["known_user"] = out[column].map(known).astype(bool)
     out["model_version"], out["input_sha256"] = champion.version, source.sha256
-    meta = {"pipeline": spec.name, "model_version": champion.version, "input_sha256": source.sha256, "input": source.uri}
+    meta = {
+        "pipeline": spec.name,
+        "model_version": champion.version,
+        "input_sha256": source.sha256,
+        "input": source.uri,
+    }
     _write_parquet(out, out_path, meta)
     rejected_path = None
     if (~ok).any():
         rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
         _write_parquet(raw[~ok].assign(rejected_because=f"{column} is present"), rejected_path, meta)
-        log.warning("%s: %d of %d rows name no user, not scored; they are in %s", spec.name, int((~ok).sum()), len(raw), rejected_path)
+        log.warning(
+            "%s: %d of %d rows name no user, not scored; they are in %s",
+            spec.name,
+            int((~ok).sum()),
+            len(raw),
+            rejected_path,
+        )
     metrics = {
         "score/rows": len(raw), "score/scored": int(ok.sum()), "score/rejected": int((~ok).sum()),
         "score/unknown_users": sum(not v for v in known.values()), "score/coverage": out["item"].nunique() / max(len(model.items_), 1),
     }  # fmt: skip
-    tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256, "output": str(out_path), "model_version": champion.version, "model_run": champion.run_id, "k": k})
+    tracker.log_params(
+        run_id,
+        {
+            "input": source.uri,
+            "input_sha256": source.sha256,
+            "output": str(out_path),
+            "model_version": champion.version,
+            "model_run": champion.run_id,
+            "k": k,
+        },
+    )
     tracker.log_metrics(run_id, {m: float(v) for m, v in metrics.items()})
-    log.info("%s: v%s recommended %d items to each of %d users into %s in %.1f s (%d unknown users got the most popular)", spec.name, champion.version, k, int(ok.sum()), out_path, time.time() - t0, metrics["score/unknown_users"])
-    return ScoreResult(spec.name, champion.version, len(raw), int(ok.sum()), int((~ok).sum()), str(out_path), str(rejected_path) if rejected_path else None, source.sha256, float("nan"), run_id)
+    log.info(
+        "%s: v%s recommended %d items to each of %d users into %s in %.1f s (%d unknown users got the most popular)",
+        spec.name,
+        champion.version,
+        k,
+        int(ok.sum()),
+        out_path,
+        time.time() - t0,
+        metrics["score/unknown_users"],
+    )
+    return ScoreResult(
+        spec.name,
+        champion.version,
+        len(raw),
+        int(ok.sum()),
+        int((~ok).sum()),
+        str(out_path),
+        str(rejected_path) if rejected_path else None,
+        source.sha256,
+        float("nan"),
+        run_id,
+    )
 
 
 def describe(result: ScoreResult) -> str:

@@ -19,25 +19,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelmill.ops import alerts
-from modelmill.quality import rules
-from modelmill.ops.approval import promotion_lock
-from modelmill.quality.drift import drift, drift_metrics
-from modelmill.errors import DataRejected, SpecError, one_line_cause
+from modelmill.config.settings import REPO_ROOT, Settings
+from modelmill.config.spec import PipelineSpec
 from modelmill.data.fetch import pin_first_use
-from modelmill.ops.history import history_figure, history_frame
 from modelmill.data.ingest import Snapshot, ingest, return_memory
+from modelmill.data.objectstore import local_snapshot
+from modelmill.errors import DataRejected, SpecError, one_line_cause
 from modelmill.learn.kinds import get_kind
 from modelmill.learn.kinds.base import Evaluation, Prepared, Trained
 from modelmill.learn.kinds.neural import epochs_cap
-from modelmill.data.objectstore import local_snapshot
+from modelmill.ops import alerts
+from modelmill.ops.approval import promotion_lock
+from modelmill.ops.history import history_figure, history_frame
 from modelmill.pipeline.promotion import Decision, decide, judge, metric_drop, widest_gap
-from modelmill.runtime.reconcile import owner_tags
-from modelmill.registry.runview import DRIFT, EXPERIMENT_KIND, PROMOTION, TEST, VALIDATION, decision_sentence, experiment_description, failure_sentence, from_primary_metrics, headline_text, mkey, primary_metrics, run_name, shared_view
-from modelmill.config.settings import REPO_ROOT, Settings
-from modelmill.config.spec import PipelineSpec
-from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
+from modelmill.quality import rules
+from modelmill.quality.drift import drift, drift_metrics
 from modelmill.quality.validate import ValidationReport, gate, validate_frame
+from modelmill.registry.runview import (
+    DRIFT,
+    EXPERIMENT_KIND,
+    PROMOTION,
+    TEST,
+    VALIDATION,
+    decision_sentence,
+    experiment_description,
+    failure_sentence,
+    from_primary_metrics,
+    headline_text,
+    mkey,
+    primary_metrics,
+    run_name,
+    shared_view,
+)
+from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
+from modelmill.runtime.reconcile import owner_tags
 
 log = logging.getLogger("modelmill.pipeline.stages")
 
@@ -86,7 +101,14 @@ def git_commit() -> str:
 
 
 def start(
-    spec: PipelineSpec, settings: Settings, *, flow_run_id: str | None = None, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False
+    spec: PipelineSpec,
+    settings: Settings,
+    *,
+    flow_run_id: str | None = None,
+    as_of: str | None = None,
+    promote: bool = True,
+    trigger: str = "manual",
+    force: bool = False,
 ) -> RunHandle:
     kind = get_kind(spec.problem)
     kind.check_spec(spec)
@@ -108,9 +130,13 @@ def start(
     name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
     run_id = tracker.start_run(spec, name, tags)
     tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
-    tracker.log_dict(run_id, spec.model_dump(mode="json"), "spec/spec.json")  # the run's exact definition, for `modelmill reproduce`
+    tracker.log_dict(
+        run_id, spec.model_dump(mode="json"), "spec/spec.json"
+    )  # the run's exact definition, for `modelmill reproduce`
     tracker.log_text(run_id, spec.suite_path(settings).read_text(), "spec/suite.json")
-    tracker.log_params(run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()})
+    tracker.log_params(
+        run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()}
+    )
     log.info("%s: MLflow run %s started", spec.name, run_id)
     return RunHandle(spec, settings, run_id, as_of, promote, force)
 
@@ -156,7 +182,19 @@ def ingest_stage(h: RunHandle) -> Snapshot:
 
 
 #: The libraries whose versions can change a run's results.
-RESULT_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "implicit", "scikit-image", "torch", "skorch", "sentence-transformers", "transformers")
+RESULT_LIBRARIES = (
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "implicit",
+    "scikit-image",
+    "torch",
+    "skorch",
+    "sentence-transformers",
+    "transformers",
+)
 FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
 
@@ -180,7 +218,13 @@ def code_parts() -> dict[str, str]:
 def fingerprint_parts(h: RunHandle, snap: Snapshot) -> dict[str, str]:
     """What a run's result depends on: data digest, spec and suite, the code (:func:`code_parts`),
     the as-of date and the epoch cap."""
-    return {"data": snap.digest, "spec": h.spec.spec_hash(h.settings), **code_parts(), "as_of": h.as_of or "latest", "max_epochs": epochs_cap() or "spec"}
+    return {
+        "data": snap.digest,
+        "spec": h.spec.spec_hash(h.settings),
+        **code_parts(),
+        "as_of": h.as_of or "latest",
+        "max_epochs": epochs_cap() or "spec",
+    }
 
 
 def fingerprint(h: RunHandle, snap: Snapshot) -> str:
@@ -209,7 +253,9 @@ def skip(h: RunHandle, matched) -> RunSummary:
     """End the run early: nothing changed since ``matched``, so nothing is retrained or registered."""
     t = h.tracker()
     version = matched.data.tags.get("modelmill.model_version")
-    cause = f"same data, spec, suite and code as run {matched.info.run_id} (v{version}): not retrained (--force retrains)"
+    cause = (
+        f"same data, spec, suite and code as run {matched.info.run_id} (v{version}): not retrained (--force retrains)"
+    )
     t.set_tags(h.run_id, {
         "modelmill.decision": SKIPPED, "modelmill.status": "skipped", "modelmill.matched_run": matched.info.run_id,
         "modelmill.matched_version": version or "none", "modelmill.decision_reason": cause, "mlflow.note.content": f"{h.spec.name}: {cause}.",
@@ -238,13 +284,25 @@ def drift_alert(h: RunHandle, table: pd.DataFrame) -> None:
     if not over.empty:
         worst = over.iloc[0]
         others = f" (and {len(over) - 1} more column(s))" if len(over) > 1 else ""
-        alert(h, "drift", f"PSI of {worst.column} is {worst.value:.3f} against the champion's training data, over monitoring.psi_alert {limit}{others}")
+        alert(
+            h,
+            "drift",
+            f"PSI of {worst.column} is {worst.value:.3f} against the champion's training data, over monitoring.psi_alert {limit}{others}",
+        )
 
 
 def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     t = h.tracker()
     frame = _rows(h, snap)  # read here, not at ingest: a run skipped as unchanged never reads its rows
-    t.log_dataset(h.run_id, frame, source=snap.uri, name=h.spec.source.dataset or h.spec.name, context="snapshot", targets=h.spec.target, digest=snap.digest[:12])
+    t.log_dataset(
+        h.run_id,
+        frame,
+        source=snap.uri,
+        name=h.spec.source.dataset or h.spec.name,
+        context="snapshot",
+        targets=h.spec.target,
+        digest=snap.digest[:12],
+    )
     with tempfile.TemporaryDirectory(prefix="modelmill-gx-") as docs:
         report = validate_frame(frame, h.spec.suite_path(h.settings), Path(docs) / "data_docs")
         t.log_dir(h.run_id, Path(docs) / "data_docs", "validation/data_docs")
@@ -252,13 +310,19 @@ def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
     report.add(rules.findings(h.spec, frame, classification=kind.EXAMPLE_ROWS))
     t.log_text(h.run_id, report.to_html(), "validation/report.html")
     t.log_dict(h.run_id, report.to_dict(), "validation/report.json")
-    t.log_metrics(h.run_id, {mkey(VALIDATION, "evaluated"): report.evaluated, mkey(VALIDATION, "failed"): len(report.failed)})
+    t.log_metrics(
+        h.run_id, {mkey(VALIDATION, "evaluated"): report.evaluated, mkey(VALIDATION, "failed"): len(report.failed)}
+    )
     t.set_tags(h.run_id, {"modelmill.validation": "passed" if report.success else "rejected"})
     if not report.success:
         t.set_tags(h.run_id, {"modelmill.rejected": "true", "modelmill.failed_expectations": "; ".join(report.failed)})
     gate(report, h.spec.name)
     pin_first_use(h.settings, snap.sources)
-    log.info("%s: validation passed (%d expectations; GX Data Docs in validation/data_docs/index.html)", h.spec.name, report.evaluated)
+    log.info(
+        "%s: validation passed (%d expectations; GX Data Docs in validation/data_docs/index.html)",
+        h.spec.name,
+        report.evaluated,
+    )
     return report
 
 
@@ -266,16 +330,28 @@ def drift_stage(h: RunHandle, snap: Snapshot) -> dict[str, float]:
     """PSI per column and label shift against the champion's training snapshot, as metrics."""
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)
-    reference = local_snapshot(t.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), h.settings) if champion and champion.run_id else None
+    reference = (
+        local_snapshot(t.run(champion.run_id).data.tags.get("modelmill.snapshot", ""), h.settings)
+        if champion and champion.run_id
+        else None
+    )
     if reference is None:
-        t.set_tags(h.run_id, {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"})
+        t.set_tags(
+            h.run_id,
+            {"modelmill.drift_reference": "none" if champion is None else "champion snapshot not available here"},
+        )
         return {}
     table = drift(reference, _rows(h, snap), h.spec.target)  # the reference read a column at a time
     metrics = drift_metrics(table)
     t.log_metrics(h.run_id, metrics)
     t.log_table(h.run_id, table, "tables/drift.csv")
     t.set_tags(h.run_id, {"modelmill.drift_reference": reference.stem})
-    log.info("%s: drift vs champion v%s snapshot: max PSI %.3f", h.spec.name, champion.version, metrics[mkey(DRIFT, "psi_max")])
+    log.info(
+        "%s: drift vs champion v%s snapshot: max PSI %.3f",
+        h.spec.name,
+        champion.version,
+        metrics[mkey(DRIFT, "psi_max")],
+    )
     drift_alert(h, table)
     return metrics
 
@@ -304,7 +380,10 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     t = h.tracker()
     if dropped:
         log.info("%s: dropped %d repeated rows before the split (duplicates: drop)", h.spec.name, dropped)
-    t.log_params(h.run_id, {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"})
+    t.log_params(
+        h.run_id,
+        {"data.duplicates_dropped": dropped, "data.duplicates": h.spec.duplicates if kind.EXAMPLE_ROWS else "n/a"},
+    )
     data = kind.prepare(h.spec, frame)
     data.test_slices = test_slices(h.spec, frame, data.test_keys)
     if (date := h.spec.roles.get("date")) in frame.columns and len(frame):
@@ -319,7 +398,9 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})
     shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}
-    log.info("%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in list(shown.items())[:4]))
+    log.info(
+        "%s: trained %s (%s)", h.spec.name, trained.best, ", ".join(f"{k}={v}" for k, v in list(shown.items())[:4])
+    )
     return data, trained
 
 
@@ -335,23 +416,37 @@ def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | No
     source = frame.attrs.get("source_rows")
     rows = keys["row"].to_numpy()
     pos = np.searchsorted(source.rows, rows) if source is not None else rows
-    return pd.DataFrame({s.column: slice_labels(frame[s.column].iloc[pos].reset_index(drop=True), s.bands) for s in spec.slices})
+    return pd.DataFrame(
+        {s.column: slice_labels(frame[s.column].iloc[pos].reset_index(drop=True), s.bands) for s in spec.slices}
+    )
 
 
 def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation:
     kind = get_kind(h.spec.problem)
     ev = kind.evaluate(h.spec, trained, data)
     t = h.tracker()
-    t.log_metrics(h.run_id, {mkey(TEST, k): v for k, v in ev.metrics.items()} | primary_metrics(ev.metric, ev.primary, ev.baseline_primary, ev.lift, ev.headline))
+    t.log_metrics(
+        h.run_id,
+        {mkey(TEST, k): v for k, v in ev.metrics.items()}
+        | primary_metrics(ev.metric, ev.primary, ev.baseline_primary, ev.lift, ev.headline),
+    )
     exp = t.experiment_id(h.spec)
-    t.set_experiment_tags(h.spec, dict([shared_view(ev.metric, tuple(ev.headline))]) | {"mlflow.note.content": experiment_description(h.spec.description, exp)})
+    t.set_experiment_tags(
+        h.spec,
+        dict([shared_view(ev.metric, tuple(ev.headline))])
+        | {"mlflow.note.content": experiment_description(h.spec.description, exp)},
+    )
     for name, fig in ev.figures.items():
         t.log_figure(h.run_id, fig, f"plots/{name}")
     for name, table in ev.tables.items():
         t.log_table(h.run_id, table, f"tables/{name}")
     if data.test_keys is not None:  # anyone can recompute the test figures on the same rows
         t.log_table(h.run_id, data.test_keys, "tables/test_membership.csv")
-    log.info("%s: test %s", h.spec.name, headline_text(ev.metric, h.spec.metric.direction, ev.primary, ev.baseline_primary, ev.headline))
+    log.info(
+        "%s: test %s",
+        h.spec.name,
+        headline_text(ev.metric, h.spec.metric.direction, ev.primary, ev.baseline_primary, ev.headline),
+    )
     for warning in ev.warnings:
         log.warning("%s: warning: %s", h.spec.name, warning)
     if ev.warnings:
@@ -373,33 +468,68 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     timings: dict[str, float] = {}
     if inputs is not None:
         X, y, scoring, groups = inputs
-        ev.importance, seconds = explain.timed(explain.permutation_table, trained.model, X, y, scoring, groups, rows=opts.importance_rows, repeats=opts.repeats, seed=seed)
+        ev.importance, seconds = explain.timed(
+            explain.permutation_table,
+            trained.model,
+            X,
+            y,
+            scoring,
+            groups,
+            rows=opts.importance_rows,
+            repeats=opts.repeats,
+            seed=seed,
+        )
         t.log_table(h.run_id, ev.importance, "tables/permutation_importance.csv")
-        t.log_figure(h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png")
+        t.log_figure(
+            h.run_id, explain.importance_figure(ev.importance, ev.metric, spec.name), "plots/permutation_importance.png"
+        )
         timings = {"time/importance_seconds": seconds}
         top = ev.importance.iloc[0]
-        log.info("%s: permutation importance on %d test rows: %s first (test %s drops %.4f when it is shuffled)", spec.name, int(top["rows"]), top["feature"], ev.metric, top["importance_mean"])
+        log.info(
+            "%s: permutation importance on %d test rows: %s first (test %s drops %.4f when it is shuffled)",
+            spec.name,
+            int(top["rows"]),
+            top["feature"],
+            ev.metric,
+            top["importance_mean"],
+        )
         if kind.SHAP and opts.shap and groups is None:
             train_X = data.train[0]
             picked = explain.sample_rows(len(X), opts.shap_rows, seed)
             background = train_X.iloc[explain.sample_rows(len(train_X), opts.background_rows, seed + 1)]
             sv, seconds = explain.timed(explain.shap_values, trained.model, X.iloc[picked], background, seed=seed)
             ev.shap_importance = sv.mean_abs()
-            keys = data.test_keys.iloc[picked].reset_index(drop=True) if data.test_keys is not None else pd.DataFrame(index=range(len(picked)))
+            keys = (
+                data.test_keys.iloc[picked].reset_index(drop=True)
+                if data.test_keys is not None
+                else pd.DataFrame(index=range(len(picked)))
+            )
             t.log_table(h.run_id, ev.shap_importance, "tables/shap_importance.csv")
             t.log_table(h.run_id, pd.concat([keys, sv.values.round(6)], axis=1), "tables/shap_values.csv")
             t.log_figure(h.run_id, explain.shap_figure(sv, spec.name), "plots/shap_summary.png")
             timings["time/shap_seconds"] = seconds
-            params |= {"explain.shap_method": sv.method, "explain.shap_output": sv.output, "explain.shap_rows": len(picked), "explain.shap_background_rows": len(background)}
+            params |= {
+                "explain.shap_method": sv.method,
+                "explain.shap_output": sv.output,
+                "explain.shap_rows": len(picked),
+                "explain.shap_background_rows": len(background),
+            }
     if data.test_slices is not None:
         ev.slices, ev.slice_gaps = slice_table(h, kind, trained, data, ev.metric)
         t.log_table(h.run_id, ev.slices, "tables/slices.csv")
-        timings |= {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | ({"slices/max_gap": max(_gaps(ev).values())} if _gaps(ev) else {})
+        timings |= {f"slices/{c}.gap": g for c, g in ev.slice_gaps.items()} | (
+            {"slices/max_gap": max(_gaps(ev).values())} if _gaps(ev) else {}
+        )
         for column, gap in ev.slice_gaps.items():
             log.info("%s: test %s by %s: largest gap %.4f between slices", spec.name, ev.metric, column, gap)
     seconds = time.perf_counter() - started
     t.log_params(h.run_id, params)
-    t.log_metrics(h.run_id, timings | {"time/explain_seconds": seconds} | ({"time/explain_to_train": seconds / trained.seconds} if trained.seconds else {}))
+    t.log_metrics(
+        h.run_id,
+        timings
+        | {"time/explain_seconds": seconds}
+        | ({"time/explain_to_train": seconds / trained.seconds} if trained.seconds else {}),
+    )
     return ev
 
 
@@ -408,13 +538,13 @@ def _gaps(ev: Evaluation) -> dict[str, float]:
     return {c: g for c, g in ev.slice_gaps.items() if g == g}
 
 
-def slice_table(h: RunHandle, kind, trained: Trained, data: Prepared, metric: str) -> tuple[pd.DataFrame, dict[str, float]]:
+def slice_table(
+    h: RunHandle, kind, trained: Trained, data: Prepared, metric: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """The primary metric, sensitivity/specificity or accuracy, and row counts per slice of each
     spec ``slices`` column on the test split; and each column's largest gap of the primary metric.
     A slice holding one class only has no ranking metric (empty), and is not judged."""
-    from modelmill.learn.explain import slice_gaps
-
-    from modelmill.learn.explain import Replay
+    from modelmill.learn.explain import Replay, slice_gaps
 
     y = np.asarray(data.test[1])
     binary = set(np.unique(y)) <= {0, 1}
@@ -461,27 +591,69 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
             champion_score = kind.score(h.spec, model, data)
         except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
             log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
-    decision = decide(ev.primary, champion_score, champion.version if champion else None, direction=h.spec.metric.direction, margin=h.spec.promotion.margin)
+    decision = decide(
+        ev.primary,
+        champion_score,
+        champion.version if champion else None,
+        direction=h.spec.metric.direction,
+        margin=h.spec.promotion.margin,
+    )
     drop = metric_drop(decision, direction=h.spec.metric.direction, limit=h.spec.monitoring.metric_drop)
     if drop is not None:
-        alert(h, "drift", f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {h.spec.monitoring.metric_drop}")
+        alert(
+            h,
+            "drift",
+            f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {h.spec.monitoring.metric_drop}",
+        )
     gaps = _gaps(ev)
     if decision.promote and (widest := widest_gap(gaps, h.spec.promotion.max_slice_gap)):
-        t.set_tags(h.run_id, {"modelmill.slice_gap_blocked": f"{widest[0]}: {widest[1]:.4f} > {h.spec.promotion.max_slice_gap}"})
-    decision = judge(decision, gaps=gaps, max_slice_gap=h.spec.promotion.max_slice_gap, metric=ev.metric, promote=h.promote, mode=h.spec.promotion.mode)
+        t.set_tags(
+            h.run_id,
+            {"modelmill.slice_gap_blocked": f"{widest[0]}: {widest[1]:.4f} > {h.spec.promotion.max_slice_gap}"},
+        )
+    decision = judge(
+        decision,
+        gaps=gaps,
+        max_slice_gap=h.spec.promotion.max_slice_gap,
+        metric=ev.metric,
+        promote=h.promote,
+        mode=h.spec.promotion.mode,
+    )
     awaiting = decision.awaiting
     example_in, example_out = kind.examples(trained.model, data)
     raw = h.spec.features.columns() if kind.ROW_MODEL else None  # rows as they come: typed by the model's first step
-    labels = data.labels if h.spec.problem.endswith("_classification") else None  # classifiers serve label + probabilities
-    ref = t.log_model(h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw, labels=labels)
+    labels = (
+        data.labels if h.spec.problem.endswith("_classification") else None
+    )  # classifiers serve label + probabilities
+    ref = t.log_model(
+        h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw, labels=labels
+    )
     alias = CHAMPION if decision.promote else (CANDIDATE if awaiting else CHALLENGER)
     if h.promote or decision.promote:
         t.set_alias(h.spec, alias, ref.version)
-    version_tags = {"modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"), "modelmill.primary": f"{ev.primary:.6f}", "modelmill.as_of": h.as_of or "latest"}
+    version_tags = {
+        "modelmill.data_digest": t.run(h.run_id).data.tags.get("modelmill.data_digest"),
+        "modelmill.primary": f"{ev.primary:.6f}",
+        "modelmill.as_of": h.as_of or "latest",
+    }
     if decision.promote:
-        version_tags |= {"modelmill.move": "promoted", "modelmill.previous_champion": decision.champion_version or "none", "modelmill.champion_since": datetime.now(UTC).isoformat(timespec="seconds")}
+        version_tags |= {
+            "modelmill.move": "promoted",
+            "modelmill.previous_champion": decision.champion_version or "none",
+            "modelmill.champion_since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
     t.set_version_tags(h.spec, ref.version, version_tags)
-    card_facts = _card_facts(h, trained, ev, ref.version, "the champion" if decision.promote else f"the {alias}: {decision.reason}" if h.promote else f"not promoted: {decision.reason}")
+    card_facts = _card_facts(
+        h,
+        trained,
+        ev,
+        ref.version,
+        "the champion"
+        if decision.promote
+        else f"the {alias}: {decision.reason}"
+        if h.promote
+        else f"not promoted: {decision.reason}",
+    )
     log_card(h, card_facts)
     metrics = {mkey(PROMOTION, "new_score"): decision.new_score, mkey(PROMOTION, "promoted"): float(decision.promote)}
     if decision.champion_score is not None:
@@ -496,20 +668,32 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
         "modelmill.model_version": ref.version,
         "modelmill.champion_before": decision.champion_version or "none",
     })  # fmt: skip
-    t.rename_run(h.run_id, run_name(ev.metric, ev.primary, ev.baseline_primary, h.spec.metric.direction, label, ref.version))
-    log.info("%s: v%s %s (%s)", h.spec.name, ref.version, "is the new champion" if decision.promote else f"is {alias}", decision.reason)
+    t.rename_run(
+        h.run_id, run_name(ev.metric, ev.primary, ev.baseline_primary, h.spec.metric.direction, label, ref.version)
+    )
+    log.info(
+        "%s: v%s %s (%s)",
+        h.spec.name,
+        ref.version,
+        "is the new champion" if decision.promote else f"is {alias}",
+        decision.reason,
+    )
     return decision
 
 
 def _card_facts(h: RunHandle, trained: Trained, ev: Evaluation, version: str, status: str):
-    from modelmill.ops.card import CardFacts
     from modelmill.data.catalog import CATALOG
+    from modelmill.ops.card import CardFacts
 
     run = h.tracker().run(h.run_id)
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     src = h.spec.source
     entry = CATALOG.get(src.dataset) if src.dataset else None
-    where = f"catalog dataset `{src.dataset}` ({entry.citation})" if entry else (f"SQL query in ${src.sql.url_env}" if src.sql else f"`{src.path or src.url}`")
+    where = (
+        f"catalog dataset `{src.dataset}` ({entry.citation})"
+        if entry
+        else (f"SQL query in ${src.sql.url_env}" if src.sql else f"`{src.path or src.url}`")
+    )
     failed = int(metrics.get(mkey(VALIDATION, "failed"), 0))
     gate = f"suite `{h.spec.suite}`: {int(metrics.get(mkey(VALIDATION, 'evaluated'), 0))} checks, {failed} failed ({tags.get('modelmill.validation', 'not run')})"
     calibration = {k: str(v) for k, v in trained.params.items() if k in ("calibration", "decision_threshold")}
@@ -548,11 +732,21 @@ def finish(h: RunHandle, ev: Evaluation, decision: Decision) -> RunSummary:
     champion = t.alias(h.spec, CHAMPION)
     version = tags.get("modelmill.model_version")
     if decision.promote:
-        alert(h, "promoted", f"v{version} is the new champion with test {ev.metric} {ev.primary:.4f}: {decision.reason}")
+        alert(
+            h, "promoted", f"v{version} is the new champion with test {ev.metric} {ev.primary:.4f}: {decision.reason}"
+        )
     elif tags.get("modelmill.decision") == CANDIDATE:
-        alert(h, "candidate", f"v{version} (test {ev.metric} {ev.primary:.4f}) awaits approval: `modelmill approve {h.spec.name} {version} --reason …`")
+        alert(
+            h,
+            "candidate",
+            f"v{version} (test {ev.metric} {ev.primary:.4f}) awaits approval: `modelmill approve {h.spec.name} {version} --reason …`",
+        )
     else:
-        alert(h, "not_promoted", f"v{version} (test {ev.metric} {ev.primary:.4f}) did not become the champion: {decision.reason}")
+        alert(
+            h,
+            "not_promoted",
+            f"v{version} (test {ev.metric} {ev.primary:.4f}) did not become the champion: {decision.reason}",
+        )
     return RunSummary(
         pipeline=h.spec.name, status="trained", run_id=h.run_id, metric=ev.metric, direction=h.spec.metric.direction,
         value=ev.primary, baseline=ev.baseline_primary, lift=ev.lift, decision=decision.reason, promoted=decision.promote,
@@ -582,7 +776,10 @@ def fail(h: RunHandle, error: BaseException) -> RunSummary:
         "modelmill.status": "rejected" if rejected else "failed",
         "mlflow.note.content": failure_sentence(h.spec.name, rejected, message),
     })  # fmt: skip
-    t.rename_run(h.run_id, f"{'rejected by the validation gate' if rejected else 'failed'}: {message.splitlines()[0] if message else type(error).__name__}")
+    t.rename_run(
+        h.run_id,
+        f"{'rejected by the validation gate' if rejected else 'failed'}: {message.splitlines()[0] if message else type(error).__name__}",
+    )
     try:
         log_history(h)
     except Exception as e:  # noqa: BLE001 - the failure being recorded matters more than its plot

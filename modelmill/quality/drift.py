@@ -48,7 +48,9 @@ def _text_counts(s: pd.Series) -> pd.Series:
 def psi_categorical(ref: pd.Series, cur: pd.Series) -> float:
     r, c = _text_counts(ref), _text_counts(cur)
     cats = sorted(set(r.index) | set(c.index))
-    return _psi_from_counts(r.reindex(cats, fill_value=0).to_numpy(float), c.reindex(cats, fill_value=0).to_numpy(float))
+    return _psi_from_counts(
+        r.reindex(cats, fill_value=0).to_numpy(float), c.reindex(cats, fill_value=0).to_numpy(float)
+    )
 
 
 def label_shift(ref: pd.Series, cur: pd.Series) -> float:
@@ -91,7 +93,13 @@ def drift(reference: pd.DataFrame | Path, current: pd.DataFrame, target: str | N
         elif r.nunique() <= MAX_CATEGORIES:
             rows.append({"column": col, "method": "psi", "value": psi_categorical(r, c)})
         else:  # free text / identifiers: compare their length distributions
-            rows.append({"column": col, "method": "psi_length", "value": psi_numeric(r.astype(str).str.len(), c.astype(str).str.len())})
+            rows.append(
+                {
+                    "column": col,
+                    "method": "psi_length",
+                    "value": psi_numeric(r.astype(str).str.len(), c.astype(str).str.len()),
+                }
+            )
     return pd.DataFrame(rows, columns=["column", "method", "value"])
 
 

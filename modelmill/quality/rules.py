@@ -38,7 +38,12 @@ def _show(v):
 
 
 #: how each numeric rule reads when it sets a row aside (``modelmill score``)
-ROW_RULES = {"numeric_type": "is a number", "not_null": "is present", "finite": "is finite", "no_overflow": "is not too large"}
+ROW_RULES = {
+    "numeric_type": "is a number",
+    "not_null": "is present",
+    "finite": "is finite",
+    "no_overflow": "is not too large",
+}
 
 
 def numeric_row_problems(spec: PipelineSpec, df: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
@@ -76,7 +81,11 @@ def numeric_feature_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[Expec
         elif rule == "not_null":
             out.append(_outcome(rule, col, n, rows, f"numeric feature {col} has {n} missing values"))
         elif rule == "finite":
-            out.append(_outcome(rule, col, n, rows, f"numeric feature {col} has {n} infinite values", df.loc[mask, col].to_numpy()))
+            out.append(
+                _outcome(
+                    rule, col, n, rows, f"numeric feature {col} has {n} infinite values", df.loc[mask, col].to_numpy()
+                )
+            )
         else:
             msg = f"numeric feature {col} has {n} values too large to train on (overflow: |x| > {OVERFLOW:g})"
             out.append(_outcome(rule, col, n, rows, msg, df.loc[mask, col].to_numpy()))
@@ -95,11 +104,28 @@ def target_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOut
     s = df[col]
     out = []
     if s.isna().any():
-        out.append(_outcome("target_not_null", col, int(s.isna().sum()), rows, f"target {col} has {int(s.isna().sum())} missing labels"))
+        out.append(
+            _outcome(
+                "target_not_null",
+                col,
+                int(s.isna().sum()),
+                rows,
+                f"target {col} has {int(s.isna().sum())} missing labels",
+            )
+        )
     counts = s.dropna().value_counts()
     if len(counts) == 1:
         only = counts.index[0]
-        out.append(_outcome("target_classes", col, int(counts.iloc[0]), rows, f"target {col} has a single class {_show(only)!r} ({int(counts.iloc[0])} rows): nothing to learn", [only]))
+        out.append(
+            _outcome(
+                "target_classes",
+                col,
+                int(counts.iloc[0]),
+                rows,
+                f"target {col} has a single class {_show(only)!r} ({int(counts.iloc[0])} rows): nothing to learn",
+                [only],
+            )
+        )
     elif len(counts) > 1:
         need = min_rows_per_class(spec)
         small = counts[counts < need]
@@ -158,19 +184,38 @@ def duplicate_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[Expectation
     if not dup.any():
         return []
     ident = spec.roles.get("id")
-    what = f"rows repeat an earlier {ident}" if ident and ident in df.columns else "rows are exact duplicates of earlier rows"
+    what = (
+        f"rows repeat an earlier {ident}"
+        if ident and ident in df.columns
+        else "rows are exact duplicates of earlier rows"
+    )
     return [_outcome("unique_rows", ident, int(dup.sum()), len(df), f"{int(dup.sum())} {what} (duplicates: reject)")]
 
 
 def declared_column_findings(spec: PipelineSpec, df: pd.DataFrame) -> list[ExpectationOutcome]:
     """Feature, target and id columns the spec declares but the data does not have."""
     f = spec.features
-    declared = [*f.numeric, *f.categorical, *([f.text] if f.text else []), *([f.image] if f.image else []), *([spec.target] if spec.target else [])]
+    declared = [
+        *f.numeric,
+        *f.categorical,
+        *([f.text] if f.text else []),
+        *([f.image] if f.image else []),
+        *([spec.target] if spec.target else []),
+    ]
     declared += [spec.roles["id"]] if "id" in spec.roles else []
     missing = [c for c in dict.fromkeys(declared) if c not in df.columns]
     if not missing:
         return []
-    return [_outcome("declared_columns", None, len(missing), len(declared), f"declared columns missing from the data: {', '.join(missing)}", missing)]
+    return [
+        _outcome(
+            "declared_columns",
+            None,
+            len(missing),
+            len(declared),
+            f"declared columns missing from the data: {', '.join(missing)}",
+            missing,
+        )
+    ]
 
 
 def findings(spec: PipelineSpec, df: pd.DataFrame, *, classification: bool) -> list[ExpectationOutcome]:

@@ -77,8 +77,14 @@ class ValidationReport:
         for o in self.outcomes:
             status = "raised" if o.raised else ("pass" if o.success else "FAIL")
             colour = "#e6f4ea" if o.success else "#fce8e6"
-            unexpected = "" if o.unexpected_count is None else f"{o.unexpected_count} ({(o.unexpected_percent or 0):.2f}%)"
-            detail = o.message if (o.raised or o.message) else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
+            unexpected = (
+                "" if o.unexpected_count is None else f"{o.unexpected_count} ({(o.unexpected_percent or 0):.2f}%)"
+            )
+            detail = (
+                o.message
+                if (o.raised or o.message)
+                else ("" if o.observed is None else json.dumps(o.observed, default=str)[:200])
+            )
             rows.append(
                 f'<tr style="background:{colour}"><td>{html.escape(o.expectation)}</td><td>{html.escape(o.column or "")}</td>'
                 f"<td>{status}</td><td>{unexpected}</td><td>{html.escape(', '.join(map(str, o.examples)))}</td>"
@@ -133,7 +139,9 @@ _DOCS_SKIPPED = ("static/fonts", ".gif")
 FAST, FULL = "BOOLEAN_ONLY", "SUMMARY"
 
 
-def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = None, *, detail: bool = False) -> ValidationReport:
+def validate_frame(
+    df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = None, *, detail: bool = False
+) -> ValidationReport:
     """Run the suite on ``df`` with an ephemeral GX context; never raises on failed expectations.
 
     The suite runs first with GX's ``BOOLEAN_ONLY`` result format; only when an expectation fails
@@ -154,7 +162,9 @@ def validate_frame(df: pd.DataFrame, suite_path: Path, docs_dir: Path | None = N
     return report
 
 
-def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: Path | None, detail: bool) -> ValidationReport:
+def _run_suite(
+    suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: Path | None, detail: bool
+) -> ValidationReport:
     import great_expectations as gx
 
     context = _gx_context()
@@ -166,15 +176,25 @@ def _run_suite(suite_dict: dict, suite_path: Path, df: pd.DataFrame, docs_dir: P
     # that silently lost a check is worse than no gate.
     if len(suite.expectations) != len(suite_dict["expectations"]):
         kept = {e.expectation_type for e in suite.expectations}
-        lost = [e.get("type") for e in suite_dict["expectations"] if e.get("type") not in kept] or ["(invalid arguments)"]
-        raise SpecError(f"expectation suite {suite_path.name} has expectations GX cannot build: {', '.join(map(str, lost))}")
-    definition = context.data_sources.add_pandas("modelmill").add_dataframe_asset("snapshot").add_batch_definition_whole_dataframe("whole")
+        lost = [e.get("type") for e in suite_dict["expectations"] if e.get("type") not in kept] or [
+            "(invalid arguments)"
+        ]
+        raise SpecError(
+            f"expectation suite {suite_path.name} has expectations GX cannot build: {', '.join(map(str, lost))}"
+        )
+    definition = (
+        context.data_sources.add_pandas("modelmill")
+        .add_dataframe_asset("snapshot")
+        .add_batch_definition_whole_dataframe("whole")
+    )
     frame = _gx_frame(df)
     if docs_dir is not None:
         suite = context.suites.add(suite)
     for result_format in (FULL,) if detail else (FAST, FULL):
         if docs_dir is None:
-            result = definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite, result_format=result_format)
+            result = definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+                suite, result_format=result_format
+            )
         else:
             result = _validate_with_docs(context, definition, suite, frame, docs_dir, result_format)
         if result.success:
@@ -235,7 +255,10 @@ def _date_bounds(suite: dict, df: pd.DataFrame) -> dict:
     for e in suite["expectations"]:
         kw = e.get("kwargs", {})
         if kw.get("column") in dated:
-            kw = {k: (f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and _DAY.match(v) else v) for k, v in kw.items()}
+            kw = {
+                k: (f"{v}T00:00:00" if k in ("min_value", "max_value") and isinstance(v, str) and _DAY.match(v) else v)
+                for k, v in kw.items()
+            }
             e = {**e, "kwargs": kw}
         out.append(e)
     return {**suite, "expectations": out}
@@ -245,8 +268,15 @@ def _run_rows(df: pd.DataFrame, expectations: list[dict]):
     import great_expectations as gx
 
     suite = gx.ExpectationSuite(name="rows", expectations=expectations)
-    definition = _gx_context().data_sources.add_pandas("modelmill").add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
-    return definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format={"result_format": "COMPLETE"})
+    definition = (
+        _gx_context()
+        .data_sources.add_pandas("modelmill")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    return definition.get_batch(batch_parameters={"dataframe": df}).validate(
+        suite, result_format={"result_format": "COMPLETE"}
+    )
 
 
 def rows_failing(df: pd.DataFrame, expectations: list[dict]) -> list[tuple[str, list]]:
@@ -287,7 +317,12 @@ def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_di
     name = f"{suite.name}-{result_format.lower()}"
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=definition, suite=suite))
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name=name, validation_definitions=[validation], actions=[UpdateDataDocsAction(name="data-docs", site_names=["modelmill"])], result_format=result_format)
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[validation],
+            actions=[UpdateDataDocsAction(name="data-docs", site_names=["modelmill"])],
+            result_format=result_format,
+        )
     )
     run = checkpoint.run(batch_parameters={"dataframe": frame})
     for path in list(docs_dir.rglob("*")):
@@ -297,7 +332,13 @@ def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_di
 
 
 #: rules whose arguments say which type a column's values are
-_TYPED_RULES = {"expect_column_values_to_be_in_set", "expect_column_values_to_be_between", "expect_column_min_to_be_between", "expect_column_max_to_be_between", "expect_column_mean_to_be_between"}
+_TYPED_RULES = {
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_be_between",
+    "expect_column_min_to_be_between",
+    "expect_column_max_to_be_between",
+    "expect_column_mean_to_be_between",
+}
 
 
 def _is_number(v) -> bool:
@@ -328,7 +369,12 @@ def per_cell_numbers(df: pd.DataFrame, expectations: list[dict]) -> tuple[pd.Dat
         if col not in df.columns:
             continue
         s = df[col]
-        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or pd.api.types.is_datetime64_any_dtype(s) or is_array_column(s):
+        if (
+            pd.api.types.is_numeric_dtype(s)
+            or pd.api.types.is_bool_dtype(s)
+            or pd.api.types.is_datetime64_any_dtype(s)
+            or is_array_column(s)
+        ):
             continue
         number = pd.to_numeric(s.astype("str").str.strip().where(s.notna()), errors="coerce")
         mask = number.isna() & s.notna()
@@ -384,7 +430,11 @@ def is_array_column(s: pd.Series) -> bool:
 
 
 _MISSING_COLUMN = re.compile(r'The column "(.+?)" in BatchData does not exist')
-_SCHEMA_CHECKS = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list", "expect_column_to_exist"}
+_SCHEMA_CHECKS = {
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_column_to_exist",
+}
 
 
 def _cause(o: ExpectationOutcome) -> str:
@@ -411,4 +461,7 @@ def gate(report: ValidationReport, pipeline: str) -> None:
         raise SpecError(f"suite {report.suite} names column {', '.join(missing)} which the data does not have")
     causes = [_cause(o) for o in bad]
     shown = "; ".join(causes[:4]) + (f"; and {len(causes) - 4} more" if len(causes) > 4 else "")
-    raise DataRejected(f"{pipeline}: data rejected by suite {report.suite}: {len(bad)} of {report.evaluated} checks failed: {shown}", report.failed)
+    raise DataRejected(
+        f"{pipeline}: data rejected by suite {report.suite}: {len(bad)} of {report.evaluated} checks failed: {shown}",
+        report.failed,
+    )

@@ -29,17 +29,33 @@ def primary_keys(metric: str) -> tuple[str, str, str]:
     return mkey(PRIMARY, metric), mkey(PRIMARY, f"baseline_{metric}"), mkey(PRIMARY, "lift")
 
 
-def primary_metrics(metric: str, value: float, baseline: float, lift: float, headline: dict[str, float]) -> dict[str, float]:
+def primary_metrics(
+    metric: str, value: float, baseline: float, lift: float, headline: dict[str, float]
+) -> dict[str, float]:
     value_key, baseline_key, lift_key = primary_keys(metric)
-    return {value_key: value, baseline_key: baseline, lift_key: lift, **{mkey(PRIMARY, k): v for k, v in headline.items()}}
+    return {
+        value_key: value,
+        baseline_key: baseline,
+        lift_key: lift,
+        **{mkey(PRIMARY, k): v for k, v in headline.items()},
+    }
 
 
 def from_primary_metrics(metric: str, metrics: dict[str, float]) -> dict:
     """The summary fields (value, baseline, lift, headline) back from a run's logged metrics."""
     value_key, baseline_key, lift_key = primary_keys(metric)
     prefix = PRIMARY + "/"
-    headline = {k.removeprefix(prefix): v for k, v in sorted(metrics.items()) if k.startswith(prefix) and k not in (value_key, baseline_key, lift_key)}
-    return {"value": metrics.get(value_key), "baseline": metrics.get(baseline_key), "lift": metrics.get(lift_key), "headline": headline}
+    headline = {
+        k.removeprefix(prefix): v
+        for k, v in sorted(metrics.items())
+        if k.startswith(prefix) and k not in (value_key, baseline_key, lift_key)
+    }
+    return {
+        "value": metrics.get(value_key),
+        "baseline": metrics.get(baseline_key),
+        "lift": metrics.get(lift_key),
+        "headline": headline,
+    }
 
 
 def _fmt(v: float | None) -> str:
@@ -48,7 +64,9 @@ def _fmt(v: float | None) -> str:
     return f"{v:.4f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
 
 
-def headline_text(metric: str, direction: str, value: float | None, baseline: float | None, headline: dict[str, float] | None = None) -> str:
+def headline_text(
+    metric: str, direction: str, value: float | None, baseline: float | None, headline: dict[str, float] | None = None
+) -> str:
     """``roc_auc 0.8092 (baseline 0.5000, +0.3092) · expected_cost 0.5333``.
 
     For an error metric (minimised) an absolute lift of a few 1e-5 reads as "0.0000": the change
@@ -74,7 +92,16 @@ def run_name(metric: str, value: float, baseline: float, direction: str, decisio
     return f"{f'v{version} ' if version else ''}{decision} · {headline_text(metric, direction, value, baseline)}"
 
 
-def decision_sentence(pipeline: str, version: str | None, promoted: bool, reason: str, metric: str, value: float, promote_enabled: bool = True, alias_role: str = "the challenger") -> str:
+def decision_sentence(
+    pipeline: str,
+    version: str | None,
+    promoted: bool,
+    reason: str,
+    metric: str,
+    value: float,
+    promote_enabled: bool = True,
+    alias_role: str = "the challenger",
+) -> str:
     """The run's description (MLflow's ``mlflow.note.content``), one sentence."""
     if promoted:
         return f"{pipeline} v{version} became the champion with test {metric} {_fmt(value)}: {reason}."
@@ -93,7 +120,13 @@ def table_columns(metric: str, headline: tuple[str, ...] = ()) -> list[str]:
     """Runs-table columns of the shared view, in MLflow's canonical ``type.`key``` form."""
     value_key, baseline_key, lift_key = primary_keys(metric)
     metrics = [value_key, baseline_key, lift_key, *(mkey(PRIMARY, h) for h in headline if h != metric)]
-    tags = ["modelmill.decision", "modelmill.model_version", "modelmill.data_digest", "modelmill.validation", "modelmill.trigger"]
+    tags = [
+        "modelmill.decision",
+        "modelmill.model_version",
+        "modelmill.data_digest",
+        "modelmill.validation",
+        "modelmill.trigger",
+    ]
     return [
         "attributes.`Dataset`",
         *(f"metrics.`{m}`" for m in metrics),
@@ -119,5 +152,10 @@ def experiment_description(description: str, experiment_id: str) -> str:
 def shared_view(metric: str, headline: tuple[str, ...] = ()) -> tuple[str, str]:
     """(experiment tag, JSON value) of the runs-table view, newest run first."""
     columns = table_columns(metric, headline)
-    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": "attributes.start_time", "orderByAsc": False}
+    state = {
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
     return SHARED_VIEW_TAG_PREFIX + VIEW_KEY, json.dumps(state)

@@ -7,6 +7,7 @@ import time.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,7 +17,6 @@ import sys
 import tempfile
 import time
 import warnings
-import contextlib
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from modelmill.registry.runview import EXPERIMENT_KIND
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.registry.runview import EXPERIMENT_KIND
 
 log = logging.getLogger("modelmill.registry.tracking")
 
@@ -39,7 +39,11 @@ SCORING_SUFFIX = "/scoring"
 #: Local store URIs whose schema this process has already created or checked.
 _INITIALISED: set[str] = set()
 #: MLflow client HTTP settings (its defaults retry for minutes against a server that is down).
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 #: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
 #: checked before anything in them is unpickled.
 MODEL_DIGEST_TAG = "modelmill.model_sha256"
@@ -116,7 +120,9 @@ class Tracker:
             # Once per process and store: later clients find the schema in place.
             from modelmill.runtime.locks import file_lock, lock_dir
 
-            with file_lock(lock_dir(settings.home_dir) / "mlflow-store.lock", "MLflow store initialisation", timeout=600):
+            with file_lock(
+                lock_dir(settings.home_dir) / "mlflow-store.lock", "MLflow store initialisation", timeout=600
+            ):
                 self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
                 self.client.search_registered_models(max_results=1)  # the registry store too
             _INITIALISED.add(self.uri)
@@ -162,7 +168,13 @@ class Tracker:
             location = (self.settings.artifact_root / re.sub(r"[^a-z0-9_]+", "_", spec.name + suffix)).as_uri()
         try:
             return self.client.create_experiment(
-                name, artifact_location=location, tags={"modelmill.domain": spec.domain, "mlflow.note.content": spec.description, **(EXPERIMENT_KIND if suffix else {})}
+                name,
+                artifact_location=location,
+                tags={
+                    "modelmill.domain": spec.domain,
+                    "mlflow.note.content": spec.description,
+                    **(EXPERIMENT_KIND if suffix else {}),
+                },
             )
         except Exception:  # created concurrently by another run: read it back
             exp = self.client.get_experiment_by_name(name)
@@ -247,7 +259,11 @@ class Tracker:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(safe_key(k), float(v), ts, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(safe_key(k), float(v), ts, step)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
@@ -278,7 +294,17 @@ class Tracker:
     def log_dir(self, run_id: str, local: Path, artifact_dir: str) -> None:
         self.client.log_artifacts(run_id, str(local), artifact_dir)
 
-    def log_dataset(self, run_id: str, df: pd.DataFrame, *, source: str, name: str, context: str, digest: str, targets: str | None = None) -> None:
+    def log_dataset(
+        self,
+        run_id: str,
+        df: pd.DataFrame,
+        *,
+        source: str,
+        name: str,
+        context: str,
+        digest: str,
+        targets: str | None = None,
+    ) -> None:
         """Dataset lineage (`mlflow.log_input`): name, digest, schema and source of a frame.
 
         A ``MetaDataset`` with our digest and a schema read off the first rows: ``from_pandas``
@@ -295,7 +321,9 @@ class Tracker:
         scalar = df[[c for c in df.columns if not is_array_column(df[c])]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=_infer_schema(scalar.head(1000)))
+            ds = MetaDataset(
+                resolve_dataset_source(source), name=name, digest=digest, schema=_infer_schema(scalar.head(1000))
+            )
         if targets in scalar.columns:
             self.set_tags(run_id, {"modelmill.targets": targets})
         for attempt in range(4):
@@ -306,13 +334,24 @@ class Tracker:
             except MlflowException as e:
                 # two runs logging the same new dataset at once: the server's check-then-insert
                 # loses the race for one of them; on a retry the dataset exists and is linked
-                if attempt == 3 or not any(m in str(e) for m in ("UNIQUE constraint", "duplicate key", "IntegrityError")):
+                if attempt == 3 or not any(
+                    m in str(e) for m in ("UNIQUE constraint", "duplicate key", "IntegrityError")
+                ):
                     raise
                 log.info("dataset %s was being logged by another run at the same moment; linking it again", name)
                 time.sleep(0.2 * (attempt + 1))
 
     # -- models and the registry --------------------------------------------------------------
-    def log_model(self, run_id: str, spec: PipelineSpec, model, input_example, output_example, raw_columns: list[str] | None = None, labels: tuple | None = None) -> ModelRef:
+    def log_model(
+        self,
+        run_id: str,
+        spec: PipelineSpec,
+        model,
+        input_example,
+        output_example,
+        raw_columns: list[str] | None = None,
+        labels: tuple | None = None,
+    ) -> ModelRef:
         """Log the fitted featurizer+model pipeline with signature and example, and register it.
         ``raw_columns``: input columns the signature takes of any type (the model types them).
         ``labels``: a classifier's — its pyfunc returns the label and each class's probability
@@ -332,7 +371,12 @@ class Tracker:
             from mlflow.types.schema import AnyType, ColSpec, Schema
 
             signature.inputs = Schema([ColSpec(AnyType(), c, required=False) for c in raw_columns])
-        reqs = [f"scikit-learn=={sklearn.__version__}", f"numpy=={numpy.__version__}", f"pandas=={pd.__version__}", f"scipy=={scipy.__version__}"]
+        reqs = [
+            f"scikit-learn=={sklearn.__version__}",
+            f"numpy=={numpy.__version__}",
+            f"pandas=={pd.__version__}",
+            f"scipy=={scipy.__version__}",
+        ]
         from modelmill.learn.kinds.neural import network
 
         if network(model) is not None:  # a PyTorch network inside: loading it needs torch and skorch
@@ -355,7 +399,12 @@ class Tracker:
                 serialization_format="cloudpickle",
                 await_registration_for=60,
             )
-        ref = ModelRef(spec.registered_model_name, str(info.registered_model_version), run_id, f"models:/{spec.registered_model_name}/{info.registered_model_version}")
+        ref = ModelRef(
+            spec.registered_model_name,
+            str(info.registered_model_version),
+            run_id,
+            f"models:/{spec.registered_model_name}/{info.registered_model_version}",
+        )
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
             digest = dir_digest(Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp)))
         self.client.set_model_version_tag(ref.name, ref.version, MODEL_DIGEST_TAG, digest)
@@ -387,10 +436,14 @@ class Tracker:
         from modelmill.errors import ModelIntegrityError
 
         expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
-        local = Path(self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder))
+        local = Path(
+            self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder)
+        )
         found = dir_digest(local)
         if expected is None:
-            raise ModelIntegrityError(f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it")
+            raise ModelIntegrityError(
+                f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it"
+            )
         if found != expected:
             raise ModelIntegrityError(
                 f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
@@ -449,7 +502,11 @@ class Tracker:
         """One run per move in the pipeline's ``…/audit`` experiment, its fields as params, and
         the whole trail so far as ``audit.csv`` on it."""
         table = pd.concat([self.audit_rows(spec), pd.DataFrame([row])], ignore_index=True)
-        run = self.client.create_run(self.experiment_id(spec, suffix=AUDIT_SUFFIX), run_name=f"{row['action']} v{row['version']}", tags={"modelmill.pipeline": spec.name, "modelmill.audit": row["action"]})
+        run = self.client.create_run(
+            self.experiment_id(spec, suffix=AUDIT_SUFFIX),
+            run_name=f"{row['action']} v{row['version']}",
+            tags={"modelmill.pipeline": spec.name, "modelmill.audit": row["action"]},
+        )
         for k, v in row.items():
             self.client.log_param(run.info.run_id, k, v)
         self.log_table(run.info.run_id, table, "audit.csv")
@@ -461,7 +518,9 @@ class Tracker:
         exp = self.experiment_id(spec, create=False)
         if exp is None:
             return pd.DataFrame()
-        return self._mlflow.search_runs(experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"])
+        return self._mlflow.search_runs(
+            experiment_ids=[exp], max_results=max_results, order_by=["attributes.start_time ASC"]
+        )
 
     def last_trained_run(self, spec: PipelineSpec):
         """The newest run of the pipeline that finished training (not a skipped one), or None."""
@@ -469,7 +528,10 @@ class Tracker:
         if exp is None:
             return None
         found = self.client.search_runs(
-            [exp], filter_string="attributes.status = 'FINISHED' and tags.`modelmill.decision` != 'skipped_unchanged'", order_by=["attributes.start_time DESC"], max_results=1
+            [exp],
+            filter_string="attributes.status = 'FINISHED' and tags.`modelmill.decision` != 'skipped_unchanged'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
         )
         return found[0] if found else None
 
@@ -485,7 +547,9 @@ class Tracker:
         exp = self.experiment_id(spec, create=False)
         if exp is None:
             return None
-        found = self.client.search_runs([exp], filter_string=f"tags.`modelmill.prefect_flow_run_id` = '{flow_run_id}'", max_results=1)
+        found = self.client.search_runs(
+            [exp], filter_string=f"tags.`modelmill.prefect_flow_run_id` = '{flow_run_id}'", max_results=1
+        )
         return found[0] if found else None
 
     def run(self, run_id: str):
@@ -527,7 +591,10 @@ def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwar
     import mlflow.sklearn
 
     if labels is not None:
-        kwargs["metadata"] = {**(kwargs.get("metadata") or {}), "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels]}
+        kwargs["metadata"] = {
+            **(kwargs.get("metadata") or {}),
+            "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels],
+        }
     mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
     if labels is not None:
         mlflow_model.flavors["python_function"]["loader_module"] = __name__

@@ -39,7 +39,9 @@ def file_lock(path: Path, what: str, timeout: float = 3600):
                 break
             except BlockingIOError:
                 if time.time() > deadline:
-                    raise LockTimeout(f"{what}: another modelmill process held {path} for more than {timeout:.0f} s") from None
+                    raise LockTimeout(
+                        f"{what}: another modelmill process held {path} for more than {timeout:.0f} s"
+                    ) from None
                 if not said:
                     log.info("%s: waiting for another run to finish (%s)", what, path.name)
                     said = True

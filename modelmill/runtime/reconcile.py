@@ -112,7 +112,11 @@ def reconcile(tracker, specs) -> list:
     found = orphaned_runs(tracker, specs)
     for run in found:
         tags = run.data.tags
-        _mark_orphaned(tracker, run, f"orphaned: its process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)} ended without finishing the run (killed?)")
+        _mark_orphaned(
+            tracker,
+            run,
+            f"orphaned: its process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)} ended without finishing the run (killed?)",
+        )
     return found
 
 
@@ -128,12 +132,24 @@ def reconcile_lost_attempt(tracker, spec, flow_run_ids: list[str], retried_on: s
     found = [r for r in running if r.data.tags.get("modelmill.prefect_flow_run_id") in flow_run_ids]
     for run in found:
         tags = run.data.tags
-        _mark_orphaned(tracker, run, f"orphaned: its worker (process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)}) was lost; the pipeline ran again on {retried_on}")
+        _mark_orphaned(
+            tracker,
+            run,
+            f"orphaned: its worker (process {tags.get(OWNER_PID)} on {tags.get(OWNER_HOST)}) was lost; the pipeline ran again on {retried_on}",
+        )
         tracker.set_tags(run.info.run_id, {FLOW_RUN_RECONCILED: "true"})
     return found
 
 
 def _mark_orphaned(tracker, run, cause: str) -> None:
-    tracker.set_tags(run.info.run_id, {"modelmill.failure": "orphaned", "modelmill.status": "failed", "modelmill.error": cause, "mlflow.note.content": f"The run was {cause}."})
+    tracker.set_tags(
+        run.info.run_id,
+        {
+            "modelmill.failure": "orphaned",
+            "modelmill.status": "failed",
+            "modelmill.error": cause,
+            "mlflow.note.content": f"The run was {cause}.",
+        },
+    )
     tracker.end_run(run.info.run_id, "FAILED")
     log.warning("%s: run %s %s; marked FAILED", run.data.tags.get("modelmill.pipeline"), run.info.run_id, cause)

@@ -51,7 +51,14 @@ class LocalServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:  # the child keeps its own copy of the descriptor
             fds = (self.sock.fileno(),) if self.sock is not None else ()
-            self.proc = subprocess.Popen(self.cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=fds)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=fds,
+            )
         return self
 
     def wait(self, timeout: float = 180) -> LocalServer:
@@ -72,13 +79,17 @@ class LocalServer:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} server did not answer {self.health} within {timeout:.0f}s; see {self.log_path}")
+        raise RuntimeError(
+            f"{self.name} server did not answer {self.health} within {timeout:.0f}s; see {self.log_path}"
+        )
 
     def answers(self, timeout: float = 0.5) -> bool:
         """Whether the health endpoint answers now (one request)."""
         if not self.ready:
             try:
-                with urllib.request.urlopen(urllib.request.Request(self.health, headers=self.health_headers), timeout=timeout) as r:
+                with urllib.request.urlopen(
+                    urllib.request.Request(self.health, headers=self.health_headers), timeout=timeout
+                ) as r:
                     if r.status == 200:
                         log.info("%s server up at %s", self.name, self.url)
                         self.ready = True
@@ -128,14 +139,48 @@ def temporary_prefect_api(state_dir: Path) -> LocalServer:
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
-    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory", "prefect.server.api.server:create_app", "--fd", str(sock.fileno()), "--log-level", "error", "--lifespan", "on"]
-    env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(app_dir),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--fd",
+        str(sock.fileno()),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
+    env = {
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     # uvicorn exits 3 when the app's start-up fails: runs starting at once on one new database race
     # for its migrations (Prefect's own ephemeral server is started again then, too)
-    return LocalServer("prefect (temporary)", cmd, env, url, f"{url}/api/health", state_dir / "logs" / "prefect-temporary.log", restart_on=(3,), sock=sock)
+    return LocalServer(
+        "prefect (temporary)",
+        cmd,
+        env,
+        url,
+        f"{url}/api/health",
+        state_dir / "logs" / "prefect-temporary.log",
+        restart_on=(3,),
+        sock=sock,
+    )
 
 
-def prefect_server(state_dir: Path, port: int, database_url: str | None = None, scheduler_loop_seconds: float | None = None, creds: Credentials | None = None) -> LocalServer:
+def prefect_server(
+    state_dir: Path,
+    port: int,
+    database_url: str | None = None,
+    scheduler_loop_seconds: float | None = None,
+    creds: Credentials | None = None,
+) -> LocalServer:
     """A Prefect server on 127.0.0.1 (SQLite under ``state_dir`` unless ``database_url``).
 
     With ``creds`` (what ``modelmill serve`` runs): basic auth on every API call, CORS only for its
@@ -160,12 +205,31 @@ def prefect_server(state_dir: Path, port: int, database_url: str | None = None, 
         "PREFECT_API_AUTH_STRING": creds.prefect_auth,
         "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"{url},http://localhost:{port}",
     }
-    cmd = [sys.executable, "-m", "modelmill_flows.prefect_server", "--host", "127.0.0.1", "--port", str(port), "--allowed-host", f"127.0.0.1:{port}", "--allowed-host", f"localhost:{port}"]
-    return LocalServer("prefect", cmd, env, url, f"{url}/api/health", log_path, health_headers=_basic(creds.prefect_auth))
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelmill_flows.prefect_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--allowed-host",
+        f"127.0.0.1:{port}",
+        "--allowed-host",
+        f"localhost:{port}",
+    ]
+    return LocalServer(
+        "prefect", cmd, env, url, f"{url}/api/health", log_path, health_headers=_basic(creds.prefect_auth)
+    )
 
 
 def mlflow_server(
-    state_dir: Path, port: int, backend_uri: str | None = None, creds: Credentials | None = None, artifacts: str | None = None, env: dict[str, str] | None = None
+    state_dir: Path,
+    port: int,
+    backend_uri: str | None = None,
+    creds: Credentials | None = None,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> LocalServer:
     """``mlflow server`` on 127.0.0.1 with artifacts served by the server itself, its security
     middleware on (``--allowed-hosts``: only its own host names). With ``creds``: MLflow's
@@ -193,9 +257,15 @@ def mlflow_server(
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
         cmd += ["--app-name", "basic-auth"]
-        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password, "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret}
+        env |= {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret,
+        }
         headers = _basic(f"{creds.mlflow_user}:{creds.mlflow_password}")
-    return LocalServer("mlflow", cmd, env, url, f"{url}/health", state_dir / "logs" / "mlflow-server.log", health_headers=headers)
+    return LocalServer(
+        "mlflow", cmd, env, url, f"{url}/health", state_dir / "logs" / "mlflow-server.log", health_headers=headers
+    )
 
 
 @dataclass(frozen=True)
@@ -209,7 +279,11 @@ class Credentials:
     path: Path | None = None  # where they were generated, if they were
 
     def client_env(self) -> dict[str, str]:
-        return {"PREFECT_API_AUTH_STRING": self.prefect_auth, "MLFLOW_TRACKING_USERNAME": self.mlflow_user, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password}
+        return {
+            "PREFECT_API_AUTH_STRING": self.prefect_auth,
+            "MLFLOW_TRACKING_USERNAME": self.mlflow_user,
+            "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
+        }
 
 
 CREDENTIALS_FILE = "credentials.env"
@@ -225,12 +299,22 @@ def credentials(home: Path) -> Credentials:
     path = home / CREDENTIALS_FILE
     stored: dict[str, str] = {}
     if path.is_file():
-        stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+        stored = dict(
+            line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+        )
     values = {
-        "PREFECT_SERVER_API_AUTH_STRING": env.get("PREFECT_SERVER_API_AUTH_STRING") or stored.get("PREFECT_SERVER_API_AUTH_STRING") or f"modelmill:{secrets.token_urlsafe(24)}",
-        "MLFLOW_TRACKING_USERNAME": env.get("MLFLOW_TRACKING_USERNAME") or stored.get("MLFLOW_TRACKING_USERNAME") or "modelmill-admin",
-        "MLFLOW_TRACKING_PASSWORD": env.get("MLFLOW_TRACKING_PASSWORD") or stored.get("MLFLOW_TRACKING_PASSWORD") or secrets.token_urlsafe(24),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or stored.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32),
+        "PREFECT_SERVER_API_AUTH_STRING": env.get("PREFECT_SERVER_API_AUTH_STRING")
+        or stored.get("PREFECT_SERVER_API_AUTH_STRING")
+        or f"modelmill:{secrets.token_urlsafe(24)}",
+        "MLFLOW_TRACKING_USERNAME": env.get("MLFLOW_TRACKING_USERNAME")
+        or stored.get("MLFLOW_TRACKING_USERNAME")
+        or "modelmill-admin",
+        "MLFLOW_TRACKING_PASSWORD": env.get("MLFLOW_TRACKING_PASSWORD")
+        or stored.get("MLFLOW_TRACKING_PASSWORD")
+        or secrets.token_urlsafe(24),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+        or stored.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+        or secrets.token_hex(32),
     }
     generated = None
     if values != stored:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelmill.errors import SpecError
 from modelmill.config.spec import Candidate, PipelineSpec
+from modelmill.errors import SpecError
 
 
 class KindOptions(BaseModel):
@@ -100,23 +100,37 @@ class ProblemKind(ABC):
         if spec.metric.name not in self.METRICS:
             raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name!r} is not one of {sorted(self.METRICS)}")
         if self.METRICS[spec.metric.name] != spec.metric.direction:
-            raise SpecError(f"pipeline {spec.name}: metric {spec.metric.name} is to {self.METRICS[spec.metric.name]}, not {spec.metric.direction}")
+            raise SpecError(
+                f"pipeline {spec.name}: metric {spec.metric.name} is to {self.METRICS[spec.metric.name]}, not {spec.metric.direction}"
+            )
         for c in [spec.baseline, *spec.candidates]:
             if c.estimator not in self.ESTIMATORS:
-                raise SpecError(f"pipeline {spec.name}: unknown estimator {c.estimator!r} for {self.name} (known: {sorted(self.ESTIMATORS)})")
+                raise SpecError(
+                    f"pipeline {spec.name}: unknown estimator {c.estimator!r} for {self.name} (known: {sorted(self.ESTIMATORS)})"
+                )
         self.options(spec)
-        unused = [g for g in ("numeric", "categorical", "text", "image") if getattr(spec.features, g) and g not in self.FEATURES]
+        unused = [
+            g
+            for g in ("numeric", "categorical", "text", "image")
+            if getattr(spec.features, g) and g not in self.FEATURES
+        ]
         if unused:
-            raise SpecError(f"pipeline {spec.name}: {self.name} cannot use features.{', features.'.join(unused)} (it reads {', '.join(f'features.{g}' for g in self.FEATURES) or 'no declared features'})")
+            raise SpecError(
+                f"pipeline {spec.name}: {self.name} cannot use features.{', features.'.join(unused)} (it reads {', '.join(f'features.{g}' for g in self.FEATURES) or 'no declared features'})"
+            )
         if spec.impute != type(spec.impute)() and not self.IMPUTES:
             raise SpecError(f"pipeline {spec.name}: `impute` is for tabular features; {self.name} cannot use it")
 
     def require_split(self, spec: PipelineSpec, *methods: str) -> None:
         """The split methods this kind honours; any other is a spec error, never ignored."""
         if spec.split.method not in methods:
-            raise SpecError(f"pipeline {spec.name}: {self.name} splits by {' or '.join(methods)}, not {spec.split.method}")
+            raise SpecError(
+                f"pipeline {spec.name}: {self.name} splits by {' or '.join(methods)}, not {spec.split.method}"
+            )
         if spec.split.method == "predefined" and not spec.split.column:
-            raise SpecError(f"pipeline {spec.name}: split.method predefined needs split.column (values train / val / test)")
+            raise SpecError(
+                f"pipeline {spec.name}: split.method predefined needs split.column (values train / val / test)"
+            )
 
     def build(self, c: Candidate, spec: PipelineSpec):
         """An unfitted estimator for a candidate (scikit-learn contract: params in __init__)."""
@@ -160,7 +174,9 @@ class ProblemKind(ABC):
     def slice_metrics(self, spec: PipelineSpec, model, data: Prepared, mask: np.ndarray) -> dict[str, float]:
         """The kind's test metrics on the test rows in ``mask``."""
         idx = np.flatnonzero(mask)
-        part = tuple(p.iloc[idx].reset_index(drop=True) if hasattr(p, "iloc") else np.asarray(p)[idx] for p in data.test)
+        part = tuple(
+            p.iloc[idx].reset_index(drop=True) if hasattr(p, "iloc") else np.asarray(p)[idx] for p in data.test
+        )
         return self.metrics(spec, model, Prepared(data.train, part, data.info, data.labels))
 
     #: the kind's model scores one row at a time, from the feature columns
@@ -197,7 +213,9 @@ class ProblemKind(ABC):
         values = [v.item() if hasattr(v, "item") else v for v in pd.unique(labels.dropna())]
         others = [v for v in values if str(v) != str(spec.positive_label)]
         positive = next((v for v in values if str(v) == str(spec.positive_label)), spec.positive_label)
-        return (others[0] if len(others) == 1 else getattr(self.options(spec), "negative_label_name", f"not {positive}")), positive
+        return (
+            others[0] if len(others) == 1 else getattr(self.options(spec), "negative_label_name", f"not {positive}")
+        ), positive
 
     def servable(self, spec: PipelineSpec, model):
         """The model as it is registered: for row models, with :meth:`raw_rows` as its first step,

@@ -41,7 +41,9 @@ def _codes(values: pd.Series, categories: list) -> np.ndarray:
         import pyarrow.compute as pc
 
         column = pa.array(values.array)  # the Arrow data itself (``__arrow_array__``), not a copy
-        codes = pc.index_in(column, value_set=pa.array(known, type=column.type)).fill_null(-1).to_numpy().astype(np.int32)
+        codes = (
+            pc.index_in(column, value_set=pa.array(known, type=column.type)).fill_null(-1).to_numpy().astype(np.int32)
+        )
     else:
         codes = pd.Categorical(values, categories=known).codes.astype(np.int32)
     if len(known) < len(categories):  # a learned missing-value category
@@ -65,7 +67,9 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         X = self._frame(X)
         if len(X) == 0:
-            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required by CategoryEncoder.")
+            raise ValueError(
+                f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required by CategoryEncoder."
+            )
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         self.categories_ = [_categories(X[c]) for c in X.columns]
@@ -75,7 +79,9 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "categories_")
         X = self._frame(X)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but CategoryEncoder is expecting {self.n_features_in_} features as input.")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but CategoryEncoder is expecting {self.n_features_in_} features as input."
+            )
         codes = [_codes(X[c], cats) for c, cats in zip(X.columns, self.categories_, strict=True)]
         n = len(X)
         if self.output == "ordinal":  # float32 holds every code exactly, in half the memory of float64
@@ -97,7 +103,14 @@ class CategoryEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "categories_")
         if self.output == "ordinal":
             return np.asarray(self.feature_names_in_, dtype=object)
-        return np.asarray([f"{col}_{cat}" for col, cats in zip(self.feature_names_in_, self.categories_, strict=True) for cat in cats], dtype=object)
+        return np.asarray(
+            [
+                f"{col}_{cat}"
+                for col, cats in zip(self.feature_names_in_, self.categories_, strict=True)
+                for cat in cats
+            ],
+            dtype=object,
+        )
 
     def _frame(self, X) -> pd.DataFrame:
         if isinstance(X, pd.DataFrame):
@@ -124,13 +137,17 @@ class RawRows(TransformerMixin, BaseEstimator):
     def transform(self, X):
         from modelmill.data.ingest import coerce_numbers
 
-        X = pd.DataFrame(X)[[*self.numeric, *self.categorical, *([self.text] if self.text else [])]]  # pandas 3: columns copied only when replaced
+        X = pd.DataFrame(X)[
+            [*self.numeric, *self.categorical, *([self.text] if self.text else [])]
+        ]  # pandas 3: columns copied only when replaced
         for c in self.numeric:
             number = coerce_numbers(X[c], self.thousands, self.decimal)
             X[c] = pd.to_numeric(number, errors="coerce").astype("float64")  # integers cannot carry missing values
         for c in self.categorical:
             if not (isinstance(X[c].dtype, pd.CategoricalDtype) and X[c].cat.categories.dtype == "str"):
-                X[c] = X[c].astype("str")  # pandas 3: missing values stay missing (a snapshot's text categories stay compact)
+                X[c] = X[c].astype(
+                    "str"
+                )  # pandas 3: missing values stay missing (a snapshot's text categories stay compact)
         if self.text:
             X[self.text] = X[self.text].fillna("").astype("str")
         return X

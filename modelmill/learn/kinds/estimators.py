@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -29,7 +28,14 @@ def _leading_codes(X, mask) -> list[np.ndarray] | None:
     scikit-learn's own encoder would make of them, else None: a leading block of columns each
     holding the codes 0..k-1 of its k categories, every one present, missing values NaN."""
     k = int(mask.sum())
-    if not (isinstance(X, np.ndarray) and X.dtype.kind == "f" and X.ndim == 2 and k and mask[:k].all() and not mask[k:].any()):
+    if not (
+        isinstance(X, np.ndarray)
+        and X.dtype.kind == "f"
+        and X.ndim == 2
+        and k
+        and mask[:k].all()
+        and not mask[k:].any()
+    ):
         return None
     known = []
     for j in range(k):
@@ -68,7 +74,9 @@ class HistGradientBoosting(HistGradientBoostingClassifier):
             return super()._preprocess_X(X, reset=reset)
         for j, cats in enumerate(known):
             if cats.size > self.max_bins:
-                raise ValueError(f"Categorical feature at index {j} is expected to have a cardinality <= {self.max_bins} but actually has a cardinality of {cats.size}.")
+                raise ValueError(
+                    f"Categorical feature at index {j} is expected to have a cardinality <= {self.max_bins} but actually has a cardinality of {cats.size}."
+                )
         self.is_categorical_, self._preprocessor, self._is_categorical_remapped = mask, None, mask
         X = validate_data(self, X, dtype=[np.float64], ensure_all_finite=False)
         return X, [*known, *[None] * (X.shape[1] - len(known))]
@@ -77,7 +85,13 @@ class HistGradientBoosting(HistGradientBoostingClassifier):
 def logit_forest_vote(seed, C=0.1, n_estimators=500, min_samples_leaf=3, **p):
     """Soft vote (mean probability) of a logistic regression and a random forest: a linear and a
     tree view of the same features. Grid keys reach the members as ``logit__C``, ``forest__...``."""
-    members = [("logit", LogisticRegression(C=C, max_iter=5000)), ("forest", RandomForestClassifier(n_estimators, min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=1))]
+    members = [
+        ("logit", LogisticRegression(C=C, max_iter=5000)),
+        (
+            "forest",
+            RandomForestClassifier(n_estimators, min_samples_leaf=min_samples_leaf, random_state=seed, n_jobs=1),
+        ),
+    ]
     return VotingClassifier(members, voting="soft", **p)
 
 

@@ -22,19 +22,26 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.neural import MLPRegressor, training_curves
-from modelmill.config.spec import PipelineSpec
 
 
 class ForecastOptions(KindOptions):
-    lags: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10], description="past returns (in trading days) used as features")
-    windows: list[int] = Field(default_factory=lambda: [5, 20, 60], description="rolling windows (trading days) of mean, volatility and moving-average features")
+    lags: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 5, 10], description="past returns (in trading days) used as features"
+    )
+    windows: list[int] = Field(
+        default_factory=lambda: [5, 20, 60],
+        description="rolling windows (trading days) of mean, volatility and moving-average features",
+    )
     selection_folds: int = Field(3, ge=2, le=10, description="inner walk-forward folds that select the candidate")
     min_train_days: int = Field(250, ge=30, description="trading days every fold trains on at least")
-    trading_cost_bps: float = Field(5.0, ge=0, le=1000, description="cost of each change of position in the portfolio view, in basis points")
+    trading_cost_bps: float = Field(
+        5.0, ge=0, le=1000, description="cost of each change of position in the portfolio view, in basis points"
+    )
 
 
 def next_return(frame: pd.DataFrame, series: str, date: str, value: str) -> pd.Series:
@@ -49,7 +56,9 @@ class PriceFeatures(TransformerMixin, BaseEstimator):
     moving averages, volume change and calendar. Works on any frame holding each series' history
     in date order (rows are returned in the input order)."""
 
-    def __init__(self, series="ticker", date="date", value="close", volume="volume", lags=(1, 2, 3, 5, 10), windows=(5, 20, 60)):
+    def __init__(
+        self, series="ticker", date="date", value="close", volume="volume", lags=(1, 2, 3, 5, 10), windows=(5, 20, 60)
+    ):
         self.series, self.date, self.value, self.volume = series, date, value, volume
         self.lags, self.windows = lags, windows
 
@@ -83,8 +92,17 @@ class PriceFeatures(TransformerMixin, BaseEstimator):
 
 def _pipeline(spec: PipelineSpec, opts: ForecastOptions, model) -> Pipeline:
     r = spec.roles
-    feats = PriceFeatures(r["series"], r["date"], r["value"], r.get("volume", "volume"), tuple(opts.lags), tuple(opts.windows))
-    return Pipeline([("features", feats), ("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler()), ("model", model)])
+    feats = PriceFeatures(
+        r["series"], r["date"], r["value"], r.get("volume", "volume"), tuple(opts.lags), tuple(opts.windows)
+    )
+    return Pipeline(
+        [
+            ("features", feats),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("model", model),
+        ]
+    )
 
 
 def drawdown(returns: pd.Series) -> float:
@@ -102,7 +120,9 @@ def portfolio(bt: pd.DataFrame, series: str, date: str, cost_bps: float) -> tupl
     position = (f["prediction"] > 0).astype(float)
     change = position.groupby(f[series], sort=False).diff().fillna(position).abs()
     f = f.assign(strategy=position * f["_target"] - change * cost_bps / 1e4, change=change)
-    daily = f.groupby(date).agg(strategy=("strategy", "mean"), buy_hold=("_target", "mean"), turnover=("change", "mean"))
+    daily = f.groupby(date).agg(
+        strategy=("strategy", "mean"), buy_hold=("_target", "mean"), turnover=("change", "mean")
+    )
     out = {"portfolio_turnover": float(daily["turnover"].mean())}
     for col, key in (("strategy", "portfolio"), ("buy_hold", "buy_hold")):
         r = daily[col]
@@ -127,7 +147,13 @@ def diebold_mariano(e_model: np.ndarray, e_naive: np.ndarray) -> tuple[float, fl
 class Forecasting(ProblemKind):
     name = "forecasting"
     Options = ForecastOptions
-    METRICS = {"rmse": "minimize", "mae": "minimize", "skill": "maximize", "directional_accuracy": "maximize", "price_mape": "minimize"}
+    METRICS = {
+        "rmse": "minimize",
+        "mae": "minimize",
+        "skill": "maximize",
+        "directional_accuracy": "maximize",
+        "price_mape": "minimize",
+    }
     HEADLINE = ("skill", "dm_pvalue", "directional_accuracy", "portfolio_sharpe", "buy_hold_sharpe")
     ESTIMATORS = {
         "zero_return": lambda seed, **p: DummyRegressor(strategy="constant", constant=0.0),
@@ -142,7 +168,9 @@ class Forecasting(ProblemKind):
         if missing:
             raise SpecError(f"pipeline {spec.name}: forecasting needs roles {sorted(missing)}")
         if spec.split.method != "walk_forward" or not spec.split.test_period_days:
-            raise SpecError(f"pipeline {spec.name}: forecasting needs split.method walk_forward and split.test_period_days")
+            raise SpecError(
+                f"pipeline {spec.name}: forecasting needs split.method walk_forward and split.test_period_days"
+            )
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         r = spec.roles
@@ -153,10 +181,22 @@ class Forecasting(ProblemKind):
         block, k = spec.split.test_period_days, spec.split.folds
         opts = self.options(spec)
         if len(dates) < block * k + opts.min_train_days:
-            raise SpecError(f"pipeline {spec.name}: {len(dates)} trading days is too short for {k} folds of {block} days")
+            raise SpecError(
+                f"pipeline {spec.name}: {len(dates)} trading days is too short for {k} folds of {block} days"
+            )
         starts = [dates[len(dates) - block * (k - i)] for i in range(k)]
-        info = {"rows": len(frame), "series": frame[r["series"]].nunique(), "first_date": str(dates[0])[:10], "last_date": str(dates[-1])[:10], "backtest_start": str(starts[0])[:10], "folds": k, "fold_days": block}
-        return Prepared(frame[frame[r["date"]] < starts[0]], frame, info | {"fold_starts": [str(s)[:10] for s in starts]})
+        info = {
+            "rows": len(frame),
+            "series": frame[r["series"]].nunique(),
+            "first_date": str(dates[0])[:10],
+            "last_date": str(dates[-1])[:10],
+            "backtest_start": str(starts[0])[:10],
+            "folds": k,
+            "fold_days": block,
+        }
+        return Prepared(
+            frame[frame[r["date"]] < starts[0]], frame, info | {"fold_starts": [str(s)[:10] for s in starts]}
+        )
 
     # -- walk-forward machinery ---------------------------------------------------------------
     def _folds(self, frame: pd.DataFrame, date: str, starts: list) -> list[tuple[pd.Series, pd.Series]]:
@@ -206,7 +246,9 @@ class Forecasting(ProblemKind):
         cols = [c for c in full.columns if c != "_target"]
         known = full["_target"].notna()
         model = clone(best).fit(full.loc[known, cols], full.loc[known, "_target"])
-        baseline = _pipeline(spec, opts, self.build(spec.baseline, spec)).fit(full.loc[known, cols], full.loc[known, "_target"])
+        baseline = _pipeline(spec, opts, self.build(spec.baseline, spec)).fit(
+            full.loc[known, cols], full.loc[known, "_target"]
+        )
         return Trained(model, baseline, best_name, table, {}, chosen)
 
     def _metrics_from(self, bt: pd.DataFrame, value: str) -> dict[str, float]:
@@ -275,17 +317,34 @@ class Forecasting(ProblemKind):
         figs["residuals.png"] = fig
         daily, pm = portfolio(bt, r["series"], r["date"], self.options(spec).trading_cost_bps)
         fig, ax = figure(11, 4)
-        for col, label, key in (("strategy", f"long/flat on {trained.best}'s forecasts", "portfolio"), ("buy_hold", "buy and hold", "buy_hold")):
-            ax.plot(daily.index, (1 + daily[col]).cumprod(), label=f"{label}: Sharpe {pm[f'{key}_sharpe']:.2f}, max drawdown {pm[f'{key}_max_drawdown']:.1%}")
+        for col, label, key in (
+            ("strategy", f"long/flat on {trained.best}'s forecasts", "portfolio"),
+            ("buy_hold", "buy and hold", "buy_hold"),
+        ):
+            ax.plot(
+                daily.index,
+                (1 + daily[col]).cumprod(),
+                label=f"{label}: Sharpe {pm[f'{key}_sharpe']:.2f}, max drawdown {pm[f'{key}_max_drawdown']:.1%}",
+            )
         ax.set_ylabel("growth of 1")
-        ax.set_title(f"{spec.name}: equal-weight portfolio over the backtest (turnover {pm['portfolio_turnover']:.2f}/day, cost {self.options(spec).trading_cost_bps:g} bp per change)")
+        ax.set_title(
+            f"{spec.name}: equal-weight portfolio over the backtest (turnover {pm['portfolio_turnover']:.2f}/day, cost {self.options(spec).trading_cost_bps:g} bp per change)"
+        )
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
         figs["portfolio.png"] = fig
         if (curves := training_curves(trained.model, spec.name)) is not None:
             figs["training_curves.png"] = curves
-        per_series = bt.groupby(r["series"]).apply(lambda p: pd.Series(self._metrics_from(p, r["value"])), include_groups=False).reset_index()
-        return figs, {"portfolio_daily_returns.csv": daily.reset_index(), "per_series_metrics.csv": per_series, "backtest_predictions.csv": bt.drop(columns=["_target"]).rename(columns={"prediction": "predicted_return"})}
+        per_series = (
+            bt.groupby(r["series"])
+            .apply(lambda p: pd.Series(self._metrics_from(p, r["value"])), include_groups=False)
+            .reset_index()
+        )
+        return figs, {
+            "portfolio_daily_returns.csv": daily.reset_index(),
+            "per_series_metrics.csv": per_series,
+            "backtest_predictions.csv": bt.drop(columns=["_target"]).rename(columns={"prediction": "predicted_return"}),
+        }
 
     def examples(self, model, data: Prepared):
         frame = data.test.drop(columns=["_target"])

@@ -19,17 +19,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_metrics, binary_plots, figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.estimators import pick
 from modelmill.learn.kinds.neural import CNNClassifier, training_curves
 from modelmill.learn.kinds.selection import grid_select, predefined_parts
-from modelmill.config.spec import PipelineSpec
-
 
 #: the scikit-learn scorer of each primary metric
 SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy"}
+
 
 class ImageOptions(KindOptions):
     height: int = Field(28, ge=8, description="image height in pixels")
@@ -37,7 +37,9 @@ class ImageOptions(KindOptions):
     positive_label_name: str = Field("positive", description="name of the positive class in plots")
     negative_label_name: str = Field("negative", description="name of the negative class in plots")
     hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
-    augment_flips: bool = Field(True, description="fit the feature-based models on left-right mirrored copies of their training images too")
+    augment_flips: bool = Field(
+        True, description="fit the feature-based models on left-right mirrored copies of their training images too"
+    )
 
 
 class CalibratedSVC(ClassifierMixin, BaseEstimator):
@@ -79,7 +81,10 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y)
         _check_pixels(X, self.height, self.width)
         if self.mirror:
-            X, y = np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]), np.concatenate([y, y])
+            X, y = (
+                np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]),
+                np.concatenate([y, y]),
+            )
         self.pipeline_ = clone(self.pipeline).fit(X, y)
         self.classes_ = self.pipeline_.classes_
         return self
@@ -118,7 +123,13 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         imgs = X.reshape(-1, self.height, self.width) / 255.0
         feats = []
         for img in imgs:
-            h = hog(img, orientations=9, pixels_per_cell=(self.hog_cell, self.hog_cell), cells_per_block=(2, 2), feature_vector=True)
+            h = hog(
+                img,
+                orientations=9,
+                pixels_per_cell=(self.hog_cell, self.hog_cell),
+                cells_per_block=(2, 2),
+                feature_vector=True,
+            )
             hist, _ = np.histogram(img, bins=16, range=(0, 1), density=True)
             small = downscale_local_mean(img, (2, 2)).ravel()
             feats.append(np.concatenate([h, hist, small, [img.mean(), img.std()]]))
@@ -132,12 +143,20 @@ class ImageClassification(ProblemKind):
     HEADLINE = ("accuracy", "sensitivity", "specificity")
     EXAMPLE_ROWS = True
     FEATURES = ("image",)
-    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", svc_rbf=lambda seed, **p: CalibratedSVC(**p), cnn=lambda seed, **p: CNNClassifier(**{"seed": seed, **p}))
+    ESTIMATORS = pick(
+        "dummy_prior",
+        "logistic_regression",
+        "hist_gradient_boosting",
+        svc_rbf=lambda seed, **p: CalibratedSVC(**p),
+        cnn=lambda seed, **p: CNNClassifier(**{"seed": seed, **p}),
+    )
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
         if not spec.features.image or spec.target is None or spec.positive_label is None:
-            raise SpecError(f"pipeline {spec.name}: image classification needs features.image, target and positive_label")
+            raise SpecError(
+                f"pipeline {spec.name}: image classification needs features.image, target and positive_label"
+            )
         self.require_split(spec, "predefined")
 
     def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
@@ -150,7 +169,11 @@ class ImageClassification(ProblemKind):
                 f"pipeline {spec.name}: {int(wrong.sum())} of {len(df)} images have {int(sizes[wrong].iloc[0])} pixels, not {opts.height}x{opts.width} "
                 "(options.height and width); set source.images.size to resize them as they are read"
             )
-        return np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]]) if len(df) else np.zeros((0, opts.height * opts.width), np.float32)
+        return (
+            np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]])
+            if len(df)
+            else np.zeros((0, opts.height * opts.width), np.float32)
+        )
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
         X = self.model_input(spec, df)
@@ -158,19 +181,50 @@ class ImageClassification(ProblemKind):
         parts = predefined_parts(spec, df)
         train, val, test = parts == "train", parts == "val", parts == "test"
         if not val.any():
-            raise SpecError(f"pipeline {spec.name}: image classification selects on the val split, and split column {spec.split.column} has no val rows")
+            raise SpecError(
+                f"pipeline {spec.name}: image classification selects on the val split, and split column {spec.split.column} has no val rows"
+            )
         X_fit, y_fit = np.vstack([X[train], X[val]]), np.concatenate([y[train], y[val]])
-        val_fold = np.r_[np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)]  # PredefinedSplit: -1 = always train
-        info = {"train_rows": int(train.sum()), "val_rows": int(val.sum()), "test_rows": int(test.sum()), "positive_rate_test": float(y[test].mean())}
-        return Prepared((X_fit, y_fit, val_fold), (X[test], y[test]), info, self.label_names(spec, df[spec.target]), self.test_keys(spec, df, np.flatnonzero(test)))
+        val_fold = np.r_[
+            np.full(int(train.sum()), -1), np.zeros(int(val.sum()), dtype=int)
+        ]  # PredefinedSplit: -1 = always train
+        info = {
+            "train_rows": int(train.sum()),
+            "val_rows": int(val.sum()),
+            "test_rows": int(test.sum()),
+            "positive_rate_test": float(y[test].mean()),
+        }
+        return Prepared(
+            (X_fit, y_fit, val_fold),
+            (X[test], y[test]),
+            info,
+            self.label_names(spec, df[spec.target]),
+            self.test_keys(spec, df, np.flatnonzero(test)),
+        )
 
     def _pipeline(self, spec: PipelineSpec, model) -> MirrorAugmented:
         """The model behind its featurizer; a CNN reads the images themselves (and augments them
         in every epoch), the others get mirrored copies of the images they are fitted on."""
         opts = self.options(spec)
         if getattr(model, "consumes", None) == "pixels":
-            return MirrorAugmented(Pipeline([("model", model.set_params(height=opts.height, width=opts.width))]), opts.height, opts.width, mirror=False)
-        return MirrorAugmented(Pipeline([("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)), ("scale", StandardScaler()), ("model", model)]), opts.height, opts.width, mirror=opts.augment_flips)
+            return MirrorAugmented(
+                Pipeline([("model", model.set_params(height=opts.height, width=opts.width))]),
+                opts.height,
+                opts.width,
+                mirror=False,
+            )
+        return MirrorAugmented(
+            Pipeline(
+                [
+                    ("features", ImageFeatures(opts.height, opts.width, opts.hog_cell)),
+                    ("scale", StandardScaler()),
+                    ("model", model),
+                ]
+            ),
+            opts.height,
+            opts.width,
+            mirror=opts.augment_flips,
+        )
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         X, y, val_fold = data.train
@@ -179,7 +233,9 @@ class ImageClassification(ProblemKind):
         def pipeline(c):
             return self._pipeline(spec, self.build(c, spec))
 
-        best_name, best, table, chosen = grid_select(spec, pipeline, X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model")
+        best_name, best, table, chosen = grid_select(
+            spec, pipeline, X, y, cv=PredefinedSplit(val_fold), scoring=scoring, step="pipeline__model"
+        )
         baseline = self.fit_baseline(spec, pipeline, X, y)
         return Trained(best, baseline, best_name, table, {}, chosen)
 

@@ -25,8 +25,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from modelmill.runtime.cores import thread_share, torch_threads
 from modelmill.errors import SpecError
+from modelmill.runtime.cores import thread_share, torch_threads
 
 log = logging.getLogger("modelmill.train")
 
@@ -49,7 +49,9 @@ def _torch():
         import skorch  # noqa: F401 - the wrapper every network is fitted through
         import torch
     except ImportError as e:  # pragma: no cover - the extra is installed by make run/test
-        raise SpecError("neural estimators need the `neural` extra: pip install -e '.[neural]' (pins torch==2.13.0, the CPU build)") from e
+        raise SpecError(
+            "neural estimators need the `neural` extra: pip install -e '.[neural]' (pins torch==2.13.0, the CPU build)"
+        ) from e
     return torch
 
 
@@ -106,10 +108,20 @@ class TorchEstimator(BaseEstimator):
         net.fit(X, y)
         h = net.history
         best = min(range(len(h)), key=lambda i: h[i]["valid_loss"])
-        log.info("%s: %d epochs in %.1f s, best valid_loss %.4f at epoch %d", self.label, len(h), time.perf_counter() - t0, h[best]["valid_loss"], best + 1)
+        log.info(
+            "%s: %d epochs in %.1f s, best valid_loss %.4f at epoch %d",
+            self.label,
+            len(h),
+            time.perf_counter() - t0,
+            h[best]["valid_loss"],
+            best + 1,
+        )
         self.net_ = net
         self.valid_index_ = net.train_split.valid_index
-        self.history_ = [{k: v for k, v in row.items() if k in {"epoch", "train_loss", "valid_loss", "valid_acc", "valid_auc"}} for row in h]
+        self.history_ = [
+            {k: v for k, v in row.items() if k in {"epoch", "train_loss", "valid_loss", "valid_acc", "valid_auc"}}
+            for row in h
+        ]
         return self
 
 
@@ -126,7 +138,15 @@ class _NeuralClassifier(ClassifierMixin, TorchEstimator):
         torch = _torch()
         yi = self._encode_fit(y)
         scoring = ("valid_auc", "roc_auc") if len(self.classes_) == 2 else ("valid_acc", "accuracy")
-        net = self._net(NeuralNetClassifier, module, torch.nn.CrossEntropyLoss, stratified=True, scoring=scoring, seed=seed, classes=list(range(len(self.classes_))))
+        net = self._net(
+            NeuralNetClassifier,
+            module,
+            torch.nn.CrossEntropyLoss,
+            stratified=True,
+            scoring=scoring,
+            seed=seed,
+            classes=list(range(len(self.classes_))),
+        )
         return self._fit_net(net, X, yi)
 
     def predict_proba(self, X):
@@ -146,16 +166,50 @@ class CNNClassifier(_NeuralClassifier):
     consumes = "pixels"
     label = "cnn"
 
-    def __init__(self, height=28, width=28, channels=24, dropout=0.3, augment=True, max_shift=2.0, max_rotation=10.0, tta=True, n_models=1, max_epochs=60, lr=1e-3, batch_size=64, patience=20, weight_decay=1e-3, valid_fraction=0.15, seed=0, device="cpu", threads=None):
+    def __init__(
+        self,
+        height=28,
+        width=28,
+        channels=24,
+        dropout=0.3,
+        augment=True,
+        max_shift=2.0,
+        max_rotation=10.0,
+        tta=True,
+        n_models=1,
+        max_epochs=60,
+        lr=1e-3,
+        batch_size=64,
+        patience=20,
+        weight_decay=1e-3,
+        valid_fraction=0.15,
+        seed=0,
+        device="cpu",
+        threads=None,
+    ):
         self.height, self.width, self.channels, self.dropout = height, width, channels, dropout
-        self.augment, self.max_shift, self.max_rotation, self.tta, self.n_models = augment, max_shift, max_rotation, tta, n_models
-        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = max_epochs, lr, batch_size, patience, weight_decay
+        self.augment, self.max_shift, self.max_rotation, self.tta, self.n_models = (
+            augment,
+            max_shift,
+            max_rotation,
+            tta,
+            n_models,
+        )
+        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = (
+            max_epochs,
+            lr,
+            batch_size,
+            patience,
+            weight_decay,
+        )
         self.valid_fraction, self.seed, self.device, self.threads = valid_fraction, seed, device, threads
 
     def _inputs(self, X):
         X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
         if X.shape[1] != self.height * self.width:
-            raise ValueError(f"each row is a {self.height} x {self.width} image ({self.height * self.width} pixels); got {X.shape[1]} columns")
+            raise ValueError(
+                f"each row is a {self.height} x {self.width} image ({self.height * self.width} pixels); got {X.shape[1]} columns"
+            )
         return X / 255.0
 
     def fit(self, X, y):
@@ -167,7 +221,16 @@ class CNNClassifier(_NeuralClassifier):
             if self.n_models > 1:
                 log.info("cnn: network %d of %d (seed %d)", i + 1, self.n_models, seed)
             self._setup(seed)  # before the module is built: its initial weights are seeded too
-            module = SmallResNet(self.height, self.width, self.channels, len(np.unique(y)), self.dropout, self.augment, self.max_shift, self.max_rotation)
+            module = SmallResNet(
+                self.height,
+                self.width,
+                self.channels,
+                len(np.unique(y)),
+                self.dropout,
+                self.augment,
+                self.max_shift,
+                self.max_rotation,
+            )
             self._fit_classifier(module, self._inputs(X), y, seed=seed)
             nets.append(self.net_)
             histories.append(self.history_)
@@ -212,9 +275,37 @@ class GRUTextClassifier(_NeuralClassifier):
     consumes = "text"
     label = "gru"
 
-    def __init__(self, embed_dim=128, hidden=128, dropout=0.3, max_len=64, min_count=1, max_epochs=20, lr=3e-3, batch_size=64, patience=3, weight_decay=1e-4, valid_fraction=0.1, seed=0, device="cpu", threads=None):
-        self.embed_dim, self.hidden, self.dropout, self.max_len, self.min_count = embed_dim, hidden, dropout, max_len, min_count
-        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = max_epochs, lr, batch_size, patience, weight_decay
+    def __init__(
+        self,
+        embed_dim=128,
+        hidden=128,
+        dropout=0.3,
+        max_len=64,
+        min_count=1,
+        max_epochs=20,
+        lr=3e-3,
+        batch_size=64,
+        patience=3,
+        weight_decay=1e-4,
+        valid_fraction=0.1,
+        seed=0,
+        device="cpu",
+        threads=None,
+    ):
+        self.embed_dim, self.hidden, self.dropout, self.max_len, self.min_count = (
+            embed_dim,
+            hidden,
+            dropout,
+            max_len,
+            min_count,
+        )
+        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = (
+            max_epochs,
+            lr,
+            batch_size,
+            patience,
+            weight_decay,
+        )
         self.valid_fraction, self.seed, self.device, self.threads = valid_fraction, seed, device, threads
 
     def _inputs(self, X):
@@ -236,9 +327,28 @@ class MLPRegressor(RegressorMixin, TorchEstimator):
 
     label = "mlp"
 
-    def __init__(self, hidden=(64, 32), dropout=0.1, max_epochs=100, lr=1e-3, batch_size=256, patience=10, weight_decay=1e-3, valid_fraction=0.15, seed=0, device="cpu", threads=None):
+    def __init__(
+        self,
+        hidden=(64, 32),
+        dropout=0.1,
+        max_epochs=100,
+        lr=1e-3,
+        batch_size=256,
+        patience=10,
+        weight_decay=1e-3,
+        valid_fraction=0.15,
+        seed=0,
+        device="cpu",
+        threads=None,
+    ):
         self.hidden, self.dropout = hidden, dropout
-        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = max_epochs, lr, batch_size, patience, weight_decay
+        self.max_epochs, self.lr, self.batch_size, self.patience, self.weight_decay = (
+            max_epochs,
+            lr,
+            batch_size,
+            patience,
+            weight_decay,
+        )
         self.valid_fraction, self.seed, self.device, self.threads = valid_fraction, seed, device, threads
 
     def fit(self, X, y):
@@ -248,7 +358,9 @@ class MLPRegressor(RegressorMixin, TorchEstimator):
 
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
         if len(X) < 2:
-            raise ValueError(f"MLPRegressor needs at least 2 samples (training and held-out rows); got n_samples = {len(X)}")
+            raise ValueError(
+                f"MLPRegressor needs at least 2 samples (training and held-out rows); got n_samples = {len(X)}"
+            )
         torch = self._setup()
         y = y.astype(np.float64)
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std() or 1.0)

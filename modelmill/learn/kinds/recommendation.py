@@ -24,21 +24,27 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
+from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
-from modelmill.config.spec import PipelineSpec
 
 log = logging.getLogger("modelmill.train")
 
 
 class RecOptions(KindOptions):
     k: int = Field(10, ge=1, le=100, description="length of each user's recommendation list")
-    exclude_seen: bool = Field(True, description="never recommend an item the user already interacted with (training period)")
+    exclude_seen: bool = Field(
+        True, description="never recommend an item the user already interacted with (training period)"
+    )
     product_code_regex: str | None = Field(None, description="keep only items whose code matches (off unless set)")
-    cancellation_prefix: str = Field("C", description="invoices starting with it are cancellations (with roles.invoice)")
+    cancellation_prefix: str = Field(
+        "C", description="invoices starting with it are cancellations (with roles.invoice)"
+    )
     min_user_items: int = Field(1, ge=1, description="users with fewer training items are not evaluated")
-    relevance_threshold: float | None = Field(None, description="with roles.rating: ratings at or above it are interactions", examples=[4])
+    relevance_threshold: float | None = Field(
+        None, description="with roles.rating: ratings at or above it are interactions", examples=[4]
+    )
 
 
 # -- recommenders (scikit-learn contract: params in __init__, state in fit) ---------------------
@@ -69,11 +75,15 @@ class Recommender(BaseEstimator):
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.tile(self.popularity_, (len(rows), 1))
 
-    def recommend(self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None) -> list[list[str]]:
+    def recommend(
+        self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None
+    ) -> list[list[str]]:
         """Each user's top ``k`` items (see :meth:`ranked`)."""
         return [items for items, _ in self.ranked(users, k, exclude_seen, history)]
 
-    def ranked(self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None) -> list[tuple[list[str], list[float]]]:
+    def ranked(
+        self, users, k: int = 10, exclude_seen: bool = True, history: History | None = None
+    ) -> list[tuple[list[str], list[float]]]:
         """Each user's top ``k`` items with their scores, best first. An unknown user gets the most
         popular items. With ``exclude_seen``, no item of the user's ``history`` (default: the one
         the model remembers, :meth:`remember`) is ever recommended, unknown users included."""
@@ -87,7 +97,10 @@ class Recommender(BaseEstimator):
             known = np.array([u in self.users_ for u in batch], dtype=bool)
             scores = np.tile(self.popularity_, (len(batch), 1))  # unknown users: the most popular
             if known.any():
-                scores[known] = np.asarray(self._scores(np.array([self.users_[u] for u, kn in zip(batch, known, strict=True) if kn])), dtype=np.float64)
+                scores[known] = np.asarray(
+                    self._scores(np.array([self.users_[u] for u, kn in zip(batch, known, strict=True) if kn])),
+                    dtype=np.float64,
+                )
             scores += tie
             if exclude_seen:
                 scores[history.mask(batch).nonzero()] = -np.inf
@@ -126,7 +139,9 @@ class History:
         users = {u: i for i, u in enumerate(names)}
         rows = pairs["user"].astype(str).map(users).to_numpy()
         cols = pairs["item"].astype(str).map(item_index).to_numpy()
-        return cls(users, sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(names), len(item_index))))
+        return cls(
+            users, sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(names), len(item_index)))
+        )
 
     def mask(self, users: list[str]) -> sp.csr_matrix:
         """Rows of the given users (nothing for a user it does not know)."""
@@ -152,8 +167,19 @@ class ItemKNN(Recommender):
       list reaches past the best sellers (a popularity-debiased variant).
     The defaults are plain item-item cosine kNN."""
 
-    def __init__(self, neighbours: int = 100, shrinkage: float = 0.0, normalize_ratings: bool = False, popularity_penalty: float = 0.0):
-        self.neighbours, self.shrinkage, self.normalize_ratings, self.popularity_penalty = neighbours, shrinkage, normalize_ratings, popularity_penalty
+    def __init__(
+        self,
+        neighbours: int = 100,
+        shrinkage: float = 0.0,
+        normalize_ratings: bool = False,
+        popularity_penalty: float = 0.0,
+    ):
+        self.neighbours, self.shrinkage, self.normalize_ratings, self.popularity_penalty = (
+            neighbours,
+            shrinkage,
+            normalize_ratings,
+            popularity_penalty,
+        )
 
     def _fit(self, m, X):
         b = _bought(m)
@@ -164,7 +190,9 @@ class ItemKNN(Recommender):
         sim = common / np.sqrt(n[rows] * n[cols])
         if self.shrinkage:
             sim *= common / (common + self.shrinkage)
-        self.similarity_ = _top_per_row(sp.csr_matrix((sim.astype(np.float32), (rows, cols)), shape=co.shape), self.neighbours)
+        self.similarity_ = _top_per_row(
+            sp.csr_matrix((sim.astype(np.float32), (rows, cols)), shape=co.shape), self.neighbours
+        )
         self.weights_ = self.seen_
         if self.normalize_ratings and "rating" in X.columns:
             r = X.groupby(["user", "item"], sort=False)["rating"].mean().reset_index()
@@ -198,21 +226,41 @@ def _top_per_row(s: sp.csr_matrix, k: int) -> sp.csr_matrix:
         keep_rows.append(np.full(len(vals), i)), keep_cols.append(cols), keep_vals.append(vals)
     if not keep_rows:
         return sp.csr_matrix(s.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(keep_vals), (np.concatenate(keep_rows), np.concatenate(keep_cols))), shape=s.shape)
+    return sp.csr_matrix(
+        (np.concatenate(keep_vals), (np.concatenate(keep_rows), np.concatenate(keep_cols))), shape=s.shape
+    )
 
 
 class BPR(Recommender):
     """Bayesian personalised ranking (implicit's BayesianPersonalizedRanking): factors trained to
     rank a user's items above the ones they do not have."""
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.01, regularization: float = 0.01, iterations: int = 100, random_state: int = 42):
-        self.factors, self.learning_rate, self.regularization, self.iterations, self.random_state = factors, learning_rate, regularization, iterations, random_state
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        random_state: int = 42,
+    ):
+        self.factors, self.learning_rate, self.regularization, self.iterations, self.random_state = (
+            factors,
+            learning_rate,
+            regularization,
+            iterations,
+            random_state,
+        )
 
     def _fit(self, m, X):
         from implicit.bpr import BayesianPersonalizedRanking
 
         model = BayesianPersonalizedRanking(
-            factors=self.factors, learning_rate=self.learning_rate, regularization=self.regularization, iterations=self.iterations, random_state=self.random_state, num_threads=1
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.random_state,
+            num_threads=1,
         )
         model.fit(_bought(m), show_progress=False)
         self.user_factors_, self.item_factors_ = np.asarray(model.user_factors), np.asarray(model.item_factors)
@@ -224,15 +272,35 @@ class BPR(Recommender):
 class ALS(Recommender):
     """Implicit-feedback matrix factorisation (implicit's AlternatingLeastSquares)."""
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 20, alpha: float = 20.0, random_state: int = 42):
-        self.factors, self.regularization, self.iterations, self.alpha, self.random_state = factors, regularization, iterations, alpha, random_state
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 20,
+        alpha: float = 20.0,
+        random_state: int = 42,
+    ):
+        self.factors, self.regularization, self.iterations, self.alpha, self.random_state = (
+            factors,
+            regularization,
+            iterations,
+            alpha,
+            random_state,
+        )
 
     def _fit(self, m, X):
         from implicit.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, iterations=self.iterations, alpha=self.alpha, random_state=self.random_state, num_threads=1)
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                alpha=self.alpha,
+                random_state=self.random_state,
+                num_threads=1,
+            )
             model.fit(m, show_progress=False)
         self.user_factors_ = np.asarray(model.user_factors)
         self.item_factors_ = np.asarray(model.item_factors)
@@ -250,7 +318,9 @@ class ContentBased(Recommender):
     def _fit(self, m, X):
         text = X.groupby(self.item_col)[self.text_col].agg(lambda s: s.mode().iloc[0] if not s.mode().empty else "")
         docs = pd.Series(self.items_).map(text.astype(str)).fillna("").tolist()
-        self.item_vectors_ = normalize(TfidfVectorizer(min_df=self.min_df, ngram_range=(1, self.ngram_max), sublinear_tf=True).fit_transform(docs))
+        self.item_vectors_ = normalize(
+            TfidfVectorizer(min_df=self.min_df, ngram_range=(1, self.ngram_max), sublinear_tf=True).fit_transform(docs)
+        )
         self.profiles_ = normalize(m @ self.item_vectors_)
 
     def _scores(self, rows):
@@ -260,7 +330,15 @@ class ContentBased(Recommender):
 class Hybrid(Recommender):
     """Blend of ALS (collaborative) and content scores, each min-max scaled per customer."""
 
-    def __init__(self, content_weight: float = 0.3, factors: int = 64, regularization: float = 0.05, iterations: int = 20, alpha: float = 20.0, random_state: int = 42):
+    def __init__(
+        self,
+        content_weight: float = 0.3,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 20,
+        alpha: float = 20.0,
+        random_state: int = 42,
+    ):
         self.content_weight, self.factors, self.regularization = content_weight, factors, regularization
         self.iterations, self.alpha, self.random_state = iterations, alpha, random_state
 
@@ -268,7 +346,13 @@ class Hybrid(Recommender):
         self.als_ = ALS(self.factors, self.regularization, self.iterations, self.alpha, self.random_state)
         self.content_ = ContentBased()
         for part in (self.als_, self.content_):
-            part.users_, part.items_, part.item_index_, part.seen_, part.popularity_ = self.users_, self.items_, self.item_index_, self.seen_, self.popularity_
+            part.users_, part.items_, part.item_index_, part.seen_, part.popularity_ = (
+                self.users_,
+                self.items_,
+                self.item_index_,
+                self.seen_,
+                self.popularity_,
+            )
             part._fit(m, X)
 
     def _scores(self, rows):
@@ -294,7 +378,9 @@ class RecTest:
 
 
 # -- metrics ------------------------------------------------------------------------------------
-def ranking_metrics(recs: list[list[str]], relevant: list[set[str]], k: int, catalogue: int, novelty: dict[str, float] | None = None) -> dict[str, float]:
+def ranking_metrics(
+    recs: list[list[str]], relevant: list[set[str]], k: int, catalogue: int, novelty: dict[str, float] | None = None
+) -> dict[str, float]:
     """precision, recall, NDCG, MAP, hit rate at k (binary relevance), catalogue coverage and,
     given each item's self-information (``novelty``: -log2 of the share of users who have it),
     the mean novelty of what is recommended."""
@@ -321,7 +407,9 @@ def ranking_metrics(recs: list[list[str]], relevant: list[set[str]], k: int, cat
     if novelty is not None:
         unseen = max(novelty.values(), default=0.0)  # an item nobody had in training: as novel as the rarest
         shown_items = [it for rec in recs for it in rec[:k]]
-        out[f"novelty_at_{k}"] = float(np.mean([novelty.get(it, unseen) for it in shown_items])) if shown_items else float("nan")
+        out[f"novelty_at_{k}"] = (
+            float(np.mean([novelty.get(it, unseen) for it in shown_items])) if shown_items else float("nan")
+        )
     return {key: float(v) for key, v in out.items()}
 
 
@@ -334,7 +422,13 @@ def self_information(model: Recommender) -> dict[str, float]:
 class Recommendation(ProblemKind):
     name = "recommendation"
     Options = RecOptions
-    METRICS = {"ndcg_at_10": "maximize", "map_at_10": "maximize", "recall_at_10": "maximize", "precision_at_10": "maximize", "hit_rate_at_10": "maximize"}
+    METRICS = {
+        "ndcg_at_10": "maximize",
+        "map_at_10": "maximize",
+        "recall_at_10": "maximize",
+        "precision_at_10": "maximize",
+        "hit_rate_at_10": "maximize",
+    }
     HEADLINE = ("hit_rate_at_10", "coverage_at_10", "novelty_at_10")
     ESTIMATORS = {
         "popularity": lambda seed, **p: Popularity(**p),
@@ -358,10 +452,14 @@ class Recommendation(ProblemKind):
         else:
             self.require_split(spec, "random")
         if ("rating" in r) != (o.relevance_threshold is not None):
-            raise SpecError(f"pipeline {spec.name}: roles.rating and options.relevance_threshold go together (ratings at or above the threshold are interactions)")
+            raise SpecError(
+                f"pipeline {spec.name}: roles.rating and options.relevance_threshold go together (ratings at or above the threshold are interactions)"
+            )
         textual = [c.name for c in [spec.baseline, *spec.candidates] if c.estimator in {"content", "hybrid"}]
         if textual and "description" not in r:
-            raise SpecError(f"pipeline {spec.name}: candidates {', '.join(textual)} read item descriptions: name roles.description, or drop them")
+            raise SpecError(
+                f"pipeline {spec.name}: candidates {', '.join(textual)} read item descriptions: name roles.description, or drop them"
+            )
 
     def interactions(self, spec: PipelineSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
         """The interactions the spec's roles describe: customer known, and where the roles exist,
@@ -371,7 +469,9 @@ class Recommendation(ProblemKind):
         too — whose items are never recommended to that user again."""
         r, o = spec.roles, self.options(spec)
         item = df[r["item"]].astype(str).str.strip().str.upper()
-        keep = {"unknown_customer": df[r["user"]].notna() & df[r["item"]].notna()}  # reason a row is dropped -> rows kept
+        keep = {
+            "unknown_customer": df[r["user"]].notna() & df[r["item"]].notna()
+        }  # reason a row is dropped -> rows kept
         if "quantity" in r:
             keep["non_positive_quantity"] = pd.to_numeric(df[r["quantity"]], errors="coerce") > 0
         if "invoice" in r:
@@ -393,11 +493,19 @@ class Recommendation(ProblemKind):
         if "rating" in r:
             out["rating"] = pd.to_numeric(df.loc[mask, r["rating"]], errors="coerce").to_numpy(np.float64)
         dropped = {f"dropped_{k}": int((~m.fillna(False).to_numpy(dtype=bool)).sum()) for k, m in keep.items()}
-        known = keep["unknown_customer"].to_numpy(dtype=bool) & (keep["undated"].fillna(False).to_numpy(dtype=bool) if "undated" in keep else True)
-        history = pd.DataFrame({"user": df.loc[known, r["user"]].astype(str).to_numpy(), "item": item[known].to_numpy()})
+        known = keep["unknown_customer"].to_numpy(dtype=bool) & (
+            keep["undated"].fillna(False).to_numpy(dtype=bool) if "undated" in keep else True
+        )
+        history = pd.DataFrame(
+            {"user": df.loc[known, r["user"]].astype(str).to_numpy(), "item": item[known].to_numpy()}
+        )
         if "date" in r:
             history["date"] = pd.to_datetime(df.loc[known, r["date"]]).to_numpy()
-        return out, dropped, history.drop_duplicates(["user", "item"] + (["date"] if "date" in r else []), ignore_index=True)
+        return (
+            out,
+            dropped,
+            history.drop_duplicates(["user", "item"] + (["date"] if "date" in r else []), ignore_index=True),
+        )
 
     @staticmethod
     def _before(history: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
@@ -408,13 +516,19 @@ class Recommendation(ProblemKind):
         pairs = pd.MultiIndex.from_frame(history[["user", "item"]])
         return history[~pairs.isin(pd.MultiIndex.from_frame(held[["user", "item"]]))]
 
-    def _split(self, spec: PipelineSpec, inter: pd.DataFrame, seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    def _split(
+        self, spec: PipelineSpec, inter: pd.DataFrame, seed: int | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Train and test interactions, and how they were split: the last ``test_period_days``
         with dates, else a seeded random hold-out of ``test_size`` of each customer's distinct
         items (customers with at least two)."""
         if "date" in inter.columns:
             start = inter["date"].max().normalize() - pd.Timedelta(days=spec.split.test_period_days - 1)
-            return inter[inter["date"] < start], inter[inter["date"] >= start], {"split": f"temporal: the last {spec.split.test_period_days} days", "test_start": str(start.date())}
+            return (
+                inter[inter["date"] < start],
+                inter[inter["date"] >= start],
+                {"split": f"temporal: the last {spec.split.test_period_days} days", "test_start": str(start.date())},
+            )
         seed = spec.split.seed if seed is None else seed
         pairs = inter.drop_duplicates(["user", "item"])[["user", "item"]]
         pairs = pairs[pairs.groupby("user")["item"].transform("size") >= 2]
@@ -427,7 +541,9 @@ class Recommendation(ProblemKind):
         label = f"random per-customer hold-out of {spec.split.test_size:.0%} of each customer's items (seed {seed}; no dates)"
         return inter[~is_test], inter[is_test], {"split": label}
 
-    def _targets(self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame, before: pd.DataFrame) -> tuple[list[str], list[set[str]]]:
+    def _targets(
+        self, spec: PipelineSpec, train: pd.DataFrame, test: pd.DataFrame, before: pd.DataFrame
+    ) -> tuple[list[str], list[set[str]]]:
         """Customers seen before the test period and what they bought in it (with exclude_seen,
         only items not in their history before it: the ones that can be recommended)."""
         o = self.options(spec)
@@ -452,9 +568,21 @@ class Recommendation(ProblemKind):
         if not users:
             raise SpecError(f"pipeline {spec.name}: no customer of the test period was seen before it")
         log.info("%s: split %s", spec.name, how["split"])
-        info = {"interactions": len(inter), "train_interactions": len(train), **how, "eval_customers": len(users), "catalogue": int(train["item"].nunique()), **dropped}
+        info = {
+            "interactions": len(inter),
+            "train_interactions": len(train),
+            **how,
+            "eval_customers": len(users),
+            "catalogue": int(train["item"].nunique()),
+            **dropped,
+        }
         keys = test[["user", "item"]].drop_duplicates(ignore_index=True)  # the held-out interactions
-        return Prepared(train.reset_index(drop=True), RecTest(users, rel, int(train["item"].nunique()), before, history), info, test_keys=keys)
+        return Prepared(
+            train.reset_index(drop=True),
+            RecTest(users, rel, int(train["item"].nunique()), before, history),
+            info,
+            test_keys=keys,
+        )
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
         """Select candidate and grid point on a validation period carved from the end of train."""
@@ -466,8 +594,15 @@ class Recommendation(ProblemKind):
         rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
         for c, params, estimator in self.grid_points(spec):
             est = estimator.fit(inner_train)
-            m = ranking_metrics(est.recommend(users, o.k, o.exclude_seen, History.of(before, est.item_index_)), rel, o.k, inner_train["item"].nunique())
-            rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]})
+            m = ranking_metrics(
+                est.recommend(users, o.k, o.exclude_seen, History.of(before, est.item_index_)),
+                rel,
+                o.k,
+                inner_train["item"].nunique(),
+            )
+            rows.append(
+                {"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]}
+            )
             if m[key] > best_score:
                 best, best_score, best_name, chosen = est, m[key], c.name, {**c.params, **params}
         table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
@@ -489,24 +624,38 @@ class Recommendation(ProblemKind):
         ev.metrics |= {f"reference_item_knn_{k}": v for k, v in reference.items()}
         key = spec.metric.name.replace("_at_10", f"_at_{self.options(spec).k}")
         if key in reference and ev.primary < reference[key]:
-            ev.warnings.append(f"the chosen model ({trained.best}) does worse than plain item-item cosine kNN on the test period ({key} {ev.primary:.4f} against {reference[key]:.4f})")
+            ev.warnings.append(
+                f"the chosen model ({trained.best}) does worse than plain item-item cosine kNN on the test period ({key} {ev.primary:.4f} against {reference[key]:.4f})"
+            )
         return ev
 
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         o = self.options(spec)
         users, rel, catalogue = data.test.users, data.test.rel, data.test.catalogue
-        recs = trained.model.recommend(users, 20, o.exclude_seen, History.of(data.test.before, trained.model.item_index_))
-        base = trained.baseline.recommend(users, 20, o.exclude_seen, History.of(data.test.before, trained.baseline.item_index_))
+        recs = trained.model.recommend(
+            users, 20, o.exclude_seen, History.of(data.test.before, trained.model.item_index_)
+        )
+        base = trained.baseline.recommend(
+            users, 20, o.exclude_seen, History.of(data.test.before, trained.baseline.item_index_)
+        )
         ks = list(range(1, 21))
         fig, ax = figure(6.5, 4.5)
         for name, rr in ((trained.best, recs), ("popularity", base)):
-            ax.plot(ks, [ranking_metrics(rr, rel, k, catalogue)[f"recall_at_{k}"] for k in ks], marker="o", ms=3, label=name)
+            ax.plot(
+                ks, [ranking_metrics(rr, rel, k, catalogue)[f"recall_at_{k}"] for k in ks], marker="o", ms=3, label=name
+            )
         ax.set_xlabel("k")
         ax.set_ylabel("recall@k")
         ax.set_title(f"{spec.name}: recall@k on the test period")
         ax.legend()
         figs = {"recall_at_k.png": fig}
-        sample = pd.DataFrame({"customer": users[:200], "recommended": [" ".join(r[: o.k]) for r in recs[:200]], "bought_in_test": [" ".join(sorted(s)) for s in rel[:200]]})
+        sample = pd.DataFrame(
+            {
+                "customer": users[:200],
+                "recommended": [" ".join(r[: o.k]) for r in recs[:200]],
+                "bought_in_test": [" ".join(sorted(s)) for s in rel[:200]],
+            }
+        )
         return figs, {"sample_recommendations.csv": sample}
 
     def examples(self, model, data: Prepared):

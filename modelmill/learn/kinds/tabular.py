@@ -10,22 +10,22 @@ from pydantic import Field
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import TunedThresholdClassifierCV, train_test_split
-from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
+from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_metrics, binary_plots, expected_cost
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.encoders import CategoryEncoder
 from modelmill.learn.kinds.estimators import pick
 from modelmill.learn.kinds.selection import fit_rows, grid_select, selection_cv
-from modelmill.config.spec import PipelineSpec
 
 SCORERS = {"roc_auc": "roc_auc", "pr_auc": "average_precision", "log_loss": "neg_log_loss", "brier": "neg_brier_score"}
 
@@ -38,13 +38,22 @@ class Cost(KindOptions):
 class TabularOptions(KindOptions):
     text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
     text_features: Literal["tfidf", "sentences", "both"] = Field(
-        "tfidf", description="how features.text becomes features: TF-IDF terms, frozen sentence embeddings (the `text` extra's all-MiniLM-L6-v2, or MODELMILL_TEXT_ENCODER), or both", examples=["both"]
+        "tfidf",
+        description="how features.text becomes features: TF-IDF terms, frozen sentence embeddings (the `text` extra's all-MiniLM-L6-v2, or MODELMILL_TEXT_ENCODER), or both",
+        examples=["both"],
     )
-    encoder_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder", examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"])
+    encoder_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder",
+        examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"],
+    )
     threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = Field(
         "balanced_accuracy", description="how the decision threshold is tuned by CV on the training split (fixed: 0.5)"
     )
-    cost: Cost | None = Field(None, description="the cost matrix for `threshold: cost`", examples=[{"false_negative": 5, "false_positive": 1}])
+    cost: Cost | None = Field(
+        None, description="the cost matrix for `threshold: cost`", examples=[{"false_negative": 5, "false_positive": 1}]
+    )
     negative_label_name: str = Field("negative", description="name of the negative class in plots")
     positive_label_name: str = Field("positive", description="name of the positive class in plots")
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = Field(
@@ -69,7 +78,9 @@ class TabularClassification(ProblemKind):
     ROW_MODEL = True
     IMPUTES = True
     FEATURES = ("numeric", "categorical", "text")
-    ESTIMATORS = pick("dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest", "logit_forest_vote")
+    ESTIMATORS = pick(
+        "dummy_prior", "logistic_regression", "hist_gradient_boosting", "random_forest", "logit_forest_vote"
+    )
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
@@ -77,7 +88,9 @@ class TabularClassification(ProblemKind):
         if spec.target is None or spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: tabular classification needs `target` and `positive_label`")
         if not (spec.features.numeric or spec.features.categorical or spec.features.text):
-            raise SpecError(f"pipeline {spec.name}: declare features.numeric, features.categorical and/or features.text")
+            raise SpecError(
+                f"pipeline {spec.name}: declare features.numeric, features.categorical and/or features.text"
+            )
         self.require_split(spec, "stratified", "predefined")
         if opts.threshold == "cost" and opts.cost is None:
             raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
@@ -93,12 +106,26 @@ class TabularClassification(ProblemKind):
         y = (df[spec.target].astype("str") == str(spec.positive_label)).astype(int).to_numpy()
         random_split = None
         if spec.split.method != "predefined":
-            random_split = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y)
+            random_split = train_test_split(
+                np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=y
+            )
         tr, te, fold = fit_rows(spec, df, random_split)
         y_tr, y_te = y[tr], y[te]
         n_val = int((fold == 0).sum()) if fold is not None else 0
-        info = {"train_rows": len(y_tr) - n_val, "val_rows": n_val, "test_rows": len(y_te), "positive_rate_train": float(y_tr.mean()), "positive_rate_test": float(y_te.mean())}
-        return Prepared((X.iloc[tr].reset_index(drop=True), y_tr, fold), (X.iloc[te].reset_index(drop=True), y_te), info, self.label_names(spec, df[spec.target]), self.test_keys(spec, df, te))
+        info = {
+            "train_rows": len(y_tr) - n_val,
+            "val_rows": n_val,
+            "test_rows": len(y_te),
+            "positive_rate_train": float(y_tr.mean()),
+            "positive_rate_test": float(y_te.mean()),
+        }
+        return Prepared(
+            (X.iloc[tr].reset_index(drop=True), y_tr, fold),
+            (X.iloc[te].reset_index(drop=True), y_te),
+            info,
+            self.label_names(spec, df[spec.target]),
+            self.test_keys(spec, df, te),
+        )
 
     def featurizer(self, spec: PipelineSpec) -> ColumnTransformer:
         """Scaled numeric and one-hot categorical features, with the spec's imputation first, and
@@ -118,12 +145,18 @@ class TabularClassification(ProblemKind):
         else:
             categorical: list = [CategoryEncoder()]
             if imp.categorical != "none":
-                fill = {"strategy": "most_frequent"} if imp.categorical == "most_frequent" else {"strategy": "constant", "fill_value": "missing"}
+                fill = (
+                    {"strategy": "most_frequent"}
+                    if imp.categorical == "most_frequent"
+                    else {"strategy": "constant", "fill_value": "missing"}
+                )
                 categorical.insert(0, SimpleImputer(**fill, add_indicator=imp.indicator))
             parts = [numbers, ("categorical", make_pipeline(*categorical), spec.features.categorical)]
         opts = self.options(spec)
         if spec.features.text and opts.text_features != "sentences":
-            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=opts.text_max_features, sublinear_tf=True)
+            tfidf = TfidfVectorizer(
+                ngram_range=(1, 2), min_df=2, max_features=opts.text_max_features, sublinear_tf=True
+            )
             parts.append(("text", tfidf, spec.features.text))  # a column name, not a list: TF-IDF takes 1-D text
         if spec.features.text and opts.text_features != "tfidf":
             from modelmill.learn.kinds.sentences import SentenceEncoder
@@ -134,7 +167,12 @@ class TabularClassification(ProblemKind):
     def build(self, c, spec: PipelineSpec):
         model = super().build(c, spec)
         cats = spec.features.categorical
-        if self.options(spec).categorical_encoding == "native" and c.estimator == "hist_gradient_boosting" and cats and "categorical_features" not in c.params:
+        if (
+            self.options(spec).categorical_encoding == "native"
+            and c.estimator == "hist_gradient_boosting"
+            and cats
+            and "categorical_features" not in c.params
+        ):
             model.set_params(categorical_features=list(range(len(cats))))  # the featurizer puts them first
         return model
 
@@ -154,7 +192,9 @@ class TabularClassification(ProblemKind):
 
         opts = self.options(spec)
         fixed = opts.threshold == "fixed"
-        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name], fit=fixed)
+        best_name, model, table, chosen = grid_select(
+            spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name], fit=fixed
+        )
         weighted = model.named_steps["model"].get_params().get("class_weight") is not None
         if opts.calibration != "none" and (weighted or opts.calibration != "auto"):
             # Class weights move the probabilities off the base rate: calibrated on held-out rows of training.
@@ -164,7 +204,9 @@ class TabularClassification(ProblemKind):
         if not fixed:
             # Decision threshold chosen on the same validation rows (or CV folds) as the model, never on test;
             # the tuner fits the model on all training rows itself.
-            model = TunedThresholdClassifierCV(model, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed)
+            model = TunedThresholdClassifierCV(
+                model, scoring=self._threshold_scorer(spec), cv=cv, random_state=spec.split.seed
+            )
             model.fit(X, y)
         baseline = self.fit_baseline(spec, build, X, y)
         threshold = float(getattr(model, "best_threshold_", 0.5))
@@ -203,7 +245,9 @@ class TabularClassification(ProblemKind):
         X, y = data.test
         p = trained.model.predict_proba(X)[:, 1]
         opts = self.options(spec)
-        figs = binary_plots(y, p, trained.model.predict(X), (opts.negative_label_name, opts.positive_label_name), spec.name)
+        figs = binary_plots(
+            y, p, trained.model.predict(X), (opts.negative_label_name, opts.positive_label_name), spec.name
+        )
         scored = pd.DataFrame({"y_true": y, "p_positive": np.round(p, 6), "y_pred": trained.model.predict(X)})
         if data.test_keys is not None:  # which row each prediction is of
             scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)
@@ -244,12 +288,16 @@ class Calibrated(ClassifierMixin, BaseEstimator):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if type_of_target(y) != "binary":
-            raise ValueError(f"Only binary classification is supported; Calibrated got a {type_of_target(y)} ({len(np.unique(y))} classes)")
+            raise ValueError(
+                f"Only binary classification is supported; Calibrated got a {type_of_target(y)} ({len(np.unique(y))} classes)"
+            )
         if not hasattr(X, "iloc"):  # a frame goes to the wrapped model as it is; anything else as rows it can index
             X = check_array(X, accept_sparse="csr", dtype=None, ensure_all_finite=False)
         held = np.full(len(y), np.nan)
         for tr, te in check_cv(self.cv, y, classifier=True).split(X, y):
-            held[te] = clone(self.estimator).fit(_safe_indexing(X, tr), y[tr]).predict_proba(_safe_indexing(X, te))[:, 1]
+            held[te] = (
+                clone(self.estimator).fit(_safe_indexing(X, tr), y[tr]).predict_proba(_safe_indexing(X, te))[:, 1]
+            )
         self.estimator_ = clone(self.estimator).fit(X, y)
         self.classes_ = self.estimator_.classes_
         if hasattr(self.estimator_, "n_features_in_"):
@@ -258,7 +306,17 @@ class Calibrated(ClassifierMixin, BaseEstimator):
         p, t = held[tested].reshape(-1, 1), (y[tested] == self.classes_[1]).astype(int)
         inner = StratifiedKFold(5, shuffle=True, random_state=self.random_state)
         methods = ["none", "sigmoid", "isotonic"] if self.method == "auto" else [self.method]
-        self.briers_ = {m: float(brier_score_loss(t, p[:, 0] if m == "none" else cross_val_predict(_calibrator(m), p, t, cv=inner, method="predict_proba")[:, 1])) for m in methods}
+        self.briers_ = {
+            m: float(
+                brier_score_loss(
+                    t,
+                    p[:, 0]
+                    if m == "none"
+                    else cross_val_predict(_calibrator(m), p, t, cv=inner, method="predict_proba")[:, 1],
+                )
+            )
+            for m in methods
+        }
         self.method_ = min(self.briers_, key=self.briers_.get)
         self.calibrator_ = None if self.method_ == "none" else _calibrator(self.method_).fit(p, t)
         return self

@@ -21,15 +21,15 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_plots, confusion_figure, figure, multiclass_tables
-from modelmill.learn.kinds.text_features import TextColumn, featurizer
 from modelmill.learn.kinds.base import Evaluation, KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.estimators import pick
 from modelmill.learn.kinds.neural import GRUTextClassifier, training_curves
 from modelmill.learn.kinds.selection import fit_rows, grid_select, selection_cv
 from modelmill.learn.kinds.sentences import FineTunedSentenceClassifier, SentenceTfidfClassifier
-from modelmill.config.spec import PipelineSpec
+from modelmill.learn.kinds.text_features import TextColumn, featurizer
 
 log = logging.getLogger("modelmill.train")
 
@@ -40,7 +40,9 @@ class TextOptions(KindOptions):
     word_ngrams: tuple[int, int] = Field((1, 2), description="shortest and longest word n-grams of the TF-IDF")
     min_df: int = Field(2, ge=1, description="a term in fewer training texts than this is left out")
     encoder_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)",
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)",
         examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"],
     )
 
@@ -54,8 +56,25 @@ class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
     consumes = "text"
     label = "tfidf+gru"
 
-    def __init__(self, weights=(0.2, 0.3, 0.4, 0.5, 0.6), C=10.0, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, gru=None, seed=0):
-        self.weights, self.C, self.word_ngrams, self.char_ngrams, self.min_df, self.gru, self.seed = weights, C, word_ngrams, char_ngrams, min_df, gru, seed
+    def __init__(
+        self,
+        weights=(0.2, 0.3, 0.4, 0.5, 0.6),
+        C=10.0,
+        word_ngrams=(1, 2),
+        char_ngrams=(2, 5),
+        min_df=2,
+        gru=None,
+        seed=0,
+    ):
+        self.weights, self.C, self.word_ngrams, self.char_ngrams, self.min_df, self.gru, self.seed = (
+            weights,
+            C,
+            word_ngrams,
+            char_ngrams,
+            min_df,
+            gru,
+            seed,
+        )
 
     def _tfidf(self, X, y, start: Pipeline | None = None) -> Pipeline:
         """TF-IDF + logistic regression on ``X``; with ``start`` (the same model fitted on part of
@@ -77,9 +96,16 @@ class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
         rest = np.setdiff1d(np.arange(len(y)), va)
         held_out = self._tfidf(X[rest], y[rest])
         p_tfidf, p_gru = held_out.predict_proba(X[va]), self.gru_.predict_proba(X[va])
-        accuracy = {w: float(np.mean(self.gru_.classes_[((1 - w) * p_tfidf + w * p_gru).argmax(1)] == y[va])) for w in self.weights}
+        accuracy = {
+            w: float(np.mean(self.gru_.classes_[((1 - w) * p_tfidf + w * p_gru).argmax(1)] == y[va]))
+            for w in self.weights
+        }
         self.weight_ = max(accuracy, key=lambda w: (accuracy[w], -w))
-        log.info("tfidf+gru: GRU weight %.2f (validation accuracy %s)", self.weight_, ", ".join(f"{w:g}: {a:.4f}" for w, a in accuracy.items()))
+        log.info(
+            "tfidf+gru: GRU weight %.2f (validation accuracy %s)",
+            self.weight_,
+            ", ".join(f"{w:g}: {a:.4f}" for w, a in accuracy.items()),
+        )
         self.tfidf_ = self._tfidf(X, y, start=held_out)
         self.classes_ = self.tfidf_.classes_
         self.history_ = self.gru_.history_
@@ -144,7 +170,9 @@ class TextClassification(ProblemKind):
         if any(c.estimator.startswith("sentences_") for c in spec.candidates):
             from modelmill.learn.kinds.sentences import encoder_folder
 
-            encoder_folder(self.options(spec).encoder_sha256)  # no encoder, or an unpinned one: a spec error before any data is read
+            encoder_folder(
+                self.options(spec).encoder_sha256
+            )  # no encoder, or an unpinned one: a spec error before any data is read
 
     def featurizer(self, spec: PipelineSpec) -> FeatureUnion:
         o = self.options(spec)
@@ -160,13 +188,24 @@ class TextClassification(ProblemKind):
         groups = df[opts.slices].astype(str).to_numpy() if opts.slices else np.full(len(df), "all")
         random_split = None
         if spec.split.method != "predefined":
-            parts = train_test_split(np.arange(len(df)), test_size=spec.split.test_size, random_state=spec.split.seed, stratify=np.char.add(y.astype(str), groups.astype(str)))
+            parts = train_test_split(
+                np.arange(len(df)),
+                test_size=spec.split.test_size,
+                random_state=spec.split.seed,
+                stratify=np.char.add(y.astype(str), groups.astype(str)),
+            )
             random_split = tuple(np.sort(p) for p in parts)  # rows stay in file order
         tr, te, fold = fit_rows(spec, df, random_split)
         n_val = int((fold == 0).sum()) if fold is not None else 0
         info = {"train_rows": len(tr) - n_val, "val_rows": n_val, "test_rows": len(te), "classes": len(np.unique(y))}
         labels = self.label_names(spec, df[spec.target]) if spec.positive_label is not None else ()
-        return Prepared((text.iloc[tr].reset_index(drop=True), y[tr], fold), (text.iloc[te].reset_index(drop=True), y[te], groups[te]), info, labels, self.test_keys(spec, df, te))
+        return Prepared(
+            (text.iloc[tr].reset_index(drop=True), y[tr], fold),
+            (text.iloc[te].reset_index(drop=True), y[te], groups[te]),
+            info,
+            labels,
+            self.test_keys(spec, df, te),
+        )
 
     def _scoring(self, spec: PipelineSpec) -> str:
         return {"accuracy": "accuracy", "macro_f1": "f1_macro", "f1": "f1", "roc_auc": "roc_auc"}[spec.metric.name]
@@ -213,7 +252,11 @@ class TextClassification(ProblemKind):
         if self.options(spec).slices:
             for g in sorted(set(groups)):
                 m = groups == g
-                out |= {f"{k}.{g}": v for k, v in self._core(spec, model, X[m], y[m]).items() if k in {"accuracy", "f1", "roc_auc", "macro_f1"}}
+                out |= {
+                    f"{k}.{g}": v
+                    for k, v in self._core(spec, model, X[m], y[m]).items()
+                    if k in {"accuracy", "f1", "roc_auc", "macro_f1"}
+                }
         return out
 
     def evaluate(self, spec: PipelineSpec, trained: Trained, data: Prepared) -> Evaluation:
@@ -235,10 +278,19 @@ class TextClassification(ProblemKind):
         yhat = model.predict(X)
         if spec.positive_label is not None:
             s = _scores(model, X)[:, 1]
-            figs = binary_plots(y, s, yhat, ("negative", "positive"), spec.name, calibration=bool(((s >= 0) & (s <= 1)).all()))
+            figs = binary_plots(
+                y, s, yhat, ("negative", "positive"), spec.name, calibration=bool(((s >= 0) & (s <= 1)).all())
+            )
             tables = {}
             if self.options(spec).slices:
-                rows = [{"slice": g, **self._core(spec, model, X[groups == g], y[groups == g]), "rows": int((groups == g).sum())} for g in sorted(set(groups))]
+                rows = [
+                    {
+                        "slice": g,
+                        **self._core(spec, model, X[groups == g], y[groups == g]),
+                        "rows": int((groups == g).sum()),
+                    }
+                    for g in sorted(set(groups))
+                ]
                 tables["slice_metrics.csv"] = pd.DataFrame(rows)
             return figs, tables
         labels = sorted(set(y))

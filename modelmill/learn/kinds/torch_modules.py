@@ -36,7 +36,17 @@ class EpochLog(Callback):
         h = net.history[-1]
         extra = "".join(f"{k} {h[k]:.4f} " for k in ("valid_acc", "valid_auc") if k in h)
         best = " *" if h.get("valid_loss_best") else ""
-        log.info("%s epoch %d/%d: train_loss %.4f valid_loss %.4f %s(%.1f s)%s", self.label, h["epoch"], net.max_epochs, h["train_loss"], h["valid_loss"], extra, h["dur"], best)
+        log.info(
+            "%s epoch %d/%d: train_loss %.4f valid_loss %.4f %s(%.1f s)%s",
+            self.label,
+            h["epoch"],
+            net.max_epochs,
+            h["train_loss"],
+            h["valid_loss"],
+            extra,
+            h["dur"],
+            best,
+        )
 
 
 class ThreadShare(Callback):
@@ -63,7 +73,11 @@ class HoldOut:
 
         n = len(dataset)
         if self.stratified:
-            tr, va = next(StratifiedShuffleSplit(1, test_size=self.fraction, random_state=self.seed).split(np.zeros(n), np.asarray(y)))
+            tr, va = next(
+                StratifiedShuffleSplit(1, test_size=self.fraction, random_state=self.seed).split(
+                    np.zeros(n), np.asarray(y)
+                )
+            )
         else:
             cut = n - max(1, round(n * self.fraction))
             tr, va = np.arange(cut), np.arange(cut, n)
@@ -92,7 +106,11 @@ class ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -103,14 +121,24 @@ class SmallResNet(nn.Module):
     """Three stages of residual blocks (c, 2c, 4c channels) over one grey channel, global
     average pooling and a linear head. Takes flattened images in [0, 1]; augments in training."""
 
-    def __init__(self, height=28, width=28, channels=32, n_classes=2, dropout=0.2, augment=True, max_shift=2.0, max_rotation=10.0):
+    def __init__(
+        self, height=28, width=28, channels=32, n_classes=2, dropout=0.2, augment=True, max_shift=2.0, max_rotation=10.0
+    ):
         super().__init__()
         self.height, self.width = height, width
         self.augment, self.max_shift, self.max_rotation = augment, max_shift, max_rotation
         c = channels
         self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-        self.stages = nn.Sequential(ResidualBlock(c, c), ResidualBlock(c, c), ResidualBlock(c, 2 * c, 2), ResidualBlock(2 * c, 2 * c), ResidualBlock(2 * c, 4 * c, 2))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c, n_classes))
+        self.stages = nn.Sequential(
+            ResidualBlock(c, c),
+            ResidualBlock(c, c),
+            ResidualBlock(c, 2 * c, 2),
+            ResidualBlock(2 * c, 2 * c),
+            ResidualBlock(2 * c, 4 * c, 2),
+        )
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c, n_classes)
+        )
 
     def forward(self, X):
         x = X.view(-1, 1, self.height, self.width)
