@@ -171,7 +171,55 @@ def test_a_nearly_full_disk_is_refused_before_anything_is_written(mm_env, capsys
     assert not (mm_env.home_dir / "mlflow.db").exists()
 
 
-def test_a_disk_that_fills_mid_run_is_one_line():
+def test_a_disk_that_fills_mid_run_fails_in_one_line_and_promotes_nothing(tmp_path):
+    """MODELMILL_HOME on a real 1.7 MB filesystem (a tmpfs mounted in a private mount namespace):
+    the run starts (the free-space guard is off), fills the device while it writes, fails with one
+    line that says so, and no alias moves. The whole Wisconsin run writes about 2.3 MB."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's unshare to mount a small filesystem in a private namespace")
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    check = (
+        "import mlflow; c = mlflow.MlflowClient(f'sqlite:///{h}/mlflow.db');"
+        "ms = c.search_registered_models(); print('ALIASES', [dict(m.aliases) for m in ms])"
+    ).replace("{h}", str(home))
+    script = (
+        f"mount -t tmpfs -o size=1700k none {home} || exit 99; cd {tmp_path}; "
+        f"{sys.executable} -m modelmill.cli run breast_cytology; echo EXIT $?; "
+        f'df -k {home} | tail -1; {sys.executable} -c "{check}"'
+    )
+    env = {
+        **os.environ,
+        "MODELMILL_HOME": str(home),
+        "MODELMILL_MIN_FREE_MB": "0",
+        "MODELMILL_PIPELINES_DIR": str(REPO / "pipelines"),
+        "OMP_NUM_THREADS": "1",
+    }
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if "EXIT" not in out.stdout and out.returncode in (1, 99) and "Operation not permitted" in out.stderr:
+        pytest.skip(f"this machine refuses a private mount namespace: {out.stderr.strip()[:200]}")
+    text = out.stdout + out.stderr
+    assert "EXIT 1" in out.stdout, text[-3000:]
+    used, free = (int(v) for v in out.stdout.split("EXIT 1", 1)[1].split()[2:4])
+    assert free < 100 and used > 1500, "the device was really filled"
+    lines = [ln for ln in text.splitlines() if "no space left on the device of MODELMILL_HOME" in ln]
+    assert lines and all("Traceback" not in ln and "SQL" not in ln for ln in lines)
+    assert "nothing was promoted" in lines[-1]
+    assert "ALIASES" in out.stdout, text[-3000:]
+    aliases = out.stdout.split("ALIASES", 1)[1]
+    assert "champion" not in aliases
+
+
+def test_a_full_disk_is_recognised_behind_sqlalchemy_and_oserror():
     import errno
     import sqlite3 as sql
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from conftest import last_run, modelmill_env, registry_state, require_mirror, run_cli
 from modelmill.config.settings import Settings
@@ -205,7 +206,14 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
     assert len(scored) == 40 and set(scored["prediction"]) <= {"malignant", "benign"}
     assert scored["file"].tolist() == [f"scan{i:02d}.png" for i in range(40)]
     truth = np.where(scans["test_labels"][:40, 0] == 0, "malignant", "benign")
-    assert (scored["prediction"] == truth).mean() > 0.7
+    accuracy, majority = (
+        (scored["prediction"] == truth).mean(),
+        max((truth == "benign").mean(), (truth == "malignant").mean()),
+    )
+    auc = roc_auc_score(truth == "malignant", scored["probability"])
+    # calling every scan benign would be right on 27 of these 40 (0.675): the champion must do
+    # clearly better than that, and rank malignant scans above benign ones (measured: 0.85, 0.87)
+    assert accuracy > majority + 0.1 and auc > 0.8, (accuracy, majority, auc)
     assert (
         scored["probability"].between(0, 1).all()
         and (scored["prediction"] == np.where(scored["probability"] >= 0.5, "malignant", "benign")).all()

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import mlflow_client, run_cli, write_example_spec
+from conftest import mlflow_client, registry_state, run_cli, write_example_spec
 from modelmill.config.settings import Settings
 from modelmill.ops.alerts import expand, masked
 
@@ -79,6 +79,56 @@ def test_alerts_reach_real_receivers_and_a_dead_one_fails_nothing(
     assert code == 1
     assert posts[-1][1]["title"].endswith("failed") and "cells.csv" in posts[-1][1]["message"]
     assert len(mails) == len(posts)  # every event went to both live receivers
+
+
+@pytest.mark.flow
+def test_candidate_metric_drop_and_score_rejected_alerts_reach_a_receiver(
+    example_project, alert_receivers, capsys, tmp_path
+):
+    """The events the first alert test cannot reach: a better model waiting for approval, a new
+    model worse than the champion on the same data, a scoring batch with too many rows set aside."""
+    root, spec, data = example_project
+    web, _, posts, _, _ = alert_receivers
+    spec["notify"] = {"urls": [f"{web}/hook"], "events": ["promoted", "candidate", "drift", "score_rejected"]}
+    # one split of one feature: roc_auc about 0.9, where the example's own candidates reach 0.99
+    weak = {
+        "candidates": [{"name": "stump", "estimator": "random_forest", "params": {"n_estimators": 1, "max_depth": 1}}]
+    }
+    write_example_spec(root, {**spec, **weak}, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    assert _events(posts) == ["promoted"] and registry_state(Settings(), "my_cells")[1] == "1"
+
+    # better, but promotion is manual: the candidate alert names the command that approves it
+    write_example_spec(root, {**spec, "promotion": {"margin": 0.01, "mode": "manual"}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    assert _events(posts) == ["promoted", "candidate"]
+    assert "v2 (test roc_auc" in posts[-1][1]["message"] and "modelmill approve my_cells 2" in posts[-1][1]["message"]
+    assert registry_state(Settings(), "my_cells")[1] == "1"
+    code, out, err = run_cli(capsys, "approve", "my_cells", "--reason", "reviewed the card")
+    assert code == 0, out + err
+    assert registry_state(Settings(), "my_cells")[1] == "2"
+
+    # worse than the champion on the same test rows by more than monitoring.metric_drop
+    write_example_spec(root, {**spec, **weak, "monitoring": {"metric_drop": 0.05}})
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    drop = posts[-1][1]
+    assert _events(posts)[-1] == "drift" and "worse than champion v2" in drop["message"]
+    assert "over monitoring.metric_drop 0.05" in drop["message"]
+    assert registry_state(Settings(), "my_cells")[1] == "2"  # an alert, and the champion stays
+
+    # 4 of 40 rows outside the suite's range: 10 % set aside, over monitoring.score_rejected (5 %)
+    batch = data.drop(columns=["diagnosis"]).head(40).copy()
+    batch.loc[:3, "mean_radius"] = 1000.0
+    src = root / "pipelines" / "data" / "batch.csv"
+    batch.to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
+    assert code == 0, out + err
+    rejected = posts[-1][1]
+    assert _events(posts)[-1] == "score rejected" and "4 of 40 rows (10.0%)" in rejected["message"]
+    assert "over monitoring.score_rejected 5%" in rejected["message"]
 
 
 @pytest.mark.flow

@@ -160,8 +160,10 @@ def test_native_categorical_encoding_trains_on_codes_and_scores_unseen_categorie
     assert int(booster.is_categorical_.sum()) == len(load_spec("credit_risk", env).features.categorical)
     spec = load_spec(str(spec_path), env)
     rows = pd.DataFrame([{c: "A11" for c in spec.features.categorical} | {c: 30 for c in spec.features.numeric}])
-    rows["purpose"] = "A499"  # a purpose code never seen in training
-    assert 0.0 <= model.predict_proba(rows[spec.features.columns()])[0, 1] <= 1.0
+    rows["purpose"] = "A499"  # a purpose code never seen in training: scored as if it were missing
+    missing = rows.assign(purpose=None)
+    unseen, blank = (model.predict_proba(r[spec.features.columns()])[0, 1] for r in (rows, missing))
+    assert unseen == pytest.approx(blank)
 
 
 def test_the_benchmarks_generated_project_runs(tmp_path, monkeypatch, capsys):

@@ -108,6 +108,7 @@ def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
     first = SentenceTfidfClassifier(C=1.0, min_df=1, estimator="logistic_regression").fit(texts, y)
     assert sum(counted) == len(set(texts))  # each distinct text once
     encoded = len(counted)
+    before = first.predict_proba(texts[:5])
     again = SentenceTfidfClassifier(C=1.0, min_df=1, sentence_weight=2.0, estimator="logistic_regression").fit(
         texts[:200], y[:200]
     )
@@ -118,7 +119,8 @@ def test_the_cache_means_a_second_fit_encodes_nothing(home, reviews, counted):
     assert len(counted) == encoded
     shards = list((home / "embeddings" / MINILM_SHA256[:16]).glob("*.npz"))
     assert shards and not list((home / "embeddings").rglob("*.tmp"))
-    np.testing.assert_allclose(first.predict_proba(texts[:5]), first.predict_proba(texts[:5]))
+    np.testing.assert_allclose(first.predict_proba(texts[:5]), before, rtol=1e-6)  # the shards read back: same answers
+    assert len(counted) == encoded
     emb = SentenceEncoder().fit(texts).transform(texts[:3])
     assert emb.shape == (3, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
 

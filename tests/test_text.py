@@ -105,3 +105,52 @@ def test_empty_texts_and_unknown_intents_are_rejected(env, capsys, monkeypatch, 
     failed = run.data.tags["modelmill.failed_expectations"]
     assert "expect_column_values_to_not_be_null(text)" in failed
     assert "expect_column_values_to_be_in_set(category)" in failed
+
+
+def _shipped_on_a_subset(env, tmp_path, name: str, rows_per_group: dict[str, int], groups: list[str]) -> str:
+    """The shipped spec as it is, candidates included, but only its chosen candidate and on a
+    stratified subset of its real data (parquet in the spec's folder)."""
+    import yaml
+
+    from modelmill.config.spec import load_spec
+    from modelmill.data.ingest import fetch_sources, read_source
+
+    shipped = yaml.safe_load((REPO / "pipelines" / f"{name}.yaml").read_text())
+    spec = load_spec(name, env)
+    frame = read_source(spec, fetch_sources(spec, env))
+    parts = [
+        rows.head(rows_per_group.get(str(values[0]), rows_per_group["*"]))
+        for values, rows in frame.groupby(groups, observed=True, sort=False)
+    ]
+    subset = pd.concat(parts)
+    folder = tmp_path / "pipelines"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    subset.reset_index(drop=True).to_parquet(folder / "data" / f"{name}.parquet")
+    chosen = {"support_intent": "minilm_tfidf_svc", "review_sentiment": "minilm_finetuned"}[name]
+    shipped["source"] = {"path": f"data/{name}.parquet", "format": "parquet"}
+    shipped["candidates"] = [c for c in shipped["candidates"] if c["name"] == chosen]
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(shipped))
+    return str(folder / f"{name}.yaml")
+
+
+@pytest.mark.flow
+def test_the_shipped_text_pipelines_train_their_chosen_encoder_candidates(env, capsys, tmp_path):
+    """The candidates the README's results table reports (the pretrained sentence encoder beside
+    TF-IDF for intents, the fine-tuned encoder for sentiment) trained by their own specs, on a
+    few real rows per class (the tests' epoch cap)."""
+    spec = _shipped_on_a_subset(env, tmp_path, "support_intent", {"train": 10, "*": 5}, ["split", "category"])
+    code, out, err = run_cli(capsys, "run", spec)
+    assert code == 0, out + err
+    run = last_run(env, "support_intent")
+    assert run.data.params["model.candidate"] == "minilm_tfidf_svc" and run.data.params["split.train_rows"] == "770"
+    m = run.data.metrics
+    assert m["test/accuracy"] > 0.6 and m["test/baseline_accuracy"] < 0.05, m
+
+    spec = _shipped_on_a_subset(env, tmp_path, "review_sentiment", {"*": 100}, ["source", "label"])
+    code, out, err = run_cli(capsys, "run", spec)
+    assert code == 0, out + err
+    run = last_run(env, "review_sentiment")
+    assert run.data.params["model.candidate"] == "minilm_finetuned"
+    m = run.data.metrics
+    assert m["test/roc_auc"] > 0.85 and m["test/accuracy"] > m["test/baseline_accuracy"] + 0.2, m
+    assert registry_state(env, "review_sentiment")[1] is not None

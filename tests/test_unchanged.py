@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from conftest import last_run, registry_state, run_cli, write_example_spec
 from modelmill.config.settings import Settings
@@ -14,7 +16,7 @@ def _run(capsys, *extra):
     return code, out + err
 
 
-def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, capsys):
+def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, capsys, monkeypatch, tmp_path):
     root, spec, data = example_project
     csv = root / "pipelines" / "data" / "cells.csv"
     data.to_csv(csv, index=False)
@@ -56,6 +58,21 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, c
     assert "reused without parsing" not in out and "(568 rows)" in out  # a changed file is parsed again
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # and unchanged again
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
+
+    # A change to modelmill's own code retrains, committed or not: the fingerprint holds a digest
+    # of the package's source files. Here the package is read from a copy, which is edited.
+    import modelmill
+    from modelmill.pipeline import stages
+
+    code_copy = tmp_path / "modelmill"
+    shutil.copytree(Path(modelmill.__file__).parent, code_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(stages, "code_roots", lambda: [code_copy])
+    assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # same bytes: same
+    with open(code_copy / "learn" / "evaluation.py", "a") as f:
+        f.write("\n# an edit to the code\n")
+    code, out = _run(capsys)
+    assert code == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5, 6], out
+    assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] != "skipped_unchanged"
 
 
 def test_a_run_with_capped_epochs_never_stands_in_for_a_full_one(example_project, capsys, monkeypatch):

@@ -72,8 +72,8 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
         for key, value in now.items():
             if str(then.get(key)) != str(value):
                 what = (
-                    "modelmill's code (git commit)"
-                    if key == "git"
+                    "modelmill's code (sha256 of its source files)"
+                    if key == "source"
                     else f"library {key}"
                     if key != "modelmill"
                     else "modelmill's version"

@@ -6,6 +6,7 @@ directly. Every stage records what it did on the MLflow run through :class:`Trac
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -199,9 +200,24 @@ FINGERPRINT_TAG = "modelmill.fingerprint"
 SKIPPED = "skipped_unchanged"
 
 
+def code_roots() -> list[Path]:
+    """The folders of the code a run's result depends on: the modelmill package as installed."""
+    return [Path(__file__).resolve().parents[1]]
+
+
+def source_digest() -> str:
+    """sha256 over every Python source file under :func:`code_roots` (relative path and bytes):
+    any edit to the code changes it, committed or not, from a checkout or a wheel."""
+    h = hashlib.sha256()
+    for root in code_roots():
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def code_parts() -> dict[str, str]:
-    """The code a run's result depends on: modelmill's version and git commit, and the versions
-    of the libraries that compute it."""
+    """The code a run's result depends on: modelmill's version and the digest of its source files,
+    and the versions of the libraries that compute it."""
     from importlib.metadata import PackageNotFoundError, version
 
     from modelmill import __version__
@@ -212,7 +228,7 @@ def code_parts() -> dict[str, str]:
         except PackageNotFoundError:
             return "absent"
 
-    return {"modelmill": __version__, "git": git_commit(), **{name: lib(name) for name in RESULT_LIBRARIES}}
+    return {"modelmill": __version__, "source": source_digest(), **{name: lib(name) for name in RESULT_LIBRARIES}}
 
 
 def fingerprint_parts(h: RunHandle, snap: Snapshot) -> dict[str, str]:
@@ -228,7 +244,6 @@ def fingerprint_parts(h: RunHandle, snap: Snapshot) -> dict[str, str]:
 
 
 def fingerprint(h: RunHandle, snap: Snapshot) -> str:
-    import hashlib
     import json
 
     return hashlib.sha256(json.dumps(fingerprint_parts(h, snap), sort_keys=True).encode()).hexdigest()

@@ -109,6 +109,11 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, height=28, width=28, hog_cell=7):
         self.height, self.width, self.hog_cell = height, width, hog_cell
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # nothing is learnt: each image's features are its own
+        return tags
+
     def fit(self, X, y=None):
         _check_pixels(validate_data(self, X), self.height, self.width)
         return self
@@ -117,8 +122,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         from skimage.feature import hog
         from skimage.transform import downscale_local_mean
 
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, dtype=np.float64, reset=False)  # stateless: fitted or not
         _check_pixels(X, self.height, self.width)
         imgs = X.reshape(-1, self.height, self.width) / 255.0
         feats = []
