@@ -19,19 +19,10 @@ from prefect import flow, task
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import available
 from modelmill.errors import SpecError
-from modelmill.runtime.cores import SHARED, busy, clear_dead_marks
+from modelmill.runtime.cores import SHARED, THREAD_VARIABLES, busy, clear_dead_marks
 from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
 RUNNERS = ("dask", "ray")
-
-#: thread pools of numeric libraries, capped to one per worker process
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
 
 
 def one_thread_per_worker() -> None:

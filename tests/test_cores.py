@@ -67,3 +67,86 @@ def test_a_network_beside_other_pipelines_takes_its_share_and_more_once_they_fin
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# -- the thread budget of a command (every fit, explanation and scoring batch) -----------------
+def test_free_cores_are_the_idle_share_of_the_machine_at_most_this_process_cores(monkeypatch):
+    from modelmill.runtime import cores as c
+
+    monkeypatch.setattr(c, "cores", lambda: 4)
+    monkeypatch.setattr(c.os, "cpu_count", lambda: 8)
+    samples = iter([(1000, 4000), (1100, 4400)])  # 100 of 400 jiffies idle: a quarter of 8 cores
+    assert c.free_cores(0, times=lambda: next(samples)) == pytest.approx(2.0)
+    samples = iter([(0, 0), (800, 800)])  # an idle machine: all 8, but this process may use 4
+    assert c.free_cores(0, times=lambda: next(samples)) == 4
+    assert c.free_cores(0, times=lambda: (_ for _ in ()).throw(OSError("no /proc"))) == 4
+
+
+def test_the_budget_is_what_is_asked_else_omp_num_threads_else_the_free_cores_split_between_workers(monkeypatch):
+    from modelmill.runtime.cores import thread_budget
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_budget(5) == (5, "asked for")
+    assert thread_budget(None) == (3, "OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    threads, why = thread_budget(None, free=lambda: 1.6)
+    assert threads == 2 and "1.6 of" in why and "cores free" in why
+    assert thread_budget(None, workers=2, free=lambda: 3.7)[0] == 2
+    assert thread_budget(None, free=lambda: 0.2)[0] == 1  # a saturated machine: one thread, never none
+
+
+def test_a_fit_under_a_budget_uses_that_many_threads_read_back_with_threadpoolctl():
+    """In a fresh process: OpenMP (scikit-learn's) and BLAS at the budget inside the block, and
+    the budget given to the environment for what loads later."""
+    code = """
+import os
+os.environ.pop("OMP_NUM_THREADS", None)
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_info
+from modelmill.runtime.cores import apply_budget, cores, limited, threads_in_use
+import numpy as np
+X, y = np.random.default_rng(0).normal(size=(300, 4)), np.arange(300) % 2
+with limited(1):
+    inside = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+    HistGradientBoostingClassifier(max_iter=5).fit(X, y)
+    print("ONE", inside.get("openmp"), inside.get("blas"), threads_in_use())
+with limited(2):
+    print("TWO", threads_in_use())
+apply_budget(1)
+print("APPLIED", threads_in_use(), os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"], cores())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["ONE"] == "1 1 1"
+    machine = int(lines["APPLIED"].split()[-1])
+    assert lines["TWO"] == "2"
+    assert lines["APPLIED"].split()[:3] == ["1", "1", "1"] and machine >= 1
+
+
+@pytest.mark.flow
+def test_run_takes_the_threads_asked_for_and_records_them(example_project, capsys, monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from conftest import last_run, run_cli, write_example_spec
+    from modelmill.config.settings import Settings
+    from modelmill.runtime.cores import THREAD_VARIABLES
+
+    for var in THREAD_VARIABLES:  # the command exports its budget: this test's process gets them back
+        monkeypatch.setenv(var, "1")
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    try:
+        code, out, err = run_cli(capsys, "run", "my_cells", "--threads", "2")
+        assert code == 0, out + err
+        assert "threads: 2 per fit (asked for" in err
+        assert last_run(Settings(), "my_cells").data.params["runtime.threads"] == "2"
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as a user who exports it
+        code, out, err = run_cli(capsys, "run", "my_cells", "--force")
+        assert code == 0, out + err
+        assert "threads: 1 per fit (OMP_NUM_THREADS" in err
+        assert last_run(Settings(), "my_cells").data.params["runtime.threads"] == "1"
+        code, out, err = run_cli(capsys, "run", "my_cells", "--threads", "0")
+        assert code != 0 and "--threads 0: give at least 1" in err
+    finally:
+        threadpool_limits(limits=1)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from modelmill.config.settings import Settings
-from modelmill.errors import DiskFull
+from modelmill.errors import DiskFull, SpecError
 from modelmill.runtime.servers import TEMPORARY_API
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -130,6 +130,29 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for noisy in ("mlflow", "alembic", "great_expectations", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def add_threads_option(parser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of each fit and scoring batch (default: MODELMILL_THREADS, else the cores free now)",
+    )
+
+
+def set_threads(args, settings: Settings, workers: int = 1) -> int:
+    """The command's thread budget, set before any numeric library loads, and said in one line."""
+    from modelmill.runtime.cores import apply_budget, thread_budget
+
+    asked = getattr(args, "threads", None)
+    if asked is not None and asked < 1:
+        raise SpecError(f"--threads {asked}: give at least 1")
+    threads, why = thread_budget(asked or settings.threads, workers)
+    apply_budget(threads)
+    each = " each" if workers > 1 else ""
+    log.info("threads: %d per fit%s (%s; --threads or MODELMILL_THREADS to choose)", threads, each, why)
+    return threads
 
 
 def exit_code(summaries: list[dict]) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelmill.cli.common import EXIT_FAILED, EXIT_OK, prepare_environment
+from modelmill.cli.common import EXIT_FAILED, EXIT_OK, add_threads_option, prepare_environment, set_threads
 from modelmill.config.settings import Settings
 
 
@@ -13,6 +13,7 @@ def cmd_reproduce(args, settings: Settings) -> int:
     from modelmill.pipeline.reproduce import reproduce
 
     prepare_environment(settings)
+    set_threads(args, settings)
     r = reproduce(args.pipeline, args.version, settings)
     print(f"{r.pipeline} v{r.version} (run {r.run_id}): {r.status.replace('_', ' ')}")
     if r.selection is not None:
@@ -38,4 +39,5 @@ def register(sub) -> None:
     )
     rp.add_argument("pipeline", help="pipeline name or spec file")
     rp.add_argument("version", help="the registered model version")
+    add_threads_option(rp)
     rp.set_defaults(fn=cmd_reproduce)

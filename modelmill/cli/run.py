@@ -6,6 +6,7 @@ import sys
 import time
 
 from modelmill.cli.common import (
+    add_threads_option,
     check_free_space,
     exit_code,
     housekeeping,
@@ -13,6 +14,7 @@ from modelmill.cli.common import (
     log,
     prefect_ready,
     prepare_environment,
+    set_threads,
     warm_up,
     with_shipped,
 )  # fmt: skip
@@ -48,9 +50,11 @@ def cmd_run(args, settings: Settings) -> int:
     elif args.dask_address and args.runner == "ray":
         print("modelmill run: --dask-address is for the dask runner; for Ray give --ray-address", file=sys.stderr)
         return 2
+    side_by_side = args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask"
+    if not (args.dask_address or args.ray_address):  # a cluster elsewhere has its own cores
+        set_threads(args, settings, workers=args.workers if side_by_side else 1)
     import modelmill_flows.pipeline  # noqa: F401 - Prefect's import, while its API comes up
 
-    side_by_side = args.workers > 1 or args.dask_address or args.ray_address or args.runner != "dask"
     if not side_by_side:  # workers import for themselves
         warm_up(specs)
     prefect_ready()
@@ -153,6 +157,7 @@ def cmd_backfill(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
+    set_threads(args, settings)
     from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, summary_of
 
     warm_up([spec])
@@ -191,6 +196,7 @@ def register(sub) -> None:
     r.add_argument("--as-of", help="train on data dated up to this day (YYYY-MM-DD)")
     r.add_argument("--no-promote", action="store_true", help="never move the champion alias")
     r.add_argument("--force", action="store_true", help="retrain even if data, spec, suite and code are unchanged")
+    add_threads_option(r)
     r.add_argument(
         "--workers",
         type=int,
@@ -221,4 +227,5 @@ def register(sub) -> None:
     b.add_argument("--every", choices=["day", "week", "month", "quarter"], default="month")
     b.add_argument("--promote", action="store_true", help="let backfill runs move the champion alias")
     b.add_argument("--force", action="store_true", help="retrain dates whose run would be unchanged")
+    add_threads_option(b)
     b.set_defaults(fn=cmd_backfill)

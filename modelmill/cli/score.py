@@ -7,11 +7,13 @@ import sys
 
 from modelmill.cli.common import (
     EXIT_OK,
+    add_threads_option,
     check_free_space,
     housekeeping,
     launch_prefect_api,
     prefect_ready,
     prepare_environment,
+    set_threads,
 )
 from modelmill.config.settings import Settings
 from modelmill.errors import one_line_cause
@@ -28,6 +30,7 @@ def cmd_score(args, settings: Settings) -> int:
     guard()
     launch_prefect_api(settings)
     housekeeping(settings, [spec], prefect=True)
+    set_threads(args, settings)
     from modelmill_flows.pipeline import heartbeats_where_watched
     from modelmill_flows.scoring import score_flow
 
@@ -71,6 +74,7 @@ def register(sub) -> None:
         "--input",
         help="CSV / Parquet / xlsx file, or for an image pipeline a folder of images or an npz (default: the spec's scoring.input)",
     )
+    add_threads_option(sc)
     sc.add_argument("--output", help="Parquet file to write (default: the spec's scoring.output)")
     sc.add_argument(
         "--shadow",

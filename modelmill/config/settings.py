@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     store_endpoint: str | None = Field(
         default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)"
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="threads of each fit, explanation and scoring batch (default: the cores free when the command starts, split between its workers; OMP_NUM_THREADS when set)",
+    )
 
     @property
     def home_dir(self) -> Path:

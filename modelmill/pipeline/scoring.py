@@ -28,6 +28,7 @@ from modelmill.errors import SpecError
 from modelmill.ops import alerts
 from modelmill.quality.drift import drift, drift_metrics, psi_numeric
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, SHADOW_TAG, Tracker
+from modelmill.runtime.cores import under_budget
 
 log = logging.getLogger("modelmill.score")
 
@@ -217,6 +218,7 @@ def shadow_ref(tracker: Tracker, spec: PipelineSpec):
     return None
 
 
+@under_budget
 def score(
     spec: PipelineSpec,
     settings: Settings,

@@ -53,6 +53,7 @@ from modelmill.registry.runview import (
     shared_view,
 )
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
+from modelmill.runtime.cores import threads_in_use, under_budget
 from modelmill.runtime.reconcile import owner_tags
 
 log = logging.getLogger("modelmill.pipeline.stages")
@@ -386,6 +387,7 @@ def _rows(h: RunHandle, snap: Snapshot) -> pd.DataFrame:
     return snap.load(categorical=h.spec.features.categorical)
 
 
+@under_budget
 def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     kind = get_kind(h.spec.problem)
     frame = _rows(h, snap)
@@ -410,6 +412,7 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     trained = kind.train(h.spec, data)
     trained.seconds = time.perf_counter() - started
     t.log_metrics(h.run_id, {"time/train_seconds": trained.seconds})
+    t.log_params(h.run_id, {"runtime.threads": threads_in_use()})  # what OpenMP and BLAS were allowed, read back
     hyper = {"model.candidate": trained.best, **{f"model.{k}": v for k, v in trained.hyperparams.items()}}
     t.log_params(h.run_id, {**{f"split.{k}": v for k, v in data.info.items()}, **trained.params, **hyper})
     shown = {k: v for k, v in data.info.items() if not isinstance(v, list)}
@@ -436,6 +439,7 @@ def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | No
     )
 
 
+@under_budget
 def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation:
     kind = get_kind(h.spec.problem)
     ev = kind.evaluate(h.spec, trained, data)
@@ -469,6 +473,7 @@ def evaluate_stage(h: RunHandle, data: Prepared, trained: Trained) -> Evaluation
     return ev
 
 
+@under_budget
 def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Evaluation:
     """Why the model decides and how it does per group: permutation importance per source
     column on the test split, SHAP values (tabular kinds), per-slice metrics and their largest
@@ -587,6 +592,7 @@ def slice_table(
     return table, slice_gaps(table, metric, {s.column: s.min_rows for s in h.spec.slices})
 
 
+@under_budget
 def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
     """Register the new version; it takes ``champion`` only if it beats the current one. One run
     of a pipeline at a time compares and moves the alias (a lock per pipeline), so two runs at

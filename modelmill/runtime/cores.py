@@ -8,12 +8,20 @@ by ``MODELMILL_SHARED_CORES``); a network reads its share, ``cores // busy``, at
 and the sentence encoder and its fine-tuning at each batch (``follow_share``).
 
 Without that variable (a pipeline on its own, or on a cluster elsewhere) nothing here applies.
+
+Every command that fits or scores first sets a **thread budget** (:func:`thread_budget`,
+:func:`apply_budget`): the cores free when it starts (a busy machine's other jobs leave fewer),
+split between its workers, unless the user names a number. OpenMP threads spin while they wait
+for a core: on a busy machine a gradient-boosting fit with a thread per core took 141 s that took
+6 s with one. Each stage then runs its fits under that budget (:func:`limited`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +29,15 @@ from pathlib import Path
 from modelmill.runtime.reconcile import pid_alive
 
 SHARED = "MODELMILL_SHARED_CORES"
+
+#: thread pools of numeric libraries: read when a library loads, and inherited by child processes
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 log = logging.getLogger("modelmill.train")
 
@@ -95,3 +112,85 @@ def follow_share(torch, label: str, step: str) -> None:
     if threads is not None and threads != torch.get_num_threads():
         log.info("%s: %d threads from %s (the cores shared with the pipelines running beside it)", label, threads, step)
         torch.set_num_threads(threads)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of the whole machine so far, from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait; user..steal
+
+
+def free_cores(sample: float = 0.25, times=_cpu_times) -> float:
+    """The cores idle now, among those this process may use: the machine's idle share over
+    ``sample`` seconds times its cores, at most this process's own cores. Without ``/proc``, all
+    of this process's cores."""
+    try:
+        idle0, total0 = times()
+        time.sleep(sample)
+        idle1, total1 = times()
+    except (OSError, ValueError, IndexError):
+        return float(cores())
+    if total1 <= total0:
+        return float(cores())
+    machine = os.cpu_count() or cores()
+    return min(float(cores()), machine * (idle1 - idle0) / (total1 - total0))
+
+
+def thread_budget(explicit: int | None = None, workers: int = 1, free=free_cores) -> tuple[int, str]:
+    """Threads of each fit for a command with ``workers`` pipelines at once, and why: the number
+    asked for (``--threads``, ``MODELMILL_THREADS``), else ``OMP_NUM_THREADS`` when the user set
+    it, else the cores free now shared between the workers; at least 1."""
+    if explicit:
+        return int(explicit), "asked for"
+    if env := os.environ.get("OMP_NUM_THREADS", "").strip():
+        if env.isdigit() and int(env) >= 1:
+            return int(env), "OMP_NUM_THREADS"
+    idle = free()
+    return max(1, int(idle + 0.5) // max(1, workers)), f"{idle:.1f} of {cores()} cores free"
+
+
+def apply_budget(threads: int) -> None:
+    """Give every numeric library ``threads`` threads: in the environment (libraries not yet
+    loaded, and child processes) and through threadpoolctl (those already loaded)."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
+def budget_now() -> int:
+    """The threads a fit takes now: this process's share of the shared cores when pipelines run
+    side by side, else the command's budget (``OMP_NUM_THREADS``), else every core it may use."""
+    return max(1, thread_share() or int(os.environ.get("OMP_NUM_THREADS") or 0) or cores())
+
+
+@contextmanager
+def limited(threads: int | None = None) -> Iterator[int]:
+    """Run the block with OpenMP and BLAS at ``threads`` (default :func:`budget_now`) in this
+    thread: a Prefect task runs in a thread of its own, whose OpenMP setting is its own."""
+    from threadpoolctl import threadpool_limits
+
+    n = threads or budget_now()
+    with threadpool_limits(limits=n):
+        yield n
+
+
+def under_budget(stage):
+    """A stage whose fits, explanations and scoring run under :func:`limited`, in the thread the
+    stage runs in (a decorator at the stage boundary, so the computation itself stays plain)."""
+
+    @functools.wraps(stage)
+    def wrapped(*args, **kwargs):
+        with limited():
+            return stage(*args, **kwargs)
+
+    return wrapped
+
+
+def threads_in_use() -> int:
+    """The most threads any loaded OpenMP or BLAS library would use now (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] in ("openmp", "blas")), default=1)
