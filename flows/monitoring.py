@@ -19,4 +19,4 @@ def stale_check_flow() -> list[str]:
     """The pipelines a stale alert was sent for."""
     _forward_core_logs()
     settings = get_settings()
-    return stale_alerts(Tracker(settings), load_all(settings), settings, datetime.now(UTC))
+    return stale_alerts(Tracker.of(settings), load_all(settings), settings, datetime.now(UTC))

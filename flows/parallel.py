@@ -192,7 +192,7 @@ def _reconcile_lost_attempts(name: str) -> None:
     ids = [str(r.id) for r in earlier]
     settings = get_settings()
     here = f"process {os.getpid()} on {socket.gethostname()}"
-    reconcile_lost_attempt(Tracker(settings), load_spec(name, settings), ids, here)
+    reconcile_lost_attempt(Tracker.of(settings), load_spec(name, settings), ids, here)
     mark_crashed(ids, f"its worker was lost; the pipeline ran again on {here}")
 
 

@@ -85,3 +85,25 @@ def test_a_run_with_capped_epochs_never_stands_in_for_a_full_one(example_project
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] != "skipped_unchanged"
     assert run_cli(capsys, "run", "my_cells")[0] == 0
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
+
+
+def test_a_command_builds_one_mlflow_client(example_project, capsys, monkeypatch):
+    """Every stage and the command itself share one Tracker (one MLflow client) per store."""
+    from modelmill.registry import tracking
+
+    built = []
+    original = tracking.Tracker.__init__
+
+    def counted(self, settings):
+        built.append(settings.tracking_uri)
+        original(self, settings)
+
+    monkeypatch.setattr(tracking.Tracker, "__init__", counted)
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    code, out = _run(capsys)
+    assert code == 0, out
+    assert built == [Settings().tracking_uri]
+    code, out = _run(capsys)  # skipped: the same client again
+    assert code == 0 and last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
+    assert len(built) == 1

@@ -13,7 +13,7 @@ def _tracker(args, settings: Settings):
     spec = load_spec(args.pipeline, settings)
     prepare_environment(settings)
     housekeeping(settings, [spec])
-    return spec, Tracker(settings)
+    return spec, Tracker.of(settings)
 
 
 def _said(move, tracker, spec) -> None:

@@ -99,7 +99,7 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
     from modelmill.registry.tracking import Tracker
     from modelmill.runtime.reconcile import FLOW_RUN_RECONCILED, clean_stale_temp, reconcile, unreconciled_flow_runs
 
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     tracker.check_reachable()
     clean_stale_temp(settings.snapshot_dir, settings.cache_dir)
     reconcile(tracker, specs)

@@ -16,7 +16,7 @@ def cmd_list(args, settings: Settings) -> int:
 
     prepare_environment(settings)
     housekeeping(settings, load_all(settings))
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     rows = [("pipeline", "domain", "problem", "last run", "status", "champion", "metric")]
     for spec in load_all(settings):
         runs = tracker.runs(spec)
@@ -59,7 +59,7 @@ def cmd_status(args, settings: Settings) -> int:
         from modelmill_flows.deployments import next_runs as scheduled
 
         next_runs = scheduled([s.name for s in specs])
-    tracker, now = Tracker(settings), datetime.now(UTC)
+    tracker, now = Tracker.of(settings), datetime.now(UTC)
     rows = [pipeline_status(tracker, spec, now, next_runs) for spec in specs]
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
@@ -76,7 +76,7 @@ def cmd_history(args, settings: Settings) -> int:
     prepare_environment(settings)
     spec = load_spec(args.pipeline, settings)
     housekeeping(settings, [spec])
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     champion = tracker.alias(spec, CHAMPION)
     frame = history_frame(tracker.runs(spec), champion.version if champion else None, spec.metric.name)
     if frame.empty:
@@ -102,7 +102,7 @@ def cmd_ui(args, settings: Settings) -> int:
     uri = settings.tracking_uri
     print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")
     prepare_environment(settings)
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     for spec in load_all(settings):  # each experiment's runs table in modelmill's view
         exp = tracker.experiment_id(spec, create=False)
         if exp is not None:

@@ -67,7 +67,7 @@ def cmd_run(args, settings: Settings) -> int:
     print()
     from modelmill.registry.tracking import Tracker
 
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     for s in summaries:
         if s.get("run_id"):
             experiment = tracker.run(s["run_id"]).info.experiment_id
@@ -102,7 +102,7 @@ def _longest_first(names: list[str], specs: list, settings: Settings) -> list[st
     from modelmill.ops.history import longest_first
     from modelmill.registry.tracking import Tracker
 
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     seconds = {n: tracker.last_seconds(spec) for n, spec in zip(names, specs, strict=True)}
     ordered = longest_first(names, seconds)
     if any(s is not None for s in seconds.values()):

@@ -86,7 +86,7 @@ def cmd_trigger(args, settings: Settings) -> int:
         raise ModelmillError(f"{e} (is `modelmill serve` running?)") from e
     if state is None:
         return EXIT_OK
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     run = tracker.find_run(spec, flow_run_id)
     if run is None:
         print(f"{spec.name}: flow run ended {state}; no MLflow run was recorded")

@@ -51,7 +51,7 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     from modelmill.registry.tracking import Tracker
 
     spec = load_spec(name, settings)
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     mv = tracker.model_version(spec, version)
     if mv is None or not mv.run_id:
         raise SpecError(f"pipeline {spec.name} has no version {version} (`modelmill history {spec.name}` lists them)")
@@ -132,7 +132,7 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = before
-            Tracker(settings)  # the process-wide MLflow URI back on the project's store
+            Tracker.of(settings)  # the process-wide MLflow URI back on the project's store
     out.tolerance = NEURAL_TOLERANCE if network(trained.model) is not None else EXACT
     out.selection = (params.get("model.candidate", "?"), trained.best)
     rows = []

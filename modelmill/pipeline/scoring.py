@@ -248,7 +248,7 @@ def score(
     out_path = Path(output).expanduser()
     if out_path.suffix != ".parquet":
         raise SpecError(f"score output {output} must be a .parquet file")
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     champion = tracker.alias(spec, CHAMPION)
     if champion is None:
         raise SpecError(f"pipeline {spec.name} has no champion yet: `modelmill run {spec.name}` first")

@@ -71,7 +71,7 @@ class RunHandle:
     force: bool = False
 
     def tracker(self) -> Tracker:
-        return Tracker(self.settings)
+        return Tracker.of(self.settings)
 
 
 @dataclass
@@ -114,7 +114,7 @@ def start(
 ) -> RunHandle:
     kind = get_kind(spec.problem)
     kind.check_spec(spec)
-    tracker = Tracker(settings)
+    tracker = Tracker.of(settings)
     commit = git_commit()
     tags = {
         "modelmill.pipeline": spec.name,

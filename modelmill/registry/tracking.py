@@ -98,6 +98,10 @@ def safe_key(key: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", key)
 
 
+#: one client per store in a process (:meth:`Tracker.of`)
+_TRACKERS: dict[tuple[str, str], Tracker] = {}
+
+
 class Tracker:
     def __init__(self, settings: Settings):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -128,6 +132,20 @@ class Tracker:
             _INITIALISED.add(self.uri)
         else:
             self.client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Tracker:
+        """This process's client of the settings' store: built once (an MLflow client, the local
+        schema's check), and handed to every stage and command after; each call points MLflow's
+        process-wide URIs back at this store, which another store's client may have moved."""
+        key = (settings.tracking_uri, str(settings.artifact_root))
+        tracker = _TRACKERS.get(key)
+        if tracker is None:
+            tracker = _TRACKERS[key] = cls(settings)
+        else:
+            tracker._mlflow.set_tracking_uri(tracker.uri)
+            tracker._mlflow.set_registry_uri(tracker.uri)
+        return tracker
 
     def check_reachable(self, attempts: int = 3, timeout: float = 5) -> None:
         """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
