@@ -183,7 +183,7 @@ def test_a_disk_that_fills_mid_run_fails_in_one_line_and_promotes_nothing(tmp_pa
     home.mkdir()
     home.chmod(0o777)
     check = (
-        "import mlflow; c = mlflow.MlflowClient(f'sqlite:///{h}/mlflow.db');"
+        "import mlflow; u = f'sqlite:///{h}/mlflow.db'; c = mlflow.MlflowClient(tracking_uri=u, registry_uri=u);"
         "ms = c.search_registered_models(); print('ALIASES', [dict(m.aliases) for m in ms])"
     ).replace("{h}", str(home))
     script = (
@@ -192,7 +192,7 @@ def test_a_disk_that_fills_mid_run_fails_in_one_line_and_promotes_nothing(tmp_pa
         f'df -k {home} | tail -1; {sys.executable} -c "{check}"'
     )
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY"))},
         "MODELMILL_HOME": str(home),
         "MODELMILL_MIN_FREE_MB": "0",
         "MODELMILL_PIPELINES_DIR": str(REPO / "pipelines"),

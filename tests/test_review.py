@@ -187,3 +187,56 @@ def test_stage_log_lines_reach_the_prefect_flow_run(tmp_path, prefect_api):
     messages = [lg.message for lg in logs]
     for fragment in ("MLflow run", "snapshot", "validation passed", "trained", "test roc_auc", "is the new champion"):
         assert any(fragment in msg for msg in messages), f"no {fragment!r} line in the flow run's logs: {messages}"
+
+
+def test_modelmill_ui_serves_the_store_and_sigterm_stops_its_server(env, cytology_run, tmp_path):
+    """``modelmill ui`` as a user starts it: the MLflow UI answers with the pipeline's experiment,
+    and a SIGTERM to the command stops the server it started (the port is free again)."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    environ = {**os.environ, "MODELMILL_HOME": str(env.home), "MODELMILL_DATA_MIRROR": str(require_mirror())}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelmill.cli", "ui", "--port", str(port)],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, answer = time.monotonic() + 120, None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=modelmill/breast_cytology"
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    answer = json.load(r)
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(1)
+        assert answer is not None, "the MLflow UI never answered"
+        assert answer["experiment"]["experiment_id"] == cytology_run.info.experiment_id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and all it started: nothing outlives the test
+            out = proc.communicate()[0]
+            pytest.fail(f"`modelmill ui` did not end within 60 s of SIGTERM: {out[-2000:]}")
+    assert f"MLflow UI for sqlite:///{env.home}" in out and "breast_cytology" in out
+    assert f"{base}/#/experiments/{cytology_run.info.experiment_id}" in out
+    deadline = time.monotonic() + 30
+    while True:  # nothing listens on the port once the command has ended
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, "the MLflow server outlived `modelmill ui`"
+        time.sleep(0.5)

@@ -93,6 +93,27 @@ def cmd_history(args, settings: Settings) -> int:
     return EXIT_OK
 
 
+def stop_group(proc, grace: float = 10) -> None:
+    """SIGTERM to a process started in a session of its own and to everything it started, then
+    SIGKILL to what is left after ``grace`` seconds."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left: workers hold the port
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def cmd_ui(args, settings: Settings) -> int:
     import subprocess
 
@@ -122,7 +143,12 @@ def cmd_ui(args, settings: Settings) -> int:
     ]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
-    return subprocess.call(cmd, env=env)
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)  # its workers in its own group
+    try:
+        return server.wait()
+    finally:  # Ctrl-C, SIGTERM or an error here: the server and its workers stop with the command
+        if server.poll() is None:
+            stop_group(server)
 
 
 def register(sub) -> None:
