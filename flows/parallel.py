@@ -3,8 +3,9 @@ a local Dask cluster of N worker processes, or an existing cluster by address) o
 
 Each pipeline is one task whose body is the ordinary pipeline flow, so it still gets its own
 Prefect flow run (a sub-flow of ``modelmill-all``) and its own MLflow run; a pipeline that fails
-fails alone. Worker processes get one BLAS/OpenMP thread each (set before they start), so N
-workers use N cores rather than fighting over them; a network whose pipeline is left running with
+fails alone. Worker processes share the command's thread budget (the free cores over the workers,
+at least one BLAS/OpenMP thread each, set before they start), so N workers fit in the cores
+rather than fighting over them; a network whose pipeline is left running with
 fewer others than workers takes the idle cores (``modelmill.runtime.cores``).
 """
 
@@ -25,10 +26,12 @@ from modelmill_flows.pipeline import heartbeats_where_watched, pipeline_flow, su
 RUNNERS = ("dask", "ray")
 
 
-def one_thread_per_worker() -> None:
-    """Set before the workers start: they inherit the environment."""
+def threads_per_worker() -> None:
+    """Set before the workers start: they inherit the environment. Each takes the command's budget
+    per worker (the free cores split between them, or the number asked for), else one thread."""
+    budget = os.environ.get("OMP_NUM_THREADS") or "1"
     for var in THREAD_VARIABLES:
-        os.environ[var] = "1"
+        os.environ[var] = budget
 
 
 def pipeline_worker_config() -> None:
@@ -90,7 +93,7 @@ def task_runner(workers: int, runner: str = "dask", address: str | None = None, 
     except ImportError:
         raise SpecError(f"--runner {runner} needs prefect-{runner}: pip install 'modelmill[{runner}]'") from None
     if address is None:
-        one_thread_per_worker()
+        threads_per_worker()
         share_temporary_api()
         if scratch is not None:
             share_cores(scratch / "busy")
