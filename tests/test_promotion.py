@@ -75,3 +75,16 @@ def test_judge_applies_the_policies_in_order():
     assert not held.promote and not held.awaiting and "max_slice_gap" in held.reason
     waiting = judge(better, gaps={"sex": 0.05}, max_slice_gap=0.1, metric="roc_auc", promote=True, mode="manual")
     assert waiting.awaiting and not waiting.promote
+
+
+def test_a_reproduction_is_identical_within_tolerance_or_different():
+    from modelmill.pipeline.reproduce import EXACT, NEURAL_TOLERANCE, verdict
+
+    assert verdict(True, [0.0, 0.0], EXACT) == "identical"
+    assert verdict(True, [], EXACT) == "identical"
+    assert verdict(True, [0.0, -0.015], NEURAL_TOLERANCE) == "within_tolerance"  # a network's CPU kernels
+    assert verdict(True, [0.0, 0.021], NEURAL_TOLERANCE) == "different"
+    assert verdict(True, [1e-6], EXACT) == "different"  # scikit-learn models are exact
+    assert verdict(True, [5e-10], EXACT) == "within_tolerance"
+    assert verdict(False, [0.0], NEURAL_TOLERANCE) == "different"  # another candidate chosen
+    assert verdict(True, [float("nan")], NEURAL_TOLERANCE) == "different"

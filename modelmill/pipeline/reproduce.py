@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +22,18 @@ log = logging.getLogger("modelmill.pipeline.reproduce")
 #: allowed absolute difference of a test metric: exact for scikit-learn models, and for a
 #: network (whose CPU kernels may add in another order) a stated tolerance
 EXACT, NEURAL_TOLERANCE = 1e-9, 0.02
+
+
+def verdict(same_choice: bool, differences, tolerance: float) -> str:
+    """``identical`` when the rebuild chose the same candidate and hyperparameters and every test
+    metric is equal; ``within_tolerance`` when they differ by at most ``tolerance``; else
+    ``different`` (another choice, a larger difference, or a metric that is not a number)."""
+    worst = max((abs(float(d)) for d in differences), default=0.0)
+    if not same_choice or not math.isfinite(worst):
+        return "different"
+    if worst == 0:
+        return "identical"
+    return "within_tolerance" if worst <= tolerance else "different"
 
 
 @dataclass
@@ -144,16 +157,11 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
             {"metric": key, "recorded": recorded, "rebuilt": float(value), "difference": float(value) - recorded}
         )
     out.table = pd.DataFrame(rows)
-    worst = out.table["difference"].abs().max() if len(out.table) else 0.0
     same_choice = out.selection[0] == out.selection[1] and all(
         params.get(f"model.{k}") == str(v) for k, v in trained.hyperparams.items()
     )
-    if same_choice and worst == 0:
-        out.status = "identical"
-    elif same_choice and worst <= out.tolerance:
-        out.status = "within_tolerance"
-    else:
-        out.status = "different"
+    out.status = verdict(same_choice, out.table["difference"] if len(out.table) else [], out.tolerance)
+    if out.status == "different":
         if not out.inputs:
             out.inputs.append(
                 "no recorded input differs (same snapshot, spec, suite, code and libraries): the training itself is not deterministic here"
