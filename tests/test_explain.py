@@ -291,3 +291,36 @@ def test_a_slice_gap_over_the_limit_blocks_promotion(credit_project, capsys):
     assert {k: str(v) for k, v in client.get_registered_model("modelmill-credit_risk").aliases.items()} == {
         "challenger": "1"
     }  # no champion
+
+
+def test_blank_cells_with_missing_indicators_keep_the_exact_linear_explainer(cells):
+    """Numeric and categorical cells left blank, imputed with indicator columns, and a calibrated
+    logistic regression: every encoded column is traced to its source column (the indicators
+    included), so the explanation stays shap's exact LinearExplainer, additive in log-odds before
+    calibration, rather than the permutation explainer over the source columns."""
+    frame = cells.copy()
+    blank = np.random.default_rng(4).random(len(frame)) < 0.1
+    frame.loc[blank, "mean_texture"] = np.nan
+    frame.loc[np.roll(blank, 7), "size_band"] = None
+    kind = get_kind("tabular_classification")
+    shipped = _spec("logistic_regression", {"C": 1.0}).model_dump(exclude_unset=True)
+    spec = PipelineSpec.model_validate(
+        shipped
+        | {
+            "impute": {"numeric": "median", "categorical": "missing", "indicator": True},
+            "options": {"threshold": "fixed", "calibration": "sigmoid"},
+        }
+    )
+    data = kind.prepare(spec, frame)
+    trained = kind.train(spec, data)
+    core = explain.fitted_core(trained.model)
+    features = core.named_steps["features"]
+    X = data.test[0].iloc[:80]
+    width = features.transform(X.iloc[:1]).shape[1]
+    groups = explain.source_groups(features, [str(c) for c in X.columns], width)
+    assert groups is not None and groups.count("mean_texture") == 2  # the value and its indicator
+    background = data.train[0].iloc[explain.sample_rows(len(data.train[0]), 40, 2)]
+    sv = explain.shap_values(trained.model, X, background, seed=3)
+    assert sv.method == "linear" and sv.output == "log-odds"
+    p = core.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(sv.values.sum(axis=1).to_numpy() + sv.base, np.log(p / (1 - p)), atol=1e-6)

@@ -220,20 +220,35 @@ def source_groups(features, columns: list[str], width: int) -> list[str] | None:
             out += cols * n
             continue
         steps = transformer.steps if isinstance(transformer, Pipeline) else [(name, transformer)]
-        encoder = next(
-            (s for _, s in steps if hasattr(s, "categories_") and getattr(s, "output", "") == "onehot"), None
-        )
-        imputer = next((s for _, s in steps if hasattr(s, "indicator_") and s.indicator_ is not None), None)
-        if imputer is not None:
-            return None  # missing-value indicator columns: their order is the imputer's, not told here
-        if encoder is not None:
-            mapped = [c for c, cats in zip(cols, encoder.categories_, strict=True) for _ in cats]
-        else:
-            mapped = cols
-        if len(mapped) != n:
+        mapped = _through(steps, cols)
+        if mapped is None or len(mapped) != n:
             return None
         out += mapped
     return out if len(out) == width else None
+
+
+def _through(steps, cols: list[str]) -> list[str] | None:
+    """The source column of each output column of a featurizer's steps over ``cols``: an imputer
+    keeps its columns (but those it found empty) and appends one indicator per column it saw
+    missing values in, a one-hot encoder gives one column per category, an ordinal one and a
+    scaler keep them; any other step: None (not told here)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+
+    src = list(cols)
+    for _, step in steps:
+        if isinstance(step, SimpleImputer):
+            empty = step.strategy != "constant" and not step.keep_empty_features
+            kept = [c for c, stat in zip(src, step.statistics_, strict=True) if not (empty and _missing(stat))]
+            flags = [src[i] for i in step.indicator_.features_] if step.indicator_ is not None else []
+            src = kept + flags
+        elif hasattr(step, "categories_") and getattr(step, "output", "") == "onehot":
+            src = [c for c, cats in zip(src, step.categories_, strict=True) for _ in cats]
+        elif hasattr(step, "categories_") and getattr(step, "output", "") == "ordinal":
+            continue  # one code per column
+        elif not isinstance(step, StandardScaler):
+            return None
+    return src
 
 
 def shap_values(model, X: pd.DataFrame, background: pd.DataFrame, *, seed: int = 0) -> ShapValues:
