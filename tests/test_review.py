@@ -223,6 +223,17 @@ def test_modelmill_ui_serves_the_store_and_sigterm_stops_its_server(env, cytolog
                 time.sleep(1)
         assert answer is not None, "the MLflow UI never answered"
         assert answer["experiment"]["experiment_id"] == cytology_run.info.experiment_id
+        # a second `ui` on the same port fails in one line, and leaves the first one serving
+        again = subprocess.run(
+            [sys.executable, "-m", "modelmill.cli", "ui", "--port", str(port)],
+            env=environ,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 1 and f"port {port} is in use" in again.stderr
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -115,12 +115,21 @@ def stop_group(proc, grace: float = 10) -> None:
 
 
 def cmd_ui(args, settings: Settings) -> int:
+    import socket
     import subprocess
 
     from modelmill.config.spec import load_all
     from modelmill.registry.tracking import Tracker
 
     uri = settings.tracking_uri
+    with socket.socket() as probe:  # a port already taken (another `modelmill ui`?): say so and fail
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            print(
+                f"modelmill ui: port {args.port} is in use (another `modelmill ui` or MLflow server?): "
+                "stop it or choose --port",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
     print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port}")
     prepare_environment(settings)
     tracker = Tracker.of(settings)
