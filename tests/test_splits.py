@@ -82,7 +82,11 @@ def test_the_text_kind_selects_on_val_rows_and_refits_on_train_plus_val(intents,
         f"intents: candidates selected on the val split ({counts['validation']} rows), then refit on train + val ({counts['train'] + counts['validation']} rows)"
         in caplog.messages
     )
-    assert (trained.selection["cv_std"] == 0).all()  # one val split, not k folds
+    # one val split, not k folds: no spread is claimed, in the table or the log
+    assert (trained.selection["cv_folds"] == 1).all() and trained.selection["cv_std"].isna().all()
+    picked = [m for m in caplog.messages if ": candidate " in m and " cv " in m]
+    assert picked and all(m.split(" = ")[1].split(" {")[0].endswith("on one validation split") for m in picked)
+    assert not any("±" in m for m in picked)
     # the refit model has seen the val rows: a word only they hold is in its vocabulary
     vocab = trained.model.named_steps["features"].transformer_list[0][1].vocabulary_
     val_text = " ".join(intents.loc[intents["split"] == "Validation", "text"]).lower()

@@ -48,23 +48,26 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
         search.fit(X, y)
         params = {k.removeprefix(f"{step}__"): v for k, v in search.best_params_.items()}
         std = float(search.cv_results_["std_test_score"][search.best_index_])
+        folds = int(search.n_splits_)
         rows.append(
             {
                 "candidate": c.name,
                 "estimator": c.estimator,
                 "cv_score": float(search.best_score_),
-                "cv_std": std,
+                "cv_std": std if folds > 1 else float("nan"),  # one validation split has no spread
+                "cv_folds": folds,
                 "best_params": str(params),
                 "grid_points": len(search.cv_results_["params"]),
             }
         )
+        spread = f"± {std:.4f} over {folds} folds" if folds > 1 else "on one validation split"
         log.info(
-            "%s: candidate %s cv %s = %.4f ± %.4f %s",
+            "%s: candidate %s cv %s = %.4f %s %s",
             spec.name,
             c.name,
             scoring if isinstance(scoring, str) else "score",
             search.best_score_,
-            std,
+            spread,
             params,
         )
         if search.best_score_ > best_score:
