@@ -103,7 +103,7 @@ import os
 os.environ.pop("OMP_NUM_THREADS", None)
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_info
-from modelmill.runtime.cores import apply_budget, cores, limited, threads_in_use
+from modelmill.runtime.cores import apply_budget, limited, threads_in_use
 import numpy as np
 X, y = np.random.default_rng(0).normal(size=(300, 4)), np.arange(300) % 2
 with limited(1):
@@ -113,15 +113,14 @@ with limited(1):
 with limited(2):
     print("TWO", threads_in_use())
 apply_budget(1)
-print("APPLIED", threads_in_use(), os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"], cores())
+print("APPLIED", threads_in_use(), os.environ["OMP_NUM_THREADS"], os.environ["OPENBLAS_NUM_THREADS"])
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert lines["ONE"] == "1 1 1"
-    machine = int(lines["APPLIED"].split()[-1])
     assert lines["TWO"] == "2"
-    assert lines["APPLIED"].split()[:3] == ["1", "1", "1"] and machine >= 1
+    assert lines["APPLIED"] == "1 1 1"
 
 
 @pytest.mark.flow

@@ -93,33 +93,13 @@ def cmd_history(args, settings: Settings) -> int:
     return EXIT_OK
 
 
-def stop_group(proc, grace: float = 10) -> None:
-    """SIGTERM to a process started in a session of its own and to everything it started, then
-    SIGKILL to what is left after ``grace`` seconds."""
-    import signal
-    import subprocess
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left: workers hold the port
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def cmd_ui(args, settings: Settings) -> int:
     import socket
     import subprocess
 
     from modelmill.config.spec import load_all
     from modelmill.registry.tracking import Tracker
+    from modelmill.runtime.servers import stop_group
 
     uri = settings.tracking_uri
     with socket.socket() as probe:  # a port already taken (another `modelmill ui`?): say so and fail
@@ -157,7 +137,7 @@ def cmd_ui(args, settings: Settings) -> int:
         return server.wait()
     finally:  # Ctrl-C, SIGTERM or an error here: the server and its workers stop with the command
         if server.poll() is None:
-            stop_group(server)
+            stop_group(server, grace=10)
 
 
 def register(sub) -> None:

@@ -102,15 +102,27 @@ class LocalServer:
             self.sock.close()  # the child has its own copy while it runs
         if self.proc is None or self.proc.poll() is not None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            pass
+        stop_group(self.proc, timeout)
         log.info("%s server stopped", self.name)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a process started in a session of its own and everything it started: SIGTERM to the
+    group, then after ``grace`` seconds SIGKILL to whatever of it is left (a server's workers
+    can outlive their parent and hold its port)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _basic(user_password: str) -> dict[str, str]:
