@@ -12,8 +12,8 @@ Without that variable (a pipeline on its own, or on a cluster elsewhere) nothing
 Every command that fits or scores first sets a **thread budget** (:func:`thread_budget`,
 :func:`apply_budget`): the cores free when it starts (a busy machine's other jobs leave fewer),
 split between its workers, unless the user names a number. OpenMP threads spin while they wait
-for a core: on a busy machine a gradient-boosting fit with a thread per core took 141 s that took
-6 s with one. Each stage then runs its fits under that budget (:func:`limited`).
+for a core, so a thread per core on a busy machine costs more than it brings (the benchmark's T1
+rows). Each stage then runs its fits under that budget (:func:`limited`).
 """
 
 from __future__ import annotations
