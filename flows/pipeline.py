@@ -31,7 +31,7 @@ def pipeline_flow(
     """
     _forward_core_logs()
     settings = get_settings()
-    spec = load_spec(pipeline, settings)
+    spec = load_spec(pipeline, settings, names_only=started_by_a_deployment())
     handle = t.start_run(
         spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger, force=force
     )
@@ -70,6 +70,15 @@ def pipeline_flow(
         raise
     t.publish_summary(summary)
     return summary.__dict__
+
+
+def started_by_a_deployment() -> bool:
+    """Whether this flow run was created from a deployment (a schedule, ``modelmill trigger``, any
+    API caller): its parameters then come from whoever may call the Prefect API, not the operator."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context is not None and context.flow_run is not None and context.flow_run.deployment_id is not None
 
 
 @contextmanager

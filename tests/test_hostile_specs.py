@@ -130,3 +130,55 @@ def test_an_excel_workbook_is_a_source_with_its_sheet_chosen(example_project, ca
     write_example_spec(root, {**spec, "source": {**source, "read_options": {"sheet": "Cells", "sep": ";"}}})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 1 and "source.read_options: sep cannot be used with xlsx files" in err
+
+
+def _laughs(levels: int = 10) -> str:
+    """A 'billion laughs' grid: each level lists the one before ten times, 10**levels values in all."""
+    lines = ["    grid:", "      C: &l0 [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]"]
+    lines += [f"      x{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+def test_yaml_anchors_and_aliases_are_refused_before_anything_expands(tmp_path):
+    import time
+
+    good = _spec_file(tmp_path).read_text()
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        good.split("candidates:")[0]
+        + "candidates:\n  - name: lr\n    estimator: logistic_regression\n"
+        + _laughs()
+        + "\n"
+        + good.split("candidates:")[1].split("\n", 1)[1].split("\n", 1)[1]
+    )
+    assert bomb.stat().st_size < 3000
+    t0 = time.time()
+    with pytest.raises(SpecError) as e:
+        load_spec(str(bomb), Settings(home=tmp_path / "home"))
+    assert time.time() - t0 < 5 and "\n" not in str(e.value)
+    assert "YAML anchors (&l0) are not allowed" in str(e.value) and str(bomb) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: x\nlabel: *nowhere\n", "YAML aliases (*nowhere) are not allowed"),
+        ("name: x\nnotes: " + "[" * 40 + "]" * 40 + "\n", "nested deeper than 32 levels"),
+        ("name: x\nnotes: '" + "x" * 1_000_100 + "'\n", "more than the limit of 1,000,000"),
+    ],
+)
+def test_specs_are_bounded_data(tmp_path, text, fragment):
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError, match="^" + str(p)) as e:
+        load_spec(str(p), Settings(home=tmp_path / "home"))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_expectation_suites_are_bounded_data(tmp_path):
+    from modelmill.quality.validate import load_suite_dict
+
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"expectations": [' + "[" * 100_000 + "]" * 100_000 + "]}")
+    with pytest.raises(SpecError, match="nested deeper than 32 levels"):
+        load_suite_dict(deep)

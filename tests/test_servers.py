@@ -359,6 +359,23 @@ def test_prefect_yaml_deploys_to_a_work_pool_and_a_process_worker_runs_it(tmp_pa
         a, b = runs.values()
         assert a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"], "the two runs did not overlap"
         settings = Settings(home=tmp_path / "home")
+
+        # whoever may call the API names a pipeline of the worker's specs folder, never a file of its choosing
+        evil = tmp_path / "elsewhere" / "evil.yaml"
+        evil.parent.mkdir()
+        evil.write_text((REPO / "pipelines" / "breast_cytology.yaml").read_text().replace("breast_cytology", "evil"))
+        attack = subprocess.run(
+            [prefect, "deployment", "run", "modelmill-pipeline/breast_cytology", "--param", f"pipeline={evil}"]
+            + ["--watch", "--watch-timeout", "600"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=700,
+        )
+        worker_logs = "\n".join(p.read_text() for p in logs.values())
+        assert attack.returncode != 0 and "Failed" in attack.stdout, attack.stdout + attack.stderr
+        assert "a deployment's `pipeline` parameter names a pipeline of" in worker_logs, worker_logs[-3000:]
+        assert mlflow_client(settings).get_experiment_by_name("modelmill/evil") is None
         assert last_run(settings, "breast_cytology").data.tags["modelmill.trigger"] == "manual"
         assert (
             str(mlflow_client(settings).get_model_version_by_alias("modelmill-breast_cytology", "champion").version)

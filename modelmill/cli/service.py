@@ -7,7 +7,7 @@ from pathlib import Path
 
 from modelmill.cli.common import EXIT_FAILED, EXIT_OK, exit_code, housekeeping, log, prepare_environment
 from modelmill.config.settings import Settings
-from modelmill.errors import ModelmillError
+from modelmill.errors import ModelmillError, SpecError
 from modelmill.runtime.guardian import guard
 
 
@@ -77,7 +77,10 @@ def cmd_trigger(args, settings: Settings) -> int:
     prepare_environment(settings)
     from modelmill_flows.deployments import trigger
 
-    params = {"pipeline": spec.name, "trigger": "manual", **dict(_param(p) for p in args.param)}
+    given = dict(_param(p) for p in args.param)
+    if "pipeline" in given:
+        raise SpecError(f"--param pipeline: the deployment modelmill-pipeline/{spec.name} names its pipeline itself")
+    params = {"pipeline": spec.name, "trigger": "manual", **given}
     try:
         flow_run_id, state = trigger(
             spec.name, params, watch=not args.no_watch, timeout=args.timeout, report=lambda m: log.info("%s", m)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelmill.config.bounded import load_yaml
 from modelmill.config.settings import Settings
 from modelmill.errors import SpecError
 
@@ -610,10 +611,7 @@ class PipelineSpec(Strict):
 
 
 def _parse(path: Path) -> PipelineSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from e
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping")
     try:
@@ -629,8 +627,16 @@ def available(settings: Settings) -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
 
 
-def load_spec(name_or_path: str, settings: Settings) -> PipelineSpec:
-    """Load a pipeline by name (``pipelines/<name>.yaml``) or by path to a YAML file."""
+def load_spec(name_or_path: str, settings: Settings, *, names_only: bool = False) -> PipelineSpec:
+    """Load a pipeline by name (``pipelines/<name>.yaml``) or by path to a YAML file.
+
+    ``names_only``: a name of a spec in the specs folder, never a path (what a deployment's
+    parameters may say: whoever can call the Prefect API must not choose the file a worker runs)."""
+    if names_only and not re.fullmatch(NAME_PATTERN, name_or_path):
+        raise SpecError(
+            f"pipeline {name_or_path!r}: a deployment's `pipeline` parameter names a pipeline of "
+            f"{settings.specs_dir}, never a file"
+        )
     p = Path(name_or_path)
     if p.suffix in {".yaml", ".yml"}:
         if not p.is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modelmill.config.bounded import load_json
 from modelmill.errors import DataRejected, SpecError
 
 log = logging.getLogger("modelmill.quality.validate")
@@ -99,10 +100,7 @@ class ValidationReport:
 
 
 def load_suite_dict(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SpecError(f"expectation suite {path} is not valid JSON: {e}") from e
+    data = load_json(path, "expectation suite")
     if not isinstance(data, dict) or not data.get("expectations"):
         raise SpecError(f"expectation suite {path} has no expectations")
     return data
