@@ -10,7 +10,7 @@ from prefect import flow
 from modelmill.config.settings import get_settings
 from modelmill.config.spec import load_spec
 from modelmill.errors import SpecError
-from modelmill_flows.pipeline import _forward_core_logs
+from modelmill_flows.pipeline import _forward_core_logs, started_by_a_deployment
 from modelmill_tasks import stages as t
 
 
@@ -20,19 +20,23 @@ def score_flow(
 ) -> dict:
     """Score ``input`` (default: the spec's ``scoring.input``) into ``output`` with the champion.
     A path given here by the operator is read as given (relative to the working directory); the
-    spec's own paths are relative to its folder and confined like its source. ``reasons``: each
-    scored row's top reasons (tabular classification)."""
+    spec's own paths, and any a deployment's parameters name, are relative to its folder and
+    confined like its source. ``reasons``: each scored row's top reasons (tabular classification)."""
     _forward_core_logs()
     settings = get_settings()
-    spec = load_spec(pipeline, settings)
-    if input is not None:  # an operator's path: from the working directory, like every path given on the command line
+    operator = not started_by_a_deployment()
+    spec = load_spec(pipeline, settings, names_only=not operator)
+    if (input is None or output is None) and spec.scoring is None:
+        raise SpecError(f"pipeline {spec.name}: give --input and --output, or a `scoring` section in its spec")
+    folder = spec.spec_path.parent if spec.spec_path else Path.cwd()
+    in_base = out_base = folder
+    if input is None:
+        input = spec.scoring.input
+    elif operator:  # an operator's path: from the working directory, like every path given on the command line
         input = str(Path(input).expanduser().resolve())
-    base = Path(input).parent if input else Path.cwd()
-    if input is None or output is None:
-        if spec.scoring is None:
-            raise SpecError(f"pipeline {spec.name}: give --input and --output, or a `scoring` section in its spec")
-        folder = spec.spec_path.parent if spec.spec_path else base
-        if input is None:
-            input, base = spec.scoring.input, folder
-        output = output or str(folder / spec.scoring.output)  # an absolute path stays as it is
-    return t.score_batch(spec, settings, input, output, base, shadow, reasons).__dict__
+        in_base = Path(input).parent
+    if output is None:
+        output = spec.scoring.output
+    elif operator:
+        out_base = None
+    return t.score_batch(spec, settings, input, output, in_base, shadow, reasons, out_base).__dict__

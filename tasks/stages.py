@@ -84,7 +84,9 @@ def publish_summary(summary):
 
 
 @task(name="score-batch", **_opts)
-def score_batch(spec, settings, input_location, output, base, shadow=False, reasons=0):
+def score_batch(spec, settings, input_location, output, base, shadow=False, reasons=0, output_base=None):
     from modelmill.pipeline.scoring import score
 
-    return score(spec, settings, input_location, output, base=base, shadow=shadow, reasons=reasons)
+    return score(
+        spec, settings, input_location, output, base=base, shadow=shadow, reasons=reasons, output_base=output_base
+    )

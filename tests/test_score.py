@@ -168,3 +168,36 @@ def test_relative_input_and_output_paths_resolve_from_the_working_directory(exam
     )
     assert code == 0, out + err
     assert len(pd.read_parquet(root / "scores" / "today.parquet")) == 37
+
+
+def test_scores_are_written_only_where_a_spec_may_write_and_never_over_the_batch(example_project, capsys, tmp_path):
+    root, spec, data = _trained(example_project, capsys)
+    _batch(data).to_csv(root / "pipelines" / "data" / "incoming.csv", index=False)
+    escaped = tmp_path / "escaped" / "evil.parquet"
+    write_example_spec(root, spec, scoring={"input": "data/incoming.csv", "output": "../../../escaped/evil.parquet"})
+    code, out, err = run_cli(capsys, "score", "my_cells")
+    assert code == 1 and "output path ../../../escaped/evil.parquet resolves to" in err
+    assert "outside the folders a spec may write" in err and not escaped.exists()
+
+    # an operator's --output naming the batch itself (or its rejected-rows file) is refused, the batch intact
+    folder = root / "pipelines" / "data"
+    for batch, output in (("b.parquet", "b.parquet"), ("b.rejected.parquet", "b.parquet")):
+        _batch(data).drop(index=[5, 9, 17]).astype(float).to_parquet(folder / batch)
+        before = (folder / batch).read_bytes()
+        code, out, err = run_cli(
+            capsys, "score", "my_cells", "--input", str(folder / batch), "--output", str(folder / output)
+        )
+        assert code == 1 and "would overwrite the batch being scored" in err
+        assert (folder / batch).read_bytes() == before
+
+
+def test_the_output_folder_describes_the_latest_batch_only(example_project, capsys, tmp_path):
+    root, spec, data = _trained(example_project, capsys)
+    src, out_path = root / "pipelines" / "data" / "batch.csv", tmp_path / "scores.parquet"
+    _batch(data).to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(out_path))
+    assert code == 0 and (tmp_path / "scores.rejected.parquet").is_file(), out + err
+    _batch(data).drop(index=[5, 9, 17]).to_csv(src, index=False)  # a clean batch to the same output
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(out_path))
+    assert code == 0 and "rejected" not in out, out + err
+    assert len(pd.read_parquet(out_path)) == 37 and not (tmp_path / "scores.rejected.parquet").exists()

@@ -348,8 +348,8 @@ def _fetch_catalog_file(
         return LocalFile(f.name, dest, url, _check(dest, expected, what, str(dest)))
 
 
-def locate_user_file(location: str, settings: Settings, *, base: Path | None, folder: bool = False) -> Path:
-    """A user's local file (or ``folder``), resolved (symlinks, ``..``) and confined to the folders a spec may read."""
+def _confined(location: str, settings: Settings, base: Path | None, what: str, verb: str) -> Path:
+    """``location`` from ``base``, resolved (symlinks, ``..``) and confined to ``base`` and the data roots."""
     path = Path(location).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
@@ -357,9 +357,24 @@ def locate_user_file(location: str, settings: Settings, *, base: Path | None, fo
     roots = ([base.resolve()] if base is not None else []) + settings.allowed_data_roots
     if not any(path.is_relative_to(r) for r in roots):
         raise SpecError(
-            f"source path {location} resolves to {path}, outside the folders a spec may read "
+            f"{what} {location} resolves to {path}, outside the folders a spec may {verb} "
             f"({', '.join(map(str, roots))}); add its folder to MODELMILL_DATA_ROOTS to allow it"
         )
+    return path
+
+
+def writable_file(location: str, settings: Settings, *, base: Path | None) -> Path:
+    """Where a spec's output (or one a deployment's parameter names) is written: from ``base`` (the
+    spec's folder), confined like a source path. ``base`` None: an operator's own path from the
+    command line, from the working directory."""
+    if base is None:
+        return Path(location).expanduser().resolve()
+    return _confined(location, settings, base, "output path", "write")
+
+
+def locate_user_file(location: str, settings: Settings, *, base: Path | None, folder: bool = False) -> Path:
+    """A user's local file (or ``folder``), resolved (symlinks, ``..``) and confined to the folders a spec may read."""
+    path = _confined(location, settings, base, "source path", "read")
     if not (path.is_dir() if folder else path.is_file()):
         raise SourceUnavailable(f"source {'folder' if folder else 'file'} {path} does not exist")
     return path

@@ -127,6 +127,18 @@ def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> Non
     tmp.replace(path)
 
 
+def _write_batch(scored: pd.DataFrame, rejected: pd.DataFrame, out_path: Path, meta: dict[str, str]) -> Path | None:
+    """The scores, and beside them the rows set aside (if any). An earlier batch's rejected rows
+    are removed: the output folder describes the latest batch only."""
+    _write_parquet(scored, out_path, meta)
+    path = rejected_file(out_path)
+    path.unlink(missing_ok=True)
+    if not len(rejected):
+        return None
+    _write_parquet(rejected, path, meta)
+    return path
+
+
 def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The positive class's probability (the top class's for multiclass), or the decision value
     of a model without probabilities (a linear SVM), and which of the two it is."""
@@ -228,13 +240,15 @@ def score(
     base: Path | None = None,
     shadow: bool = False,
     reasons: int = 0,
+    output_base: Path | None = None,
 ) -> ScoreResult:
     """Score one batch file with the champion; see the module docstring. With ``shadow`` (or the
     spec's ``scoring.shadow``), the candidate (else the challenger) scores it too: the output
     keeps the champion's predictions, the run logs how the two agree. ``reasons`` > 0 (tabular
     classification): each scored row's top reasons, from its SHAP values against a sample of the
-    champion's training rows."""
-    from modelmill.data.fetch import fetch_user_file
+    champion's training rows. ``output`` is read from ``output_base`` (the spec's folder) and confined
+    like a source path; ``output_base`` None: an operator's own path, from the working directory."""
+    from modelmill.data.fetch import fetch_user_file, writable_file
     from modelmill.data.readers import read_table
 
     if spec.problem not in SCORABLE:
@@ -245,9 +259,11 @@ def score(
         raise SpecError(f"pipeline {spec.name}: --reasons explains tabular classification scores, not {spec.problem}")
     if not 0 <= reasons <= 50:
         raise SpecError(f"--reasons {reasons}: give 1 to 50 reasons per row (0: none)")
-    out_path = Path(output).expanduser()
-    if out_path.suffix != ".parquet":
+    if not output.endswith(".parquet"):
         raise SpecError(f"score output {output} must be a .parquet file")
+    out_path = writable_file(output, settings, base=output_base)
+    if out_path.is_dir():
+        raise SpecError(f"score output {out_path} is a folder; name a .parquet file")
     tracker = Tracker.of(settings)
     champion = tracker.alias(spec, CHAMPION)
     if champion is None:
@@ -262,6 +278,10 @@ def score(
     source = (image_input if spec.problem == "image_classification" else fetch_user_file)(
         input_location, settings, base=base or Path.cwd(), expected_sha256=None
     )
+    if source.path.resolve() in (out_path, rejected_file(out_path)):
+        raise SpecError(
+            f"score output {out_path} would overwrite the batch being scored ({source.path}); write the scores elsewhere"
+        )
     tags = {
         "modelmill.pipeline": spec.name,
         "modelmill.model_version": champion.version,
@@ -289,6 +309,11 @@ def score(
         cause = f"{result.rejected} of {result.rows} rows ({share:.1%}) of {source.name} were set aside, not scored (over monitoring.score_rejected {spec.monitoring.score_rejected:.0%}): {result.rejected_output}"
         alerts.send(alerts.Alert(spec.name, "score_rejected", cause, tracker.run_url(run_id)), spec, settings)
     return result
+
+
+def rejected_file(out_path: Path) -> Path:
+    """Where a batch's rejected rows are written, beside its scores."""
+    return out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
 
 
 def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, run_id: str) -> dict:
@@ -376,11 +401,8 @@ def _score(
         if shadowing is not None and len(good)
         else None
     )
-    _write_parquet(scored, out_path, meta)
-    rejected_path = None
-    if (~ok).any():
-        rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
-        _write_parquet(raw[~ok].assign(rejected_because=reason[~ok]), rejected_path, meta)
+    rejected_path = _write_batch(scored, raw[~ok].assign(rejected_because=reason[~ok]), out_path, meta)
+    if rejected_path is not None:
         log.warning(
             "%s: %d of %d rows rejected, not scored (%s); they are in %s",
             spec.name,
@@ -513,11 +535,8 @@ def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_
         "input_sha256": source.sha256,
         "input": source.uri,
     }
-    _write_parquet(out, out_path, meta)
-    rejected_path = None
-    if (~ok).any():
-        rejected_path = out_path.with_name(out_path.name.removesuffix(".parquet") + REJECTED_SUFFIX)
-        _write_parquet(raw[~ok].assign(rejected_because=f"{column} is present"), rejected_path, meta)
+    rejected_path = _write_batch(out, raw[~ok].assign(rejected_because=f"{column} is present"), out_path, meta)
+    if rejected_path is not None:
         log.warning(
             "%s: %d of %d rows name no user, not scored; they are in %s",
             spec.name,
