@@ -233,3 +233,95 @@ def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_pr
     assert 0.8 <= run.data.metrics["shadow/agreement"] <= 1.0 and run.data.metrics["shadow/score_correlation"] > 0.8
     assert "shadow/score_psi" in run.data.metrics
     assert shadow_batches(Tracker(s), load_spec("my_cells", s), "2") == 1
+
+
+class _Silent:
+    """Loopback receivers that accept a connection and never answer; ``on_accept`` runs at each one."""
+
+    def __init__(self, count: int, on_accept=None):
+        import socket
+        import threading
+
+        self.socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+        self.held, self.on_accept, self.stop = [], on_accept, threading.Event()
+        for s in self.socks:
+            s.settimeout(0.2)
+            threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def _accept(self, sock):
+        while not self.stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            self.held.append(conn)
+            if self.on_accept:
+                self.on_accept()
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"json://127.0.0.1:{s.getsockname()[1]}/hook" for s in self.socks]
+
+    def close(self):
+        self.stop.set()
+        for c in self.held + self.socks:
+            c.close()
+
+
+def test_receivers_that_never_answer_hold_an_alert_no_longer_than_its_deadline(caplog):
+    import time
+
+    from modelmill.ops.alerts import Alert, send
+
+    silent = _Silent(3)
+    try:
+        spec = None
+        settings = Settings(notify_urls=" ".join(silent.urls), notify_deadline=2)
+        t0 = time.monotonic()
+        with caplog.at_level("WARNING", logger="modelmill.ops.alerts"):
+            assert send(Alert("cells", "failed", "the gate refused the data"), spec, settings) == 0
+        took = time.monotonic() - t0
+    finally:
+        silent.close()
+    assert took < 3.5, took  # all three at once, under one deadline: not 3 URLs x 3 attempts x a timeout
+    assert len(silent.held) >= 3  # each receiver was reached
+    late = [r.getMessage() for r in caplog.records if "not confirmed within 2 s" in r.getMessage()]
+    assert len(late) == 3 and all("MODELMILL_NOTIFY_DEADLINE" in m for m in late)
+
+
+@pytest.mark.flow
+def test_an_alert_from_the_promotion_stage_is_sent_after_its_lock_is_released(
+    example_project, capsys, monkeypatch, tmp_path
+):
+    import fcntl
+
+    from modelmill.runtime.locks import lock_dir
+
+    root, spec, data = example_project
+    monkeypatch.setenv("MODELMILL_NOTIFY_DEADLINE", "3")
+    lock = lock_dir(Settings().home_dir) / "promote-my_cells.lock"
+    free_at_send: list[bool] = []
+
+    def lock_is_free():
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                free_at_send.append(False)
+            else:
+                free_at_send.append(True)
+
+    silent = _Silent(1, on_accept=lock_is_free)
+    try:
+        write_example_spec(root, spec, data)
+        code, out, err = run_cli(capsys, "run", "my_cells")
+        assert code == 0, out + err
+        weak = [{"name": "stump", "estimator": "random_forest", "params": {"n_estimators": 1, "max_depth": 1}}]
+        notify = {"urls": silent.urls, "events": ["drift"]}
+        write_example_spec(root, {**spec, "candidates": weak, "notify": notify, "monitoring": {"metric_drop": 0.01}})
+        code, out, err = run_cli(capsys, "run", "my_cells")
+        assert code == 0, out + err
+    finally:
+        silent.close()
+    assert free_at_send and all(free_at_send), free_at_send  # a person's rollback is not held by a slow receiver
+    assert registry_state(Settings(), "my_cells")[1] == "1"

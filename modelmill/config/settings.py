@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         default=None,
         description="the events they get (default: failed, rejected, drift, promoted, candidate, stale, score_rejected)",
     )
+    notify_deadline: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="seconds all of one alert's sends may take together; a run or command never waits longer for its receivers",
+    )
     download_timeout: float = Field(default=60.0, gt=0, description="seconds a download may take before it is retried")
     download_retries: int = Field(default=3, ge=1, description="attempts at each download")
     store_uri: str | None = Field(

@@ -2,16 +2,19 @@
 promoted or not, a pipeline went stale, a scoring batch set too many rows aside), sent through
 apprise to the URLs a spec's ``notify`` (or the project's ``MODELMILL_NOTIFY_URLS``) names.
 
-A notifier that fails never fails the run: each URL is tried a bounded number of times and a
-failure is one log line. Secrets stay out of specs and logs: a URL may hold ``${VAR}``, filled
+A notifier that fails never fails the run, and a slow one never holds it: the URLs are sent to
+at once, each tried a bounded number of times with a short timeout, all under one deadline
+(``MODELMILL_NOTIFY_DEADLINE``, 20 s); a failure is one log line. Secrets stay out of specs and logs: a URL may hold ``${VAR}``, filled
 from the environment when the message is sent, and the logs show URLs with their credentials
 masked."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -24,6 +27,8 @@ log = logging.getLogger("modelmill.ops.alerts")
 #: sent when neither the spec nor the project names events
 DEFAULT_EVENTS = ("failed", "rejected", "drift", "promoted", "candidate", "stale", "score_rejected")
 ATTEMPTS = 3
+#: seconds each connection to a receiver, and each read from it, may take
+URL_TIMEOUT = 5.0
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -76,51 +81,84 @@ def targets(spec: PipelineSpec | None, settings: Settings) -> tuple[list[str], t
 
 
 def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: float = 0.5) -> int:
-    """Send ``alert`` to every URL that takes its event; returns how many received it. Never
-    raises: a URL that fails ``ATTEMPTS`` times is a warning in the log."""
+    """Send ``alert`` to every URL that takes its event, all at once; returns how many confirmed it.
+    Never raises and never waits longer than ``settings.notify_deadline`` seconds in all: each URL
+    is tried up to ``ATTEMPTS`` times with :data:`URL_TIMEOUT` per connection and read, in a daemon
+    thread that a slow receiver may keep, never the caller (nor the interpreter's exit)."""
     urls, events = targets(spec, settings)
     if alert.event not in events or not urls:
         return 0
-    import apprise
+    import apprise  # noqa: F401 - imported once here, not in each sending thread
 
     logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its own lines may carry a URL
-    delivered = 0
-    for url in urls:
-        try:
-            full = expand(url)
-        except KeyError as e:
+    deadline = settings.notify_deadline
+    end = time.monotonic() + deadline
+    delivered: list[str] = []
+    threads = [
+        threading.Thread(  # in a copy of this context: its log lines reach the run's (Prefect's) log
+            target=contextvars.copy_context().run,
+            args=(_deliver, alert, url, end, pause, delivered),
+            name=f"alert-{masked(url)}",
+            daemon=True,
+        )
+        for url in urls
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    for url, thread in zip(urls, threads, strict=True):
+        if thread.is_alive():
             log.warning(
-                "%s: alert %s not sent to %s: environment variable %s is not set",
+                "%s: alert %s to %s not confirmed within %.0f s (MODELMILL_NOTIFY_DEADLINE); the run goes on",
                 alert.pipeline,
                 alert.event,
                 masked(url),
-                e.args[0],
+                deadline,
             )
-            continue
-        notifier = apprise.Apprise()
-        if not notifier.add(full):
-            log.warning("%s: alert %s not sent: %s is not an apprise URL", alert.pipeline, alert.event, masked(url))
-            continue
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                ok = notifier.notify(title=alert.title, body=alert.body)
-            except Exception as e:  # noqa: BLE001 - a notifier's failure is never the run's
-                ok, why = False, type(e).__name__
-            else:
-                why = "not delivered"
-            if ok:
-                delivered += 1
-                log.info("%s: alert %s sent to %s", alert.pipeline, alert.event, masked(url))
-                break
-            if attempt == ATTEMPTS:
-                log.warning(
-                    "%s: alert %s to %s failed %d times (%s); the run goes on",
-                    alert.pipeline,
-                    alert.event,
-                    masked(url),
-                    ATTEMPTS,
-                    why,
-                )
-            else:
-                time.sleep(pause * attempt)
-    return delivered
+    return len(delivered)
+
+
+def _deliver(alert: Alert, url: str, end: float, pause: float, delivered: list[str]) -> None:
+    """One URL's attempts, none started after ``end`` (a monotonic time)."""
+    import apprise
+
+    try:
+        full = expand(url)
+    except KeyError as e:
+        log.warning(
+            "%s: alert %s not sent to %s: environment variable %s is not set",
+            alert.pipeline,
+            alert.event,
+            masked(url),
+            e.args[0],
+        )
+        return
+    notifier = apprise.Apprise()
+    if not notifier.add(full):
+        log.warning("%s: alert %s not sent: %s is not an apprise URL", alert.pipeline, alert.event, masked(url))
+        return
+    for plugin in notifier:
+        plugin.socket_connect_timeout = plugin.socket_read_timeout = URL_TIMEOUT
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            ok = notifier.notify(title=alert.title, body=alert.body)
+        except Exception as e:  # noqa: BLE001 - a notifier's failure is never the run's
+            ok, why = False, type(e).__name__
+        else:
+            why = "not delivered"
+        if ok:
+            delivered.append(url)
+            log.info("%s: alert %s sent to %s", alert.pipeline, alert.event, masked(url))
+            return
+        if attempt == ATTEMPTS or time.monotonic() + pause * attempt >= end:
+            log.warning(
+                "%s: alert %s to %s failed %s (%s); the run goes on",
+                alert.pipeline,
+                alert.event,
+                masked(url),
+                "once" if attempt == 1 else f"{attempt} times",
+                why,
+            )
+            return
+        time.sleep(pause * attempt)

@@ -596,12 +596,17 @@ def slice_table(
 def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
     """Register the new version; it takes ``champion`` only if it beats the current one. One run
     of a pipeline at a time compares and moves the alias (a lock per pipeline), so two runs at
-    once never both become champion on a stale comparison."""
+    once never both become champion on a stale comparison. Its alerts are sent once the lock is
+    released: a slow receiver never holds another run or a person's ``rollback``."""
+    later: list[tuple[str, str]] = []
     with promotion_lock(h.spec, h.settings.home_dir):
-        return _promote(h, data, trained, ev)
+        decision = _promote(h, data, trained, ev, later)
+    for event, cause in later:
+        alert(h, event, cause)
+    return decision
 
 
-def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> Decision:
+def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, alerts_after: list) -> Decision:
     kind = get_kind(h.spec.problem)
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)
@@ -621,10 +626,11 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation) -> 
     )
     drop = metric_drop(decision, direction=h.spec.metric.direction, limit=h.spec.monitoring.metric_drop)
     if drop is not None:
-        alert(
-            h,
-            "drift",
-            f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {h.spec.monitoring.metric_drop}",
+        alerts_after.append(
+            (
+                "drift",
+                f"test {ev.metric} {ev.primary:.4f} is {drop:.4f} worse than champion v{champion.version}'s {decision.champion_score:.4f} on the same data, over monitoring.metric_drop {h.spec.monitoring.metric_drop}",
+            )
         )
     gaps = _gaps(ev)
     if decision.promote and (widest := widest_gap(gaps, h.spec.promotion.max_slice_gap)):
