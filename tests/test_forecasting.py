@@ -227,3 +227,30 @@ def test_too_short_a_history_is_a_clear_error(env, capsys, monkeypatch, tmp_path
     spec = write_spec(tmp_path, "price_forecast", split={"test_period_days": 1000})
     code, out, err = run_cli(capsys, "run", str(spec))
     assert code == 1 and "too short" in (out + err)
+
+
+def test_a_first_forecaster_worse_than_the_random_walk_is_not_promoted(env, capsys, tmp_path):
+    """One deep, unregularised boosting model chases the noise of daily returns: its RMSE is worse
+    than predicting no change, so it does not become the first champion unless the spec says so."""
+    noisy = [
+        {
+            "name": "deep_boosting",
+            "estimator": "hist_gradient_boosting",
+            "params": {"max_iter": 200, "learning_rate": 1.0, "max_depth": 8, "early_stopping": False},
+        }
+    ]
+    spec = write_spec(tmp_path, "price_forecast", candidates=noisy)
+    code, out, err = run_cli(capsys, "run", str(spec))
+    assert code == 0, out + err
+    run = last_run(env, "price_forecast")
+    m = run.data.metrics
+    assert m["test/rmse"] > m["test/baseline_rmse"]
+    assert run.data.tags["modelmill.decision"] == "challenger"
+    assert "worse than its naive baseline's" in run.data.tags["modelmill.decision_reason"]
+    assert "promotion.allow_worse_than_baseline" in run.data.tags["modelmill.decision_reason"]
+    assert registry_state(env, "price_forecast")[1] is None
+
+    spec = write_spec(tmp_path, "price_forecast", candidates=noisy, promotion={"allow_worse_than_baseline": True})
+    code, out, err = run_cli(capsys, "run", str(spec), "--force")
+    assert code == 0, out + err
+    assert registry_state(env, "price_forecast")[1] == "2"

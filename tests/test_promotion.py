@@ -88,3 +88,26 @@ def test_a_reproduction_is_identical_within_tolerance_or_different():
     assert verdict(True, [5e-10], EXACT) == "within_tolerance"
     assert verdict(False, [0.0], NEURAL_TOLERANCE) == "different"  # another candidate chosen
     assert verdict(True, [float("nan")], NEURAL_TOLERANCE) == "different"
+
+
+def test_too_few_rows_neither_model_trained_on_decide_nothing():
+    from modelmill.pipeline.promotion import Compared
+
+    few = decide(0.99, 0.80, "1", direction="maximize", margin=0.0, compared=Compared(12, 143, 30))
+    assert not few.promote and few.champion_score is None
+    assert "only 12 of 143 test rows are rows champion v1 did not train on" in few.reason
+    enough = decide(0.99, 0.80, "1", direction="maximize", margin=0.0, compared=Compared(40, 143, 30))
+    assert enough.promote and enough.reason.endswith("on 40 of 143 test rows neither model trained on")
+
+
+def test_a_first_model_worse_than_its_naive_baseline_is_not_promoted_unless_allowed():
+    first = decide(0.0121, None, None, direction="minimize", margin=0.0)
+    held = judge(first, gaps={}, max_slice_gap=None, metric="rmse", promote=True, mode="auto", baseline=0.0118,
+                 direction="minimize")  # fmt: skip
+    assert not held.promote and "worse than its naive baseline's 0.0118" in held.reason
+    allowed = judge(first, gaps={}, max_slice_gap=None, metric="rmse", promote=True, mode="auto", baseline=0.0118,
+                    direction="minimize", allow_worse_than_baseline=True)  # fmt: skip
+    assert allowed.promote
+    later = decide(0.0121, 0.0125, "2", direction="minimize", margin=0.0)  # beats a champion: the champion rules
+    assert judge(later, gaps={}, max_slice_gap=None, metric="rmse", promote=True, mode="auto", baseline=0.0118,
+                 direction="minimize").promote  # fmt: skip

@@ -180,3 +180,17 @@ def test_only_the_winning_candidate_is_fitted_on_all_training_rows(intents):
     assert np.array_equal(model.decision_function(X), reference.best_estimator_.decision_function(X))
     unfitted = grid_select(spec, build, X, y, cv=cv, scoring="accuracy", fit=False)[1]
     assert not hasattr(unfitted.named_steps["model"], "coef_") and unfitted.named_steps["model"].C == chosen["C"]
+
+
+def test_a_reporting_option_never_moves_the_split(intents):
+    """Slices are reported on the test rows; they never choose them: the same rows are tested with
+    and without ``options.slices``."""
+    frame = intents.drop(columns=["split"]).assign(
+        length=np.where(intents["text"].str.len() > intents["text"].str.len().median(), "long", "short")
+    )
+    kind = get_kind("text_classification")
+    plain = _text_spec(method="stratified", test_size=0.25, seed=42)
+    sliced = plain.model_copy(update={"options": {"slices": "length"}})
+    a, b = kind.prepare(plain, frame), kind.prepare(sliced, frame)
+    assert a.test_keys["row"].tolist() == b.test_keys["row"].tolist()
+    assert set(b.test[2]) == {"long", "short"}  # and the slices are still reported

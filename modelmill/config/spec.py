@@ -425,6 +425,17 @@ class Promotion(Strict):
         description="a model whose primary metric differs by more than this between two slices of a `slices` column is not promoted",
         examples=[0.1],
     )
+    min_compared_rows: int = Field(
+        30,
+        ge=1,
+        description="the new model and the champion are compared on the test rows neither trained on; with fewer than this many, nothing is decided and the champion stays",
+        examples=[100],
+    )
+    allow_worse_than_baseline: bool = Field(
+        False,
+        description="a first model worse than its naive baseline on the primary metric may become the champion",
+        examples=[True],
+    )
 
 
 class Schedule(Strict):

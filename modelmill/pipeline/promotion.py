@@ -26,21 +26,55 @@ class Decision:
         return replace(self, promote=False, reason=f"{self.reason}{why}", awaiting=awaiting)
 
 
+@dataclass(frozen=True)
+class Compared:
+    """The test rows the two models are compared on: those neither trained on."""
+
+    rows: int
+    of: int
+    minimum: int
+
+    @property
+    def enough(self) -> bool:
+        return self.rows >= self.minimum
+
+    def __str__(self) -> str:
+        return f"{self.rows} of {self.of} test rows neither model trained on"
+
+
 def gain(new_score: float, old_score: float, direction: str) -> float:
     """How much better ``new_score`` is than ``old_score`` (negative: worse)."""
     return new_score - old_score if direction == "maximize" else old_score - new_score
 
 
 def decide(
-    new_score: float, champion_score: float | None, champion_version: str | None, *, direction: str, margin: float
+    new_score: float,
+    champion_score: float | None,
+    champion_version: str | None,
+    *,
+    direction: str,
+    margin: float,
+    compared: Compared | None = None,
 ) -> Decision:
-    """The new model takes ``champion`` only if it beats the champion by ``margin`` (or there is none)."""
+    """The new model takes ``champion`` only if it beats the champion by ``margin`` (or there is
+    none). ``compared``: the test rows both scores are measured on, when the champion's training
+    rows are known; too few of them and nothing is decided (the champion stays)."""
     if champion_version is None:
         return Decision(True, "no champion yet", new_score, None, None)
+    if compared is not None and not compared.enough:
+        return Decision(
+            False,
+            f"only {compared.rows} of {compared.of} test rows are rows champion v{champion_version} did not train on, "
+            f"fewer than promotion.min_compared_rows {compared.minimum}: not compared, champion kept",
+            new_score,
+            None,
+            champion_version,
+        )
+    on = f" on {compared}" if compared is not None else ""
     if champion_score is None or not math.isfinite(champion_score):
         return Decision(
             False,
-            f"champion v{champion_version} could not be scored on this snapshot; kept",
+            f"champion v{champion_version} could not be scored{on or ' on this snapshot'}; kept",
             new_score,
             None,
             champion_version,
@@ -49,17 +83,30 @@ def decide(
     if g > margin:
         return Decision(
             True,
-            f"beats champion v{champion_version} by {g:.4f} > margin {margin}",
+            f"beats champion v{champion_version} by {g:.4f} > margin {margin}{on}",
             new_score,
             champion_score,
             champion_version,
         )
     return Decision(
         False,
-        f"does not beat champion v{champion_version} by more than {margin} (gain {g:+.4f})",
+        f"does not beat champion v{champion_version} by more than {margin} (gain {g:+.4f}){on}",
         new_score,
         champion_score,
         champion_version,
+    )
+
+
+def baseline_policy(decision: Decision, baseline: float, *, direction: str, allowed: bool, metric: str) -> Decision:
+    """A first model that loses to its own naive baseline on the primary metric does not become
+    the champion unless ``promotion.allow_worse_than_baseline``."""
+    if not decision.promote or decision.champion_version is not None or allowed or not math.isfinite(baseline):
+        return decision
+    if gain(decision.new_score, baseline, direction) >= 0:
+        return decision
+    return decision.refused(
+        f", but its test {metric} {decision.new_score:.4f} is worse than its naive baseline's {baseline:.4f} "
+        "(promotion.allow_worse_than_baseline: true allows it)"
     )
 
 
@@ -103,9 +150,22 @@ def manual_policy(decision: Decision, *, mode: str) -> Decision:
 
 
 def judge(
-    decision: Decision, *, gaps: dict[str, float], max_slice_gap: float | None, metric: str, promote: bool, mode: str
+    decision: Decision,
+    *,
+    gaps: dict[str, float],
+    max_slice_gap: float | None,
+    metric: str,
+    promote: bool,
+    mode: str,
+    baseline: float = math.nan,
+    direction: str = "maximize",
+    allow_worse_than_baseline: bool = False,
 ) -> Decision:
-    """The decision after every policy, in order: slice gaps, the run's switch, manual mode."""
+    """The decision after every policy, in order: the naive baseline (a first model), slice gaps,
+    the run's switch, manual mode."""
+    decision = baseline_policy(
+        decision, baseline, direction=direction, allowed=allow_worse_than_baseline, metric=metric
+    )
     decision = slice_gap_policy(decision, gaps, limit=max_slice_gap, metric=metric)
     decision = run_switch_policy(decision, promote=promote)
     return manual_policy(decision, mode=mode)

@@ -32,7 +32,7 @@ from modelmill.learn.kinds.neural import epochs_cap
 from modelmill.ops import alerts
 from modelmill.ops.approval import promotion_lock
 from modelmill.ops.history import history_figure, history_frame
-from modelmill.pipeline.promotion import Decision, decide, judge, metric_drop, widest_gap
+from modelmill.pipeline.promotion import Compared, Decision, decide, judge, metric_drop, widest_gap
 from modelmill.quality import rules
 from modelmill.quality.drift import drift, drift_metrics
 from modelmill.quality.validate import ValidationReport, gate, validate_frame
@@ -57,6 +57,9 @@ from modelmill.runtime.cores import threads_in_use, under_budget
 from modelmill.runtime.reconcile import owner_tags
 
 log = logging.getLogger("modelmill.pipeline.stages")
+
+#: the digests of the rows a run trained on (``rows/`` on the run): :mod:`modelmill.data.rowdigests`
+TRAINING_ROWS = "training_rows.parquet"
 
 
 @dataclass
@@ -403,6 +406,9 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     )
     data = kind.prepare(h.spec, frame)
     data.test_slices = test_slices(h.spec, frame, data.test_keys)
+    if kind.EXAMPLE_ROWS and (pos := test_positions(frame, data.test_keys)) is not None:
+        data.test_rows = frame.iloc[pos].reset_index(drop=True)
+        _log_training_rows(h, frame, pos)
     if (date := h.spec.roles.get("date")) in frame.columns and len(frame):
         dates = pd.to_datetime(frame[date], errors="coerce")
         t.log_params(h.run_id, {"data.period": f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"})
@@ -422,18 +428,68 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     return data, trained
 
 
+def test_positions(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray | None:
+    """The test rows' positions in ``frame`` (from their snapshot row numbers), or None."""
+    if keys is None or "row" not in keys:
+        return None
+    source = frame.attrs.get("source_rows")
+    rows = keys["row"].to_numpy()
+    return np.searchsorted(source.rows, rows) if source is not None else rows
+
+
+def _log_training_rows(h: RunHandle, frame: pd.DataFrame, test: np.ndarray) -> None:
+    """The digests of the rows this run trains on (validation rows included), over every column:
+    a later run compares with this one's model only on test rows that are none of them."""
+    from modelmill.data.rowdigests import row_digests, write_digests
+
+    train = np.ones(len(frame), dtype=bool)
+    train[test] = False
+    columns = [str(c) for c in frame.columns]
+    with tempfile.TemporaryDirectory(prefix="modelmill-rows-") as tmp:
+        write_digests(Path(tmp) / TRAINING_ROWS, row_digests(frame, columns)[train], columns)
+        h.tracker().log_dir(h.run_id, Path(tmp), "rows")
+
+
+def _compared_rows(h: RunHandle, champion, data: Prepared):
+    """Which test rows the champion did not train on (a mask) and how many: None when its
+    training rows were not recorded or cannot be matched (the comparison is then on every test row)."""
+    from modelmill.data.rowdigests import read_digests, unseen
+
+    if data.test_rows is None or not champion.run_id:
+        return None, None
+    with tempfile.TemporaryDirectory(prefix="modelmill-rows-") as tmp:
+        path = h.tracker().run_artifact(champion.run_id, f"rows/{TRAINING_ROWS}", tmp)
+        if path is None:
+            log.warning(
+                "%s: champion v%s's training rows are not recorded: compared on every test row",
+                h.spec.name,
+                champion.version,
+            )
+            return None, None
+        trained_on, columns = read_digests(path)
+    mask = unseen(data.test_rows, trained_on, columns)
+    if mask is None:
+        log.warning(
+            "%s: this data lacks columns of champion v%s's rows (%s): compared on every test row",
+            h.spec.name,
+            champion.version,
+            ", ".join(c for c in columns if c not in data.test_rows.columns),
+        )
+        return None, None
+    compared = Compared(int(mask.sum()), len(mask), h.spec.promotion.min_compared_rows)
+    log.info("%s: compared with champion v%s on %s", h.spec.name, champion.version, compared)
+    return mask, compared
+
+
 def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | None) -> pd.DataFrame | None:
     """Each test row's slice of every spec ``slices`` column (its value, or its band)."""
-    if not spec.slices or keys is None or "row" not in keys:
+    if not spec.slices or (pos := test_positions(frame, keys)) is None:
         return None
     from modelmill.learn.explain import slice_labels
 
     missing = [s.column for s in spec.slices if s.column not in frame.columns]
     if missing:
         raise SpecError(f"pipeline {spec.name}: slices: the data has no column {', '.join(missing)}")
-    source = frame.attrs.get("source_rows")
-    rows = keys["row"].to_numpy()
-    pos = np.searchsorted(source.rows, rows) if source is not None else rows
     return pd.DataFrame(
         {s.column: slice_labels(frame[s.column].iloc[pos].reset_index(drop=True), s.bands) for s in spec.slices}
     )
@@ -610,19 +666,25 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
     kind = get_kind(h.spec.problem)
     t = h.tracker()
     champion = t.alias(h.spec, CHAMPION)
-    champion_score = None
+    champion_score, new_score, compared = None, ev.primary, None
     if champion is not None:
         model = t.load_model(champion)  # refuses (and fails the run) if its files were tampered with
+        mask, compared = _compared_rows(h, champion, data)
         try:
-            champion_score = kind.score(h.spec, model, data)
+            if mask is None:
+                champion_score = kind.score(h.spec, model, data)
+            elif compared.enough:  # both models on the rows neither trained on
+                champion_score = kind.slice_metrics(h.spec, model, data, mask)[h.spec.metric.name]
+                new_score = kind.slice_metrics(h.spec, trained.model, data, mask)[h.spec.metric.name]
         except Exception as e:  # noqa: BLE001 - a champion that cannot score is kept, and said so
             log.warning("%s: champion v%s could not be scored: %s", h.spec.name, champion.version, e)
     decision = decide(
-        ev.primary,
+        new_score,
         champion_score,
         champion.version if champion else None,
         direction=h.spec.metric.direction,
         margin=h.spec.promotion.margin,
+        compared=compared,
     )
     drop = metric_drop(decision, direction=h.spec.metric.direction, limit=h.spec.monitoring.metric_drop)
     if drop is not None:
@@ -645,6 +707,9 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
         metric=ev.metric,
         promote=h.promote,
         mode=h.spec.promotion.mode,
+        baseline=ev.baseline_primary,
+        direction=h.spec.metric.direction,
+        allow_worse_than_baseline=h.spec.promotion.allow_worse_than_baseline,
     )
     awaiting = decision.awaiting
     example_in, example_out = kind.examples(trained.model, data)
@@ -675,7 +740,7 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
         trained,
         ev,
         ref.version,
-        "the champion"
+        ("the champion" if decision.champion_version is None else f"the champion: {decision.reason}")
         if decision.promote
         else f"the {alias}: {decision.reason}"
         if h.promote

@@ -31,6 +31,9 @@ class Prepared:
     test_keys: pd.DataFrame | None = None
     #: the test rows' slice of each spec ``slices`` column (filled by the train stage)
     test_slices: pd.DataFrame | None = None
+    #: the test rows as the snapshot holds them, every column (filled by the train stage for kinds
+    #: of example rows): what promotion matches against the champion's training rows
+    test_rows: pd.DataFrame | None = None
 
 
 @dataclass
