@@ -1,4 +1,4 @@
-"""The Prefect server `modelmill serve` starts: Prefect's own app (API, UI and services such as the
+"""The Prefect servers modelmill starts, `modelmill serve`'s and each command's temporary API: Prefect's own app (API, UI and services such as the
 cron scheduler, as `prefect server start` runs it in the foreground) behind a Host allow-list.
 
 Prefect has no setting that refuses a foreign ``Host`` header (DNS rebinding: a web page on
@@ -12,6 +12,24 @@ Authentication (``PREFECT_SERVER_API_AUTH_STRING``) and a narrow CORS origin
 from __future__ import annotations
 
 import argparse
+import os
+
+
+def guarded(app, allowed: list[str]):
+    """``app`` behind a Host allow-list: each ``host:port`` and its bare host."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    return TrustedHostMiddleware(app, allowed_hosts=sorted({h.split(":")[0] for h in allowed} | set(allowed)))
+
+
+def temporary_app():
+    """The temporary API a command starts (``uvicorn --factory``): Prefect's ephemeral app behind
+    the same Host allow-list as ``serve``'s, for the URL the command gave it
+    (``MODELMILL_TEMPORARY_PREFECT_API``); its CORS origin is that URL alone, set in its environment."""
+    from prefect.server.api.server import create_app
+
+    url = os.environ["MODELMILL_TEMPORARY_PREFECT_API"]
+    return guarded(create_app(), [url.split("://", 1)[1].split("/", 1)[0]])
 
 
 def main() -> None:
@@ -23,10 +41,8 @@ def main() -> None:
 
     import uvicorn
     from prefect.server.api.server import create_app
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    hosts = sorted({h.split(":")[0] for h in args.allowed_host} | set(args.allowed_host))
-    app = TrustedHostMiddleware(create_app(final=True), allowed_hosts=hosts)
+    app = guarded(create_app(final=True), args.allowed_host)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_keep_alive=5)
 
 

@@ -504,3 +504,26 @@ def test_the_temporary_prefect_api_holds_its_port_from_the_moment_it_is_chosen(t
         api.stop()
     with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_the_temporary_prefect_api_is_as_closed_as_serves(tmp_path):
+    """A web page the operator visits while a run is going cannot reach the run's temporary API:
+    a foreign Host is refused (DNS rebinding), and no other origin gets a CORS grant."""
+    from modelmill.runtime.servers import temporary_prefect_api
+
+    api = temporary_prefect_api(tmp_path)
+    base = api.url
+    try:
+        api.launch().wait(180)
+        assert _status(f"{base}/api/flows/filter", "POST", {})[0] == 200
+        assert _status(f"{base}/api/flows/filter", "POST", {}, Host="evil.com")[0] == 400
+        assert _status(f"{base}/api/logs/filter", "POST", {}, Host="evil.com")[0] == 400
+        for method in ("POST", "DELETE"):
+            status, headers = _status(
+                f"{base}/api/flows/filter", "OPTIONS", Origin="http://evil.com",
+                **{"Access-Control-Request-Method": method},
+            )  # fmt: skip
+            assert headers.get("access-control-allow-origin") in (None, base), (method, headers)
+            assert "DELETE" not in headers.get("access-control-allow-methods", "") or status >= 400
+    finally:
+        api.stop()

@@ -158,7 +158,7 @@ def temporary_prefect_api(state_dir: Path) -> LocalServer:
         "--app-dir",
         str(app_dir),
         "--factory",
-        "prefect.server.api.server:create_app",
+        "modelmill_flows.prefect_server:temporary_app",  # Prefect's app behind a Host allow-list
         "--fd",
         str(sock.fileno()),
         "--log-level",
@@ -171,6 +171,9 @@ def temporary_prefect_api(state_dir: Path) -> LocalServer:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # as closed as `serve`'s: no web page may call it (CORS: its own origin only; Host: its own)
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": url,
+        TEMPORARY_API: url,
     }
     # uvicorn exits 3 when the app's start-up fails: runs starting at once on one new database race
     # for its migrations (Prefect's own ephemeral server is started again then, too)
