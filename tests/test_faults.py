@@ -236,3 +236,49 @@ def test_a_full_disk_is_recognised_behind_sqlalchemy_and_oserror():
         assert one_line_cause(e).startswith("no space left on the device of MODELMILL_HOME")
     assert one_line_cause(OSError(errno.ENOSPC, "No space left on device")).startswith("no space left")
     assert one_line_cause(ValueError("first\nsecond")) == "ValueError: first"
+
+
+def test_a_killed_scoring_batch_is_swept_like_a_run(example_project, capsys, tmp_path):
+    """``kill -9`` mid-batch: the scoring run is left RUNNING and a half-written file may stay
+    beside the output; the next command marks the run FAILED (orphaned) and removes the file."""
+    from mlflow import MlflowClient
+
+    from conftest import write_example_spec
+
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    home = Path(os.environ["MODELMILL_HOME"])
+    batch, output = root / "pipelines" / "data" / "big.csv", tmp_path / "scores" / "big.parquet"
+    data.drop(columns=["diagnosis"]).sample(200_000, replace=True, random_state=0).to_csv(batch, index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME"))}
+    proc = subprocess.Popen(
+        [MODELMILL, "score", "my_cells", "--input", str(batch), "--output", str(output), "--reasons", "3"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+
+    def scoring_runs():
+        exp = client.get_experiment_by_name("modelmill/my_cells/scoring")
+        return client.search_runs([exp.experiment_id]) if exp else []
+
+    deadline = time.time() + 240
+    while not any(r.info.status == "RUNNING" for r in scoring_runs()):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("the scoring batch ended before it could be killed")
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=60)
+    (run,) = scoring_runs()
+    assert run.info.status == "RUNNING"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    leftover = output.with_name(f".{output.name}.pid{proc.pid}.tmp")  # what a write cut short leaves
+    leftover.write_bytes(b"PAR1 half a file")
+
+    code, out, err = run_cli(capsys, "history", "my_cells")
+    assert code == 0, err
+    (run,) = scoring_runs()
+    assert run.info.status == "FAILED" and run.data.tags["modelmill.failure"] == "orphaned"
+    assert not leftover.exists()

@@ -54,3 +54,21 @@ def test_the_model_digest_is_recorded_and_a_tampered_champion_is_never_unpickled
         max_results=1,
     )[0]
     assert run.info.status == "FAILED" and "fails its sha256 check" in run.data.tags["modelmill.error"]
+
+
+def test_a_champion_whose_files_are_gone_is_reported_missing_not_tampered(example_project, capsys, tmp_path):
+    from conftest import write_example_spec
+    from modelmill.config.settings import Settings
+
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    settings = Settings()
+    mv = mlflow_client(settings).get_model_version_by_alias("modelmill-my_cells", "champion")
+    (_stored_files(settings, mv.tags[MODEL_DIGEST_TAG]) / "model.pkl").unlink()
+    batch = root / "pipelines" / "data" / "batch.csv"
+    data.drop(columns=["diagnosis"]).head(20).to_csv(batch, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(batch), "--output", str(tmp_path / "s.parquet"))
+    assert code == 1
+    assert "modelmill-my_cells v1 is missing model.pkl in the artifact store" in err and "sha256" not in err

@@ -201,3 +201,15 @@ def test_the_output_folder_describes_the_latest_batch_only(example_project, caps
     code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(out_path))
     assert code == 0 and "rejected" not in out, out + err
     assert len(pd.read_parquet(out_path)) == 37 and not (tmp_path / "scores.rejected.parquet").exists()
+
+
+def test_the_labels_travel_with_the_model_not_the_snapshot(example_project, capsys, tmp_path):
+    import shutil
+
+    root, spec, data = _trained(example_project, capsys)
+    shutil.rmtree(Settings().snapshot_dir)  # the champion's training snapshot is gone (another machine, a clean-up)
+    src = root / "pipelines" / "data" / "batch.csv"
+    _batch(data).drop(index=[5, 9, 17]).to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
+    assert code == 0, out + err
+    assert set(pd.read_parquet(tmp_path / "s.parquet")["prediction"]) == {"malignant", "benign"}

@@ -29,6 +29,7 @@ from modelmill.ops import alerts
 from modelmill.quality.drift import drift, drift_metrics, psi_numeric
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, SHADOW_TAG, Tracker
 from modelmill.runtime.cores import under_budget
+from modelmill.runtime.reconcile import OUTPUT_TAG, owner_tags
 
 log = logging.getLogger("modelmill.score")
 
@@ -286,6 +287,8 @@ def score(
         "modelmill.pipeline": spec.name,
         "modelmill.model_version": champion.version,
         "modelmill.input_sha256": source.sha256,
+        OUTPUT_TAG: str(out_path),
+        **owner_tags(),  # a batch whose process dies is marked FAILED by the next command, like a run
     }
     if shadowing is not None:
         tags[SHADOW_TAG] = shadowing.version
@@ -309,6 +312,17 @@ def score(
         cause = f"{result.rejected} of {result.rows} rows ({share:.1%}) of {source.name} were set aside, not scored (over monitoring.score_rejected {spec.monitoring.score_rejected:.0%}): {result.rejected_output}"
         alerts.send(alerts.Alert(spec.name, "score_rejected", cause, tracker.run_url(run_id)), spec, settings)
     return result
+
+
+def _labels_of_old_model(spec, kind, champion, ref: pd.DataFrame | None) -> tuple:
+    """(negative, positive) for a model logged without its labels: from its training snapshot, or
+    a refusal, never 0/1 where the data's labels belong."""
+    if ref is None:
+        raise SpecError(
+            f"pipeline {spec.name}: champion v{champion.version} carries no label names and its training snapshot "
+            "is not here: retrain it (`modelmill run --force`) rather than score with 0/1 for its labels"
+        )
+    return kind.label_names(spec, ref[spec.target])
 
 
 def rejected_file(out_path: Path) -> Path:
@@ -359,7 +373,7 @@ def _score(
     from modelmill.quality.validate import is_array_column
 
     kind = get_kind(spec.problem)
-    model = tracker.load_model(champion)
+    model, labels = tracker.load_model_and_labels(champion)
     raw = (
         read_image_batch(spec, settings, source)
         if spec.problem == "image_classification"
@@ -387,8 +401,8 @@ def _score(
         predicted = model.predict(X)  # the model's own codes: what a shadow version is compared on
         scored["prediction"] = predicted
         scored[column] = np.round(scores, 6)
-        if spec.positive_label is not None and ref is not None:  # the data's own labels, not 0/1
-            negative, positive = kind.label_names(spec, ref[spec.target])
+        if spec.positive_label is not None:  # the data's own labels, not 0/1: they travel with the model
+            negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
     else:
         scores, column, predicted = np.array([]), "probability", np.array([])

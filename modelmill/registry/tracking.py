@@ -200,6 +200,11 @@ class Tracker:
                 raise
             return exp.experiment_id
 
+    def experiment_ids(self, spec: PipelineSpec) -> list[str]:
+        """The pipeline's experiments that exist: its training runs' and its scoring batches'."""
+        found = (self.experiment_id(spec, create=False, suffix=suffix) for suffix in ("", SCORING_SUFFIX))
+        return [e for e in found if e is not None]
+
     def start_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
         return run.info.run_id
@@ -450,13 +455,34 @@ class Tracker:
 
     def verified_copy(self, ref: ModelRef, folder: str) -> Path:
         """A registered version's files downloaded into ``folder``, after checking them against the
-        sha256 recorded when it was logged; a mismatch (or no record) raises ModelIntegrityError."""
+        sha256 recorded when it was logged; a mismatch (or no record) raises ModelIntegrityError,
+        and so do missing files, said as missing."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+
         from modelmill.errors import ModelIntegrityError
 
         expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
-        local = Path(
-            self._mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder)
-        )
+        try:
+            local = Path(
+                self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=folder
+                )
+            )
+        except (MlflowException, OSError) as e:
+            raise ModelIntegrityError(
+                f"model {ref.name} v{ref.version} is missing from the artifact store ({str(e).splitlines()[0][:200]}): nothing was loaded"
+            ) from e
+        mlmodel = local / "MLmodel"
+        needed = ["MLmodel"]
+        if mlmodel.is_file():
+            needed += [Model.load(str(mlmodel)).flavors.get("sklearn", {}).get("pickled_model", "model.pkl")]
+        missing = [n for n in needed if not (local / n).is_file()]
+        if missing:
+            raise ModelIntegrityError(
+                f"model {ref.name} v{ref.version} is missing {', '.join(missing)} in the artifact store "
+                "(lost or deleted, not altered): nothing was loaded"
+            )
         found = dir_digest(local)
         if expected is None:
             raise ModelIntegrityError(
@@ -477,13 +503,20 @@ class Tracker:
     def load_model(self, ref: ModelRef):
         """Load a registered version, after checking its files against the sha256 recorded when it
         was logged; a mismatch (or no record) refuses to unpickle anything from them."""
+        return self.load_model_and_labels(ref)[0]
+
+    def load_model_and_labels(self, ref: ModelRef) -> tuple[Any, tuple]:
+        """:meth:`load_model`, and the class labels that travel in its files (a binary classifier's
+        (negative, positive) as the data wrote them; empty for other models)."""
         import mlflow.sklearn
+        from mlflow.models import Model
 
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
             local = self.verified_copy(ref, tmp)
+            labels = tuple((Model.load(str(local / "MLmodel")).metadata or {}).get("modelmill.labels", []))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return mlflow.sklearn.load_model(str(local))  # the verified copy, not the store again
+                return mlflow.sklearn.load_model(str(local)), labels  # the verified copy, not the store again
 
     def model_version(self, spec: PipelineSpec, version: str):
         """A version of the pipeline's registered model (with its tags), or None."""

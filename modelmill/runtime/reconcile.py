@@ -21,6 +21,8 @@ from pathlib import Path
 log = logging.getLogger("modelmill.runtime.reconcile")
 
 OWNER_PID, OWNER_HOST, OWNER_START = "modelmill.owner_pid", "modelmill.owner_host", "modelmill.owner_start"
+#: where a scoring batch writes (its temporary files beside it carry the writer's pid)
+OUTPUT_TAG = "modelmill.output"
 #: Temporary files carry their writer's pid: ``.<name>.pid<pid>.<random>.tmp`` (or ``.part``).
 TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*(\.tmp|\.part|\.new)$")
 
@@ -83,8 +85,9 @@ def clean_stale_temp(*folders: Path) -> int:
 
 
 def orphaned_runs(tracker, specs) -> list:
-    """MLflow runs of these pipelines still RUNNING whose owning process is gone."""
-    ids = [e for e in (tracker.experiment_id(s, create=False) for s in specs) if e is not None]
+    """MLflow runs of these pipelines (training runs and scoring batches) still RUNNING whose
+    owning process is gone."""
+    ids = [e for s in specs for e in tracker.experiment_ids(s)]
     if not ids:
         return []
     running = tracker.client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000)
@@ -152,4 +155,9 @@ def _mark_orphaned(tracker, run, cause: str) -> None:
         },
     )
     tracker.end_run(run.info.run_id, "FAILED")
+    output, pid = run.data.tags.get(OUTPUT_TAG), run.data.tags.get(OWNER_PID, "")
+    if output and pid.isdigit():  # a scoring batch's half-written files beside its output
+        out = Path(output)
+        for leftover in out.parent.glob(f".{out.name.removesuffix('.parquet')}*.pid{pid}.tmp"):
+            leftover.unlink(missing_ok=True)
     log.warning("%s: run %s %s; marked FAILED", run.data.tags.get("modelmill.pipeline"), run.info.run_id, cause)
