@@ -182,3 +182,33 @@ def test_expectation_suites_are_bounded_data(tmp_path):
     deep.write_text('{"expectations": [' + "[" * 100_000 + "]" * 100_000 + "]}")
     with pytest.raises(SpecError, match="nested deeper than 32 levels"):
         load_suite_dict(deep)
+
+
+def test_a_workbook_with_a_cell_far_from_its_data_is_refused_not_a_crash(example_project, tmp_path):
+    """One cell written at XFD1048000 makes calamine allocate the sheet's whole span (500 GB) and
+    abort the process; the workbook is refused in one line before calamine reads it."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root, spec, data = example_project
+    book = root / "pipelines" / "data" / "cells.xlsx"
+    data.head(50).to_excel(tmp_path / "plain.xlsx", index=False, sheet_name="Cells")
+    with zipfile.ZipFile(tmp_path / "plain.xlsx") as src, zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED) as out:
+        for name in src.namelist():
+            part = src.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                part = part.replace(b'r="A3"', b'r="XFD1048000"', 1)
+            out.writestr(name, part)
+    assert book.stat().st_size < 20_000
+    write_example_spec(root, {**spec, "source": {"path": "data/cells.xlsx", "format": "xlsx"}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("modelmill")), "run", "my_cells"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "spans 1,048,000 rows x 16,384 columns" in done.stderr + done.stdout
+    assert "backtrace" not in done.stderr + done.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -140,13 +141,73 @@ def read_sentiment_sentences(files: dict[str, LocalFile]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+#: the most cells a workbook's sheets may span (last row x last column): calamine allocates the
+#: whole span at once, so one cell written at XFD1048000 in a 5 KB file asks for 500 GB and aborts
+#: the process. Online Retail spans 541,910 x 8.
+MAX_XLSX_CELLS = 20_000_000
+#: the most bytes a workbook's parts may hold unpacked (Online Retail's sheet: 216 MB)
+MAX_XLSX_UNPACKED = 2_000_000_000
+#: a cell's column letters, and a cell's or a row's number, in a sheet's XML (``r="AB12"``, ``<row r="12"``)
+_REF_COLUMN = re.compile(rb"""\sr=["']([A-Z]{1,3})[0-9]""")
+_REF_ROW = re.compile(rb"""\sr=["'][A-Z]{0,3}([0-9]{1,7})["']""")
+
+
+def _column_number(letters: bytes) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + (ch - 64)
+    return n
+
+
+def check_workbook(source, name: str) -> None:
+    """Refuse, in one line, a workbook whose sheets span more than :data:`MAX_XLSX_CELLS` cells or
+    whose parts unpack to more than :data:`MAX_XLSX_UNPACKED` bytes, before calamine reads it: it
+    would abort the process (out of memory, a Rust backtrace) instead of raising. A streamed scan
+    of each sheet's cell and row references (about 1 s for Online Retail's 216 MB sheet)."""
+    try:
+        book = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CorruptSource(f"{name} is not a readable xlsx workbook: {e}") from e
+    with book:
+        unpacked = sum(i.file_size for i in book.infolist())
+        if unpacked > MAX_XLSX_UNPACKED:
+            raise CorruptSource(
+                f"{name} unpacks to {unpacked:,} bytes, more than the {MAX_XLSX_UNPACKED:,} a workbook may hold"
+            )
+        for part in (n for n in book.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")):
+            rows, letters, tail = 0, set(), b""
+            with book.open(part) as f:
+                while chunk := f.read(1 << 22):
+                    buf = tail + chunk
+                    letters.update(_REF_COLUMN.findall(buf))
+                    if numbers := set(_REF_ROW.findall(buf)):
+                        longest = max(map(len, numbers))  # the largest number has the most digits
+                        rows = max(rows, int(max(n for n in numbers if len(n) == longest)))
+                    tail = buf[-32:]
+            cols = max(map(_column_number, letters), default=0)
+            if rows * max(cols, 1) > MAX_XLSX_CELLS:
+                raise CorruptSource(
+                    f"{name}: sheet {part.rsplit('/', 1)[1]} spans {rows:,} rows x {cols:,} columns, more than the "
+                    f"{MAX_XLSX_CELLS:,} cells a workbook may span (a cell far from the data?)"
+                )
+
+
+def _read_workbook(source, name: str, **options) -> pd.DataFrame:
+    check_workbook(source, name)
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:
+        return pd.read_excel(source, engine="calamine", **options)
+    except BaseException as e:  # calamine's own errors, and its Rust panics (pyo3's PanicException)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise CorruptSource(f"{name} is not a readable xlsx workbook: {str(e).splitlines()[0]}") from e
+
+
 def read_online_retail(files: dict[str, LocalFile]) -> pd.DataFrame:
     f = files["online+retail.zip"]
     raw = _zip_member(f, "Online Retail.xlsx")
-    try:
-        df = pd.read_excel(io.BytesIO(raw), sheet_name="Online Retail", engine="calamine", dtype=object)
-    except Exception as e:  # calamine raises its own error types for broken workbooks
-        raise CorruptSource(f"Online Retail.xlsx cannot be read: {str(e).splitlines()[0]}") from e
+    df = _read_workbook(io.BytesIO(raw), "Online Retail.xlsx", sheet_name="Online Retail", dtype=object)
     rename = {
         "InvoiceNo": "invoice_no", "StockCode": "stock_code", "Description": "description",
         "Quantity": "quantity", "InvoiceDate": "invoice_date", "UnitPrice": "unit_price",
@@ -193,10 +254,7 @@ def read_table(f: LocalFile, fmt: str | None, read_options) -> pd.DataFrame:
         raise SpecError(f"{f.name}: {fmt} sources are read as images (modelmill.data.imagefiles), not as a table")
     options = read_options.for_reader(fmt)
     if fmt == "xlsx":
-        try:
-            return pd.read_excel(f.path, engine="calamine", **options)
-        except Exception as e:  # calamine raises its own error types for broken workbooks
-            raise CorruptSource(f"{f.name} is not a readable xlsx workbook: {str(e).splitlines()[0]}") from e
+        return _read_workbook(f.path, f.name, **options)
     if fmt == "parquet":
         try:
             return pd.read_parquet(f.path, **options)
