@@ -15,11 +15,13 @@ import yaml
 
 from conftest import mlflow_client, modelmill_env, require_mirror, run_cli
 from modelmill.config.settings import Settings
+from modelmill.data.digests import folder_digest
 from modelmill.errors import SpecError
 from modelmill.learn.kinds import sentences
 from modelmill.learn.kinds.sentences import (
     ENCODER_ENV,
     MINILM_SHA256,
+    MINILM_WEIGHTS_SHA256,
     SentenceEncoder,
     SentenceTfidfClassifier,
     encoder_folder,
@@ -64,7 +66,8 @@ def counted(monkeypatch):
 
 def test_the_shipped_weights_are_the_pinned_ones_and_an_altered_copy_is_refused(home, tmp_path, monkeypatch):
     folder, expected = encoder_folder()
-    assert expected == MINILM_SHA256 and sentences.sha256_file(folder / "model.safetensors") == MINILM_SHA256
+    assert sentences.sha256_file(folder / "model.safetensors") == MINILM_WEIGHTS_SHA256  # the official revision's
+    assert expected == MINILM_SHA256 == folder_digest(folder)  # and the folder that holds them, every file
 
     copy = tmp_path / "minilm"
     shutil.copytree(folder, copy)
@@ -79,19 +82,46 @@ def test_the_shipped_weights_are_the_pinned_ones_and_an_altered_copy_is_refused(
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", lambda *a, **k: loaded.append(a[0]))
     monkeypatch.setenv(ENCODER_ENV, str(copy))
     with pytest.raises(
-        SpecError, match=r"model.safetensors has sha256 [0-9a-f]{12}…, expected 53aa51172d14…: refusing to load it"
+        SpecError, match=r"its files have digest [0-9a-f]{12}…, expected 59c8239675df….*: refusing to load it"
     ) as e:
         SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
     assert "\n" not in str(e.value) and loaded == []  # one line, nothing loaded or executed
     with pytest.raises(
         SpecError,
-        match=r"^\S+: pin its weights with options.encoder_sha256 in the spec \(its model.safetensors has sha256 [0-9a-f]{64}\)$",
+        match=r"^\S+: pin the folder with options.encoder_sha256 in the spec \(the digest of its files is [0-9a-f]{64}\)$",
     ):
         SentenceEncoder().fit(["a sentence"])  # a user's folder must be pinned
 
     (copy / "model.safetensors").unlink()
     (copy / "pytorch_model.bin").write_bytes(b"not a pickle we would ever load")
     with pytest.raises(SpecError, match="only safetensors weights are loaded, never a pickle"):
+        SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
+
+
+def test_a_module_added_beside_pinned_weights_breaks_the_pin(home, tmp_path, monkeypatch):
+    """An extra Dense module in modules.json (with its own weights) changes what the loader builds
+    while model.safetensors stays the official file: the pin covers every file, so it is refused."""
+    import json
+
+    folder, _ = encoder_folder()
+    copy = tmp_path / "minilm"
+    shutil.copytree(folder, copy)
+    modules = json.loads((copy / "modules.json").read_text())
+    modules.append(
+        {
+            "idx": len(modules),
+            "name": str(len(modules)),
+            "path": "3_Dense",
+            "type": "sentence_transformers.models.Dense",
+        }
+    )
+    (copy / "modules.json").write_text(json.dumps(modules))
+    (copy / "3_Dense").mkdir()
+    (copy / "3_Dense" / "config.json").write_text(json.dumps({"in_features": 384, "out_features": 384, "bias": False}))
+    assert sentences.sha256_file(copy / "model.safetensors") == MINILM_WEIGHTS_SHA256  # the weights are untouched
+    monkeypatch.setattr(sentences, "_NETWORKS", {})
+    monkeypatch.setenv(ENCODER_ENV, str(copy))
+    with pytest.raises(SpecError, match="its files have digest .* expected 59c8239675df…"):
         SentenceEncoder(sha256=MINILM_SHA256).fit(["a sentence"])
 
 

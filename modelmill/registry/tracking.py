@@ -54,14 +54,10 @@ _GENERATED = {"registered_model_meta"}
 
 
 def dir_digest(root: Path) -> str:
-    """sha256 over every file under ``root``: its relative path and its content's sha256."""
-    import hashlib
+    """sha256 over every file of a model version's download (what MLflow adds to it excluded)."""
+    from modelmill.data.digests import folder_digest
 
-    h = hashlib.sha256()
-    for p in sorted(q for q in Path(root).rglob("*") if q.is_file() and q.name not in _GENERATED):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    return folder_digest(root, frozenset(_GENERATED))
 
 
 @dataclass(frozen=True)

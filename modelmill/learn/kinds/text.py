@@ -42,8 +42,8 @@ class TextOptions(KindOptions):
     encoder_sha256: str | None = Field(
         None,
         pattern=r"^[0-9a-f]{64}$",
-        description="sha256 of the sentence encoder's model.safetensors when MODELMILL_TEXT_ENCODER names your own folder (the shipped all-MiniLM-L6-v2 is pinned already)",
-        examples=["53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"],
+        description="the digest of every file of the sentence encoder's folder when MODELMILL_TEXT_ENCODER names your own (an unpinned folder is a spec error that prints it; the shipped all-MiniLM-L6-v2 is pinned already)",
+        examples=["59c8239675df4af602eecc13ecd09f966b2fbb8263dba7a3ea1edd3dde10ed07"],
     )
 
 
