@@ -114,3 +114,77 @@ def test_a_move_waits_for_the_promotion_lock_and_require_shadow_is_enforced(exam
     mover.join(timeout=60)
     assert moved and moved[0].version == "1"
     assert _aliases(mlflow_client(s)) == {"champion": "1"}
+
+
+def _two_champions(example_project, capsys):
+    """v1 then v2 approved (v2 champion, its previous v1), on the docs' example pipeline."""
+    root, spec, data = example_project
+    spec["promotion"] = {"margin": 0.0, "mode": "manual"}
+    write_example_spec(root, spec, data)
+    assert run_cli(capsys, "run", "my_cells")[0] == 0
+    assert run_cli(capsys, "approve", "my_cells", "--reason", "first")[0] == 0
+    assert run_cli(capsys, "run", "my_cells", "--force")[0] == 0
+    assert run_cli(capsys, "approve", "my_cells", "2", "--reason", "second")[0] == 0
+    return mlflow_client(Settings())
+
+
+@pytest.mark.flow
+def test_a_move_cut_short_after_the_alias_moved_is_completed_by_the_next_command(example_project, capsys, monkeypatch):
+    """A process killed right after the alias moved (here: the version-tag write raises as SIGKILL
+    would end it) leaves its intent on the registered model; the next command completes the move
+    (tags, audit row), so a plain rollback goes to the right version."""
+    from modelmill.ops.approval import MOVE_INTENT
+    from modelmill.registry.tracking import Tracker
+
+    client = _two_champions(example_project, capsys)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process ends here: after set_alias, before the tags and the audit row
+
+    with monkeypatch.context() as m:
+        m.setattr(Tracker, "set_version_tags", killed)
+        code, out, err = run_cli(capsys, "approve", "my_cells", "1", "--reason", "back to the first")
+        assert code == 130, out + err  # the CLI's exit for an interrupted command
+    assert _aliases(client)["champion"] == "1"
+    assert MOVE_INTENT in client.get_registered_model("modelmill-my_cells").tags  # what the kill leaves
+
+    code, out, err = run_cli(capsys, "rollback", "my_cells", "--reason", "undo")
+    assert code == 0, out + err
+    assert "completing the approve of v1" in err
+    assert _aliases(client)["champion"] == "2"  # v1's recorded previous champion, not a stale one
+    exp = client.get_experiment_by_name("modelmill/my_cells/audit")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [(r.data.params["action"], r.data.params["version"]) for r in runs][-2:] == [
+        ("approve", "1"),
+        ("rollback", "2"),
+    ]
+    assert "completed after an interruption" in runs[-2].data.params["reason"]
+    assert MOVE_INTENT not in client.get_registered_model("modelmill-my_cells").tags
+
+
+@pytest.mark.flow
+def test_two_plain_rollbacks_at_once_move_the_champion_once(example_project, capsys, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    client = _two_champions(example_project, capsys)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    modelmill = str(Path(sys.executable).with_name("modelmill"))
+    procs = [
+        subprocess.Popen(
+            [modelmill, "rollback", "my_cells", "--reason", f"operator {i}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    done = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in done) == [0, 1], done
+    refused = next(err for code, _, err in done if code == 1)
+    assert "another move came first" in refused or "the version rolled back from" in refused
+    assert _aliases(client)["champion"] == "1"  # rolled back once, not back and forth

@@ -34,9 +34,14 @@ def cmd_approve(args, settings: Settings) -> int:
 
 def cmd_rollback(args, settings: Settings) -> int:
     from modelmill.ops.approval import rollback
+    from modelmill.registry.tracking import CHAMPION
 
     spec, tracker = _tracker(args, settings)
-    _said(rollback(tracker, spec, settings.home_dir, args.to, args.reason), tracker, spec)
+    expect = args.expect
+    if expect is None and args.to is None:  # a plain rollback replaces the champion of this moment, no other
+        champion = tracker.alias(spec, CHAMPION)
+        expect = champion.version if champion else None
+    _said(rollback(tracker, spec, settings.home_dir, args.to, args.reason, expect=expect), tracker, spec)
     return EXIT_OK
 
 
@@ -51,4 +56,8 @@ def register(sub) -> None:
     r.add_argument("pipeline")
     r.add_argument("--to", metavar="VERSION", help="model version to move back to (default: the previous champion)")
     r.add_argument("--reason", required=True, help="why: recorded on the version and in the audit trail")
+    r.add_argument(
+        "--expect", metavar="VERSION",
+        help="the champion this rollback replaces: refused if another move came first (default for a plain rollback: the champion when the command starts)",
+    )  # fmt: skip
     r.set_defaults(fn=cmd_rollback)

@@ -6,6 +6,7 @@ recorded on the version's tags and in the pipeline's audit trail in MLflow."""
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from modelmill.runtime.locks import file_lock, lock_dir
 
 log = logging.getLogger("modelmill.ops.approval")
 
+#: the registered model's tag that holds a champion move from before its alias moves to its end
+MOVE_INTENT = "modelmill.move_intent"
 #: version tags a champion move writes
 MOVE_TAGS = (
     "modelmill.move",
@@ -98,34 +101,71 @@ def _move(
     user: str,
     now: datetime,
 ) -> Move:
+    """The champion alias to ``version`` as one step: the intent is recorded on the registered
+    model before the alias moves and removed once the version's tags and the audit row are
+    written; a process killed in between leaves the intent for :func:`repair_moves`."""
     at = now.astimezone(UTC).isoformat(timespec="seconds")
+    intent = {"action": action, "version": version, "previous_champion": previous or "none", "user": user, "reason": reason, "at": at}  # fmt: skip
+    tracker.set_model_tag(spec, MOVE_INTENT, json.dumps(intent))
     tracker.set_alias(spec, CHAMPION, version)
+    return _record(tracker, spec, intent)
+
+
+def _record(tracker: Tracker, spec: PipelineSpec, intent: dict[str, str]) -> Move:
+    """What a champion move writes once its alias moved: the version's move tags, no other alias
+    on it, the audit row; then the intent is cleared."""
+    action, version, previous, at = intent["action"], intent["version"], intent["previous_champion"], intent["at"]
     tracker.set_version_tags(
-        spec, version, dict(zip(MOVE_TAGS, (action, user, at, reason, previous or "none", at), strict=True))
+        spec, version, dict(zip(MOVE_TAGS, (action, intent["user"], at, intent["reason"], previous, at), strict=True))
     )
     for alias in (CANDIDATE, CHALLENGER):
         ref = tracker.alias(spec, alias)
         if ref is not None and ref.version == version:
             tracker.delete_alias(spec, alias)
-    row = {
-        "action": action,
-        "version": version,
-        "previous_champion": previous or "none",
-        "user": user,
-        "reason": reason,
-        "at": at,
-    }
-    audit = tracker.log_audit(spec, row)
+    audit = tracker.log_audit(spec, dict(intent))
+    tracker.delete_model_tag(spec, MOVE_INTENT)
     log.info(
         "%s: %s v%s by %s (%s); champion was %s",
         spec.name,
         action,
         version,
-        user,
-        reason,
-        f"v{previous}" if previous else "none",
+        intent["user"],
+        intent["reason"],
+        "none" if previous == "none" else f"v{previous}",
     )
-    return Move(spec.name, action, version, previous, user, reason, at, audit)
+    return Move(
+        spec.name,
+        action,
+        version,
+        None if previous == "none" else previous,
+        intent["user"],
+        intent["reason"],
+        at,
+        audit,
+    )
+
+
+def repair_moves(tracker: Tracker, spec: PipelineSpec) -> Move | None:
+    """Finish or drop a champion move a killed process left half done (call under the promotion
+    lock): if the alias moved, its tags and audit row are written now, the reason saying so;
+    if not, the intent is dropped. One warning either way."""
+    raw = tracker.model_tags(spec).get(MOVE_INTENT)
+    if not raw:
+        return None
+    intent = json.loads(raw)
+    champion = tracker.alias(spec, CHAMPION)
+    if champion is None or champion.version != intent["version"]:
+        tracker.delete_model_tag(spec, MOVE_INTENT)
+        log.warning(
+            "%s: an interrupted %s of v%s (by %s at %s) never moved the champion; dropped",
+            spec.name, intent["action"], intent["version"], intent["user"], intent["at"],
+        )  # fmt: skip
+        return None
+    log.warning(
+        "%s: completing the %s of v%s by %s at %s, whose process ended after the champion moved",
+        spec.name, intent["action"], intent["version"], intent["user"], intent["at"],
+    )  # fmt: skip
+    return _record(tracker, spec, intent | {"reason": f"{intent['reason']} (completed after an interruption)"})
 
 
 def approve(
@@ -142,6 +182,7 @@ def approve(
     if not reason.strip():
         raise Refused("give a --reason: every champion move records why")
     with promotion_lock(spec, home):
+        repair_moves(tracker, spec)
         if version is None:
             candidate = tracker.alias(spec, CANDIDATE)
             if candidate is None:
@@ -178,19 +219,35 @@ def rollback(
     *,
     user: str | None = None,
     now: datetime | None = None,
+    expect: str | None = None,
 ) -> Move:
-    """``champion`` moves back to ``to`` (default: the champion before the current one)."""
+    """``champion`` moves back to ``to`` (default: the champion before the current one).
+    ``expect``: the champion this rollback replaces; another move that came first refuses it. A
+    plain rollback of a champion that came by a rollback is refused too: it would bring back the
+    very version that was rolled back from."""
     if not reason.strip():
         raise Refused("give a --reason: every champion move records why")
     with promotion_lock(spec, home):
+        repair_moves(tracker, spec)
         champion = tracker.alias(spec, CHAMPION)
         if champion is None:
             raise Refused(f"{spec.name} has no champion to roll back")
+        tags = tracker.model_version(spec, champion.version).tags
+        moved = f"{tags.get('modelmill.move')} by {tags.get('modelmill.moved_by')} at {tags.get('modelmill.moved_at')}"
+        if expect is not None and champion.version != str(expect).removeprefix("v"):
+            raise Refused(
+                f"{spec.name}: the champion is v{champion.version} ({moved}), not v{str(expect).removeprefix('v')} as this "
+                "rollback expected: another move came first; look (`modelmill status`) and name the version with --to"
+            )
         if to is None:
-            tags = tracker.model_version(spec, champion.version).tags
             to = tags.get("modelmill.previous_champion")
             if to in (None, "none"):
                 raise Refused(f"{spec.name} v{champion.version} has no previous champion recorded: name one with --to")
+            if tags.get("modelmill.move") == "rollback":
+                raise Refused(
+                    f"{spec.name} v{champion.version} is the champion by a rollback ({moved}): a plain rollback would "
+                    f"bring back v{to}, the version rolled back from; name the version with --to"
+                )
         to = str(to).removeprefix("v")
         if to == champion.version:
             raise Refused(f"{spec.name} v{to} is already the champion")

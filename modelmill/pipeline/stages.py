@@ -30,7 +30,7 @@ from modelmill.learn.kinds import get_kind
 from modelmill.learn.kinds.base import Evaluation, Prepared, Trained
 from modelmill.learn.kinds.neural import epochs_cap
 from modelmill.ops import alerts
-from modelmill.ops.approval import promotion_lock
+from modelmill.ops.approval import promotion_lock, repair_moves
 from modelmill.ops.history import history_figure, history_frame
 from modelmill.pipeline.promotion import Compared, Decision, decide, judge, metric_drop, widest_gap
 from modelmill.quality import rules
@@ -656,6 +656,7 @@ def promote_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
     released: a slow receiver never holds another run or a person's ``rollback``."""
     later: list[tuple[str, str]] = []
     with promotion_lock(h.spec, h.settings.home_dir):
+        repair_moves(h.tracker(), h.spec)  # a person's move a killed process left half done
         decision = _promote(h, data, trained, ev, later)
     for event, cause in later:
         alert(h, event, cause)

@@ -536,6 +536,26 @@ class Tracker:
         except MlflowException:
             pass
 
+    def model_tags(self, spec: PipelineSpec) -> dict[str, str]:
+        """The registered model's own tags (empty before its first version)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(spec.registered_model_name).tags)
+        except MlflowException:
+            return {}
+
+    def set_model_tag(self, spec: PipelineSpec, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(spec.registered_model_name, key, value)
+
+    def delete_model_tag(self, spec: PipelineSpec, key: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model_tag(spec.registered_model_name, key)
+        except MlflowException:
+            pass
+
     # -- the audit trail of champion moves ----------------------------------------------------
     def audit_rows(self, spec: PipelineSpec) -> pd.DataFrame:
         """Every recorded move of the champion alias (approve, rollback), oldest first."""
