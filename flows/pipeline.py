@@ -13,6 +13,7 @@ from modelmill.config.settings import get_settings
 from modelmill.config.spec import load_spec
 from modelmill.errors import StageTimeout, one_line_cause
 from modelmill.pipeline import stages
+from modelmill.runtime.redact import RedactingFilter
 from modelmill.runtime.servers import TEMPORARY_API
 from modelmill_tasks import stages as t
 
@@ -121,7 +122,9 @@ def _forward_core_logs() -> None:
     if core.getEffectiveLevel() > logging.INFO:
         core.setLevel(logging.INFO)
     if not any(isinstance(h, APILogHandler) for h in core.handlers):
-        core.addHandler(APILogHandler())
+        handler = APILogHandler()
+        handler.addFilter(RedactingFilter())  # no password of a URL reaches Prefect's database
+        core.addHandler(handler)
 
 
 def mark_crashed(flow_run_ids: list[str], message: str) -> None:

@@ -69,6 +69,8 @@ def test_a_champion_whose_files_are_gone_is_reported_missing_not_tampered(exampl
     (_stored_files(settings, mv.tags[MODEL_DIGEST_TAG]) / "model.pkl").unlink()
     batch = root / "pipelines" / "data" / "batch.csv"
     data.drop(columns=["diagnosis"]).head(20).to_csv(batch, index=False)
-    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(batch), "--output", str(tmp_path / "s.parquet"))
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(batch), "--output", str(tmp_path / "s.parquet")
+    )
     assert code == 1
     assert "modelmill-my_cells v1 is missing model.pkl in the artifact store" in err and "sha256" not in err

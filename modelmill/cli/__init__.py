@@ -15,6 +15,7 @@ import sys
 from modelmill.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, forget_prefect_api, log
 from modelmill.config.settings import get_settings
 from modelmill.errors import ModelmillError, one_line_cause
+from modelmill.runtime.redact import redact
 
 #: the command groups, in the order ``--help`` lists them
 COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "reproduce", "datasets", "service")
@@ -25,7 +26,10 @@ def _on_sigterm(signum, frame):
 
 
 def _setup_logging(verbose: bool) -> None:
+    from modelmill.runtime.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())  # no password of a URL reaches the console
     handler.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%H:%M:%S"))
     root = logging.getLogger("modelmill")
     root.handlers[:] = [handler]
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder…: the cause in one line
         log.debug("traceback", exc_info=True)
-        print(f"modelmill: error: {one_line_cause(e)} (run with -v for the traceback)", file=sys.stderr)
+        print(f"modelmill: error: {redact(one_line_cause(e))} (run with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)

@@ -127,6 +127,9 @@ def prepare_environment(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")  # its errors reach us as exceptions: one line each
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "modelmill")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints each ended run's link with the tracking URI as given (a password included);
+    # modelmill prints its own links, redacted
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     for noisy in ("mlflow", "alembic", "great_expectations", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -21,6 +21,7 @@ from modelmill.cli.common import (
 from modelmill.config.settings import Settings
 from modelmill.errors import ModelmillError
 from modelmill.runtime.guardian import guard
+from modelmill.runtime.redact import redact
 
 
 def cmd_run(args, settings: Settings) -> int:
@@ -74,7 +75,7 @@ def cmd_run(args, settings: Settings) -> int:
             print(
                 f"{s['pipeline']}: this run {s['where']}\n{'':{len(s['pipeline']) + 2}}all runs {tracker.experiment_url(experiment)}"
             )
-    print(f"\nMLflow store: {settings.tracking_uri}   (open it with `modelmill ui`)")
+    print(f"\nMLflow store: {redact(settings.tracking_uri)}   (open it with `modelmill ui`)")
     return exit_code(summaries)
 
 

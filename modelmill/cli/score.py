@@ -18,6 +18,7 @@ from modelmill.cli.common import (
 from modelmill.config.settings import Settings
 from modelmill.errors import one_line_cause
 from modelmill.runtime.guardian import guard
+from modelmill.runtime.redact import redact
 
 
 def cmd_score(args, settings: Settings) -> int:
@@ -49,7 +50,7 @@ def cmd_score(args, settings: Settings) -> int:
             state.result()
         except Exception as e:  # the cause, in one line
             logging.getLogger("modelmill").debug("traceback", exc_info=True)
-            print(f"modelmill score: {one_line_cause(e)}", file=sys.stderr)
+            print(f"modelmill score: {redact(one_line_cause(e))}", file=sys.stderr)
         return 1
     r = state.result()
     print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")

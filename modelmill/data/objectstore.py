@@ -22,6 +22,7 @@ from pathlib import Path
 
 from modelmill.config.settings import Settings
 from modelmill.errors import ChecksumMismatch, ModelmillError
+from modelmill.runtime.redact import redact
 
 log = logging.getLogger("modelmill.store")
 
@@ -70,7 +71,7 @@ class ObjectStore:
 
     def _unavailable(self, what: str, error: BaseException) -> StoreUnavailable:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
-        where = f" at {self.endpoint}" if self.endpoint else ""
+        where = f" at {redact(self.endpoint)}" if self.endpoint else ""
         return StoreUnavailable(
             f"the object store MODELMILL_STORE_URI={self.uri}{where} could not {what} ({cause[:300]})"
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from modelmill.config.settings import Settings
 from modelmill.config.spec import ALERT_EVENTS as EVENTS
 from modelmill.config.spec import PipelineSpec
+from modelmill.runtime.redact import mask_url
 
 log = logging.getLogger("modelmill.ops.alerts")
 
@@ -61,9 +62,7 @@ def expand(url: str) -> str:
 
 def masked(url: str) -> str:
     """A URL fit for a log line: its scheme and host, never a password, token or path secret."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{host}/…" if rest else scheme
+    return mask_url(url)
 
 
 def targets(spec: PipelineSpec | None, settings: Settings) -> tuple[list[str], tuple[str, ...]]:

@@ -110,6 +110,7 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
             return out
         # the recorded spec and suite, laid out as a project of their own in the scratch folder
         raw = json.loads(recorded_spec.read_text())
+        raw.pop("notify", None)  # a reproduction alerts no one (and its URLs were recorded masked)
         if Path(raw["suite"]).is_absolute():  # laid out beside the spec, under its own name
             raw["suite"] = Path(raw["suite"]).name
         root = Path(tmp)

@@ -55,6 +55,7 @@ from modelmill.registry.runview import (
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, KILLED, Tracker
 from modelmill.runtime.cores import threads_in_use, under_budget
 from modelmill.runtime.reconcile import owner_tags
+from modelmill.runtime.redact import mask_url
 
 log = logging.getLogger("modelmill.pipeline.stages")
 
@@ -135,15 +136,23 @@ def start(
     name = f"{spec.name}-{'asof-' + as_of if as_of else stamp}"
     run_id = tracker.start_run(spec, name, tags)
     tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
-    tracker.log_dict(
-        run_id, spec.model_dump(mode="json"), "spec/spec.json"
-    )  # the run's exact definition, for `modelmill reproduce`
+    recorded = recorded_spec(spec)
+    tracker.log_dict(run_id, recorded, "spec/spec.json")  # the run's exact definition, for `modelmill reproduce`
     tracker.log_text(run_id, spec.suite_path(settings).read_text(), "spec/suite.json")
     tracker.log_params(
-        run_id, {"spec." + k: v for k, v in _flat(spec.model_dump(mode="json", exclude={"description"})).items()}
+        run_id, {"spec." + k: v for k, v in _flat({k: v for k, v in recorded.items() if k != "description"}).items()}
     )
     log.info("%s: MLflow run %s started", spec.name, run_id)
     return RunHandle(spec, settings, run_id, as_of, promote, force)
+
+
+def recorded_spec(spec: PipelineSpec) -> dict:
+    """The spec as a run records it: notification URLs reduced to scheme and host (their paths
+    and user parts hold tokens); every other value is redacted by the tracker as it is written."""
+    d = spec.model_dump(mode="json")
+    if d.get("notify"):
+        d["notify"]["urls"] = [mask_url(u) for u in d["notify"]["urls"]]
+    return d
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

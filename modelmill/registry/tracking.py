@@ -27,6 +27,7 @@ import pandas as pd
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
 from modelmill.registry.runview import EXPERIMENT_KIND
+from modelmill.runtime.redact import redact
 
 log = logging.getLogger("modelmill.registry.tracking")
 
@@ -147,15 +148,24 @@ class Tracker:
         """Fail fast, in one line naming MLFLOW_TRACKING_URI, when a tracking server is down."""
         if not self.uri.startswith("http"):
             return
+        import base64
         import urllib.error
+        import urllib.parse
         import urllib.request
 
         from modelmill.errors import TrackingUnavailable
 
+        parts = urllib.parse.urlsplit(self.uri)
+        headers = {}
+        if parts.username is not None:  # credentials in the URI: a header, as MLflow's client sends them
+            user = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        health = urllib.request.Request(f"{urllib.parse.urlunsplit(parts).rstrip('/')}/health", headers=headers)
         reason: object = None
         for attempt in range(attempts):
             try:
-                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=timeout):
+                with urllib.request.urlopen(health, timeout=timeout):
                     return
             except urllib.error.HTTPError as e:  # it answers (auth, proxies): reachable
                 if e.code < 500:
@@ -166,7 +176,7 @@ class Tracker:
             if attempt < attempts - 1:
                 time.sleep(1)
         raise TrackingUnavailable(
-            f"the MLflow tracking server MLFLOW_TRACKING_URI={self.uri} is unreachable ({reason}): start it, or unset MLFLOW_TRACKING_URI to use the local store"
+            f"the MLflow tracking server MLFLOW_TRACKING_URI={redact(self.uri)} is unreachable ({reason}): start it, or unset MLFLOW_TRACKING_URI to use the local store"
         )
 
     # -- experiments and runs -------------------------------------------------------------
@@ -202,7 +212,9 @@ class Tracker:
         return [e for e in found if e is not None]
 
     def start_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id(spec), run_name=run_name, tags=tags)
+        run = self.client.create_run(
+            self.experiment_id(spec), run_name=run_name, tags={k: redact(str(v)) for k, v in tags.items()}
+        )
         return run.info.run_id
 
     def start_scoring_run(self, spec: PipelineSpec, run_name: str, tags: dict[str, str]) -> str:
@@ -235,14 +247,14 @@ class Tracker:
     def run_url(self, run_id: str) -> str:
         run = self.client.get_run(run_id)
         if self.uri.startswith("http"):
-            return f"{self.uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+            return f"{redact(self.uri).rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
         return f"(`modelmill ui`) http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
     def experiment_url(self, experiment_id: str, base: str | None = None) -> str:
         """The experiment's runs table in modelmill's view (metric, baseline, lift, decision, digest)."""
         from modelmill.registry.runview import view_path
 
-        root = base or (self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000")
+        root = base or (redact(self.uri) if self.uri.startswith("http") else "http://127.0.0.1:5000")
         return f"{root.rstrip('/')}/{view_path(experiment_id)}"
 
     @contextmanager
@@ -261,14 +273,14 @@ class Tracker:
         """One request per 100 tags (``log_batch``), not one per tag."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        items = [RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, tags=items[i : i + 100])
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(safe_key(k), str(v)[:6000]) for k, v in params.items()]
+        items = [Param(safe_key(k), redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -287,10 +299,10 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
     def log_dict(self, run_id: str, obj: Any, path: str) -> None:
-        self.client.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+        self.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
 
     def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, text, path)
+        self.client.log_text(run_id, redact(text), path)
 
     def log_figure(self, run_id: str, fig, path: str) -> None:
         import matplotlib.pyplot as plt
@@ -443,11 +455,11 @@ class Tracker:
 
     def describe_version(self, spec: PipelineSpec, version: str, text: str) -> None:
         """The registered version's description (the registry UI shows it as markdown)."""
-        self.client.update_model_version(spec.registered_model_name, version, description=text[:60000])
+        self.client.update_model_version(spec.registered_model_name, version, description=redact(text)[:60000])
 
     def set_version_tags(self, spec: PipelineSpec, version: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_model_version_tag(spec.registered_model_name, version, k, str(v))
+            self.client.set_model_version_tag(spec.registered_model_name, version, k, redact(str(v)))
 
     def verified_copy(self, ref: ModelRef, folder: str) -> Path:
         """A registered version's files downloaded into ``folder``, after checking them against the
