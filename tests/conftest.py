@@ -37,6 +37,9 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 os.environ["MLFLOW_LOGGING_LEVEL"] = "ERROR"
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+# The project's signing key for every command the suite runs (an object store requires one);
+# tests of what happens without it, or with another, set their own.
+os.environ["MODELMILL_SIGNING_KEY"] = "modelmill-test-suite-signing-key"
 for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
     os.environ[f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL"] = "CRITICAL"
 os.environ.pop("MLFLOW_TRACKING_URI", None)

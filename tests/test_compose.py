@@ -163,6 +163,7 @@ def test_the_stack_refuses_to_start_with_placeholder_or_empty_secrets(compose, o
         "MLFLOW_ADMIN_PASSWORD",
         "MLFLOW_FLASK_SECRET_KEY",
         "S3_SECRET_KEY",
+        "MODELMILL_SIGNING_KEY",
     ]
     env = {"PATH": "/usr/bin:/bin", **{n: example[n] for n in names}}
     if override == "real":

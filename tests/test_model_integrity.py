@@ -74,3 +74,29 @@ def test_a_champion_whose_files_are_gone_is_reported_missing_not_tampered(exampl
     )
     assert code == 1
     assert "modelmill-my_cells v1 is missing model.pkl in the artifact store" in err and "sha256" not in err
+
+
+def test_a_tampered_model_with_its_digest_tag_rewritten_is_refused_by_the_signature(
+    mm_env, prefect_api, capsys, tmp_path
+):
+    """A registry writer without the project's key replaces model.pkl with a payload, recomputes the
+    digest and rewrites the tag: the digest's signature no longer matches, so nothing is unpickled
+    (approve and score refuse it in one line)."""
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 0, err
+    c = mlflow_client(mm_env)
+    mv = c.get_model_version_by_alias("modelmill-breast_cytology", "champion")
+    assert len(mv.tags["modelmill.model_signature"]) == 64
+    files = _stored_files(mm_env, mv.tags[MODEL_DIGEST_TAG])
+    marker = tmp_path / "pwned"
+    (files / "model.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    c.set_model_version_tag("modelmill-breast_cytology", mv.version, MODEL_DIGEST_TAG, dir_digest(files))
+    batch = tmp_path / "batch.csv"
+    from sklearn.datasets import load_breast_cancer
+
+    load_breast_cancer(as_frame=True).frame.drop(columns=["target"]).head(5).to_csv(batch, index=False)
+    code, out, err = run_cli(
+        capsys, "score", "breast_cytology", "--input", str(batch), "--output", str(tmp_path / "s.parquet")
+    )
+    assert code == 1 and "has a signature this project's key did not make" in err
+    assert not marker.exists(), "the tampered pickle was executed"

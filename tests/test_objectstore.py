@@ -136,7 +136,9 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
         downloads.pop(f"team/downloads/{first.sha256}.zip"),
         downloads.values(),
     )  # the file by its content, and its index entry
-    assert hashlib.sha256(content).hexdigest() == first.sha256 and json.loads(index) == {
+    entry = json.loads(index)
+    assert len(entry.pop("signature")) == 64  # signed with the project's key
+    assert hashlib.sha256(content).hexdigest() == first.sha256 and entry == {
         "what": "german-credit/statlog+german+credit+data.zip",
         "sha256": first.sha256,
         "key": f"downloads/{first.sha256}.zip",
@@ -159,10 +161,12 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
     sentences._CACHES.clear()
     here = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
     assert sum(calls) == len(texts)
-    shards = _objects(seaweedfs, "team/embeddings")
+    stored = _objects(seaweedfs, "team/embeddings")
+    shards = {k: b for k, b in stored.items() if k.endswith(".npz")}
     assert len(shards) == 3 and all(
         hashlib.sha256(b).hexdigest() == k.rsplit("/", 1)[1].removesuffix(".npz") for k, b in shards.items()
     )
+    assert all(len(json.loads(stored[f"{k}.json"])["signature"]) == 64 for k in shards)  # each named, signed
     monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "b"))  # another machine: nothing of them on its disk
     sentences._CACHES.clear()
     there = sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
@@ -176,3 +180,79 @@ def test_downloads_and_embeddings_go_to_the_store_so_a_cluster_fetches_and_encod
     sentences._CACHES.clear()
     with pytest.raises(ChecksumMismatch, match="altered in the store"):
         sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
+
+    # a shard added by someone without the project's key (its name unsigned) is refused
+    from modelmill.config.trust import Untrusted
+
+    rogue = shards[key]
+    rogue_key = f"team/embeddings/{key.split('/')[2]}/{hashlib.sha256(rogue + b'x').hexdigest()}.npz"
+    with seaweedfs.fs().open_output_stream(f"{seaweedfs.BUCKET}/{rogue_key}") as out:
+        out.write(rogue)
+    with seaweedfs.fs().open_output_stream(f"{seaweedfs.BUCKET}/{rogue_key}.json") as out:
+        out.write(json.dumps({"sha256": hashlib.sha256(rogue).hexdigest()}).encode())
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "d"))
+    sentences._CACHES.clear()
+    with pytest.raises(Untrusted, match="is not signed"):
+        sentences.SentenceEncoder(batch_size=8).fit(texts).transform(texts)
+
+
+def test_a_snapshot_swapped_in_the_store_by_someone_without_the_key_is_refused(
+    seaweedfs, tmp_path, monkeypatch, capsys, prefect_api
+):
+    """With the store's credentials but not the project's key: upload a label-flipped copy of a
+    snapshot under its own sha256 and point the parse-map entry at it. A worker with an empty
+    folder refuses the entry in one line instead of training on it; nothing is registered."""
+    import io
+
+    import pandas as pd
+
+    from conftest import registry_state
+
+    settings = _use(monkeypatch, tmp_path, seaweedfs)
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 0, out + err
+    prefix = "team/snapshots/wisconsin-breast-cancer"
+    objects = _objects(seaweedfs, prefix)
+    (entry_key,) = [k for k in objects if "/parsed/" in k]
+    digest = json.loads(objects[entry_key])["digest"]
+    rows = pd.read_parquet(io.BytesIO(objects[f"{prefix}/{digest}.parquet"]))
+    flipped = rows.assign(diagnosis=rows["diagnosis"].map({"malignant": "benign", "benign": "malignant"}))
+    buf = io.BytesIO()
+    flipped.to_parquet(buf, index=False)
+    evil = hashlib.sha256(buf.getvalue()).hexdigest()
+    s3 = seaweedfs.fs()
+    for key, data in {
+        f"{seaweedfs.BUCKET}/{prefix}/{evil}.parquet": buf.getvalue(),
+        f"{seaweedfs.BUCKET}/{prefix}/{evil}.json": objects[f"{prefix}/{digest}.json"],
+        f"{seaweedfs.BUCKET}/{entry_key}": json.dumps({"digest": evil}).encode(),
+    }.items():
+        with s3.open_output_stream(key) as f:
+            f.write(data)
+    before = registry_state(settings, "breast_cytology")
+    shutil.rmtree(settings.snapshot_dir)  # a worker with an empty folder
+    code, out, err = run_cli(capsys, "run", "breast_cytology", "--force")
+    assert code == 1
+    assert (
+        f"object-store entry {entry_key.removeprefix('team/')} is not signed (MODELMILL_SIGNING_KEY): refusing it"
+        in err
+    )
+    assert registry_state(settings, "breast_cytology")[:2] == before[:2]
+
+    # signed with another key: refused too
+    monkeypatch.setenv("MODELMILL_SIGNING_KEY", "someone-elses-key-0123456789")
+    from modelmill.config.trust import signer
+
+    forged = signer(Settings()).sign_entry(entry_key.removeprefix("team/"), {"digest": evil})
+    with s3.open_output_stream(f"{seaweedfs.BUCKET}/{entry_key}") as f:
+        f.write(json.dumps(forged).encode())
+    monkeypatch.setenv("MODELMILL_SIGNING_KEY", "modelmill-test-suite-signing-key")
+    code, out, err = run_cli(capsys, "run", "breast_cytology", "--force")
+    assert code == 1 and "has a signature this project's key did not make: refusing it" in err
+
+
+def test_an_object_store_needs_the_signing_key(seaweedfs, tmp_path, monkeypatch, capsys, prefect_api):
+    _use(monkeypatch, tmp_path, seaweedfs)
+    monkeypatch.delenv("MODELMILL_SIGNING_KEY")
+    code, out, err = run_cli(capsys, "run", "breast_cytology")
+    assert code == 1
+    assert "MODELMILL_SIGNING_KEY (or MODELMILL_SIGNING_KEY_FILE) must be set with an object store" in err

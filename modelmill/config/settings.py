@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     )
     store_endpoint: str | None = Field(
         default=None, description="the object store's endpoint when it is not AWS (e.g. http://seaweedfs:8333)"
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="the key modelmill signs what it later trusts with (HMAC-SHA256: object-store entries, embedding shards, model digests); required with an object store or a tracking server beyond this machine",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="a file holding the signing key instead (mode 0600: readable by its owner only)"
     )
     threads: int | None = Field(
         default=None,

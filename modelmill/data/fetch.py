@@ -186,7 +186,7 @@ def _from_store(store: ObjectStore, tmp: Path, name: str, what: str, expected: E
     """``what`` (file ``name``) from the store into ``tmp`` when some machine published it; its sha256."""
     sha = expected.sha256
     if sha is None and store.has(index := _download_index(what)):
-        sha = json.loads(store.read(index))["sha256"]
+        sha = store.read_entry(index)["sha256"]  # refused unless signed with the project's key
     if sha is None or not store.has(key := download_key(sha, name)):
         return None
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -204,10 +204,7 @@ def _to_store(store: ObjectStore, local: Path, what: str, sha: str) -> None:
     """The file under its content's key, then the index entry naming it (published last)."""
     if not store.has(key := download_key(sha, local.name)):
         store.publish(local, key)
-    with tempfile.TemporaryDirectory(prefix="modelmill-index-") as folder:
-        entry = Path(folder) / "entry.json"
-        entry.write_text(json.dumps({"what": what, "sha256": sha, "key": key}))
-        store.publish(entry, _download_index(what))
+    store.publish_entry({"what": what, "sha256": sha, "key": key}, _download_index(what))
 
 
 def _mirror_sums(mirror: str, settings: Settings) -> dict[str, str]:

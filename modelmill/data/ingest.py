@@ -706,9 +706,7 @@ def publish_snapshot(store: ObjectStore, key: str, snap: Snapshot, pkey: str | N
     if meta.is_file() and not store.has(snapshot_key(key, meta.name)):
         store.publish(meta, snapshot_key(key, meta.name))
     if pkey is not None and not store.has(entry := snapshot_key(key, f"parsed/{pkey}.json")):
-        with tempfile.TemporaryDirectory(prefix="modelmill-parsed-") as tmp:
-            (Path(tmp) / "entry.json").write_text(json.dumps({"digest": snap.digest}))
-            store.publish(Path(tmp) / "entry.json", entry)
+        store.publish_entry({"digest": snap.digest}, entry)  # signed: it names the snapshot these files became
     return replace(snap, store_location=store.location(name))
 
 
@@ -720,7 +718,7 @@ def _parsed_in_store(
     entry = snapshot_key(key, f"parsed/{pkey}.json")
     if not store.has(entry):
         return None
-    digest = json.loads(store.read(entry))["digest"]
+    digest = store.read_entry(entry)["digest"]  # refused unless signed with the project's key
     meta = json.loads(store.read(snapshot_key(key, f"{digest}.json")))
     cached = store.fetch(store.location(snapshot_key(key, f"{digest}.parquet")), digest)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ that does not answer is one line naming it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -21,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from modelmill.config.settings import Settings
+from modelmill.config.trust import Signer, signer
 from modelmill.errors import ChecksumMismatch, ModelmillError
 from modelmill.runtime.redact import redact
 
@@ -34,20 +36,39 @@ class StoreUnavailable(ModelmillError):
 
 
 class ObjectStore:
-    def __init__(self, uri: str, endpoint: str | None, cache: Path):
+    def __init__(self, uri: str, endpoint: str | None, cache: Path, signer: Signer | None = None):
         if not uri.startswith(SCHEME) or len(uri) <= len(SCHEME):
             raise ModelmillError(f"MODELMILL_STORE_URI={uri}: give an s3://bucket/prefix location")
         self.uri = uri.rstrip("/")
         self.root = self.uri[len(SCHEME) :]
-        self.endpoint, self.cache = endpoint, cache
+        self.endpoint, self.cache, self.signer = endpoint, cache, signer
         self._fs = None
 
     @classmethod
     def of(cls, settings: Settings) -> ObjectStore | None:
-        """The project's store, or None when MODELMILL_STORE_URI is not set."""
+        """The project's store, or None when MODELMILL_STORE_URI is not set (a store needs the
+        project's signing key: :mod:`modelmill.config.trust`)."""
         if not settings.store_uri:
             return None
-        return cls(settings.store_uri, settings.store_endpoint, settings.home_dir / "store-cache")
+        return cls(settings.store_uri, settings.store_endpoint, settings.home_dir / "store-cache", signer(settings))
+
+    def publish_entry(self, entry: dict, key: str) -> str:
+        """A small JSON record (a parse-map entry, a download's index, a shard's name) as ``key``,
+        signed with the project's key and bound to that key."""
+        signed = self.signer.sign_entry(key, entry) if self.signer is not None else entry
+        with tempfile.TemporaryDirectory(prefix="modelmill-entry-") as folder:
+            path = Path(folder) / "entry.json"
+            path.write_text(json.dumps(signed))
+            return self.publish(path, key)
+
+    def read_entry(self, key: str) -> dict:
+        """A record :meth:`publish_entry` wrote, its signature verified (refused in one line, naming
+        it, when it is missing or was not made with the project's key)."""
+        try:
+            entry = json.loads(self.read(key))
+        except json.JSONDecodeError as e:
+            raise ModelmillError(f"object-store entry {key} is not JSON: refusing it") from e
+        return self.signer.verified_entry(key, entry) if self.signer is not None else entry
 
     @property
     def fs(self):

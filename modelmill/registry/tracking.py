@@ -26,6 +26,7 @@ import pandas as pd
 
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.config.trust import Untrusted, signer
 from modelmill.registry.runview import EXPERIMENT_KIND
 from modelmill.runtime.redact import redact
 
@@ -48,10 +49,17 @@ HTTP_LIMITS = {
 #: Model-version tag holding the sha256 of the model's artifact files, recorded at log time and
 #: checked before anything in them is unpickled.
 MODEL_DIGEST_TAG = "modelmill.model_sha256"
+#: the digest's signature with the project's key (:mod:`modelmill.config.trust`), bound to the version
+MODEL_SIGNATURE_TAG = "modelmill.model_signature"
 
 
 #: Written by MLflow into a registered model's download, not part of what was logged.
 _GENERATED = {"registered_model_meta"}
+
+
+def _model_text(ref: ModelRef, digest: str) -> str:
+    """What a model version's signature covers: its name, its number and its files' digest."""
+    return f"{ref.name}\0{ref.version}\0{digest}"
 
 
 def dir_digest(root: Path) -> str:
@@ -108,6 +116,7 @@ class Tracker:
         import mlflow
 
         self.settings = settings
+        self.signer = signer(settings)  # required with a remote server: a one-line error before any call
         self.uri = settings.tracking_uri
         self.local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
         if self.local:
@@ -439,6 +448,9 @@ class Tracker:
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
             digest = dir_digest(Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=tmp)))
         self.client.set_model_version_tag(ref.name, ref.version, MODEL_DIGEST_TAG, digest)
+        if self.signer is not None:
+            signature = self.signer.sign("model", _model_text(ref, digest))
+            self.client.set_model_version_tag(ref.name, ref.version, MODEL_SIGNATURE_TAG, signature)
         return ref
 
     def alias(self, spec: PipelineSpec, alias: str) -> ModelRef | None:
@@ -470,7 +482,18 @@ class Tracker:
 
         from modelmill.errors import ModelIntegrityError
 
-        expected = self.client.get_model_version(ref.name, ref.version).tags.get(MODEL_DIGEST_TAG)
+        tags = self.client.get_model_version(ref.name, ref.version).tags
+        expected = tags.get(MODEL_DIGEST_TAG)
+        if self.signer is not None and expected is not None:  # the digest itself is the project's, or nothing loads
+            try:
+                self.signer.verify(
+                    "model",
+                    _model_text(ref, expected),
+                    tags.get(MODEL_SIGNATURE_TAG),
+                    f"the sha256 of model {ref.name} v{ref.version}",
+                )
+            except Untrusted as e:
+                raise ModelIntegrityError(f"{e} (nothing was unpickled)") from e
         try:
             local = Path(
                 self._mlflow.artifacts.download_artifacts(

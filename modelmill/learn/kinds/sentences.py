@@ -111,7 +111,9 @@ class EmbeddingCache:
             return local
         have = {p.name for p in local}
         elsewhere = [k for k in self.store.keys(self.prefix) if k.endswith(".npz") and Path(k).name not in have]
-        return local + [self.store.fetch(self.store.location(k), Path(k).stem) for k in elsewhere]
+        # each shard named in an entry signed with the project's key (else refused), its sha256 checked
+        named = [self.store.read_entry(f"{k}.json")["sha256"] for k in elsewhere]
+        return local + [self.store.fetch(self.store.location(k), sha) for k, sha in zip(elsewhere, named, strict=True)]
 
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._known is None:
@@ -140,8 +142,9 @@ class EmbeddingCache:
             )
         shard = self.folder / f"{sha256_file(Path(tmp))}.npz"
         os.replace(tmp, shard)
-        if self.store is not None:
+        if self.store is not None:  # the shard, then its signed name: a store writer cannot add one
             self.store.publish(shard, f"{self.prefix}/{shard.name}")
+            self.store.publish_entry({"sha256": shard.stem}, f"{self.prefix}/{shard.name}.json")
         self._load().update(zip(keys, np.asarray(vectors, dtype=np.float32), strict=True))
 
 
