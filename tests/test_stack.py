@@ -143,6 +143,7 @@ def test_three_pipelines_on_a_dask_cluster_started_elsewhere_with_postgres_mlflo
         MODELMILL_HOME=str(tmp_path / "home"), MODELMILL_DATA_MIRROR=str(require_mirror()), MODELMILL_PIPELINES_DIR=str(_project(tmp_path)),
         MODELMILL_STORE_URI=store["MODELMILL_STORE_URI"], MODELMILL_STORE_ENDPOINT=store["MODELMILL_STORE_ENDPOINT"],
         MLFLOW_TRACKING_URI=mlflow.url, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-client"), TMPDIR=str(tmp_path),
+        MODELMILL_SIGNING_KEY=os.environ["MODELMILL_SIGNING_KEY"],  # the project's key (its runs hand it to the workers)
     )  # fmt: skip
     mlflow.launch(), prefect.launch()
     try:

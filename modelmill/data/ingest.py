@@ -703,8 +703,8 @@ def publish_snapshot(store: ObjectStore, key: str, snap: Snapshot, pkey: str | N
     if not store.has(name):
         store.publish(snap.path, name)
     meta = snap.path.with_suffix(".json")
-    if meta.is_file() and not store.has(snapshot_key(key, meta.name)):
-        store.publish(meta, snapshot_key(key, meta.name))
+    if meta.is_file() and not store.has(snapshot_key(key, meta.name)):  # its manifest, signed
+        store.publish_entry(json.loads(meta.read_text()), snapshot_key(key, meta.name))
     if pkey is not None and not store.has(entry := snapshot_key(key, f"parsed/{pkey}.json")):
         store.publish_entry({"digest": snap.digest}, entry)  # signed: it names the snapshot these files became
     return replace(snap, store_location=store.location(name))
@@ -719,7 +719,7 @@ def _parsed_in_store(
     if not store.has(entry):
         return None
     digest = store.read_entry(entry)["digest"]  # refused unless signed with the project's key
-    meta = json.loads(store.read(snapshot_key(key, f"{digest}.json")))
+    meta = store.read_entry(snapshot_key(key, f"{digest}.json"))
     cached = store.fetch(store.location(snapshot_key(key, f"{digest}.parquet")), digest)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(digest), suffix=".tmp")

@@ -93,10 +93,11 @@ def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: 
     deadline = settings.notify_deadline
     end = time.monotonic() + deadline
     delivered: list[str] = []
+    over = threading.Event()
     threads = [
         threading.Thread(  # in a copy of this context: its log lines reach the run's (Prefect's) log
             target=contextvars.copy_context().run,
-            args=(_deliver, alert, url, end, pause, delivered),
+            args=(_deliver, alert, url, end, pause, delivered, over),
             name=f"alert-{masked(url)}",
             daemon=True,
         )
@@ -106,6 +107,7 @@ def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: 
         thread.start()
     for thread in threads:
         thread.join(max(0.0, end - time.monotonic()))
+    over.set()  # a thread still sending says nothing more: the line below speaks for it
     for url, thread in zip(urls, threads, strict=True):
         if thread.is_alive():
             log.warning(
@@ -118,8 +120,9 @@ def send(alert: Alert, spec: PipelineSpec | None, settings: Settings, *, pause: 
     return len(delivered)
 
 
-def _deliver(alert: Alert, url: str, end: float, pause: float, delivered: list[str]) -> None:
-    """One URL's attempts, none started after ``end`` (a monotonic time)."""
+def _deliver(alert: Alert, url: str, end: float, pause: float, delivered: list[str], over: threading.Event) -> None:
+    """One URL's attempts, none started after ``end`` (a monotonic time); silent once ``over``
+    (the caller has moved on and said this URL did not confirm in time)."""
     import apprise
 
     try:
@@ -146,6 +149,8 @@ def _deliver(alert: Alert, url: str, end: float, pause: float, delivered: list[s
             ok, why = False, type(e).__name__
         else:
             why = "not delivered"
+        if over.is_set():
+            return
         if ok:
             delivered.append(url)
             log.info("%s: alert %s sent to %s", alert.pipeline, alert.event, masked(url))
