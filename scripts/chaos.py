@@ -63,6 +63,7 @@ CASES = {
     "model files gone: reported missing, not tampered": "test_model_integrity.py::test_a_champion_whose_files_are_gone",
     "xlsx with a cell at XFD1048000: refused, no Rust abort": "test_hostile_specs.py::test_a_workbook_with_a_cell_far",
     "first forecaster worse than the random walk: not promoted": "test_forecasting.py::test_a_first_forecaster_worse",
+    "a run's spec.json edited in the artifact store: reproduce refuses it": "test_model_integrity.py::test_a_run_record_altered",
 }
 
 

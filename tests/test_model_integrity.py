@@ -100,3 +100,24 @@ def test_a_tampered_model_with_its_digest_tag_rewritten_is_refused_by_the_signat
     )
     assert code == 1 and "has a signature this project's key did not make" in err
     assert not marker.exists(), "the tampered pickle was executed"
+
+
+def test_a_run_record_altered_in_the_artifact_store_is_refused_by_reproduce(example_project, capsys):
+    """spec.json, suite.json and fingerprint.json are what `reproduce` rebuilds a version from:
+    signed with the project's key, an edited copy is refused in one line."""
+    import json
+
+    from conftest import write_example_spec
+    from modelmill.config.settings import Settings
+
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    (recorded,) = Settings().artifact_root.rglob("spec/spec.json")
+    edited = json.loads(recorded.read_text())
+    edited["candidates"] = edited["candidates"][:1]  # a registry writer rewrites what the version was
+    recorded.write_text(json.dumps(edited, indent=2))
+    code, out, err = run_cli(capsys, "reproduce", "my_cells", "1")
+    assert code == 1
+    assert "spec/spec.json of run" in err and "has a signature this project's key did not make" in err

@@ -72,9 +72,10 @@ def reproduce(name: str, version: str, settings: Settings) -> Reproduction:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     out = Reproduction(spec.name, str(version), mv.run_id, "not_rebuilt", EXACT)
     with tempfile.TemporaryDirectory(prefix="modelmill-reproduce-") as tmp:
-        recorded_spec = tracker.run_artifact(mv.run_id, "spec/spec.json", tmp)
-        recorded_suite = tracker.run_artifact(mv.run_id, "spec/suite.json", tmp)
-        parts_file = tracker.run_artifact(mv.run_id, "data/fingerprint.json", tmp)
+        # the records it rebuilds from, each refused unless signed with the project's key (when it has one)
+        recorded_spec = tracker.signed_artifact(mv.run_id, "spec/spec.json", tmp)
+        recorded_suite = tracker.signed_artifact(mv.run_id, "spec/suite.json", tmp)
+        parts_file = tracker.signed_artifact(mv.run_id, "data/fingerprint.json", tmp)
         if recorded_spec is None or recorded_suite is None or parts_file is None:
             out.inputs.append(
                 "the run recorded no spec, suite or fingerprint (spec/spec.json, spec/suite.json, data/fingerprint.json): it cannot be rebuilt"

@@ -137,8 +137,8 @@ def start(
     run_id = tracker.start_run(spec, name, tags)
     tracker.set_experiment_tags(spec, EXPERIMENT_KIND)
     recorded = recorded_spec(spec)
-    tracker.log_dict(run_id, recorded, "spec/spec.json")  # the run's exact definition, for `modelmill reproduce`
-    tracker.log_text(run_id, spec.suite_path(settings).read_text(), "spec/suite.json")
+    tracker.log_dict(run_id, recorded, "spec/spec.json", signed=True)  # the run's definition, for `modelmill reproduce`
+    tracker.log_text(run_id, spec.suite_path(settings).read_text(), "spec/suite.json", signed=True)
     tracker.log_params(
         run_id, {"spec." + k: v for k, v in _flat({k: v for k, v in recorded.items() if k != "description"}).items()}
     )
@@ -190,8 +190,8 @@ def ingest_stage(h: RunHandle) -> Snapshot:
         records, read = snap.parsed
         t.log_params(h.run_id, {"data.source_records": records, "data.rows_read": read})
         t.log_metrics(h.run_id, {"data/lost_rows": float(records - read)})
-    t.log_dict(h.run_id, snap.lineage(), "data/lineage.json")
-    t.log_dict(h.run_id, fingerprint_parts(h, snap), "data/fingerprint.json")  # what `modelmill reproduce` compares
+    t.log_dict(h.run_id, snap.lineage(), "data/lineage.json", signed=True)
+    t.log_dict(h.run_id, fingerprint_parts(h, snap), "data/fingerprint.json", signed=True)  # what reproduce compares
     return snap
 
 

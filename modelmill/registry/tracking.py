@@ -51,10 +51,19 @@ HTTP_LIMITS = {
 MODEL_DIGEST_TAG = "modelmill.model_sha256"
 #: the digest's signature with the project's key (:mod:`modelmill.config.trust`), bound to the version
 MODEL_SIGNATURE_TAG = "modelmill.model_signature"
+#: prefix of the run tags that sign the records a reproduction rebuilds from (``…spec/spec.json``)
+RECORD_TAG = "modelmill.signature."
 
 
 #: Written by MLflow into a registered model's download, not part of what was logged.
 _GENERATED = {"registered_model_meta"}
+
+
+def _record_text(run_id: str, path: str, text: str) -> str:
+    """What a signed record's signature covers: its run, its path and its content's sha256."""
+    import hashlib
+
+    return f"{run_id}\0{path}\0{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def _model_text(ref: ModelRef, digest: str) -> str:
@@ -307,11 +316,31 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
-    def log_dict(self, run_id: str, obj: Any, path: str) -> None:
-        self.log_text(run_id, json.dumps(obj, indent=2, default=str), path)
+    def log_dict(self, run_id: str, obj: Any, path: str, *, signed: bool = False) -> None:
+        self.log_text(run_id, json.dumps(obj, indent=2, default=str), path, signed=signed)
 
-    def log_text(self, run_id: str, text: str, path: str) -> None:
-        self.client.log_text(run_id, redact(text), path)
+    def log_text(self, run_id: str, text: str, path: str, *, signed: bool = False) -> None:
+        """A text artifact, redacted. ``signed``: a record something later rebuilds from (the spec,
+        the suite, the fingerprint, the lineage): its sha256 is signed with the project's key in
+        a run tag, bound to the run and the path, and :meth:`signed_artifact` verifies it."""
+        text = redact(text)
+        self.client.log_text(run_id, text, path)
+        if signed and self.signer is not None:
+            self.client.set_tag(run_id, RECORD_TAG + path, self.signer.sign("record", _record_text(run_id, path, text)))
+
+    def signed_artifact(self, run_id: str, path: str, folder: str) -> Path | None:
+        """:meth:`run_artifact` for a record logged ``signed``: with the project's key, refused
+        in one line when its signature is missing or not the key's."""
+        local = self.run_artifact(run_id, path, folder)
+        if local is not None and self.signer is not None:
+            tags = self.client.get_run(run_id).data.tags
+            self.signer.verify(
+                "record",
+                _record_text(run_id, path, local.read_text()),
+                tags.get(RECORD_TAG + path),
+                f"{path} of run {run_id}",
+            )
+        return local
 
     def log_figure(self, run_id: str, fig, path: str) -> None:
         import matplotlib.pyplot as plt
