@@ -80,6 +80,14 @@ def prefect_api():
         yield
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``modelmill`` subprocess: this test's, without the session's Prefect
+    API, tracking server or Prefect home, so that the command starts its own temporary API under
+    MODELMILL_HOME as a user's would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_HOME", "MLFLOW_TRACKING"))}
+    return env | extra
+
+
 def modelmill_env(
     mp: pytest.MonkeyPatch, home: Path, mirror: Path | str | None = None, pipelines: Path | None = None
 ) -> None:

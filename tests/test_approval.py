@@ -164,13 +164,14 @@ def test_a_move_cut_short_after_the_alias_moved_is_completed_by_the_next_command
 
 @pytest.mark.flow
 def test_two_plain_rollbacks_at_once_move_the_champion_once(example_project, capsys, tmp_path):
-    import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from conftest import command_env
+
     client = _two_champions(example_project, capsys)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env = command_env()
     modelmill = str(Path(sys.executable).with_name("modelmill"))
     procs = [
         subprocess.Popen(

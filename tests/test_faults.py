@@ -243,7 +243,7 @@ def test_a_killed_scoring_batch_is_swept_like_a_run(example_project, capsys, tmp
     beside the output; the next command marks the run FAILED (orphaned) and removes the file."""
     from mlflow import MlflowClient
 
-    from conftest import write_example_spec
+    from conftest import command_env, write_example_spec
 
     root, spec, data = example_project
     write_example_spec(root, spec, data)
@@ -252,7 +252,7 @@ def test_a_killed_scoring_batch_is_swept_like_a_run(example_project, capsys, tmp
     home = Path(os.environ["MODELMILL_HOME"])
     batch, output = root / "pipelines" / "data" / "big.csv", tmp_path / "scores" / "big.parquet"
     data.drop(columns=["diagnosis"]).sample(200_000, replace=True, random_state=0).to_csv(batch, index=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING", "PREFECT_HOME"))}
+    env = command_env()
     proc = subprocess.Popen(
         [MODELMILL, "score", "my_cells", "--input", str(batch), "--output", str(output), "--reasons", "3"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=tmp_path,

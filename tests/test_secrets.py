@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, write_example_spec
+from conftest import command_env, free_port, write_example_spec
 from modelmill.runtime.redact import mask_url, redact
 from modelmill.runtime.servers import mlflow_server
 
@@ -55,13 +55,10 @@ def test_no_planted_secret_is_recorded_anywhere(example_project, tmp_path):
     write_example_spec(root, spec, data)
     server = mlflow_server(tmp_path / "server", free_port()).start(timeout=180)
     try:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_HOME", "MLFLOW_TRACKING"))
-        }
-        env |= {
-            "MLFLOW_TRACKING_URI": server.url.replace("http://", f"http://bob:{SECRETS['tracking password']}@"),
-            "MODELMILL_NOTIFY_DEADLINE": "3",
-        }
+        env = command_env(
+            MLFLOW_TRACKING_URI=server.url.replace("http://", f"http://bob:{SECRETS['tracking password']}@"),
+            MODELMILL_NOTIFY_DEADLINE="3",
+        )
 
         def modelmill(*args, **extra):
             return subprocess.run(

@@ -60,9 +60,8 @@ def expand(url: str) -> str:
     return _VARIABLE.sub(value, url)
 
 
-def masked(url: str) -> str:
-    """A URL fit for a log line: its scheme and host, never a password, token or path secret."""
-    return mask_url(url)
+#: a URL fit for a log line: its scheme and host, never a password, token or path secret
+masked = mask_url
 
 
 def targets(spec: PipelineSpec | None, settings: Settings) -> tuple[list[str], tuple[str, ...]]:

@@ -415,7 +415,7 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     )
     data = kind.prepare(h.spec, frame)
     data.test_slices = test_slices(h.spec, frame, data.test_keys)
-    if kind.EXAMPLE_ROWS and (pos := test_positions(frame, data.test_keys)) is not None:
+    if kind.EXAMPLE_ROWS and (pos := _test_row_positions(frame, data.test_keys)) is not None:
         data.test_rows = frame.iloc[pos].reset_index(drop=True)
         _log_training_rows(h, frame, pos)
     if (date := h.spec.roles.get("date")) in frame.columns and len(frame):
@@ -437,7 +437,7 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     return data, trained
 
 
-def test_positions(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray | None:
+def _test_row_positions(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray | None:
     """The test rows' positions in ``frame`` (from their snapshot row numbers), or None."""
     if keys is None or "row" not in keys:
         return None
@@ -492,7 +492,7 @@ def _compared_rows(h: RunHandle, champion, data: Prepared):
 
 def test_slices(spec: PipelineSpec, frame: pd.DataFrame, keys: pd.DataFrame | None) -> pd.DataFrame | None:
     """Each test row's slice of every spec ``slices`` column (its value, or its band)."""
-    if not spec.slices or (pos := test_positions(frame, keys)) is None:
+    if not spec.slices or (pos := _test_row_positions(frame, keys)) is None:
         return None
     from modelmill.learn.explain import slice_labels
 

@@ -81,9 +81,10 @@ def verified(folder: Path, expected: str) -> Path:
         raise SpecError(
             f"sentence encoder {folder}: no {WEIGHTS} (only safetensors weights are loaded, never a pickle)"
         )
+    root = folder.resolve()
     state = tuple(
-        (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in sorted(folder.resolve().rglob("*"))
+        (str(p.relative_to(root)), (st := p.stat()).st_size, st.st_mtime_ns)
+        for p in sorted(root.rglob("*"))
         if p.is_file()
     )
     found = _CHECKED.get(state) or _CHECKED.setdefault(state, folder_digest(folder))
