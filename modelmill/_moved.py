@@ -1,7 +1,7 @@
 """Module names of the flat layout, kept importable for what was saved under them.
 
-A registered model is a cloudpickle of its estimators, which names each class by its module
-(``modelmill.kinds.encoders.CategoryEncoder``), and its MLmodel names the pyfunc loader
+A registered model (a skops file, or a cloudpickle) names each class by its module, such as
+``modelmill.kinds.encoders.CategoryEncoder``, and its MLmodel names the pyfunc loader
 (``loader_module: modelmill.tracking``). Champions registered before the package was layered
 must still load and score, so each old name resolves to the module that now holds the code: the
 same module object, not a copy, so classes compare equal and nothing is imported twice.

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = Field(
         default=None, description="a file holding the signing key instead (mode 0600: readable by its owner only)"
     )
+    load_pickles: bool = Field(
+        default=False,
+        description="load a registered model stored as a pickle for a pipeline none of whose candidates holds a network (a model registered by an older release); off by default: loading a pickle can run code",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

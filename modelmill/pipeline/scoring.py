@@ -334,7 +334,7 @@ def _shadow(spec, kind, tracker, shadowing, X, champion_pred, champion_scores, r
     """The shadow version's answers on the rows the champion scored, against the champion's:
     agreement of labels, correlation of scores, and its own score drift against its training
     data. Logged on the scoring run; nothing of it reaches the output."""
-    model = tracker.load_model(shadowing)  # sha256-checked like the champion
+    model = tracker.load_model(shadowing, spec)  # sha256-checked like the champion
     pred = model.predict(X)
     scores = _positive_scores(model, X)[0]
     agreement = float(np.mean(np.asarray(pred) == np.asarray(champion_pred))) if len(pred) else float("nan")
@@ -373,7 +373,7 @@ def _score(
     from modelmill.quality.validate import is_array_column
 
     kind = get_kind(spec.problem)
-    model, labels = tracker.load_model_and_labels(champion)
+    model, labels = tracker.load_model_and_labels(champion, spec)
     raw = (
         read_image_batch(spec, settings, source)
         if spec.problem == "image_classification"
@@ -528,7 +528,7 @@ def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_
         raise SpecError(
             f"pipeline {spec.name}: a batch to recommend for names its users in column {column!r} (roles.user), which {source.name} lacks"
         )
-    model = tracker.load_model(champion)
+    model = tracker.load_model(champion, spec)
     ok = raw[column].notna().to_numpy()
     users = raw.loc[ok, column].astype(str).tolist()
     ranked = model.ranked(users, k)

@@ -678,7 +678,7 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
     champion = t.alias(h.spec, CHAMPION)
     champion_score, new_score, compared = None, ev.primary, None
     if champion is not None:
-        model = t.load_model(champion)  # refuses (and fails the run) if its files were tampered with
+        model = t.load_model(champion, h.spec)  # refuses (and fails the run) if its files were tampered with
         mask, compared = _compared_rows(h, champion, data)
         try:
             if mask is None:

@@ -157,7 +157,8 @@ class Tracker:
         tracker = _TRACKERS.get(key)
         if tracker is None:
             tracker = _TRACKERS[key] = cls(settings)
-        else:
+        else:  # the same store under this command's settings (and key)
+            tracker.settings, tracker.signer = settings, signer(settings)
             tracker._mlflow.set_tracking_uri(tracker.uri)
             tracker._mlflow.set_registry_uri(tracker.uri)
         return tracker
@@ -446,12 +447,26 @@ class Tracker:
             f"pandas=={pd.__version__}",
             f"scipy=={scipy.__version__}",
         ]
+        from modelmill.errors import ModelIntegrityError
         from modelmill.learn.kinds.neural import network
+        from modelmill.registry import model_files
 
+        trusted, outside = model_files.skops_types(model)
+        fmt = model_files.SKOPS
         if network(model) is not None:  # a PyTorch network inside: loading it needs torch and skorch
             from importlib.metadata import version
 
             reqs += [f"torch=={version('torch').split('+')[0]}", f"skorch=={version('skorch')}"]
+            fmt = model_files.SKOPS if not outside else model_files.PICKLE
+        elif outside:
+            raise ModelIntegrityError(
+                f"pipeline {spec.name}: the model holds types outside modelmill's allow-list "
+                f"({', '.join(outside[:5])}), so it cannot be stored without a pickle: not registered"
+            )
+        if fmt == model_files.SKOPS:
+            from importlib.metadata import version
+
+            reqs += [f"skops=={version('skops')}"]
         with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
             warnings.simplefilter("ignore")
             info = mlflow.models.Model.log(
@@ -465,7 +480,8 @@ class Tracker:
                 input_example=input_example,
                 registered_model_name=spec.registered_model_name,
                 pip_requirements=reqs,
-                serialization_format="cloudpickle",
+                serialization_format=fmt,
+                skops_trusted_types=trusted or None,
                 await_registration_for=60,
             )
         ref = ModelRef(
@@ -522,7 +538,7 @@ class Tracker:
                     f"the sha256 of model {ref.name} v{ref.version}",
                 )
             except Untrusted as e:
-                raise ModelIntegrityError(f"{e} (nothing was unpickled)") from e
+                raise ModelIntegrityError(f"{e} (nothing was loaded)") from e
         try:
             local = Path(
                 self._mlflow.artifacts.download_artifacts(
@@ -546,12 +562,12 @@ class Tracker:
         found = dir_digest(local)
         if expected is None:
             raise ModelIntegrityError(
-                f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to unpickle it"
+                f"model {ref.name} v{ref.version} has no recorded sha256 (tag {MODEL_DIGEST_TAG}): refusing to load it"
             )
         if found != expected:
             raise ModelIntegrityError(
                 f"model {ref.name} v{ref.version} fails its sha256 check (recorded {expected[:12]}…, found {found[:12]}…): "
-                "its files changed after it was logged; refusing to unpickle it"
+                "its files changed after it was logged; refusing to load it"
             )
         return local
 
@@ -560,23 +576,34 @@ class Tracker:
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
             self.verified_copy(ref, tmp)
 
-    def load_model(self, ref: ModelRef):
-        """Load a registered version, after checking its files against the sha256 recorded when it
-        was logged; a mismatch (or no record) refuses to unpickle anything from them."""
-        return self.load_model_and_labels(ref)[0]
+    def load_model(self, ref: ModelRef, spec: PipelineSpec):
+        """Load a registered version of ``spec``'s model, after checking its files against the sha256
+        recorded when it was logged; a mismatch (or no record) refuses to load anything from them.
+        A skops file loads against modelmill's allow-list; a pickle only for a pipeline whose
+        candidates can hold a network (:mod:`modelmill.registry.model_files`)."""
+        return self.load_model_and_labels(ref, spec)[0]
 
-    def load_model_and_labels(self, ref: ModelRef) -> tuple[Any, tuple]:
+    def load_model_and_labels(self, ref: ModelRef, spec: PipelineSpec) -> tuple[Any, tuple]:
         """:meth:`load_model`, and the class labels that travel in its files (a binary classifier's
         (negative, positive) as the data wrote them; empty for other models)."""
-        import mlflow.sklearn
         from mlflow.models import Model
+
+        from modelmill.errors import ModelIntegrityError
+        from modelmill.learn.kinds import get_kind
 
         with tempfile.TemporaryDirectory(prefix="modelmill-model-") as tmp:
             local = self.verified_copy(ref, tmp)
-            labels = tuple((Model.load(str(local / "MLmodel")).metadata or {}).get("modelmill.labels", []))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return mlflow.sklearn.load_model(str(local)), labels  # the verified copy, not the store again
+            mlmodel = Model.load(str(local / "MLmodel"))
+            labels = tuple((mlmodel.metadata or {}).get("modelmill.labels", []))
+            pickled = mlmodel.flavors.get("sklearn", {}).get("serialization_format") != "skops"
+            if pickled and not self.settings.load_pickles and not get_kind(spec.problem).may_hold_a_network(spec):
+                raise ModelIntegrityError(
+                    f"model {ref.name} v{ref.version} is a pickle, and no candidate of pipeline {spec.name} holds a "
+                    "network: only a skops file loads for it (loading a pickle can run code). "
+                    f"Retrain it with `modelmill run {spec.name} --force`, or set MODELMILL_LOAD_PICKLES=1 "
+                    "if you trust every file in the registry"
+                )
+            return _load_sklearn(str(local), f"model {ref.name} v{ref.version}"), labels
 
     def model_version(self, spec: PipelineSpec, version: str):
         """A version of the pipeline's registered model (with its tags), or None."""
@@ -716,9 +743,23 @@ class ServedClassifier:
         return out
 
 
+class ServedModel:
+    """Any other model as pyfunc serves it: its ``predict``, as MLflow's scikit-learn pyfunc does."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get_raw_model(self):
+        return self.model
+
+    def predict(self, data, params: dict | None = None):
+        return self.model.predict(data)
+
+
 def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwargs) -> None:
-    """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, and for a classifier
-    a pyfunc served by this module (:class:`ServedClassifier`), its labels in the MLmodel's metadata."""
+    """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, a pyfunc served by
+    this module (which loads a skops file against modelmill's allow-list, never the file's own),
+    and for a classifier (:class:`ServedClassifier`) its labels in the MLmodel's metadata."""
     import mlflow.sklearn
 
     if labels is not None:
@@ -727,16 +768,32 @@ def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwar
             "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels],
         }
     mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
-    if labels is not None:
-        mlflow_model.flavors["python_function"]["loader_module"] = __name__
-        mlflow_model.save(os.path.join(path, "MLmodel"))
+    mlflow_model.flavors["python_function"]["loader_module"] = __name__
+    mlflow_model.save(os.path.join(path, "MLmodel"))
 
 
-def _load_pyfunc(path):
-    """The pyfunc loader of a classifier's files (see :func:`save_model`)."""
+def _load_sklearn(folder: str, what: str):
+    """The estimator in a model folder: a skops file against the allow-list, else MLflow's loader."""
     import mlflow.sklearn
     from mlflow.models import Model
 
+    from modelmill.registry.model_files import SKOPS, load_skops
+
+    conf = Model.load(os.path.join(folder, "MLmodel")).flavors.get("sklearn", {})
+    if conf.get("serialization_format") == SKOPS:
+        return load_skops(Path(folder) / conf["pickled_model"], what)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mlflow.sklearn.load_model(folder)
+
+
+def _load_pyfunc(path):
+    """The pyfunc loader of a model's files (see :func:`save_model`)."""
+    from mlflow.models import Model
+
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    meta = Model.load(os.path.join(folder, "MLmodel")).metadata or {}
-    return ServedClassifier(mlflow.sklearn.load_model(folder), meta.get("modelmill.labels", []))
+    mlmodel = Model.load(os.path.join(folder, "MLmodel"))
+    model = _load_sklearn(folder, f"the model in {folder}")
+    if mlmodel.metadata and "modelmill.labels" in mlmodel.metadata:
+        return ServedClassifier(model, mlmodel.metadata["modelmill.labels"])
+    return ServedModel(model)

@@ -142,6 +142,16 @@ class ProblemKind(ABC):
         except TypeError as e:
             raise SpecError(f"pipeline {spec.name}: candidate {c.name}: {e}") from e
 
+    def may_hold_a_network(self, spec: PipelineSpec) -> bool:
+        """Whether a model of this spec (its baseline or any candidate) can hold a PyTorch network,
+        the one thing its stored model may be a pickle for."""
+        for c in [spec.baseline, *spec.candidates]:
+            model = self.build(c, spec)
+            parts = [model, *model.get_params(deep=True).values()] if hasattr(model, "get_params") else [model]
+            if any(getattr(p, "holds_a_network", False) is True for p in parts):
+                return True
+        return False
+
     def fit_baseline(self, spec: PipelineSpec, pipeline, X, y):
         """The spec's baseline, fitted. ``pipeline(candidate)`` is the kind's featurizer and model;
         a baseline that predicts from the labels alone (scikit-learn's dummies) is fitted without

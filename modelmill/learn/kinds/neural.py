@@ -60,6 +60,9 @@ class TorchEstimator(BaseEstimator):
 
     consumes = "features"
     label = "net"
+    #: skorch keeps torch modules and optimisers, which skops cannot store: a model holding one is a
+    #: pickle (see :mod:`modelmill.registry.model_files`)
+    holds_a_network = True
 
     def _setup(self, seed: int | None = None):
         """Seed, threads and device; called first in ``fit``, before the module is built, so its
@@ -378,7 +381,7 @@ class MLPRegressor(RegressorMixin, TorchEstimator):
 def network(model):
     """The neural estimator inside a fitted model (a pipeline, a wrapper), or None."""
     for _ in range(5):
-        if isinstance(model, TorchEstimator) or hasattr(model, "history_"):
+        if getattr(model, "holds_a_network", False) is True:  # TorchEstimator, and the ensemble that holds one
             return model
         if hasattr(model, "steps"):
             model = model.steps[-1][1]

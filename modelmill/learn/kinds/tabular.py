@@ -35,6 +35,12 @@ class Cost(KindOptions):
     false_positive: float = Field(gt=0, description="cost of a negative predicted positive")
 
 
+def negative_cost(y, yhat, false_negative: float, false_positive: float) -> float:
+    """The expected cost as a score to maximise (a named function: the tuned threshold keeps it,
+    and a stored model may hold only functions on the allow-list of :mod:`modelmill.registry.model_files`)."""
+    return -expected_cost(y, yhat, false_negative, false_positive)
+
+
 class TabularOptions(KindOptions):
     text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
     text_features: Literal["tfidf", "sentences", "both"] = Field(
@@ -180,7 +186,7 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         if opts.threshold == "cost":
             fn, fp = opts.cost.false_negative, opts.cost.false_positive
-            return make_scorer(lambda y, yhat: -expected_cost(y, yhat, fn, fp), response_method="predict")
+            return make_scorer(negative_cost, response_method="predict", false_negative=fn, false_positive=fp)
         return opts.threshold
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:

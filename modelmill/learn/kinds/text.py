@@ -55,6 +55,7 @@ class TfidfGRUEnsemble(ClassifierMixin, BaseEstimator):
 
     consumes = "text"
     label = "tfidf+gru"
+    holds_a_network = True  # its GRU (see TorchEstimator)
 
     def __init__(
         self,
