@@ -146,6 +146,41 @@ def _ratings_project(tmp_path, monkeypatch, ratings, **changes):
     return Settings()
 
 
+def test_a_moved_hold_out_compares_the_champion_only_on_pairs_it_did_not_train_on(
+    tmp_path, monkeypatch, capsys, prefect_api, ratings
+):
+    """A recommender's test set is (customer, item) pairs, not snapshot rows: when the random
+    hold-out moves (a new seed), most of the new held-out pairs trained the champion, which would
+    recommend them back. The two models are compared only on the held-out pairs the champion did
+    not train on, and the decision says how many."""
+    import yaml
+
+    settings = _ratings_project(tmp_path, monkeypatch, ratings)
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 0, out + err
+    first = last_run(settings, "shop")
+    spec_file = tmp_path / "pipelines" / "shop.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["split"]["seed"] = 4
+    spec_file.write_text(yaml.safe_dump(spec))
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 0, out + err
+    second = last_run(settings, "shop")
+
+    def held_out(run) -> set[tuple[str, str]]:
+        path = mlflow_client(settings).download_artifacts(
+            run.info.run_id, "tables/test_membership.csv", str(tmp_path / run.info.run_id)
+        )
+        return set(pd.read_csv(path, dtype=str).itertuples(index=False, name=None))
+
+    old, new = held_out(first), held_out(second)
+    neither = len(old & new)  # one snapshot: the champion trained on every pair it did not hold out
+    assert 30 <= neither < len(new) / 2
+    reason = second.data.tags["modelmill.decision_reason"]
+    assert reason.endswith(f"on {neither} of {len(new)} test rows neither model trained on"), reason
+    assert f"compared with champion v1 on {neither} of {len(new)}" in out + err
+
+
 def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, monkeypatch, capsys, prefect_api, ratings):
     settings = _ratings_project(tmp_path, monkeypatch, ratings)
     code, out, err = run_cli(capsys, "run", "shop")

@@ -417,7 +417,12 @@ def train_stage(h: RunHandle, snap: Snapshot) -> tuple[Prepared, Trained]:
     data.test_slices = test_slices(h.spec, frame, data.test_keys)
     if kind.EXAMPLE_ROWS and (pos := _test_row_positions(frame, data.test_keys)) is not None:
         data.test_rows = frame.iloc[pos].reset_index(drop=True)
-        _log_training_rows(h, frame, pos)
+        train = np.ones(len(frame), dtype=bool)
+        train[pos] = False
+        _log_training_rows(h, frame, train)
+    elif (rows := kind.trained_and_tested(data)) is not None:  # test sets that are not snapshot rows
+        data.test_rows = rows[1]
+        _log_training_rows(h, rows[0])
     if (date := h.spec.roles.get("date")) in frame.columns and len(frame):
         dates = pd.to_datetime(frame[date], errors="coerce")
         t.log_params(h.run_id, {"data.period": f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"})
@@ -446,16 +451,16 @@ def _test_row_positions(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.nd
     return np.searchsorted(source.rows, rows) if source is not None else rows
 
 
-def _log_training_rows(h: RunHandle, frame: pd.DataFrame, test: np.ndarray) -> None:
-    """The digests of the rows this run trains on (validation rows included), over every column:
-    a later run compares with this one's model only on test rows that are none of them."""
+def _log_training_rows(h: RunHandle, frame: pd.DataFrame, train: np.ndarray | None = None) -> None:
+    """The digests of the rows this run trains on (those of ``frame``, or those ``train`` marks;
+    validation rows included), over every column: a later run compares with this one's model only
+    on test rows that are none of them."""
     from modelmill.data.rowdigests import row_digests, write_digests
 
-    train = np.ones(len(frame), dtype=bool)
-    train[test] = False
     columns = [str(c) for c in frame.columns]
+    digests = row_digests(frame, columns)
     with tempfile.TemporaryDirectory(prefix="modelmill-rows-") as tmp:
-        write_digests(Path(tmp) / TRAINING_ROWS, row_digests(frame, columns)[train], columns)
+        write_digests(Path(tmp) / TRAINING_ROWS, digests if train is None else digests[train], columns)
         h.tracker().log_dir(h.run_id, Path(tmp), "rows")
 
 

@@ -192,6 +192,14 @@ class ProblemKind(ABC):
         )
         return self.metrics(spec, model, Prepared(data.train, part, data.info, data.labels))
 
+    def trained_and_tested(self, data: Prepared) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """For a kind whose test set is not rows of the snapshot: what the model trains on and
+        what it is tested on, as frames of the same columns (promotion then compares two models
+        only on the test rows the champion did not train on, through :meth:`slice_metrics`).
+        None for kinds that test on snapshot rows, and for kinds whose test refits each model on
+        the past alone (a walk-forward backtest), where no model is ever graded on its training rows."""
+        return None
+
     #: the kind's model scores one row at a time, from the feature columns
     ROW_MODEL: ClassVar[bool] = False
 

@@ -610,6 +610,25 @@ class Recommendation(ProblemKind):
         baseline = self.build(spec.baseline, spec).fit(data.train)
         return Trained(model, baseline, best_name, table, {}, chosen)
 
+    def trained_and_tested(self, data: Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The (customer, item) pairs the model trains on, and the held-out ones it is tested on."""
+        pairs = data.train[["user", "item"]].astype(str).drop_duplicates(ignore_index=True)
+        return pairs, data.test_keys[["user", "item"]].astype(str)
+
+    def slice_metrics(self, spec: PipelineSpec, model, data: Prepared, mask: np.ndarray) -> dict[str, float]:
+        """The ranking metrics on the held-out pairs in ``mask`` (positions in ``data.test_keys``):
+        each customer's relevant items cut to them, customers left with none dropped."""
+        kept = data.test_keys[["user", "item"]].astype(str)[np.asarray(mask, dtype=bool)]
+        allowed = kept.groupby("user")["item"].agg(set).to_dict()
+        t = data.test
+        users, rel = [], []
+        for u, items in zip(t.users, t.rel, strict=True):
+            if items := items & allowed.get(str(u), set()):
+                users.append(u)
+                rel.append(items)
+        part = RecTest(users, rel, t.catalogue, t.before, t.history)
+        return self.metrics(spec, model, Prepared(data.train, part, data.info, data.labels))
+
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         o = self.options(spec)
         t = data.test
