@@ -199,8 +199,11 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(
         "my_cells"
     ] == "ok"
     (pipelines / "broken_cells.yaml").unlink()
-    code, out, _ = run_cli(capsys, "status")
+    (root / "expectations" / "new_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
+    (pipelines / "new_cells.yaml").write_text(yaml.safe_dump({**spec, "name": "new_cells", "suite": "new_cells.json"}))
+    code, out, _ = run_cli(capsys, "status")  # a pipeline that never ran yet is not unhealthy
     assert code == 0 and "my_cells" in out and "late_cells" in out
+    assert [ln for ln in out.splitlines() if ln.startswith("new_cells")][0].split()[1:3] == ["never", "run"]
 
 
 @pytest.mark.flow

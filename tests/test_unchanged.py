@@ -40,6 +40,17 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, c
     row = next(ln for ln in out.splitlines() if ln.startswith("my_cells "))
     assert "skipped" in row and "unchanged: roc_auc" in row
     assert "test/roc_auc" not in skipped.data.metrics  # nothing was evaluated again
+    # `modelmill trigger` sums up the same finished run the same way, from MLflow alone
+    from modelmill.cli.service import run_summary
+    from modelmill.config.spec import load_spec
+    from modelmill.ops.report import summary_table
+    from modelmill.registry.tracking import Tracker
+
+    settings = Settings()
+    summary = run_summary(Tracker.of(settings), load_spec("my_cells", settings), skipped, "COMPLETED")
+    (triggered,) = summary_table([summary]).splitlines()[2:]
+    assert triggered.split()[:4] == ["my_cells", "skipped", "1", "skipped"] and "unchanged: roc_auc" in triggered
+    assert triggered.split("unchanged: ")[1] == row.split("unchanged: ")[1]
 
     code, out = _run(capsys, "--force")
     assert code == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2], out

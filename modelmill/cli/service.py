@@ -66,8 +66,7 @@ def _param(text: str) -> tuple[str, object]:
 def cmd_trigger(args, settings: Settings) -> int:
     from modelmill.config.spec import load_spec
     from modelmill.ops.report import summary_table
-    from modelmill.registry.runview import from_primary_metrics
-    from modelmill.registry.tracking import CHAMPION, Tracker
+    from modelmill.registry.tracking import Tracker
 
     spec = load_spec(args.pipeline, settings)
     if not os.environ.get("PREFECT_API_URL"):
@@ -94,18 +93,30 @@ def cmd_trigger(args, settings: Settings) -> int:
     if run is None:
         print(f"{spec.name}: flow run ended {state}; no MLflow run was recorded")
         return EXIT_FAILED
-    tags = run.data.tags
-    status = tags.get("modelmill.status") or ("trained" if state == "COMPLETED" else "failed")
-    champion = tracker.alias(spec, CHAMPION)
-    summary = {
-        "pipeline": spec.name, "status": status, "metric": spec.metric.name, "direction": spec.metric.direction,
-        **from_primary_metrics(spec.metric.name, run.data.metrics),
-        "version": tags.get("modelmill.model_version"), "promoted": tags.get("modelmill.decision") == "promoted",
-        "error": tags.get("modelmill.error"), "champion_version": champion.version if champion else None,
-    }  # fmt: skip
+    summary = run_summary(tracker, spec, run, state)
     print(summary_table([summary]))
     print(f"\n{tracker.run_url(run.info.run_id)}")
     return exit_code([summary])
+
+
+def run_summary(tracker, spec, run, state: str) -> dict:
+    """The summary row of a finished MLflow run, as `modelmill run` prints it: a skipped run
+    shows the version and test figures of the run it matched (it logs none of its own)."""
+    from modelmill.registry.runview import from_primary_metrics
+    from modelmill.registry.tracking import CHAMPION
+
+    tags = run.data.tags
+    status = tags.get("modelmill.status") or ("trained" if state == "COMPLETED" else "failed")
+    figures_of, version = run, tags.get("modelmill.model_version")
+    if status == "skipped" and tags.get("modelmill.matched_run"):
+        figures_of, version = tracker.run(tags["modelmill.matched_run"]), tags.get("modelmill.matched_version")
+    champion = tracker.alias(spec, CHAMPION)
+    return {
+        "pipeline": spec.name, "status": status, "metric": spec.metric.name, "direction": spec.metric.direction,
+        **from_primary_metrics(spec.metric.name, figures_of.data.metrics),
+        "version": version, "promoted": tags.get("modelmill.decision") == "promoted",
+        "error": tags.get("modelmill.error"), "champion_version": champion.version if champion else None,
+    }  # fmt: skip
 
 
 def cmd_prefect_yaml(args, settings: Settings) -> int:
