@@ -49,7 +49,8 @@ ALLOWED: frozenset[str] = frozenset(
         "modelmill.learn.kinds.sentences.SentenceEncoder",
         "modelmill.learn.kinds.sentences.SentenceTfidfClassifier",
         "modelmill.learn.kinds.sentences.FineTunedSentenceClassifier",
-        # scikit-learn internals its default list leaves out
+        # scikit-learn internals its default list leaves out (trees' Cython state, the splitters and
+        # scorers a tuned threshold or calibration keeps, metadata routing)
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
@@ -59,6 +60,10 @@ ALLOWED: frozenset[str] = frozenset(
         "sklearn.metrics._scorer._Scorer",
         "sklearn.metrics._classification.balanced_accuracy_score",
         "sklearn.model_selection._split.StratifiedKFold",
+        "sklearn.model_selection._split.PredefinedSplit",
+        "sklearn.model_selection._split.KFold",
+        "sklearn.tree._tree.Tree",
+        "sklearn.utils._bunch.Bunch",
         "sklearn.utils._metadata_requests.MetadataRequest",
         "sklearn.utils._metadata_requests.MethodMetadataRequest",
         # the cost a tuned threshold minimised
