@@ -82,7 +82,7 @@ def build_deployments(specs: list[PipelineSpec]):
     return scoring + [
         pipeline_flow.to_deployment(
             name=spec.name,
-            schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone)],
+            schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone, active=spec.schedule.active)],
             parameters=deployment_parameters(spec),
             description=spec.description.strip(),
             tags=["modelmill", spec.domain],
@@ -160,7 +160,9 @@ def prefect_yaml(specs: list[PipelineSpec], pool: str = "process") -> dict:
             "description": spec.description.strip(),
             "tags": ["modelmill", spec.domain],
             "parameters": deployment_parameters(spec),
-            "schedules": [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}],
+            "schedules": [
+                {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
+            ],
             "work_pool": pools[pool],
         }
         for spec in specs

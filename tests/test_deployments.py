@@ -21,7 +21,9 @@ def test_prefect_yaml_is_in_sync_with_the_specs(capsys):
     by_name = {d["name"]: d for d in doc["deployments"]}
     for spec in load_all(SETTINGS):
         d = by_name.pop(spec.name)
-        assert d["schedules"] == [{"cron": spec.schedule.cron, "timezone": spec.schedule.timezone}]
+        assert d["schedules"] == [
+            {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
+        ]
         assert d["parameters"]["pipeline"] == spec.name
         assert d["entrypoint"] == "flows/pipeline.py:pipeline_flow" and (REPO / "flows" / "pipeline.py").is_file()
     assert by_name == {}
@@ -35,6 +37,7 @@ def test_served_deployments_carry_each_spec_cron():
     assert [d.name for d in deps] == [s.name for s in specs]
     for d, s in zip(deps, specs, strict=True):
         assert [sch.schedule.cron for sch in d.schedules] == [s.schedule.cron]
+        assert [sch.active for sch in d.schedules] == [s.schedule.active]
         assert d.parameters == {"pipeline": s.name, "trigger": "schedule"}
         assert d.entrypoint == "modelmill_flows.pipeline.pipeline_flow"
 

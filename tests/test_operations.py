@@ -205,6 +205,20 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(
     assert code == 0 and "my_cells" in out and "late_cells" in out
     assert [ln for ln in out.splitlines() if ln.startswith("new_cells")][0].split()[1:3] == ["never", "run"]
 
+    # a schedule deployed switched off: no next run, and a month without runs is not stale
+    (pipelines / "new_cells.yaml").write_text(
+        yaml.safe_dump(
+            {**spec, "name": "new_cells", "suite": "new_cells.json", "schedule": {**spec["schedule"], "active": False}}
+        )
+    )
+    assert run_cli(capsys, "run", "new_cells")[0] == 0
+    from modelmill.config.spec import load_spec
+
+    off = pipeline_status(tracker, load_spec("new_cells", Settings()), datetime.now(UTC) + timedelta(days=30))
+    assert off.state == "ok" and off.next_run is None and off.next_run_source == "schedule off"
+    assert off.stale_after_hours is None
+    assert pipeline_status(tracker, specs["my_cells"], datetime.now(UTC) + timedelta(days=30)).state == "stale"
+
 
 @pytest.mark.flow
 def test_shadow_scoring_logs_agreement_and_keeps_the_champions_output(example_project, capsys):

@@ -155,6 +155,10 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         assert len(deployments) == len(specs)
         crons = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
         assert crons == {n: [spec.schedule.cron] for n, spec in specs.items()}
+        switched_on = {d["name"]: [s["active"] for s in d["schedules"]] for d in deployments}
+        assert switched_on == {n: [spec.schedule.active] for n, spec in specs.items()}
+        heavy = {"breast_ultrasound", "support_intent", "review_sentiment"}  # deployed switched off
+        assert {n for n, on in switched_on.items() if on == [False]} == heavy
 
         scheduled = _wait(
             lambda: _post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}, pauth),
@@ -167,6 +171,8 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
             d["id"] for d in everything
         }  # the stale check is scheduled too
         assert all(r["auto_scheduled"] for r in scheduled)
+        by_id = {d["id"]: d["name"] for d in everything}
+        assert not {by_id[r["deployment_id"]] for r in scheduled} & heavy, "a switched-off schedule created a run"
 
         trig_env = _env(
             home,
@@ -188,7 +194,11 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
             [MODELMILL, "status", "--json"], env=trig_env, capture_output=True, text=True, timeout=300
         )
         rows = {r["pipeline"]: r for r in json.loads(status.stdout)}
-        assert status.returncode == 1  # pipelines that never ran here are not healthy
+        assert status.returncode == 0, status.stdout  # one healthy pipeline, the others never ran yet
+        assert {r["state"] for n, r in rows.items() if n != "breast_cytology"} == {"never run"}
+        assert (
+            rows["support_intent"]["next_run"] is None and rows["support_intent"]["next_run_source"] == "schedule off"
+        )
         assert rows["breast_cytology"]["state"] == "ok" and rows["breast_cytology"]["champion"] == "1"
         assert rows["breast_cytology"]["next_run_source"] == "prefect"  # the server's own scheduled runs
 

@@ -443,6 +443,10 @@ class Schedule(Strict):
 
     cron: str = Field(description="five-field cron expression", examples=["0 6 * * 1"])
     timezone: str = Field("UTC", description="IANA time zone the cron expression is in", examples=["Europe/Berlin"])
+    active: bool = Field(
+        True,
+        description="the schedule is deployed switched on; false deploys it switched off (the pipeline runs when triggered, and the schedule can be switched on in the Prefect UI), and `status` never calls the pipeline stale for a missed run",
+    )
 
     @field_validator("cron")
     @classmethod

@@ -31,7 +31,7 @@ class PipelineStatus:
     next_run: str | None
     next_run_source: str | None
     failures_7d: int
-    stale_after_hours: float
+    stale_after_hours: float | None  # None: never stale (a schedule deployed switched off)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +45,14 @@ def fire_times(cron: str, timezone: str, after: datetime, n: int = 2) -> list[da
     return [next(it).astimezone(UTC) for _ in range(n)]
 
 
-def stale_after(spec: PipelineSpec, now: datetime) -> timedelta:
-    """How long without a successful run makes the pipeline stale."""
+def stale_after(spec: PipelineSpec, now: datetime) -> timedelta | None:
+    """How long without a successful run makes the pipeline stale (None: never, for a schedule
+    deployed switched off without a ``monitoring.max_age``)."""
     seconds = spec.monitoring.max_age_seconds()
     if seconds is not None:
         return timedelta(seconds=seconds)
+    if not spec.schedule.active:
+        return None
     first, second = fire_times(spec.schedule.cron, spec.schedule.timezone, now)
     return 2 * (second - first)
 
@@ -95,22 +98,23 @@ def pipeline_status(
         age = round((pd.Timestamp(now) - start).total_seconds() / 86400, 2)
     result = _result(last) if last is not None else None
     success_at = last_ok["start_time"] if last_ok is not None else None
-    stale = success_at is None or pd.Timestamp(now) - success_at > limit
+    stale = limit is not None and (success_at is None or pd.Timestamp(now) - success_at > limit)
     state = "failing" if result in BAD else ("never run" if last is None else ("stale" if stale else "ok"))
     if state == "failing" and stale:
         state = "failing, stale"
     served = (next_runs or {}).get(spec.name)
-    upcoming, source = (
-        (served, "prefect")
-        if served is not None
-        else (fire_times(spec.schedule.cron, spec.schedule.timezone, now, 1)[0], "cron")
-    )
+    if served is not None:
+        upcoming, source = served, "prefect"
+    elif spec.schedule.active:
+        upcoming, source = fire_times(spec.schedule.cron, spec.schedule.timezone, now, 1)[0], "cron"
+    else:
+        upcoming, source = None, "schedule off"
     cause = last.get("tags.modelmill.error") if last is not None and result in BAD else None
     return PipelineStatus(
         pipeline=spec.name, state=state, last_run=_iso(last["start_time"]) if last is not None else None, last_result=result,
         last_cause=cause if isinstance(cause, str) else None, last_success=_iso(success_at), champion=champion.version if champion else None,
-        champion_age_days=age, drift_psi_max=drift, next_run=upcoming.astimezone(UTC).isoformat(timespec="seconds"), next_run_source=source,
-        failures_7d=failures, stale_after_hours=round(limit.total_seconds() / 3600, 1),
+        champion_age_days=age, drift_psi_max=drift, next_run=upcoming.astimezone(UTC).isoformat(timespec="seconds") if upcoming else None,
+        next_run_source=source, failures_7d=failures, stale_after_hours=round(limit.total_seconds() / 3600, 1) if limit else None,
     )  # fmt: skip
 
 
@@ -125,7 +129,7 @@ def table(rows: list[PipelineStatus]) -> str:
     body = [
         (r.pipeline, r.state, (r.last_run or "never")[:16], r.last_result or "", f"v{r.champion}" if r.champion else "none",
          "" if r.champion_age_days is None else f"{r.champion_age_days:.1f}", "" if r.drift_psi_max is None else f"{r.drift_psi_max:.3f}",
-         f"{r.next_run[:16]} ({r.next_run_source})" if r.next_run else "", str(r.failures_7d), (r.last_cause or "")[:80])
+         f"{r.next_run[:16]} ({r.next_run_source})" if r.next_run else (r.next_run_source or ""), str(r.failures_7d), (r.last_cause or "")[:80])
         for r in rows
     ]  # fmt: skip
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
