@@ -182,6 +182,45 @@ def test_only_the_winning_candidate_is_fitted_on_all_training_rows(intents):
     assert not hasattr(unfitted.named_steps["model"], "coef_") and unfitted.named_steps["model"].C == chosen["C"]
 
 
+def test_a_long_search_says_how_far_it_is_and_how_long_is_left(intents, caplog, monkeypatch):
+    """A candidate's grid search prints its fits done, the time spent and an estimate of the time
+    left (here after every fit; by default at most every 20 s, so a quick search says nothing),
+    and never after its last fit, where the candidate's result line follows."""
+    import logging
+    import re
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    from modelmill.learn.kinds import selection
+
+    spec = PipelineSpec.model_validate(
+        _text_spec(method="stratified", folds=3).model_dump()
+        | {"candidates": [{"name": "svc", "estimator": "linear_svc", "grid": {"C": [0.1, 1.0]}}]}
+    )
+
+    def build(c):
+        return Pipeline([("tfidf", TfidfVectorizer()), ("model", LinearSVC(random_state=0))])
+
+    X, y = intents["text"], intents["category"].to_numpy()
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    monkeypatch.setattr(selection, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="modelmill.train"):
+        selection.grid_select(spec, build, X, y, cv=cv, scoring="accuracy", fit=False)
+    lines = [r.getMessage() for r in caplog.records if "so far" in r.getMessage()]
+    assert [re.search(r"fit (\d) of 6", ln).group(1) for ln in lines] == ["1", "2", "3", "4", "5"]
+    assert lines[0].startswith("intents: candidate svc (2 grid points x 3 folds): fit 1 of 6, ")
+    left = [float(re.search(r"about (\d+) s left", ln).group(1)) for ln in lines]
+    assert all(x >= 0 for x in left)
+    monkeypatch.setattr(selection, "PROGRESS_EVERY", 3600.0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modelmill.train"):
+        selection.grid_select(spec, build, X, y, cv=cv, scoring="accuracy", fit=False)
+    assert not [r for r in caplog.records if "so far" in r.getMessage()]
+
+
 def test_a_reporting_option_never_moves_the_split(intents):
     """Slices are reported on the test rows; they never choose them: the same rows are tested with
     and without ``options.slices``."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import GridSearchCV, ParameterGrid, PredefinedSplit, StratifiedKFold, check_cv
 
 from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
@@ -26,6 +28,33 @@ SPLIT_NAMES = {
 
 log = logging.getLogger("modelmill.train")
 
+#: seconds between two progress lines of one candidate's search (a quick search prints none)
+PROGRESS_EVERY = 20.0
+
+
+class _Progress:
+    """A scorer that says how a candidate's search is going: each fold fitted and scored counts
+    one fit of ``total``; at most every :data:`PROGRESS_EVERY` seconds a line gives the fits done,
+    the time spent and an estimate of the time left (from the mean time per fit so far)."""
+
+    def __init__(self, scorer, total: int, label: str):
+        self.scorer, self.total, self.label = scorer, total, label
+        self.done = 0
+        self.started = self.said = time.perf_counter()
+
+    def __call__(self, estimator, X, y, **kwargs):
+        score = self.scorer(estimator, X, y, **kwargs)
+        self.done += 1
+        now = time.perf_counter()
+        if self.done < self.total and now - self.said >= PROGRESS_EVERY:
+            spent = now - self.started
+            left = spent / self.done * (self.total - self.done)
+            log.info(
+                "%s: fit %d of %d, %.0f s so far, about %.0f s left", self.label, self.done, self.total, spent, left
+            )
+            self.said = now
+        return score
+
 
 def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step: str = "model", fit: bool = True):
     """Grid-search every candidate on the training split; return the best, fitted on all of it.
@@ -42,8 +71,13 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
     rows, best, best_score, best_name, chosen = [], None, float("-inf"), None, {}
     for c in spec.candidates:
         grid = {f"{step}__{k}": v for k, v in c.grid.items()} or {}
+        estimator = build(c)
+        points = len(ParameterGrid(grid or [{}]))
+        fits = points * check_cv(cv, y, classifier=True).get_n_splits(X, y)
+        label = f"{spec.name}: candidate {c.name} ({points} grid point{'s' * (points > 1)} x {fits // points} folds)"
+        progress = _Progress(check_scoring(estimator, scoring=scoring), fits, label)
         search = GridSearchCV(
-            build(c), grid or [{}], scoring=scoring, cv=cv, refit=False, n_jobs=1, error_score="raise"
+            estimator, grid or [{}], scoring=progress, cv=cv, refit=False, n_jobs=1, error_score="raise"
         )
         search.fit(X, y)
         params = {k.removeprefix(f"{step}__"): v for k, v in search.best_params_.items()}
