@@ -39,9 +39,19 @@ def _objects(store, folder: str) -> dict[str, bytes]:
 def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and_a_tampered_one_is_refused(
     seaweedfs, tmp_path, monkeypatch, capsys, prefect_api
 ):
+    from modelmill.data import objectstore
+
     settings = _use(monkeypatch, tmp_path, seaweedfs)
+    built, original = [], objectstore.ObjectStore.__init__
+
+    def counted(self, *args):
+        built.append(args[0])
+        original(self, *args)
+
+    monkeypatch.setattr(objectstore.ObjectStore, "__init__", counted)
     code, out, err = run_cli(capsys, "run", "breast_cytology")
     assert code == 0, out + err
+    assert built == [settings.store_uri]  # one handle (one S3 client) for every stage of the command
     run = last_run(settings, "breast_cytology")
     digest, recorded = run.data.tags["modelmill.data_digest"], run.data.tags["modelmill.snapshot"]
     assert recorded == f"s3://modelmill/team/snapshots/wisconsin-breast-cancer/{digest}.parquet"

@@ -29,6 +29,8 @@ from modelmill.runtime.redact import redact
 log = logging.getLogger("modelmill.store")
 
 SCHEME = "s3://"
+#: this process's store handles, by store, project folder and credentials (:meth:`ObjectStore.of`)
+_STORES: dict[tuple, ObjectStore] = {}
 
 
 class StoreUnavailable(ModelmillError):
@@ -47,10 +49,19 @@ class ObjectStore:
     @classmethod
     def of(cls, settings: Settings) -> ObjectStore | None:
         """The project's store, or None when MODELMILL_STORE_URI is not set (a store needs the
-        project's signing key: :mod:`modelmill.config.trust`)."""
+        project's signing key: :mod:`modelmill.config.trust`). Built once per process and store
+        (its S3 client and connections then serve every stage of a command), under the calling
+        command's key."""
         if not settings.store_uri:
             return None
-        return cls(settings.store_uri, settings.store_endpoint, settings.home_dir / "store-cache", signer(settings))
+        key = (settings.store_uri, settings.store_endpoint, str(settings.home_dir), os.environ.get("AWS_ACCESS_KEY_ID"))
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = cls(
+                settings.store_uri, settings.store_endpoint, settings.home_dir / "store-cache", None
+            )
+        store.signer = signer(settings)  # the key is checked (and required) on every call
+        return store
 
     def publish_entry(self, entry: dict, key: str) -> str:
         """A small JSON record (a parse-map entry, a download's index, a shard's name) as ``key``,
