@@ -188,7 +188,10 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
 def test_init_refuses_a_file_outside_the_folders_a_spec_may_read(tmp_path, monkeypatch, capsys):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    pd.DataFrame({"x": range(30), "y": [0, 1] * 15}).to_csv(outside / "t.csv", index=False)
+    from sklearn.datasets import load_breast_cancer
+
+    cells = load_breast_cancer(as_frame=True).frame  # Wisconsin: a real measurement and the diagnosis
+    cells[["mean radius", "target"]].set_axis(["x", "y"], axis=1).to_csv(outside / "t.csv", index=False)
     (tmp_path / "pipelines").mkdir()
     modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
     code, _, err = run_cli(capsys, "init", "t", "--from", str(outside / "t.csv"), "--target", "y")
@@ -196,3 +199,13 @@ def test_init_refuses_a_file_outside_the_folders_a_spec_may_read(tmp_path, monke
     assert not (tmp_path / "pipelines" / "t.yaml").exists()
     code, _, err = run_cli(capsys, "init", "Bad-Name", "--from", str(outside / "t.csv"))
     assert code != 0 and "is not a pipeline name" in err
+
+    # under a data root it may: the spec names the file relative to its own folder, not by this
+    # machine's absolute path, and the gate reads it from there
+    monkeypatch.setenv("MODELMILL_DATA_ROOTS", str(outside))
+    code, out, err = run_cli(capsys, "init", "t", "--from", str(outside / "t.csv"), "--target", "y")
+    assert code == 0, err
+    spec, _ = _written(tmp_path, "t")
+    assert spec["source"]["path"] == "../elsewhere/t.csv"
+    code, out, err = run_cli(capsys, "check", "t")
+    assert code == 0 and "the gate passes" in out, err + out

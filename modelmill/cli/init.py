@@ -41,11 +41,11 @@ def cmd_init(args, settings: Settings) -> int:
         where = "the SQL query"
     else:
         # relative to the working directory; a spec may read it only from its own folder,
-        # MODELMILL_HOME or MODELMILL_DATA_ROOTS
+        # MODELMILL_HOME or MODELMILL_DATA_ROOTS, and names it relative to its own folder
         path = locate_user_file(str(Path(args.source).expanduser().resolve()), settings, base=specs)
         fmt = table_format(path, None)
         df = read_table(LocalFile(path.name, path, path.as_uri(), ""), fmt, read_options)
-        location = os.path.relpath(path, specs) if path.is_relative_to(specs) else str(path)
+        location = os.path.relpath(path, specs.resolve())  # relative to the spec, never a machine's absolute path
         source = {"path": location, "format": fmt} | ({"read_options": {"sep": sep}} if sep else {})
         where = str(path)
     proposal = propose(args.name, df, source, target=args.target, problem=args.problem)
