@@ -447,25 +447,22 @@ class Tracker:
             f"pandas=={pd.__version__}",
             f"scipy=={scipy.__version__}",
         ]
+        from importlib.metadata import version
+
         from modelmill.errors import ModelIntegrityError
         from modelmill.learn.kinds.neural import network
         from modelmill.registry import model_files
 
         trusted, outside = model_files.skops_types(model)
-        fmt = model_files.SKOPS
         if network(model) is not None:  # a PyTorch network inside: loading it needs torch and skorch
-            from importlib.metadata import version
-
             reqs += [f"torch=={version('torch').split('+')[0]}", f"skorch=={version('skorch')}"]
-            fmt = model_files.SKOPS if not outside else model_files.PICKLE
         elif outside:
             raise ModelIntegrityError(
                 f"pipeline {spec.name}: the model holds types outside modelmill's allow-list "
                 f"({', '.join(outside[:5])}), so it cannot be stored without a pickle: not registered"
             )
+        fmt = model_files.PICKLE if outside else model_files.SKOPS  # a pickle only for a network skops cannot store
         if fmt == model_files.SKOPS:
-            from importlib.metadata import version
-
             reqs += [f"skops=={version('skops')}"]
         with self._resumed(run_id), warnings.catch_warnings(), redirect_stderr(_LineLogger(log)):
             warnings.simplefilter("ignore")
