@@ -85,6 +85,30 @@ def test_snapshots_live_in_the_store_a_worker_with_an_empty_folder_uses_them_and
     code, out, err = run_cli(capsys, "reproduce", "breast_cytology", "1")
     assert code == 0 and ": identical" in out, out + err
 
+    # a scoring batch's predictions are kept in the store too, for the outcomes another worker joins
+    from sklearn.datasets import load_breast_cancer
+
+    from modelmill.data import scored_rows
+
+    rows = load_breast_cancer(as_frame=True).frame.drop(columns=["target"]).head(12)
+    rows.rename(columns=lambda c: c.replace(" ", "_")).to_csv(tmp_path / "batch.csv", index=False)
+    code, out, err = run_cli(
+        capsys,
+        "score",
+        "breast_cytology",
+        "--input",
+        str(tmp_path / "batch.csv"),
+        "--output",
+        str(tmp_path / "s.parquet"),
+    )
+    assert code == 0, out + err
+    (kept,) = scored_rows.batches(settings, "breast_cytology")
+    stored = _objects(seaweedfs, "team/scored/breast_cytology")
+    assert (
+        list(stored) == [f"team/scored/breast_cytology/{kept.name}"]
+        and stored[f"team/scored/breast_cytology/{kept.name}"] == kept.read_bytes()
+    )
+
     # a tampered object is refused by its checksum
     key = recorded.removeprefix("s3://")
     s3 = seaweedfs.fs()

@@ -236,6 +236,13 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert code == 0, out + err
     assert "scored 26 of 27 rows" in out
     scored = pd.read_parquet(tmp_path / "recs.parquet")
+    from modelmill.data import scored_rows
+
+    (kept,) = scored_rows.batches(settings, "shop")  # what was recommended to whom, kept for the outcomes
+    remembered = pd.read_parquet(kept)
+    assert list(remembered.columns) == ["row_key", "rank", "item", "score"]
+    assert remembered["row_key"].tolist() == scored["customer"].astype(str).tolist()
+    assert remembered["item"].tolist() == scored["item"].tolist()
     assert scored.groupby("customer", sort=False)["rank"].apply(list).to_dict() == {
         u: list(range(1, 11)) for u in users[:-1]
     }

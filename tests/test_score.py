@@ -96,6 +96,47 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     np.testing.assert_allclose(pd.read_parquet(tmp_path / "p.parquet")["probability"], scores["probability"])
 
 
+def test_every_batch_remembers_what_it_predicted_for_each_row(example_project, capsys, tmp_path, monkeypatch):
+    """A batch's predictions are kept under the project's folder, one row per scored row, keyed
+    by a digest of the row as the model takes it (the same for the same row in a CSV and in a
+    Parquet copy), named on the scoring run; batches past the retention are removed."""
+    from modelmill.data import scored_rows
+
+    root, spec, data = _trained(example_project, capsys)
+    batch = _batch(data)
+    src = root / "pipelines" / "data" / "batch.csv"
+    batch.to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "a.parquet"))
+    assert code == 0, out + err
+    settings = Settings()
+    (kept,) = scored_rows.batches(settings, "my_cells")
+    rows, scores = pd.read_parquet(kept), pd.read_parquet(tmp_path / "a.parquet")
+    assert list(rows.columns) == ["row_key", "prediction", "probability"] and len(rows) == 37  # not the rejected 3
+    assert rows["row_key"].str.fullmatch(r"[0-9a-f]{16}").all() and rows["row_key"].is_unique
+    np.testing.assert_array_equal(rows["prediction"], scores["prediction"])
+    np.testing.assert_allclose(rows["probability"], scores["probability"])
+    meta = pq.read_schema(kept).metadata
+    assert (
+        meta[b"modelmill.model_version"] == b"1" and meta[b"modelmill.keyed_by"] == b"digest of the row's input values"
+    )
+    client = mlflow_client(settings)
+    (run,) = client.search_runs([client.get_experiment_by_name("modelmill/my_cells/scoring").experiment_id])
+    assert run.data.tags["modelmill.scored_batch"] == kept.stem == meta[b"modelmill.batch"].decode()
+
+    # the same good rows again, as Parquet: the same keys; the first batch is past a retention of 0 days
+    good = batch.drop(index=[5, 9, 17])
+    good.astype(float).to_parquet(root / "pipelines" / "data" / "again.parquet")
+    monkeypatch.setenv("MODELMILL_SCORED_RETENTION_DAYS", "0")
+    again = root / "pipelines" / "data" / "again.parquet"
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(again), "--output", str(tmp_path / "b.parquet")
+    )
+    assert code == 0, out + err
+    (second,) = scored_rows.batches(settings, "my_cells")
+    assert second != kept and "1 scored batches older than 0 days removed" in err
+    assert pd.read_parquet(second)["row_key"].tolist() == rows["row_key"].tolist()
+
+
 def test_scoring_is_refused_without_a_champion_or_with_a_missing_column(example_project, capsys, tmp_path):
     root, spec, data = example_project
     write_example_spec(root, spec, data)

@@ -101,7 +101,7 @@ def housekeeping(settings: Settings, specs, *, prefect: bool = False) -> None:
 
     tracker = Tracker.of(settings)
     tracker.check_reachable()
-    clean_stale_temp(settings.snapshot_dir, settings.cache_dir)
+    clean_stale_temp(settings.snapshot_dir, settings.cache_dir, settings.home_dir / "scored")
     reconcile(tracker, specs)
     if prefect and (pending := unreconciled_flow_runs(tracker, specs)):
         from modelmill_flows.pipeline import mark_crashed

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = Field(
         default=None, description="a file holding the signing key instead (mode 0600: readable by its owner only)"
     )
+    scored_retention_days: int = Field(
+        default=400,
+        ge=0,
+        le=36_500,
+        description="days a scoring batch's record of what was predicted for each row is kept (MODELMILL_HOME/scored/), so that outcomes arriving later can be joined to it",
+    )
     load_pickles: bool = Field(
         default=False,
         description="load a registered model stored as a pickle for a pipeline none of whose candidates holds a network (a model registered by an older release); off by default: loading a pickle can run code",

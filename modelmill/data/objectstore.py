@@ -136,6 +136,16 @@ class ObjectStore:
             i.path[len(self.root) + 1 :] for i in found if i.type == fs.FileType.File and ".upload-" not in i.base_name
         )
 
+    def delete(self, key: str) -> None:
+        """Remove a published object (one already gone is not an error)."""
+        from pyarrow import fs
+
+        try:
+            if self.fs.get_file_info(f"{self.root}/{key}").type == fs.FileType.File:
+                self.fs.delete_file(f"{self.root}/{key}")
+        except OSError as e:
+            raise self._unavailable(f"delete {key}", e) from e
+
     def read(self, key: str) -> bytes:
         """A small object's bytes (a parse-map entry, a lineage record)."""
         try:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
+from modelmill.data import scored_rows
 from modelmill.data.objectstore import local_snapshot
 from modelmill.errors import SpecError
 from modelmill.ops import alerts
@@ -299,7 +300,7 @@ def score(
     )
     try:
         if spec.problem == "recommendation":
-            result = _score_recommendations(spec, tracker, champion, source, out_path, run_id, read_table)
+            result = _score_recommendations(spec, settings, tracker, champion, source, out_path, run_id, read_table)
         else:
             result = _score(spec, settings, tracker, champion, source, out_path, run_id, read_table, shadowing, reasons)
     except BaseException as e:
@@ -323,6 +324,20 @@ def _labels_of_old_model(spec, kind, champion, ref: pd.DataFrame | None) -> tupl
             "is not here: retrain it (`modelmill run --force`) rather than score with 0/1 for its labels"
         )
     return kind.label_names(spec, ref[spec.target])
+
+
+def _remember(spec, settings, tracker, run_id: str, rows: pd.DataFrame, meta: dict) -> None:
+    """Keep what this batch predicted for each row (:mod:`modelmill.data.scored_rows`), and name
+    the record on the scoring run."""
+    from datetime import UTC, datetime
+
+    at = datetime.now(UTC)
+    name = scored_rows.batch_name(at, run_id)
+    path = scored_rows.record(
+        settings, spec.name, name, rows, meta | {"batch": name, "scored_at": at.isoformat(timespec="seconds")}
+    )
+    tracker.set_tags(run_id, {"modelmill.scored_batch": name})
+    log.info("%s: batch %s: %d predictions kept in %s", spec.name, name, len(rows), path)
 
 
 def rejected_file(out_path: Path) -> Path:
@@ -416,6 +431,16 @@ def _score(
         else None
     )
     rejected_path = _write_batch(scored, raw[~ok].assign(rejected_because=reason[~ok]), out_path, meta)
+    keys, keyed = scored_rows.row_keys(good, spec.roles.get("id"), X)
+    predicted_columns = [c for c in ("prediction", "probability", "decision_score") if c in scored.columns]
+    _remember(
+        spec,
+        settings,
+        tracker,
+        run_id,
+        pd.concat([keys.rename(scored_rows.KEY), scored[predicted_columns].reset_index(drop=True)], axis=1),
+        meta | {"keyed_by": keyed, **({"shadow_version": shadowing.version} if shadowing is not None else {})},
+    )
     if rejected_path is not None:
         log.warning(
             "%s: %d of %d rows rejected, not scored (%s); they are in %s",
@@ -514,7 +539,9 @@ def _with_reasons(
     return pd.concat([scored, codes], axis=1)
 
 
-def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_id: str, read_table) -> ScoreResult:
+def _score_recommendations(
+    spec, settings, tracker, champion, source, out_path: Path, run_id: str, read_table
+) -> ScoreResult:
     """A batch of users -> each one's top ``options.k`` items with their scores (one row per user
     and rank), never an item the user already has in the training data; users the model does not
     know get the most popular items (``known_user`` false). Rows without a user are set aside."""
@@ -550,6 +577,16 @@ def _score_recommendations(spec, tracker, champion, source, out_path: Path, run_
         "input": source.uri,
     }
     rejected_path = _write_batch(out, raw[~ok].assign(rejected_because=f"{column} is present"), out_path, meta)
+    _remember(
+        spec,
+        settings,
+        tracker,
+        run_id,
+        out[[column, "rank", "item", "score"]]
+        .rename(columns={column: scored_rows.KEY})
+        .astype({scored_rows.KEY: "string"}),
+        meta | {"keyed_by": f"roles.user ({column})"},
+    )
     if rejected_path is not None:
         log.warning(
             "%s: %d of %d rows name no user, not scored; they are in %s",

@@ -1,0 +1,115 @@
+"""What the champion predicted for each row it scored, kept so that the truth arriving later can be
+joined to it.
+
+Every scoring batch (``modelmill score``, a scheduled one, one with a shadow version beside the
+champion) leaves one Parquet file, ``scored/<pipeline>/<batch>.parquet``, in the project's folder
+and, when an object store is configured, under the same key there. It holds one row per scored
+row (per recommended item for a recommender): ``row_key`` (the value of the spec's ``roles.id``
+column, or when there is none a 64-bit digest of the row's input values, the same for the same
+row in any later file), then what was predicted: the label and its probability or score, a
+forecast's value, or the user, rank and item of a recommendation. Its file metadata name the
+batch, its time (UTC), the pipeline, the model version, the input's sha256 and how rows are keyed.
+
+Batches are named by their time, so they sort; those older than the retention
+(``MODELMILL_SCORED_RETENTION_DAYS``, default 400) are removed when the next batch is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from modelmill.config.settings import Settings
+
+log = logging.getLogger("modelmill.scored")
+
+KEY = "row_key"
+FOLDER = "scored"
+TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
+def batch_name(at: datetime, run_id: str) -> str:
+    """A batch's name: its UTC time (so names sort by time) and its scoring run."""
+    return f"{at.astimezone(UTC).strftime(TIME_FORMAT)}-{run_id[:12]}"
+
+
+def batch_time(name: str) -> datetime | None:
+    try:
+        return datetime.strptime(name.split("-", 1)[0], TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def row_keys(frame: pd.DataFrame, id_column: str | None, typed: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Each row's key and how it was made: the ``id_column`` value of ``frame`` as text, or when
+    the spec names no id a digest (hex, 16 characters) of the row as the model takes it
+    (``typed``: values typed as at training, so a CSV and a Parquet copy of a row key alike)."""
+    if id_column and id_column in frame.columns:
+        return frame[id_column].astype("string").reset_index(drop=True), f"roles.id ({id_column})"
+    from modelmill.data.rowdigests import row_digests
+
+    digests = row_digests(typed, [str(c) for c in typed.columns])
+    return pd.Series([f"{d:016x}" for d in digests], dtype="string"), "digest of the row's input values"
+
+
+def folder(settings: Settings, pipeline: str) -> Path:
+    return settings.home_dir / FOLDER / pipeline
+
+
+def record(settings: Settings, pipeline: str, name: str, rows: pd.DataFrame, meta: dict[str, str]) -> Path:
+    """Keep one batch's scored rows (``rows`` starts with :data:`KEY`) under ``name``, locally and
+    in the object store when there is one; then remove batches past the retention."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from modelmill.data.objectstore import ObjectStore
+
+    path = folder(settings, pipeline) / f"{name}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}}
+    )
+    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.write.tmp")  # swept if this process dies mid-write
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    store = ObjectStore.of(settings)
+    if store is not None:
+        store.publish(path, f"{FOLDER}/{pipeline}/{path.name}")
+    prune(settings, pipeline, datetime.now(UTC), store, keep=name)
+    return path
+
+
+def batches(settings: Settings, pipeline: str) -> list[Path]:
+    """The pipeline's kept batches here, oldest first."""
+    return sorted(folder(settings, pipeline).glob("*.parquet"))
+
+
+def prune(settings: Settings, pipeline: str, now: datetime, store=None, keep: str = "") -> list[str]:
+    """Remove the batches older than the retention (here and in the store), all but ``keep`` (the
+    batch just written); returns their names."""
+    limit = now - timedelta(days=settings.scored_retention_days)
+    removed = []
+    for path in batches(settings, pipeline):
+        at = batch_time(path.stem)
+        if at is not None and at < limit and path.stem != keep:
+            path.unlink(missing_ok=True)
+            removed.append(path.stem)
+    if store is not None:
+        for key in store.keys(f"{FOLDER}/{pipeline}"):
+            at = batch_time(Path(key).stem)
+            if at is not None and at < limit and Path(key).stem != keep:
+                store.delete(key)
+                removed.append(Path(key).stem)
+    if removed:
+        log.info(
+            "%s: %d scored batches older than %d days removed",
+            pipeline,
+            len(set(removed)),
+            settings.scored_retention_days,
+        )
+    return sorted(set(removed))
