@@ -205,6 +205,11 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
     scored = pd.read_parquet(tmp_path / "scored.parquet")
     assert len(scored) == 40 and set(scored["prediction"]) <= {"malignant", "benign"}
     assert scored["file"].tolist() == [f"scan{i:02d}.png" for i in range(40)]
+    from modelmill.data import scored_rows
+
+    (kept,) = scored_rows.batches(Settings(), "scans")  # each scan's prediction, keyed by its pixels
+    remembered = pd.read_parquet(kept)
+    assert remembered["prediction"].tolist() == scored["prediction"].tolist() and remembered["row_key"].is_unique
     truth = np.where(scans["test_labels"][:40, 0] == 0, "malignant", "benign")
     accuracy, majority = (
         (scored["prediction"] == truth).mean(),

@@ -21,6 +21,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from modelmill.config.settings import Settings
@@ -52,6 +53,8 @@ def row_keys(frame: pd.DataFrame, id_column: str | None, typed: pd.DataFrame) ->
         return frame[id_column].astype("string").reset_index(drop=True), f"roles.id ({id_column})"
     from modelmill.data.rowdigests import row_digests
 
+    if not isinstance(typed, pd.DataFrame):  # an image model's input: one array per row
+        typed = pd.DataFrame({"input": [np.ascontiguousarray(r).tobytes() for r in np.asarray(typed)]})
     digests = row_digests(typed, [str(c) for c in typed.columns])
     return pd.Series([f"{d:016x}" for d in digests], dtype="string"), "digest of the row's input values"
 
