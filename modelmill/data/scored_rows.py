@@ -17,7 +17,6 @@ Batches are named by their time, so they sort; those older than the retention
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,8 +52,8 @@ def row_keys(frame: pd.DataFrame, id_column: str | None, typed: pd.DataFrame) ->
         return frame[id_column].astype("string").reset_index(drop=True), f"roles.id ({id_column})"
     from modelmill.data.rowdigests import row_digests
 
-    if not isinstance(typed, pd.DataFrame):  # an image model's input: one array per row
-        typed = pd.DataFrame({"input": [np.ascontiguousarray(r).tobytes() for r in np.asarray(typed)]})
+    if not isinstance(typed, pd.DataFrame):  # an image model's input: one array per row, hashed as a cell
+        typed = pd.DataFrame({"input": list(np.asarray(typed))})
     digests = row_digests(typed, [str(c) for c in typed.columns])
     return pd.Series([f"{d:016x}" for d in digests], dtype="string"), "digest of the row's input values"
 
@@ -63,23 +62,32 @@ def folder(settings: Settings, pipeline: str) -> Path:
     return settings.home_dir / FOLDER / pipeline
 
 
-def record(settings: Settings, pipeline: str, name: str, rows: pd.DataFrame, meta: dict[str, str]) -> Path:
-    """Keep one batch's scored rows (``rows`` starts with :data:`KEY`) under ``name``, locally and
-    in the object store when there is one; then remove batches past the retention."""
+def write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:
+    """``frame`` as Parquet with ``meta`` in its file metadata (``modelmill.<key>``), written beside
+    its final name and then renamed: a killed writer leaves no half file under that name, and its
+    temporary file is swept by the next command (:func:`modelmill.runtime.reconcile.clean_stale_temp`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from modelmill.data.objectstore import ObjectStore
+    from modelmill.runtime.reconcile import temp_prefix
 
-    path = folder(settings, pipeline) / f"{name}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}}
     )
-    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.write.tmp")  # swept if this process dies mid-write
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(temp_prefix(path.name) + "write.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+def record(settings: Settings, pipeline: str, name: str, rows: pd.DataFrame, meta: dict[str, str]) -> Path:
+    """Keep one batch's scored rows (``rows`` starts with :data:`KEY`) under ``name``, locally and
+    in the object store when there is one; then remove batches past the retention."""
+    from modelmill.data.objectstore import ObjectStore
+
+    path = folder(settings, pipeline) / f"{name}.parquet"
+    write_parquet(rows, path, meta)
     store = ObjectStore.of(settings)
     if store is not None:
         store.publish(path, f"{FOLDER}/{pipeline}/{path.name}")
@@ -96,23 +104,22 @@ def prune(settings: Settings, pipeline: str, now: datetime, store=None, keep: st
     """Remove the batches older than the retention (here and in the store), all but ``keep`` (the
     batch just written); returns their names."""
     limit = now - timedelta(days=settings.scored_retention_days)
-    removed = []
+
+    def expired(stem: str) -> bool:
+        at = batch_time(stem)
+        return at is not None and at < limit and stem != keep
+
+    removed = set()
     for path in batches(settings, pipeline):
-        at = batch_time(path.stem)
-        if at is not None and at < limit and path.stem != keep:
+        if expired(path.stem):
             path.unlink(missing_ok=True)
-            removed.append(path.stem)
-    if store is not None:
-        for key in store.keys(f"{FOLDER}/{pipeline}"):
-            at = batch_time(Path(key).stem)
-            if at is not None and at < limit and Path(key).stem != keep:
-                store.delete(key)
-                removed.append(Path(key).stem)
+            removed.add(path.stem)
+    for key in store.keys(f"{FOLDER}/{pipeline}") if store is not None else []:
+        if expired(Path(key).stem):
+            store.delete(key)
+            removed.add(Path(key).stem)
     if removed:
         log.info(
-            "%s: %d scored batches older than %d days removed",
-            pipeline,
-            len(set(removed)),
-            settings.scored_retention_days,
+            "%s: %d scored batches older than %d days removed", pipeline, len(removed), settings.scored_retention_days
         )
-    return sorted(set(removed))
+    return sorted(removed)

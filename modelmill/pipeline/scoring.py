@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,30 +113,15 @@ def imputed_nulls_tolerated(spec: PipelineSpec, rules: list[dict], rows: int) ->
     return out
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict[str, str]) -> None:
-    """Written beside its final name, then renamed: a killed run leaves no half file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), **{f"modelmill.{k}".encode(): str(v).encode() for k, v in meta.items()}}
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.pid{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-
-
 def _write_batch(scored: pd.DataFrame, rejected: pd.DataFrame, out_path: Path, meta: dict[str, str]) -> Path | None:
     """The scores, and beside them the rows set aside (if any). An earlier batch's rejected rows
     are removed: the output folder describes the latest batch only."""
-    _write_parquet(scored, out_path, meta)
+    scored_rows.write_parquet(scored, out_path, meta)
     path = rejected_file(out_path)
     path.unlink(missing_ok=True)
     if not len(rejected):
         return None
-    _write_parquet(rejected, path, meta)
+    scored_rows.write_parquet(rejected, path, meta)
     return path
 
 

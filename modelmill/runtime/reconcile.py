@@ -158,6 +158,6 @@ def _mark_orphaned(tracker, run, cause: str) -> None:
     output, pid = run.data.tags.get(OUTPUT_TAG), run.data.tags.get(OWNER_PID, "")
     if output and pid.isdigit():  # a scoring batch's half-written files beside its output
         out = Path(output)
-        for leftover in out.parent.glob(f".{out.name.removesuffix('.parquet')}*.pid{pid}.tmp"):
+        for leftover in out.parent.glob(f".{out.name.removesuffix('.parquet')}*.pid{pid}.*tmp"):
             leftover.unlink(missing_ok=True)
     log.warning("%s: run %s %s; marked FAILED", run.data.tags.get("modelmill.pipeline"), run.info.run_id, cause)
