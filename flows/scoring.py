@@ -40,3 +40,19 @@ def score_flow(
     elif operator:
         out_base = None
     return t.score_batch(spec, settings, input, output, in_base, shadow, reasons, out_base).__dict__
+
+
+@flow(name="modelmill-outcomes", flow_run_name="{pipeline}-outcomes", log_prints=True)
+def outcomes_flow(pipeline: str, input: str) -> dict:
+    """Join the outcomes in ``input`` to the rows the champion scored and measure how it did on
+    them (``modelmill outcomes``). An operator's path is read from the working directory; one a
+    deployment's parameters name is relative to the spec's folder and confined like its source."""
+    _forward_core_logs()
+    settings = get_settings()
+    operator = not started_by_a_deployment()
+    spec = load_spec(pipeline, settings, names_only=not operator)
+    base = spec.spec_path.parent if spec.spec_path else Path.cwd()
+    if operator:
+        input = str(Path(input).expanduser().resolve())
+        base = Path(input).parent
+    return t.join_outcomes(spec, settings, input, base).__dict__

@@ -90,3 +90,10 @@ def score_batch(spec, settings, input_location, output, base, shadow=False, reas
     return score(
         spec, settings, input_location, output, base=base, shadow=shadow, reasons=reasons, output_base=output_base
     )
+
+
+@task(name="join-outcomes", **_opts)
+def join_outcomes(spec, settings, input_location, base):
+    from modelmill.pipeline.outcomes import record_outcomes
+
+    return record_outcomes(spec, settings, input_location, base=base)

@@ -18,7 +18,7 @@ from modelmill.errors import ModelmillError, one_line_cause
 from modelmill.runtime.redact import redact
 
 #: the command groups, in the order ``--help`` lists them
-COMMAND_MODULES = ("init", "run", "check", "score", "approve", "review", "reproduce", "datasets", "service")
+COMMAND_MODULES = ("init", "run", "check", "score", "outcomes", "approve", "review", "reproduce", "datasets", "service")
 
 
 def _on_sigterm(signum, frame):

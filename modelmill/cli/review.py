@@ -83,6 +83,8 @@ def cmd_history(args, settings: Settings) -> int:
         print(f"{spec.name}: no runs yet")
         return EXIT_OK
     shown = frame.drop(columns=["run_id"]).rename(columns={"metric": spec.metric.name})
+    if shown["live"].isna().all():  # no outcomes yet: no column of dashes
+        shown = shown.drop(columns=["live"])
     shown["champion"] = shown["champion"].map({True: "★", False: ""})
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="—"))
     out = Path(args.out) if args.out else settings.home_dir / "history" / f"{spec.name}.png"
@@ -145,7 +147,8 @@ def register(sub) -> None:
     ls.set_defaults(fn=cmd_list)
 
     st = sub.add_parser(
-        "status", help="one row per pipeline: last run, champion, drift, next run, stale or failing (exit 1 if any is)"
+        "status",
+        help="one row per pipeline: last run, champion, its live figure, drift, next run, stale or failing (exit 1 if any is)",
     )
     st.add_argument("--json", action="store_true", help="the rows as JSON")
     st.set_defaults(fn=cmd_status)

@@ -476,7 +476,17 @@ class Scoring(Strict):
 
 
 #: what an alert can be about (``notify.events``)
-ALERT_EVENTS = ("failed", "rejected", "drift", "promoted", "not_promoted", "candidate", "stale", "score_rejected")
+ALERT_EVENTS = (
+    "failed",
+    "rejected",
+    "drift",
+    "promoted",
+    "not_promoted",
+    "candidate",
+    "stale",
+    "score_rejected",
+    "live_drop",
+)
 
 
 class Notify(Strict):
@@ -519,6 +529,13 @@ class Monitoring(Strict):
         ge=0,
         le=1,
         description="a score_rejected alert when a scoring batch sets aside more than this share of its rows",
+    )
+
+    live_drop: float | None = Field(
+        None,
+        gt=0,
+        description="a live_drop alert when the primary metric measured on a scored batch's outcomes (`modelmill outcomes`) falls this far below the version's test figure and its 95 % interval excludes that figure",
+        examples=[0.05],
     )
 
     def max_age_seconds(self) -> float | None:

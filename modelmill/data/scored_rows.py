@@ -123,3 +123,36 @@ def prune(settings: Settings, pipeline: str, now: datetime, store=None, keep: st
             "%s: %d scored batches older than %d days removed", pipeline, len(removed), settings.scored_retention_days
         )
     return sorted(removed)
+
+
+def read_batches(settings: Settings, pipeline: str) -> pd.DataFrame:
+    """Every kept batch of the pipeline as one frame, oldest first: the batch's rows with its
+    name, time, model version, model run and label names (from its file metadata). Batches only
+    in the object store (scored on another machine) are read from there."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from modelmill.data.objectstore import ObjectStore
+
+    files: dict[str, object] = {p.stem: p for p in batches(settings, pipeline)}
+    store = ObjectStore.of(settings)
+    for key in store.keys(f"{FOLDER}/{pipeline}") if store is not None else []:
+        if key.endswith(".parquet") and Path(key).stem not in files:
+            files[Path(key).stem] = io.BytesIO(store.read(key))
+    frames = []
+    for name in sorted(files):
+        table = pq.read_table(files[name])
+        meta = {k.decode().removeprefix("modelmill."): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        frame = table.to_pandas()
+        frame[KEY] = frame[KEY].astype("string")
+        frames.append(
+            frame.assign(
+                batch=name,
+                scored_at=pd.Timestamp(meta.get("scored_at") or batch_time(name)),
+                model_version=meta.get("model_version", ""),
+                model_run=meta.get("model_run", ""),
+                labels=meta.get("labels", ""),
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[KEY, "batch", "scored_at"])

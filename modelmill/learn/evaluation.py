@@ -99,3 +99,46 @@ def multiclass_tables(y, yhat, top: int = 15) -> dict[str, pd.DataFrame]:
     wrong = wrong[wrong.true != wrong.predicted]
     pairs = wrong.value_counts().rename("count").reset_index().head(top)
     return {"per_class_f1.csv": per_class, "confused_pairs.csv": pairs}
+
+
+def bootstrap_interval(fn, n: int, *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of a metric over ``n`` rows: ``fn(index)`` measures the
+    metric on the rows ``index`` picks. Resamples on which the metric is undefined (one class
+    only, for a ranking metric) are left out; (nan, nan) when fewer than half remain."""
+    if n < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([fn(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < resamples / 2:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def binary_metric(name: str, cost: tuple[float, float] | None = None):
+    """One of :func:`binary_metrics` as ``fn(y, p, yhat)``, computed directly for the metrics a
+    bootstrap resamples a thousand times (the rest through :func:`binary_metrics`)."""
+    from scipy.stats import rankdata
+
+    def roc_auc(y, p, yhat):
+        pos = int(y.sum())
+        neg = len(y) - pos
+        if not pos or not neg:
+            return float("nan")
+        return float((rankdata(p)[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+    def f1(y, p, yhat):
+        tp, fp, fn = np.sum((y == 1) & (yhat == 1)), np.sum((y == 0) & (yhat == 1)), np.sum((y == 1) & (yhat == 0))
+        return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+
+    direct = {
+        "roc_auc": roc_auc,
+        "accuracy": lambda y, p, yhat: float(np.mean(y == yhat)),
+        "brier": lambda y, p, yhat: float(np.mean((p - y) ** 2)),
+        "f1": f1,
+    }
+    if cost is not None:
+        direct["expected_cost"] = lambda y, p, yhat: expected_cost(y, yhat, *cost)
+    return direct.get(name) or (lambda y, p, yhat: binary_metrics(y, p, yhat, cost)[name])

@@ -1,5 +1,6 @@
 """Alerts: one message per event (a run failed or was rejected, data drifted, a model was
-promoted or not, a pipeline went stale, a scoring batch set too many rows aside), sent through
+promoted or not, a pipeline went stale, a scoring batch set too many rows aside, the champion did
+worse on the outcomes of the rows it scored than on its test split), sent through
 apprise to the URLs a spec's ``notify`` (or the project's ``MODELMILL_NOTIFY_URLS``) names.
 
 A notifier that fails never fails the run, and a slow one never holds it: the URLs are sent to
@@ -26,7 +27,7 @@ from modelmill.runtime.redact import mask_url
 log = logging.getLogger("modelmill.ops.alerts")
 
 #: sent when neither the spec nor the project names events
-DEFAULT_EVENTS = ("failed", "rejected", "drift", "promoted", "candidate", "stale", "score_rejected")
+DEFAULT_EVENTS = ("failed", "rejected", "drift", "promoted", "candidate", "stale", "score_rejected", "live_drop")
 ATTEMPTS = 3
 #: seconds each connection to a receiver, and each read from it, may take
 URL_TIMEOUT = 5.0

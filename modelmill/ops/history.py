@@ -1,4 +1,6 @@
-"""A pipeline's history: one row per run, and the trend plot logged with every run."""
+"""A pipeline's history: one row per run, and the trend plot logged with every run. A run whose
+model version scored batches whose outcomes arrived (``modelmill outcomes``) shows that version's
+latest realized figure (``live``) beside its test figure."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import pandas as pd
 
 from modelmill.errors import ModelmillError
 from modelmill.learn.evaluation import figure
-from modelmill.registry.runview import primary_keys
+from modelmill.registry.runview import LIVE, mkey, primary_keys
 
 COLUMNS = [
     "date",
@@ -16,6 +18,7 @@ COLUMNS = [
     "data_digest",
     "best_model",
     "metric",
+    "live",
     "version",
     "champion",
     "decision",
@@ -43,6 +46,7 @@ def history_frame(runs: pd.DataFrame, champion_version: str | None, metric: str)
         "data_digest": _col(runs, "tags.modelmill.data_digest").fillna("").str[:12],
         "best_model": _col(runs, "params.model.candidate").fillna(""),
         "metric": pd.to_numeric(_col(runs, f"metrics.{primary_keys(metric)[0]}"), errors="coerce"),
+        "live": pd.to_numeric(_col(runs, f"metrics.{mkey(LIVE, metric)}"), errors="coerce"),
         "version": version,
         "champion": (version == (champion_version or "∅")),
         "decision": decision,
@@ -74,6 +78,17 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
             zorder=3,
             label="current champion",
         )
+    live = frame["live"].notna() if "live" in frame.columns else pd.Series(False, index=frame.index)
+    if live.any():
+        ax.scatter(
+            [i for i, v in zip(x, live, strict=True) if v],
+            frame.loc[live, "live"],
+            marker="v",
+            s=60,
+            c="tab:red",
+            zorder=3,
+            label=f"live {metric} (latest batch's outcomes)",
+        )
     failed = ~trained & (frame["status"] != "FINISHED")  # a skipped (unchanged) run trained nothing and failed nothing
     if failed.any():
         lo = frame["metric"].min() if trained.any() else 0
@@ -84,7 +99,7 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
             c="red",
             label="rejected / failed",
         )
-    ax.set_title(f"{pipeline}: test {metric} per run")
+    ax.set_title(f"{pipeline}: test {metric} per run" + (", and live" if live.any() else ""))
     ax.legend(fontsize=8)
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     ax2.bar(x, frame["drift_psi_max"].fillna(0), color="tab:orange")

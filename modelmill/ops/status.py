@@ -27,6 +27,10 @@ class PipelineStatus:
     last_success: str | None
     champion: str | None
     champion_age_days: float | None
+    #: the champion's primary metric on the outcomes of the rows it scored (its latest batch), and
+    #: how long ago those outcomes arrived (``modelmill outcomes``)
+    live: float | None
+    live_age_days: float | None
     drift_psi_max: float | None
     next_run: str | None
     next_run_source: str | None
@@ -90,7 +94,12 @@ def pipeline_status(
         if "metrics.drift/psi_max" in runs.columns and runs["metrics.drift/psi_max"].notna().any():
             drift = float(runs["metrics.drift/psi_max"].dropna().iloc[-1])
     champion = tracker.alias(spec, CHAMPION)
-    age = None
+    age = live = live_age = None
+    if champion is not None and champion.run_id:
+        latest = tracker.latest_metric(champion.run_id, f"live/{spec.metric.name}")
+        if latest is not None:
+            live, at = latest
+            live_age = round((pd.Timestamp(now) - at).total_seconds() / 86400, 2)
     if champion is not None:
         mv = tracker.model_version(spec, champion.version)
         since = mv.tags.get("modelmill.champion_since") if mv else None
@@ -113,7 +122,7 @@ def pipeline_status(
     return PipelineStatus(
         pipeline=spec.name, state=state, last_run=_iso(last["start_time"]) if last is not None else None, last_result=result,
         last_cause=cause if isinstance(cause, str) else None, last_success=_iso(success_at), champion=champion.version if champion else None,
-        champion_age_days=age, drift_psi_max=drift, next_run=upcoming.astimezone(UTC).isoformat(timespec="seconds") if upcoming else None,
+        champion_age_days=age, live=live, live_age_days=live_age, drift_psi_max=drift, next_run=upcoming.astimezone(UTC).isoformat(timespec="seconds") if upcoming else None,
         next_run_source=source, failures_7d=failures, stale_after_hours=round(limit.total_seconds() / 3600, 1) if limit else None,
     )  # fmt: skip
 
@@ -125,10 +134,23 @@ def healthy(rows: list[PipelineStatus]) -> bool:
 
 
 def table(rows: list[PipelineStatus]) -> str:
-    head = ("pipeline", "state", "last run", "result", "champion", "age (d)", "drift", "next run", "fails 7d", "cause")
+    head = (
+        "pipeline",
+        "state",
+        "last run",
+        "result",
+        "champion",
+        "age (d)",
+        "live (age d)",
+        "drift",
+        "next run",
+        "fails 7d",
+        "cause",
+    )
     body = [
         (r.pipeline, r.state, (r.last_run or "never")[:16], r.last_result or "", f"v{r.champion}" if r.champion else "none",
-         "" if r.champion_age_days is None else f"{r.champion_age_days:.1f}", "" if r.drift_psi_max is None else f"{r.drift_psi_max:.3f}",
+         "" if r.champion_age_days is None else f"{r.champion_age_days:.1f}",
+         "" if r.live is None else f"{r.live:.4f} ({r.live_age_days:.1f})", "" if r.drift_psi_max is None else f"{r.drift_psi_max:.3f}",
          f"{r.next_run[:16]} ({r.next_run_source})" if r.next_run else (r.next_run_source or ""), str(r.failures_7d), (r.last_cause or "")[:80])
         for r in rows
     ]  # fmt: skip

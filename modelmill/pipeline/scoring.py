@@ -391,6 +391,7 @@ def _score(
     meta = {
         "pipeline": spec.name,
         "model_version": champion.version,
+        "model_run": champion.run_id or "",
         "input_sha256": source.sha256,
         "input": source.uri,
     }
@@ -403,6 +404,7 @@ def _score(
         if spec.positive_label is not None:  # the data's own labels, not 0/1: they travel with the model
             negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
+            meta["labels"] = json.dumps([str(negative), str(positive)])  # how outcomes are read later
     else:
         scores, column, predicted = np.array([]), "probability", np.array([])
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
@@ -557,6 +559,7 @@ def _score_recommendations(
     meta = {
         "pipeline": spec.name,
         "model_version": champion.version,
+        "model_run": champion.run_id or "",
         "input_sha256": source.sha256,
         "input": source.uri,
     }

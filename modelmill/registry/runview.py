@@ -4,7 +4,7 @@ description, and the MLflow runs-table view an experiment opens with.
 MLflow's chart view groups metrics into sections by the part of the key before ``/``, and its
 tables sort keys alphabetically, so keys are ``<group>/<name>``: ``_primary/`` (sorts first: the
 pipeline's primary metric, its baseline, the lift and the kind's headline figures), ``test/``,
-``drift/``, ``promotion/`` and ``validation/``.
+``drift/``, ``promotion/``, ``validation/`` and ``live/`` (realized on scored rows' outcomes).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import math
 
 PRIMARY, TEST, DRIFT, PROMOTION, VALIDATION = "_primary", "test", "drift", "promotion", "validation"
+#: a version's figures on the outcomes of the rows it scored (``modelmill outcomes``)
+LIVE = "live"
 #: The experiment tag MLflow's UI reads a shared runs-table view from (``?viewStateShareKey=``).
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "modelmill"

@@ -707,6 +707,17 @@ class Tracker:
         )
         return found[0] if found else None
 
+    def latest_metric(self, run_id: str, key: str):
+        """The value MLflow shows as a run's ``key`` (its highest step, then its latest), and when
+        it was logged (UTC); None when the run has no such metric."""
+        import pandas as pd
+
+        history = self.client.get_metric_history(run_id, key)
+        if not history:
+            return None
+        last = max(history, key=lambda m: (m.step, m.timestamp))
+        return last.value, pd.Timestamp(last.timestamp, unit="ms", tz="UTC")
+
     def run(self, run_id: str):
         return self.client.get_run(run_id)
 

@@ -1,0 +1,73 @@
+"""``modelmill outcomes``: the truth that arrived, joined to what the champion scored."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from modelmill.cli.common import EXIT_OK, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
+from modelmill.config.settings import Settings
+from modelmill.errors import one_line_cause
+from modelmill.runtime.redact import redact
+
+
+def _interval(b: dict) -> str:
+    if b["low"] is None or b["low"] != b["low"]:
+        return "no interval: too few rows of each class"
+    return f"95 % interval {b['low']:.4f}-{b['high']:.4f}"
+
+
+def cmd_outcomes(args, settings: Settings) -> int:
+    """Join an outcomes file to the kept scored rows (a Prefect flow, like scoring)."""
+    from modelmill.config.spec import load_spec
+
+    spec = load_spec(args.pipeline, settings)
+    prepare_environment(settings)
+    launch_prefect_api(settings)
+    housekeeping(settings, [spec], prefect=True)
+    from modelmill_flows.scoring import outcomes_flow
+
+    prefect_ready()
+    state = outcomes_flow(args.pipeline, input=args.input, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as e:  # the cause, in one line
+            logging.getLogger("modelmill").debug("traceback", exc_info=True)
+            print(f"modelmill outcomes: {redact(one_line_cause(e))}", file=sys.stderr)
+        return 1
+    r = state.result()
+    print(f"{r['pipeline']}: {r['joined']} of {r['rows']} outcomes joined to scored rows")
+    not_joined = {
+        "sent before (counted once)": r["resent"],
+        "name rows no kept batch scored": r["unknown"],
+        "have no value, or one that is not a label of the model": r["unlabelled"],
+        "give one row two different values": r["conflicting"],
+    }
+    for what, n in not_joined.items():
+        if n:
+            print(f"  {n} {what}")
+    if r["changed"]:
+        print(f"  {r['changed']} of those sent before changed value; the value first received is kept")
+    if r["unknown_output"]:
+        print(f"  unknown keys: {r['unknown_output']}")
+    for b in r["batches"]:
+        test = f"; on its test split {b['test']:.4f}" if b["test"] is not None else ""
+        print(
+            f"batch {b['batch']} (v{b['version']}, {b['rows']} outcomes): {b['metric']} {b['value']:.4f} ({_interval(b)}){test}"
+        )
+    for alert in r["alerts"]:
+        print(f"live_drop: {alert}")
+    print(f"MLflow run {r['run_id']}")
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    oc = sub.add_parser("outcomes", help="join the true outcomes of scored rows and measure the champion on them")
+    oc.add_argument("pipeline", help="pipeline name or spec file")
+    oc.add_argument(
+        "--input",
+        required=True,
+        help="CSV / Parquet / xlsx file: the spec's roles.id column (else the feature columns) and its target column",
+    )
+    oc.set_defaults(fn=cmd_outcomes)

@@ -1,0 +1,338 @@
+"""Outcomes: the truth that arrives after scoring, joined to what the champion predicted, and
+how the champion does on the rows it actually scored (``modelmill outcomes``).
+
+An outcomes file (CSV, Parquet or xlsx, like any source) names each row as its batch was keyed
+(the spec's ``roles.id`` column, or without one the feature columns, whose digest is the key)
+and gives its true label in the spec's ``target`` column. Each outcome is joined once, to the
+latest kept batch that scored its row (:mod:`modelmill.data.scored_rows`), into the pipeline's
+ledger ``outcomes/<pipeline>/joined.parquet`` (in the project's folder, and in the object store
+when there is one). Nothing is dropped unsaid: a row whose key no kept batch scored, one without
+a value, one whose value is not a label of the model, and a key given twice with two values are
+each counted, and the unknown keys written to a file; an outcome sent again is counted once
+(the value first received is kept, a changed one is counted).
+
+For every batch the file brought outcomes to, the realized metrics of the binary decision
+(the pipeline's primary metric, accuracy, Brier score, and the rest of the kind's set) over all
+of that batch's outcomes so far, each of the first three with a 95 % percentile-bootstrap
+interval, are logged to the MLflow run of the model version that scored it as a ``live/``
+series beside its ``test/`` figures: step = whole hours from the version's training to the
+batch, so the UI plots the series over the version's time in service. The version's run also
+gets ``live/batches.csv`` and ``live/periods.csv`` (per calendar month of scoring). A
+``live_drop`` alert is sent when a batch's primary metric falls below the version's test
+figure by more than ``monitoring.live_drop`` and its interval excludes the test figure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modelmill.config.settings import Settings
+from modelmill.config.spec import PipelineSpec
+from modelmill.data import scored_rows
+from modelmill.errors import SpecError
+from modelmill.ops import alerts
+from modelmill.registry.runview import LIVE, mkey, primary_keys
+from modelmill.registry.tracking import FAILED, FINISHED, Tracker
+
+log = logging.getLogger("modelmill.outcomes")
+
+FOLDER = "outcomes"
+LEDGER = "joined.parquet"
+#: metrics given a bootstrap interval (the primary metric always is)
+WITH_INTERVAL = ("accuracy", "brier")
+RESAMPLES = 1000
+
+
+@dataclass
+class OutcomesResult:
+    pipeline: str
+    rows: int
+    joined: int
+    resent: int
+    changed: int
+    unknown: int
+    unlabelled: int
+    conflicting: int
+    unknown_output: str | None
+    run_id: str
+    #: per batch the file brought outcomes to: its realized primary metric and interval
+    batches: list[dict] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+
+def ledger_path(settings: Settings, pipeline: str) -> Path:
+    return settings.home_dir / FOLDER / pipeline / LEDGER
+
+
+def read_ledger(settings: Settings, pipeline: str) -> pd.DataFrame | None:
+    """The outcomes joined so far (here, else from the object store), or None."""
+    import io
+
+    from modelmill.data.objectstore import ObjectStore
+
+    path = ledger_path(settings, pipeline)
+    if path.is_file():
+        return pd.read_parquet(path)
+    store = ObjectStore.of(settings)
+    key = f"{FOLDER}/{pipeline}/{LEDGER}"
+    if store is not None and store.has(key):
+        return pd.read_parquet(io.BytesIO(store.read(key)))
+    return None
+
+
+def label_text(values: pd.Series) -> pd.Series:
+    """Labels as text, a whole number written as one (``2.0`` read from a column with a gap is 2)."""
+
+    def one(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return pd.NA
+        if isinstance(v, float | np.floating) and float(v).is_integer():
+            return str(int(v))
+        text = str(v).strip()
+        return text if text else pd.NA
+
+    return values.map(one).astype("string")
+
+
+def measured(spec: PipelineSpec) -> None:
+    if spec.problem not in ("tabular_classification", "text_classification", "image_classification"):
+        raise SpecError(
+            f"pipeline {spec.name}: `modelmill outcomes` measures binary classification pipelines, not {spec.problem}"
+        )
+    if spec.positive_label is None:
+        raise SpecError(
+            f"pipeline {spec.name}: `modelmill outcomes` measures binary decisions; the spec names no positive_label"
+        )
+
+
+def _keys(spec: PipelineSpec, frame: pd.DataFrame, source_name: str) -> pd.Series:
+    """Each outcome row's key, made as its batch's rows were keyed."""
+    from modelmill.learn.kinds import get_kind
+
+    id_column = spec.roles.get("id")
+    if id_column:
+        if id_column not in frame.columns:
+            raise SpecError(
+                f"pipeline {spec.name}: {source_name} has no column {id_column!r}: scored rows are keyed by roles.id"
+            )
+        return scored_rows.row_keys(frame, id_column, frame)[0]
+    missing = [c for c in spec.features.columns() if c not in frame.columns]
+    if missing:
+        raise SpecError(
+            f"pipeline {spec.name} names no roles.id, so its scored rows are keyed by their input values: "
+            f"{source_name} must carry every feature column as it was scored (missing: {', '.join(missing)})"
+        )
+    return scored_rows.row_keys(frame, None, get_kind(spec.problem).model_input(spec, frame))[0]
+
+
+def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataFrame, ledger: pd.DataFrame | None):
+    """The new ledger rows, and the counts of what was not joined (see the module docstring)."""
+    incoming = pd.DataFrame({scored_rows.KEY: keys.to_numpy(), "outcome": truth.to_numpy()})
+    counts = {"unlabelled": int(incoming["outcome"].isna().sum())}
+    incoming = incoming.dropna(subset=["outcome"])
+    values_per_key = incoming.groupby(scored_rows.KEY)["outcome"].nunique()
+    conflicting = values_per_key.index[values_per_key > 1]
+    counts["conflicting"] = int(incoming[scored_rows.KEY].isin(conflicting).sum())
+    incoming = incoming[~incoming[scored_rows.KEY].isin(conflicting)]
+    repeated = incoming.duplicated(scored_rows.KEY)
+    counts["resent"] = int(repeated.sum())  # the same outcome twice in one file: counted once
+    incoming = incoming[~repeated]
+    latest = scored.sort_values("scored_at").drop_duplicates(scored_rows.KEY, keep="last")
+    matched = incoming.merge(latest, on=scored_rows.KEY, how="left", indicator=True)
+    unknown = matched[matched["_merge"] == "left_only"]
+    matched = matched[matched["_merge"] == "both"].drop(columns="_merge")
+    allowed = matched.apply(lambda r: r["outcome"] in json.loads(r["labels"] or "[]"), axis=1).astype(bool)
+    counts["unlabelled"] += int((~allowed).sum())
+    matched = matched[allowed]
+    if ledger is not None and len(ledger):
+        known = ledger.set_index(scored_rows.KEY)["outcome"]
+        again = matched[scored_rows.KEY].isin(known.index)
+        counts["resent"] += int(again.sum())
+        counts["changed"] = int(
+            (matched.loc[again, "outcome"] != known.reindex(matched.loc[again, scored_rows.KEY]).to_numpy()).sum()
+        )
+        matched = matched[~again]
+    else:
+        counts["changed"] = 0
+    counts["unknown"] = len(unknown)
+    return matched.reset_index(drop=True), unknown[[scored_rows.KEY, "outcome"]], counts
+
+
+def realized(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
+    """The binary metrics of ``rows`` (ledger rows of one batch or period), with 95 % bootstrap
+    intervals (``<metric>_low`` / ``<metric>_high``) for the primary metric and :data:`WITH_INTERVAL`."""
+    from modelmill.learn.evaluation import binary_metric, binary_metrics, bootstrap_interval
+    from modelmill.learn.kinds import get_kind
+
+    positive = rows["labels"].map(lambda t: json.loads(t)[1])
+    y = (rows["outcome"] == positive).to_numpy().astype(int)
+    yhat = (rows["prediction"].astype("string") == positive).to_numpy().astype(int)
+    scores = "probability" if "probability" in rows.columns and rows["probability"].notna().all() else "decision_score"
+    p = rows[scores].to_numpy(dtype=float)
+    opts = get_kind(spec.problem).options(spec)
+    cost = (opts.cost.false_negative, opts.cost.false_positive) if getattr(opts, "cost", None) else None
+    out = binary_metrics(y, p, yhat, cost)
+    if scores != "probability":  # a decision score ranks; it is no chance to be calibrated
+        out = {k: v for k, v in out.items() if k not in ("brier", "log_loss")}
+    else:
+        out["mean_probability"] = float(p.mean())
+    out["positive_rate"], out["rows"] = float(y.mean()), float(len(y))
+    for name in dict.fromkeys((spec.metric.name, *WITH_INTERVAL)):
+        if name in out:
+            fn = binary_metric(name, cost)
+            out[f"{name}_low"], out[f"{name}_high"] = bootstrap_interval(
+                lambda i, fn=fn: fn(y[i], p[i], yhat[i]), len(y), resamples=RESAMPLES, seed=seed
+            )
+    return out
+
+
+def dropped(spec: PipelineSpec, figures: dict[str, float], test: float | None) -> str | None:
+    """Why a batch's figures raise ``live_drop``, or None."""
+    limit, name = spec.monitoring.live_drop, spec.metric.name
+    value, low, high = figures.get(name), figures.get(f"{name}_low"), figures.get(f"{name}_high")
+    if limit is None or test is None or value is None or low is None or not np.isfinite([low, high]).all():
+        return None
+    worse = test - value if spec.metric.direction == "maximize" else value - test
+    excluded = high < test if spec.metric.direction == "maximize" else low > test
+    if worse > limit and excluded:
+        return (
+            f"{name} {value:.4f} (95 % interval {low:.4f}-{high:.4f}) on {int(figures['rows'])} outcomes, "
+            f"against {test:.4f} on its test split: worse by {worse:.4f}, over monitoring.live_drop {limit}"
+        )
+    return None
+
+
+def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str, *, base: Path | None = None):
+    """Join one outcomes file to the kept scored rows and measure; see the module docstring."""
+    from modelmill.data.fetch import fetch_user_file
+    from modelmill.data.objectstore import ObjectStore
+    from modelmill.data.readers import read_table
+    from modelmill.pipeline.scoring import scoring_read_options
+    from modelmill.runtime.locks import file_lock
+
+    measured(spec)
+    source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
+    frame = read_table(source, None, scoring_read_options(spec, source))
+    if spec.target not in frame.columns:
+        raise SpecError(f"pipeline {spec.name}: {source.name} has no column {spec.target!r} with the outcomes")
+    keys, truth = _keys(spec, frame, source.name), label_text(frame[spec.target])
+    tracker = Tracker.of(settings)
+    now = datetime.now(UTC)
+    with file_lock(ledger_path(settings, spec.name).with_suffix(".lock"), f"outcomes of {spec.name}", timeout=600):
+        scored = scored_rows.read_batches(settings, spec.name)
+        if not len(scored):
+            raise SpecError(
+                f"pipeline {spec.name}: no scored batch is kept to join outcomes to (`modelmill score {spec.name}` first)"
+            )
+        ledger = read_ledger(settings, spec.name)
+        new, unknown, counts = join(spec, keys, truth, scored, ledger)
+        run_id = tracker.start_scoring_run(
+            spec,
+            f"outcomes · {source.name}",
+            {"modelmill.pipeline": spec.name, "modelmill.outcomes": source.sha256},
+        )
+        try:
+            unknown_output = None
+            if len(unknown):
+                unknown_output = ledger_path(settings, spec.name).with_name(
+                    f"unknown-{now.strftime('%Y%m%dT%H%M%SZ')}.parquet"
+                )
+                scored_rows.write_parquet(unknown, unknown_output, {"pipeline": spec.name, "input": source.uri})
+                tracker.log_table(run_id, unknown, "tables/unknown_keys.csv")
+                log.warning(
+                    "%s: %d outcomes name rows no kept batch scored (e.g. %s); written to %s",
+                    spec.name,
+                    len(unknown),
+                    ", ".join(unknown[scored_rows.KEY].astype(str).head(3)),
+                    unknown_output,
+                )
+            if len(new):
+                new = new.assign(received_at=now, input_sha256=source.sha256)
+                ledger = new if ledger is None else pd.concat([ledger, new], ignore_index=True)
+                path = ledger_path(settings, spec.name)
+                scored_rows.write_parquet(ledger, path, {"pipeline": spec.name})
+                if (store := ObjectStore.of(settings)) is not None:
+                    store.publish(path, f"{FOLDER}/{spec.name}/{LEDGER}")
+            result = OutcomesResult(
+                spec.name,
+                len(frame),
+                len(new),
+                counts["resent"],
+                counts["changed"],
+                counts["unknown"],
+                counts["unlabelled"],
+                counts["conflicting"],
+                str(unknown_output) if unknown_output else None,
+                run_id,
+            )
+            if len(new):
+                _measure(spec, settings, tracker, ledger, set(new["batch"]), result)
+            tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256})
+            tracker.log_metrics(
+                run_id, {f"outcomes/{k}": v for k, v in {"rows": len(frame), "joined": len(new), **counts}.items()}
+            )
+        except BaseException:
+            tracker.end_run(run_id, FAILED)
+            raise
+        tracker.end_run(run_id, FINISHED)
+    return result
+
+
+def _measure(spec, settings, tracker, ledger: pd.DataFrame, touched: set[str], result: OutcomesResult) -> None:
+    """Realized metrics of the batches ``touched`` (over all their outcomes so far), logged to each
+    scoring version's run with that version's tables; ``live_drop`` alerts."""
+    value_key = primary_keys(spec.metric.name)[0]
+    for model_run, of_version in ledger.groupby("model_run", sort=False):
+        if not set(of_version["batch"]) & touched:
+            continue
+        run = tracker.run(model_run) if model_run else None
+        version = str(of_version["model_version"].iloc[0])
+        test = run.data.metrics.get(value_key) if run is not None else None
+        trained_at = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC") if run is not None else None
+        per_batch, worst = [], None
+        for batch, rows in of_version.groupby("batch", sort=True):
+            figures = realized(spec, rows, spec.split.seed)
+            scored_at = pd.Timestamp(rows["scored_at"].iloc[0])
+            per_batch.append({"batch": batch, "scored_at": scored_at, **figures})
+            if batch not in touched:
+                continue
+            name = spec.metric.name
+            result.batches.append(
+                {
+                    "batch": batch,
+                    "version": version,
+                    "rows": int(figures["rows"]),
+                    "metric": name,
+                    "value": figures.get(name),
+                    "low": figures.get(f"{name}_low"),
+                    "high": figures.get(f"{name}_high"),
+                    "test": test,
+                }
+            )
+            if run is not None:
+                hours = max(int((scored_at - trained_at).total_seconds() // 3600), 0)
+                tracker.log_metrics(
+                    model_run,
+                    {mkey(LIVE, k): v for k, v in figures.items() if np.isfinite(v)},
+                    step=hours,
+                )
+            if (why := dropped(spec, figures, test)) is not None and worst is None:
+                worst = f"v{version}, batch {batch}: {why}"
+        if run is None:
+            continue
+        periods = [
+            {"month": str(month), **realized(spec, rows, spec.split.seed)}
+            for month, rows in of_version.groupby(pd.to_datetime(of_version["scored_at"]).dt.strftime("%Y-%m"))
+        ]
+        tracker.log_table(model_run, pd.DataFrame(per_batch), f"{LIVE}/batches.csv")
+        tracker.log_table(model_run, pd.DataFrame(periods), f"{LIVE}/periods.csv")
+        if worst is not None:
+            result.alerts.append(worst)
+            alerts.send(alerts.Alert(spec.name, "live_drop", worst, tracker.run_url(model_run)), spec, settings)

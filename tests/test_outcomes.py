@@ -1,0 +1,134 @@
+"""Closing the loop: outcomes that arrive after scoring are joined once to the rows the champion
+scored, and the champion's realized figures (with bootstrap intervals) reach MLflow as a ``live``
+series beside its test figures; a batch that does clearly worse raises ``live_drop``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from conftest import mlflow_client, run_cli, write_example_spec
+from modelmill.config.settings import Settings
+
+
+def _cells_with_ids(data: pd.DataFrame) -> pd.DataFrame:
+    """The real Wisconsin rows, each with the sample id a lab would send (its row number)."""
+    return data.assign(sample_id=[f"S{i:04d}" for i in range(len(data))])
+
+
+def _score(capsys, root, name: str, rows: pd.DataFrame, tmp_path) -> None:
+    src = root / "pipelines" / "data" / f"{name}.csv"
+    rows.drop(columns=["diagnosis"]).to_csv(src, index=False)
+    code, out, err = run_cli(
+        capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / f"{name}.parquet")
+    )
+    assert code == 0 and f"scored {len(rows)} of {len(rows)} rows" in out, out + err
+
+
+def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
+    example_project, alert_receivers, capsys, tmp_path
+):
+    root, spec, data = example_project
+    web, _, posts, _, _ = alert_receivers
+    cells = _cells_with_ids(data)
+    # trained on 400 rows; the other 169 arrive later as two scoring batches the model never saw
+    held = cells.sample(frac=1, random_state=11)
+    train, first, second = held.iloc[:400], held.iloc[400:485], held.iloc[485:]
+    suite = root / "expectations" / "my_cells.json"
+    suite.write_text(suite.read_text().replace('"diagnosis"', '"diagnosis", "sample_id"', 1))
+    write_example_spec(
+        root,
+        spec,
+        train,
+        roles={"id": "sample_id"},
+        monitoring={"live_drop": 0.05},
+        notify={"urls": [f"{web}/hook"], "events": ["live_drop"]},
+    )
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    _score(capsys, root, "monday", first, tmp_path)
+    _score(capsys, root, "tuesday", second, tmp_path)
+
+    # Monday's truth, as a team would send it: every row, two of them twice, three ids never
+    # scored, and one of Tuesday's rows whose outcome is not known yet (blank)
+    truth = first[["sample_id", "diagnosis"]]
+    pending = second[["sample_id"]].head(1).assign(diagnosis="")
+    strangers = pd.DataFrame({"sample_id": ["X0001", "X0002", "X0003"], "diagnosis": "benign"})
+    sent = pd.concat([truth, truth.head(2), strangers, pending])
+    f1 = root / "pipelines" / "data" / "outcomes-1.csv"
+    sent.to_csv(f1, index=False)
+    code, out, err = run_cli(capsys, "outcomes", "my_cells", "--input", str(f1))
+    assert code == 0, out + err
+    assert f"85 of {len(sent)} outcomes joined to scored rows" in out
+    assert "2 sent before (counted once)" in out and "3 name rows no kept batch scored" in out
+    assert "1 have no value, or one that is not a label of the model" in out
+    unknown = pd.read_parquet(out.split("unknown keys: ")[1].split()[0])
+    assert sorted(unknown["row_key"]) == ["X0001", "X0002", "X0003"]
+    assert not posts  # Monday's rows are like the training data: no alert
+
+    # Tuesday: the world moved (most labels the other way round), and five of Monday's
+    # outcomes are sent again, one of them changed
+    flipped = second[["sample_id", "diagnosis"]].copy()
+    rng = np.random.default_rng(5)
+    turn = rng.random(len(flipped)) < 0.7
+    flipped.loc[turn, "diagnosis"] = flipped.loc[turn, "diagnosis"].map({"malignant": "benign", "benign": "malignant"})
+    again = truth.head(5).copy()
+    again.iloc[0, 1] = {"malignant": "benign", "benign": "malignant"}[again.iloc[0, 1]]
+    f2 = root / "pipelines" / "data" / "outcomes-2.csv"
+    pd.concat([flipped, again]).to_csv(f2, index=False)
+    code, out, err = run_cli(capsys, "outcomes", "my_cells", "--input", str(f2))
+    assert code == 0, out + err
+    assert f"84 of {len(flipped) + 5} outcomes joined" in out and "5 sent before (counted once)" in out
+    assert "1 of those sent before changed value; the value first received is kept" in out
+    assert "live_drop: v1, batch" in out
+    (alert,) = posts
+    assert alert[1]["title"].endswith("live drop") and "over monitoring.live_drop 0.05" in alert[1]["message"]
+
+    # the same file again: nothing new is joined, nothing is measured twice
+    code, out, err = run_cli(capsys, "outcomes", "my_cells", "--input", str(f2))
+    assert code == 0 and f"0 of {len(flipped) + 5} outcomes joined" in out and "live_drop" not in out, out + err
+    assert len(posts) == 1
+
+    # MLflow: the version's run holds the live series beside its test figures
+    settings = Settings()
+    client = mlflow_client(settings)
+    version = client.get_model_version_by_alias("modelmill-my_cells", "champion")
+    run = client.get_run(version.run_id)
+    test_auc = run.data.metrics["_primary/roc_auc"]
+    history = client.get_metric_history(version.run_id, "live/roc_auc")
+    assert len(history) == 2  # one point per batch, logged when its outcomes arrived
+    monday, tuesday = sorted(history, key=lambda m: m.timestamp)
+    lows = {m.timestamp: m.value for m in client.get_metric_history(version.run_id, "live/roc_auc_low")}
+    highs = {m.timestamp: m.value for m in client.get_metric_history(version.run_id, "live/roc_auc_high")}
+    assert lows[monday.timestamp] <= monday.value <= highs[monday.timestamp]
+    assert highs[monday.timestamp] >= test_auc - 0.05  # Monday is like the test split
+    assert highs[tuesday.timestamp] < test_auc - 0.05 and tuesday.value < 0.5  # Tuesday is not
+    local = client.download_artifacts(version.run_id, "live/batches.csv", str(tmp_path))
+    batches = pd.read_csv(local)
+    assert list(batches["rows"]) == [85, 84]
+
+    # the ledger: each scored row once, with what was predicted and what happened
+    from modelmill.pipeline.outcomes import read_ledger
+
+    ledger = read_ledger(settings, "my_cells")
+    assert len(ledger) == 169 and ledger["row_key"].is_unique
+    joined = ledger.set_index("row_key")
+    expected = pd.concat([truth, flipped]).set_index("sample_id")["diagnosis"]
+    assert (joined["outcome"] == expected.reindex(joined.index)).all()  # Monday's changed resend was not taken
+    scores = pd.read_parquet(tmp_path / "tuesday.parquet").set_index("sample_id")
+    tuesday_rows = joined[joined["batch"] == joined["batch"].max()]
+    assert (tuesday_rows["prediction"] == scores["prediction"].reindex(tuesday_rows.index)).all()
+    (outcome_runs) = client.search_runs(
+        [client.get_experiment_by_name("modelmill/my_cells/scoring").experiment_id],
+        "tags.`modelmill.outcomes` != ''",
+    )
+    assert sorted(r.data.metrics["outcomes/joined"] for r in outcome_runs) == [0, 84, 85]
+
+    # status shows the champion's live figure and its age; history shows it beside the test figure
+    import json
+
+    code, out, err = run_cli(capsys, "status", "--json")
+    (row,) = [r for r in json.loads(out) if r["pipeline"] == "my_cells"]
+    assert row["live"] == tuesday.value and 0 <= row["live_age_days"] < 0.1, out + err
+    code, out, err = run_cli(capsys, "history", "my_cells", "--out", str(tmp_path / "history.png"))
+    assert code == 0 and "live" in out.splitlines()[0] and f"{tuesday.value:.4f}" in out, out + err
