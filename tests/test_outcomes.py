@@ -4,6 +4,8 @@ series beside its test figures; a batch that does clearly worse raises ``live_dr
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -16,13 +18,14 @@ def _cells_with_ids(data: pd.DataFrame) -> pd.DataFrame:
     return data.assign(sample_id=[f"S{i:04d}" for i in range(len(data))])
 
 
-def _score(capsys, root, name: str, rows: pd.DataFrame, tmp_path) -> None:
+def _score(capsys, root, name: str, rows: pd.DataFrame, tmp_path) -> str:
     src = root / "pipelines" / "data" / f"{name}.csv"
     rows.drop(columns=["diagnosis"]).to_csv(src, index=False)
     code, out, err = run_cli(
         capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / f"{name}.parquet")
     )
     assert code == 0 and f"scored {len(rows)} of {len(rows)} rows" in out, out + err
+    return out
 
 
 def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
@@ -46,8 +49,10 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     )
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
-    _score(capsys, root, "monday", first, tmp_path)
+    monday_out = _score(capsys, root, "monday", first, tmp_path)
     _score(capsys, root, "tuesday", second, tmp_path)
+    # before any outcome: the champion is calibrated, so each batch's AUC is estimated (CBPE)
+    assert "roc_auc expected on this batch once its outcomes arrive (CBPE)" in monday_out, monday_out
 
     # Monday's truth, as a team would send it: every row, two of them twice, three ids never
     # scored, and one of Tuesday's rows whose outcome is not known yet (blank)
@@ -65,6 +70,10 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     unknown = pd.read_parquet(out.split("unknown keys: ")[1].split()[0])
     assert sorted(unknown["row_key"]) == ["X0001", "X0002", "X0003"]
     assert not posts  # Monday's rows are like the training data: no alert
+    realized, low, high = map(
+        float, re.search(r"roc_auc ([\d.]+) .* estimated when scored [\d.]+ \(([\d.]+)-([\d.]+)\)", out).groups()
+    )
+    assert low <= realized <= high  # the estimate made when Monday was scored held its realized AUC
 
     # Tuesday: the world moved (most labels the other way round), and five of Monday's
     # outcomes are sent again, one of them changed
@@ -97,6 +106,7 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     test_auc = run.data.metrics["_primary/roc_auc"]
     history = client.get_metric_history(version.run_id, "live/roc_auc")
     assert len(history) == 2  # one point per batch, logged when its outcomes arrived
+    assert len(client.get_metric_history(version.run_id, "estimated/roc_auc")) == 2  # one per batch, when scored
     monday, tuesday = sorted(history, key=lambda m: m.timestamp)
     lows = {m.timestamp: m.value for m in client.get_metric_history(version.run_id, "live/roc_auc_low")}
     highs = {m.timestamp: m.value for m in client.get_metric_history(version.run_id, "live/roc_auc_high")}
@@ -131,4 +141,5 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     (row,) = [r for r in json.loads(out) if r["pipeline"] == "my_cells"]
     assert row["live"] == tuesday.value and 0 <= row["live_age_days"] < 0.1, out + err
     code, out, err = run_cli(capsys, "history", "my_cells", "--out", str(tmp_path / "history.png"))
-    assert code == 0 and "live" in out.splitlines()[0] and f"{tuesday.value:.4f}" in out, out + err
+    head = out.splitlines()[0].split()
+    assert code == 0 and "live" in head and "estimated" in head and f"{tuesday.value:.4f}" in out, out + err

@@ -53,6 +53,8 @@ def cmd_outcomes(args, settings: Settings) -> int:
         print(f"  unknown keys: {r['unknown_output']}")
     for b in r["batches"]:
         test = f"; on its test split {b['test']:.4f}" if b["test"] is not None else ""
+        if b.get("estimated_value") is not None:
+            test += f"; estimated when scored {b['estimated_value']:.4f} ({b['estimated_low']:.4f}-{b['estimated_high']:.4f})"
         print(
             f"batch {b['batch']} (v{b['version']}, {b['rows']} outcomes): {b['metric']} {b['value']:.4f} ({_interval(b)}){test}"
         )

@@ -83,8 +83,7 @@ def cmd_history(args, settings: Settings) -> int:
         print(f"{spec.name}: no runs yet")
         return EXIT_OK
     shown = frame.drop(columns=["run_id"]).rename(columns={"metric": spec.metric.name})
-    if shown["live"].isna().all():  # no outcomes yet: no column of dashes
-        shown = shown.drop(columns=["live"])
+    shown = shown.drop(columns=[c for c in ("live", "estimated") if shown[c].isna().all()])  # none yet: no dashes
     shown["champion"] = shown["champion"].map({True: "★", False: ""})
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="—"))
     out = Path(args.out) if args.out else settings.home_dir / "history" / f"{spec.name}.png"

@@ -63,6 +63,17 @@ def cmd_score(args, settings: Settings) -> int:
         print(
             f"shadow v{sh['version']}: agrees with the champion on {sh['agreement']:.1%} of scored rows, score correlation {sh['score_correlation']:.3f}, its score drift (PSI) {sh['score_psi']:.3f}"
         )
+    if est := r.get("estimate"):
+        if "reason" in est:
+            print(f"no estimate of {est['metric']} before the outcomes arrive: {est['reason']}")
+        elif est.get("value") is not None:
+            test = f"; on its test split {est['test']:.4f}" if est.get("test") is not None else ""
+            print(
+                f"{est['metric']} expected on this batch once its outcomes arrive (CBPE): {est['value']:.4f} "
+                f"(95 % interval {est['low']:.4f}-{est['high']:.4f}){test}"
+            )
+        if est.get("alert"):
+            print(f"live_drop: {est['alert']}")
     drift = f"; score drift vs training (PSI) {r['score_psi']:.3f}" if r["score_psi"] == r["score_psi"] else ""
     print(f"input sha256 {r['input_sha256']}{drift}; MLflow run {r['run_id']}")
     return EXIT_OK

@@ -127,8 +127,9 @@ def prune(settings: Settings, pipeline: str, now: datetime, store=None, keep: st
 
 def read_batches(settings: Settings, pipeline: str) -> pd.DataFrame:
     """Every kept batch of the pipeline as one frame, oldest first: the batch's rows with its
-    name, time, model version, model run and label names (from its file metadata). Batches only
-    in the object store (scored on another machine) are read from there."""
+        name, time, model version, model run, label names and the estimate made when it was scored
+    (from its file metadata). Batches only
+        in the object store (scored on another machine) are read from there."""
     import io
 
     import pyarrow.parquet as pq
@@ -153,6 +154,7 @@ def read_batches(settings: Settings, pipeline: str) -> pd.DataFrame:
                 model_version=meta.get("model_version", ""),
                 model_run=meta.get("model_run", ""),
                 labels=meta.get("labels", ""),
+                estimate=meta.get("estimate", ""),
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[KEY, "batch", "scored_at"])

@@ -1,6 +1,7 @@
 """A pipeline's history: one row per run, and the trend plot logged with every run. A run whose
-model version scored batches whose outcomes arrived (``modelmill outcomes``) shows that version's
-latest realized figure (``live``) beside its test figure."""
+model version scored batches shows that version's latest figure in service beside its test
+figure: realized on the batch's outcomes (``live``, ``modelmill outcomes``) and estimated before
+they arrived (``estimated``, CBPE)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from modelmill.errors import ModelmillError
 from modelmill.learn.evaluation import figure
-from modelmill.registry.runview import LIVE, mkey, primary_keys
+from modelmill.registry.runview import ESTIMATED, LIVE, mkey, primary_keys
 
 COLUMNS = [
     "date",
@@ -19,6 +20,7 @@ COLUMNS = [
     "best_model",
     "metric",
     "live",
+    "estimated",
     "version",
     "champion",
     "decision",
@@ -47,6 +49,7 @@ def history_frame(runs: pd.DataFrame, champion_version: str | None, metric: str)
         "best_model": _col(runs, "params.model.candidate").fillna(""),
         "metric": pd.to_numeric(_col(runs, f"metrics.{primary_keys(metric)[0]}"), errors="coerce"),
         "live": pd.to_numeric(_col(runs, f"metrics.{mkey(LIVE, metric)}"), errors="coerce"),
+        "estimated": pd.to_numeric(_col(runs, f"metrics.{mkey(ESTIMATED, metric)}"), errors="coerce"),
         "version": version,
         "champion": (version == (champion_version or "∅")),
         "decision": decision,
@@ -78,17 +81,22 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
             zorder=3,
             label="current champion",
         )
-    live = frame["live"].notna() if "live" in frame.columns else pd.Series(False, index=frame.index)
-    if live.any():
-        ax.scatter(
-            [i for i, v in zip(x, live, strict=True) if v],
-            frame.loc[live, "live"],
-            marker="v",
-            s=60,
-            c="tab:red",
-            zorder=3,
-            label=f"live {metric} (latest batch's outcomes)",
-        )
+    shown = {
+        "live": ("v", "tab:red", "live {} (latest batch's outcomes)"),
+        "estimated": ("^", "tab:grey", "estimated {} (latest batch, CBPE)"),
+    }
+    for column, (marker, colour, label) in shown.items():
+        has = frame[column].notna() if column in frame.columns else pd.Series(False, index=frame.index)
+        if has.any():
+            ax.scatter(
+                [i for i, v in zip(x, has, strict=True) if v],
+                frame.loc[has, column],
+                marker=marker,
+                s=60,
+                c=colour,
+                zorder=3,
+                label=label.format(metric),
+            )
     failed = ~trained & (frame["status"] != "FINISHED")  # a skipped (unchanged) run trained nothing and failed nothing
     if failed.any():
         lo = frame["metric"].min() if trained.any() else 0
@@ -99,7 +107,7 @@ def history_figure(frame: pd.DataFrame, pipeline: str, metric: str):
             c="red",
             label="rejected / failed",
         )
-    ax.set_title(f"{pipeline}: test {metric} per run" + (", and live" if live.any() else ""))
+    ax.set_title(f"{pipeline}: test {metric} per run, and in service")
     ax.legend(fontsize=8)
     ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     ax2.bar(x, frame["drift_psi_max"].fillna(0), color="tab:orange")

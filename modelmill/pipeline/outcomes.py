@@ -38,7 +38,8 @@ from modelmill.config.spec import PipelineSpec
 from modelmill.data import scored_rows
 from modelmill.errors import SpecError
 from modelmill.ops import alerts
-from modelmill.registry.runview import LIVE, mkey, primary_keys
+from modelmill.ops.live import dropped, log_series
+from modelmill.registry.runview import LIVE, primary_keys
 from modelmill.registry.tracking import FAILED, FINISHED, Tracker
 
 log = logging.getLogger("modelmill.outcomes")
@@ -193,22 +194,6 @@ def realized(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, flo
     return out
 
 
-def dropped(spec: PipelineSpec, figures: dict[str, float], test: float | None) -> str | None:
-    """Why a batch's figures raise ``live_drop``, or None."""
-    limit, name = spec.monitoring.live_drop, spec.metric.name
-    value, low, high = figures.get(name), figures.get(f"{name}_low"), figures.get(f"{name}_high")
-    if limit is None or test is None or value is None or low is None or not np.isfinite([low, high]).all():
-        return None
-    worse = test - value if spec.metric.direction == "maximize" else value - test
-    excluded = high < test if spec.metric.direction == "maximize" else low > test
-    if worse > limit and excluded:
-        return (
-            f"{name} {value:.4f} (95 % interval {low:.4f}-{high:.4f}) on {int(figures['rows'])} outcomes, "
-            f"against {test:.4f} on its test split: worse by {worse:.4f}, over monitoring.live_drop {limit}"
-        )
-    return None
-
-
 def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str, *, base: Path | None = None):
     """Join one outcomes file to the kept scored rows and measure; see the module docstring."""
     from modelmill.data.fetch import fetch_user_file
@@ -295,12 +280,13 @@ def _measure(spec, settings, tracker, ledger: pd.DataFrame, touched: set[str], r
         run = tracker.run(model_run) if model_run else None
         version = str(of_version["model_version"].iloc[0])
         test = run.data.metrics.get(value_key) if run is not None else None
-        trained_at = pd.Timestamp(run.info.start_time, unit="ms", tz="UTC") if run is not None else None
         per_batch, worst = [], None
         for batch, rows in of_version.groupby("batch", sort=True):
             figures = realized(spec, rows, spec.split.seed)
             scored_at = pd.Timestamp(rows["scored_at"].iloc[0])
-            per_batch.append({"batch": batch, "scored_at": scored_at, **figures})
+            estimate = json.loads(rows["estimate"].iloc[0] or "{}") if "estimate" in rows.columns else {}
+            before = {f"estimated_{k}": estimate.get(k) for k in ("value", "low", "high")}
+            per_batch.append({"batch": batch, "scored_at": scored_at, **figures, **before})
             if batch not in touched:
                 continue
             name = spec.metric.name
@@ -314,16 +300,14 @@ def _measure(spec, settings, tracker, ledger: pd.DataFrame, touched: set[str], r
                     "low": figures.get(f"{name}_low"),
                     "high": figures.get(f"{name}_high"),
                     "test": test,
+                    **before,
                 }
             )
             if run is not None:
-                hours = max(int((scored_at - trained_at).total_seconds() // 3600), 0)
-                tracker.log_metrics(
-                    model_run,
-                    {mkey(LIVE, k): v for k, v in figures.items() if np.isfinite(v)},
-                    step=hours,
-                )
-            if (why := dropped(spec, figures, test)) is not None and worst is None:
+                log_series(tracker, run, LIVE, figures, scored_at)
+            if (
+                why := dropped(spec, figures, test, f"on {int(figures['rows'])} outcomes")
+            ) is not None and worst is None:
                 worst = f"v{version}, batch {batch}: {why}"
         if run is None:
             continue

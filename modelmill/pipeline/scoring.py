@@ -51,6 +51,9 @@ class ScoreResult:
     run_id: str
     #: with --shadow: the version that scored the batch beside the champion, and how they agreed
     shadow: dict | None = None
+    #: a binary champion's performance on this batch estimated before its outcomes arrive (CBPE):
+    #: the primary metric, its interval and the version's test figure, or the reason there is none
+    estimate: dict | None = None
 
 
 def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
@@ -405,6 +408,10 @@ def _score(
             negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
             meta["labels"] = json.dumps([str(negative), str(positive)])  # how outcomes are read later
+    estimate = None
+    if spec.positive_label is not None and column == "probability" and len(good) and champion.run_id:
+        estimate = _estimate(spec, settings, tracker, champion, scores, predicted, run_id)
+        meta["estimate"] = json.dumps(estimate)
     else:
         scores, column, predicted = np.array([]), "probability", np.array([])
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
@@ -491,7 +498,45 @@ def _score(
         score_psi,
         run_id,
         shadowed,
+        estimate,
     )
+
+
+def _estimate(spec, settings, tracker, champion, scores, predicted, run_id: str) -> dict:
+    """The batch's expected figures before its outcomes arrive (:mod:`modelmill.learn.estimation`),
+    logged as ``estimated/`` on the scoring run and as a point of the version's ``estimated/``
+    series; a ``live_drop`` alert when the estimate is clearly below the test figure."""
+    from modelmill.learn.estimation import calibrated_enough, cbpe
+    from modelmill.learn.evaluation import binary_metric
+    from modelmill.learn.kinds import get_kind
+    from modelmill.ops.live import dropped, log_series
+    from modelmill.registry.runview import ESTIMATED, PRIMARY, TEST, mkey
+
+    run = tracker.run(champion.run_id)
+    test = {k.removeprefix(f"{TEST}/"): v for k, v in run.data.metrics.items() if k.startswith(f"{TEST}/")}
+    primary = run.data.metrics.get(mkey(PRIMARY, spec.metric.name))
+    out = {"metric": spec.metric.name, "test": primary}
+    reason = calibrated_enough(test)
+    if reason is not None:
+        log.info("%s: no estimate of v%s's figures before the outcomes: %s", spec.name, champion.version, reason)
+        tracker.set_tags(run_id, {"modelmill.estimate": f"none: {reason}"})
+        return out | {"reason": reason}
+    opts = get_kind(spec.problem).options(spec)
+    cost = (opts.cost.false_negative, opts.cost.false_positive) if getattr(opts, "cost", None) else None
+    names = dict.fromkeys((spec.metric.name, "roc_auc", "accuracy", "f1", *(["expected_cost"] if cost else [])))
+    figures = cbpe(scores, np.asarray(predicted), {n: binary_metric(n, cost) for n in names}, seed=spec.split.seed)
+    figures["rows"] = float(len(scores))
+    tracker.log_metrics(run_id, {mkey(ESTIMATED, k): v for k, v in figures.items()})
+    log_series(tracker, run, ESTIMATED, figures, pd.Timestamp.now(tz="UTC"))
+    name = spec.metric.name
+    out |= {"value": figures.get(name), "low": figures.get(f"{name}_low"), "high": figures.get(f"{name}_high")}
+    why = dropped(spec, figures, primary, f"estimated (CBPE) on {len(scores)} scored rows before their outcomes")
+    if why is not None:
+        out["alert"] = why
+        alerts.send(
+            alerts.Alert(spec.name, "live_drop", f"v{champion.version}: {why}", tracker.run_url(run_id)), spec, settings
+        )
+    return out
 
 
 def _with_reasons(

@@ -4,7 +4,7 @@ description, and the MLflow runs-table view an experiment opens with.
 MLflow's chart view groups metrics into sections by the part of the key before ``/``, and its
 tables sort keys alphabetically, so keys are ``<group>/<name>``: ``_primary/`` (sorts first: the
 pipeline's primary metric, its baseline, the lift and the kind's headline figures), ``test/``,
-``drift/``, ``promotion/``, ``validation/`` and ``live/`` (realized on scored rows' outcomes).
+``drift/``, ``promotion/``, ``validation/``, ``live/`` (realized on scored rows' outcomes) and ``estimated/`` (before them).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 PRIMARY, TEST, DRIFT, PROMOTION, VALIDATION = "_primary", "test", "drift", "promotion", "validation"
 #: a version's figures on the outcomes of the rows it scored (``modelmill outcomes``)
 LIVE = "live"
+#: the same, estimated from the scored probabilities before the outcomes arrive (CBPE)
+ESTIMATED = "estimated"
 #: The experiment tag MLflow's UI reads a shared runs-table view from (``?viewStateShareKey=``).
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "modelmill"
