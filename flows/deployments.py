@@ -22,6 +22,7 @@ from modelmill_flows.pipeline import pipeline_flow
 FLOW_NAME = "modelmill-pipeline"
 ENTRYPOINT = "flows/pipeline.py:pipeline_flow"
 SCORE_ENTRYPOINT = "flows/scoring.py:score_flow"
+OUTCOMES_ENTRYPOINT = "flows/scoring.py:outcomes_flow"
 WORK_POOL = "modelmill-process"
 #: the image `docker compose build` makes from the repo's Dockerfile (code in /app, data in /data)
 IMAGE, IMAGE_WORKDIR = "modelmill-worker:latest", "/app"
@@ -64,8 +65,14 @@ def deployment_parameters(spec: PipelineSpec) -> dict:
     return {"pipeline": spec.name, "trigger": "schedule"}
 
 
+def _outcomes_description(spec: PipelineSpec) -> str:
+    return (
+        f"{spec.name}: joins the outcomes in {spec.outcomes.input} to the scored rows and measures the champion on them"
+    )
+
+
 def build_deployments(specs: list[PipelineSpec]):
-    from modelmill_flows.scoring import score_flow
+    from modelmill_flows.scoring import outcomes_flow, score_flow
 
     scoring = [
         score_flow.to_deployment(
@@ -79,18 +86,34 @@ def build_deployments(specs: list[PipelineSpec]):
         for spec in specs
         if spec.scoring and spec.scoring.schedule
     ]
-    return scoring + [
-        pipeline_flow.to_deployment(
-            name=spec.name,
-            schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone, active=spec.schedule.active)],
-            parameters=deployment_parameters(spec),
-            description=spec.description.strip(),
-            tags=["modelmill", spec.domain],
-            # The installed module path works from any working directory.
+    outcomes = [
+        outcomes_flow.to_deployment(
+            name=f"{spec.name}-outcomes",
+            schedules=[Cron(spec.outcomes.schedule.cron, timezone=spec.outcomes.schedule.timezone)],
+            parameters={"pipeline": spec.name},
+            description=_outcomes_description(spec),
+            tags=["modelmill", spec.domain, "outcomes"],
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for spec in specs
+        if spec.outcomes and spec.outcomes.schedule
     ]
+    return (
+        scoring
+        + outcomes
+        + [
+            pipeline_flow.to_deployment(
+                name=spec.name,
+                schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone, active=spec.schedule.active)],
+                parameters=deployment_parameters(spec),
+                description=spec.description.strip(),
+                tags=["modelmill", spec.domain],
+                # The installed module path works from any working directory.
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+            for spec in specs
+        ]
+    )
 
 
 def stale_check_deployment():
@@ -153,32 +176,48 @@ def prefect_yaml(specs: list[PipelineSpec], pool: str = "process") -> dict:
         if pool == "process"
         else {"pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}]}
     )
-    deployments = [
-        {
-            "name": spec.name,
-            "entrypoint": ENTRYPOINT,
-            "description": spec.description.strip(),
-            "tags": ["modelmill", spec.domain],
-            "parameters": deployment_parameters(spec),
-            "schedules": [
-                {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
-            ],
-            "work_pool": pools[pool],
-        }
-        for spec in specs
-    ] + [
-        {
-            "name": f"{spec.name}-score",
-            "entrypoint": SCORE_ENTRYPOINT,
-            "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
-            "tags": ["modelmill", spec.domain, "scoring"],
-            "parameters": {"pipeline": spec.name},
-            "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
-            "work_pool": pools[pool],
-        }
-        for spec in specs
-        if spec.scoring and spec.scoring.schedule
-    ]
+    deployments = (
+        [
+            {
+                "name": spec.name,
+                "entrypoint": ENTRYPOINT,
+                "description": spec.description.strip(),
+                "tags": ["modelmill", spec.domain],
+                "parameters": deployment_parameters(spec),
+                "schedules": [
+                    {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
+                ],
+                "work_pool": pools[pool],
+            }
+            for spec in specs
+        ]
+        + [
+            {
+                "name": f"{spec.name}-score",
+                "entrypoint": SCORE_ENTRYPOINT,
+                "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
+                "tags": ["modelmill", spec.domain, "scoring"],
+                "parameters": {"pipeline": spec.name},
+                "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
+                "work_pool": pools[pool],
+            }
+            for spec in specs
+            if spec.scoring and spec.scoring.schedule
+        ]
+        + [
+            {
+                "name": f"{spec.name}-outcomes",
+                "entrypoint": OUTCOMES_ENTRYPOINT,
+                "description": _outcomes_description(spec),
+                "tags": ["modelmill", spec.domain, "outcomes"],
+                "parameters": {"pipeline": spec.name},
+                "schedules": [{"cron": spec.outcomes.schedule.cron, "timezone": spec.outcomes.schedule.timezone}],
+                "work_pool": pools[pool],
+            }
+            for spec in specs
+            if spec.outcomes and spec.outcomes.schedule
+        ]
+    )
     for d in deployments:
         d.update(image)
     return {

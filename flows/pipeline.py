@@ -20,12 +20,19 @@ from modelmill_tasks import stages as t
 
 @flow(name="modelmill-pipeline", flow_run_name="{pipeline}", log_prints=True)
 def pipeline_flow(
-    pipeline: str, as_of: str | None = None, promote: bool = True, trigger: str = "manual", force: bool = False
+    pipeline: str,
+    as_of: str | None = None,
+    promote: bool = True,
+    trigger: str = "manual",
+    force: bool = False,
+    reason: str | None = None,
 ) -> dict:
     """Ingest → validate → drift → featurize/train → evaluate → explain → promote, for one pipeline spec.
 
     A run whose data, spec, suite and code are those of the champion's (or the last trained) run
     ends after ingest as ``skipped`` — nothing retrained or registered — unless ``force``.
+    ``trigger`` says what started the run (schedule, manual, or the event ``monitoring.retrain_on``
+    names), ``reason`` that event's cause; both are recorded on the run and in its model card.
 
     Raises on failure (the MLflow run is marked FAILED with its cause first); the exception
     carries the run summary as ``.summary``.
@@ -34,7 +41,14 @@ def pipeline_flow(
     settings = get_settings()
     spec = load_spec(pipeline, settings, names_only=started_by_a_deployment())
     handle = t.start_run(
-        spec, settings, flow_run_id=flow_run.id, as_of=as_of, promote=promote, trigger=trigger, force=force
+        spec,
+        settings,
+        flow_run_id=flow_run.id,
+        as_of=as_of,
+        promote=promote,
+        trigger=trigger,
+        force=force,
+        reason=reason,
     )
     limit = spec.limits.stage_seconds
 

@@ -3,6 +3,7 @@ spec's ``scoring.schedule`` as a deployment)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefect import flow
@@ -18,7 +19,9 @@ from modelmill_tasks import stages as t
 def score_flow(
     pipeline: str, input: str | None = None, output: str | None = None, shadow: bool = False, reasons: int = 0
 ) -> dict:
-    """Score ``input`` (default: the spec's ``scoring.input``) into ``output`` with the champion.
+    """Score ``input`` (default: the spec's ``scoring.input``) into ``output`` with the champion;
+    a ``live_drop`` estimate or a batch's drift over ``monitoring.psi_alert`` runs the pipeline again
+    when ``monitoring.retrain_on`` asks.
     A path given here by the operator is read as given (relative to the working directory); the
     spec's own paths, and any a deployment's parameters name, are relative to its folder and
     confined like its source. ``reasons``: each scored row's top reasons (tabular classification)."""
@@ -39,20 +42,44 @@ def score_flow(
         output = spec.scoring.output
     elif operator:
         out_base = None
-    return t.score_batch(spec, settings, input, output, in_base, shadow, reasons, out_base).__dict__
+    result = t.score_batch(spec, settings, input, output, in_base, shadow, reasons, out_base)
+    if result.estimate and result.estimate.get("alert"):
+        _retrain(spec, "live_drop", f"v{result.version}: {result.estimate['alert']}")
+    limit = spec.monitoring.psi_alert
+    if limit is not None and result.psi_max == result.psi_max and result.psi_max > limit:
+        _retrain(
+            spec, "drift", f"a scoring batch's largest PSI {result.psi_max:.3f} is over monitoring.psi_alert {limit}"
+        )
+    return result.__dict__
+
+
+def _retrain(spec, event: str, reason: str) -> None:
+    from modelmill_flows.retrain import retrain
+
+    if event in spec.monitoring.retrain_on:
+        retrain(spec, event, reason, report=logging.getLogger("modelmill.retrain").info)
 
 
 @flow(name="modelmill-outcomes", flow_run_name="{pipeline}-outcomes", log_prints=True)
-def outcomes_flow(pipeline: str, input: str) -> dict:
-    """Join the outcomes in ``input`` to the rows the champion scored and measure how it did on
-    them (``modelmill outcomes``). An operator's path is read from the working directory; one a
-    deployment's parameters name is relative to the spec's folder and confined like its source."""
+def outcomes_flow(pipeline: str, input: str | None = None) -> dict:
+    """Join the outcomes in ``input`` (default: the spec's ``outcomes.input``) to the rows the
+    champion scored and measure how it did on them (``modelmill outcomes``); a ``live_drop`` runs
+    the pipeline again when ``monitoring.retrain_on`` asks. An operator's path is read from the
+    working directory; the spec's, and one a deployment's parameters name, are relative to the
+    spec's folder and confined like its source."""
     _forward_core_logs()
     settings = get_settings()
     operator = not started_by_a_deployment()
     spec = load_spec(pipeline, settings, names_only=not operator)
     base = spec.spec_path.parent if spec.spec_path else Path.cwd()
-    if operator:
+    if input is None:
+        if spec.outcomes is None:
+            raise SpecError(f"pipeline {spec.name}: give --input, or an `outcomes` section in its spec")
+        input = spec.outcomes.input
+    elif operator:
         input = str(Path(input).expanduser().resolve())
         base = Path(input).parent
-    return t.join_outcomes(spec, settings, input, base).__dict__
+    result = t.join_outcomes(spec, settings, input, base)
+    if result.alerts:
+        _retrain(spec, "live_drop", result.alerts[0])
+    return result.__dict__

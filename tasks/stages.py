@@ -15,9 +15,16 @@ _opts = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 @task(name="start-run", **_opts)
-def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual", force=False):
+def start_run(spec, settings, flow_run_id=None, as_of=None, promote=True, trigger="manual", force=False, reason=None):
     return stages.start(
-        spec, settings, flow_run_id=flow_run_id, as_of=as_of, promote=promote, trigger=trigger, force=force
+        spec,
+        settings,
+        flow_run_id=flow_run_id,
+        as_of=as_of,
+        promote=promote,
+        trigger=trigger,
+        force=force,
+        reason=reason,
     )
 
 

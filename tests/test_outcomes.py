@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import mlflow_client, run_cli, write_example_spec
 from modelmill.config.settings import Settings
@@ -143,3 +144,107 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     code, out, err = run_cli(capsys, "history", "my_cells", "--out", str(tmp_path / "history.png"))
     head = out.splitlines()[0].split()
     assert code == 0 and "live" in head and "estimated" in head and f"{tuesday.value:.4f}" in out, out + err
+
+
+@pytest.mark.server
+def test_a_live_drop_under_serve_runs_the_pipeline_again_with_its_cause_on_the_card(tmp_path, example_project):
+    """``monitoring.retrain_on: [live_drop]``: the outcomes that show the drop make ``modelmill
+    serve`` run the pipeline again as a triggered flow; the run and its model card say why."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mlflow
+
+    from conftest import command_env, free_port
+
+    root, spec, data = example_project
+    cells = _cells_with_ids(data).sample(frac=1, random_state=11)
+    train, batch = cells.iloc[:400], cells.iloc[400:]
+    suite = root / "expectations" / "my_cells.json"
+    suite.write_text(suite.read_text().replace('"diagnosis"', '"diagnosis", "sample_id"', 1))
+    write_example_spec(
+        root,
+        spec | {"schedule": {"cron": "0 6 * * 1", "active": False}},  # only the retrain runs it here
+        train,
+        roles={"id": "sample_id"},
+        monitoring={"live_drop": 0.05, "retrain_on": ["live_drop"]},
+    )
+    modelmill = str(Path(sys.executable).with_name("modelmill"))
+    home, pport, mport = root / "home", free_port(), free_port()
+    env = command_env(PREFECT_HOME=str(tmp_path / "prefect-client"))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        serve = subprocess.Popen(
+            [modelmill, "serve", "--prefect-port", str(pport), "--mlflow-port", str(mport)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while "Serving;" not in log.read_text():
+            assert serve.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        creds = dict(
+            ln.split("=", 1) for ln in (home / "credentials.env").read_text().splitlines() if "=" in ln and ln[0] != "#"
+        )
+        client_env = env | {
+            "PREFECT_API_URL": f"http://127.0.0.1:{pport}/api",
+            "PREFECT_API_AUTH_STRING": creds["PREFECT_SERVER_API_AUTH_STRING"],
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mport}",
+            "MLFLOW_TRACKING_USERNAME": creds["MLFLOW_TRACKING_USERNAME"],
+            "MLFLOW_TRACKING_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
+        }
+
+        def mm(*argv: str) -> str:
+            done = subprocess.run([modelmill, *argv], env=client_env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stdout + done.stderr + log.read_text()[-3000:]
+            return done.stdout + done.stderr
+
+        mm("trigger", "my_cells", "--timeout", "500")
+        src = root / "pipelines" / "data" / "batch.csv"
+        batch.drop(columns=["diagnosis"]).to_csv(src, index=False)
+        mm("score", "my_cells", "--input", str(src), "--output", str(tmp_path / "batch.parquet"))
+        # the world moved: most outcomes go the other way, and they join the training data
+        flipped = batch.assign(diagnosis=batch["diagnosis"].map({"malignant": "benign", "benign": "malignant"}))
+        pd.concat([train, flipped]).to_csv(root / "pipelines" / "data" / "cells.csv", index=False)
+        sent = root / "pipelines" / "data" / "outcomes.csv"
+        flipped[["sample_id", "diagnosis"]].to_csv(sent, index=False)
+        out = mm("outcomes", "my_cells", "--input", str(sent))
+        assert "live_drop: v1, batch" in out and "retrain after live_drop (monitoring.retrain_on)" in out, out
+
+        mlflow.set_tracking_uri(client_env["MLFLOW_TRACKING_URI"])
+        os.environ.update({k: client_env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+        try:
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name("modelmill/my_cells")
+            deadline = time.time() + 600
+            while True:
+                runs = client.search_runs(
+                    [experiment.experiment_id],
+                    "tags.`modelmill.trigger` = 'live_drop' and attributes.status = 'FINISHED'",
+                )
+                if runs:
+                    break
+                assert time.time() < deadline and serve.poll() is None, log.read_text()[-3000:]
+                time.sleep(2)
+            (run,) = runs
+            reason = run.data.tags["modelmill.trigger_reason"]
+            assert reason.startswith("v1, batch ") and "over monitoring.live_drop 0.05" in reason
+            (version,) = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+            assert version.version == "2"
+            assert f"**Trained because.** `monitoring.retrain_on: live_drop`: {reason}" in version.description
+        finally:
+            mlflow.set_tracking_uri(None)
+            for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                os.environ.pop(k, None)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(240)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            raise

@@ -69,7 +69,6 @@ def register(sub) -> None:
     oc.add_argument("pipeline", help="pipeline name or spec file")
     oc.add_argument(
         "--input",
-        required=True,
-        help="CSV / Parquet / xlsx file: the spec's roles.id column (else the feature columns) and its target column",
+        help="CSV / Parquet / xlsx file: the spec's roles.id column (else the feature columns) and its target column (default: the spec's outcomes.input)",
     )
     oc.set_defaults(fn=cmd_outcomes)

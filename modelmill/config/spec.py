@@ -475,6 +475,16 @@ class Scoring(Strict):
     )
 
 
+class Outcomes(Strict):
+    """Where the truth about scored rows arrives (``modelmill outcomes`` without --input)."""
+
+    input: str = Field(
+        description="CSV / Parquet / xlsx file of outcomes (roles.id, else the feature columns, and the target), relative to the spec's folder",
+        examples=["data/outcomes.csv"],
+    )
+    schedule: Schedule | None = Field(None, description="join it on this schedule under `modelmill serve`")
+
+
 #: what an alert can be about (``notify.events``)
 ALERT_EVENTS = (
     "failed",
@@ -538,6 +548,12 @@ class Monitoring(Strict):
         examples=[0.05],
     )
 
+    retrain_on: list[Literal["live_drop", "drift"]] = Field(
+        default_factory=list,
+        description="events after which `modelmill serve` runs the pipeline again, the event and its cause recorded on the run: live_drop (outcomes or the estimate), drift (a scoring batch's PSI over psi_alert)",
+        examples=[["live_drop"]],
+    )
+
     def max_age_seconds(self) -> float | None:
         if self.max_age is None:
             return None
@@ -584,6 +600,9 @@ class PipelineSpec(Strict):
         examples=[["email"]],
     )
     scoring: Scoring | None = Field(None, description="a batch the champion scores (`modelmill score`)")
+    outcomes: Outcomes | None = Field(
+        None, description="where the truth about scored rows arrives (`modelmill outcomes`)"
+    )
     notify: Notify | None = Field(None, description="where alerts go (default: MODELMILL_NOTIFY_URLS)")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="alert thresholds and staleness")
     slices: list[Slice] = Field(

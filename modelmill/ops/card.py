@@ -39,6 +39,9 @@ class CardFacts:
     shap_method: str | None = None
     warnings: list[str] = field(default_factory=list)
     split: dict = field(default_factory=dict)
+    #: what started the run (schedule, manual, a retrain_on event) and that event's cause
+    trigger: str = "manual"
+    trigger_reason: str | None = None
 
 
 def _num(v) -> str:
@@ -71,6 +74,14 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
         "",
         f"**Status.** {f.decision}. Trained by MLflow run `{f.run_id}`.",
         "",
+        *(
+            [
+                f"**Trained because.** `monitoring.retrain_on: {f.trigger}`: {f.trigger_reason or 'no cause recorded'}",
+                "",
+            ]
+            if f.trigger in ("live_drop", "drift")
+            else []
+        ),
         "## Data",
         f"- Source: {f.data_source}",
         f"- Licence: {f.licence}",

@@ -54,6 +54,8 @@ class ScoreResult:
     #: a binary champion's performance on this batch estimated before its outcomes arrive (CBPE):
     #: the primary metric, its interval and the version's test figure, or the reason there is none
     estimate: dict | None = None
+    #: the largest PSI of a feature against the champion's training snapshot (nan: not measured)
+    psi_max: float = float("nan")
 
 
 def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
@@ -499,6 +501,7 @@ def _score(
         run_id,
         shadowed,
         estimate,
+        float(metrics.get("drift/psi_max", float("nan"))),
     )
 
 

@@ -115,6 +115,7 @@ def start(
     promote: bool = True,
     trigger: str = "manual",
     force: bool = False,
+    reason: str | None = None,
 ) -> RunHandle:
     kind = get_kind(spec.problem)
     kind.check_spec(spec)
@@ -129,6 +130,7 @@ def start(
         "mlflow.source.git.commit": commit,
         "modelmill.prefect_flow_run_id": flow_run_id or "none",
         "modelmill.trigger": trigger,
+        **({"modelmill.trigger_reason": reason[:4000]} if reason else {}),
         "modelmill.as_of": as_of or "latest",
         **owner_tags(),
     }
@@ -813,6 +815,7 @@ def _card_facts(h: RunHandle, trained: Trained, ev: Evaluation, version: str, st
         candidate=trained.best, hyperparams=trained.hyperparams, metric=ev.metric, direction=h.spec.metric.direction, metrics=ev.metrics,
         calibration=calibration, slices=ev.slices, slice_gaps=ev.slice_gaps, importance=ev.importance, shap_importance=ev.shap_importance,
         shap_method=params.get("explain.shap_method"), warnings=ev.warnings, split=_split_info(params),
+        trigger=tags.get("modelmill.trigger", "manual"), trigger_reason=tags.get("modelmill.trigger_reason"),
     )  # fmt: skip
 
 
