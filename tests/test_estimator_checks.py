@@ -9,7 +9,7 @@ stays exact. ``make checks`` runs this file verbosely, one line per estimator.
 from __future__ import annotations
 
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.utils.estimator_checks import check_estimator
 
 from modelmill.learn.explain import Replay
@@ -19,6 +19,7 @@ from modelmill.learn.kinds.forecasting import PriceFeatures
 from modelmill.learn.kinds.image import CalibratedSVC, ImageFeatures, MirrorAugmented
 from modelmill.learn.kinds.neural import CNNClassifier, GRUTextClassifier, MLPRegressor
 from modelmill.learn.kinds.recommendation import ALS, BPR, ContentBased, Hybrid, ItemKNN, Popularity
+from modelmill.learn.kinds.regression import Conformal
 from modelmill.learn.kinds.sentences import FineTunedSentenceClassifier, SentenceEncoder, SentenceTfidfClassifier
 from modelmill.learn.kinds.tabular import Calibrated, _Isotonic, _Sigmoid
 from modelmill.learn.kinds.text import TfidfGRUEnsemble
@@ -499,6 +500,7 @@ ESTIMATORS = [
     # numeric matrices: every check passes
     CalibratedSVC(cv=3),
     Calibrated(LogisticRegression(), cv=3, random_state=0),
+    Conformal(Ridge(), cv=3),
     CategoryEncoder(),
     HistGradientBoosting(max_iter=10),
     MLPRegressor(max_epochs=60, hidden=(16,), patience=60, batch_size=32, lr=1e-2, threads=1),

@@ -22,7 +22,7 @@ def cmd_check(args, settings: Settings) -> int:
     check_mirror(settings)
     df = read_source(spec, fetch_sources(spec, settings))
     report = validate_frame(df, spec.suite_path(settings), detail=True)  # every check's bad-row count
-    report.add(rules.findings(spec, df, classification=kind.EXAMPLE_ROWS))
+    report.add(rules.findings(spec, df, classification=kind.EXAMPLE_ROWS and kind.TARGET_CLASSES))
     print(
         f"{spec.name}: {len(df)} rows x {len(df.columns)} columns from {spec.source.path or spec.source.url or spec.source.dataset or 'a SQL query'}"
     )

@@ -18,6 +18,7 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 PROBLEM_KINDS = (
     "tabular_classification",
+    "tabular_regression",
     "forecasting",
     "image_classification",
     "text_classification",

@@ -16,7 +16,9 @@ import pandas as pd
 from modelmill.data.ingest import CURRENCY, coerce_numbers
 from modelmill.errors import SpecError
 
-INIT_KINDS = ("tabular_classification", "text_classification", "recommendation")
+INIT_KINDS = ("tabular_classification", "tabular_regression", "text_classification", "recommendation")
+#: a numeric target with more distinct values than this is an amount to predict, not a class
+MAX_CLASSES = 20
 
 #: a column whose name says it identifies a row (or a user / an item)
 ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|code|no|number|ref)$|^(id|uuid|email|e_mail|phone)$", re.I)
@@ -95,7 +97,7 @@ def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[
         col = Column(name, "dropped", "", nulls, distinct)
         out.append(col)
         if name == target:
-            col.role, col.why = "target", f"the target (--target), {distinct} classes"
+            col.role, col.why = "target", f"the target (--target), {distinct} distinct values"
             continue
         if distinct <= 1:
             col.why = "one value only: carries nothing to learn from"
@@ -165,11 +167,22 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         return "text_classification"
     if classes == 2:
         return "tabular_classification"
+    if classes > MAX_CLASSES and continuous(df[target]):
+        return "tabular_regression"
     if texts:
         return "text_classification"
     raise SpecError(
         f"target {target} has {classes} classes: the tabular kind is binary (give --problem text_classification for a text column, or a 0/1 target)"
     )
+
+
+def continuous(values: pd.Series) -> bool:
+    """Whether a target's values are amounts: every one a number (as written: "1,250.5" counts)."""
+    present = values.dropna()
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        return len(present) > 0
+    numbers = _as_numbers(present)[0]
+    return numbers is not None and pd.to_numeric(numbers, errors="coerce").notna().all()
 
 
 def _positive(df: pd.DataFrame, target: str) -> Any:
@@ -195,7 +208,7 @@ def _suite(name: str, df: pd.DataFrame, columns: list[Column], kept: list[str]) 
             exp.append(
                 {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": c.name, "value_set": value_set}}
             )
-        elif c.role in ("numeric", "rating"):
+        elif c.role in ("numeric", "rating") or (c.role == "target" and continuous(values)):
             number = pd.to_numeric(coerce_numbers(values, c.thousands, c.decimal), errors="coerce")
             lo, hi = float(number.min()), float(number.max())
             margin = 0.1 * (hi - lo) or abs(hi) * 0.1 or 1.0
@@ -309,7 +322,9 @@ def propose(
             raise SpecError("modelmill init: no column is usable as a feature (all are ids, dates or constant)")
         spec |= {
             "target": target,
-            "positive_label": _positive(df, target) if df[target].nunique() == 2 else None,
+            "positive_label": _positive(df, target)
+            if df[target].nunique() == 2 and problem != "tabular_regression"
+            else None,
             "features": features,
         }
         if spec["positive_label"] is None:
@@ -341,13 +356,25 @@ def propose(
             "problem": problem,
             "split": {"method": "stratified", "test_size": 0.25, "seed": 42},
         }
-        if problem == "tabular_classification":
+        if problem == "tabular_regression":
+            spec["split"] = {"method": "random", "test_size": 0.25, "seed": 42, "folds": 5}
+            spec["baseline"] = {"name": "mean", "estimator": "dummy_mean"}
+            spec["candidates"] = [
+                {"name": "ridge", "estimator": "ridge", "grid": {"alpha": [0.1, 1.0, 10.0]}},
+                {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
+            ]
+            spec["metric"] = {"name": "rmse", "direction": "minimize"}
+            notes.append(
+                f"{target} is an amount ({df[target].nunique()} distinct numbers): a regression, each prediction with a 90 % interval (options.interval)"
+            )
+        if problem in ("tabular_classification", "tabular_regression"):
             holes = [c for c in numeric + categorical if c.nulls]
             if holes:
                 spec["impute"] = {"numeric": "median", "categorical": "missing", "indicator": True}
                 notes.append(
                     f"{', '.join(c.name for c in holes)} have missing values: filled inside the model (impute)"
                 )
+        if problem == "tabular_classification":
             spec["baseline"] = {"name": "prior", "estimator": "dummy_prior"}
             spec["candidates"] = [
                 {
@@ -359,7 +386,7 @@ def propose(
                 {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
             ]
             spec["metric"] = {"name": "roc_auc", "direction": "maximize"}
-        else:
+        elif problem == "text_classification":
             binary = df[target].nunique() == 2
             spec["baseline"] = {"name": "prior", "estimator": "dummy_prior" if binary else "dummy_most_frequent"}
             spec["candidates"] = [
@@ -367,7 +394,7 @@ def propose(
                 {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [1.0, 10.0]}},
             ]
             spec["metric"] = {"name": "roc_auc" if binary else "accuracy", "direction": "maximize"}
-        counts = df[target].value_counts()
+        counts = df[target].value_counts() if problem != "tabular_regression" else pd.Series([len(df)])
         folds = int(min(5, counts.min() - 1)) if len(counts) else 5
         if folds < 2:
             raise SpecError(

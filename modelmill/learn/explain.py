@@ -175,7 +175,7 @@ class ShapValues:
 
     values: pd.DataFrame  # one row per explained row, one column per source column
     base: float  # the expected output: values of a row plus base = the model's output for it
-    output: str  # "log-odds" (tree and linear explainers) or "probability" (permutation)
+    output: str  # "log-odds" (tree and linear explainers) or "probability" (permutation); "value" for a regressor
     method: str  # tree | linear | permutation
     rows: pd.DataFrame  # the explained rows, as the model takes them
 
@@ -252,7 +252,8 @@ def _through(steps, cols: list[str]) -> list[str] | None:
 
 
 def shap_values(model, X: pd.DataFrame, background: pd.DataFrame, *, seed: int = 0) -> ShapValues:
-    """SHAP values of the rows ``X`` for a fitted binary classifier that takes source columns.
+    """SHAP values of the rows ``X`` for a fitted binary classifier (or regressor: its values are
+    in the target's own units, ``value``) that takes source columns.
 
     Behind the tabular featurizer: gradient boosting gets shap's exact TreeExplainer (log-odds),
     a random forest too (probability), a logistic regression the LinearExplainer over the
@@ -261,11 +262,13 @@ def shap_values(model, X: pd.DataFrame, background: pd.DataFrame, *, seed: int =
     encoded columns grouped by source column. A model without that featurizer: the permutation
     explainer over the source columns themselves. ``background`` rows are the reference a
     masked column takes its values from (their number bounds the cost)."""
+    from sklearn.base import is_regressor
+
     core = fitted_core(model)
     columns = [str(c) for c in X.columns]
     steps = getattr(core, "named_steps", {})
     features, est = steps.get("features"), steps.get("model")
-    if features is not None and est is not None and hasattr(est, "predict_proba"):
+    if features is not None and est is not None and (hasattr(est, "predict_proba") or is_regressor(est)):
         Z, Zb = np.asarray(features.transform(X), dtype=float), np.asarray(features.transform(background), dtype=float)
         groups = source_groups(features, columns, Z.shape[1])
         if groups is not None:
@@ -288,9 +291,12 @@ def _positive(values, expected) -> tuple[np.ndarray, float]:
 def _encoded(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str, str]:
     """SHAP values of the encoded columns: (values, expected value, output, method)."""
     import shap
+    from sklearn.base import is_regressor
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, VotingClassifier
     from sklearn.linear_model import LogisticRegression
 
+    if is_regressor(est):
+        return _regression(est, Z, Zb, groups, seed)
     if isinstance(est, HistGradientBoostingClassifier | GradientBoostingClassifier):
         ex = shap.TreeExplainer(est)
         return (*_positive(ex.shap_values(Z, check_additivity=False), ex.expected_value), "log-odds", "tree")
@@ -329,6 +335,13 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
         far = np.abs(moved) > 1e-9
         slope = np.where(far, (p - p0) / np.where(far, moved, 1.0), p0 * (1 - p0))
         return values * slope[:, None], float(p0), "linear"
+    values, base = _grouped_permutation(lambda Z: np.asarray(est.predict_proba(Z))[:, 1], Z, Zb, groups, seed)
+    return values, base, "permutation"
+
+
+def _grouped_permutation(answer, Z, Zb, groups, seed) -> tuple[np.ndarray, float]:
+    """shap's permutation explainer of ``answer`` (rows of encoded columns -> one number each)
+    with the encoded columns of one source column masked together."""
     names = list(dict.fromkeys(groups))
     members = [np.flatnonzero(np.asarray(groups) == g) for g in names]
     stacked = np.vstack([Zb, Z])
@@ -339,13 +352,33 @@ def _in_probability(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str]:
         out = np.empty((len(codes), stacked.shape[1]))
         for j, cols in enumerate(members):
             out[:, cols] = stacked[np.ix_(codes[:, j], cols)]
-        return np.asarray(est.predict_proba(out))[:, 1]
+        return answer(out)
 
     values, base = _permute(f, nb, len(Z), m, seed)
     spread = np.zeros((len(Z), stacked.shape[1]))
     for j, cols in enumerate(members):  # the group's value on its first encoded column: summed back per group
         spread[:, cols[0]] = values[:, j]
-    return spread, base, "permutation"
+    return spread, base
+
+
+def _regression(est, Z, Zb, groups, seed) -> tuple[np.ndarray, float, str, str]:
+    """A regressor's SHAP values in the target's units: exact for trees and linear models, else
+    the permutation explainer over grouped encoded columns."""
+    import shap
+    from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model._base import LinearModel
+    from sklearn.tree import DecisionTreeRegressor
+
+    if isinstance(
+        est, HistGradientBoostingRegressor | RandomForestRegressor | ExtraTreesRegressor | DecisionTreeRegressor
+    ):
+        ex = shap.TreeExplainer(est)
+        return (*_positive(ex.shap_values(Z, check_additivity=False), ex.expected_value), "value", "tree")
+    if isinstance(est, LinearModel):
+        ex = shap.LinearExplainer(est, Zb)
+        return (*_positive(ex.shap_values(Z), ex.expected_value), "value", "linear")
+    values, base = _grouped_permutation(est.predict, Z, Zb, groups, seed)
+    return values, base, "value", "permutation"
 
 
 def _linear(est, Z, Zb) -> tuple[np.ndarray, float]:
@@ -371,19 +404,22 @@ def _permute(f, nb: int, n: int, m: int, seed: int) -> tuple[np.ndarray, float]:
 def _permutation_shap(model, X: pd.DataFrame, background: pd.DataFrame, seed: int) -> ShapValues:
     """shap's permutation explainer on the source columns: a masked cell takes a background
     row's value, so any column type (text, categories, numbers) keeps its own dtype."""
+    from sklearn.base import is_regressor
+
     stacked = pd.concat([background, X], ignore_index=True)
     columns = list(stacked.columns)
 
     def f(codes):
         codes = np.asarray(codes, dtype=np.int64)
         frame = pd.DataFrame({c: stacked[c].take(codes[:, j]).reset_index(drop=True) for j, c in enumerate(columns)})
-        return np.asarray(model.predict_proba(frame))[:, 1]
+        return np.asarray(model.predict(frame)) if regression else np.asarray(model.predict_proba(frame))[:, 1]
 
+    regression = is_regressor(model)
     values, base = _permute(f, len(background), len(X), len(columns), seed)
     return ShapValues(
         pd.DataFrame(values, columns=[str(c) for c in columns]),
         base,
-        "probability",
+        "value" if regression else "probability",
         "permutation",
         X.reset_index(drop=True),
     )
@@ -414,7 +450,8 @@ def shap_figure(sv: ShapValues, title: str, top: int = 20):
     )
     ax.set_yticks(range(len(order)), order)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_xlabel(f"SHAP value ({sv.output} of the positive class; red: a number above its median)")
+    of = "of the prediction" if sv.output == "value" else "of the positive class"
+    ax.set_xlabel(f"SHAP value ({sv.output} {of}; red: a number above its median)")
     ax.set_title(f"{title}: SHAP ({sv.method} explainer, {len(sv.values)} test rows)")
     fig.tight_layout()
     return fig

@@ -33,7 +33,13 @@ from modelmill.runtime.reconcile import OUTPUT_TAG, owner_tags
 
 log = logging.getLogger("modelmill.score")
 
-SCORABLE = ("tabular_classification", "text_classification", "image_classification", "recommendation")
+SCORABLE = (
+    "tabular_classification",
+    "tabular_regression",
+    "text_classification",
+    "image_classification",
+    "recommendation",
+)
 REJECTED_SUFFIX = ".rejected.parquet"
 
 
@@ -132,7 +138,11 @@ def _write_batch(scored: pd.DataFrame, rejected: pd.DataFrame, out_path: Path, m
 
 def _positive_scores(model, X: pd.DataFrame) -> tuple[np.ndarray, str]:
     """The positive class's probability (the top class's for multiclass), or the decision value
-    of a model without probabilities (a linear SVM), and which of the two it is."""
+    of a model without probabilities (a linear SVM), or a regressor's prediction, and which it is."""
+    from sklearn.base import is_regressor
+
+    if is_regressor(model):
+        return np.asarray(model.predict(X), dtype=float), "prediction"
     if hasattr(model, "predict_proba"):
         p = model.predict_proba(X)
         return (p[:, 1] if p.shape[1] == 2 else p.max(axis=1)), "probability"
@@ -374,6 +384,7 @@ def _score(
 ) -> ScoreResult:
     t0 = time.time()
     from modelmill.learn.kinds import get_kind
+    from modelmill.learn.kinds.regression import predict_interval
     from modelmill.quality.validate import is_array_column
 
     kind = get_kind(spec.problem)
@@ -410,13 +421,15 @@ def _score(
             negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
             meta["labels"] = json.dumps([str(negative), str(positive)])  # how outcomes are read later
+    else:
+        scores, column, predicted = np.array([]), "probability", np.array([])
+        scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
+    if len(good) and (interval := predict_interval(model, X)) is not None:  # a regressor's interval
+        scored["lower"], scored["upper"] = np.round(interval[0], 6), np.round(interval[1], 6)
     estimate = None
     if spec.positive_label is not None and column == "probability" and len(good) and champion.run_id:
         estimate = _estimate(spec, settings, tracker, champion, scores, predicted, run_id)
         meta["estimate"] = json.dumps(estimate)
-    else:
-        scores, column, predicted = np.array([]), "probability", np.array([])
-        scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")
     if reasons:
         scored = _with_reasons(spec, kind, model, X, ref, scored, reasons)
     scored["model_version"], scored["input_sha256"] = champion.version, source.sha256
@@ -427,7 +440,9 @@ def _score(
     )
     rejected_path = _write_batch(scored, raw[~ok].assign(rejected_because=reason[~ok]), out_path, meta)
     keys, keyed = scored_rows.row_keys(good, spec.roles.get("id"), X)
-    predicted_columns = [c for c in ("prediction", "probability", "decision_score") if c in scored.columns]
+    predicted_columns = [
+        c for c in ("prediction", "probability", "decision_score", "lower", "upper") if c in scored.columns
+    ]
     _remember(
         spec,
         settings,

@@ -337,7 +337,7 @@ def validate_stage(h: RunHandle, snap: Snapshot) -> ValidationReport:
         report = validate_frame(frame, h.spec.suite_path(h.settings), Path(docs) / "data_docs")
         t.log_dir(h.run_id, Path(docs) / "data_docs", "validation/data_docs")
     kind = get_kind(h.spec.problem)
-    report.add(rules.findings(h.spec, frame, classification=kind.EXAMPLE_ROWS))
+    report.add(rules.findings(h.spec, frame, classification=kind.EXAMPLE_ROWS and kind.TARGET_CLASSES))
     t.log_text(h.run_id, report.to_html(), "validation/report.html")
     t.log_dict(h.run_id, report.to_dict(), "validation/report.json")
     t.log_metrics(

@@ -32,6 +32,7 @@ ALLOWED: frozenset[str] = frozenset(
         "modelmill.learn.kinds.encoders.RawRows",
         "modelmill.learn.kinds.estimators.HistGradientBoosting",
         "modelmill.learn.kinds.tabular.Calibrated",
+        "modelmill.learn.kinds.regression.Conformal",
         "modelmill.learn.kinds.tabular._Isotonic",
         "modelmill.learn.kinds.tabular._Sigmoid",
         "modelmill.learn.kinds.forecasting.PriceFeatures",

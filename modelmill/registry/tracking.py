@@ -752,7 +752,8 @@ class ServedClassifier:
 
 
 class ServedModel:
-    """Any other model as pyfunc serves it: its ``predict``, as MLflow's scikit-learn pyfunc does."""
+    """Any other model as pyfunc serves it: its ``predict``, as MLflow's scikit-learn pyfunc does;
+    a regressor with prediction intervals answers ``prediction``, ``lower`` and ``upper``."""
 
     def __init__(self, model):
         self.model = model
@@ -761,6 +762,10 @@ class ServedModel:
         return self.model
 
     def predict(self, data, params: dict | None = None):
+        from modelmill.learn.kinds.regression import has_interval, prediction_frame
+
+        if has_interval(self.model):
+            return prediction_frame(self.model, data)
         return self.model.predict(data)
 
 

@@ -84,6 +84,8 @@ class ProblemKind(ABC):
     #: one row is one labelled example: the gate checks the target's classes, and repeated rows
     #: are de-duplicated (or rejected) before the split so none sits on both sides of it.
     EXAMPLE_ROWS: ClassVar[bool] = False
+    #: the target holds classes: the gate checks there are two or more, each with enough rows
+    TARGET_CLASSES: ClassVar[bool] = True
     #: the kind's featurizer fills missing values as the spec's ``impute`` says
     IMPUTES: ClassVar[bool] = False
     #: estimator name -> factory(seed, **params) of an unfitted estimator.

@@ -41,7 +41,9 @@ def negative_cost(y, yhat, false_negative: float, false_positive: float) -> floa
     return -expected_cost(y, yhat, false_negative, false_positive)
 
 
-class TabularOptions(KindOptions):
+class FeatureOptions(KindOptions):
+    """How the tabular featurizer turns text and categories into features (every tabular kind)."""
+
     text_max_features: int = Field(2000, ge=10, le=50_000, description="TF-IDF terms kept from features.text")
     text_features: Literal["tfidf", "sentences", "both"] = Field(
         "tfidf",
@@ -54,6 +56,15 @@ class TabularOptions(KindOptions):
         description="the digest of every file of the sentence encoder's folder when MODELMILL_TEXT_ENCODER names your own (an unpinned folder is a spec error that prints it; the shipped all-MiniLM-L6-v2 is pinned already)",
         examples=["59c8239675df4af602eecc13ecd09f966b2fbb8263dba7a3ea1edd3dde10ed07"],
     )
+    categorical_encoding: Literal["onehot", "native"] = Field(
+        "onehot",
+        description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
+        "natively by hist_gradient_boosting, missing and unseen values left to its missing-value branches (a "
+        "tenth of the memory on wide categorical data; for tree models; at most 255 categories per column)",
+    )
+
+
+class TabularOptions(FeatureOptions):
     threshold: Literal["cost", "balanced_accuracy", "f1", "fixed"] = Field(
         "balanced_accuracy", description="how the decision threshold is tuned by CV on the training split (fixed: 0.5)"
     )
@@ -66,12 +77,6 @@ class TabularOptions(KindOptions):
         "auto",
         description="auto: a model that weights its classes (class_weight) gets the calibration step (none, sigmoid or "
         "isotonic) with the best out-of-fold Brier score on the training rows; sigmoid/isotonic: always that step",
-    )
-    categorical_encoding: Literal["onehot", "native"] = Field(
-        "onehot",
-        description="onehot: a 0/1 column per category (any estimator); native: one code per column, split on "
-        "natively by hist_gradient_boosting, missing and unseen values left to its missing-value branches (a "
-        "tenth of the memory on wide categorical data; for tree models; at most 255 categories per column)",
     )
 
 
@@ -93,13 +98,18 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         if spec.target is None or spec.positive_label is None:
             raise SpecError(f"pipeline {spec.name}: tabular classification needs `target` and `positive_label`")
+        self.require_split(spec, "stratified", "predefined")
+        if opts.threshold == "cost" and opts.cost is None:
+            raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
+        self.check_features(spec)
+
+    def check_features(self, spec: PipelineSpec) -> None:
+        """Features declared, and a pinned encoder for sentence features."""
+        opts = self.options(spec)
         if not (spec.features.numeric or spec.features.categorical or spec.features.text):
             raise SpecError(
                 f"pipeline {spec.name}: declare features.numeric, features.categorical and/or features.text"
             )
-        self.require_split(spec, "stratified", "predefined")
-        if opts.threshold == "cost" and opts.cost is None:
-            raise SpecError(f"pipeline {spec.name}: options.threshold=cost needs options.cost")
         if opts.text_features != "tfidf":
             if not spec.features.text:
                 raise SpecError(f"pipeline {spec.name}: options.text_features {opts.text_features} needs features.text")
