@@ -24,6 +24,7 @@ from pathlib import Path
 
 COLUMNS = {
     "credit_risk": ["roc_auc", "pr_auc", "ks", "brier", "expected_cost", "sensitivity", "specificity"],
+    "credit_amount": ["rmse", "mae", "r2", "interval_coverage", "interval_width"],
     "breast_cytology": ["roc_auc", "accuracy", "sensitivity", "specificity"],
     "price_forecast": ["rmse", "naive_rmse", "skill", "directional_accuracy", "price_mape", "dm_pvalue"],
     "breast_ultrasound": ["roc_auc", "accuracy", "sensitivity", "specificity"],

@@ -97,7 +97,7 @@ def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[
         col = Column(name, "dropped", "", nulls, distinct)
         out.append(col)
         if name == target:
-            col.role, col.why = "target", f"the target (--target), {distinct} distinct values"
+            col.role, col.why = "target", f"the target (--target), {distinct} classes"
             continue
         if distinct <= 1:
             col.why = "one value only: carries nothing to learn from"
@@ -357,6 +357,8 @@ def propose(
             "split": {"method": "stratified", "test_size": 0.25, "seed": 42},
         }
         if problem == "tabular_regression":
+            for c in by_role("target"):
+                c.why = f"the target (--target), {c.distinct} distinct numbers: an amount to predict"
             spec["split"] = {"method": "random", "test_size": 0.25, "seed": 42, "folds": 5}
             spec["baseline"] = {"name": "mean", "estimator": "dummy_mean"}
             spec["candidates"] = [
