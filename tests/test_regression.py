@@ -77,3 +77,65 @@ def test_a_continuous_target_goes_from_init_to_scores_with_intervals(diabetes_pr
     served = champion.predict(pd.read_csv(root / "pipelines" / "data" / "next_patients.csv").astype(object))
     np.testing.assert_allclose(served["prediction"], scores["prediction"], atol=1e-5)
     np.testing.assert_allclose(served["upper"] - served["lower"], scores["upper"] - scores["lower"], atol=1e-5)
+
+
+@pytest.fixture
+def wine_project(tmp_path, monkeypatch, prefect_api):
+    """The real wine study (178 wines from three cultivars, Forina et al.; scikit-learn's copy):
+    thirteen chemical measurements; twenty wines arrive later, unlabelled."""
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame["cultivar"] = frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    frame.insert(0, "wine_id", [f"W{i:03d}" for i in range(len(frame))])
+    data = tmp_path / "pipelines" / "data"
+    data.mkdir(parents=True)
+    later = frame.sample(20, random_state=5)
+    frame.drop(index=later.index).to_csv(data / "wines.csv", index=False)
+    later.drop(columns=["cultivar"]).to_csv(data / "next_wines.csv", index=False)
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, later
+
+
+def test_a_three_class_target_goes_from_init_to_scores_with_every_class(wine_project, capsys, tmp_path):
+    import mlflow
+
+    root, later = wine_project
+    code, out, err = run_cli(capsys, "init", "cultivar", "--from", "pipelines/data/wines.csv", "--target", "cultivar")
+    assert code == 0 and "cultivar has 3 classes" in out, out + err
+    spec = yaml.safe_load((root / "pipelines" / "cultivar.yaml").read_text())
+    assert spec["problem"] == "tabular_multiclass" and spec["metric"]["name"] == "macro_f1"
+    code, out, err = run_cli(capsys, "check", "cultivar")
+    assert code == 0 and "the gate passes" in out, out + err
+    code, out, err = run_cli(capsys, "run", "cultivar")
+    assert code == 0 and "champion" in out, out + err
+
+    client = mlflow_client(Settings())
+    version = client.get_model_version_by_alias("modelmill-cultivar", "champion")
+    m = client.get_run(version.run_id).data.metrics
+    assert m["test/macro_f1"] > 0.9 > m["test/baseline_macro_f1"]  # the cultivars are told apart; the prior cannot
+    assert {"test/recall.barolo", "test/recall.grignolino", "test/recall.barbera", "test/log_loss"} <= set(m)
+    arts = {a.path for a in client.list_artifacts(version.run_id, "plots")} | {
+        a.path for a in client.list_artifacts(version.run_id, "tables")
+    }
+    assert {"plots/confusion_matrix.png", "tables/per_class_f1.csv"} <= arts
+
+    out_path = tmp_path / "scores.parquet"
+    code, out, err = run_cli(
+        capsys, "score", "cultivar", "--input", "pipelines/data/next_wines.csv", "--output", str(out_path)
+    )
+    assert code == 0, out + err
+    scores = pd.read_parquet(out_path)
+    rejected = out_path.with_name("scores.rejected.parquet")
+    set_aside = pd.read_parquet(rejected) if rejected.exists() else scores.iloc[:0]
+    assert len(scores) + len(set_aside) == 20 and len(scores) >= 17  # a wine outside the suite's ranges is set aside
+    classes = ["probability_barbera", "probability_barolo", "probability_grignolino"]
+    np.testing.assert_allclose(scores[classes].sum(axis=1), 1, atol=1e-5)
+    truth = later.set_index("wine_id")["cultivar"].reindex(scores["wine_id"]).to_numpy()
+    assert (scores["prediction"].to_numpy() == truth).mean() >= 0.85  # wines it never saw
+
+    champion = mlflow.pyfunc.load_model("models:/modelmill-cultivar@champion")
+    served = champion.predict(scores[later.columns.drop("cultivar")].astype(object))
+    assert list(served["prediction"]) == list(scores["prediction"])
+    np.testing.assert_allclose(served[classes].to_numpy(), scores[classes].to_numpy(), atol=1e-5)

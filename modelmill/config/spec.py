@@ -19,6 +19,7 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 PROBLEM_KINDS = (
     "tabular_classification",
     "tabular_regression",
+    "tabular_multiclass",
     "forecasting",
     "image_classification",
     "text_classification",

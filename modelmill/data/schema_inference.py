@@ -16,8 +16,15 @@ import pandas as pd
 from modelmill.data.ingest import CURRENCY, coerce_numbers
 from modelmill.errors import SpecError
 
-INIT_KINDS = ("tabular_classification", "tabular_regression", "text_classification", "recommendation")
-#: a numeric target with more distinct values than this is an amount to predict, not a class
+INIT_KINDS = (
+    "tabular_classification",
+    "tabular_multiclass",
+    "tabular_regression",
+    "text_classification",
+    "recommendation",
+)
+#: a numeric target with more distinct values than this is an amount to predict, not a class; a
+#: table's target with 3 up to this many is a multiclass one
 MAX_CLASSES = 20
 
 #: a column whose name says it identifies a row (or a user / an item)
@@ -169,10 +176,13 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         return "tabular_classification"
     if classes > MAX_CLASSES and continuous(df[target]):
         return "tabular_regression"
+    if 3 <= classes <= MAX_CLASSES and others and not texts:
+        return "tabular_multiclass"
     if texts:
         return "text_classification"
     raise SpecError(
-        f"target {target} has {classes} classes: the tabular kind is binary (give --problem text_classification for a text column, or a 0/1 target)"
+        f"target {target} has {classes} distinct values: too many to be classes of a table (at most {MAX_CLASSES}), "
+        "and not all numbers to be an amount (give --problem text_classification for a text column, or a target with fewer values)"
     )
 
 
@@ -369,7 +379,7 @@ def propose(
             notes.append(
                 f"{target} is an amount ({df[target].nunique()} distinct numbers): a regression, each prediction with a 90 % interval (options.interval)"
             )
-        if problem in ("tabular_classification", "tabular_regression"):
+        if problem in ("tabular_classification", "tabular_multiclass", "tabular_regression"):
             holes = [c for c in numeric + categorical if c.nulls]
             if holes:
                 spec["impute"] = {"numeric": "median", "categorical": "missing", "indicator": True}
@@ -388,6 +398,14 @@ def propose(
                 {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
             ]
             spec["metric"] = {"name": "roc_auc", "direction": "maximize"}
+        elif problem == "tabular_multiclass":
+            spec["baseline"] = {"name": "prior", "estimator": "dummy_prior"}
+            spec["candidates"] = [
+                {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.1, 1.0]}},
+                {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
+            ]
+            spec["metric"] = {"name": "macro_f1", "direction": "maximize"}
+            notes.append(f"{target} has {df[target].nunique()} classes: every class is answered with its probability")
         elif problem == "text_classification":
             binary = df[target].nunique() == 2
             spec["baseline"] = {"name": "prior", "estimator": "dummy_prior" if binary else "dummy_most_frequent"}

@@ -35,6 +35,7 @@ log = logging.getLogger("modelmill.score")
 
 SCORABLE = (
     "tabular_classification",
+    "tabular_multiclass",
     "tabular_regression",
     "text_classification",
     "image_classification",
@@ -421,6 +422,16 @@ def _score(
             negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
             scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
             meta["labels"] = json.dumps([str(negative), str(positive)])  # how outcomes are read later
+        elif spec.problem == "tabular_multiclass":  # every class's label and probability
+            if not labels:
+                raise SpecError(
+                    f"pipeline {spec.name}: champion v{champion.version} carries no class labels: retrain it"
+                )
+            names = np.asarray(labels, dtype=object)
+            scored["prediction"] = names[np.asarray(predicted).astype(int)]
+            for i, p in enumerate(np.asarray(model.predict_proba(X)).T):
+                scored[f"probability_{names[i]}"] = np.round(p, 6)
+            meta["labels"] = json.dumps([str(n) for n in names])
     else:
         scores, column, predicted = np.array([]), "probability", np.array([])
         scored["prediction"], scored[column] = pd.Series(dtype="object"), pd.Series(dtype="float64")

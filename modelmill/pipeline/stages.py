@@ -585,7 +585,7 @@ def explain_stage(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation
             ev.metric,
             top["importance_mean"],
         )
-        if kind.SHAP and opts.shap and groups is None:
+        if kind.shap_applies(spec) and opts.shap and groups is None:
             train_X = data.train[0]
             picked = explain.sample_rows(len(X), opts.shap_rows, seed)
             background = train_X.iloc[explain.sample_rows(len(train_X), opts.background_rows, seed + 1)]
@@ -732,7 +732,7 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
     example_in, example_out = kind.examples(trained.model, data)
     raw = h.spec.features.columns() if kind.ROW_MODEL else None  # rows as they come: typed by the model's first step
     labels = (
-        data.labels if h.spec.problem.endswith("_classification") else None
+        data.labels if h.spec.problem.endswith(("_classification", "_multiclass")) else None
     )  # classifiers serve label + probabilities
     ref = t.log_model(
         h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw, labels=labels

@@ -739,8 +739,8 @@ class ServedClassifier:
         import numpy as np
 
         predicted = np.asarray(self.model.predict(data))
-        if self.labels:  # binary: 0/1 -> (negative, positive) as the data writes them
-            out = pd.DataFrame({"prediction": np.where(predicted == 1, self.labels[1], self.labels[0]).astype(object)})
+        if self.labels:  # each class's code -> its label as the data writes it ((negative, positive) of a binary model)
+            out = pd.DataFrame({"prediction": np.asarray(self.labels, dtype=object)[predicted.astype(int)]})
         else:
             out = pd.DataFrame({"prediction": predicted})
         if hasattr(self.model, "predict_proba"):

@@ -10,6 +10,7 @@ from modelmill.learn.kinds.base import ProblemKind
 _MODULES = {
     "tabular_classification": ("modelmill.learn.kinds.tabular", "TabularClassification"),
     "tabular_regression": ("modelmill.learn.kinds.regression", "TabularRegression"),
+    "tabular_multiclass": ("modelmill.learn.kinds.multiclass", "TabularMulticlass"),
     "forecasting": ("modelmill.learn.kinds.forecasting", "Forecasting"),
     "image_classification": ("modelmill.learn.kinds.image", "ImageClassification"),
     "text_classification": ("modelmill.learn.kinds.text", "TextClassification"),

@@ -178,6 +178,10 @@ class ProblemKind(ABC):
     #: the kind's models are explained with SHAP values per source column
     SHAP: ClassVar[bool] = False
 
+    def shap_applies(self, spec: PipelineSpec) -> bool:
+        """Whether the explain stage computes SHAP values for this spec's model."""
+        return self.SHAP
+
     def importance_input(self, spec: PipelineSpec, data: Prepared):
         """``(X, y, scoring, groups)``: the test rows as the model takes them, the scikit-learn
         scorer permutation importance measures the drop of, and None (each source column of a
