@@ -78,6 +78,13 @@ def test_a_continuous_target_goes_from_init_to_scores_with_intervals(diabetes_pr
     np.testing.assert_allclose(served["prediction"], scores["prediction"], atol=1e-5)
     np.testing.assert_allclose(served["upper"] - served["lower"], scores["upper"] - scores["lower"], atol=1e-5)
 
+    # a year later the progression is known: the champion's realized RMSE on these patients
+    live = _outcomes_after_scoring(capsys, root, "progression", later[["patient_id", "progression"]], "rmse")
+    expected = float(np.sqrt(np.mean((truth - scores["prediction"].to_numpy()) ** 2)))
+    assert live["joined"] == 40 and abs(live["value"] - expected) < 1e-3 and live["low"] < expected < live["high"]
+    history = client.get_metric_history(version.run_id, "live/interval_coverage")
+    assert len(history) == 1 and history[0].value >= 0.75
+
 
 @pytest.fixture
 def wine_project(tmp_path, monkeypatch, prefect_api):
@@ -139,3 +146,23 @@ def test_a_three_class_target_goes_from_init_to_scores_with_every_class(wine_pro
     served = champion.predict(scores[later.columns.drop("cultivar")].astype(object))
     assert list(served["prediction"]) == list(scores["prediction"])
     np.testing.assert_allclose(served[classes].to_numpy(), scores[classes].to_numpy(), atol=1e-5)
+
+    live = _outcomes_after_scoring(capsys, root, "cultivar", later[["wine_id", "cultivar"]], "macro_f1")
+    assert live["joined"] == len(scores) and live["low"] <= live["value"] <= live["high"]
+
+
+def _outcomes_after_scoring(capsys, root, name: str, truth: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Send ``truth`` (id and target) as outcomes; the version's realized ``metric`` with its interval."""
+    import re
+
+    sent = root / "pipelines" / "data" / f"{name}-outcomes.csv"
+    truth.to_csv(sent, index=False)
+    code, out, err = run_cli(capsys, "outcomes", name, "--input", str(sent))
+    assert code == 0, out + err
+    value, low, high = re.search(rf"{metric} ([\d.]+) \(95 % interval ([\d.]+)-([\d.]+)\)", out).groups()
+    return {
+        "joined": int(out.split(" of ")[0].rsplit(" ", 1)[1]),
+        "value": float(value),
+        "low": float(low),
+        "high": float(high),
+    }

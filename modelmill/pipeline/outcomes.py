@@ -3,7 +3,7 @@ how the champion does on the rows it actually scored (``modelmill outcomes``).
 
 An outcomes file (CSV, Parquet or xlsx, like any source) names each row as its batch was keyed
 (the spec's ``roles.id`` column, or without one the feature columns, whose digest is the key)
-and gives its true label in the spec's ``target`` column. Each outcome is joined once, to the
+and gives its true value (a label, or an amount) in the spec's ``target`` column. Each outcome is joined once, to the
 latest kept batch that scored its row (:mod:`modelmill.data.scored_rows`), into the pipeline's
 ledger ``outcomes/<pipeline>/joined.parquet`` (in the project's folder, and in the object store
 when there is one). Nothing is dropped unsaid: a row whose key no kept batch scored, one without
@@ -11,9 +11,10 @@ a value, one whose value is not a label of the model, and a key given twice with
 each counted, and the unknown keys written to a file; an outcome sent again is counted once
 (the value first received is kept, a changed one is counted).
 
-For every batch the file brought outcomes to, the realized metrics of the binary decision
-(the pipeline's primary metric, accuracy, Brier score, and the rest of the kind's set) over all
-of that batch's outcomes so far, each of the first three with a 95 % percentile-bootstrap
+For every batch the file brought outcomes to, the realized metrics over all of that batch's
+outcomes so far (a binary decision's primary metric, accuracy, Brier score and the rest of its
+set; a regression's RMSE, MAE, R² and interval coverage; a multiclass table's accuracy and
+macro-F1), the primary metric and the kind's main ones with a 95 % percentile-bootstrap
 interval, are logged to the MLflow run of the model version that scored it as a ``live/``
 series beside its ``test/`` figures: step = whole hours from the version's training to the
 batch, so the UI plots the series over the version's time in service. The version's run also
@@ -46,7 +47,7 @@ log = logging.getLogger("modelmill.outcomes")
 
 FOLDER = "outcomes"
 LEDGER = "joined.parquet"
-#: metrics given a bootstrap interval (the primary metric always is)
+#: a binary model's metrics given a bootstrap interval beside its primary metric
 WITH_INTERVAL = ("accuracy", "brier")
 RESAMPLES = 1000
 
@@ -102,10 +103,21 @@ def label_text(values: pd.Series) -> pd.Series:
     return values.map(one).astype("string")
 
 
+#: the kinds whose outcomes are measured, and how
+BINARY, REGRESSION, MULTICLASS = (
+    ("tabular_classification", "text_classification", "image_classification"),
+    ("tabular_regression",),
+    ("tabular_multiclass",),
+)
+
+
 def measured(spec: PipelineSpec) -> None:
-    if spec.problem not in ("tabular_classification", "text_classification", "image_classification"):
+    if spec.problem in REGRESSION or spec.problem in MULTICLASS:
+        return
+    if spec.problem not in BINARY:
         raise SpecError(
-            f"pipeline {spec.name}: `modelmill outcomes` measures binary classification pipelines, not {spec.problem}"
+            f"pipeline {spec.name}: `modelmill outcomes` measures classification and regression tables, binary text and image "
+            f"classifiers, not {spec.problem}"
         )
     if spec.positive_label is None:
         raise SpecError(
@@ -149,7 +161,10 @@ def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataF
     matched = incoming.merge(latest, on=scored_rows.KEY, how="left", indicator=True)
     unknown = matched[matched["_merge"] == "left_only"]
     matched = matched[matched["_merge"] == "both"].drop(columns="_merge")
-    allowed = matched.apply(lambda r: r["outcome"] in json.loads(r["labels"] or "[]"), axis=1).astype(bool)
+    if spec.problem in REGRESSION:  # an amount: any number
+        allowed = pd.to_numeric(matched["outcome"], errors="coerce").notna()
+    else:  # a class: one of the labels the version knows
+        allowed = matched.apply(lambda r: r["outcome"] in json.loads(r["labels"] or "[]"), axis=1).astype(bool)
     counts["unlabelled"] += int((~allowed).sum())
     matched = matched[allowed]
     if ledger is not None and len(ledger):
@@ -167,9 +182,60 @@ def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataF
 
 
 def realized(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
-    """The binary metrics of ``rows`` (ledger rows of one batch or period), with 95 % bootstrap
-    intervals (``<metric>_low`` / ``<metric>_high``) for the primary metric and :data:`WITH_INTERVAL`."""
-    from modelmill.learn.evaluation import binary_metric, binary_metrics, bootstrap_interval
+    """The kind's metrics of ``rows`` (ledger rows of one batch or period), with 95 % bootstrap
+    intervals (``<metric>_low`` / ``<metric>_high``) for the primary metric and the kind's
+    others worth one (:data:`WITH_INTERVAL`; RMSE, MAE and interval coverage of a regression;
+    accuracy and macro-F1 of a multiclass table)."""
+    if spec.problem in REGRESSION:
+        return _realized_regression(spec, rows, seed)
+    if spec.problem in MULTICLASS:
+        return _realized_multiclass(spec, rows, seed)
+    return _realized_binary(spec, rows, seed)
+
+
+def _with_intervals(out: dict, fns: dict, n: int, seed: int) -> dict[str, float]:
+    """``out`` with each of ``fns`` (metric -> fn(row index)) given its bootstrap interval."""
+    from modelmill.learn.evaluation import bootstrap_interval
+
+    for name, fn in fns.items():
+        out[f"{name}_low"], out[f"{name}_high"] = bootstrap_interval(fn, n, resamples=RESAMPLES, seed=seed)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _realized_regression(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
+    y = pd.to_numeric(rows["outcome"]).to_numpy(dtype=float)
+    p = rows["prediction"].to_numpy(dtype=float)
+    fns = {
+        "rmse": lambda i: float(np.sqrt(np.mean((y[i] - p[i]) ** 2))),
+        "mae": lambda i: float(np.mean(np.abs(y[i] - p[i]))),
+    }
+    if {"lower", "upper"} <= set(rows.columns):
+        low, high = rows["lower"].to_numpy(dtype=float), rows["upper"].to_numpy(dtype=float)
+        fns["interval_coverage"] = lambda i: float(np.mean((y[i] >= low[i]) & (y[i] <= high[i])))
+    everything = np.arange(len(y))
+    out = {name: fn(everything) for name, fn in fns.items()}
+    if len(y) > 1 and np.var(y) > 0:
+        out["r2"] = 1 - np.mean((y - p) ** 2) / np.var(y)
+    out["mean_target"], out["mean_prediction"], out["rows"] = y.mean(), p.mean(), len(y)
+    return _with_intervals(out, fns, len(y), seed)
+
+
+def _realized_multiclass(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    y, yhat = rows["outcome"].astype(str).to_numpy(), rows["prediction"].astype(str).to_numpy()
+    labels = sorted(set(y) | set(yhat))
+    fns = {
+        "accuracy": lambda i: float(np.mean(y[i] == yhat[i])),
+        "macro_f1": lambda i: float(f1_score(y[i], yhat[i], labels=labels, average="macro", zero_division=0)),
+    }
+    everything = np.arange(len(y))
+    out = {name: fn(everything) for name, fn in fns.items()} | {"rows": len(y)}
+    return _with_intervals(out, fns, len(y), seed)
+
+
+def _realized_binary(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
+    from modelmill.learn.evaluation import binary_metric, binary_metrics
     from modelmill.learn.kinds import get_kind
 
     positive = rows["labels"].map(lambda t: json.loads(t)[1])
@@ -185,13 +251,13 @@ def realized(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, flo
     else:
         out["mean_probability"] = float(p.mean())
     out["positive_rate"], out["rows"] = float(y.mean()), float(len(y))
-    for name in dict.fromkeys((spec.metric.name, *WITH_INTERVAL)):
-        if name in out:
-            fn = binary_metric(name, cost)
-            out[f"{name}_low"], out[f"{name}_high"] = bootstrap_interval(
-                lambda i, fn=fn: fn(y[i], p[i], yhat[i]), len(y), resamples=RESAMPLES, seed=seed
-            )
-    return out
+
+    def resampled(name: str):
+        fn = binary_metric(name, cost)
+        return lambda i: fn(y[i], p[i], yhat[i])
+
+    fns = {name: resampled(name) for name in dict.fromkeys((spec.metric.name, *WITH_INTERVAL)) if name in out}
+    return _with_intervals(out, fns, len(y), seed)
 
 
 def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str, *, base: Path | None = None):
