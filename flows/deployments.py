@@ -65,55 +65,55 @@ def deployment_parameters(spec: PipelineSpec) -> dict:
     return {"pipeline": spec.name, "trigger": "schedule"}
 
 
-def _outcomes_description(spec: PipelineSpec) -> str:
-    return (
-        f"{spec.name}: joins the outcomes in {spec.outcomes.input} to the scored rows and measures the champion on them"
-    )
+def _side_jobs(specs: list[PipelineSpec]):
+    """``(spec, kind, entrypoint, schedule, description)`` of each scheduled job beside a
+    pipeline's training: its scoring batch (``score``) and its outcomes (``outcomes``)."""
+    for spec in specs:
+        if spec.scoring and spec.scoring.schedule:
+            yield (
+                spec,
+                "score",
+                SCORE_ENTRYPOINT,
+                spec.scoring.schedule,
+                f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
+            )
+        if spec.outcomes and spec.outcomes.schedule:
+            yield (
+                spec,
+                "outcomes",
+                OUTCOMES_ENTRYPOINT,
+                spec.outcomes.schedule,
+                f"{spec.name}: joins the outcomes in {spec.outcomes.input} to the scored rows and measures the champion on them",
+            )
 
 
 def build_deployments(specs: list[PipelineSpec]):
     from modelmill_flows.scoring import outcomes_flow, score_flow
 
-    scoring = [
-        score_flow.to_deployment(
-            name=f"{spec.name}-score",
-            schedules=[Cron(spec.scoring.schedule.cron, timezone=spec.scoring.schedule.timezone)],
+    flows = {"score": score_flow, "outcomes": outcomes_flow}
+    side = [
+        flows[kind].to_deployment(
+            name=f"{spec.name}-{kind}",
+            schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
             parameters={"pipeline": spec.name},
-            description=f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
-            tags=["modelmill", spec.domain, "scoring"],
+            description=description,
+            tags=["modelmill", spec.domain, "scoring" if kind == "score" else kind],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for spec, kind, _, schedule, description in _side_jobs(specs)
+    ]
+    return side + [
+        pipeline_flow.to_deployment(
+            name=spec.name,
+            schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone, active=spec.schedule.active)],
+            parameters=deployment_parameters(spec),
+            description=spec.description.strip(),
+            tags=["modelmill", spec.domain],
+            # The installed module path works from any working directory.
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         for spec in specs
-        if spec.scoring and spec.scoring.schedule
     ]
-    outcomes = [
-        outcomes_flow.to_deployment(
-            name=f"{spec.name}-outcomes",
-            schedules=[Cron(spec.outcomes.schedule.cron, timezone=spec.outcomes.schedule.timezone)],
-            parameters={"pipeline": spec.name},
-            description=_outcomes_description(spec),
-            tags=["modelmill", spec.domain, "outcomes"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        )
-        for spec in specs
-        if spec.outcomes and spec.outcomes.schedule
-    ]
-    return (
-        scoring
-        + outcomes
-        + [
-            pipeline_flow.to_deployment(
-                name=spec.name,
-                schedules=[Cron(spec.schedule.cron, timezone=spec.schedule.timezone, active=spec.schedule.active)],
-                parameters=deployment_parameters(spec),
-                description=spec.description.strip(),
-                tags=["modelmill", spec.domain],
-                # The installed module path works from any working directory.
-                entrypoint_type=EntrypointType.MODULE_PATH,
-            )
-            for spec in specs
-        ]
-    )
 
 
 def stale_check_deployment():
@@ -176,48 +176,31 @@ def prefect_yaml(specs: list[PipelineSpec], pool: str = "process") -> dict:
         if pool == "process"
         else {"pull": [{"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}}]}
     )
-    deployments = (
-        [
-            {
-                "name": spec.name,
-                "entrypoint": ENTRYPOINT,
-                "description": spec.description.strip(),
-                "tags": ["modelmill", spec.domain],
-                "parameters": deployment_parameters(spec),
-                "schedules": [
-                    {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
-                ],
-                "work_pool": pools[pool],
-            }
-            for spec in specs
-        ]
-        + [
-            {
-                "name": f"{spec.name}-score",
-                "entrypoint": SCORE_ENTRYPOINT,
-                "description": f"{spec.name}: the champion scores {spec.scoring.input} into {spec.scoring.output}",
-                "tags": ["modelmill", spec.domain, "scoring"],
-                "parameters": {"pipeline": spec.name},
-                "schedules": [{"cron": spec.scoring.schedule.cron, "timezone": spec.scoring.schedule.timezone}],
-                "work_pool": pools[pool],
-            }
-            for spec in specs
-            if spec.scoring and spec.scoring.schedule
-        ]
-        + [
-            {
-                "name": f"{spec.name}-outcomes",
-                "entrypoint": OUTCOMES_ENTRYPOINT,
-                "description": _outcomes_description(spec),
-                "tags": ["modelmill", spec.domain, "outcomes"],
-                "parameters": {"pipeline": spec.name},
-                "schedules": [{"cron": spec.outcomes.schedule.cron, "timezone": spec.outcomes.schedule.timezone}],
-                "work_pool": pools[pool],
-            }
-            for spec in specs
-            if spec.outcomes and spec.outcomes.schedule
-        ]
-    )
+    deployments = [
+        {
+            "name": spec.name,
+            "entrypoint": ENTRYPOINT,
+            "description": spec.description.strip(),
+            "tags": ["modelmill", spec.domain],
+            "parameters": deployment_parameters(spec),
+            "schedules": [
+                {"cron": spec.schedule.cron, "timezone": spec.schedule.timezone, "active": spec.schedule.active}
+            ],
+            "work_pool": pools[pool],
+        }
+        for spec in specs
+    ] + [
+        {
+            "name": f"{spec.name}-{kind}",
+            "entrypoint": entrypoint,
+            "description": description,
+            "tags": ["modelmill", spec.domain, "scoring" if kind == "score" else kind],
+            "parameters": {"pipeline": spec.name},
+            "schedules": [{"cron": schedule.cron, "timezone": schedule.timezone}],
+            "work_pool": pools[pool],
+        }
+        for spec, kind, entrypoint, schedule, description in _side_jobs(specs)
+    ]
     for d in deployments:
         d.update(image)
     return {

@@ -248,3 +248,49 @@ def test_a_live_drop_under_serve_runs_the_pipeline_again_with_its_cause_on_the_c
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
             raise
+
+
+def test_the_join_counts_every_outcome_it_does_not_take():
+    """Without servers: each way an outcome is not joined is counted, and nothing else is lost."""
+    from types import SimpleNamespace
+
+    from modelmill.pipeline.outcomes import join
+
+    labels = '["benign", "malignant"]'
+    scored = pd.DataFrame(
+        {
+            "row_key": ["a", "b", "c", "a"],
+            "batch": ["1", "1", "1", "2"],
+            "scored_at": pd.to_datetime(["2026-01-01", "2026-01-01", "2026-01-01", "2026-02-01"], utc=True),
+            "prediction": ["benign", "malignant", "benign", "malignant"],
+            "labels": labels,
+        }
+    )
+    binary = SimpleNamespace(problem="tabular_classification")
+    keys = pd.Series(["a", "b", "b", "c", "c", "x", "a"], dtype="string")
+    truth = pd.Series(["malignant", "benign", "benign", "benign", "malignant", "benign", None], dtype="string")
+    new, unknown, counts = join(binary, keys, truth, scored, None)
+    # "a" joins its latest scoring (batch 2); "b" twice with one value: once; "c" with two: neither
+    assert sorted(zip(new["row_key"], new["batch"], strict=True)) == [("a", "2"), ("b", "1")]
+    assert counts == {"unlabelled": 1, "conflicting": 2, "resent": 1, "changed": 0, "unknown": 1}
+    assert list(unknown["row_key"]) == ["x"]
+
+    # against the ledger: a re-sent outcome is counted, a changed one too, the first kept
+    again, _, counts = join(
+        binary, pd.Series(["a", "b"], dtype="string"), pd.Series(["benign", "benign"], dtype="string"), scored, new
+    )
+    assert again.empty and counts["resent"] == 2 and counts["changed"] == 1
+
+    # only unknown rows, and a label the model does not know
+    none, unknown, counts = join(
+        binary, pd.Series(["y", "c"], dtype="string"), pd.Series(["benign", "maybe"], dtype="string"), scored, None
+    )
+    assert none.empty and counts["unknown"] == 1 and counts["unlabelled"] == 1
+
+    # a regression's outcome is any number
+    amounts = scored.assign(labels="", prediction=[1.0, 2.0, 3.0, 4.0])
+    regression = SimpleNamespace(problem="tabular_regression")
+    new, _, counts = join(
+        regression, pd.Series(["a", "b"], dtype="string"), pd.Series(["12.5", "n/a"], dtype="string"), amounts, None
+    )
+    assert list(new["row_key"]) == ["a"] and counts["unlabelled"] == 1

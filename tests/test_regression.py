@@ -21,11 +21,17 @@ def diabetes_project(tmp_path, monkeypatch, prefect_api):
 
     frame = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
     frame.insert(0, "patient_id", [f"P{i:04d}" for i in range(len(frame))])
+    return _project(tmp_path, monkeypatch, frame, "progression", 40, "diabetes.csv", "next_patients.csv")
+
+
+def _project(tmp_path, monkeypatch, frame, target: str, n_later: int, name: str, later_name: str):
+    """A project whose data folder holds ``frame`` but ``n_later`` rows, which come later as a
+    batch without ``target``; returns (its root, those rows)."""
     data = tmp_path / "pipelines" / "data"
     data.mkdir(parents=True)
-    later = frame.sample(40, random_state=3)
-    frame.drop(index=later.index).to_csv(data / "diabetes.csv", index=False)
-    later.drop(columns=["progression"]).to_csv(data / "next_patients.csv", index=False)
+    later = frame.sample(n_later, random_state=3)
+    frame.drop(index=later.index).to_csv(data / name, index=False)
+    later.drop(columns=[target]).to_csv(data / later_name, index=False)
     modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
     monkeypatch.chdir(tmp_path)
     return tmp_path, later
@@ -95,14 +101,7 @@ def wine_project(tmp_path, monkeypatch, prefect_api):
     frame = load_wine(as_frame=True).frame
     frame["cultivar"] = frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
     frame.insert(0, "wine_id", [f"W{i:03d}" for i in range(len(frame))])
-    data = tmp_path / "pipelines" / "data"
-    data.mkdir(parents=True)
-    later = frame.sample(20, random_state=5)
-    frame.drop(index=later.index).to_csv(data / "wines.csv", index=False)
-    later.drop(columns=["cultivar"]).to_csv(data / "next_wines.csv", index=False)
-    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, later
+    return _project(tmp_path, monkeypatch, frame, "cultivar", 20, "wines.csv", "next_wines.csv")
 
 
 def test_a_three_class_target_goes_from_init_to_scores_with_every_class(wine_project, capsys, tmp_path):

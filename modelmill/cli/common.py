@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from modelmill.config.settings import Settings
-from modelmill.errors import DiskFull, SpecError
+from modelmill.errors import DiskFull, SpecError, one_line_cause
+from modelmill.runtime.redact import redact
 from modelmill.runtime.servers import TEMPORARY_API
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -173,3 +174,15 @@ def with_shipped(specs, settings: Settings) -> list:
 
     names = {s.name for s in specs}
     return [*specs, *(s for s in load_all(settings) if s.name not in names)]
+
+
+def flow_failed(state, command: str) -> bool:
+    """Whether a flow run the command ran failed; if so its cause, in one line on stderr."""
+    if not state.is_failed():
+        return False
+    try:
+        state.result()
+    except Exception as e:  # the cause, in one line
+        log.debug("traceback", exc_info=True)
+        print(f"modelmill {command}: {redact(one_line_cause(e))}", file=sys.stderr)
+    return True

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from modelmill.cli.common import EXIT_OK, housekeeping, launch_prefect_api, prefect_ready, prepare_environment
+from modelmill.cli.common import (
+    EXIT_OK,
+    flow_failed,
+    housekeeping,
+    launch_prefect_api,
+    prefect_ready,
+    prepare_environment,
+)
 from modelmill.config.settings import Settings
-from modelmill.errors import one_line_cause
-from modelmill.runtime.redact import redact
 
 
 def _interval(b: dict) -> str:
@@ -29,12 +31,7 @@ def cmd_outcomes(args, settings: Settings) -> int:
 
     prefect_ready()
     state = outcomes_flow(args.pipeline, input=args.input, return_state=True)
-    if state.is_failed():
-        try:
-            state.result()
-        except Exception as e:  # the cause, in one line
-            logging.getLogger("modelmill").debug("traceback", exc_info=True)
-            print(f"modelmill outcomes: {redact(one_line_cause(e))}", file=sys.stderr)
+    if flow_failed(state, "outcomes"):
         return 1
     r = state.result()
     print(f"{r['pipeline']}: {r['joined']} of {r['rows']} outcomes joined to scored rows")

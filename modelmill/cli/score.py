@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from modelmill.cli.common import (
     EXIT_OK,
     add_threads_option,
     check_free_space,
+    flow_failed,
     housekeeping,
     launch_prefect_api,
     prefect_ready,
@@ -16,9 +14,7 @@ from modelmill.cli.common import (
     set_threads,
 )
 from modelmill.config.settings import Settings
-from modelmill.errors import one_line_cause
 from modelmill.runtime.guardian import guard
-from modelmill.runtime.redact import redact
 
 
 def cmd_score(args, settings: Settings) -> int:
@@ -45,12 +41,7 @@ def cmd_score(args, settings: Settings) -> int:
             reasons=args.reasons,
             return_state=True,
         )
-    if state.is_failed():
-        try:
-            state.result()
-        except Exception as e:  # the cause, in one line
-            logging.getLogger("modelmill").debug("traceback", exc_info=True)
-            print(f"modelmill score: {redact(one_line_cause(e))}", file=sys.stderr)
+    if flow_failed(state, "score"):
         return 1
     r = state.result()
     print(f"{r['pipeline']}: champion v{r['version']} scored {r['scored']} of {r['rows']} rows -> {r['output']}")

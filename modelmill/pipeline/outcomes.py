@@ -164,7 +164,11 @@ def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataF
     if spec.problem in REGRESSION:  # an amount: any number
         allowed = pd.to_numeric(matched["outcome"], errors="coerce").notna()
     else:  # a class: one of the labels the version knows
-        allowed = matched.apply(lambda r: r["outcome"] in json.loads(r["labels"] or "[]"), axis=1).astype(bool)
+        allowed = pd.Series(
+            [o in json.loads(labels or "[]") for o, labels in zip(matched["outcome"], matched["labels"], strict=True)],
+            index=matched.index,
+            dtype=bool,
+        )
     counts["unlabelled"] += int((~allowed).sum())
     matched = matched[allowed]
     if ledger is not None and len(ledger):

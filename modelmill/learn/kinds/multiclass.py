@@ -40,6 +40,7 @@ class TabularMulticlass(TabularClassification):
     Options = FeatureOptions
     METRICS = {"macro_f1": "maximize", "accuracy": "maximize", "log_loss": "minimize", "roc_auc_ovr": "maximize"}
     HEADLINE = ("accuracy", "log_loss", "balanced_accuracy")
+    SCORERS = SCORERS
     ESTIMATORS = pick(
         "dummy_prior",
         "dummy_most_frequent",
@@ -102,7 +103,7 @@ class TabularMulticlass(TabularClassification):
         def build(c):
             return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name])
+        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=self.SCORERS[spec.metric.name])
         calibration = "none"
         if model.named_steps["model"].get_params().get("class_weight") is not None:
             # Class weights move the probabilities off the class shares: calibrated on held-out training rows.
@@ -163,11 +164,3 @@ class TabularMulticlass(TabularClassification):
         if data.test_keys is not None:
             scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)
         return figs, tables | {"test_predictions.csv": scored}
-
-    def importance_input(self, spec: PipelineSpec, data: Prepared):
-        X, y = data.test
-        return X, y, SCORERS[spec.metric.name], None
-
-    def examples(self, model, data: Prepared):
-        X = data.test[0].head(5)
-        return X, model.predict_proba(X)

@@ -123,6 +123,7 @@ class TabularRegression(TabularClassification):
     Options = RegressionOptions
     METRICS = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
     HEADLINE = ("mae", "r2", "interval_coverage")
+    SCORERS = SCORERS
     TARGET_CLASSES = False
     ESTIMATORS = REGRESSORS
 
@@ -176,7 +177,7 @@ class TabularRegression(TabularClassification):
         def build(c):
             return Pipeline([("features", self.featurizer(spec)), ("model", self.build(c, spec))])
 
-        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name])
+        best_name, model, table, chosen = grid_select(spec, build, X, y, cv=cv, scoring=self.SCORERS[spec.metric.name])
         level = self.options(spec).interval
         model = Conformal(model, level, cv).fit(X, y)
         baseline = self.fit_baseline(spec, build, X, y)
@@ -243,10 +244,6 @@ class TabularRegression(TabularClassification):
         if data.test_keys is not None:
             scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)
         return figs, {"test_predictions.csv": scored}
-
-    def importance_input(self, spec: PipelineSpec, data: Prepared):
-        X, y = data.test
-        return X, y, SCORERS[spec.metric.name], None
 
     def examples(self, model, data: Prepared):
         X = data.test[0].head(5)

@@ -85,6 +85,8 @@ class TabularClassification(ProblemKind):
     Options = TabularOptions
     METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "brier": "minimize"}
     HEADLINE = ("expected_cost", "accuracy", "sensitivity")
+    #: the scikit-learn scorer of each primary metric (selection and permutation importance)
+    SCORERS = SCORERS
     EXAMPLE_ROWS = True
     ROW_MODEL = True
     IMPUTES = True
@@ -209,7 +211,7 @@ class TabularClassification(ProblemKind):
         opts = self.options(spec)
         fixed = opts.threshold == "fixed"
         best_name, model, table, chosen = grid_select(
-            spec, build, X, y, cv=cv, scoring=SCORERS[spec.metric.name], fit=fixed
+            spec, build, X, y, cv=cv, scoring=self.SCORERS[spec.metric.name], fit=fixed
         )
         weighted = model.named_steps["model"].get_params().get("class_weight") is not None
         if opts.calibration != "none" and (weighted or opts.calibration != "auto"):
@@ -273,7 +275,7 @@ class TabularClassification(ProblemKind):
 
     def importance_input(self, spec: PipelineSpec, data: Prepared):
         X, y = data.test
-        return X, y, SCORERS[spec.metric.name], None
+        return X, y, self.SCORERS[spec.metric.name], None
 
     def examples(self, model, data: Prepared):
         X = data.test[0].head(5)
