@@ -734,8 +734,23 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
     labels = (
         data.labels if h.spec.problem.endswith(("_classification", "_multiclass")) else None
     )  # classifiers serve label + probabilities
+    rules = None
+    if kind.ROW_MODEL:  # the gate's row rules travel with the model, checked wherever it is served
+        from modelmill.quality.served_rules import served_rules
+        from modelmill.quality.validate import load_suite_dict
+
+        rules = served_rules(h.spec, load_suite_dict(h.spec.suite_path(h.settings)))
+    threshold = float(getattr(trained.model, "best_threshold_", 0.5)) if h.spec.positive_label is not None else None
     ref = t.log_model(
-        h.run_id, h.spec, kind.servable(h.spec, trained.model), example_in, example_out, raw_columns=raw, labels=labels
+        h.run_id,
+        h.spec,
+        kind.servable(h.spec, trained.model),
+        example_in,
+        example_out,
+        raw_columns=raw,
+        labels=labels,
+        row_rules=rules,
+        threshold=threshold,
     )
     alias = CHAMPION if decision.promote else (CANDIDATE if awaiting else CHALLENGER)
     if h.promote or decision.promote:

@@ -421,9 +421,13 @@ class Tracker:
         output_example,
         raw_columns: list[str] | None = None,
         labels: tuple | None = None,
+        row_rules: list[dict] | None = None,
+        threshold: float | None = None,
     ) -> ModelRef:
         """Log the fitted featurizer+model pipeline with signature and example, and register it.
         ``raw_columns``: input columns the signature takes of any type (the model types them).
+        ``row_rules``: the gate's row rules its pyfunc checks each row against first
+        (:class:`ServedModel`); ``threshold``: a binary classifier's decision threshold, in its answer.
         ``labels``: a classifier's — its pyfunc returns the label and each class's probability
         (:class:`ServedClassifier`; the data's (negative, positive) labels of a binary model)."""
         mlflow = self._mlflow
@@ -435,7 +439,9 @@ class Tracker:
             ints = input_example.select_dtypes("integer").columns
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         if labels is not None:
-            output_example = ServedClassifier(model, labels).predict(input_example)
+            output_example = ServedClassifier(model, labels, row_rules or (), threshold).predict(input_example)
+        elif row_rules:
+            output_example = ServedModel(model, row_rules).predict(input_example)
         signature = mlflow.models.infer_signature(input_example, output_example)
         if raw_columns:
             from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -473,6 +479,8 @@ class Tracker:
                 flavor_name="sklearn",
                 sk_model=model,
                 labels=labels,
+                row_rules=row_rules,
+                threshold=threshold,
                 signature=signature,
                 input_example=input_example,
                 registered_model_name=spec.registered_model_name,
@@ -723,63 +731,110 @@ class Tracker:
 
 
 # -- the registered model's pyfunc ------------------------------------------------------------
-class ServedClassifier:
-    """A classifier as ``mlflow.pyfunc.load_model(...).predict`` serves it: a frame with the
-    ``prediction`` (the data's own label, not 0/1) and ``probability_<label>`` for every class
-    (for models with probabilities). It wraps the very pipeline the scikit-learn flavour of the
-    same files loads, so both give the same numbers on the same raw rows."""
+class ServedModel:
+    """A registered model as ``mlflow.pyfunc.load_model(...).predict`` (and so ``mlflow models
+    serve``) serves it. It wraps the very pipeline the scikit-learn flavour of the same files
+    loads, so both give the same numbers on the same raw rows. A model registered with the gate's
+    row rules (:mod:`modelmill.quality.served_rules`) checks each row first: a row that breaks one
+    gets no prediction and a ``rejected_because`` naming the rule, as ``modelmill score`` does.
+    Its answer: ``prediction``, and a regressor's ``lower`` and ``upper``; without row rules (a
+    model registered before they were carried), the pipeline's own ``predict``."""
 
-    def __init__(self, model, labels: tuple | list = ()):
-        self.model, self.labels = model, tuple(labels)
+    def __init__(self, model, rules: list | tuple = (), threshold: float | None = None):
+        self.model, self.rules, self.threshold = model, list(rules), threshold
 
     def get_raw_model(self):
         return self.model
 
-    def predict(self, data, params: dict | None = None) -> pd.DataFrame:
+    def columns(self) -> list[str]:
+        from modelmill.learn.kinds.regression import has_interval
+
+        return ["prediction", "lower", "upper"] if has_interval(self.model) else ["prediction"]
+
+    def answer(self, rows) -> pd.DataFrame:
+        from modelmill.learn.kinds.regression import prediction_frame
+
+        return prediction_frame(self.model, rows)
+
+    def predict(self, data, params: dict | None = None):
         import numpy as np
 
-        predicted = np.asarray(self.model.predict(data))
+        if not self.rules:
+            return self.answer(data) if self.columns() != ["prediction"] else self.model.predict(data)
+        from modelmill.quality.served_rules import check
+
+        rows = data.reset_index(drop=True) if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+        reasons = check(self.rules, rows)
+        ok = (reasons == "").to_numpy()
+        out = pd.DataFrame({c: pd.Series([None] * len(rows), dtype=object) for c in self.columns()})
+        if ok.any():
+            answered = self.answer(rows[ok])
+            out = out.astype({c: answered[c].dtype if answered[c].dtype != object else object for c in answered})
+            out.loc[np.flatnonzero(ok), list(answered.columns)] = answered.to_numpy()
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        out["rejected_because"] = reasons.where(~ok, None).astype(object).to_numpy()
+        return out
+
+
+class ServedClassifier(ServedModel):
+    """A classifier: ``prediction`` as the data's own label (not a code) and
+    ``probability_<label>`` for every class; a binary one also its decision ``threshold``."""
+
+    def __init__(self, model, labels: tuple | list = (), rules: list | tuple = (), threshold: float | None = None):
+        super().__init__(model, rules, threshold)
+        self.labels = tuple(labels)
+
+    def columns(self) -> list[str]:
+        names = self.labels or list(getattr(self.model, "classes_", []))
+        probabilities = [f"probability_{n}" for n in names] if hasattr(self.model, "predict_proba") else []
+        return ["prediction", *probabilities]
+
+    def answer(self, rows) -> pd.DataFrame:
+        import numpy as np
+
+        predicted = np.asarray(self.model.predict(rows))
         if self.labels:  # each class's code -> its label as the data writes it ((negative, positive) of a binary model)
             out = pd.DataFrame({"prediction": np.asarray(self.labels, dtype=object)[predicted.astype(int)]})
         else:
             out = pd.DataFrame({"prediction": predicted})
         if hasattr(self.model, "predict_proba"):
-            proba = np.asarray(self.model.predict_proba(data))
+            proba = np.asarray(self.model.predict_proba(rows))
             names = self.labels or list(self.model.classes_)
             for i, name in enumerate(names):
                 out[f"probability_{name}"] = proba[:, i]
         return out
 
-
-class ServedModel:
-    """Any other model as pyfunc serves it: its ``predict``, as MLflow's scikit-learn pyfunc does;
-    a regressor with prediction intervals answers ``prediction``, ``lower`` and ``upper``."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def get_raw_model(self):
-        return self.model
-
-    def predict(self, data, params: dict | None = None):
-        from modelmill.learn.kinds.regression import has_interval, prediction_frame
-
-        if has_interval(self.model):
-            return prediction_frame(self.model, data)
-        return self.model.predict(data)
+    def predict(self, data, params: dict | None = None) -> pd.DataFrame:
+        if not self.rules:
+            out = self.answer(data)
+            return out.assign(threshold=self.threshold) if self.threshold is not None else out
+        return super().predict(data, params)
 
 
-def save_model(path, mlflow_model, sk_model, labels: tuple | None = None, **kwargs) -> None:
+def save_model(
+    path,
+    mlflow_model,
+    sk_model,
+    labels: tuple | None = None,
+    row_rules: list | None = None,
+    threshold: float | None = None,
+    **kwargs,
+) -> None:
     """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, a pyfunc served by
     this module (which loads a skops file against modelmill's allow-list, never the file's own),
     and for a classifier (:class:`ServedClassifier`) its labels in the MLmodel's metadata."""
     import mlflow.sklearn
 
+    metadata = dict(kwargs.get("metadata") or {})
     if labels is not None:
-        kwargs["metadata"] = {
-            **(kwargs.get("metadata") or {}),
-            "modelmill.labels": [v.item() if hasattr(v, "item") else v for v in labels],
-        }
+        metadata["modelmill.labels"] = [v.item() if hasattr(v, "item") else v for v in labels]
+    if row_rules:
+        metadata["modelmill.row_rules"] = row_rules
+    if threshold is not None:
+        metadata["modelmill.threshold"] = threshold
+    if metadata:
+        kwargs["metadata"] = metadata
     mlflow.sklearn.save_model(sk_model, path, mlflow_model=mlflow_model, **kwargs)
     mlflow_model.flavors["python_function"]["loader_module"] = __name__
     mlflow_model.save(os.path.join(path, "MLmodel"))
@@ -807,6 +862,8 @@ def _load_pyfunc(path):
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     mlmodel = Model.load(os.path.join(folder, "MLmodel"))
     model = _load_sklearn(folder, f"the model in {folder}")
-    if mlmodel.metadata and "modelmill.labels" in mlmodel.metadata:
-        return ServedClassifier(model, mlmodel.metadata["modelmill.labels"])
-    return ServedModel(model)
+    meta = mlmodel.metadata or {}
+    rules, threshold = meta.get("modelmill.row_rules", []), meta.get("modelmill.threshold")
+    if "modelmill.labels" in meta:
+        return ServedClassifier(model, meta["modelmill.labels"], rules, threshold)
+    return ServedModel(model, rules)

@@ -1,0 +1,100 @@
+"""The champion served the way MLflow users serve models (``mlflow models serve``): raw rows in,
+per row the data's label, every class's probability and the decision threshold out, and a row
+that breaks one of the gate's row rules refused with the rule's name, exactly as ``modelmill
+score`` refuses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import free_port, run_cli, write_example_spec
+from modelmill.config.settings import Settings
+
+
+def _batch(data: pd.DataFrame) -> pd.DataFrame:
+    """Twelve real rows as a lab would send them, four of them broken."""
+    batch = data.drop(columns=["diagnosis"]).sample(12, random_state=4).reset_index(drop=True).astype(object)
+    batch.loc[1, "mean_radius"] = -4.0  # outside the suite's range
+    batch.loc[4, "worst_area"] = "lots"  # not a number
+    batch.loc[6, "mean_radius"] = None  # the suite's not-null rule
+    batch.loc[9, "mean_radius"] = 250.0  # above it
+    return batch
+
+
+@pytest.mark.server
+def test_mlflow_models_serve_answers_with_labels_and_refuses_what_the_gate_refuses(example_project, capsys, tmp_path):
+    root, spec, data = example_project
+    write_example_spec(root, spec, data)
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    batch = _batch(data)
+    src = root / "pipelines" / "data" / "batch.csv"
+    batch.to_csv(src, index=False)
+    code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / "s.parquet"))
+    assert code == 0, out + err
+    scored = pd.read_parquet(tmp_path / "s.parquet")
+    refused = pd.read_parquet(tmp_path / "s.rejected.parquet")
+
+    settings = Settings()
+    port = free_port()
+    venv_bin = Path(sys.executable).parent  # as with the environment activated: MLflow runs `uvicorn` from PATH
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")} | {
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+    }
+    mlflow_cli = str(venv_bin / "mlflow")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out_file:
+        server = subprocess.Popen(
+            [mlflow_cli, "models", "serve", "-m", "models:/modelmill-my_cells@champion", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=env, stdout=out_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+
+        def ask(frame: pd.DataFrame) -> pd.DataFrame:
+            body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return pd.DataFrame(json.loads(r.read())["predictions"])
+
+        answer = ask(batch)
+        rejected = answer["rejected_because"].notna()
+        assert int(rejected.sum()) == len(refused) == 4
+        # the same rows refused for the same rules as `modelmill score` refused them
+        assert sorted(answer.loc[rejected, "rejected_because"]) == sorted(refused["rejected_because"])
+        assert answer.loc[rejected, "prediction"].isna().all()
+        ok = answer[~rejected].reset_index(drop=True)
+        assert list(ok["prediction"]) == list(scored["prediction"])  # the data's labels, not 0/1
+        np.testing.assert_allclose(ok["probability_malignant"], scored["probability"], atol=1e-6)
+        np.testing.assert_allclose(ok["probability_benign"] + ok["probability_malignant"], 1, atol=1e-9)
+        assert ok["threshold"].nunique() == 1 and 0 < ok["threshold"].iloc[0] < 1  # the tuned decision threshold
+
+        # a row without a column the model needs: named, not a stack trace
+        partial = ask(batch.drop(columns=["worst_area"]).head(2))
+        assert list(partial["rejected_because"]) == ["column worst_area is missing"] * 2
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
