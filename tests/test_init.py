@@ -209,3 +209,29 @@ def test_init_refuses_a_file_outside_the_folders_a_spec_may_read(tmp_path, monke
     assert spec["source"]["path"] == "../elsewhere/t.csv"
     code, out, err = run_cli(capsys, "check", "t")
     assert code == 0 and "the gate passes" in out, err + out
+
+
+def test_a_numeric_column_with_blank_cells_stays_a_feature_with_gaps(tmp_path):
+    """A churn export whose amounts have blank cells (spaces, as spreadsheets write them): the
+    column is numbers with missing values, imputed by the model, never an id; ingest reads the
+    blanks as missing too."""
+    from sklearn.datasets import load_breast_cancer
+
+    from modelmill.data.ingest import coerce_numbers
+    from modelmill.data.schema_inference import propose
+
+    cells = load_breast_cancer(as_frame=True).frame
+    table = pd.DataFrame({
+        "total_charges": cells["worst area"].map(lambda v: f"{v:.2f}").astype(object),
+        "tenure": cells["mean texture"].round(1),
+        "churned": np.where(cells["target"] == 0, "yes", "no"),
+    })  # fmt: skip
+    table.loc[[3, 40, 77, 300, 501], "total_charges"] = " "
+    proposal = propose("churn", table, {"path": "data/churn.csv", "format": "csv"}, target="churned")
+    roles = {c.name: (c.role, c.nulls) for c in proposal.columns}
+    assert roles["total_charges"] == ("numeric", 5)
+    assert "total_charges" in proposal.spec["features"]["numeric"] and proposal.spec["impute"]["numeric"] == "median"
+    not_null = {e["kwargs"]["column"] for e in proposal.suite["expectations"] if e["type"].endswith("not_be_null")}
+    assert "total_charges" not in not_null and "tenure" in not_null
+    read = coerce_numbers(table["total_charges"], None, ".")
+    assert read.dtype == "float64" and int(read.isna().sum()) == 5

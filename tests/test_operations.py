@@ -136,7 +136,7 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(
     example_project, alert_receivers, capsys, monkeypatch
 ):
     from modelmill.config.spec import load_all
-    from modelmill.ops.status import pipeline_status, stale_alerts
+    from modelmill.ops.status import healthy, pipeline_status, stale_alerts
     from modelmill.registry.tracking import Tracker
 
     root, spec, data = example_project
@@ -218,6 +218,17 @@ def test_status_of_a_healthy_a_failed_and_a_stale_pipeline_and_the_stale_alert(
     assert off.state == "ok" and off.next_run is None and off.next_run_source == "schedule off"
     assert off.stale_after_hours is None
     assert pipeline_status(tracker, specs["my_cells"], datetime.now(UTC) + timedelta(days=30)).state == "stale"
+
+    # a pipeline whose first run is still training is not stale, however long it takes
+    (root / "expectations" / "slow_cells.json").write_text((root / "expectations" / "my_cells.json").read_text())
+    (pipelines / "slow_cells.yaml").write_text(
+        yaml.safe_dump({**spec, "name": "slow_cells", "suite": "slow_cells.json"})
+    )
+    slow = load_spec("slow_cells", Settings())
+    Tracker.of(Settings()).start_run(slow, "slow_cells-first", {"modelmill.pipeline": "slow_cells"})  # RUNNING
+    first = pipeline_status(tracker, slow, datetime.now(UTC) + timedelta(days=30))
+    assert first.state == "first run" and first.last_result == "running"
+    assert healthy([first])
 
 
 @pytest.mark.flow

@@ -333,8 +333,9 @@ CURRENCY = r"[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY)\b"
 
 def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Series:
     """Declared numeric text as numbers: currency signs and codes, surrounding spaces and the
-    thousands separator removed, the decimal mark made a point. Values that still are not
-    numbers leave the column as it was (text), for the gate to count and reject."""
+    thousands separator removed, the decimal mark made a point; a blank cell (spaces only) is a
+    missing value, as an empty one is. Values that still are not numbers leave the column as it
+    was (text), for the gate to count and reject."""
     if pd.api.types.is_numeric_dtype(s) or s.isna().all():
         return s
     text = s.astype("str").str.replace(CURRENCY, "", regex=True).str.strip()
@@ -342,8 +343,9 @@ def coerce_numbers(s: pd.Series, thousands: str | None, decimal: str) -> pd.Seri
         text = text.str.replace(thousands, "", regex=False)
     if decimal != ".":
         text = text.str.replace(decimal, ".", regex=False)
-    number = pd.to_numeric(text, errors="coerce")
-    return number.astype("float64") if (number.notna() | s.isna()).all() else s  # the gate counts the rest
+    blank = s.notna() & (s.astype("str").str.strip() == "")
+    number = pd.to_numeric(text.mask(blank), errors="coerce")
+    return number.astype("float64") if (number.notna() | s.isna() | blank).all() else s  # the gate counts the rest
 
 
 def parse_dates(s: pd.Series, dayfirst: bool = False, unit: str | None = None) -> pd.Series:

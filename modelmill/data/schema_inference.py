@@ -149,6 +149,20 @@ def classify(df: pd.DataFrame, target: str | None, problem: str | None) -> list[
     return out
 
 
+def blanks_as_missing(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the blank cells (spaces only) of columns whose other values are all numbers
+    as missing values, as ingest reads a numeric column: a column of amounts with a few blank
+    cells stays numbers with a few gaps. Other text columns keep their cells as they are."""
+    out = df
+    for c in df.select_dtypes(include=["object", "string"]).columns:
+        s = df[c]
+        blank = s.notna() & (s.astype("str").str.strip() == "")
+        if blank.any() and (~blank & s.notna()).any() and _as_numbers(s[~blank & s.notna()])[0] is not None:
+            out = out.copy() if out is df else out
+            out[c] = s.mask(blank)
+    return out
+
+
 def _pick(columns: list[Column], role: str, pattern: re.Pattern, label: str) -> Column | None:
     """The column of the recommendation role ``label``: one named like it, of a fitting role."""
     for c in columns:
@@ -254,6 +268,7 @@ def propose(
         raise SpecError("the table has no rows: nothing to infer a pipeline from")
     if target is not None and target not in df.columns:
         raise SpecError(f"--target {target}: no such column (columns: {', '.join(map(str, df.columns))})")
+    df = blanks_as_missing(df)
     columns = classify(df, target, problem)
     problem = choose_problem(columns, df, target, problem)
     notes: list[str] = []

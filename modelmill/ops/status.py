@@ -20,7 +20,7 @@ BAD = ("failed", "rejected", "killed")
 @dataclass
 class PipelineStatus:
     pipeline: str
-    state: str  # ok, failing, stale, never run (which is stale too)
+    state: str  # ok, failing, stale, never run, first run (its first run still training)
     last_run: str | None
     last_result: str | None
     last_cause: str | None
@@ -109,6 +109,8 @@ def pipeline_status(
     success_at = last_ok["start_time"] if last_ok is not None else None
     stale = limit is not None and (success_at is None or pd.Timestamp(now) - success_at > limit)
     state = "failing" if result in BAD else ("never run" if last is None else ("stale" if stale else "ok"))
+    if state == "stale" and success_at is None and result == "running":
+        state = "first run"  # still training: nothing has gone stale yet
     if state == "failing" and stale:
         state = "failing, stale"
     served = (next_runs or {}).get(spec.name)
@@ -130,7 +132,7 @@ def pipeline_status(
 def healthy(rows: list[PipelineStatus]) -> bool:
     """No pipeline failing or stale: what a health check asks (a pipeline that has never run yet
     has nothing to be unhealthy about; its first scheduled run will say)."""
-    return all(r.state in ("ok", "never run") for r in rows)
+    return all(r.state in ("ok", "never run", "first run") for r in rows)
 
 
 def table(rows: list[PipelineStatus]) -> str:

@@ -54,12 +54,14 @@ def numeric_row_problems(spec: PipelineSpec, df: pd.DataFrame) -> list[tuple[str
         if col not in df.columns:
             continue  # a missing column is the suite's and the kind's to report
         s = df[col]
+        missing = s.isna()
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            number = pd.to_numeric(s.astype(str).where(s.notna()), errors="coerce")
-            out.append((col, "numeric_type", number.isna() & s.notna()))
+            missing |= s.astype(str).str.strip() == ""  # a blank cell is a missing value
+            number = pd.to_numeric(s.astype(str).where(~missing), errors="coerce")
+            out.append((col, "numeric_type", number.isna() & ~missing))
             s = number
         values = pd.Series(s.to_numpy(dtype="float64", na_value=np.nan), index=df.index)
-        nan, inf = values.isna() & df[col].isna(), np.isinf(values)
+        nan, inf = values.isna() & missing, np.isinf(values)
         huge = values.abs().where(~inf, 0) > OVERFLOW
         if spec.impute.numeric == "none":
             out.append((col, "not_null", nan))

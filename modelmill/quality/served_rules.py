@@ -44,7 +44,7 @@ def served_rules(spec: PipelineSpec, suite: dict) -> list[dict]:
     for c in spec.features.numeric:
         out.append({"kind": "number", "column": c, "label": f"{c} {ROW_RULES['numeric_type']}", **written})
         if spec.impute.numeric == "none":
-            out.append({"kind": "not_null", "column": c, "label": f"{c} {ROW_RULES['not_null']}"})
+            out.append({"kind": "not_null", "column": c, "label": f"{c} {ROW_RULES['not_null']}", **written})
         out.append({"kind": "finite", "column": c, "label": f"{c} {ROW_RULES['finite']}", **written})
         out.append(
             {"kind": "not_huge", "column": c, "limit": OVERFLOW, "label": f"{c} {ROW_RULES['no_overflow']}", **written}
@@ -80,6 +80,7 @@ def _numbers(s: pd.Series, rule: dict) -> pd.Series:
     """The column's values as numbers, written as the source writes them (NaN: not a number)."""
     from modelmill.data.ingest import coerce_numbers
 
+    s = s.mask(s.notna() & (s.astype("str").str.strip() == ""))
     if rule.get("thousands") or rule.get("decimal", ".") != ".":
         s = coerce_numbers(s, rule.get("thousands"), rule.get("decimal", "."))
     return pd.to_numeric(s.astype(object).where(s.notna()), errors="coerce")
@@ -92,6 +93,8 @@ def broken(rule: dict, df: pd.DataFrame) -> pd.Series:
         return pd.Series(column not in df.columns, index=df.index)
     s = df[column]
     present = s.notna()
+    if "decimal" in rule:  # a numeric feature's blank cell is a missing value, as ingest reads it
+        present &= s.astype("str").str.strip() != ""
     if kind == "not_null" or kind == "expect_column_values_to_not_be_null":
         return ~present
     if kind == "number":
