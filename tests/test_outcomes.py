@@ -219,7 +219,8 @@ def test_a_live_drop_under_serve_runs_the_pipeline_again_with_its_cause_on_the_c
         mlflow.set_tracking_uri(client_env["MLFLOW_TRACKING_URI"])
         os.environ.update({k: client_env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
         try:
-            client = mlflow.MlflowClient()
+            uri = client_env["MLFLOW_TRACKING_URI"]  # its registry too: not one an earlier test left set
+            client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
             experiment = client.get_experiment_by_name("modelmill/my_cells")
             deadline = time.time() + 600
             while True:
@@ -232,6 +233,7 @@ def test_a_live_drop_under_serve_runs_the_pipeline_again_with_its_cause_on_the_c
                 assert time.time() < deadline and serve.poll() is None, log.read_text()[-3000:]
                 time.sleep(2)
             (run,) = runs
+            assert run.data.tags.get("modelmill.status") != "skipped", run.data.tags  # the new rows were learnt from
             reason = run.data.tags["modelmill.trigger_reason"]
             assert reason.startswith("v1, batch ") and "over monitoring.live_drop 0.05" in reason
             (version,) = client.search_model_versions(f"run_id = '{run.info.run_id}'")

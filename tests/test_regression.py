@@ -63,17 +63,22 @@ def test_a_continuous_target_goes_from_init_to_scores_with_intervals(diabetes_pr
     assert abs(m["test/interval_coverage"] - 0.9) <= 0.08  # measured on 101 test patients, nominal 90 %
     assert m["test/interval_width"] > 0
     arts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
-    assert {"plots/predicted_vs_actual.png", "plots/residuals.png"} <= arts
+    assert {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/shap_summary.png"} <= arts
+    assert client.get_run(version.run_id).data.params["explain.shap_output"] == "value"  # in the target's units
     card = client.get_model_version("modelmill-progression", version.version).description
     assert "interval_coverage" in card
 
     out_path = tmp_path / "scores.parquet"
     code, out, err = run_cli(
-        capsys, "score", "progression", "--input", "pipelines/data/next_patients.csv", "--output", str(out_path)
-    )
+        capsys, "score", "progression", "--input", "pipelines/data/next_patients.csv", "--output", str(out_path),
+        "--reasons", "2",
+    )  # fmt: skip
     assert code == 0 and "scored 40 of 40 rows" in out, out + err
     scores = pd.read_parquet(out_path)
     assert (scores["lower"] < scores["prediction"]).all() and (scores["prediction"] < scores["upper"]).all()
+    # why each prediction is high: the columns that pushed it up most, in the target's units
+    assert scores["reason_1"].notna().all() and (scores["reason_1_shap"] >= scores["reason_2_shap"].fillna(0)).all()
+    assert set(scores["reason_1"]) <= set(spec["features"]["numeric"]) | set(spec["features"].get("categorical", []))
     truth = later.set_index("patient_id")["progression"].reindex(scores["patient_id"]).to_numpy()
     # 40 patients the model never saw: most of them inside their interval
     assert np.mean((truth >= scores["lower"]) & (truth <= scores["upper"])) >= 0.75

@@ -86,6 +86,6 @@ def register(sub) -> None:
     )
     sc.add_argument(
         "--reasons", type=int, default=0, metavar="K",
-        help="tabular classification: add each row's K reasons (the columns that pushed its score most towards the positive class, by SHAP value) with their values",
+        help="binary or regression tables: add each row's K reasons (the columns that pushed its score most towards the positive class, or its prediction most upwards, by SHAP value) with their values",
     )  # fmt: skip
     sc.set_defaults(fn=cmd_score)

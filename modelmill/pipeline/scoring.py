@@ -257,8 +257,10 @@ def score(
         raise SpecError(
             f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}"
         )
-    if reasons and spec.problem != "tabular_classification":
-        raise SpecError(f"pipeline {spec.name}: --reasons explains tabular classification scores, not {spec.problem}")
+    if reasons and spec.problem not in ("tabular_classification", "tabular_regression"):
+        raise SpecError(
+            f"pipeline {spec.name}: --reasons explains binary classification and regression tables, not {spec.problem}"
+        )
     if not 0 <= reasons <= 50:
         raise SpecError(f"--reasons {reasons}: give 1 to 50 reasons per row (0: none)")
     if not output.endswith(".parquet"):
