@@ -69,6 +69,8 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
         "prediction",
         "probability_benign",
         "probability_malignant",
+        "threshold",
+        "rejected_because",
     ]
 
     client = mlflow_client(settings)
