@@ -170,3 +170,35 @@ def _outcomes_after_scoring(capsys, root, name: str, truth: pd.DataFrame, metric
         "low": float(low),
         "high": float(high),
     }
+
+
+def test_a_class_weighted_multiclass_candidate_is_calibrated_and_says_so():
+    """Without servers: weights move a model's probabilities off the class shares, so the chosen
+    weighted candidate is calibrated on held-out training rows, and its test probabilities then
+    keep to the class shares (no warning that they are scores)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.datasets import load_wine
+
+    from modelmill.config.spec import PipelineSpec
+    from modelmill.learn.kinds.multiclass import TabularMulticlass
+
+    frame = load_wine(as_frame=True).frame
+    frame["cultivar"] = frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    features = [c for c in frame.columns if c != "cultivar"]
+    spec = PipelineSpec(
+        name="cultivar", domain="food", description="Cultivar from chemistry.", source={"path": "wines.csv"},
+        target="cultivar", features={"numeric": features}, suite="cultivar.json", problem="tabular_multiclass",
+        split={"method": "stratified", "test_size": 0.3, "seed": 1, "folds": 3},
+        baseline={"name": "prior", "estimator": "dummy_prior"},
+        candidates=[{"name": "weighted", "estimator": "logistic_regression", "params": {"class_weight": {0: 1, 1: 1, 2: 4}}}],
+        metric={"name": "macro_f1", "direction": "maximize"}, schedule={"cron": "0 6 * * 1"},
+    )  # fmt: skip
+    kind = TabularMulticlass()
+    kind.check_spec(spec)
+    data = kind.prepare(spec, frame)
+    assert data.labels == ("barbera", "barolo", "grignolino")
+    trained = kind.train(spec, data)
+    assert isinstance(trained.model, CalibratedClassifierCV) and trained.params["calibration"] == "sigmoid"
+    m = kind.metrics(spec, trained.model, data)
+    assert m["macro_f1"] > 0.9 and m["max_share_gap"] <= 0.1 and kind.warnings(spec, m) == []
+    assert kind.warnings(spec, {**m, "max_share_gap": 0.25})[0].startswith("the probabilities are scores")
