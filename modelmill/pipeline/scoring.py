@@ -417,7 +417,8 @@ def _score(
     scored = good.copy()
     if len(good):
         scores, column = _positive_scores(model, X)
-        predicted = model.predict(X)  # the model's own codes: what a shadow version is compared on
+        # the model's own codes (what a shadow version is compared on); a regressor's are its scores
+        predicted = scores if column == "prediction" else model.predict(X)
         scored["prediction"] = predicted
         scored[column] = np.round(scores, 6)
         if spec.positive_label is not None:  # the data's own labels, not 0/1: they travel with the model
