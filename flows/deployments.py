@@ -7,13 +7,15 @@ Kubernetes, whose job variables are in the file's ``definitions``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
-from prefect import serve
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
+from prefect.exceptions import TerminationSignal
+from prefect.runner import Runner
 from prefect.schedules import Cron
 
 from modelmill.config.spec import PipelineSpec
@@ -83,7 +85,7 @@ def _side_jobs(specs: list[PipelineSpec]):
                 "outcomes",
                 OUTCOMES_ENTRYPOINT,
                 spec.outcomes.schedule,
-                f"{spec.name}: joins the outcomes in {spec.outcomes.input} to the scored rows and measures the champion on them",
+                f"{spec.name}: joins the outcomes in {spec.outcomes.where()} to the scored rows and measures the champion on them",
             )
 
 
@@ -132,10 +134,18 @@ def stale_check_deployment():
 STALE_CHECK_EVERY = 3600
 
 
-def serve_all(specs: list[PipelineSpec], limit: int | None = 1) -> None:
+def serve_all(specs: list[PipelineSpec], limit: int | None = 1, on_ready: Callable[[], None] = lambda: None) -> None:
     """Register and serve every spec's deployment, and the stale check, until interrupted (flow
-    runs one at a time)."""
-    serve(*build_deployments(specs), stale_check_deployment(), limit=limit, print_starting_message=False)
+    runs one at a time). ``on_ready`` is called once every deployment exists on the server, so a
+    ``trigger`` sent after it finds its deployment."""
+    runner = Runner(pause_on_shutdown=True, limit=limit)
+    for deployment in (*build_deployments(specs), stale_check_deployment()):
+        runner.add_deployment(deployment)  # registers it on the server now
+    on_ready()
+    try:
+        asyncio.run(runner.start())
+    except TerminationSignal:
+        pass
 
 
 def next_runs(pipelines: list[str]) -> dict:

@@ -62,7 +62,7 @@ def _retrain(spec, event: str, reason: str) -> None:
 
 @flow(name="modelmill-outcomes", flow_run_name="{pipeline}-outcomes", log_prints=True)
 def outcomes_flow(pipeline: str, input: str | None = None) -> dict:
-    """Join the outcomes in ``input`` (default: the spec's ``outcomes.input``) to the rows the
+    """Join the outcomes in ``input`` (default: the spec's ``outcomes``: a file or a query) to the rows the
     champion scored and measure how it did on them (``modelmill outcomes``); a ``live_drop`` runs
     the pipeline again when ``monitoring.retrain_on`` asks. An operator's path is read from the
     working directory; the spec's, and one a deployment's parameters name, are relative to the
@@ -75,7 +75,7 @@ def outcomes_flow(pipeline: str, input: str | None = None) -> dict:
     if input is None:
         if spec.outcomes is None:
             raise SpecError(f"pipeline {spec.name}: give --input, or an `outcomes` section in its spec")
-        input = spec.outcomes.input
+        input = spec.outcomes.input  # None: its query
     elif operator:
         input = str(Path(input).expanduser().resolve())
         base = Path(input).parent

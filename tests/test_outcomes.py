@@ -30,7 +30,7 @@ def _score(capsys, root, name: str, rows: pd.DataFrame, tmp_path) -> str:
 
 
 def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
-    example_project, alert_receivers, capsys, tmp_path
+    example_project, alert_receivers, capsys, tmp_path, monkeypatch
 ):
     root, spec, data = example_project
     web, _, posts, _, _ = alert_receivers
@@ -94,9 +94,24 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
     (alert,) = posts
     assert alert[1]["title"].endswith("live drop") and "over monitoring.live_drop 0.05" in alert[1]["message"]
 
-    # the same file again: nothing new is joined, nothing is measured twice
-    code, out, err = run_cli(capsys, "outcomes", "my_cells", "--input", str(f2))
+    # the same outcomes again, now from the lab's database (the spec's outcomes query): nothing
+    # new is joined, nothing is measured twice
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "lab.db") as conn:
+        pd.read_csv(f2).to_sql("outcomes", conn, index=False)
+    monkeypatch.setenv("LAB_DB", f"sqlite:///{tmp_path / 'lab.db'}")
+    write_example_spec(
+        root,
+        spec,
+        roles={"id": "sample_id"},
+        monitoring={"live_drop": 0.05},
+        notify={"urls": [f"{web}/hook"], "events": ["live_drop"]},
+        outcomes={"sql": {"url_env": "LAB_DB", "query": "SELECT sample_id, diagnosis FROM outcomes"}},
+    )
+    code, out, err = run_cli(capsys, "outcomes", "my_cells")
     assert code == 0 and f"0 of {len(flipped) + 5} outcomes joined" in out and "live_drop" not in out, out + err
+    assert f"{len(flipped) + 5} sent before (counted once)" in out
     assert len(posts) == 1
 
     # MLflow: the version's run holds the live series beside its test figures
@@ -134,6 +149,8 @@ def test_outcomes_are_joined_once_and_a_shifted_world_raises_live_drop(
         "tags.`modelmill.outcomes` != ''",
     )
     assert sorted(r.data.metrics["outcomes/joined"] for r in outcome_runs) == [0, 84, 85]
+    (from_sql,) = [r for r in outcome_runs if r.data.metrics["outcomes/joined"] == 0]
+    assert from_sql.data.params["input"].startswith(f"sqlite:///{tmp_path / 'lab.db'}#query-")
 
     # status shows the champion's live figure and its age; history shows it beside the test figure
     import json

@@ -354,3 +354,58 @@ def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity
         mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(tmp_path))
     )
     assert set(selection["candidate"]) == {"item_knn", "item_knn_shrunk", "item_knn_debiased", "bpr", "als"}
+
+
+def test_the_items_customers_took_after_their_recommendations_measure_the_champion(
+    tmp_path, monkeypatch, capsys, prefect_api, ratings
+):
+    """``modelmill outcomes`` for a recommender: the interactions that came after a batch of
+    recommendations are joined once to the users they were made to, and the champion's realized
+    NDCG and hit rate (intervals over users) reach its MLflow run as the ``live/`` series."""
+    later = ratings.groupby("customer", group_keys=False).sample(frac=0.25, random_state=5)
+    known = ratings.drop(later.index)
+    settings = _ratings_project(tmp_path, monkeypatch, known)
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 0, out + err
+    trained = last_run(settings, "shop").info.run_id
+    users = pd.Series(sorted(known["customer"].unique())[:300], name="customer")
+    users.to_frame().to_csv(tmp_path / "users.csv", index=False)
+    code, out, err = run_cli(
+        capsys, "score", "shop", "--input", str(tmp_path / "users.csv"), "--output", str(tmp_path / "recs.parquet")
+    )
+    assert code == 0, out + err
+
+    # what the customers rated since: the scored ones' and 40 rows of customers never scored,
+    # 60 rows twice; ratings below the spec's threshold are not interactions
+    sent = pd.concat([later, later.iloc[:60]])
+    never = sent[~sent["customer"].isin(users)]
+    sent = pd.concat([sent[sent["customer"].isin(users)], never.iloc[:40]])
+    sent.to_csv(tmp_path / "since.csv", index=False)
+    code, out, err = run_cli(capsys, "outcomes", "shop", "--input", str(tmp_path / "since.csv"))
+    assert code == 0, out + err
+    interactions = sent[sent["rating"] >= 3]
+    liked = interactions.drop_duplicates(["customer", "product"])
+    joined = liked[liked["customer"].isin(users)]
+    assert f"{len(joined)} of {len(sent)} outcomes joined" in out, out
+    assert f"{len(interactions) - len(liked)} sent before (counted once)" in out
+    assert f"{len(liked) - len(joined)} name rows no kept batch scored" in out and len(liked) > len(joined)
+    assert f"{len(sent) - len(interactions)} have no value" in out
+
+    # the realized figures, recomputed by hand from the file `score` wrote
+    recs = pd.read_parquet(tmp_path / "recs.parquet").astype({"customer": str})
+    lists = recs.sort_values("rank").groupby("customer")["item"].agg(list)
+    took = joined.assign(product=joined["product"].astype(str).str.upper()).groupby("customer")["product"].agg(set)
+    expected = ranking_metrics([lists[u] for u in took.index], list(took), 10, 1)
+    live = mlflow_client(settings).get_run(trained).data.metrics
+    assert live["live/ndcg_at_10"] == pytest.approx(expected["ndcg_at_10"])
+    assert live["live/hit_rate_at_10"] == pytest.approx(expected["hit_rate_at_10"]) and expected["hit_rate_at_10"] > 0
+    assert live["live/ndcg_at_10_low"] < live["live/ndcg_at_10"] < live["live/ndcg_at_10_high"]
+    assert live["live/users"] == len(took)
+    assert f"(v1, {len(took)} outcomes): ndcg_at_10 {expected['ndcg_at_10']:.4f}" in out
+
+    # sent again: nothing new is joined, and the series gets no second point
+    code, out, err = run_cli(capsys, "outcomes", "shop", "--input", str(tmp_path / "since.csv"))
+    assert code == 0 and f"0 of {len(sent)} outcomes joined" in out, out + err
+    assert f"{len(interactions) - len(liked) + len(joined)} sent before (counted once)" in out
+    history = mlflow_client(settings).get_metric_history(trained, "live/ndcg_at_10")
+    assert len(history) == 1

@@ -38,7 +38,9 @@ def cmd_outcomes(args, settings: Settings) -> int:
     not_joined = {
         "sent before (counted once)": r["resent"],
         "name rows no kept batch scored": r["unknown"],
-        "have no value, or one that is not a label of the model": r["unlabelled"],
+        "have no value, or one that is not a label of the model (a recommender's: are not interactions)": r[
+            "unlabelled"
+        ],
         "give one row two different values": r["conflicting"],
     }
     for what, n in not_joined.items():
@@ -66,6 +68,7 @@ def register(sub) -> None:
     oc.add_argument("pipeline", help="pipeline name or spec file")
     oc.add_argument(
         "--input",
-        help="CSV / Parquet / xlsx file: the spec's roles.id column (else the feature columns) and its target column (default: the spec's outcomes.input)",
+        help="CSV / Parquet / xlsx file: the spec's roles.id column (else the feature columns) and its target column; "
+        "for a recommender, the interactions since (roles.user, roles.item) (default: the spec's outcomes, a file or a query)",
     )
     oc.set_defaults(fn=cmd_outcomes)

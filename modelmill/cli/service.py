@@ -44,10 +44,14 @@ def cmd_serve(args, settings: Settings) -> int:
             print(
                 f"  deployment modelmill-pipeline/{spec.name:24} cron '{spec.schedule.cron}' ({spec.schedule.timezone})"
             )
-        print("Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True)
         from modelmill_flows.deployments import serve_all
 
-        serve_all(specs)
+        serve_all(
+            specs,
+            on_ready=lambda: print(
+                "Serving; trigger a run with `modelmill trigger PIPELINE`. Ctrl-C stops everything.", flush=True
+            ),
+        )
     except KeyboardInterrupt:
         pass
     finally:

@@ -480,11 +480,25 @@ class Scoring(Strict):
 class Outcomes(Strict):
     """Where the truth about scored rows arrives (``modelmill outcomes`` without --input)."""
 
-    input: str = Field(
-        description="CSV / Parquet / xlsx file of outcomes (roles.id, else the feature columns, and the target), relative to the spec's folder",
+    input: str | None = Field(
+        None,
+        description="CSV / Parquet / xlsx file of outcomes (roles.id, else the feature columns, and the target; "
+        "a recommender's: the interactions since), relative to the spec's folder",
         examples=["data/outcomes.csv"],
     )
+    sql: SqlSource | None = Field(
+        None, description="or a query whose rows are the outcomes (read in a transaction that is rolled back)"
+    )
     schedule: Schedule | None = Field(None, description="join it on this schedule under `modelmill serve`")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Outcomes:
+        if (self.input is None) == (self.sql is None):
+            raise ValueError("give one of input (a file) and sql (a query)")
+        return self
+
+    def where(self) -> str:
+        return self.input if self.input is not None else "its outcomes query"
 
 
 #: what an alert can be about (``notify.events``)

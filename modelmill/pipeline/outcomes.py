@@ -1,7 +1,8 @@
 """Outcomes: the truth that arrives after scoring, joined to what the champion predicted, and
 how the champion does on the rows it actually scored (``modelmill outcomes``).
 
-An outcomes file (CSV, Parquet or xlsx, like any source) names each row as its batch was keyed
+An outcomes file (CSV, Parquet or xlsx, like any source; or the rows of the spec's outcomes
+query) names each row as its batch was keyed
 (the spec's ``roles.id`` column, or without one the feature columns, whose digest is the key)
 and gives its true value (a label, or an amount) in the spec's ``target`` column. Each outcome is joined once, to the
 latest kept batch that scored its row (:mod:`modelmill.data.scored_rows`), into the pipeline's
@@ -21,6 +22,11 @@ batch, so the UI plots the series over the version's time in service. The versio
 gets ``live/batches.csv`` and ``live/periods.csv`` (per calendar month of scoring). A
 ``live_drop`` alert is sent when a batch's primary metric falls below the version's test
 figure by more than ``monitoring.live_drop`` and its interval excludes the test figure.
+
+A recommender's outcomes are interactions (user, item, and where the file has them the spec's
+quantity, invoice, rating and date columns): each counted (user, item) pair is joined once to
+the latest batch that recommended to the user before it, and a batch is measured per user on
+what they took (NDCG, hit rate, precision and recall at ``options.k``, intervals over users).
 """
 
 from __future__ import annotations
@@ -104,20 +110,21 @@ def label_text(values: pd.Series) -> pd.Series:
 
 
 #: the kinds whose outcomes are measured, and how
-BINARY, REGRESSION, MULTICLASS = (
+BINARY, REGRESSION, MULTICLASS, RANKING = (
     ("tabular_classification", "text_classification", "image_classification"),
     ("tabular_regression",),
     ("tabular_multiclass",),
+    ("recommendation",),
 )
 
 
 def measured(spec: PipelineSpec) -> None:
-    if spec.problem in REGRESSION or spec.problem in MULTICLASS:
+    if spec.problem in REGRESSION or spec.problem in MULTICLASS or spec.problem in RANKING:
         return
     if spec.problem not in BINARY:
         raise SpecError(
             f"pipeline {spec.name}: `modelmill outcomes` measures classification and regression tables, binary text and image "
-            f"classifiers, not {spec.problem}"
+            f"classifiers and recommenders, not {spec.problem}"
         )
     if spec.positive_label is None:
         raise SpecError(
@@ -143,6 +150,59 @@ def _keys(spec: PipelineSpec, frame: pd.DataFrame, source_name: str) -> pd.Serie
             f"{source_name} must carry every feature column as it was scored (missing: {', '.join(missing)})"
         )
     return scored_rows.row_keys(frame, None, get_kind(spec.problem).model_input(spec, frame))[0]
+
+
+def _interactions(spec: PipelineSpec, frame: pd.DataFrame, source_name: str) -> tuple[pd.DataFrame, int]:
+    """A recommender's outcomes: the user-item interactions of ``frame`` that the spec's roles
+    count as one (positive quantity, no cancellation, a rating at or above the threshold, where
+    the file has those columns), keyed by user, with their date when the spec names one; and how
+    many rows are not interactions."""
+    from modelmill.learn.kinds import get_kind
+
+    r = spec.roles
+    missing = [r[role] for role in ("user", "item") if r[role] not in frame.columns]
+    if missing:
+        raise SpecError(
+            f"pipeline {spec.name}: {source_name} has no column {missing[0]!r}: a recommender's outcomes are the "
+            f"interactions that came after its recommendations, one row per user ({r['user']}) and item ({r['item']})"
+        )
+    present = {role: column for role, column in r.items() if column in frame.columns and role != "description"}
+    inter, _, _ = get_kind(spec.problem).interactions(spec.model_copy(update={"roles": present}), frame)
+    out = pd.DataFrame({scored_rows.KEY: inter["user"].astype("string"), "outcome": inter["item"].astype("string")})
+    if "date" in inter.columns:
+        out["occurred_at"] = pd.to_datetime(inter["date"]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    return out, len(frame) - len(inter)
+
+
+def _join_interactions(incoming: pd.DataFrame, not_interactions: int, scored: pd.DataFrame, ledger):
+    """A recommender's ``join``: each (user, item) interaction to the latest kept batch that
+    recommended to the user before it happened (the latest one when the file has no dates);
+    the same pair sent again, in this file or before, is counted once."""
+    counts = {"unlabelled": not_interactions, "conflicting": 0, "changed": 0}
+    pair = [scored_rows.KEY, "outcome"]
+    repeated = incoming.duplicated(pair)
+    counts["resent"] = int(repeated.sum())
+    incoming = incoming[~repeated]
+    batches = scored.drop_duplicates([scored_rows.KEY, "batch"])[
+        [scored_rows.KEY, "batch", "scored_at", "model_version", "model_run"]
+    ].astype({"scored_at": "datetime64[ns, UTC]"})
+    if "occurred_at" in incoming.columns:
+        when = incoming.sort_values("occurred_at").reset_index(drop=True)
+        matched = pd.merge_asof(
+            when, batches.sort_values("scored_at"), left_on="occurred_at", right_on="scored_at",
+            by=scored_rows.KEY, direction="backward",
+        )  # fmt: skip
+    else:
+        latest = batches.sort_values("scored_at").drop_duplicates(scored_rows.KEY, keep="last")
+        matched = incoming.merge(latest, on=scored_rows.KEY, how="left")
+    unknown = matched[matched["batch"].isna()]
+    matched = matched[matched["batch"].notna()]
+    if ledger is not None and len(ledger):
+        again = pd.MultiIndex.from_frame(matched[pair]).isin(pd.MultiIndex.from_frame(ledger[pair]))
+        counts["resent"] += int(again.sum())
+        matched = matched[~again]
+    counts["unknown"] = len(unknown)
+    return matched.reset_index(drop=True), unknown[pair], counts
 
 
 def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataFrame, ledger: pd.DataFrame | None):
@@ -194,6 +254,8 @@ def realized(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, flo
         return _realized_regression(spec, rows, seed)
     if spec.problem in MULTICLASS:
         return _realized_multiclass(spec, rows, seed)
+    if spec.problem in RANKING:
+        return _realized_ranking(spec, rows, seed)
     return _realized_binary(spec, rows, seed)
 
 
@@ -238,6 +300,36 @@ def _realized_multiclass(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> d
     return _with_intervals(out, fns, len(y), seed)
 
 
+#: a recommender's realized metrics given a bootstrap interval (over users)
+RANKED = ("ndcg", "hit_rate", "precision", "recall")
+
+
+def _realized_ranking(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
+    """Ranking metrics at ``options.k`` of what each user of ``rows`` was recommended (their
+    ``recommended`` list) against the items they took afterwards, per user, then averaged; the
+    intervals resample users."""
+    from modelmill.learn.kinds import get_kind
+    from modelmill.learn.kinds.recommendation import ranking_metrics
+
+    k = get_kind(spec.problem).options(spec).k
+    per_user = rows.groupby(scored_rows.KEY, sort=False).agg(
+        recommended=("recommended", "first"), relevant=("outcome", lambda items: set(items))
+    )
+    each = pd.DataFrame(
+        [
+            ranking_metrics([rec], [rel], k, 1)
+            for rec, rel in zip(per_user["recommended"], per_user["relevant"], strict=True)
+        ]
+    )
+    names = [f"{m}_at_{k}" for m in RANKED]
+    values = {name: each[name].to_numpy(dtype=float) for name in names}
+    fns = {name: (lambda i, v=v: float(v[i].mean())) for name, v in values.items()}
+    everything = np.arange(len(per_user))
+    out = {name: fn(everything) for name, fn in fns.items()}
+    out["users"], out["rows"], out["interactions"] = len(per_user), len(per_user), len(rows)
+    return _with_intervals(out, fns, len(per_user), seed)
+
+
 def _realized_binary(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[str, float]:
     from modelmill.learn.evaluation import binary_metric, binary_metrics
     from modelmill.learn.kinds import get_kind
@@ -264,20 +356,52 @@ def _realized_binary(spec: PipelineSpec, rows: pd.DataFrame, seed: int) -> dict[
     return _with_intervals(out, fns, len(y), seed)
 
 
-def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str, *, base: Path | None = None):
-    """Join one outcomes file to the kept scored rows and measure; see the module docstring."""
+@dataclass(frozen=True)
+class _Received:
+    """Where outcomes came from, for the logs and the run: a file's name, URI and sha256, or a
+    query's location (its URL without the password) and the sha256 of the rows it returned."""
+
+    name: str
+    uri: str
+    sha256: str
+
+
+def _receive(spec: PipelineSpec, settings: Settings, input_location: str | None, base: Path | None):
+    """The outcomes frame: the file at ``input_location``, else the rows of the spec's outcomes query."""
+    import hashlib
+
     from modelmill.data.fetch import fetch_user_file
-    from modelmill.data.objectstore import ObjectStore
+    from modelmill.data.ingest import query_location, read_query
     from modelmill.data.readers import read_table
     from modelmill.pipeline.scoring import scoring_read_options
+
+    if input_location is None:
+        if spec.outcomes is None or spec.outcomes.sql is None:
+            raise SpecError(f"pipeline {spec.name}: give --input, or an `outcomes` section in its spec")
+        who = f"pipeline {spec.name} outcomes"
+        frame = read_query(spec.outcomes.sql, who)
+        digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+        return frame, _Received("outcomes query", query_location(spec.outcomes.sql, who), digest)
+    source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
+    return read_table(source, None, scoring_read_options(spec, source)), _Received(
+        source.name, source.uri, source.sha256
+    )
+
+
+def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str | None, *, base: Path | None = None):
+    """Join one outcomes file (or the spec's outcomes query, when ``input_location`` is None) to
+    the kept scored rows and measure; see the module docstring."""
+    from modelmill.data.objectstore import ObjectStore
     from modelmill.runtime.locks import file_lock
 
     measured(spec)
-    source = fetch_user_file(input_location, settings, base=base or Path.cwd(), expected_sha256=None)
-    frame = read_table(source, None, scoring_read_options(spec, source))
-    if spec.target not in frame.columns:
+    frame, source = _receive(spec, settings, input_location, base)
+    if spec.problem in RANKING:
+        interactions, not_interactions = _interactions(spec, frame, source.name)
+    elif spec.target not in frame.columns:
         raise SpecError(f"pipeline {spec.name}: {source.name} has no column {spec.target!r} with the outcomes")
-    keys, truth = _keys(spec, frame, source.name), label_text(frame[spec.target])
+    else:
+        keys, truth = _keys(spec, frame, source.name), label_text(frame[spec.target])
     tracker = Tracker.of(settings)
     now = datetime.now(UTC)
     with file_lock(ledger_path(settings, spec.name).with_suffix(".lock"), f"outcomes of {spec.name}", timeout=600):
@@ -287,7 +411,10 @@ def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str,
                 f"pipeline {spec.name}: no scored batch is kept to join outcomes to (`modelmill score {spec.name}` first)"
             )
         ledger = read_ledger(settings, spec.name)
-        new, unknown, counts = join(spec, keys, truth, scored, ledger)
+        if spec.problem in RANKING:
+            new, unknown, counts = _join_interactions(interactions, not_interactions, scored, ledger)
+        else:
+            new, unknown, counts = join(spec, keys, truth, scored, ledger)
         run_id = tracker.start_scoring_run(
             spec,
             f"outcomes · {source.name}",
@@ -328,7 +455,9 @@ def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str,
                 run_id,
             )
             if len(new):
-                _measure(spec, settings, tracker, ledger, set(new["batch"]), result)
+                _measure(
+                    spec, settings, tracker, _with_recommendations(spec, ledger, scored), set(new["batch"]), result
+                )
             tracker.log_params(run_id, {"input": source.uri, "input_sha256": source.sha256})
             tracker.log_metrics(
                 run_id, {f"outcomes/{k}": v for k, v in {"rows": len(frame), "joined": len(new), **counts}.items()}
@@ -338,6 +467,21 @@ def record_outcomes(spec: PipelineSpec, settings: Settings, input_location: str,
             raise
         tracker.end_run(run_id, FINISHED)
     return result
+
+
+def _with_recommendations(spec: PipelineSpec, ledger: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """A recommender's ledger rows with the list each user was recommended in their batch
+    (``recommended``, by rank); other kinds' ledgers as they are."""
+    if spec.problem not in RANKING:
+        return ledger
+    lists = (
+        scored.sort_values("rank")
+        .groupby(["batch", scored_rows.KEY], sort=False)["item"]
+        .agg(list)
+        .rename("recommended")
+        .reset_index()
+    )
+    return ledger.merge(lists, on=["batch", scored_rows.KEY], how="left")
 
 
 def _measure(spec, settings, tracker, ledger: pd.DataFrame, touched: set[str], result: OutcomesResult) -> None:
