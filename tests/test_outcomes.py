@@ -313,3 +313,54 @@ def test_the_join_counts_every_outcome_it_does_not_take():
         regression, pd.Series(["a", "b"], dtype="string"), pd.Series(["12.5", "n/a"], dtype="string"), amounts, None
     )
     assert list(new["row_key"]) == ["a"] and counts["unlabelled"] == 1
+
+
+def test_a_drifting_batch_asks_the_served_deployment_for_one_retrain(example_project, capsys, tmp_path):
+    """``monitoring.retrain_on: [drift]``: a scoring batch whose PSI is over ``psi_alert`` creates
+    one flow run of the pipeline's deployment through the Prefect API, with the event and its
+    cause; a second drifting batch while that run waits creates no other. The ``outcomes:``
+    section's schedule is a deployment of its own."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from modelmill.config.spec import load_spec
+    from modelmill_flows.deployments import build_deployments
+
+    root, spec, data = example_project
+    write_example_spec(
+        root,
+        spec,
+        data,
+        monitoring={"psi_alert": 0.5, "retrain_on": ["drift"]},
+        outcomes={"input": "data/outcomes.csv", "schedule": {"cron": "0 8 * * *"}},
+    )
+    code, out, err = run_cli(capsys, "run", "my_cells")
+    assert code == 0, out + err
+    joins, pipeline = build_deployments([load_spec("my_cells", Settings())])
+    assert joins.name == "my_cells-outcomes" and joins.entrypoint == "modelmill_flows.scoring.outcomes_flow"
+    assert [s.schedule.cron for s in joins.schedules] == ["0 8 * * *"] and joins.parameters == {"pipeline": "my_cells"}
+    deployment_id = pipeline.apply()  # registered, not served: its runs wait in the API
+    try:
+        drifted = data.drop(columns=["diagnosis"]).head(120)
+        drifted = drifted.assign(mean_radius=drifted["mean_radius"] * 1.8, worst_area=drifted["worst_area"] * 1.8)
+        src = root / "pipelines" / "data" / "drifted.csv"
+        drifted.to_csv(src, index=False)
+        for attempt in range(2):
+            code, out, err = run_cli(
+                capsys, "score", "my_cells", "--input", str(src), "--output", str(tmp_path / f"s{attempt}.parquet")
+            )
+            assert code == 0, out + err
+        assert "a run is already on its way" in err, err
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["my_cells"]))
+            )
+            (run,) = runs
+            assert run.parameters["trigger"] == "drift" and run.state.is_scheduled()
+            assert (
+                "largest PSI" in run.parameters["reason"]
+                and "over monitoring.psi_alert 0.5" in run.parameters["reason"]
+            )
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)  # the session's API: no later test finds it
