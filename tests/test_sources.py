@@ -1,6 +1,7 @@
 """Input shapes read as they come, with nothing lost silently: a tab-separated file whose
 messages hold unbalanced quotes (counted against its lines: an error, a tolerated loss, or read
-whole with quoting off), and a headerless TSV of epoch-second ratings named by `columns`."""
+whole with quoting off), a CSV whose quoted messages span lines (read whole, no warning), and a
+headerless TSV of epoch-second ratings named by `columns`."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ def test_rows_merged_by_unbalanced_quotes_are_an_error_a_warning_or_read_with_qu
         frame["text"].iloc[150].startswith('"')
         and frame["label"].iloc[151] == pd.read_csv(require_mirror() / "banking77" / "train.csv")["category"].iloc[151]
     )
+
+
+def test_fields_written_over_several_lines_are_records_not_losses(tmp_path, monkeypatch, caplog):
+    """A well-formed export whose quoted messages hold line breaks (as exported tweets and
+    tickets do) is read whole with no warning; the stray quotes of the test above still count."""
+    import logging
+
+    monkeypatch.setenv("MODELMILL_HOME", str(tmp_path / "home"))
+    queries = pd.read_csv(require_mirror() / "banking77" / "train.csv").head(300)
+    texts = queries["text"].copy()
+    broken = texts.index[::7]  # 43 messages, each written over two or three lines, one with a comma
+    texts[broken] = texts[broken].str.replace(" ", "\n", n=2) + ", sent from my phone"
+    pd.DataFrame({"text": texts, "label": queries["category"]}).to_csv(tmp_path / "messages.csv", index=False)
+    assert count_records(tmp_path / "messages.csv", 1) > 300 + len(broken)  # its lines say more
+    with caplog.at_level(logging.INFO, logger="modelmill"):
+        snap = ingest(_spec(tmp_path, path="messages.csv"), Settings())
+    assert snap.parsed == (300, 300) and snap.rows == 300
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "messages.csv" in r.getMessage()]
+    assert any("holds 300 records over" in m and "line breaks inside quoted fields" in m for m in caplog.messages)
+    assert snap.load()["text"].iloc[broken[1]] == texts[broken[1]]
 
 
 def test_a_headerless_tsv_with_epoch_seconds_is_named_and_dated(tmp_path, monkeypatch):

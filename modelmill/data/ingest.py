@@ -376,20 +376,67 @@ def count_records(path: Path, header_lines: int) -> int:
     return max(lines - header_lines, 0)
 
 
+def quoted_records(path: Path, options, header_lines: int) -> tuple[int, int] | None:
+    """The records of a CSV file as a CSV reader counts them (a line break inside a quoted field
+    is part of it), and how many of those quoted line breaks follow a line that reads as a whole
+    record of its own: as many separators as the header, and a last value the file's last
+    column holds elsewhere (a label, a category): a stray quote that swallowed rows, not a
+    message written over several lines. None when the reader cannot follow the file's options
+    (a separator of more than one character, quoting off)."""
+    import csv
+
+    sep, quote = options.sep or ",", options.quotechar or '"'
+    if len(sep) != 1 or options.quoting == "none":
+        return None
+
+    def rows():
+        with open(path, newline="", encoding=options.encoding or "utf-8", errors="replace") as f:
+            for row in csv.reader(f, delimiter=sep, quotechar=quote):
+                if row and row != [""]:  # a blank line, skipped as the parser skips it
+                    yield row
+
+    records, width, suspects = 0, None, []  # suspects: the last value of each record-like inner line
+    for row in rows():
+        width = width or len(row)
+        records += 1
+        for value in row:
+            if "\n" in value:
+                suspects += [
+                    line.rsplit(sep, 1)[1].strip()
+                    for line in value.split("\n")[:-1]
+                    if line.count(sep) == width - 1 and line.rsplit(sep, 1)[1].strip()
+                ]
+    swallowed = 0
+    if suspects:  # rare: a second pass for the values the last column takes
+        last = {row[-1].strip() for row in rows() if len(row) == width}
+        swallowed = sum(value in last for value in suspects)
+    return max(records - header_lines, 0), swallowed
+
+
 def check_parsed_rows(spec: PipelineSpec, path: Path, rows: int) -> int | None:
-    """Rows the parser read against the records the CSV's lines hold: a difference (quotes that
-    merge lines, rows the parser dropped) is a one-line warning, and an error past
-    ``limits.max_lost_rows``. Returns the records counted (None: options that make lines and
-    records differ on purpose, or not a CSV)."""
+    """Rows the parser read against the records the CSV holds: a difference (rows the parser
+    dropped, a stray quote that merged lines) is a one-line warning, and an error past
+    ``limits.max_lost_rows``. The records are its non-blank lines; when those differ from the
+    rows read, a CSV reader's count, where no quoted line break hides a whole record (a field
+    written over several lines, as exports of messages have, is no loss). Returns the records
+    counted (None: options that make lines and records differ on purpose, or not a CSV)."""
     options = spec.source.read_options
     if table_format(path, spec.source.format) != "csv" or options.nrows is not None or options.comment is not None:
         return None
     header = 0 if options.header is None else options.header + 1
     records = count_records(path, header + (options.skiprows or 0))
+    counted = "non-blank lines"
+    if records != rows and (quoted := quoted_records(path, options, header + (options.skiprows or 0))) is not None:
+        if quoted[1] == 0 and quoted[0] != records:
+            log.info(
+                "%s: %s holds %d records over %d lines (line breaks inside quoted fields)",
+                spec.name, path.name, quoted[0], records,
+            )  # fmt: skip
+            records, counted = quoted[0], "a field may span lines"
     lost = records - rows
     if lost:
         hint = "quoted fields spanning lines, or an unbalanced quote: set source.read_options.quoting: none if quotes are plain text"
-        message = f"pipeline {spec.name}: {path.name} holds {records} records (non-blank lines) but {rows} rows were read: {abs(lost)} {'lost or merged' if lost > 0 else 'more'} ({hint})"
+        message = f"pipeline {spec.name}: {path.name} holds {records} records ({counted}) but {rows} rows were read: {abs(lost)} {'lost or merged' if lost > 0 else 'more'} ({hint})"
         if lost > spec.limits.max_lost_rows:
             raise CorruptSource(f"{message}; limits.max_lost_rows is {spec.limits.max_lost_rows}")
         log.warning("%s", message)
