@@ -46,7 +46,7 @@ def score_flow(
     if result.estimate and result.estimate.get("alert"):
         _retrain(spec, "live_drop", f"v{result.version}: {result.estimate['alert']}")
     limit = spec.monitoring.psi_alert
-    if limit is not None and result.psi_max == result.psi_max and result.psi_max > limit:
+    if limit is not None and result.psi_max == result.psi_max and result.psi_max > limit and result.psi_meaningful:
         _retrain(
             spec, "drift", f"a scoring batch's largest PSI {result.psi_max:.3f} is over monitoring.psi_alert {limit}"
         )

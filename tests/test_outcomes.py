@@ -306,6 +306,13 @@ def test_the_join_counts_every_outcome_it_does_not_take():
     )
     assert none.empty and counts["unknown"] == 1 and counts["unlabelled"] == 1
 
+    # a batch scored under the spec's names for the labels takes an outcome by either
+    named = scored.assign(label_names='["benign", "cancer"]')
+    new, _, counts = join(
+        binary, pd.Series(["a", "b"], dtype="string"), pd.Series(["cancer", "benign"], dtype="string"), named, None
+    )
+    assert list(new["outcome"]) == ["malignant", "benign"] and counts["unlabelled"] == 0
+
     # a regression's outcome is any number
     amounts = scored.assign(labels="", prediction=[1.0, 2.0, 3.0, 4.0])
     regression = SimpleNamespace(problem="tabular_regression")

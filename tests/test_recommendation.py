@@ -227,14 +227,15 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert all(len(r.split()) == 10 and not set(r.split()) & rated[u] for u, r in zip(rated.index, recs, strict=True))
 
     # `modelmill score`: a list of users -> their top 10 with scores; a stranger gets the most
-    # popular items; a row without a user is set aside
-    users = [*rated.index[:25], "a-new-customer", None]
+    # popular items (and no model score); a row without a user, or a blank one, is set aside; a
+    # user named twice is recommended to once
+    users = [*rated.index[:25], "a-new-customer", rated.index[0], None, " "]
     pd.DataFrame({"customer": users}).to_csv(tmp_path / "users.csv", index=False)
     code, out, err = run_cli(
         capsys, "score", "shop", "--input", str(tmp_path / "users.csv"), "--output", str(tmp_path / "recs.parquet")
     )
     assert code == 0, out + err
-    assert "scored 26 of 27 rows" in out
+    assert "scored 27 of 29 rows" in out
     scored = pd.read_parquet(tmp_path / "recs.parquet")
     from modelmill.data import scored_rows
 
@@ -244,7 +245,7 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
     assert remembered["row_key"].tolist() == scored["customer"].astype(str).tolist()
     assert remembered["item"].tolist() == scored["item"].tolist()
     assert scored.groupby("customer", sort=False)["rank"].apply(list).to_dict() == {
-        u: list(range(1, 11)) for u in users[:-1]
+        u: list(range(1, 11)) for u in users[:26]
     }
     assert (scored.groupby("customer")["score"].diff().dropna() <= 0).all()
     assert not any(item in rated.get(u, set()) for u, item in zip(scored["customer"], scored["item"], strict=True))
@@ -253,7 +254,8 @@ def test_ratings_without_dates_train_on_a_labelled_random_hold_out(tmp_path, mon
         "known_user"
     ].any()
     assert stranger["item"].tolist() == Popularity().fit(data.train).recommend(["a-new-customer"], 10)[0]
-    assert len(pd.read_parquet(tmp_path / "recs.rejected.parquet")) == 1
+    assert stranger["score"].isna().all() and scored.loc[scored["known_user"], "score"].notna().all()
+    assert len(pd.read_parquet(tmp_path / "recs.rejected.parquet")) == 2
 
 
 @pytest.mark.parametrize(

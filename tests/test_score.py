@@ -43,6 +43,8 @@ def test_the_champion_scores_a_batch_and_sets_bad_rows_aside(example_project, ca
     code, out, err = run_cli(capsys, "score", "my_cells", "--input", str(src), "--output", str(out_path))
     assert code == 0, out + err
     assert "champion v1 scored 37 of 40 rows" in out and "3 rows rejected by the suite's feature rules" in out
+    # 37 rows are too few for their PSI to mean drift, and the line says so
+    assert "(on 37 rows: below 100, chance alone gives a PSI this large; not drift)" in out
 
     scores = pd.read_parquet(out_path)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()

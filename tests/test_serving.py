@@ -35,7 +35,8 @@ def _batch(data: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.server
 def test_mlflow_models_serve_answers_with_labels_and_refuses_what_the_gate_refuses(example_project, capsys, tmp_path):
     root, spec, data = example_project
-    write_example_spec(root, spec, data)
+    # the spec names the positive class ("malignant" in the data) "cancer": every answer says so
+    write_example_spec(root, spec, data, options={**spec.get("options", {}), "positive_label_name": "cancer"})
     code, out, err = run_cli(capsys, "run", "my_cells")
     assert code == 0, out + err
     batch = _batch(data)
@@ -45,6 +46,11 @@ def test_mlflow_models_serve_answers_with_labels_and_refuses_what_the_gate_refus
     assert code == 0, out + err
     scored = pd.read_parquet(tmp_path / "s.parquet")
     refused = pd.read_parquet(tmp_path / "s.rejected.parquet")
+    assert set(scored["prediction"]) == {"benign", "cancer"}
+    from modelmill.data import scored_rows
+
+    kept = scored_rows.read_batches(Settings(), "my_cells")  # kept as the data writes it, for the outcomes
+    assert list(kept["prediction"]) == list(scored["prediction"].replace({"cancer": "malignant"}))
 
     settings = Settings()
     port = free_port()
@@ -86,9 +92,9 @@ def test_mlflow_models_serve_answers_with_labels_and_refuses_what_the_gate_refus
         assert sorted(answer.loc[rejected, "rejected_because"]) == sorted(refused["rejected_because"])
         assert answer.loc[rejected, "prediction"].isna().all()
         ok = answer[~rejected].reset_index(drop=True)
-        assert list(ok["prediction"]) == list(scored["prediction"])  # the data's labels, not 0/1
-        np.testing.assert_allclose(ok["probability_malignant"], scored["probability"], atol=1e-6)
-        np.testing.assert_allclose(ok["probability_benign"] + ok["probability_malignant"], 1, atol=1e-9)
+        assert list(ok["prediction"]) == list(scored["prediction"])  # the spec's names, not 0/1
+        np.testing.assert_allclose(ok["probability_cancer"], scored["probability"], atol=1e-6)
+        np.testing.assert_allclose(ok["probability_benign"] + ok["probability_cancer"], 1, atol=1e-9)
         assert ok["threshold"].nunique() == 1 and 0 < ok["threshold"].iloc[0] < 1  # the tuned decision threshold
 
         # a row without a column the model needs: named, not a stack trace

@@ -66,6 +66,10 @@ def cmd_score(args, settings: Settings) -> int:
         if est.get("alert"):
             print(f"live_drop: {est['alert']}")
     drift = f"; score drift vs training (PSI) {r['score_psi']:.3f}" if r["score_psi"] == r["score_psi"] else ""
+    if drift and not r["psi_meaningful"]:
+        from modelmill.quality.drift import MIN_ROWS_FOR_PSI
+
+        drift += f" (on {r['scored']} rows: below {MIN_ROWS_FOR_PSI}, chance alone gives a PSI this large; not drift)"
     print(f"input sha256 {r['input_sha256']}{drift}; MLflow run {r['run_id']}")
     return EXIT_OK
 

@@ -154,6 +154,7 @@ def read_batches(settings: Settings, pipeline: str) -> pd.DataFrame:
                 model_version=meta.get("model_version", ""),
                 model_run=meta.get("model_run", ""),
                 labels=meta.get("labels", ""),
+                label_names=meta.get("label_names", ""),
                 estimate=meta.get("estimate", ""),
             )
         )

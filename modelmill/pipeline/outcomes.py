@@ -221,6 +221,11 @@ def join(spec: PipelineSpec, keys: pd.Series, truth: pd.Series, scored: pd.DataF
     matched = incoming.merge(latest, on=scored_rows.KEY, how="left", indicator=True)
     unknown = matched[matched["_merge"] == "left_only"]
     matched = matched[matched["_merge"] == "both"].drop(columns="_merge")
+    if "label_names" in matched.columns:  # an outcome may use the spec's names for the labels ("bad" for 2)
+        matched["outcome"] = [
+            dict(zip(json.loads(names), json.loads(labels), strict=True)).get(o, o) if names else o
+            for o, names, labels in zip(matched["outcome"], matched["label_names"], matched["labels"], strict=True)
+        ]
     if spec.problem in REGRESSION:  # an amount: any number
         allowed = pd.to_numeric(matched["outcome"], errors="coerce").notna()
     else:  # a class: one of the labels the version knows

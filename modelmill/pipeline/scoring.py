@@ -26,7 +26,7 @@ from modelmill.data import scored_rows
 from modelmill.data.objectstore import local_snapshot
 from modelmill.errors import SpecError
 from modelmill.ops import alerts
-from modelmill.quality.drift import drift, drift_metrics, psi_numeric
+from modelmill.quality.drift import MIN_ROWS_FOR_PSI, drift, drift_metrics, psi_numeric
 from modelmill.registry.tracking import CANDIDATE, CHALLENGER, CHAMPION, FAILED, FINISHED, SHADOW_TAG, Tracker
 from modelmill.runtime.cores import under_budget
 from modelmill.runtime.reconcile import OUTPUT_TAG, owner_tags
@@ -63,6 +63,8 @@ class ScoreResult:
     estimate: dict | None = None
     #: the largest PSI of a feature against the champion's training snapshot (nan: not measured)
     psi_max: float = float("nan")
+    #: whether the batch has enough rows for its PSI to say anything (``drift.MIN_ROWS_FOR_PSI``)
+    psi_meaningful: bool = True
 
 
 def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[pd.Series, dict[str, int]]:
@@ -415,6 +417,7 @@ def _score(
         "input": source.uri,
     }
     scored = good.copy()
+    kept_labels = None  # a binary batch's predictions as the data writes its labels, kept for the outcomes
     if len(good):
         scores, column = _positive_scores(model, X)
         # the model's own codes (what a shadow version is compared on); a regressor's are its scores
@@ -423,8 +426,13 @@ def _score(
         scored[column] = np.round(scores, 6)
         if spec.positive_label is not None:  # the data's own labels, not 0/1: they travel with the model
             negative, positive = labels or _labels_of_old_model(spec, kind, champion, ref)
-            scored["prediction"] = np.where(scored["prediction"].to_numpy() == 1, positive, negative)
+            is_positive = scored["prediction"].to_numpy() == 1
+            kept_labels = np.where(is_positive, positive, negative)
+            shown = kind.label_display(spec, (negative, positive))  # the spec's names for them, where given
+            scored["prediction"] = np.where(is_positive, shown[1], shown[0])
             meta["labels"] = json.dumps([str(negative), str(positive)])  # how outcomes are read later
+            if shown != (negative, positive):
+                meta["label_names"] = json.dumps(list(shown))
         elif spec.problem == "tabular_multiclass":  # every class's label and probability
             if not labels:
                 raise SpecError(
@@ -462,7 +470,15 @@ def _score(
         settings,
         tracker,
         run_id,
-        pd.concat([keys.rename(scored_rows.KEY), scored[predicted_columns].reset_index(drop=True)], axis=1),
+        pd.concat(
+            [
+                keys.rename(scored_rows.KEY),
+                scored[predicted_columns]
+                .reset_index(drop=True)
+                .assign(**({"prediction": kept_labels} if kept_labels is not None else {})),
+            ],
+            axis=1,
+        ),
         meta | {"keyed_by": keyed, **({"shadow_version": shadowing.version} if shadowing is not None else {})},
     )
     if rejected_path is not None:
@@ -531,6 +547,7 @@ def _score(
         shadowed,
         estimate,
         float(metrics.get("drift/psi_max", float("nan"))),
+        int(ok.sum()) >= MIN_ROWS_FOR_PSI,
     )
 
 
@@ -607,7 +624,8 @@ def _score_recommendations(
 ) -> ScoreResult:
     """A batch of users -> each one's top ``options.k`` items with their scores (one row per user
     and rank), never an item the user already has in the training data; users the model does not
-    know get the most popular items (``known_user`` false). Rows without a user are set aside."""
+    know get the most popular items (``known_user`` false, no model score: a popularity count is
+    not one). Rows without a user are set aside; a user named twice is recommended to once."""
     from modelmill.learn.kinds import get_kind
 
     t0 = time.time()
@@ -619,18 +637,25 @@ def _score_recommendations(
             f"pipeline {spec.name}: a batch to recommend for names its users in column {column!r} (roles.user), which {source.name} lacks"
         )
     model = tracker.load_model(champion, spec)
-    ok = raw[column].notna().to_numpy()
-    users = raw.loc[ok, column].astype(str).tolist()
+    ok = raw[column].notna().to_numpy() & (raw[column].astype("string").str.strip() != "").fillna(False).to_numpy()
+    named = raw.loc[ok, column].astype(str).str.strip()
+    users = list(dict.fromkeys(named))  # each user once, in the batch's order
+    if len(users) < len(named):
+        log.info(
+            "%s: %d rows name a user already in the batch; each user is recommended to once",
+            spec.name,
+            len(named) - len(users),
+        )
     ranked = model.ranked(users, k)
+    known = {u: u in model.users_ for u in users}
     out = pd.DataFrame(
         [
-            (u, rank, item, round(score, 6))
+            (u, rank, item, round(score, 6) if known[u] else float("nan"))
             for u, (items, scores) in zip(users, ranked, strict=True)
             for rank, (item, score) in enumerate(zip(items, scores, strict=True), 1)
         ],
         columns=[column, "rank", "item", "score"],
     )
-    known = {u: u in model.users_ for u in set(users)}
     out["known_user"] = out[column].map(known).astype(bool)
     out["model_version"], out["input_sha256"] = champion.version, source.sha256
     meta = {

@@ -749,6 +749,7 @@ def _promote(h: RunHandle, data: Prepared, trained: Trained, ev: Evaluation, ale
         example_out,
         raw_columns=raw,
         labels=labels,
+        label_names=kind.label_display(h.spec, labels) if labels is not None else None,
         row_rules=rules,
         threshold=threshold,
     )

@@ -14,6 +14,11 @@ import numpy as np
 import pandas as pd
 
 EPS = 1e-4
+#: the fewest rows whose PSI says something about drift: on batches drawn from the reference's own
+#: distribution (10 bins), the 95th percentile of PSI is 6.8 at 4 rows, 0.72 at 50, 0.19 at 100
+#: and 0.09 at 200 (5,000 reference rows, 300 draws each), so below 100 chance alone passes a
+#: 0.2 alert
+MIN_ROWS_FOR_PSI = 100
 MAX_CATEGORIES = 100
 
 

@@ -423,13 +423,15 @@ class Tracker:
         labels: tuple | None = None,
         row_rules: list[dict] | None = None,
         threshold: float | None = None,
+        label_names: tuple | None = None,
     ) -> ModelRef:
         """Log the fitted featurizer+model pipeline with signature and example, and register it.
         ``raw_columns``: input columns the signature takes of any type (the model types them).
         ``row_rules``: the gate's row rules its pyfunc checks each row against first
         (:class:`ServedModel`); ``threshold``: a binary classifier's decision threshold, in its answer.
         ``labels``: a classifier's — its pyfunc returns the label and each class's probability
-        (:class:`ServedClassifier`; the data's (negative, positive) labels of a binary model)."""
+        (:class:`ServedClassifier`; the data's (negative, positive) labels of a binary model),
+        called by ``label_names`` where the spec names them."""
         mlflow = self._mlflow
         import numpy
         import scipy
@@ -439,7 +441,9 @@ class Tracker:
             ints = input_example.select_dtypes("integer").columns
             input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         if labels is not None:
-            output_example = ServedClassifier(model, labels, row_rules or (), threshold).predict(input_example)
+            output_example = ServedClassifier(model, labels, row_rules or (), threshold, label_names or ()).predict(
+                input_example
+            )
         elif row_rules:
             output_example = ServedModel(model, row_rules).predict(input_example)
         signature = mlflow.models.infer_signature(input_example, output_example)
@@ -479,6 +483,7 @@ class Tracker:
                 flavor_name="sklearn",
                 sk_model=model,
                 labels=labels,
+                label_names=label_names,
                 row_rules=row_rules,
                 threshold=threshold,
                 signature=signature,
@@ -778,12 +783,20 @@ class ServedModel:
 
 
 class ServedClassifier(ServedModel):
-    """A classifier: ``prediction`` as the data's own label (not a code) and
-    ``probability_<label>`` for every class; a binary one also its decision ``threshold``."""
+    """A classifier: ``prediction`` as the data's own label (not a code), or the name the spec
+    gives it (``names``), and ``probability_<name>`` for every class; a binary one also its
+    decision ``threshold``."""
 
-    def __init__(self, model, labels: tuple | list = (), rules: list | tuple = (), threshold: float | None = None):
+    def __init__(
+        self,
+        model,
+        labels: tuple | list = (),
+        rules: list | tuple = (),
+        threshold: float | None = None,
+        names: tuple | list = (),
+    ):
         super().__init__(model, rules, threshold)
-        self.labels = tuple(labels)
+        self.labels = tuple(names) if names else tuple(labels)
 
     def columns(self) -> list[str]:
         names = self.labels or list(getattr(self.model, "classes_", []))
@@ -819,6 +832,7 @@ def save_model(
     labels: tuple | None = None,
     row_rules: list | None = None,
     threshold: float | None = None,
+    label_names: tuple | None = None,
     **kwargs,
 ) -> None:
     """The flavour ``Model.log`` saves with: scikit-learn's files and flavour, a pyfunc served by
@@ -829,6 +843,8 @@ def save_model(
     metadata = dict(kwargs.get("metadata") or {})
     if labels is not None:
         metadata["modelmill.labels"] = [v.item() if hasattr(v, "item") else v for v in labels]
+    if label_names is not None and tuple(map(str, label_names)) != tuple(map(str, labels or ())):
+        metadata["modelmill.label_names"] = list(label_names)
     if row_rules:
         metadata["modelmill.row_rules"] = row_rules
     if threshold is not None:
@@ -865,5 +881,7 @@ def _load_pyfunc(path):
     meta = mlmodel.metadata or {}
     rules, threshold = meta.get("modelmill.row_rules", []), meta.get("modelmill.threshold")
     if "modelmill.labels" in meta:
-        return ServedClassifier(model, meta["modelmill.labels"], rules, threshold)
+        return ServedClassifier(
+            model, meta["modelmill.labels"], rules, threshold, meta.get("modelmill.label_names", ())
+        )
     return ServedModel(model, rules)

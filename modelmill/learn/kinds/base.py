@@ -241,8 +241,22 @@ class ProblemKind(ABC):
         others = [v for v in values if str(v) != str(spec.positive_label)]
         positive = next((v for v in values if str(v) == str(spec.positive_label)), spec.positive_label)
         return (
-            others[0] if len(others) == 1 else getattr(self.options(spec), "negative_label_name", f"not {positive}")
+            others[0]
+            if len(others) == 1
+            else getattr(self.options(spec), "negative_label_name", None) or f"not {positive}"
         ), positive
+
+    @staticmethod
+    def label_display(spec: PipelineSpec, labels: tuple | list) -> tuple:
+        """What a binary model's (negative, positive) labels are called in its answers: the spec's
+        ``options.negative_label_name`` / ``positive_label_name`` where it gives them (``good`` and
+        ``bad`` for German Credit's 1 and 2), else the labels as the data writes them; plots and
+        the card use the same names. Other models' labels as they are."""
+        labels = tuple(labels)
+        if spec.positive_label is None or len(labels) != 2:
+            return labels
+        given = (spec.options.get("negative_label_name"), spec.options.get("positive_label_name"))
+        return tuple(str(name) if name is not None else label for name, label in zip(given, labels, strict=True))
 
     def servable(self, spec: PipelineSpec, model):
         """The model as it is registered: for row models, with :meth:`raw_rows` as its first step,

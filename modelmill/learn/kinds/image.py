@@ -34,8 +34,12 @@ SCORING = {"roc_auc": "roc_auc", "accuracy": "accuracy", "balanced_accuracy": "b
 class ImageOptions(KindOptions):
     height: int = Field(28, ge=8, description="image height in pixels")
     width: int = Field(28, ge=8, description="image width in pixels")
-    positive_label_name: str = Field("positive", description="name of the positive class in plots")
-    negative_label_name: str = Field("negative", description="name of the negative class in plots")
+    positive_label_name: str | None = Field(
+        None, description="name of the positive class in plots, scores and answers (default: its label in the data)"
+    )
+    negative_label_name: str | None = Field(
+        None, description="name of the negative class in plots, scores and answers (default: its label in the data)"
+    )
     hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
     augment_flips: bool = Field(
         True, description="fit the feature-based models on left-right mirrored copies of their training images too"
@@ -263,11 +267,12 @@ class ImageClassification(ProblemKind):
         X, y = data.test
         p = trained.model.predict_proba(X)[:, 1]
         yhat = (p >= 0.5).astype(int)
-        figs = binary_plots(y, p, yhat, (opts.negative_label_name, opts.positive_label_name), spec.name, pr=False)
+        shown = self.label_display(spec, data.labels)
+        figs = binary_plots(y, p, yhat, shown, spec.name, pr=False)
         wrong = np.flatnonzero(yhat != y)
         fig, _ = figure(10, 10)
         fig.clf()
-        names = {1: opts.positive_label_name, 0: opts.negative_label_name}
+        names = {0: str(shown[0]), 1: str(shown[1])}
         for i, idx in enumerate(wrong[:36]):
             ax = fig.add_subplot(6, 6, i + 1)
             ax.imshow(X[idx].reshape(opts.height, opts.width), cmap="gray", vmin=0, vmax=255)

@@ -71,8 +71,12 @@ class TabularOptions(FeatureOptions):
     cost: Cost | None = Field(
         None, description="the cost matrix for `threshold: cost`", examples=[{"false_negative": 5, "false_positive": 1}]
     )
-    negative_label_name: str = Field("negative", description="name of the negative class in plots")
-    positive_label_name: str = Field("positive", description="name of the positive class in plots")
+    negative_label_name: str | None = Field(
+        None, description="name of the negative class in plots, scores and answers (default: its label in the data)"
+    )
+    positive_label_name: str | None = Field(
+        None, description="name of the positive class in plots, scores and answers (default: its label in the data)"
+    )
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = Field(
         "auto",
         description="auto: a model that weights its classes (class_weight) gets the calibration step (none, sigmoid or "
@@ -262,10 +266,7 @@ class TabularClassification(ProblemKind):
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
         X, y = data.test
         p = trained.model.predict_proba(X)[:, 1]
-        opts = self.options(spec)
-        figs = binary_plots(
-            y, p, trained.model.predict(X), (opts.negative_label_name, opts.positive_label_name), spec.name
-        )
+        figs = binary_plots(y, p, trained.model.predict(X), self.label_display(spec, data.labels), spec.name)
         scored = pd.DataFrame({"y_true": y, "p_positive": np.round(p, 6), "y_pred": trained.model.predict(X)})
         if data.test_keys is not None:  # which row each prediction is of
             scored = pd.concat([data.test_keys.reset_index(drop=True), scored], axis=1)

@@ -280,7 +280,12 @@ class TextClassification(ProblemKind):
         if spec.positive_label is not None:
             s = _scores(model, X)[:, 1]
             figs = binary_plots(
-                y, s, yhat, ("negative", "positive"), spec.name, calibration=bool(((s >= 0) & (s <= 1)).all())
+                y,
+                s,
+                yhat,
+                self.label_display(spec, data.labels),
+                spec.name,
+                calibration=bool(((s >= 0) & (s <= 1)).all()),
             )
             tables = {}
             if self.options(spec).slices:
