@@ -371,3 +371,25 @@ def test_a_drifting_batch_asks_the_served_deployment_for_one_retrain(example_pro
     finally:
         with get_client(sync_client=True) as client:
             client.delete_deployment(deployment_id)  # the session's API: no later test finds it
+
+
+def test_an_interaction_joins_the_latest_batch_that_recommended_to_the_user_before_it():
+    """Without servers: a dated interaction counts for the batch that came before it, never a
+    later one; one before any batch is unknown; the same (user, item) again is counted once."""
+    from modelmill.pipeline.outcomes import _join_interactions
+
+    at = pd.to_datetime(["2026-03-01", "2026-03-01", "2026-04-01"], utc=True)
+    scored = pd.DataFrame(
+        {"row_key": ["u1", "u1", "u1"], "rank": [1, 2, 1], "item": ["A", "B", "C"], "batch": ["march", "march", "april"],
+         "scored_at": at, "model_version": ["1", "1", "2"], "model_run": ["r1", "r1", "r2"]}
+    )  # fmt: skip
+    incoming = pd.DataFrame(
+        {"row_key": ["u1", "u1", "u1", "u1", "u2"], "outcome": ["A", "C", "C", "B", "A"],
+         "occurred_at": pd.to_datetime(["2026-02-20", "2026-03-15", "2026-03-15", "2026-04-02", "2026-04-02"], utc=True)}
+    )  # fmt: skip
+    new, unknown, counts = _join_interactions(incoming, 3, scored, None)
+    assert sorted(zip(new["outcome"], new["batch"], strict=True)) == [("B", "april"), ("C", "march")]
+    assert sorted(unknown["outcome"]) == ["A", "A"]  # before any batch, and a user never recommended to
+    assert counts == {"unlabelled": 3, "conflicting": 0, "changed": 0, "resent": 1, "unknown": 2}
+    again, _, counts = _join_interactions(incoming.tail(2), 0, scored, new)
+    assert again.empty and counts["resent"] == 1 and counts["unknown"] == 1

@@ -170,7 +170,9 @@ def _interactions(spec: PipelineSpec, frame: pd.DataFrame, source_name: str) -> 
     inter, _, _ = get_kind(spec.problem).interactions(spec.model_copy(update={"roles": present}), frame)
     out = pd.DataFrame({scored_rows.KEY: inter["user"].astype("string"), "outcome": inter["item"].astype("string")})
     if "date" in inter.columns:
-        out["occurred_at"] = pd.to_datetime(inter["date"]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        when = pd.to_datetime(inter["date"])
+        when = when.dt.tz_localize("UTC") if when.dt.tz is None else when.dt.tz_convert("UTC")
+        out["occurred_at"] = when
     return out, len(frame) - len(inter)
 
 
@@ -186,8 +188,10 @@ def _join_interactions(incoming: pd.DataFrame, not_interactions: int, scored: pd
     batches = scored.drop_duplicates([scored_rows.KEY, "batch"])[
         [scored_rows.KEY, "batch", "scored_at", "model_version", "model_run"]
     ].astype({"scored_at": "datetime64[ns, UTC]"})
-    if "occurred_at" in incoming.columns:
-        when = incoming.sort_values("occurred_at").reset_index(drop=True)
+    if "occurred_at" in incoming.columns:  # both sides' times to one unit, or merge_asof refuses them
+        when = incoming.astype({"occurred_at": "datetime64[ns, UTC]", scored_rows.KEY: "string"})
+        when = when.sort_values("occurred_at").reset_index(drop=True)
+        batches = batches.astype({scored_rows.KEY: "string"})
         matched = pd.merge_asof(
             when, batches.sort_values("scored_at"), left_on="occurred_at", right_on="scored_at",
             by=scored_rows.KEY, direction="backward",
