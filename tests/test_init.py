@@ -185,30 +185,40 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
     assert "champion" in out
 
 
-def test_init_refuses_a_file_outside_the_folders_a_spec_may_read(tmp_path, monkeypatch, capsys):
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
+def test_init_works_on_a_file_anywhere_from_the_folder_the_user_stands_in(tmp_path, monkeypatch, capsys):
+    """No variable set, a fresh working folder, the data somewhere else: ``init`` writes the spec
+    to the working folder's ``pipelines/`` (not the package's), names the file relative to it,
+    and grants its folder in the project's data folder, so ``check`` reads it; a spec that
+    points at a folder nobody named on the command line is still refused."""
     from sklearn.datasets import load_breast_cancer
 
+    outside, project = tmp_path / "exports", tmp_path / "work" / "project"
+    outside.mkdir()
+    project.mkdir(parents=True)
     cells = load_breast_cancer(as_frame=True).frame  # Wisconsin: a real measurement and the diagnosis
     cells[["mean radius", "target"]].set_axis(["x", "y"], axis=1).to_csv(outside / "t.csv", index=False)
-    (tmp_path / "pipelines").mkdir()
-    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
-    code, _, err = run_cli(capsys, "init", "t", "--from", str(outside / "t.csv"), "--target", "y")
-    assert code != 0 and "MODELMILL_DATA_ROOTS" in err
-    assert not (tmp_path / "pipelines" / "t.yaml").exists()
-    code, _, err = run_cli(capsys, "init", "Bad-Name", "--from", str(outside / "t.csv"))
+    for name in ("MODELMILL_HOME", "MODELMILL_PIPELINES_DIR", "MODELMILL_EXPECTATIONS_DIR", "MODELMILL_DATA_ROOTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(project)
+    code, _, err = run_cli(capsys, "init", "Bad-Name", "--from", "../../exports/t.csv")
     assert code != 0 and "is not a pipeline name" in err
-
-    # under a data root it may: the spec names the file relative to its own folder, not by this
-    # machine's absolute path, and the gate reads it from there
-    monkeypatch.setenv("MODELMILL_DATA_ROOTS", str(outside))
-    code, out, err = run_cli(capsys, "init", "t", "--from", str(outside / "t.csv"), "--target", "y")
+    code, out, err = run_cli(capsys, "init", "t", "--from", "../../exports/t.csv", "--target", "y")
     assert code == 0, err
-    spec, _ = _written(tmp_path, "t")
-    assert spec["source"]["path"] == "../elsewhere/t.csv"
+    assert f"{outside}: a folder this project's specs may read from now" in out
+    assert (project / ".modelmill" / "data_roots.txt").read_text().split() == [str(outside)]
+    spec, _ = _written(project, "t")
+    assert spec["source"]["path"] == "../../../exports/t.csv"  # relative to the spec, not this machine's path
     code, out, err = run_cli(capsys, "check", "t")
     assert code == 0 and "the gate passes" in out, err + out
+
+    # the grant is the operator's: a spec that names another folder is refused before reading
+    other = tmp_path / "private"
+    other.mkdir()
+    (other / "t.csv").write_bytes((outside / "t.csv").read_bytes())
+    spec["source"]["path"] = "../../../private/t.csv"
+    (project / "pipelines" / "t.yaml").write_text(yaml.safe_dump(spec))
+    code, out, err = run_cli(capsys, "check", "t")
+    assert code != 0 and "outside the folders a spec may read" in err and "MODELMILL_DATA_ROOTS" in err
 
 
 def test_a_numeric_column_with_blank_cells_stays_a_feature_with_gaps(tmp_path):

@@ -27,7 +27,8 @@ def cmd_init(args, settings: Settings) -> int:
         raise SpecError(
             f"modelmill init: {args.name!r} is not a pipeline name (lower case letters, digits and _, starting with a letter)"
         )
-    specs, suites = settings.specs_dir, settings.suites_dir
+    specs = settings.project_specs_dir
+    suites = settings.suites_dir if settings.expectations_dir is not None else specs.parent / "expectations"
     spec_path, suite_path = specs / f"{args.name}.yaml", suites / f"{args.name}.json"
     existing = [str(p) for p in (spec_path, suite_path) if p.exists()]
     if existing and not args.force:
@@ -40,9 +41,19 @@ def cmd_init(args, settings: Settings) -> int:
         source = {"sql": sql.model_dump(exclude_defaults=True) | {"query": sql.query}}
         where = "the SQL query"
     else:
-        # relative to the working directory; a spec may read it only from its own folder,
-        # MODELMILL_HOME or MODELMILL_DATA_ROOTS, and names it relative to its own folder
-        path = locate_user_file(str(Path(args.source).expanduser().resolve()), settings, base=specs)
+        # relative to the working directory. A spec reads only from its own folder, MODELMILL_HOME,
+        # MODELMILL_DATA_ROOTS and the folders granted here: the file the operator names on the
+        # command line is theirs to read, so its folder is granted (in MODELMILL_HOME, which no
+        # spec can write). The spec names it relative to its own folder.
+        named = Path(args.source).expanduser().resolve()
+        if named.is_file() and not named.is_relative_to(specs):
+            before = settings.allowed_data_roots
+            settings.grant_root(named.parent)
+            if settings.allowed_data_roots != before:
+                print(
+                    f"{named.parent}: a folder this project's specs may read from now (listed in {settings.granted_roots_file})"
+                )
+        path = locate_user_file(str(named), settings, base=specs)
         fmt = table_format(path, None)
         df = read_table(LocalFile(path.name, path, path.as_uri(), ""), fmt, read_options)
         location = os.path.relpath(path, specs.resolve())  # relative to the spec, never a machine's absolute path

@@ -81,10 +81,28 @@ class Settings(BaseSettings):
 
     @property
     def allowed_data_roots(self) -> list[Path]:
-        """Folders beside the spec's own where local source files may live: MODELMILL_HOME and
-        MODELMILL_DATA_ROOTS."""
+        """Folders beside the spec's own where local source files may live: MODELMILL_HOME,
+        MODELMILL_DATA_ROOTS, and the folders the operator granted by naming a file in them on
+        the command line (``modelmill init --from``: :attr:`granted_roots_file`)."""
         extra = [Path(p).expanduser().resolve() for p in (self.data_roots or "").split(os.pathsep) if p.strip()]
+        granted = self.granted_roots_file
+        if granted.is_file():
+            extra += [Path(line).resolve() for line in granted.read_text().splitlines() if line.strip()]
         return [self.home_dir, *extra]
+
+    @property
+    def granted_roots_file(self) -> Path:
+        """The folders ``init`` was pointed at, one per line, in the project's own data folder
+        (a spec cannot write there, so it cannot widen what specs may read)."""
+        return self.home_dir / "data_roots.txt"
+
+    def grant_root(self, folder: Path) -> None:
+        folder = folder.resolve()
+        if any(folder.is_relative_to(r) for r in self.allowed_data_roots):
+            return
+        self.granted_roots_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.granted_roots_file, "a") as f:
+            f.write(f"{folder}\n")
 
     @property
     def cache_dir(self) -> Path:
@@ -93,6 +111,14 @@ class Settings(BaseSettings):
     @property
     def snapshot_dir(self) -> Path:
         return self.home_dir / "snapshots"
+
+    @property
+    def project_specs_dir(self) -> Path:
+        """Where ``init`` writes a new spec: the configured folder, else the working folder's
+        ``pipelines/`` (created if need be), never the installed package's own folder."""
+        if self.pipelines_dir is not None:
+            return self.specs_dir
+        return (Path.cwd() / "pipelines").resolve()
 
     @property
     def specs_dir(self) -> Path:
