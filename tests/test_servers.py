@@ -221,6 +221,31 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
         arts = _post(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}, pauth)
         md = [a for a in arts if a["type"] == "markdown"]
         assert md and run.info.run_id in md[0]["data"] and mlflow_url in md[0]["data"]
+
+        # `modelmill run` in another shell, no variable set: its run is on the served Prefect UI too
+        plain = subprocess.run(
+            [MODELMILL, "run", "breast_cytology", "--force"], env=_env(home, PREFECT_HOME=str(tmp_path / "prefect-client")),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert (
+            f"using the servers of `modelmill serve` for this project (flow runs recorded at http://127.0.0.1:{pport})"
+            in plain.stderr
+        )
+        assert "prefect (temporary) server" not in plain.stderr
+        (again,) = [
+            r for r in mlflow_client(Settings(home=home)).search_runs(
+                [run.info.experiment_id], "tags.`modelmill.trigger` = 'manual'", order_by=["attributes.start_time DESC"], max_results=1
+            )
+        ]  # fmt: skip
+        assert again.info.run_id != run.info.run_id
+        shown = _post(
+            api,
+            "/flow_runs/filter",
+            {"flow_runs": {"id": {"any_": [again.data.tags["modelmill.prefect_flow_run_id"]]}}},
+            pauth,
+        )
+        assert shown and shown[0]["state"]["type"] == "COMPLETED"
     finally:
         serve.send_signal(signal.SIGINT)
         try:
@@ -229,6 +254,7 @@ def test_serve_registers_cron_deployments_scheduler_runs_and_trigger_completes(t
             os.killpg(serve.pid, signal.SIGKILL)
             pytest.fail("modelmill serve did not stop on Ctrl-C")
     assert _port_closed(pport) and _port_closed(mport), "serve left a server running"
+    assert not (home / "served.json").exists()  # the next `run` starts its own API again
 
 
 # -- concurrency on one tracking server (here, not beside the serve test: ten processes load the machine)

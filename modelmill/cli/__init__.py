@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     settings = get_settings()
+    if args.command not in ("serve", "ui"):  # a command beside `modelmill serve` uses its servers
+        from modelmill.cli.common import adopt_served
+
+        adopt_served(settings)
     import signal
     import threading
 

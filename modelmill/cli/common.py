@@ -60,6 +60,21 @@ def launch_prefect_api(settings: Settings, local: bool = True) -> None:
     atexit.register(_stop_prefect_api)
 
 
+def adopt_served(settings: Settings) -> None:
+    """When ``modelmill serve`` is up for this project and no server is named in the environment,
+    this command uses its servers: its runs show on that Prefect UI, and reach MLflow through the
+    server that keeps the artifacts."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    from modelmill.runtime.servers import served_environment
+
+    served = served_environment(settings.home_dir)
+    if served is not None:
+        os.environ.update(served)
+        where = served.get("PREFECT_API_URL", "").removesuffix("/api") or served["MLFLOW_TRACKING_URI"]
+        log.info("using the servers of `modelmill serve` for this project (flow runs recorded at %s)", where)
+
+
 def prefect_ready() -> None:
     """Wait for the temporary Prefect API, if this command launched one (at once once it is up)."""
     for server in _temporary_api:

@@ -13,12 +13,12 @@ from modelmill.runtime.guardian import guard
 
 def cmd_serve(args, settings: Settings) -> int:
     from modelmill.config.spec import load_all
-    from modelmill.runtime.servers import credentials, mlflow_server, prefect_server
+    from modelmill.runtime.servers import credentials, mlflow_server, prefect_server, record_served
 
     specs = load_all(settings)
     prepare_environment(settings)
     guard()
-    started = []
+    started, started_note = [], None
     local_prefect, local_mlflow = not os.environ.get("PREFECT_API_URL"), not os.environ.get("MLFLOW_TRACKING_URI")
     creds = credentials(settings.home_dir) if (local_prefect or local_mlflow) else None
     try:
@@ -34,6 +34,12 @@ def cmd_serve(args, settings: Settings) -> int:
             os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
                 creds.mlflow_user,
                 creds.mlflow_password,
+            )
+        if started:  # a `modelmill run` beside it records there
+            started_note = record_served(
+                settings.home_dir,
+                os.environ["PREFECT_API_URL"].removesuffix("/api") if local_prefect else None,
+                os.environ["MLFLOW_TRACKING_URI"] if local_mlflow else None,
             )
         if creds is not None:
             print(f"Credentials of the local servers (Prefect basic auth, MLflow admin): {creds.path} (mode 0600)")
@@ -55,6 +61,8 @@ def cmd_serve(args, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if started_note is not None:
+            started_note.unlink(missing_ok=True)
         for srv in reversed(started):
             srv.stop()
     return EXIT_OK

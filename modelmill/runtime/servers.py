@@ -344,3 +344,50 @@ def credentials(home: Path) -> Credentials:
         values["PREFECT_SERVER_API_AUTH_STRING"], values["MLFLOW_TRACKING_USERNAME"], values["MLFLOW_TRACKING_PASSWORD"],
         values["MLFLOW_FLASK_SERVER_SECRET_KEY"], generated or path,
     )  # fmt: skip
+
+
+#: where ``modelmill serve`` says which servers it runs, so that a command started beside it
+#: (``modelmill run`` in another shell) records its runs there: on its Prefect UI, and through its
+#: MLflow server (whose experiments keep their artifacts behind it, out of a direct store's reach)
+SERVED_FILE = "served.json"
+
+
+def record_served(home: Path, prefect_url: str | None, mlflow_url: str | None) -> Path:
+    """Note the servers this process serves (removed when it stops)."""
+    import json
+
+    path = home / SERVED_FILE
+    path.write_text(json.dumps({"prefect": prefect_url, "mlflow": mlflow_url, "pid": os.getpid()}))
+    return path
+
+
+def served_environment(home: Path) -> dict[str, str] | None:
+    """The client variables of the servers a live ``modelmill serve`` of this project runs, when
+    they answer now; else None (no serve, a stale note, a server that does not answer)."""
+    import json
+
+    try:
+        note = json.loads((home / SERVED_FILE).read_text())
+        os.kill(int(note["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    creds = credentials(home)
+    env, checks = {}, []
+    if note.get("prefect"):
+        env |= {"PREFECT_API_URL": f"{note['prefect']}/api", "PREFECT_API_AUTH_STRING": creds.prefect_auth}
+        checks.append((f"{note['prefect']}/api/health", creds.prefect_auth))
+    if note.get("mlflow"):
+        env |= {
+            "MLFLOW_TRACKING_URI": note["mlflow"],
+            "MLFLOW_TRACKING_USERNAME": creds.mlflow_user,
+            "MLFLOW_TRACKING_PASSWORD": creds.mlflow_password,
+        }
+        checks.append((f"{note['mlflow']}/health", f"{creds.mlflow_user}:{creds.mlflow_password}"))
+    for url, auth in checks:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=_basic(auth)), timeout=2) as r:
+                if r.status != 200:
+                    return None
+        except OSError:
+            return None
+    return env or None
