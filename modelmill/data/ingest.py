@@ -823,14 +823,16 @@ def ingest(spec: PipelineSpec, settings: Settings, as_of: str | None = None) -> 
         snap = publish_snapshot(
             store, key, snap, None if spec.source.sql is not None else parse_key(spec, files, as_of)
         )
-    log.info(
-        "%s: snapshot %s (%d rows) from %s",
-        spec.name,
-        snap.digest[:12],
-        snap.rows,
-        ", ".join(s["uri"] for s in snap.sources),
-    )
+    log.info("%s: snapshot %s (%d rows) from %s", spec.name, snap.digest[:12], snap.rows, sources_line(snap.sources))
     return snap
+
+
+def sources_line(sources: list[dict], shown: int = 3) -> str:
+    """A snapshot's sources for a log line: a few URIs, then how many more (an image folder has
+    one source per file, whose full list is the run's lineage artifact, not a console line)."""
+    uris = [s["uri"] for s in sources]
+    more = f" and {len(uris) - shown} more files (listed in the run's data/lineage.json)" if len(uris) > shown else ""
+    return ", ".join(uris[:shown]) + more
 
 
 def _ingest_whole(
