@@ -254,3 +254,33 @@ def test_a_first_forecaster_worse_than_the_random_walk_is_not_promoted(env, caps
     code, out, err = run_cli(capsys, "run", str(spec), "--force")
     assert code == 0, out + err
     assert registry_state(env, "price_forecast")[1] == "2"
+
+
+def test_one_series_needs_no_series_column(prices, tmp_path, monkeypatch, capsys, prefect_api):
+    """A file holding one series (IBM's real daily closes, no ticker column) and a spec naming only
+    its date and value train and backtest as the four-ticker pipeline does."""
+    import json
+
+    import yaml
+
+    ibm = prices[prices["ticker"] == "IBM"].drop(columns="ticker")
+    (tmp_path / "pipelines" / "data").mkdir(parents=True)
+    (tmp_path / "expectations").mkdir()
+    ibm.to_csv(tmp_path / "pipelines" / "data" / "ibm.csv", index=False)
+    spec = yaml.safe_load((REPO / "pipelines" / "price_forecast.yaml").read_text())
+    spec |= {
+        "name": "ibm", "source": {"path": "data/ibm.csv", "format": "csv", "parse_dates": ["date"]}, "suite": "ibm.json",
+        "roles": {"date": "date", "value": "close", "volume": "volume"},
+        "candidates": [{"name": "ridge", "estimator": "ridge", "grid": {"alpha": [1000.0]}}],
+    }  # fmt: skip
+    (tmp_path / "pipelines" / "ibm.yaml").write_text(yaml.safe_dump(spec))
+    suite = {"name": "ibm", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in ("date", "close")
+    ]}  # fmt: skip
+    (tmp_path / "expectations" / "ibm.json").write_text(json.dumps(suite))
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    code, out, err = run_cli(capsys, "run", "ibm")
+    assert code == 0, out + err
+    run = last_run(Settings(), "ibm")
+    m = run.data.metrics
+    assert m["test/rmse"] > 0 and m["test/baseline_rmse"] > 0 and run.data.params["split.series"] == "1"

@@ -44,6 +44,17 @@ class ForecastOptions(KindOptions):
     )
 
 
+#: the series column of a spec that names no ``roles.series``: the whole file is one series
+ONE_SERIES = "_series"
+#: and the name of that one series (in the features and the per-series tables)
+ONE_SERIES_NAME = "all"
+
+
+def roles_of(spec: PipelineSpec) -> dict[str, str]:
+    """The spec's roles, with :data:`ONE_SERIES` as the series of a spec that names none."""
+    return {"series": ONE_SERIES, **spec.roles}
+
+
 def next_return(frame: pd.DataFrame, series: str, date: str, value: str) -> pd.Series:
     """Target: the return from ``t`` to the series' next trading day (NaN on its last day)."""
     f = frame.sort_values([series, date])
@@ -62,11 +73,16 @@ class PriceFeatures(TransformerMixin, BaseEstimator):
         self.series, self.date, self.value, self.volume = series, date, value, volume
         self.lags, self.windows = lags, windows
 
+    def _one_series(self, X):
+        """``X`` with a constant series column when it has none (a spec naming no roles.series)."""
+        return X if self.series in X.columns else X.assign(**{self.series: ONE_SERIES_NAME})
+
     def fit(self, X, y=None):
-        self.series_ = sorted(pd.unique(X[self.series]).tolist())
+        self.series_ = sorted(pd.unique(self._one_series(X)[self.series]).tolist())
         return self
 
     def transform(self, X):
+        X = self._one_series(X)
         f = X.sort_values([self.series, self.date])
         g = f.groupby(self.series, sort=False)
         ret = g[self.value].pct_change(fill_method=None)
@@ -91,7 +107,7 @@ class PriceFeatures(TransformerMixin, BaseEstimator):
 
 
 def _pipeline(spec: PipelineSpec, opts: ForecastOptions, model) -> Pipeline:
-    r = spec.roles
+    r = roles_of(spec)
     feats = PriceFeatures(
         r["series"], r["date"], r["value"], r.get("volume", "volume"), tuple(opts.lags), tuple(opts.windows)
     )
@@ -164,16 +180,20 @@ class Forecasting(ProblemKind):
 
     def check_spec(self, spec: PipelineSpec) -> None:
         super().check_spec(spec)
-        missing = {"series", "date", "value"} - set(spec.roles)
+        missing = {"date", "value"} - set(spec.roles)
         if missing:
-            raise SpecError(f"pipeline {spec.name}: forecasting needs roles {sorted(missing)}")
+            raise SpecError(
+                f"pipeline {spec.name}: forecasting needs roles {sorted(missing)} (and roles.series when the file holds several series)"
+            )
         if spec.split.method != "walk_forward" or not spec.split.test_period_days:
             raise SpecError(
                 f"pipeline {spec.name}: forecasting needs split.method walk_forward and split.test_period_days"
             )
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
-        r = spec.roles
+        r = roles_of(spec)
+        if r["series"] not in df.columns:  # one series: the whole file
+            df = df.assign(**{r["series"]: ONE_SERIES_NAME})
         frame = df.sort_values([r["date"], r["series"]]).reset_index(drop=True)
         frame[r["date"]] = pd.to_datetime(frame[r["date"]])
         frame["_target"] = next_return(frame, r["series"], r["date"], r["value"])
@@ -210,7 +230,7 @@ class Forecasting(ProblemKind):
 
     def backtest(self, spec: PipelineSpec, recipe, frame: pd.DataFrame, starts: list) -> pd.DataFrame:
         """Refit ``recipe`` before each block; predictions for every block's rows."""
-        r = spec.roles
+        r = roles_of(spec)
         cols = [c for c in frame.columns if c != "_target"]
         preds = []
         for i, (train, test) in enumerate(self._folds(frame, r["date"], starts)):
@@ -229,7 +249,7 @@ class Forecasting(ProblemKind):
         """Select candidate and grid point by an inner walk-forward on the pre-backtest period."""
         opts = self.options(spec)
         pre = data.train
-        r = spec.roles
+        r = roles_of(spec)
         dates = np.sort(pre[r["date"]].unique())
         k, block = opts.selection_folds, spec.split.test_period_days
         inner = [pd.Timestamp(dates[len(dates) - block * (k - i)]) for i in range(k)]
@@ -282,13 +302,13 @@ class Forecasting(ProblemKind):
         """Walk-forward backtest of the model's recipe (refit per fold) on this snapshot."""
         bt = self.backtest(spec, model, data.test, self._starts(data))
         out = self._metrics_from(bt, spec.roles["value"])
-        out |= portfolio(bt, spec.roles["series"], spec.roles["date"], self.options(spec).trading_cost_bps)[1]
+        out |= portfolio(bt, roles_of(spec)["series"], spec.roles["date"], self.options(spec).trading_cost_bps)[1]
         for i, part in bt.groupby("fold"):
             out[f"fold{i}_rmse"] = float(np.sqrt(np.mean((part["prediction"] - part["_target"]) ** 2)))
         return out
 
     def report(self, spec: PipelineSpec, trained: Trained, data: Prepared):
-        r = spec.roles
+        r = roles_of(spec)
         bt = self.backtest(spec, trained.model, data.test, self._starts(data))
         bt["predicted_price"] = bt[r["value"]] * (1 + bt["prediction"])
         bt["actual_price"] = bt[r["value"]] * (1 + bt["_target"])
