@@ -245,3 +245,21 @@ def test_a_numeric_column_with_blank_cells_stays_a_feature_with_gaps(tmp_path):
     assert "total_charges" not in not_null and "tenure" in not_null
     read = coerce_numbers(table["total_charges"], None, ".")
     assert read.dtype == "float64" and int(read.isna().sum()) == 5
+
+
+def test_a_play_log_names_its_user_and_artist_as_user_and_item():
+    """A listening log as such exports name it (userID, artistID, a play count): init takes the
+    user and the item from those names; an item column named like nothing it knows is taken as
+    the one identifier beside the user. Real Online Retail purchases stand in for the plays."""
+    with zipfile.ZipFile(require_mirror() / "online-retail" / "online+retail.zip") as z:
+        raw = pd.read_excel(io.BytesIO(z.read("Online Retail.xlsx")), engine="calamine", nrows=5000)
+    raw = raw[raw["CustomerID"].notna() & (raw["Quantity"] > 0)]
+    plays = pd.DataFrame(
+        {"userID": raw["CustomerID"].astype(int), "artistID": raw["StockCode"].astype(str), "weight": raw["Quantity"]}
+    )
+    proposal = propose("music", plays, {"path": "plays.csv", "format": "csv"}, target=None, problem="recommendation")
+    assert proposal.spec["roles"] == {"user": "userID", "item": "artistID"}
+    codes = plays.rename(columns={"artistID": "code"})  # a name init does not know
+    proposal = propose("music", codes, {"path": "plays.csv", "format": "csv"}, target=None, problem="recommendation")
+    assert proposal.spec["roles"]["item"] == "code"
+    assert "the one identifier beside the user" in next(c.why for c in proposal.columns if c.name == "code")

@@ -30,7 +30,10 @@ MAX_CLASSES = 20
 #: a column whose name says it identifies a row (or a user / an item)
 ID_NAME = re.compile(r"(^|_)(id|uuid|guid|key|code|no|number|ref)$|^(id|uuid|email|e_mail|phone)$", re.I)
 USER_NAME = re.compile(r"user|customer|client|member|buyer|account", re.I)
-ITEM_NAME = re.compile(r"item|product|sku|stock|article|movie|book|song|sku", re.I)
+ITEM_NAME = re.compile(
+    r"item|product|sku|stock|article|movie|film|book|song|track|artist|album|course|recipe|game|listing|venue|asin",
+    re.I,
+)
 RATING_NAME = re.compile(r"rating|score|stars|grade", re.I)
 #: at most this many distinct values (and a small share of the rows) make a text column categorical
 MAX_CATEGORIES = 50
@@ -289,6 +292,11 @@ def propose(
             picked = _pick(columns, allowed, pattern, label)
             if picked is not None:
                 roles[label] = picked.name
+        if "user" in roles and "item" not in roles:  # the one other identifier beside the user is what it takes
+            others = [c for c in columns if c.role == "id" and c.name != roles["user"]]
+            if len(others) == 1:
+                roles["item"] = others[0].name
+                others[0].role, others[0].why = "item", f"the one identifier beside the user; {others[0].why}"
         if {"user", "item"} - set(roles):
             raise SpecError(
                 f"modelmill init: no column named like a user and an item ({', '.join(map(str, df.columns))}): rename them, or write the spec's roles by hand"
