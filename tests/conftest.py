@@ -256,6 +256,22 @@ def example_project(tmp_path, monkeypatch, prefect_api):
     return tmp_path, spec, data
 
 
+def write_user_project(root: Path, monkeypatch, spec: dict, expectations: list[dict]) -> None:
+    """A user's project under ``root``: ``pipelines/<name>.yaml`` (its data already under
+    ``pipelines/data/``), the suite ``expectations/<spec's suite>``, and the environment pointing
+    at them (a fresh home under ``root``, no mirror)."""
+    import json
+
+    import yaml
+
+    (root / "pipelines").mkdir(exist_ok=True)
+    (root / "expectations").mkdir(exist_ok=True)
+    (root / "pipelines" / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    suite = {"name": spec["suite"].removesuffix(".json"), "expectations": expectations}
+    (root / "expectations" / spec["suite"]).write_text(json.dumps(suite))
+    modelmill_env(monkeypatch, root / "home", None, root / "pipelines")
+
+
 def write_example_spec(root: Path, spec: dict, data=None, **changes) -> None:
     """The docs' example pipeline spec (with top-level ``changes``) and, if given, its CSV data."""
     import yaml

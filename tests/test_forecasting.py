@@ -20,6 +20,7 @@ from conftest import (
     require_mirror,
     run_cli,
     write_spec,
+    write_user_project,
 )  # fmt: skip
 from modelmill.config.settings import Settings
 from modelmill.data.catalog import CATALOG
@@ -259,13 +260,10 @@ def test_a_first_forecaster_worse_than_the_random_walk_is_not_promoted(env, caps
 def test_one_series_needs_no_series_column(prices, tmp_path, monkeypatch, capsys, prefect_api):
     """A file holding one series (IBM's real daily closes, no ticker column) and a spec naming only
     its date and value train and backtest as the four-ticker pipeline does."""
-    import json
-
     import yaml
 
     ibm = prices[prices["ticker"] == "IBM"].drop(columns="ticker")
     (tmp_path / "pipelines" / "data").mkdir(parents=True)
-    (tmp_path / "expectations").mkdir()
     ibm.to_csv(tmp_path / "pipelines" / "data" / "ibm.csv", index=False)
     spec = yaml.safe_load((REPO / "pipelines" / "price_forecast.yaml").read_text())
     spec |= {
@@ -273,12 +271,8 @@ def test_one_series_needs_no_series_column(prices, tmp_path, monkeypatch, capsys
         "roles": {"date": "date", "value": "close", "volume": "volume"},
         "candidates": [{"name": "ridge", "estimator": "ridge", "grid": {"alpha": [1000.0]}}],
     }  # fmt: skip
-    (tmp_path / "pipelines" / "ibm.yaml").write_text(yaml.safe_dump(spec))
-    suite = {"name": "ibm", "expectations": [
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in ("date", "close")
-    ]}  # fmt: skip
-    (tmp_path / "expectations" / "ibm.json").write_text(json.dumps(suite))
-    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    not_null = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in ("date", "close")]
+    write_user_project(tmp_path, monkeypatch, spec, not_null)
     code, out, err = run_cli(capsys, "run", "ibm")
     assert code == 0, out + err
     run = last_run(Settings(), "ibm")

@@ -20,6 +20,7 @@ from conftest import (
     registry_state,
     require_mirror,
     run_cli,
+    write_user_project,
 )  # fmt: skip
 from modelmill.learn.kinds.recommendation import ALS, ContentBased, Hybrid, ItemKNN, Popularity, ranking_metrics
 
@@ -117,9 +118,6 @@ def ratings() -> pd.DataFrame:
 
 
 def _ratings_project(tmp_path, monkeypatch, ratings, **changes):
-    import json
-
-    import yaml
 
     (tmp_path / "pipelines" / "data").mkdir(parents=True)
     (tmp_path / "expectations").mkdir()
@@ -133,14 +131,11 @@ def _ratings_project(tmp_path, monkeypatch, ratings, **changes):
         "metric": {"name": "ndcg_at_10", "direction": "maximize"}, "schedule": {"cron": "0 3 * * *"},
         "options": {"relevance_threshold": 3}, **changes,
     }  # fmt: skip
-    (tmp_path / "pipelines" / "shop.yaml").write_text(yaml.safe_dump(spec))
-    suite = {"name": "shop", "expectations": [
+    write_user_project(tmp_path, monkeypatch, spec, [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer"}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "product"}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "rating", "min_value": 1, "max_value": 5}},
-    ]}  # fmt: skip
-    (tmp_path / "expectations" / "shop.json").write_text(json.dumps(suite))
-    modelmill_env(monkeypatch, tmp_path / "home", require_mirror(), tmp_path / "pipelines")
+    ])  # fmt: skip
     from modelmill.config.settings import Settings
 
     return Settings()
@@ -304,9 +299,6 @@ def movielens_shaped(seed: int = 0, users: int = 500, items: int = 700) -> pd.Da
 def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity(
     tmp_path, monkeypatch, capsys, prefect_api
 ):
-    import json
-
-    import yaml
 
     ratings = movielens_shaped()
     (tmp_path / "pipelines" / "data").mkdir(parents=True)
@@ -329,13 +321,10 @@ def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity
         "metric": {"name": "ndcg_at_10", "direction": "maximize"}, "schedule": {"cron": "0 3 * * *"},
         "options": {"relevance_threshold": 4},
     }  # fmt: skip
-    (tmp_path / "pipelines" / "films.yaml").write_text(yaml.safe_dump(spec))
-    suite = {"name": "films", "expectations": [
+    write_user_project(tmp_path, monkeypatch, spec, [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "user_id"}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "rating", "min_value": 1, "max_value": 5}},
-    ]}  # fmt: skip
-    (tmp_path / "expectations" / "films.json").write_text(json.dumps(suite))
-    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "pipelines")
+    ])  # fmt: skip
     from modelmill.config.settings import Settings
 
     code, out, err = run_cli(capsys, "run", "films")

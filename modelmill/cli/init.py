@@ -46,13 +46,10 @@ def cmd_init(args, settings: Settings) -> int:
         # command line is theirs to read, so its folder is granted (in MODELMILL_HOME, which no
         # spec can write). The spec names it relative to its own folder.
         named = Path(args.source).expanduser().resolve()
-        if named.is_file() and not named.is_relative_to(specs):
-            before = settings.allowed_data_roots
-            settings.grant_root(named.parent)
-            if settings.allowed_data_roots != before:
-                print(
-                    f"{named.parent}: a folder this project's specs may read from now (listed in {settings.granted_roots_file})"
-                )
+        if named.is_file() and not named.is_relative_to(specs) and settings.grant_root(named.parent):
+            print(
+                f"{named.parent}: a folder this project's specs may read from now (listed in {settings.granted_roots_file})"
+            )
         path = locate_user_file(str(named), settings, base=specs)
         fmt = table_format(path, None)
         df = read_table(LocalFile(path.name, path, path.as_uri(), ""), fmt, read_options)

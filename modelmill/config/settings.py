@@ -96,13 +96,15 @@ class Settings(BaseSettings):
         (a spec cannot write there, so it cannot widen what specs may read)."""
         return self.home_dir / "data_roots.txt"
 
-    def grant_root(self, folder: Path) -> None:
+    def grant_root(self, folder: Path) -> bool:
+        """Add ``folder`` to :attr:`granted_roots_file`; False when it was readable already."""
         folder = folder.resolve()
         if any(folder.is_relative_to(r) for r in self.allowed_data_roots):
-            return
+            return False
         self.granted_roots_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.granted_roots_file, "a") as f:
             f.write(f"{folder}\n")
+        return True
 
     @property
     def cache_dir(self) -> Path:
