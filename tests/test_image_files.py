@@ -159,7 +159,7 @@ def test_an_unreadable_image_or_a_missing_path_is_one_line_naming_it(tmp_path, m
     write_folder(data / "scans", scans)
     (data / "scans" / "train" / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     write_image_spec(tmp_path, {"path": "data/scans"})
-    with pytest.raises(CorruptSource, match=r"image train/benign/broken.png cannot be read"):
+    with pytest.raises(CorruptSource, match=r"1 of 781 files .* train/benign/broken.png: not an image: cannot be read"):
         read(tmp_path, settings)
     with pytest.raises(CorruptSource, match="mixes files at"):
         read_image_folder({"a/b.png": data / "x", "c.png": data / "y"}, None)
@@ -226,3 +226,85 @@ def test_a_folder_of_images_trains_a_champion_that_scores_new_images(tmp_path, m
         scored["probability"].between(0, 1).all()
         and (scored["prediction"] == np.where(scored["probability"] >= 0.5, "malignant", "benign")).all()
     )
+
+
+def tinted(img: np.ndarray, red: bool) -> np.ndarray:
+    """A grey scan tinted red or green with the same grey levels: a grey reading cannot tell the
+    two apart (ITU-R 601 luma, as PIL converts), a colour one can."""
+    v = 30 + img.astype(np.float64) * 195 / 255  # room for the tint on both sides
+    sign = 1 if red else -1
+    rgb = np.stack([v + sign * 25, v - sign * 25 * 0.299 / 0.587, v], axis=-1)
+    return np.rint(rgb).clip(0, 255).astype(np.uint8)
+
+
+def test_a_photo_folder_as_it_ships_goes_from_init_to_scores_in_colour(tmp_path, monkeypatch, capsys, prefect_api, scans):
+    """training/ and validation/ folders of colour photos (no test folder, a tenth at twice the
+    size, a README beside them), where only the colour tells the classes apart: init proposes
+    colour, the size and the splits; check, run and score need no edit. A batch's note and
+    placeholder are rejected rows with their reasons; a placeholder among the training images is
+    refused by check with its count."""
+    from PIL import Image
+
+    from modelmill.learn.kinds import get_kind
+
+    rng = np.random.default_rng(7)
+    photos = tmp_path / "photos"
+    for split, folder in (("train", "training"), ("val", "validation")):
+        for i, img in enumerate(scans[f"{split}_images"]):
+            red = bool(rng.random() < 0.5)
+            path = photos / folder / ("red" if red else "green") / f"{split}{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pic = Image.fromarray(tinted(img, red))
+            (pic.resize((56, 56)) if i % 10 == 0 else pic).save(path)
+    (photos / "README.txt").write_text("Photos from the shop floor.\n")
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "project" / "pipelines")
+    code, out, err = run_cli(capsys, "init", "shop", "--from", str(photos))
+    assert code == 0, out + err
+    assert "624 images (all read)" in out and "problem image_classification" in out
+    assert "624 of 624 images read have colour" in out
+    assert "63 of 624 images read are not 28x28: every image is resized to 28x28" in out
+    assert "(training/ as train, validation/ as val); no test folder: drawn from the training files" in out
+    spec = yaml.safe_load((tmp_path / "project" / "pipelines" / "shop.yaml").read_text())
+    assert spec["options"]["colour"] is True and spec["source"]["images"]["size"] == [28, 28]
+    assert spec["source"]["path"] == "../../photos"
+
+    code, out, err = run_cli(capsys, "check", "shop")
+    assert code == 0 and "the gate passes" in out, out + err
+    code, out, err = run_cli(capsys, "run", "shop")
+    assert code == 0, out + err
+    assert "63 of 624 images resized to 28x28" in err and "README.txt" in err
+    settings = Settings()
+    run = last_run(settings, "shop")
+    assert run.data.params["split.test_rows"] != "0" and run.data.params["split.val_rows"] == "78"
+    colour_auc = run.data.metrics["test/roc_auc"]
+    assert colour_auc > 0.95, colour_auc
+    # the same data and candidates read in grey levels: the classes cannot be told apart
+    spec_obj = load_spec("shop", settings)
+    grey = spec_obj.model_copy(update={"options": {**spec_obj.options, "colour": False}})
+    kind = get_kind("image_classification")
+    data = kind.prepare(grey, pd.read_parquet(run.data.tags["modelmill.snapshot"]))
+    grey_auc = kind.metrics(grey, kind.train(grey, data).model, data)["roc_auc"]
+    assert grey_auc < 0.7, (colour_auc, grey_auc)
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i, img in enumerate(scans["test_images"][:20]):
+        Image.fromarray(tinted(img, i % 2 == 0)).save(batch / f"p{i:02d}.png")
+    (batch / "notes.txt").write_text("taken on Tuesday\n")
+    Image.new("RGBA", (1, 1)).save(batch / "pixel.gif")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "score", "shop", "--input", "batch", "--output", "scored.parquet")
+    assert code == 0, out + err
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    rejected = pd.read_parquet(tmp_path / "scored.rejected.parquet")
+    assert len(scored) == 20 and len(rejected) == 2  # every file accounted for
+    assert (scored["prediction"] == np.where(np.arange(20) % 2 == 0, "red", "green")).mean() >= 0.9
+    reasons = dict(zip(rejected["file"], rejected["rejected_because"], strict=True))
+    assert reasons["notes.txt"] == "not an image: a .txt file"
+    assert reasons["pixel.gif"].startswith("not an image: a placeholder (1x1 pixels")
+
+    # a placeholder among the training images: check refuses the folder, counting what to remove
+    Image.new("RGBA", (1, 1)).save(photos / "training" / "red" / "spacer.gif")
+    code, out, err = run_cli(capsys, "check", "shop")
+    assert code != 0 and "1 of 625 files of the image folder give no image to learn from" in out + err
+    assert "training/red/spacer.gif: not an image: a placeholder" in out + err

@@ -27,7 +27,7 @@ from modelmill.config.spec import PipelineSpec, SqlSource, is_glob
 from modelmill.data.catalog import get_entry
 from modelmill.data.digests import sha256_file
 from modelmill.data.fetch import LocalFile, fetch_catalog_file, fetch_user_file, is_url, locate_user_file
-from modelmill.data.imagefiles import image_files, read_image_folder, read_image_table, read_npz
+from modelmill.data.imagefiles import IMAGE_SUFFIXES, folder_files, read_image_folder, read_image_table, read_npz
 from modelmill.data.objectstore import ObjectStore, snapshot_key
 from modelmill.data.readers import PYARROW_CSV_OPTIONS, READERS, read_table, table_format, wisconsin_source
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
@@ -134,9 +134,10 @@ def fetch_sources(spec: PipelineSpec, settings: Settings) -> dict[str, LocalFile
     images = image_source(spec)
     if images == "images":
         root = locate_user_file(src.path or "", settings, base=base, folder=True)
+        images, others = folder_files(root)  # the other files too: the reader counts them
         return {
             str(p.relative_to(root)): fetch_user_file(str(p), settings, base=base, expected_sha256=None)
-            for p in image_files(root)
+            for p in images + others
         }
     if images == "paths":
         return _image_path_sources(spec, settings, base)
@@ -213,7 +214,8 @@ def read_images(spec: PipelineSpec, files: dict[str, LocalFile], counts: dict | 
     src, how = spec.source, image_source(spec)
     size = tuple(src.images.size) if src.images is not None and src.images.size else None
     if how == "images":
-        return read_image_folder({name: f.path for name, f in files.items()}, size)
+        images = {name: f.path for name, f in files.items() if f.path.suffix.lower() in IMAGE_SUFFIXES}
+        return read_image_folder(images, size, [name for name in files if name not in images])
     if how == "npz":
         (f,) = files.values()
         return read_npz(f.path, f.name, size)

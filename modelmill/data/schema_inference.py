@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -447,3 +448,105 @@ def propose(
     spec["schedule"] = {"cron": "0 6 * * 1"}
     kept = [str(c) for c in df.columns if c not in spec.get("drop", [])]
     return Proposal(spec, _suite(name, df, columns, kept), columns, notes)
+
+
+#: the longest side ``init`` resizes a folder's images to (the feature models and the CNN cost
+#: grows with the pixels; larger images are scaled down, keeping their shape)
+MAX_INIT_SIDE = 64
+#: the images ``init`` opens to learn their size and colour (the rest are only counted)
+INIT_SAMPLE = 1000
+
+
+def propose_images(name: str, source: dict[str, Any], names: list[str], sample: pd.DataFrame) -> Proposal:
+    """A spec and suite for a folder of images: ``names`` are every image file's path inside it,
+    ``sample`` the rows of some of them as :func:`read_image_folder` reads them leniently
+    (with :data:`IMAGE_PROBLEM`), unresized."""
+    from modelmill.data.imagefiles import IMAGE_PROBLEM, SPLIT_NAMES, folder_layout, made_splits
+
+    layout = folder_layout(names)
+    if layout == "file":
+        raise SpecError(
+            "modelmill init: the images lie side by side with no class folders: put each class's images in a folder named after it (cat/, dog/ …)"
+        )
+    labels = [Path(n).parts[-2] for n in names]
+    counts = pd.Series(labels).value_counts()
+    if len(counts) != 2:
+        raise SpecError(
+            f"modelmill init: image classification tells two classes apart; the folder has {len(counts)} ({', '.join(map(str, counts.index[:10]))})"
+        )
+    notes, columns = [], []
+    bad = sample[sample[IMAGE_PROBLEM] != ""]
+    if len(bad):
+        notes.append(
+            f"{len(bad)} of {len(sample)} files read give no image to learn from ({'; '.join(f'{f}: {w}' for f, w in zip(bad['file'][:3], bad[IMAGE_PROBLEM][:3], strict=True))}): remove them before `modelmill check`"
+        )
+    good = sample[sample[IMAGE_PROBLEM] == ""]
+    if not len(good):
+        raise SpecError("modelmill init: none of the files read is an image to learn from")
+    sizes = good.groupby(["height", "width"]).size().sort_values(ascending=False)
+    (height, width), n_modal = sizes.index[0], int(sizes.iloc[0])
+    scale = min(1.0, MAX_INIT_SIDE / max(height, width))
+    size = [max(8, round(height * scale)), max(8, round(width * scale))]
+    if scale < 1:
+        notes.append(
+            f"the images are {height}x{width}: read at {size[0]}x{size[1]} (source.images.size; larger costs more to train)"
+        )
+    if n_modal < len(good):
+        notes.append(
+            f"{len(good) - n_modal} of {len(good)} images read are not {height}x{width}: every image is resized to {size[0]}x{size[1]} as it is read (source.images.size)"
+        )
+    coloured = int((good["channels"] == 3).sum())
+    colour = coloured > 0
+    notes.append(
+        f"{coloured} of {len(good)} images read have colour: the models read red, green and blue (options.colour)"
+        if colour
+        else "no image read has colour: the models read grey levels (options.colour)"
+    )
+    if layout == "split/class/file":
+        tops = sorted({Path(n).parts[0] for n in names})
+        why = f"the split folders ({', '.join(f'{t}/ as {SPLIT_NAMES[t.lower()]}' for t in tops)})"
+        if made := made_splits(names):
+            why += f"; no {' or '.join(made)} folder: drawn from the training files by a hash of each path"
+    else:
+        why = "no split folders: 70 % train, 10 % val, 20 % test by a hash of each file's path"
+    positive = _plain(sorted(counts[counts == counts.min()].index, key=str)[-1])
+    columns = [
+        Column(
+            "label", "target", f"the class folder: {', '.join(f'{k} ({v})' for k, v in counts.items())}", distinct=2
+        ),
+        Column("split", "split", why),
+        Column("pixels", "image", f"{'colour' if colour else 'grey'} pixels at {size[0]}x{size[1]}"),
+    ]
+    notes.append(f"positive_label {positive!r} is the rarer class: change it if the other one is what you predict")
+    spec = {
+        "name": name,
+        "domain": "my_domain",
+        "description": f"{name}: a pipeline proposed by `modelmill init` from the image folder {source['path']}; describe what it is for.",
+        "source": dict(source) | {"format": "images", "images": {"size": size}},
+        "target": "label",
+        "positive_label": positive,
+        "features": {"image": "pixels"},
+        "suite": f"{name}.json",
+        "problem": "image_classification",
+        "split": {"method": "predefined", "column": "split", "seed": 42},
+        "baseline": {"name": "prior", "estimator": "dummy_prior"},
+        "candidates": [
+            {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [0.01, 0.1]}},
+            {"name": "boosting", "estimator": "hist_gradient_boosting", "params": {"max_iter": 200}},
+        ],
+        "metric": {"name": "roc_auc", "direction": "maximize"},
+        "schedule": {"cron": "0 6 * * 1"},
+        "options": {"height": size[0], "width": size[1], "colour": colour, "hog_cell": max(2, min(7, min(size) // 4))},
+    }
+    values = size[0] * size[1]
+    suite = {"name": name, "expectations": [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": max(1, len(names) // 10)}},
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["file", "split", "label", "height", "width", "channels", "pixel_min", "pixel_max", "pixels"], "exact_match": True}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": sorted(map(str, counts.index))}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "split", "value_set": ["train", "val", "test"]}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "height", "min_value": size[0], "max_value": size[0]}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "width", "min_value": size[1], "max_value": size[1]}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "pixels"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "pixels", "min_value": values, "max_value": 3 * values}},
+    ]}  # fmt: skip
+    return Proposal(spec, suite, columns, notes)

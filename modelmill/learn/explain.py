@@ -145,11 +145,14 @@ def permutation_table(
     return table.sort_values("importance_mean", ascending=False, ignore_index=True)
 
 
-def image_regions(height: int, width: int, grid: int = 4) -> dict[str, np.ndarray]:
-    """A ``grid`` x ``grid`` partition of a flattened height x width image into named regions."""
+def image_regions(height: int, width: int, grid: int = 4, channels: int = 1) -> dict[str, np.ndarray]:
+    """A ``grid`` x ``grid`` partition of a flattened height x width (x ``channels``) image into
+    named regions (each with every channel of its pixels)."""
     rows, cols = np.array_split(np.arange(height), grid), np.array_split(np.arange(width), grid)
     return {
-        f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}": (r[:, None] * width + c[None, :]).ravel()
+        f"rows {r[0]}-{r[-1]}, cols {c[0]}-{c[-1]}": (
+            (r[:, None] * width + c[None, :]).ravel()[:, None] * channels + np.arange(channels)
+        ).ravel()
         for r in rows
         for c in cols
     }

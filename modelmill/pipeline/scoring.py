@@ -23,6 +23,7 @@ import pandas as pd
 from modelmill.config.settings import Settings
 from modelmill.config.spec import PipelineSpec
 from modelmill.data import scored_rows
+from modelmill.data.imagefiles import IMAGE_PROBLEM
 from modelmill.data.objectstore import local_snapshot
 from modelmill.errors import SpecError
 from modelmill.ops import alerts
@@ -88,6 +89,10 @@ def bad_rows(spec: PipelineSpec, df: pd.DataFrame, settings: Settings) -> tuple[
         counts[label] = int(mask.sum())
         reason[mask & (reason == "")] = label
 
+    if IMAGE_PROBLEM in df.columns:  # a file of an image batch that gave no image
+        for why in df[IMAGE_PROBLEM].unique():
+            if why:
+                mark(why, df[IMAGE_PROBLEM] == why)
     for col, rule, mask in numeric_row_problems(spec, df):
         mark(f"{col} {ROW_RULES[rule]}", mask)
     typed = df[cols].copy()
@@ -179,13 +184,14 @@ def image_input(location: str, settings: Settings, *, base: Path, expected_sha25
 
     from modelmill.data.digests import sha256_file
     from modelmill.data.fetch import LocalFile, fetch_user_file, locate_user_file
-    from modelmill.data.imagefiles import image_files
+    from modelmill.data.imagefiles import folder_files
 
     path = Path(location).expanduser()
     if not (path if path.is_absolute() else base / path).is_dir():
         return fetch_user_file(location, settings, base=base, expected_sha256=expected_sha256)
     root = locate_user_file(location, settings, base=base, folder=True)
-    listing = "\n".join(f"{p.relative_to(root)}\t{sha256_file(p)}" for p in image_files(root))
+    images, others = folder_files(root)
+    listing = "\n".join(f"{p.relative_to(root)}\t{sha256_file(p)}" for p in images + others)
     return LocalFile(root.name, root, root.as_uri(), hashlib.sha256(listing.encode()).hexdigest(), "user")
 
 
@@ -193,7 +199,7 @@ def read_image_batch(spec: PipelineSpec, settings: Settings, source) -> pd.DataF
     """The batch's images at the size the champion reads (the options' height x width); a CSV's
     image paths are relative to it, and confined like any source."""
     from modelmill.data.fetch import locate_user_file
-    from modelmill.data.imagefiles import image_files, read_image_folder, read_image_table, read_npz
+    from modelmill.data.imagefiles import folder_files, read_image_folder, read_image_table, read_npz
     from modelmill.data.readers import read_table, table_format
     from modelmill.learn.kinds import get_kind
 
@@ -201,7 +207,13 @@ def read_image_batch(spec: PipelineSpec, settings: Settings, source) -> pd.DataF
     size = (opts.height, opts.width)
     how = table_format(source.path, None)
     if how == "images":
-        return read_image_folder({str(p.relative_to(source.path)): p for p in image_files(source.path)}, size)
+        images, others = folder_files(source.path)  # a file that gives no image is a rejected row
+        return read_image_folder(
+            {str(p.relative_to(source.path)): p for p in images},
+            size,
+            [str(p.relative_to(source.path)) for p in others],
+            lenient=True,
+        )
     if how == "npz":
         return read_npz(source.path, source.name, size)
     table = read_table(source, None, scoring_read_options(spec, source))
@@ -406,6 +418,7 @@ def _score(
     )
     ref = pd.read_parquet(reference) if reference is not None else None
     reason, counts = bad_rows(spec, raw, settings)
+    raw = raw.drop(columns=IMAGE_PROBLEM, errors="ignore")
     ok = reason == ""
     good = raw[ok]
     X = kind.model_input(spec, good)

@@ -1,9 +1,12 @@
-"""Image classification from small grey-level images (BreastMNIST and others of that shape).
+"""Image classification from small images, grey or colour (BreastMNIST and others of that shape).
 
-Images arrive as flattened pixel arrays with their height/width. The scikit-learn candidates
-read HOG descriptors, an intensity histogram and down-sampled pixels (scikit-image); the ``cnn``
-candidate, a small residual network (PyTorch), reads the pixels. All are chosen on the official
-validation split, then refit on train + val.
+Images arrive as flattened pixel arrays (grey levels, or red, green and blue per pixel). The
+model takes every image as height x width x 3 (a grey one repeated in each channel) and reads
+it in colour or in grey levels (``options.colour``; by default colour when any training image
+has colour). The scikit-learn candidates read HOG descriptors, intensity histograms (one per
+channel in colour) and down-sampled pixels (scikit-image); the ``cnn`` candidate, a small
+residual network (PyTorch), reads the pixels. All are chosen on the validation split, then
+refit on train + val.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class ImageOptions(KindOptions):
     negative_label_name: str | None = Field(
         None, description="name of the negative class in plots, scores and answers (default: its label in the data)"
     )
+    colour: bool | None = Field(
+        None,
+        description="read the images in colour (true) or as grey levels (false); default: colour when any training image has colour",
+    )
     hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
     augment_flips: bool = Field(
         True, description="fit the feature-based models on left-right mirrored copies of their training images too"
@@ -73,45 +80,68 @@ class CalibratedSVC(ClassifierMixin, BaseEstimator):
         return self.model_.predict(validate_data(self, X, accept_sparse="csr", reset=False))
 
 
-class MirrorAugmented(ClassifierMixin, BaseEstimator):
-    """Fits ``pipeline`` on the images and, with ``mirror``, their left-right mirrored copies:
-    the copies exist only inside ``fit``, so a validation image's mirror never trains a model
-    that is scored on it."""
+#: ITU-R 601 luma weights: grey levels from red, green and blue, as PIL converts them
+LUMA = np.array([0.299, 0.587, 0.114])
 
-    def __init__(self, pipeline, height=28, width=28, mirror=True):
-        self.pipeline, self.height, self.width, self.mirror = pipeline, height, width, mirror
+
+class MirrorAugmented(ClassifierMixin, BaseEstimator):
+    """Fits ``pipeline`` on the images (rows of height x width x 3 pixels) in colour or grey
+    levels (``colour``; None: colour when any training image has colour) and, with ``mirror``,
+    their left-right mirrored copies: the copies exist only inside ``fit``, so a validation
+    image's mirror never trains a model that is scored on it. The pipeline's steps with a
+    ``colours`` parameter are told how many channels they get."""
+
+    def __init__(self, pipeline, height=28, width=28, mirror=True, colour=None):
+        self.pipeline, self.height, self.width, self.mirror, self.colour = pipeline, height, width, mirror, colour
+
+    def _view(self, X: np.ndarray) -> np.ndarray:
+        """The rows as the pipeline reads them: unchanged in colour, else rounded grey levels."""
+        if self.colours_ == 3:
+            return X
+        return np.rint(X.reshape(len(X), -1, 3) @ LUMA).astype(X.dtype)
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y)
-        _check_pixels(X, self.height, self.width)
+        _check_pixels(X, self.height, self.width, 3)
+        rgb = X.reshape(len(X), -1, 3)
+        found = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+        self.colours_ = 3 if (found if self.colour is None else self.colour) else 1
+        X = self._view(X)
         if self.mirror:
-            X, y = (
-                np.vstack([X, X.reshape(-1, self.height, self.width)[:, :, ::-1].reshape(len(X), -1)]),
-                np.concatenate([y, y]),
-            )
-        self.pipeline_ = clone(self.pipeline).fit(X, y)
+            mirrored = X.reshape(-1, self.height, self.width, self.colours_)[:, :, ::-1].reshape(len(X), -1)
+            X, y = np.vstack([X, mirrored]), np.concatenate([y, y])
+        pipeline = clone(self.pipeline)
+        for _, step in getattr(pipeline, "steps", []):
+            if "colours" in step.get_params(deep=False):
+                step.set_params(colours=self.colours_)
+        self.pipeline_ = pipeline.fit(X, y)
         self.classes_ = self.pipeline_.classes_
         return self
 
     def predict_proba(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict_proba(validate_data(self, X, reset=False))
+        return self.pipeline_.predict_proba(self._view(validate_data(self, X, reset=False)))
 
     def predict(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict(validate_data(self, X, reset=False))
+        return self.pipeline_.predict(self._view(validate_data(self, X, reset=False)))
 
 
-def _check_pixels(X: np.ndarray, height: int, width: int) -> None:
-    if X.shape[1] != height * width:
-        raise ValueError(f"each row is a {height} x {width} image ({height * width} pixels); got {X.shape[1]} columns")
+def _check_pixels(X: np.ndarray, height: int, width: int, colours: int = 1) -> None:
+    if X.shape[1] != height * width * colours:
+        what = "pixels" if colours == 1 else f"values: {colours} per pixel"
+        raise ValueError(
+            f"each row is a {height} x {width} image ({height * width * colours} {what}); got {X.shape[1]} columns"
+        )
 
 
 class ImageFeatures(TransformerMixin, BaseEstimator):
-    """HOG + intensity histogram + 2x down-sampled pixels of each (height x width) image in [0, 255]."""
+    """HOG + intensity histogram + 2x down-sampled grey levels of each (height x width) image in
+    [0, 255]; with ``colours`` = 3 (rows of height x width x 3), HOG and the rest on the image's
+    grey levels plus each channel's histogram, mean and spread."""
 
-    def __init__(self, height=28, width=28, hog_cell=7):
-        self.height, self.width, self.hog_cell = height, width, hog_cell
+    def __init__(self, height=28, width=28, hog_cell=7, colours=1):
+        self.height, self.width, self.hog_cell, self.colours = height, width, hog_cell, colours
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -119,7 +149,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return tags
 
     def fit(self, X, y=None):
-        _check_pixels(validate_data(self, X), self.height, self.width)
+        _check_pixels(validate_data(self, X), self.height, self.width, self.colours)
         return self
 
     def transform(self, X):
@@ -127,10 +157,11 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         from skimage.transform import downscale_local_mean
 
         X = validate_data(self, X, dtype=np.float64, reset=False)  # stateless: fitted or not
-        _check_pixels(X, self.height, self.width)
-        imgs = X.reshape(-1, self.height, self.width) / 255.0
+        _check_pixels(X, self.height, self.width, self.colours)
+        pixels = X.reshape(-1, self.height, self.width, self.colours) / 255.0
+        imgs = pixels[..., 0] if self.colours == 1 else pixels @ LUMA
         feats = []
-        for img in imgs:
+        for i, img in enumerate(imgs):
             h = hog(
                 img,
                 orientations=9,
@@ -140,7 +171,14 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
             )
             hist, _ = np.histogram(img, bins=16, range=(0, 1), density=True)
             small = downscale_local_mean(img, (2, 2)).ravel()
-            feats.append(np.concatenate([h, hist, small, [img.mean(), img.std()]]))
+            colour = []
+            if self.colours == 3:
+                for channel in pixels[i].reshape(-1, 3).T:
+                    colour += [
+                        np.histogram(channel, bins=8, range=(0, 1), density=True)[0],
+                        [channel.mean(), channel.std()],
+                    ]
+            feats.append(np.concatenate([h, hist, small, [img.mean(), img.std()], *colour]))
         return np.vstack(feats)
 
 
@@ -168,19 +206,22 @@ class ImageClassification(ProblemKind):
         self.require_split(spec, "predefined")
 
     def model_input(self, spec: PipelineSpec, df: pd.DataFrame) -> np.ndarray:
-        """The images as the model takes them: one row of height x width grey levels each."""
+        """The images as the model takes them: one row of height x width x 3 values each (red,
+        green, blue per pixel; a grey image's level in all three)."""
         opts = self.options(spec)
+        area = opts.height * opts.width
         sizes = df[spec.features.image].map(lambda v: 0 if v is None else len(v))
-        wrong = sizes != opts.height * opts.width
+        wrong = ~sizes.isin([area, 3 * area])
         if wrong.any():
             raise SpecError(
-                f"pipeline {spec.name}: {int(wrong.sum())} of {len(df)} images have {int(sizes[wrong].iloc[0])} pixels, not {opts.height}x{opts.width} "
-                "(options.height and width); set source.images.size to resize them as they are read"
+                f"pipeline {spec.name}: {int(wrong.sum())} of {len(df)} images have {int(sizes[wrong].iloc[0])} values, not {opts.height}x{opts.width} pixels "
+                "(options.height and width) in grey or colour; set source.images.size to resize them as they are read"
             )
+        rows = [np.asarray(p, dtype=np.float32) for p in df[spec.features.image]]
         return (
-            np.vstack([np.asarray(p, dtype=np.float32) for p in df[spec.features.image]])
-            if len(df)
-            else np.zeros((0, opts.height * opts.width), np.float32)
+            np.vstack([p if len(p) == 3 * area else np.repeat(p, 3) for p in rows])
+            if rows
+            else np.zeros((0, 3 * area), np.float32)
         )
 
     def prepare(self, spec: PipelineSpec, df: pd.DataFrame) -> Prepared:
@@ -220,6 +261,7 @@ class ImageClassification(ProblemKind):
                 opts.height,
                 opts.width,
                 mirror=False,
+                colour=opts.colour,
             )
         return MirrorAugmented(
             Pipeline(
@@ -232,6 +274,7 @@ class ImageClassification(ProblemKind):
             opts.height,
             opts.width,
             mirror=opts.augment_flips,
+            colour=opts.colour,
         )
 
     def train(self, spec: PipelineSpec, data: Prepared) -> Trained:
@@ -255,7 +298,7 @@ class ImageClassification(ProblemKind):
         X, y = data.test
         opts = self.options(spec)
         scoring = SCORING[spec.metric.name]
-        return X, y, scoring, image_regions(opts.height, opts.width)
+        return X, y, scoring, image_regions(opts.height, opts.width, channels=3)
 
     def metrics(self, spec: PipelineSpec, model, data: Prepared) -> dict[str, float]:
         X, y = data.test
@@ -275,7 +318,7 @@ class ImageClassification(ProblemKind):
         names = {0: str(shown[0]), 1: str(shown[1])}
         for i, idx in enumerate(wrong[:36]):
             ax = fig.add_subplot(6, 6, i + 1)
-            ax.imshow(X[idx].reshape(opts.height, opts.width), cmap="gray", vmin=0, vmax=255)
+            ax.imshow(X[idx].reshape(opts.height, opts.width, 3).clip(0, 255).astype(np.uint8))
             ax.set_title(f"true {names[y[idx]][:9]}\np={p[idx]:.2f}", fontsize=7)
             ax.axis("off")
         fig.suptitle(f"{spec.name}: {len(wrong)} misclassified test images (first 36)")

@@ -162,7 +162,8 @@ class _NeuralClassifier(ClassifierMixin, TorchEstimator):
 
 
 class CNNClassifier(_NeuralClassifier):
-    """A small residual CNN over grey images given as flattened pixels in [0, 255]; with
+    """A small residual CNN over images given as flattened pixels in [0, 255] (``colours`` values
+    per pixel: 1 grey, 3 red/green/blue); with
     ``n_models`` > 1, that many networks (seeds ``seed``, ``seed + 1``, …, each with its own
     early-stopping rows) whose probabilities are averaged."""
 
@@ -189,8 +190,10 @@ class CNNClassifier(_NeuralClassifier):
         seed=0,
         device="cpu",
         threads=None,
+        colours=1,
     ):
         self.height, self.width, self.channels, self.dropout = height, width, channels, dropout
+        self.colours = colours
         self.augment, self.max_shift, self.max_rotation, self.tta, self.n_models = (
             augment,
             max_shift,
@@ -209,9 +212,9 @@ class CNNClassifier(_NeuralClassifier):
 
     def _inputs(self, X):
         X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-        if X.shape[1] != self.height * self.width:
+        if X.shape[1] != self.height * self.width * self.colours:
             raise ValueError(
-                f"each row is a {self.height} x {self.width} image ({self.height * self.width} pixels); got {X.shape[1]} columns"
+                f"each row is a {self.height} x {self.width} image ({self.height * self.width * self.colours} values); got {X.shape[1]} columns"
             )
         return X / 255.0
 
@@ -233,6 +236,7 @@ class CNNClassifier(_NeuralClassifier):
                 self.augment,
                 self.max_shift,
                 self.max_rotation,
+                self.colours,
             )
             self._fit_classifier(module, self._inputs(X), y, seed=seed)
             nets.append(self.net_)
@@ -248,7 +252,7 @@ class CNNClassifier(_NeuralClassifier):
         p = self._proba(X)
         if not self.tta:
             return p
-        mirrored = np.asarray(X).reshape(len(X), self.height, self.width)[:, :, ::-1].reshape(len(X), -1)
+        mirrored = np.asarray(X).reshape(len(X), self.height, self.width, -1)[:, :, ::-1].reshape(len(X), -1)
         return (p + self._proba(mirrored)) / 2  # test-time augmentation: the mirrored image too
 
 

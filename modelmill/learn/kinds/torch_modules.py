@@ -118,17 +118,27 @@ class ResidualBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """Three stages of residual blocks (c, 2c, 4c channels) over one grey channel, global
-    average pooling and a linear head. Takes flattened images in [0, 1]; augments in training."""
+    """Three stages of residual blocks (c, 2c, 4c channels) over the image's ``colours`` (1 grey,
+    3 red/green/blue), global average pooling and a linear head. Takes flattened images (height x
+    width x colours) in [0, 1]; augments in training."""
 
     def __init__(
-        self, height=28, width=28, channels=32, n_classes=2, dropout=0.2, augment=True, max_shift=2.0, max_rotation=10.0
+        self,
+        height=28,
+        width=28,
+        channels=32,
+        n_classes=2,
+        dropout=0.2,
+        augment=True,
+        max_shift=2.0,
+        max_rotation=10.0,
+        colours=1,
     ):
         super().__init__()
-        self.height, self.width = height, width
+        self.height, self.width, self.colours = height, width, colours
         self.augment, self.max_shift, self.max_rotation = augment, max_shift, max_rotation
         c = channels
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(colours, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
         self.stages = nn.Sequential(
             ResidualBlock(c, c),
             ResidualBlock(c, c),
@@ -141,7 +151,7 @@ class SmallResNet(nn.Module):
         )
 
     def forward(self, X):
-        x = X.view(-1, 1, self.height, self.width)
+        x = X.view(-1, self.height, self.width, self.colours).permute(0, 3, 1, 2)
         if self.training and self.augment:
             x = augment(x, self.max_shift, self.max_rotation)
         return self.head(self.stages(self.stem((x - 0.5) / 0.25)))
