@@ -278,3 +278,38 @@ def test_one_series_needs_no_series_column(prices, tmp_path, monkeypatch, capsys
     run = last_run(Settings(), "ibm")
     m = run.data.metrics
     assert m["test/rmse"] > 0 and m["test/baseline_rmse"] > 0 and run.data.params["split.series"] == "1"
+
+
+def test_init_proposes_a_forecast_for_one_series_or_many(prices, tmp_path, monkeypatch, capsys, prefect_api):
+    """A FRED-style export of IBM's real closes (every weekday a row, holidays written as ".")
+    goes init -> check -> run with no edit: the problem, the missing-value marker, the holidays
+    and the backtest's size are inferred and said; score names the alternative. The four tickers
+    in one file are proposed as four series."""
+    from modelmill.data.schema_inference import propose
+
+    many = propose("prices", prices, {"path": "prices.csv"}, target="close")
+    assert many.spec["problem"] == "forecasting"
+    assert many.spec["roles"] == {"date": "date", "value": "close", "series": "ticker", "volume": "volume"}
+
+    ibm = prices[prices["ticker"] == "IBM"].set_index("date")["close"].iloc[-1500:]
+    weekdays = pd.bdate_range(ibm.index.min(), ibm.index.max())
+    fred = pd.DataFrame({"DATE": weekdays.strftime("%Y-%m-%d"), "IBMCLOSE": ibm.reindex(weekdays).round(4)})
+    holidays = int(fred["IBMCLOSE"].isna().sum())
+    assert holidays > 30  # ten years of market holidays, as FRED writes them
+    fred.fillna(".").to_csv(tmp_path / "fred.csv", index=False)
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "project" / "pipelines")
+    code, out, err = run_cli(capsys, "init", "ibm_fred", "--from", str(tmp_path / "fred.csv"), "--target", "IBMCLOSE")
+    assert code == 0, out + err
+    assert "problem forecasting" in out and "IBMCLOSE writes a missing value as '.'" in out
+    assert f"{holidays} rows have no IBMCLOSE (holidays or gaps written as missing)" in out
+    assert "0 weekdays in between have no row" in out and "backtest: 5 folds of 100 steps" in out
+    code, out, err = run_cli(capsys, "check", "ibm_fred")
+    assert code == 0 and "the gate passes" in out and f"rows_without_value {holidays}" in out, out + err
+    code, out, err = run_cli(capsys, "run", "ibm_fred")
+    assert code == 0, out + err
+    assert f"{holidays} of {len(fred)} rows have no IBMCLOSE" in err
+    run = last_run(Settings(), "ibm_fred")
+    assert run.data.params["split.series"] == "1" and run.data.params["split.rows"] == str(len(fred) - holidays)
+    assert run.data.metrics["test/n_forecasts"] == 499  # five folds of 100 trading days; the last has no next day
+    code, out, err = run_cli(capsys, "score", "ibm_fred", "--input", str(tmp_path / "fred.csv"), "--output", "x.parquet")
+    assert code != 0 and "a forecast is not scored row by row: `modelmill run ibm_fred`" in err

@@ -7,8 +7,9 @@ from modelmill.config.settings import Settings
 
 
 def cmd_check(args, settings: Settings) -> int:
-    """Dry run: parse the spec, read the data, run the gate, say what would be trained. Nothing
-    is trained, no snapshot is written and nothing reaches MLflow."""
+    """Dry run: parse the spec, read the data, run the gate, split the rows as ``run`` would and
+    say what would be trained. Nothing is trained, no snapshot is written and nothing reaches
+    MLflow: whatever ``run`` would refuse before training, this refuses too."""
     from modelmill.config.spec import load_spec
     from modelmill.data.fetch import check_mirror
     from modelmill.data.ingest import fetch_sources, read_source
@@ -49,6 +50,11 @@ def cmd_check(args, settings: Settings) -> int:
             f"  {role} {c.name}: {c.estimator}{f' params {c.params}' if c.params else ''}{f' grid {c.grid}' if c.grid else ''}"
         )
     gate(report, spec.name)
+    # what run does next, short of fitting: the split, the model's input, the series' backtest
+    frame = rules.deduplicate(spec, df)[0] if kind.EXAMPLE_ROWS else df
+    info = kind.prepare(spec, frame).info
+    shown = {k: v for k, v in info.items() if isinstance(v, int | str) and not isinstance(v, bool)}
+    print(f"\nsplit: {', '.join(f'{k} {v}' for k, v in shown.items())}")
     print(f"\nthe gate passes: `modelmill run {args.pipeline}` would train these")
     return EXIT_OK
 

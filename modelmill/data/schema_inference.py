@@ -18,6 +18,7 @@ from modelmill.data.ingest import CURRENCY, coerce_numbers
 from modelmill.errors import SpecError
 
 INIT_KINDS = (
+    "forecasting",
     "tabular_classification",
     "tabular_multiclass",
     "tabular_regression",
@@ -36,6 +37,10 @@ ITEM_NAME = re.compile(
     re.I,
 )
 RATING_NAME = re.compile(r"rating|score|stars|grade", re.I)
+VOLUME_NAME = re.compile(r"volume|qty|quantity|units", re.I)
+#: a forecast's walk-forward backtest: its folds, the candidates' inner folds, and the days the
+#: first fold trains on at least (the forecasting kind's defaults)
+FORECAST_FOLDS, FORECAST_SELECTION_FOLDS, FORECAST_MIN_TRAIN = 5, 3, 250
 #: at most this many distinct values (and a small share of the rows) make a text column categorical
 MAX_CATEGORIES = 50
 THOUSANDS_PATTERNS = {
@@ -185,6 +190,8 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         return problem
     if target is None:
         raise SpecError("name the column to predict with --target (or give --problem recommendation)")
+    if continuous(df[target]) and _series_of(columns, df) is not None:
+        return "forecasting"
     texts = [c for c in columns if c.role == "text"]
     others = [c for c in columns if c.role in ("numeric", "categorical")]
     classes = df[target].nunique()
@@ -202,6 +209,109 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         f"target {target} has {classes} distinct values: too many to be classes of a table (at most {MAX_CLASSES}), "
         "and not all numbers to be an amount (give --problem text_classification for a text column, or a target with fewer values)"
     )
+
+
+def missing_markers(values: pd.Series) -> list[str]:
+    """The short non-numbers (".", "-", "NA" …) a column of numbers writes for a missing value
+    (a holiday in a FRED export), when every other value is a number; else []."""
+    present = values.dropna()
+    if pd.api.types.is_numeric_dtype(present) or not len(present):
+        return []
+    text = present.astype(str).str.strip()
+    bad = pd.to_numeric(text, errors="coerce").isna()
+    markers = sorted(set(text[bad]))
+    if not bad.any() or bad.all() or len(markers) > 3 or any(len(m) > 5 or re.search(r"\d", m) for m in markers):
+        return []
+    return markers
+
+
+def _series_of(columns: list[Column], df: pd.DataFrame) -> tuple[str, str | None] | None:
+    """The date column of a series (and the column naming each series when the file holds
+    several): each date once per series. None when no date column orders the rows so."""
+    for date in (c.name for c in columns if c.role == "date"):
+        when = pd.to_datetime(df[date], errors="coerce", format="mixed")
+        if when.isna().any():
+            continue
+        if when.is_unique:
+            return date, None
+        for c in columns:
+            if (
+                c.role in ("categorical", "id")
+                and c.name != date
+                and not when.groupby(df[c.name]).apply(lambda d: d.duplicated().any()).any()
+            ):
+                return date, c.name
+    return None
+
+
+def _forecast(name: str, df: pd.DataFrame, columns: list[Column], target: str, notes: list[str]) -> dict[str, Any]:
+    """The spec of a forecast of ``target``: its series' roles, a walk-forward backtest sized to
+    the dates, the random walk as baseline; holidays and gaps counted."""
+    found = _series_of(columns, df)
+    if found is None:
+        raise SpecError(
+            "modelmill init: a forecast needs a date column with each date once (once per series when the file holds several)"
+        )
+    date, series = found
+    roles = {"date": date, "value": target} | ({"series": series} if series else {})
+    volume = next((c for c in columns if c.role == "numeric" and VOLUME_NAME.search(str(c.name))), None)
+    if volume is not None:
+        roles["volume"] = volume.name
+    when = pd.to_datetime(df[date], format="mixed")
+    days = int(when.dt.normalize().nunique())
+    if days * 2 < when.nunique():
+        notes.append(f"intraday: {when.nunique()} times on {days} days (a step is one row, gaps not counted)")
+    else:
+        groups = df.groupby(series) if series else [(None, df)]
+        present = sum(pd.to_datetime(g[date], format="mixed").dt.normalize().nunique() for _, g in groups)
+        expected = sum(
+            len(pd.bdate_range(*pd.to_datetime(g[date], format="mixed").agg(["min", "max"]))) for _, g in groups
+        )
+        notes.append(
+            f"{days} dates from {when.min():%Y-%m-%d} to {when.max():%Y-%m-%d}; {max(0, expected - present)} weekdays in between have no row (holidays or gaps): a step is one row"
+        )
+    if missing := int(df[target].isna().sum()):
+        notes.append(f"{missing} rows have no {target} (holidays or gaps written as missing): left out when training")
+    dates = int(when.nunique())
+    block = min(100, (dates - FORECAST_MIN_TRAIN) // (FORECAST_FOLDS + FORECAST_SELECTION_FOLDS))
+    if block < 10:
+        raise SpecError(
+            f"modelmill init: {dates} dates are too few for a walk-forward backtest (at least {FORECAST_MIN_TRAIN + 10 * (FORECAST_FOLDS + FORECAST_SELECTION_FOLDS)})"
+        )
+    notes.append(
+        f"backtest: {FORECAST_FOLDS} folds of {block} steps after at least {FORECAST_MIN_TRAIN} to train on (split.test_period_days)"
+    )
+    for c in columns:
+        if c.name == date:
+            c.role, c.why = "date", f"{c.why}; the series' date"
+        elif c.name == series:
+            c.role, c.why = "series", f"each date once per value: {c.distinct} series"
+        elif c.name == target:
+            c.why = "the target (--target): the next step's return is forecast"
+        elif volume is not None and c.name == volume.name:
+            c.role, c.why = "volume", "its name says volume: its change is a feature"
+        else:
+            c.role, c.why = "dropped", f"not used by the forecaster ({c.why})"
+    spec = {
+        "roles": roles,
+        "suite": f"{name}.json",
+        "problem": "forecasting",
+        "split": {"method": "walk_forward", "folds": FORECAST_FOLDS, "test_period_days": block, "seed": 42},
+        "baseline": {"name": "random_walk", "estimator": "zero_return"},
+        "candidates": [
+            {"name": "ridge", "estimator": "ridge", "grid": {"alpha": [10.0, 1000.0]}},
+            {
+                "name": "boosting",
+                "estimator": "hist_gradient_boosting",
+                "params": {"max_iter": 100, "max_depth": 3, "early_stopping": False},
+            },
+        ],
+        "metric": {"name": "rmse", "direction": "minimize"},
+        "options": {"selection_folds": FORECAST_SELECTION_FOLDS},
+    }
+    if drop := [c.name for c in columns if c.role == "dropped"]:
+        spec["drop"] = drop
+    return spec
 
 
 def continuous(values: pd.Series) -> bool:
@@ -273,9 +383,15 @@ def propose(
     if target is not None and target not in df.columns:
         raise SpecError(f"--target {target}: no such column (columns: {', '.join(map(str, df.columns))})")
     df = blanks_as_missing(df)
+    notes: list[str] = []
+    if target is not None and (markers := missing_markers(df[target])):
+        df = df.assign(**{target: pd.to_numeric(df[target].replace(markers, None), errors="coerce")})
+        source = dict(source) | {"read_options": {**source.get("read_options", {}), "na_values": markers}}
+        notes.append(
+            f"{target} writes a missing value as {' or '.join(map(repr, markers))}: read as missing (read_options.na_values)"
+        )
     columns = classify(df, target, problem)
     problem = choose_problem(columns, df, target, problem)
-    notes: list[str] = []
     spec: dict[str, Any] = {
         "name": name,
         "domain": "my_domain",
@@ -283,7 +399,12 @@ def propose(
         "source": dict(source),
     }
     by_role = lambda *roles: [c for c in columns if c.role in roles]  # noqa: E731
-    if problem == "recommendation":
+    if problem == "forecasting":
+        if target is None:
+            raise SpecError("modelmill init: name the series' value to forecast with --target")
+        spec |= _forecast(name, df, columns, target, notes)
+        spec["source"]["parse_dates"] = [spec["roles"]["date"]]
+    elif problem == "recommendation":
         roles = {}
         for label, pattern, allowed in (
             ("user", USER_NAME, "id|categorical|numeric"),
@@ -445,7 +566,7 @@ def propose(
                 f"target {target}: its rarest class has {counts.min()} rows; at least 3 are needed to train and test"
             )
         spec["split"]["folds"] = folds
-    spec["schedule"] = {"cron": "0 6 * * 1"}
+    spec["schedule"] = {"cron": "30 22 * * 1-5" if problem == "forecasting" else "0 6 * * 1"}
     kept = [str(c) for c in df.columns if c not in spec.get("drop", [])]
     return Proposal(spec, _suite(name, df, columns, kept), columns, notes)
 

@@ -49,7 +49,9 @@ def _num(v) -> str:
         f = float(v)
     except (TypeError, ValueError):
         return str(v)
-    return "" if f != f else f"{f:.4f}"
+    if f != f:
+        return ""
+    return f"{f:.4f}" if abs(f) >= 0.1 or f == 0 else f"{f:.4g}"  # small figures keep 4 significant digits
 
 
 def _table(frame: pd.DataFrame) -> list[str]:
@@ -129,7 +131,12 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
     if f.shap_importance is not None:
         lines += [f"Mean |SHAP value| per source column ({f.shap_method} explainer), top 10:", ""]
         lines += _table(f.shap_importance.head(10)) + [""]
-    limits = [*f.warnings, "Importance and SHAP values describe associations the model uses on this data, not causes."]
+    explained = [w for w, x in (("Importance", f.importance), ("SHAP values", f.shap_importance)) if x is not None]
+    limits = [*f.warnings] + (
+        [f"{' and '.join(explained)} describe associations the model uses on this data, not causes."]
+        if explained
+        else []
+    )
     if f.slices is not None and len(f.slices):
         few = f.slices[f.slices["rows"] < f.slices["column"].map({s.column: s.min_rows for s in spec.slices}).fillna(0)]
         if len(few):
@@ -141,12 +148,19 @@ def model_card(spec: PipelineSpec, f: CardFacts) -> str:
         "Validated only on data like the snapshot above; rows outside the suite's rules are set aside when scoring, not scored."
     )
     lines += ["## Known limits", *[f"- {w}" for w in limits], ""]
+    lines += ["## How to use it", "```bash"]
+    if spec.problem == "forecasting":  # not scored row by row: each run forecasts from the newest data
+        lines += [
+            f"modelmill run {spec.name}   # on the newest prices: the run's tables/backtest_predictions.csv holds each forecast",
+            "```",
+        ]
+    else:
+        lines += [
+            f"modelmill score {spec.name} --input batch.csv --output scores.parquet"
+            + (" --reasons 3" if spec.problem == "tabular_classification" else ""),
+            "```",
+        ]
     lines += [
-        "## How to use it",
-        "```bash",
-        f"modelmill score {spec.name} --input batch.csv --output scores.parquet"
-        + (" --reasons 3" if spec.problem == "tabular_classification" else ""),
-        "```",
         "```python",
         "import mlflow",
         f'model = mlflow.pyfunc.load_model("models:/{spec.registered_model_name}/{f.version}")',

@@ -267,6 +267,10 @@ def score(
     from modelmill.data.fetch import fetch_user_file, writable_file
     from modelmill.data.readers import read_table
 
+    if spec.problem == "forecasting":
+        raise SpecError(
+            f"pipeline {spec.name}: a forecast is not scored row by row: `modelmill run {spec.name}` on the newest prices forecasts each series' next step (the run's tables/backtest_predictions.csv)"
+        )
     if spec.problem not in SCORABLE:
         raise SpecError(
             f"pipeline {spec.name}: `modelmill score` scores {' and '.join(SCORABLE)} pipelines, not {spec.problem}"

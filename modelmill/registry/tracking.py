@@ -447,6 +447,10 @@ class Tracker:
         elif row_rules:
             output_example = ServedModel(model, row_rules).predict(input_example)
         signature = mlflow.models.infer_signature(input_example, output_example)
+        if isinstance(input_example, numpy.ndarray) and input_example.ndim == 2:  # images: grey or colour rows
+            from mlflow.types.schema import Schema, TensorSpec
+
+            signature.inputs = Schema([TensorSpec(input_example.dtype, (-1, -1))])
         if raw_columns:
             from mlflow.types.schema import AnyType, ColSpec, Schema
 

@@ -8,6 +8,7 @@ of ``test_period_days`` trading days: every candidate recipe is refit before eac
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -27,6 +28,8 @@ from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.neural import MLPRegressor, training_curves
+
+log = logging.getLogger("modelmill.train")
 
 
 class ForecastOptions(KindOptions):
@@ -194,6 +197,13 @@ class Forecasting(ProblemKind):
         r = roles_of(spec)
         if r["series"] not in df.columns:  # one series: the whole file
             df = df.assign(**{r["series"]: ONE_SERIES_NAME})
+        gaps = df[r["value"]].isna()  # a holiday written as "." (read_options.na_values), a gap
+        if gaps.any():
+            log.info(
+                "%s: %d of %d rows have no %s (holidays or gaps written as missing): left out, each return spans the gap",
+                spec.name, int(gaps.sum()), len(df), r["value"],
+            )  # fmt: skip
+            df = df[~gaps]
         frame = df.sort_values([r["date"], r["series"]]).reset_index(drop=True)
         frame[r["date"]] = pd.to_datetime(frame[r["date"]])
         frame["_target"] = next_return(frame, r["series"], r["date"], r["value"])
@@ -207,6 +217,7 @@ class Forecasting(ProblemKind):
         starts = [dates[len(dates) - block * (k - i)] for i in range(k)]
         info = {
             "rows": len(frame),
+            "rows_without_value": int(gaps.sum()),
             "series": frame[r["series"]].nunique(),
             "first_date": str(dates[0])[:10],
             "last_date": str(dates[-1])[:10],

@@ -94,6 +94,11 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
     def __init__(self, pipeline, height=28, width=28, mirror=True, colour=None):
         self.pipeline, self.height, self.width, self.mirror, self.colour = pipeline, height, width, mirror, colour
 
+    def _colours(self, X) -> np.ndarray:
+        """Rows of height x width grey levels as height x width x 3 (each level in all three)."""
+        X = np.asarray(X)
+        return np.repeat(X, 3, axis=1) if X.ndim == 2 and X.shape[1] == self.height * self.width else X
+
     def _view(self, X: np.ndarray) -> np.ndarray:
         """The rows as the pipeline reads them: unchanged in colour, else rounded grey levels."""
         if self.colours_ == 3:
@@ -101,7 +106,7 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
         return np.rint(X.reshape(len(X), -1, 3) @ LUMA).astype(X.dtype)
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y)
+        X, y = validate_data(self, self._colours(X), y)
         _check_pixels(X, self.height, self.width, 3)
         rgb = X.reshape(len(X), -1, 3)
         found = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
@@ -120,11 +125,11 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict_proba(self._view(validate_data(self, X, reset=False)))
+        return self.pipeline_.predict_proba(self._view(validate_data(self, self._colours(X), reset=False)))
 
     def predict(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict(self._view(validate_data(self, X, reset=False)))
+        return self.pipeline_.predict(self._view(validate_data(self, self._colours(X), reset=False)))
 
 
 def _check_pixels(X: np.ndarray, height: int, width: int, colours: int = 1) -> None:
