@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import modelmill_env, require_mirror, run_cli
+from conftest import last_run, mlflow_client, modelmill_env, require_mirror, run_cli
+from modelmill.config.settings import Settings
 from modelmill.data.schema_inference import classify, propose
 
 
@@ -152,6 +153,7 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
     spec, suite = _written(root, "reviews")
     assert spec["problem"] == "text_classification" and spec["features"] == {"text": "sentence"}
     assert spec["source"]["read_options"] == {"sep": "\t"} and spec["metric"]["name"] == "roc_auc"
+    assert spec["candidates"][-1]["estimator"] == "sentences_logistic_regression"  # the text extra is installed
     code, out, err = run_cli(capsys, "check", "reviews")
     assert code == 0, err + out
 
@@ -179,10 +181,23 @@ def test_init_proposes_a_spec_and_suite_that_check_passes_on_three_real_shaped_f
         == 0
     )
 
-    # the proposed tabular spec trains and promotes as it stands
+    # the proposed tabular and text specs train, promote and score as they stand
     code, out, err = run_cli(capsys, "run", "churn")
     assert code == 0, err + out
     assert "champion" in out
+    code, out, err = run_cli(capsys, "run", "reviews")
+    assert code == 0, err + out
+    run = last_run(Settings(), "reviews")
+    tried = pd.read_csv(
+        mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(root))
+    )
+    assert "sentence_encoder" in set(tried["candidate"]) and run.data.metrics["test/roc_auc"] > 0.85
+    pd.DataFrame({"sentence": ["The food was wonderful.", "Worst service ever, never again."]}).to_csv(
+        root / "two.tsv", sep="\t", index=False
+    )
+    code, out, err = run_cli(capsys, "score", "reviews", "--input", "two.tsv", "--output", "two.parquet")
+    assert code == 0, err + out
+    assert pd.read_parquet(root / "two.parquet")["prediction"].tolist() == [1, 0]
 
 
 def test_init_works_on_a_file_anywhere_from_the_folder_the_user_stands_in(tmp_path, monkeypatch, capsys):

