@@ -46,6 +46,7 @@ class ImageOptions(KindOptions):
     colour: bool | None = Field(
         None,
         description="read the images in colour (true) or as grey levels (false); default: colour when any training image has colour",
+        examples=[True],
     )
     hog_cell: int = Field(7, ge=2, description="cell size (pixels) of the HOG features of the feature-based models")
     augment_flips: bool = Field(
