@@ -311,5 +311,7 @@ def test_init_proposes_a_forecast_for_one_series_or_many(prices, tmp_path, monke
     run = last_run(Settings(), "ibm_fred")
     assert run.data.params["split.series"] == "1" and run.data.params["split.rows"] == str(len(fred) - holidays)
     assert run.data.metrics["test/n_forecasts"] == 499  # five folds of 100 trading days; the last has no next day
-    code, out, err = run_cli(capsys, "score", "ibm_fred", "--input", str(tmp_path / "fred.csv"), "--output", "x.parquet")
+    code, out, err = run_cli(
+        capsys, "score", "ibm_fred", "--input", str(tmp_path / "fred.csv"), "--output", "x.parquet"
+    )
     assert code != 0 and "a forecast is not scored row by row: `modelmill run ibm_fred`" in err

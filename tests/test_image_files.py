@@ -237,7 +237,9 @@ def tinted(img: np.ndarray, red: bool) -> np.ndarray:
     return np.rint(rgb).clip(0, 255).astype(np.uint8)
 
 
-def test_a_photo_folder_as_it_ships_goes_from_init_to_scores_in_colour(tmp_path, monkeypatch, capsys, prefect_api, scans):
+def test_a_photo_folder_as_it_ships_goes_from_init_to_scores_in_colour(
+    tmp_path, monkeypatch, capsys, prefect_api, scans
+):
     """training/ and validation/ folders of colour photos (no test folder, a tenth at twice the
     size, a README beside them), where only the colour tells the classes apart: init proposes
     colour, the size and the splits; check, run and score need no edit. A batch's note and

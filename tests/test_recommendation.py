@@ -392,7 +392,7 @@ def test_the_items_customers_took_after_their_recommendations_measure_the_champi
     assert live["live/hit_rate_at_10"] == pytest.approx(expected["hit_rate_at_10"]) and expected["hit_rate_at_10"] > 0
     assert live["live/ndcg_at_10_low"] < live["live/ndcg_at_10"] < live["live/ndcg_at_10_high"]
     assert live["live/users"] == len(took)
-    assert f"(v1, {len(took)} outcomes): ndcg_at_10 {expected['ndcg_at_10']:.4f}" in out
+    assert f"(v1, {len(took)} users, {len(joined)} interactions): ndcg_at_10 {expected['ndcg_at_10']:.4f}" in out
 
     # sent again: nothing new is joined, and the series gets no second point
     code, out, err = run_cli(capsys, "outcomes", "shop", "--input", str(tmp_path / "since.csv"))

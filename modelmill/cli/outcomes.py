@@ -55,7 +55,7 @@ def cmd_outcomes(args, settings: Settings) -> int:
         if b.get("estimated_value") is not None:
             test += f"; estimated when scored {b['estimated_value']:.4f} ({b['estimated_low']:.4f}-{b['estimated_high']:.4f})"
         print(
-            f"batch {b['batch']} (v{b['version']}, {b['rows']} outcomes): {b['metric']} {b['value']:.4f} ({_interval(b)}){test}"
+            f"batch {b['batch']} (v{b['version']}, {b['rows']} {b['unit']}): {b['metric']} {b['value']:.4f} ({_interval(b)}){test}"
         )
     for alert in r["alerts"]:
         print(f"live_drop: {alert}")

@@ -518,6 +518,8 @@ def _measure(spec, settings, tracker, ledger: pd.DataFrame, touched: set[str], r
                     "batch": batch,
                     "version": version,
                     "rows": int(figures["rows"]),
+                    # what the figures are over: a recommender's, its users (each with their interactions)
+                    "unit": f"users, {int(figures['interactions'])} interactions" if "users" in figures else "outcomes",
                     "metric": name,
                     "value": figures.get(name),
                     "low": figures.get(f"{name}_low"),
