@@ -70,6 +70,16 @@ def test_unchanged_reruns_are_skipped_and_any_change_retrains(example_project, c
     assert _run(capsys)[0] == 0 and registry_state(Settings(), "my_cells")[0] == [1, 2, 3, 4, 5]  # and unchanged again
     assert last_run(Settings(), "my_cells").data.tags["modelmill.decision"] == "skipped_unchanged"
 
+    # The runs table that modelmill's links open filters the skipped reruns out, and only them
+    from conftest import mlflow_client
+    from modelmill.registry.runview import WITHOUT_SKIPS
+
+    client = mlflow_client(Settings())
+    everything = client.search_runs([skipped.info.experiment_id], max_results=1000)
+    shown = client.search_runs([skipped.info.experiment_id], WITHOUT_SKIPS, max_results=1000)
+    skips = {r.info.run_id for r in everything if r.data.tags.get("modelmill.decision") == "skipped_unchanged"}
+    assert len(skips) == 2 and {r.info.run_id for r in shown} == {r.info.run_id for r in everything} - skips
+
     # A change to modelmill's own code retrains, committed or not: the fingerprint holds a digest
     # of the package's source files. Here the package is read from a copy, which is edited.
     import modelmill

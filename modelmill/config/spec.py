@@ -31,6 +31,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: what a predefined split column's values (case-insensitive) and an image folder's split folders
+#: may be called, and the part each one names
+SPLIT_NAMES = {
+    "train": "train", "training": "train", "trn": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "tst": "test", "holdout": "test", "eval": "test", "evaluation": "test",
+}  # fmt: skip
+
+
 class ReadOptions(Strict):
     """The reader options a spec may set (an allow-list with bounded values: a spec must not be
     able to pick pandas' slow python engine, skip a billion rows or read unbounded column lists)."""

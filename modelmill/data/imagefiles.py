@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modelmill.config.spec import SPLIT_NAMES
 from modelmill.errors import CorruptSource, SourceUnavailable, SpecError
 
 log = logging.getLogger("modelmill.data.imagefiles")
@@ -30,12 +31,6 @@ log = logging.getLogger("modelmill.data.imagefiles")
 #: file suffixes read as images
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 SPLITS = ("train", "val", "test")
-#: what split folders are called, beside train/val/test
-SPLIT_NAMES = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test", "tst": "test", "holdout": "test", "eval": "test", "evaluation": "test",
-}  # fmt: skip
 #: an image smaller than this on a side is a placeholder (a tracking pixel, an icon), not a sample
 MIN_SIDE = 8
 #: the column of a scoring batch's row that says why a file gave no image ("" when it did)

@@ -139,16 +139,26 @@ def table_columns(metric: str, headline: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
-def view_path(experiment_id: str) -> str:
-    """The UI route of an experiment's runs table in modelmill's view (the UI's model-training
-    mode: MLflow 3 otherwise opens on a GenAI traces overview)."""
-    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+#: The runs-table filter of modelmill's links: every run but the skipped reruns (only a skip
+#: names the run it matched), which stay one click away (clear the search box).
+WITHOUT_SKIPS = "tags.`modelmill.matched_run` IS NULL"
+
+
+def view_path(experiment_id: str, shared: bool = False) -> str:
+    """The UI route of an experiment's runs table, skipped reruns filtered out, in the UI's
+    model-training mode (MLflow 3 otherwise opens on a GenAI traces overview). ``shared``:
+    modelmill's shared view too (its metric, baseline, lift, decision and digest columns; the UI
+    then shows a "shared view" banner)."""
+    from urllib.parse import quote
+
+    query = f"workflowType=machine_learning&searchFilter={quote(WITHOUT_SKIPS)}"
+    return f"#/experiments/{experiment_id}/runs?{query}" + (f"&viewStateShareKey={VIEW_KEY}" if shared else "")
 
 
 def experiment_description(description: str, experiment_id: str) -> str:
     """The experiment's description, with a link to its runs in modelmill's view."""
     return (
-        f"{description.strip()}\n\n[Runs in modelmill's view]({view_path(experiment_id)}): primary metric, baseline, "
+        f"{description.strip()}\n\n[Runs in modelmill's view]({view_path(experiment_id, shared=True)}): primary metric, baseline, "
         "lift, decision, data digest and chosen model as columns, newest first."
     )
 
@@ -161,5 +171,6 @@ def shared_view(metric: str, headline: tuple[str, ...] = ()) -> tuple[str, str]:
         "columnOrder": columns,
         "orderByKey": "attributes.start_time",
         "orderByAsc": False,
+        "searchFilter": WITHOUT_SKIPS,
     }
     return SHARED_VIEW_TAG_PREFIX + VIEW_KEY, json.dumps(state)

@@ -269,12 +269,13 @@ class Tracker:
             return f"{redact(self.uri).rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
         return f"(`modelmill ui`) http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
-    def experiment_url(self, experiment_id: str, base: str | None = None) -> str:
-        """The experiment's runs table in modelmill's view (metric, baseline, lift, decision, digest)."""
+    def experiment_url(self, experiment_id: str, base: str | None = None, shared: bool = False) -> str:
+        """The experiment's runs table without the skipped reruns; ``shared``: in modelmill's
+        shared view (metric, baseline, lift, decision, digest columns)."""
         from modelmill.registry.runview import view_path
 
         root = base or (redact(self.uri) if self.uri.startswith("http") else "http://127.0.0.1:5000")
-        return f"{root.rstrip('/')}/{view_path(experiment_id)}"
+        return f"{root.rstrip('/')}/{view_path(experiment_id, shared)}"
 
     @contextmanager
     def _resumed(self, run_id: str):

@@ -12,19 +12,8 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import GridSearchCV, ParameterGrid, PredefinedSplit, StratifiedKFold, check_cv
 
-from modelmill.config.spec import PipelineSpec
+from modelmill.config.spec import SPLIT_NAMES, PipelineSpec
 from modelmill.errors import SpecError
-
-#: values a predefined split column may hold (case-insensitive), and the part each one names
-SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-}
 
 log = logging.getLogger("modelmill.train")
 
