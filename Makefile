@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.modelmill-installed
 
-.PHONY: setup run test lint checks clean results chaos docs
+.PHONY: setup run test browser lint checks clean results chaos docs
 
 setup: $(STAMP)
 
@@ -28,10 +28,18 @@ docs: setup
 # already fill both cores: one OpenMP thread each, or gradient boosting's spinning threads
 # oversubscribe the machine (seen here: the same two test files 51 s vs 416 s). The 15 slowest
 # tests are listed at the end, to keep the suite's time in view.
-test: setup checks
+test: setup browser checks
 	@tmp=$$(mktemp -d -t modelmill-test.XXXXXX); \
 	TMPDIR=$$tmp OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=15 --ignore=tests/test_estimator_checks.py $(PYTEST_ARGS); rc=$$?; \
 	rm -rf $$tmp; exit $$rc
+
+# Headless Chromium (Debian's package) for the browser test of the MLflow and Prefect pages:
+# installed when missing and this is a Debian machine we may install on (root); elsewhere that
+# test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "headless Chromium is not installed (apt-get install chromium): the browser test will be skipped"
 
 # What holds the code's shape: the architecture's contracts, and scikit-learn's own checks over
 # every custom estimator, one line each.

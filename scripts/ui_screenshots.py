@@ -1,13 +1,14 @@
-"""Look at the MLflow UI as a reviewer would, in a real headless browser, and save screenshots.
+"""Look at the MLflow and Prefect UIs as a user would, in a real headless browser, and save screenshots.
 
-    python scripts/ui_screenshots.py --run credit_risk price_forecast --out ui-shots/
-    python scripts/ui_screenshots.py --home .modelmill --out ui-shots/     # an existing store
+    python scripts/ui_screenshots.py --run breast_cytology --out docs/img/     # the docs' pictures
+    python scripts/ui_screenshots.py --home .modelmill --out ui-shots/          # an existing store
 
-With ``--run`` the pipelines are run (twice, so the tables have history) into a fresh temporary
-project folder first. Then an MLflow server is started on that store (127.0.0.1, a free port) and
-headless Chromium (Debian's ``chromium`` package) saves, per experiment: the runs table as it
-opens in the model-training mode, the same table in modelmill's shared view (``?viewStateShareKey=modelmill``:
-primary metric, baseline, lift, decision, data digest…), the chart view, and the latest run's
+With ``--run`` the pipelines are run twice (a trained run, then a skipped rerun) into a fresh
+temporary project folder, against a Prefect server and an MLflow server started for them
+(127.0.0.1, free ports). Headless Chromium (Debian's ``chromium`` package) then saves, per
+experiment: the runs table as modelmill's links open it (skipped reruns filtered out), the same
+table in modelmill's shared view (primary metric, baseline, lift, decision, data digest…), the
+latest run's page and the registered model's page; and, with ``--run``, Prefect's flow-runs
 page. Needs the mirror (``MODELMILL_DATA_MIRROR``) for ``--run``; nothing is written outside
 ``--out`` and the temporary folder.
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=2400,1100", "--virtual-time-budget=25000",
+    "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=25000",
 ]  # fmt: skip
 
 
@@ -38,10 +39,96 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def screenshot(browser: str, url: str, out: Path, profile: Path) -> None:
-    cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={out}", url]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=180)
-    print(f"{out}  ←  {url}")
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browse(browser: str, url: str, profile: Path, out: Path | None = None) -> str:
+    """The page's DOM once its scripts have run (and, with ``out``, a screenshot of it)."""
+    base = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    if out is not None:
+        subprocess.run([*base, f"--screenshot={out}", url], check=True, capture_output=True, timeout=180)
+        print(f"{out}  ←  {url}")
+    return subprocess.run([*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=180).stdout
+
+
+def shoot(out: Path, run: list[str] | None = None, home: Path | None = None) -> dict[str, str]:
+    """Save the screenshots (see the module's docstring) under ``out``; returns each page's DOM
+    by the screenshot's file name."""
+    from modelmill.runtime.servers import mlflow_server, prefect_server
+
+    browser = chromium()
+    if not browser:
+        raise SystemExit("headless Chromium not found: apt-get install chromium")
+    out.mkdir(parents=True, exist_ok=True)
+    pages: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="modelmill-ui-") as tmp:
+        scratch = Path(tmp)
+        profile = scratch / "chromium"
+        home = home or scratch / "home"
+        env = dict(os.environ, MODELMILL_HOME=str(home))
+        env.pop("MLFLOW_TRACKING_URI", None)
+        servers = []
+        try:
+            if run:
+                prefect = prefect_server(scratch / "prefect", free_port())
+                mlflow = mlflow_server(scratch / "mlflow", free_port())
+                servers += [prefect, mlflow]
+                for s in servers:
+                    s.start()
+                env |= {"PREFECT_API_URL": f"{prefect.url}/api", "MLFLOW_TRACKING_URI": mlflow.url}
+                for _ in range(2):  # a trained run, then a skipped rerun
+                    code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", *run], cwd=REPO, env=env)
+                    if code != 0:
+                        raise SystemExit(f"modelmill run exited {code}")
+                pages["prefect-flow-runs.png"] = browse(
+                    browser, f"{prefect.url}/runs", profile, out / "prefect-flow-runs.png"
+                )
+            else:
+                os.environ["MODELMILL_HOME"] = str(home)
+                from modelmill.config.settings import get_settings
+
+                mlflow = mlflow_server(scratch / "mlflow", free_port(), get_settings().tracking_uri)
+                servers.append(mlflow)
+                mlflow.start()
+            pages |= _mlflow_pages(browser, mlflow.url, profile, out)
+        finally:
+            for s in reversed(servers):
+                s.stop()
+    return pages
+
+
+def _mlflow_pages(browser: str, url: str, profile: Path, out: Path) -> dict[str, str]:
+    from modelmill.config.settings import Settings
+    from modelmill.config.spec import load_all
+    from modelmill.registry.tracking import Tracker
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = url  # the server's view of the store
+    try:
+        settings = Settings()
+        tracker = Tracker(settings)
+    finally:
+        if before is None:
+            del os.environ["MLFLOW_TRACKING_URI"]
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    pages = {}
+    for spec in load_all(settings):
+        exp = tracker.experiment_id(spec, create=False)
+        if exp is None:
+            continue
+        shots = {
+            "runs": tracker.experiment_url(exp, url),
+            "runs-modelmill-view": tracker.experiment_url(exp, url, shared=True),
+            "model": f"{url}/#/models/{spec.registered_model_name}",
+        }
+        if (trained := tracker.last_trained_run(spec)) is not None:
+            shots["run"] = tracker.run_url(trained.info.run_id)
+        for what, page in shots.items():
+            name = f"mlflow-{spec.name}-{what}.png"
+            pages[name] = browse(browser, page, profile, out / name)
+    return pages
 
 
 def main() -> int:
@@ -50,54 +137,7 @@ def main() -> int:
     ap.add_argument("--run", nargs="*", metavar="PIPELINE", help="run these pipelines (twice) into a fresh store first")
     ap.add_argument("--out", default="ui-screenshots", help="folder for the PNG files")
     args = ap.parse_args()
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not browser:
-        print("headless Chromium not found: apt-get install chromium", file=sys.stderr)
-        return 1
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="modelmill-ui-") as tmp:
-        home = Path(args.home).resolve() if args.home else Path(tmp) / "home"
-        os.environ["MODELMILL_HOME"] = str(home)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-        if args.run:
-            for _ in range(2):
-                code = subprocess.call([sys.executable, "-m", "modelmill.cli", "run", *args.run], cwd=REPO)
-                if code != 0:
-                    print(f"modelmill run exited {code}", file=sys.stderr)
-                    return code
-        from modelmill.config.settings import get_settings
-        from modelmill.config.spec import load_all
-        from modelmill.registry.tracking import Tracker
-        from modelmill.runtime.servers import mlflow_server
-
-        settings = get_settings()
-        server = mlflow_server(Path(tmp) / "server", free_port(), settings.tracking_uri)
-        server.start()
-        try:
-            tracker = Tracker(settings)
-            for spec in load_all(settings):
-                exp = tracker.experiment_id(spec, create=False)
-                if exp is None:
-                    continue
-                base = f"{server.url}/#/experiments/{exp}/runs?workflowType=machine_learning"
-                runs = tracker.runs(spec)
-                profile = Path(tmp) / "chromium"
-                screenshot(browser, base, out / f"{spec.name}-1-runs-default.png", profile)
-                screenshot(
-                    browser,
-                    tracker.experiment_url(exp, server.url),
-                    out / f"{spec.name}-2-runs-modelmill-view.png",
-                    profile,
-                )
-                screenshot(browser, f"{base}&compareRunsMode=CHART", out / f"{spec.name}-3-charts.png", profile)
-                if not runs.empty:
-                    run_page = (
-                        f"{server.url}/#/experiments/{exp}/runs/{runs.iloc[-1]['run_id']}?workflowType=machine_learning"
-                    )
-                    screenshot(browser, run_page, out / f"{spec.name}-4-latest-run.png", profile)
-        finally:
-            server.stop()
+    shoot(Path(args.out).resolve(), args.run, Path(args.home).resolve() if args.home else None)
     return 0
 
 
