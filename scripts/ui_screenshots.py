@@ -8,8 +8,8 @@ temporary project folder, against a Prefect server and an MLflow server started 
 (127.0.0.1, free ports). Headless Chromium (Debian's ``chromium`` package) then saves, per
 experiment: the runs table as modelmill's links open it (skipped reruns filtered out), the same
 table in modelmill's shared view (primary metric, baseline, lift, decision, data digest…), the
-latest run's page and the registered model's page; and, with ``--run``, Prefect's flow-runs
-page. Needs the mirror (``MODELMILL_DATA_MIRROR``) for ``--run``; nothing is written outside
+latest run's page, the registered model's page and the run's GX Data Docs (opened from a
+download, with no network); and, with ``--run``, Prefect's flow-runs page. Needs the mirror (``MODELMILL_DATA_MIRROR``) for ``--run``; nothing is written outside
 ``--out`` and the temporary folder.
 """
 
@@ -128,6 +128,13 @@ def _mlflow_pages(browser: str, url: str, profile: Path, out: Path) -> dict[str,
         for what, page in shots.items():
             name = f"mlflow-{spec.name}-{what}.png"
             pages[name] = browse(browser, page, profile, out / name)
+        if trained is not None:  # the run's GX Data Docs, opened from a download as a reviewer would
+            docs = Path(
+                tracker.client.download_artifacts(trained.info.run_id, "validation/data_docs", str(profile.parent))
+            )
+            (result,) = (p for p in docs.rglob("*.html") if "validations" in p.parts)
+            name = f"datadocs-{spec.name}.png"
+            pages[name] = browse(browser, result.as_uri(), profile, out / name)
     return pages
 
 

@@ -5,6 +5,7 @@ flow-runs page, each rendered by the UI's own scripts from real servers."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -31,6 +32,9 @@ def test_the_mlflow_and_prefect_pages_show_the_run_after_modelmill_run(tmp_path,
     assert "v1 champion · roc_auc" in table and "skipped: unchanged since v1" not in table
     assert "You are viewing a shared view" not in table  # no banner on the links modelmill prints
     assert "champion" in pages["mlflow-breast_cytology-model.png"]  # the registry page with its alias
+    docs = pages["datadocs-breast_cytology.png"]  # offline, styled from the copies beside it
+    text = " ".join(re.sub(r"<[^>]+>", " ", docs).split())
+    assert "Status: Succeeded" in text and '<div class="bootstrap-table' in docs  # the table plugin ran, offline
     flows = pages["prefect-flow-runs.png"]
     assert "modelmill-pipeline" in flows and "breast_cytology" in flows  # both flow runs, by their names
     for name in pages:  # pictures of rendered pages, not blank ones

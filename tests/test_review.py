@@ -251,3 +251,25 @@ def test_modelmill_ui_serves_the_store_and_sigterm_stops_its_server(env, cytolog
                 break
         assert time.monotonic() < deadline, "the MLflow server outlived `modelmill ui`"
         time.sleep(0.5)
+
+
+def test_data_docs_read_offline_from_local_copies_of_their_assets(cytology_run, env):
+    """Every page of a run's Data Docs loads its styles and scripts from the folder beside it,
+    nothing from another host; the two files the pages pin by Subresource Integrity hash are
+    the bytes that hash names."""
+    import base64
+    import hashlib
+
+    local = Path(mlflow_client(env).download_artifacts(cytology_run.info.run_id, "validation/data_docs"))
+    pages = list(local.rglob("*.html"))
+    assert len(pages) == 3  # the index, the suite and this validation
+    for page in pages:
+        text = page.read_text()
+        assert not re.findall(r'(?:src|href)="https?://[^"]+\.(?:js|css|png)[^"]*"|url\(.https?://', text), page
+        loaded = re.findall(r'<(?:script[^>]*src|link[^>]*href)="([^"]+)"', text)
+        assert any(u.endswith("vendor/bootstrap.min.css") for u in loaded), page
+        for url in (u for u in loaded if "/vendor/" in u or u.startswith("vendor/")):
+            assert (page.parent / url).is_file(), f"{page.name} loads {url}, which is not beside it"
+        for url, pinned in re.findall(r'src="([^"]+)" integrity="sha384-([^"]+)"', text):
+            digest = base64.b64encode(hashlib.sha384((page.parent / url).read_bytes()).digest()).decode()
+            assert digest == pinned, url

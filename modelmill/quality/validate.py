@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -326,7 +327,59 @@ def _validate_with_docs(context, definition, suite, frame: pd.DataFrame, docs_di
     for path in list(docs_dir.rglob("*")):
         if path.is_file() and any(s in path.as_posix() for s in _DOCS_SKIPPED):
             path.unlink()
+    offline_data_docs(docs_dir)
     return next(iter(run.run_results.values()))
+
+
+#: the Data Docs pages' CDN assets and the local copy each is read from (``datadocs_assets/``)
+_DOCS_ASSETS = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css": "bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js": "bootstrap-table-filter-control.min.js",
+}  # fmt: skip
+#: a tag of a page that loads anything from another host
+_REMOTE_TAG = re.compile(
+    r"""<script[^>]*\ssrc="(https?://[^"]+)"[^>]*>\s*</script>|<link[^>]*\shref="(https?://[^"]+)"[^>]*/?>"""
+)
+
+#: GX's logo, which the pages load from GX's web host (``static/images/`` holds a copy)
+_REMOTE_LOGO = re.compile(r'src="https://great-expectations-web-assets[^"]*/logo-long\.png[^"]*"')
+#: a background image of the pages' styles on another host (the dark theme's logo)
+_REMOTE_CSS_IMAGE = re.compile(r"url\('https?://[^']+'\)")
+
+
+def offline_data_docs(docs_dir: Path) -> None:
+    """Point the Data Docs pages at local copies of their styles and scripts (copied under
+    ``static/vendor/``), and drop every other tag that would load from another host: the pages
+    read the same offline and make no request anywhere."""
+    from importlib.resources import files
+
+    vendor = docs_dir / "static" / "vendor"
+    vendor.mkdir(parents=True, exist_ok=True)
+    assets = files("modelmill.quality") / "datadocs_assets"
+    for name in set(_DOCS_ASSETS.values()):
+        (vendor / name).write_bytes((assets / name).read_bytes())
+    for page in docs_dir.rglob("*.html"):
+        static = Path(os.path.relpath(docs_dir / "static", page.parent)).as_posix()
+        local = f"{static}/vendor"
+
+        def swap(m: re.Match, local: str = local) -> str:
+            url = m.group(1) or m.group(2)
+            name = _DOCS_ASSETS.get(url)
+            return (
+                ""
+                if name is None
+                else m.group(0).replace(url, f"{local}/{name}").replace(' crossorigin="anonymous"', "")
+            )
+
+        text = _REMOTE_TAG.sub(swap, page.read_text(encoding="utf-8"))
+        text = _REMOTE_LOGO.sub(f'src="{static}/images/logo-long.png"', text)  # GX's own copy, beside the pages
+        page.write_text(_REMOTE_CSS_IMAGE.sub("none", text), encoding="utf-8")
 
 
 #: rules whose arguments say which type a column's values are
