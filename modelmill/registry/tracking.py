@@ -455,7 +455,11 @@ class Tracker:
         if raw_columns:
             from mlflow.types.schema import AnyType, ColSpec, Schema
 
-            signature.inputs = Schema([ColSpec(AnyType(), c, required=False) for c in raw_columns])
+            # optional, so a row missing one is answered with the column's name (a served row rule);
+            # a model of one column needs it: MLflow would otherwise drop the payload's other
+            # columns and answer nothing at all, where it now refuses the request naming the column
+            required = len(raw_columns) == 1
+            signature.inputs = Schema([ColSpec(AnyType(), c, required=required) for c in raw_columns])
         reqs = [
             f"scikit-learn=={sklearn.__version__}",
             f"numpy=={numpy.__version__}",

@@ -104,6 +104,17 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
             return X  # validate_data says what is wrong with anything else
         return np.repeat(np.asarray(X), 3, axis=1)
 
+    def _inputs(self, X) -> np.ndarray:
+        """The rows to predict on, refused with the image size when they are not images of it."""
+        X = self._colours(X)
+        shape = getattr(X, "shape", ())
+        if len(shape) == 2 and hasattr(self, "n_features_in_") and shape[1] != self.n_features_in_:
+            area = self.height * self.width
+            raise ValueError(
+                f"each row is a {self.height} x {self.width} image ({area} grey levels or {3 * area} colour values); got {shape[1]} columns"
+            )
+        return self._view(validate_data(self, X, reset=False))
+
     def _view(self, X: np.ndarray) -> np.ndarray:
         """The rows as the pipeline reads them: unchanged in colour, else rounded grey levels."""
         if self.colours_ == 3:
@@ -130,11 +141,11 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict_proba(self._view(validate_data(self, self._colours(X), reset=False)))
+        return self.pipeline_.predict_proba(self._inputs(X))
 
     def predict(self, X):
         check_is_fitted(self)
-        return self.pipeline_.predict(self._view(validate_data(self, self._colours(X), reset=False)))
+        return self.pipeline_.predict(self._inputs(X))
 
 
 def _check_pixels(X: np.ndarray, height: int, width: int, colours: int = 1) -> None:
