@@ -310,3 +310,23 @@ def test_a_photo_folder_as_it_ships_goes_from_init_to_scores_in_colour(
     code, out, err = run_cli(capsys, "check", "shop")
     assert code != 0 and "1 of 625 files of the image folder give no image to learn from" in out + err
     assert "training/red/spacer.gif: not an image: a placeholder" in out + err
+
+
+def test_an_image_model_fitted_before_colour_still_scores_grey_and_colour_rows(scans):
+    """A registered image model from before the models read colour knows grey rows only: it
+    scores the rows the kind now gives it (height x width x 3) as their grey levels, as before."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from modelmill.learn.kinds.image import MirrorAugmented
+
+    X, y = scans["train_images"][:200].reshape(200, -1).astype(float), scans["train_labels"][:200, 0]
+    grey = X[:20]
+    new = MirrorAugmented(Pipeline([("model", LogisticRegression(C=0.001))]), 28, 28).fit(X, y)
+    assert new.colours_ == 1  # grey scans: read as grey
+    before = MirrorAugmented(Pipeline([("model", LogisticRegression(C=0.001))]), 28, 28)
+    vars(before).update(pipeline_=new.pipeline_, classes_=new.classes_, n_features_in_=784)  # as it was pickled
+    expected = new.pipeline_.predict_proba(grey)
+    np.testing.assert_allclose(before.predict_proba(np.repeat(grey, 3, axis=1)), expected)
+    np.testing.assert_allclose(before.predict_proba(grey), expected)
+    np.testing.assert_allclose(new.predict_proba(grey), expected)

@@ -107,6 +107,8 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
     def _inputs(self, X) -> np.ndarray:
         """The rows to predict on, refused with the image size when they are not images of it."""
         X = self._colours(X)
+        if not hasattr(self, "colours_"):  # fitted before models read colour: grey rows only
+            return validate_data(self, self._grey(np.asarray(X, dtype=np.float64)), reset=False)
         shape = getattr(X, "shape", ())
         if len(shape) == 2 and hasattr(self, "n_features_in_") and shape[1] != self.n_features_in_:
             area = self.height * self.width
@@ -117,8 +119,10 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
 
     def _view(self, X: np.ndarray) -> np.ndarray:
         """The rows as the pipeline reads them: unchanged in colour, else rounded grey levels."""
-        if self.colours_ == 3:
-            return X
+        return X if self.colours_ == 3 else self._grey(X)
+
+    @staticmethod
+    def _grey(X: np.ndarray) -> np.ndarray:
         return np.rint(X.reshape(len(X), -1, 3) @ LUMA).astype(X.dtype)
 
     def fit(self, X, y):
