@@ -81,14 +81,20 @@ def selection_rows(tracker, name: str, r) -> list[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         table = pd.read_csv(tracker.client.download_artifacts(r["run_id"], "tables/model_selection.csv", tmp))
-    score = next(c for c in table.columns if c.startswith(("cv_score", "inner_", "validation_")))
+    if "score" in table.columns:  # the one selection schema (selection.SELECTION_COLUMNS)
+        label, score, params = table["metric"], "score", "params"
+    else:  # a run logged before it: one column named after how it selected
+        score = next(c for c in table.columns if c.startswith(("cv_score", "inner_", "validation_")))
+        label, params = (
+            pd.Series(score, index=table.index),
+            next(c for c in ("best_params", "params") if c in table.columns),
+        )
     best = r.get("params.model.candidate", "")
-    params = next((c for c in ("best_params", "params") if c in table.columns), None)
     rows = []
     for i, row in table.iterrows():
         chosen = " (chosen)" if row["candidate"] == best and i == table[table["candidate"] == best].index[0] else ""
-        grid = f" {row[params]}" if params and row[params] not in ("{}", "") else ""
-        rows.append(f"| {name} | {row['candidate']}{chosen} | {row['estimator']}{grid} | {score} {row[score]:.5g} |")
+        grid = f" {row[params]}" if row[params] not in ("{}", "") else ""
+        rows.append(f"| {name} | {row['candidate']}{chosen} | {row['estimator']}{grid} | {label[i]} {row[score]:.5g} |")
     return rows
 
 

@@ -311,6 +311,15 @@ def test_init_proposes_a_forecast_for_one_series_or_many(prices, tmp_path, monke
     run = last_run(Settings(), "ibm_fred")
     assert run.data.params["split.series"] == "1" and run.data.params["split.rows"] == str(len(fred) - holidays)
     assert run.data.metrics["test/n_forecasts"] == 499  # five folds of 100 trading days; the last has no next day
+    from conftest import mlflow_client
+    from modelmill.learn.kinds.selection import SELECTION_COLUMNS  # one schema for every kind
+
+    selection = pd.read_csv(
+        mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(tmp_path))
+    )
+    assert tuple(selection.columns) == SELECTION_COLUMNS and (selection["metric"] == "rmse").all()
+    assert selection["score"].is_monotonic_increasing and (selection["folds"] == 3).all()  # lowest RMSE first
+    assert selection["candidate"][0] == run.data.params["model.candidate"]
     code, out, err = run_cli(
         capsys, "score", "ibm_fred", "--input", str(tmp_path / "fred.csv"), "--output", "x.parquet"
     )

@@ -345,6 +345,10 @@ def test_explicit_ratings_with_timestamps_train_a_champion_well_above_popularity
         mlflow_client(Settings()).download_artifacts(run.info.run_id, "tables/model_selection.csv", str(tmp_path))
     )
     assert set(selection["candidate"]) == {"item_knn", "item_knn_shrunk", "item_knn_debiased", "bpr", "als"}
+    from modelmill.learn.kinds.selection import SELECTION_COLUMNS  # one schema for every kind
+
+    assert tuple(selection.columns) == SELECTION_COLUMNS and (selection["metric"] == "ndcg_at_10").all()
+    assert selection["score"].is_monotonic_decreasing and selection["candidate"][0] == p["model.candidate"]
 
 
 def test_the_items_customers_took_after_their_recommendations_measure_the_champion(

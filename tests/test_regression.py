@@ -62,6 +62,10 @@ def test_a_continuous_target_goes_from_init_to_scores_with_intervals(diabetes_pr
     assert m["test/r2"] > 0.3  # the published linear fits on these ten measurements explain about half
     assert abs(m["test/interval_coverage"] - 0.9) <= 0.08  # measured on 101 test patients, nominal 90 %
     assert m["test/interval_width"] > 0
+    selection = pd.read_csv(client.download_artifacts(version.run_id, "tables/model_selection.csv", str(tmp_path)))
+    # the CV error as an RMSE reads (scikit-learn's scorer negates it), lowest first
+    assert (selection["metric"] == "rmse").all() and (selection["score"] > 0).all()
+    assert selection["score"].is_monotonic_increasing and selection["selected_on"][0] == "5-fold cross-validation"
     arts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
     assert {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/shap_summary.png"} <= arts
     assert client.get_run(version.run_id).data.params["explain.shap_output"] == "value"  # in the target's units

@@ -89,7 +89,8 @@ def test_the_chosen_hyperparameters_are_params(cytology_run, env):
     path = client.download_artifacts(cytology_run.info.run_id, "tables/model_selection.csv")
     best = pd.read_csv(path).iloc[0]
     assert params["model.candidate"] == best["candidate"]
-    chosen = ast.literal_eval(best["best_params"])  # the grid point as the selection table wrote it
+    chosen = ast.literal_eval(best["params"])  # the grid point as the selection table wrote it
+    assert best["metric"] == "roc_auc" and best["selected_on"] == "5-fold cross-validation"
     for k, v in chosen.items():
         assert params[f"model.{k}"] == str(v), k
 

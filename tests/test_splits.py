@@ -83,7 +83,8 @@ def test_the_text_kind_selects_on_val_rows_and_refits_on_train_plus_val(intents,
         in caplog.messages
     )
     # one val split, not k folds: no spread is claimed, in the table or the log
-    assert (trained.selection["cv_folds"] == 1).all() and trained.selection["cv_std"].isna().all()
+    assert (trained.selection["folds"] == 1).all() and trained.selection["score_std"].isna().all()
+    assert (trained.selection["selected_on"] == "the val split").all()
     picked = [m for m in caplog.messages if ": candidate " in m and " cv " in m]
     assert picked and all(m.split(" = ")[1].split(" {")[0].endswith("on one validation split") for m in picked)
     assert not any("±" in m for m in picked)
@@ -119,8 +120,8 @@ def test_without_val_rows_the_text_kind_says_it_cross_validates(intents, caplog)
         ({"method": "predefined"}, None, "split.method predefined needs split.column"),
         (
             {"method": "predefined", "column": "split"},
-            ["train", "test", "holdout"],
-            "split column split holds 1 rows that are not train/val/test (e.g. 'holdout')",
+            ["train", "test", "later"],
+            "split column split holds 1 rows that are not train/val/test (e.g. 'later')",
         ),
         ({"method": "predefined", "column": "split"}, ["train", "val", "val"], "split column split has no test rows"),
     ],

@@ -28,6 +28,7 @@ from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
 from modelmill.learn.kinds.neural import MLPRegressor, training_curves
+from modelmill.learn.kinds.selection import selection_row, selection_table
 
 log = logging.getLogger("modelmill.train")
 
@@ -269,10 +270,11 @@ class Forecasting(ProblemKind):
             recipe = _pipeline(spec, opts, estimator)
             bt = self.backtest(spec, recipe, pre, inner)
             rmse = float(np.sqrt(np.mean((bt["prediction"] - bt["_target"]) ** 2)))
-            rows.append({"candidate": c.name, "estimator": c.estimator, "params": str(params), "inner_rmse": rmse})
+            on = f"an inner walk-forward of {k} folds of {block} days before the backtest"
+            rows.append(selection_row(c, params, spec, on, rmse, folds=k))
             if rmse < best_score:
                 best, best_score, best_name, chosen = recipe, rmse, c.name, {**c.params, **params}
-        table = pd.DataFrame(rows).sort_values("inner_rmse", ignore_index=True)
+        table = selection_table(spec, rows)
         full = data.test
         cols = [c for c in full.columns if c != "_target"]
         known = full["_target"].notna()

@@ -28,6 +28,7 @@ from modelmill.config.spec import PipelineSpec
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
+from modelmill.learn.kinds.selection import selection_row, selection_table
 
 log = logging.getLogger("modelmill.train")
 
@@ -601,11 +602,11 @@ class Recommendation(ProblemKind):
                 inner_train["item"].nunique(),
             )
             rows.append(
-                {"candidate": c.name, "estimator": c.estimator, "params": str(params), f"validation_{key}": m[key]}
+                selection_row(c, params, spec, "a validation split of the training interactions", m[key], metric=key)
             )
             if m[key] > best_score:
                 best, best_score, best_name, chosen = est, m[key], c.name, {**c.params, **params}
-        table = pd.DataFrame(rows).sort_values(f"validation_{key}", ascending=False, ignore_index=True)
+        table = selection_table(spec, rows)
         model = clone(best).fit(data.train).remember(data.test.history)  # registered: never what a user already has
         baseline = self.build(spec.baseline, spec).fit(data.train)
         return Trained(model, baseline, best_name, table, {}, chosen)

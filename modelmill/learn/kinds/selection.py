@@ -17,6 +17,48 @@ from modelmill.errors import SpecError
 
 log = logging.getLogger("modelmill.train")
 
+#: the columns of every kind's ``tables/model_selection.csv``, one row per candidate (its best
+#: grid point) or per grid point: ``score`` is the spec's metric as it reads (an RMSE positive,
+#: lower better), ``selected_on`` says on which rows, ``score_std`` its spread over ``folds``
+#: (empty for one split), best row first.
+SELECTION_COLUMNS = (
+    "candidate",
+    "estimator",
+    "params",
+    "metric",
+    "selected_on",
+    "score",
+    "score_std",
+    "folds",
+    "grid_points",
+)
+
+
+def selection_table(spec: PipelineSpec, rows: list[dict]) -> pd.DataFrame:
+    """The selection rows in :data:`SELECTION_COLUMNS`, best first by the spec's metric."""
+    table = pd.DataFrame(rows, columns=list(SELECTION_COLUMNS))
+    return table.sort_values("score", ascending=spec.metric.direction == "minimize", ignore_index=True)
+
+
+def selection_row(
+    candidate,
+    params: dict,
+    spec: PipelineSpec,
+    selected_on: str,
+    score: float,
+    std: float = float("nan"),
+    folds: int = 1,
+    grid_points: int = 1,
+    metric: str | None = None,
+) -> dict:
+    """One row of :func:`selection_table` (``score`` in the sense of ``metric``, by default the spec's)."""
+    return {
+        "candidate": candidate.name, "estimator": candidate.estimator, "params": str(params), "metric": metric or spec.metric.name,
+        "selected_on": selected_on, "score": float(score), "score_std": std if folds > 1 else float("nan"),
+        "folds": folds, "grid_points": grid_points,
+    }  # fmt: skip
+
+
 #: seconds between two progress lines of one candidate's search (a quick search prints none)
 PROGRESS_EVERY = 20.0
 
@@ -72,16 +114,12 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
         params = {k.removeprefix(f"{step}__"): v for k, v in search.best_params_.items()}
         std = float(search.cv_results_["std_test_score"][search.best_index_])
         folds = int(search.n_splits_)
+        sign = (
+            -1 if spec.metric.direction == "minimize" else 1
+        )  # a scorer's error is negative: the metric reads positive
+        on = "the val split" if isinstance(cv, PredefinedSplit) else f"{folds}-fold cross-validation"
         rows.append(
-            {
-                "candidate": c.name,
-                "estimator": c.estimator,
-                "cv_score": float(search.best_score_),
-                "cv_std": std if folds > 1 else float("nan"),  # one validation split has no spread
-                "cv_folds": folds,
-                "best_params": str(params),
-                "grid_points": len(search.cv_results_["params"]),
-            }
+            selection_row(c, params, spec, on, sign * search.best_score_, std, folds, len(search.cv_results_["params"]))
         )
         spread = f"± {std:.4f} over {folds} folds" if folds > 1 else "on one validation split"
         log.info(
@@ -100,7 +138,7 @@ def grid_select(spec: PipelineSpec, build: Callable, X, y, *, cv, scoring, step:
                 c.name,
                 {**c.params, **params},
             )
-    table = pd.DataFrame(rows).sort_values("cv_score", ascending=False, ignore_index=True)
+    table = selection_table(spec, rows)
     model = build(best[0]).set_params(**clone(best[1], safe=False))  # as scikit-learn's refit does
     return best_name, model.fit(X, y) if fit else model, table, chosen
 
