@@ -262,19 +262,43 @@ def test_a_numeric_column_with_blank_cells_stays_a_feature_with_gaps(tmp_path):
     assert read.dtype == "float64" and int(read.isna().sum()) == 5
 
 
-def test_a_play_log_names_its_user_and_artist_as_user_and_item():
+def test_a_play_log_names_its_user_and_artist_as_user_and_item(tmp_path, monkeypatch, capsys, prefect_api):
     """A listening log as such exports name it (userID, artistID, a play count): init takes the
-    user and the item from those names; an item column named like nothing it knows is taken as
-    the one identifier beside the user. Real Online Retail purchases stand in for the plays."""
+    user, the item and the quantity from those names; an item column named like nothing it knows
+    is taken as the one identifier beside the user; with no names to go by, two identifiers that
+    repeat are a log (user first), and that file goes init -> check -> run -> score with no edit.
+    Real Online Retail purchases stand in for the plays."""
     with zipfile.ZipFile(require_mirror() / "online-retail" / "online+retail.zip") as z:
-        raw = pd.read_excel(io.BytesIO(z.read("Online Retail.xlsx")), engine="calamine", nrows=5000)
+        raw = pd.read_excel(io.BytesIO(z.read("Online Retail.xlsx")), engine="calamine", nrows=20000)
     raw = raw[raw["CustomerID"].notna() & (raw["Quantity"] > 0)]
     plays = pd.DataFrame(
         {"userID": raw["CustomerID"].astype(int), "artistID": raw["StockCode"].astype(str), "weight": raw["Quantity"]}
     )
     proposal = propose("music", plays, {"path": "plays.csv", "format": "csv"}, target=None, problem="recommendation")
-    assert proposal.spec["roles"] == {"user": "userID", "item": "artistID"}
+    assert proposal.spec["roles"] == {"user": "userID", "item": "artistID", "quantity": "weight"}
     codes = plays.rename(columns={"artistID": "code"})  # a name init does not know
     proposal = propose("music", codes, {"path": "plays.csv", "format": "csv"}, target=None, problem="recommendation")
     assert proposal.spec["roles"]["item"] == "code"
     assert "the one identifier beside the user" in next(c.why for c in proposal.columns if c.name == "code")
+
+    plays.set_axis(["u", "i", "n"], axis=1).to_csv(tmp_path / "log.csv", index=False)  # no names to go by
+    modelmill_env(monkeypatch, tmp_path / "home", None, tmp_path / "project" / "pipelines")
+    code, out, err = run_cli(capsys, "init", "log", "--from", str(tmp_path / "log.csv"))
+    assert code == 0, out + err
+    assert "problem recommendation" in out and "u is taken as the user and i as the item" in out
+    spec, _ = _written(tmp_path / "project", "log")
+    assert spec["roles"] == {"user": "u", "item": "i"}
+    code, out, err = run_cli(capsys, "check", "log")
+    assert code == 0 and "the gate passes" in out, out + err
+    code, out, err = run_cli(capsys, "run", "log")
+    assert code == 0 and "champion" in out, out + err
+    users = plays["userID"].drop_duplicates().head(3)
+    pd.DataFrame({"u": users}).to_csv(tmp_path / "who.csv", index=False)
+    code, out, err = run_cli(
+        capsys, "score", "log", "--input", str(tmp_path / "who.csv"), "--output", str(tmp_path / "recs.parquet")
+    )
+    assert code == 0, out + err
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    assert set(recs["u"]) == set(users.astype(str)) and recs.groupby("u").size().eq(10).all()  # ids as text
+    bought = set(zip(plays["userID"].astype(str), plays["artistID"], strict=True))
+    assert not any((u, i) in bought for u, i in zip(recs["u"], recs["item"].astype(str), strict=True))

@@ -37,6 +37,10 @@ ITEM_NAME = re.compile(
     re.I,
 )
 RATING_NAME = re.compile(r"rating|score|stars|grade", re.I)
+QUANTITY_NAME = re.compile(r"quantity|qty|count|plays|weight|units|clicks|views", re.I)
+#: an identifier repeats when it has fewer distinct values than this share of the rows, and
+#: names at least this many users or items (a column of a few codes is a category)
+REPEATING, MIN_IDS = 0.5, 10
 VOLUME_NAME = re.compile(r"volume|qty|quantity|units", re.I)
 #: a forecast's walk-forward backtest: its folds, the candidates' inner folds, and the days the
 #: first fold trains on at least (the forecasting kind's defaults)
@@ -189,6 +193,8 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
             )
         return problem
     if target is None:
+        if len(_repeating_ids(columns, df)) >= 2:
+            return "recommendation"
         raise SpecError("name the column to predict with --target (or give --problem recommendation)")
     if continuous(df[target]) and _series_of(columns, df) is not None:
         return "forecasting"
@@ -209,6 +215,20 @@ def choose_problem(columns: list[Column], df: pd.DataFrame, target: str | None, 
         f"target {target} has {classes} distinct values: too many to be classes of a table (at most {MAX_CLASSES}), "
         "and not all numbers to be an amount (give --problem text_classification for a text column, or a target with fewer values)"
     )
+
+
+def _repeating_ids(columns: list[Column], df: pd.DataFrame) -> list[Column]:
+    """The identifier-like columns whose values repeat many times (a user's, an item's in an
+    interaction log), in the file's order."""
+    return [
+        c
+        for c in columns
+        if c.role in ("id", "categorical", "numeric", "user", "item")
+        and MIN_IDS <= c.distinct < REPEATING * len(df)
+        and (c.role != "numeric" or bool((pd.to_numeric(df[c.name], errors="coerce").dropna() % 1 == 0).all()))
+        and not QUANTITY_NAME.search(str(c.name))
+        and not RATING_NAME.search(str(c.name))
+    ]
 
 
 def missing_markers(values: pd.Series) -> list[str]:
@@ -417,10 +437,23 @@ def propose(
             ("user", USER_NAME, "id|categorical|numeric"),
             ("item", ITEM_NAME, "id|categorical|numeric"),
             ("rating", RATING_NAME, "numeric"),
+            ("quantity", QUANTITY_NAME, "numeric"),
         ):
             picked = _pick(columns, allowed, pattern, label)
             if picked is not None:
                 roles[label] = picked.name
+        if not {"user", "item"} & set(roles):  # no names to go by: the shape of a log, two repeating ids
+            ids = _repeating_ids(columns, df)[:2]
+            if len(ids) == 2:
+                for label, c in zip(("user", "item"), ids, strict=True):
+                    roles[label] = c.name
+                    c.role, c.why = (
+                        label,
+                        f"the {'first' if label == 'user' else 'second'} of two identifiers that repeat ({c.distinct} values in {len(df)} rows): taken as the {label}",
+                    )
+                notes.append(
+                    f"no column is named like a user or an item: {ids[0].name} is taken as the user and {ids[1].name} as the item (swap roles.user and roles.item if it is the other way round)"
+                )
         if "user" in roles and "item" not in roles:  # the one other identifier beside the user is what it takes
             others = [c for c in columns if c.role == "id" and c.name != roles["user"]]
             if len(others) == 1:
