@@ -77,9 +77,8 @@ def _init_images(args, settings: Settings, folder: Path, specs: Path, spec_path:
     names = [str(p.relative_to(root)) for p in images]
     step = max(1, len(images) // INIT_SAMPLE)
     picked = {names[i]: images[i] for i in range(0, len(images), step)}
-    depth = len(Path(names[0]).parts)
-    among = [str(p.relative_to(root)) for p in others if len(p.relative_to(root).parts) == depth]
-    sample = read_image_folder(picked, None, among, lenient=True)
+    # the reader tells a non-image among the images from a README beside them
+    sample = read_image_folder(picked, None, [str(p.relative_to(root)) for p in others], lenient=True)
     source = {"path": os.path.relpath(root, specs.resolve())}
     proposal = propose_images(args.name, source, names, sample)
     read = f"{len(picked)} read" if len(picked) < len(names) else "all read"

@@ -23,6 +23,7 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from modelmill.config.spec import PipelineSpec
+from modelmill.data.imagefiles import has_colour
 from modelmill.errors import SpecError
 from modelmill.learn.evaluation import binary_metrics, binary_plots, figure
 from modelmill.learn.kinds.base import KindOptions, Prepared, ProblemKind, Trained
@@ -128,8 +129,7 @@ class MirrorAugmented(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         X, y = validate_data(self, self._colours(X), y)
         _check_pixels(X, self.height, self.width, 3)
-        rgb = X.reshape(len(X), -1, 3)
-        found = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+        found = has_colour(X.reshape(len(X), -1, 3))
         self.colours_ = 3 if (found if self.colour is None else self.colour) else 1
         X = self._view(X)
         if self.mirror:
